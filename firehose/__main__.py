@@ -1,0 +1,5 @@
+"""Lets ``python -m firehose`` behave like the ``firehose`` console script."""
+
+from firehose.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,311 @@
+"""The live set of delivery streams: names, definitions, status, versions, tags.
+
+The catalog is the single owner of stream state. It is saved to
+``<state dir>/catalog.json`` after every change (write to a temporary file,
+fsync, rename, fsync the directory), so streams created through the API survive
+a restart, and a stream keeps its spool (named by its *incarnation*) across
+restarts and config edits.
+
+Streams come from two places. Config files *declare* streams: on start the
+catalog creates the missing ones, applies a changed definition as a new version,
+and removes streams that were declared before and no longer are. The API
+creates, updates and deletes streams at run time. An API change to a declared
+stream lasts until its definition in the config file changes.
+
+Status is derived from time rather than driven by timers: a stream is CREATING
+until ``create_delay_seconds`` after its creation, then ACTIVE.
+
+Listeners (the daemon) are told about every created, updated and deleted
+stream so they can start, reconfigure or stop its pipeline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+
+from firehose.definitions import (
+    DeliveryStreamDefinition,
+    ExtendedS3DestinationConfiguration,
+    merge_destination_update,
+)
+from firehose.errors import (
+    ConcurrentModificationException,
+    InvalidArgumentException,
+    LimitExceededException,
+    ResourceInUseException,
+    ResourceNotFoundException,
+)
+
+log = logging.getLogger("firehose.catalog")
+
+DESTINATION_ID = "destinationId-000000000001"
+MAX_TAGS = 50
+
+Origin = Literal["config", "api"]
+Event = Literal["created", "updated", "deleted"]
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def digest(definition: DeliveryStreamDefinition) -> str:
+    return hashlib.sha256(orjson.dumps(definition.dump(), option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+@dataclass
+class StreamState:
+    name: str
+    definition: DeliveryStreamDefinition
+    version_id: int
+    created_ms: int
+    updated_ms: int
+    active_ms: int
+    incarnation: str
+    origin: Origin
+    config_digest: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    deleting: bool = False
+
+    @property
+    def status(self) -> str:
+        if self.deleting:
+            return "DELETING"
+        return "ACTIVE" if now_ms() >= self.active_ms else "CREATING"
+
+    @property
+    def spool_key(self) -> str:
+        """Directory name of this stream's spool: unique per incarnation of the name."""
+        return f"{self.name}-{self.incarnation}"
+
+    @property
+    def destination(self) -> ExtendedS3DestinationConfiguration:
+        return self.definition.destination
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "definition": self.definition.dump(),
+            "version_id": self.version_id,
+            "created_ms": self.created_ms,
+            "updated_ms": self.updated_ms,
+            "active_ms": self.active_ms,
+            "incarnation": self.incarnation,
+            "origin": self.origin,
+            "config_digest": self.config_digest,
+            "tags": self.tags,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> StreamState:
+        return cls(
+            name=d["name"],
+            definition=DeliveryStreamDefinition.model_validate(d["definition"]),
+            version_id=d["version_id"],
+            created_ms=d["created_ms"],
+            updated_ms=d["updated_ms"],
+            active_ms=d["active_ms"],
+            incarnation=d["incarnation"],
+            origin=d["origin"],
+            config_digest=d.get("config_digest"),
+            tags=d.get("tags", {}),
+        )
+
+
+Listener = Callable[[Event, StreamState], None]
+
+
+class Catalog:
+    def __init__(self, path: Path, *, account_id: str = "123456789012", max_streams: int = 5000,
+                 create_delay_seconds: float = 0.0) -> None:
+        self.path = Path(path)
+        self.account_id = account_id
+        self.max_streams = max_streams
+        self.create_delay_ms = int(create_delay_seconds * 1000)
+        self._streams: dict[str, StreamState] = {}
+        self._listeners: list[Listener] = []
+        self._load()
+
+    # -- persistence ----------------------------------------------------------
+
+    def _load(self) -> None:
+        if not self.path.exists():
+            return
+        data = orjson.loads(self.path.read_bytes())
+        for item in data.get("streams", []):
+            try:
+                state = StreamState.from_json(item)
+            except Exception as exc:  # a definition this build no longer accepts
+                log.error(
+                    "A saved delivery stream could not be loaded and is skipped; its spool is kept.",
+                    extra={"stream": item.get("name"), "error": str(exc)},
+                )
+                continue
+            self._streams[state.name] = state
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        body = orjson.dumps({"streams": [s.to_json() for s in self._streams.values()]}, option=orjson.OPT_INDENT_2)
+        with open(tmp, "wb") as f:
+            f.write(body)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    # -- listeners ------------------------------------------------------------
+
+    def subscribe(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def _emit(self, event: Event, state: StreamState) -> None:
+        for listener in self._listeners:
+            listener(event, state)
+
+    # -- queries --------------------------------------------------------------
+
+    def get(self, name: str) -> StreamState:
+        state = self._streams.get(name)
+        if state is None or state.deleting:
+            raise ResourceNotFoundException(f"Firehose {name} under account {self.account_id} not found.")
+        return state
+
+    def find(self, name: str) -> StreamState | None:
+        state = self._streams.get(name)
+        return None if state is None or state.deleting else state
+
+    def all(self) -> list[StreamState]:
+        return [s for s in self._streams.values() if not s.deleting]
+
+    def names(self, stream_type: str | None = None) -> list[str]:
+        return sorted(
+            s.name for s in self.all() if stream_type is None or s.definition.delivery_stream_type == stream_type
+        )
+
+    # -- changes --------------------------------------------------------------
+
+    def create(
+        self, definition: DeliveryStreamDefinition, *, origin: Origin = "api", config_digest: str | None = None,
+        delay_ms: int | None = None,
+    ) -> StreamState:
+        name = definition.delivery_stream_name
+        if name in self._streams:
+            raise ResourceInUseException(f"Firehose {name} under accountId {self.account_id} already exists")
+        if len(self._streams) >= self.max_streams:
+            raise LimitExceededException(
+                f"You have already consumed your limit of {self.max_streams} Firehose delivery streams."
+            )
+        ts = now_ms()
+        state = StreamState(
+            name=name,
+            definition=definition,
+            version_id=1,
+            created_ms=ts,
+            updated_ms=ts,
+            active_ms=ts + (self.create_delay_ms if delay_ms is None else delay_ms),
+            incarnation=secrets.token_hex(4),
+            origin=origin,
+            config_digest=config_digest,
+            tags={t.key: t.value or "" for t in definition.tags or []},
+        )
+        self._streams[name] = state
+        self.save()
+        self._emit("created", state)
+        return state
+
+    def replace_definition(self, state: StreamState, definition: DeliveryStreamDefinition, *,
+                           origin: Origin, config_digest: str | None) -> None:
+        state.definition = definition
+        state.version_id += 1
+        state.updated_ms = now_ms()
+        state.origin = origin
+        state.config_digest = config_digest
+        self.save()
+        self._emit("updated", state)
+
+    def update_destination(self, name: str, current_version: str, destination_id: str,
+                           update_member: str, update: dict[str, Any]) -> StreamState:
+        state = self.get(name)
+        if state.status != "ACTIVE":
+            raise ResourceInUseException(f"Firehose {name} is not ACTIVE (it is {state.status}).")
+        if destination_id != DESTINATION_ID:
+            raise InvalidArgumentException(f"Destination {destination_id} not found for Firehose {name}.")
+        if str(state.version_id) != current_version:
+            raise ConcurrentModificationException(
+                f"Cannot update Firehose {name}: CurrentDeliveryStreamVersionId {current_version} "
+                f"is not the current version {state.version_id}."
+            )
+        if update_member not in ("S3DestinationUpdate", "ExtendedS3DestinationUpdate"):
+            raise InvalidArgumentException(
+                f"{update_member} is not supported by this daemon yet; this stream delivers to S3."
+            )
+        merged = merge_destination_update(state.destination, update)
+        data = state.definition.dump()
+        data.pop("S3DestinationConfiguration", None)
+        data["ExtendedS3DestinationConfiguration"] = merged.dump()
+        definition = DeliveryStreamDefinition.model_validate(data)
+        self.replace_definition(state, definition, origin=state.origin, config_digest=state.config_digest)
+        return state
+
+    def delete(self, name: str) -> StreamState:
+        state = self.get(name)
+        if state.status == "CREATING":
+            raise ResourceInUseException(f"Firehose {name} is still CREATING and cannot be deleted yet.")
+        state.deleting = True
+        del self._streams[name]
+        self.save()
+        self._emit("deleted", state)
+        return state
+
+    def tag(self, name: str, tags: Iterable[tuple[str, str]]) -> None:
+        state = self.get(name)
+        new = dict(state.tags)
+        for k, v in tags:
+            new[k] = v
+        if len(new) > MAX_TAGS:
+            raise LimitExceededException(f"A delivery stream can have at most {MAX_TAGS} tags.")
+        state.tags = new
+        self.save()
+
+    def untag(self, name: str, keys: Iterable[str]) -> None:
+        state = self.get(name)
+        state.tags = {k: v for k, v in state.tags.items() if k not in set(keys)}
+        self.save()
+
+    # -- config files ---------------------------------------------------------
+
+    def apply_config(self, definitions: list[DeliveryStreamDefinition]) -> None:
+        """Make the declared streams exist as declared (see the module docstring)."""
+        declared = set()
+        for definition in definitions:
+            name = definition.delivery_stream_name
+            declared.add(name)
+            d = digest(definition)
+            state = self._streams.get(name)
+            if state is None:
+                self.create(definition, origin="config", config_digest=d, delay_ms=0)
+                log.info("Created a delivery stream declared in the config.", extra={"stream": name})
+            elif state.config_digest != d:
+                self.replace_definition(state, definition, origin="config", config_digest=d)
+                log.info("Applied a changed definition from the config.",
+                         extra={"stream": name, "version": state.version_id})
+        for state in list(self._streams.values()):
+            if state.origin == "config" and state.name not in declared:
+                log.warning("A delivery stream is no longer declared in the config; deleting it.",
+                            extra={"stream": state.name})
+                self.delete(state.name)

@@ -1,0 +1,197 @@
+"""Composition root: builds the catalog, spool, pipelines and API from settings, and runs them.
+
+Start-up order matters for durability: the spool of every known stream is
+recovered and its pipeline started (re-delivering sealed batches, then reading
+unsealed records) *before* the listener accepts a request. Shutdown is the
+reverse: stop accepting, let in-flight requests finish, give pipelines
+``delivery.shutdown_timeout_seconds`` to deliver what is buffered, and leave
+everything else in the spool for the next start.
+
+SIGTERM and SIGINT trigger that shutdown. uvicorn's own signal handling is
+switched off because it re-raises the signal after serving, which would kill
+the process before pipelines drain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import uvicorn
+
+from firehose import destinations
+from firehose.api.app import FirehoseApp
+from firehose.api.operations import Services
+from firehose.catalog import Catalog, Event, StreamState
+from firehose.destinations import DestinationContext, ObjectDestination
+from firehose.errors import DestinationError
+from firehose.pipeline import Pipeline
+from firehose.settings import Config, Settings
+from firehose.spool import Spool, StreamSpool
+from firehose.telemetry import Metrics
+
+log = logging.getLogger("firehose.daemon")
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield  # the daemon installs its own handlers
+
+
+class Daemon:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.settings: Settings = config.settings
+        self.metrics = Metrics()
+        self.pipelines: dict[str, Pipeline] = {}
+        self._stopping = False
+        self._started = False
+        self._server: _Server | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+        s = self.settings
+        s.state_dir.mkdir(parents=True, exist_ok=True)
+        self.catalog = Catalog(s.state_dir / "catalog.json", account_id=s.account_id,
+                               max_streams=s.max_delivery_streams, create_delay_seconds=s.create_delay_seconds)
+        self.spool = Spool(s.state_dir / "spool", max_bytes=s.spool.max_bytes, segment_bytes=s.spool.segment_bytes)
+        self.executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="destination")
+        self.metrics.spool_bytes.set_function(lambda: self.spool.used_bytes)
+        self.metrics.spool_limit.set(s.spool.max_bytes)
+        self.metrics.spool_commits.set_function(lambda: self.spool.committer.commits)
+        self.services = Services(self.catalog, self.spool, self._stream_spool, self.metrics, s)
+        self.app = FirehoseApp(self.services, self.readiness)
+
+    # -- streams ----------------------------------------------------------------
+
+    def _stream_spool(self, state: StreamState) -> StreamSpool:
+        return self.spool.open_stream(state.spool_key)
+
+    def _destination(self, state: StreamState) -> ObjectDestination:
+        ctx = DestinationContext(stream=state.name, settings=self.settings, executor=self.executor)
+        return destinations.build(state.destination, ctx)
+
+    def _start_pipeline(self, state: StreamState) -> None:
+        destination = self._destination(state)
+        pipeline = Pipeline(state, self.spool, self._stream_spool(state), destination, self.settings.delivery,
+                            self.metrics)
+        self.pipelines[state.name] = pipeline
+        pipeline.start()
+        self._spawn(self._check(state.name, destination))
+
+    async def _check(self, name: str, destination: ObjectDestination) -> None:
+        try:
+            await destination.check()
+            log.info("Destination is reachable.", extra={"stream": name, "destination": destination.describe()})
+        except DestinationError as exc:
+            log.warning("Destination check failed; records are kept in the spool until it works.",
+                        extra={"stream": name, "destination": destination.describe(), "error": exc.message})
+
+    def _on_catalog(self, event: Event, state: StreamState) -> None:
+        if event == "created":
+            self._start_pipeline(state)
+        elif event == "updated":
+            pipeline = self.pipelines.get(state.name)
+            if pipeline is not None:
+                destination = self._destination(state)
+                pipeline.reconfigure(state, destination)
+                self._spawn(self._check(state.name, destination))
+        elif event == "deleted":
+            pipeline = self.pipelines.pop(state.name, None)
+            self._spawn(self._retire(state, pipeline))
+
+    async def _retire(self, state: StreamState, pipeline: Pipeline | None) -> None:
+        """A deleted stream: deliver what is buffered (bounded wait), then drop its spool."""
+        if pipeline is not None:
+            await pipeline.stop(self.settings.delivery.shutdown_timeout_seconds)
+            if not pipeline.idle():
+                log.warning("Deleted a delivery stream before all of its records were delivered.",
+                            extra={"stream": state.name})
+        self.spool.remove_stream(state.spool_key)
+        log.info("Deleted a delivery stream.", extra={"stream": state.name})
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # -- health -------------------------------------------------------------------
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        streams = {}
+        for name, p in self.pipelines.items():
+            streams[name] = {
+                "destination": p.delivery.destination,
+                "buffered_bytes": p.buffered_bytes,
+                "inflight_batches": p.inflight,
+                "consecutive_failures": p.delivery.consecutive_failures,
+                "last_error": p.delivery.last_error,
+            }
+        spool = {"used_bytes": self.spool.used_bytes, "max_bytes": self.spool.max_bytes}
+        full = self.spool.used_bytes >= self.spool.max_bytes
+        ready = self._started and not self._stopping and not full
+        reason = "starting" if not self._started else "stopping" if self._stopping else "spool full" if full else None
+        details: dict[str, Any] = {"spool": spool, "streams": streams}
+        if reason:
+            details["reason"] = reason
+        return ready, details
+
+    # -- run --------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Recover and start every pipeline, then apply the config's declared streams."""
+        self.catalog.subscribe(self._on_catalog)
+        for state in self.catalog.all():
+            self._start_pipeline(state)
+        self.catalog.apply_config(self.config.streams)
+        owned = {s.spool_key for s in self.catalog.all()}
+        for key in self.spool.existing_keys():
+            if key not in owned:
+                log.warning("A spool directory belongs to no delivery stream; it is left untouched.",
+                            extra={"directory": str(self.spool.root / key)})
+
+    async def serve(self) -> None:
+        await self.start()
+        config = uvicorn.Config(
+            self.app, host=self.settings.host, port=self.settings.port, loop="none", http="httptools",
+            lifespan="off", access_log=False, log_level="warning", timeout_keep_alive=75,
+            timeout_graceful_shutdown=10,
+        )
+        self._server = server = _Server(config)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, self.request_stop)
+        serving = asyncio.create_task(server.serve())
+        while not server.started and not serving.done():
+            await asyncio.sleep(0.01)
+        if serving.done():
+            await serving  # start-up failed (e.g. port in use): raise it
+            return
+        self._started = True
+        host, port = server.servers[0].sockets[0].getsockname()[:2]
+        log.info("Listening.", extra={"host": host, "port": port, "streams": len(self.pipelines)})
+        await serving
+        await self.shutdown()
+
+    def request_stop(self) -> None:
+        if not self._stopping:
+            log.info("Stopping: no longer accepting requests; delivering what is buffered.")
+        self._stopping = True
+        if self._server is not None:
+            self._server.should_exit = True
+
+    async def shutdown(self) -> None:
+        self._stopping = True
+        timeout = self.settings.delivery.shutdown_timeout_seconds
+        await asyncio.gather(*(p.stop(timeout) for p in self.pipelines.values()), return_exceptions=True)
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        self.spool.close()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        log.info("Stopped.")

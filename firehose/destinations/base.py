@@ -1,0 +1,88 @@
+"""The destination interface: one delivery attempt, nothing more.
+
+A destination is one class with a config model and three coroutines:
+
+* ``check()``: a health check; raises ``DestinationUnavailable``.
+* ``deliver(batch)``: one attempt. It never sleeps, never loops on retries and
+  never writes error output: the pipeline owns backoff, retry durations, error
+  output and releasing the spool. It returns an ``Outcome`` or raises
+  ``DestinationError`` (whose ``retriable`` flag decides). An unexpected
+  exception counts as "retry everything" and is logged with its traceback.
+* ``aclose()``: release clients.
+
+Constructors only store things: no I/O, no network. Blocking client libraries
+run in the context's thread pool, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import ClassVar, Generic, TypeVar
+
+from firehose.records import ObjectBatch
+from firehose.settings import Settings
+
+P = TypeVar("P")
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A record of the batch (by index) that was not delivered, and why."""
+
+    index: int
+    reason: str
+    retry_after: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """Records to retry and records rejected; every record not listed was delivered.
+
+    An object destination lists all of its records or none.
+    """
+
+    retry: tuple[Failure, ...] = ()
+    rejected: tuple[Failure, ...] = ()
+
+    @property
+    def delivered_all(self) -> bool:
+        return not self.retry and not self.rejected
+
+
+DELIVERED = Outcome()
+
+
+@dataclass(frozen=True)
+class DestinationContext:
+    stream: str
+    settings: Settings
+    executor: Executor
+    extra: dict[str, object] = field(default_factory=dict)
+
+    async def run(self, fn: Callable[..., object], *args: object) -> object:
+        """Run a blocking call in the destinations' thread pool."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+
+class Destination(ABC, Generic[P]):
+    name: ClassVar[str]
+
+    @abstractmethod
+    async def check(self) -> None: ...
+
+    @abstractmethod
+    async def deliver(self, batch: P) -> Outcome: ...
+
+    async def aclose(self) -> None:
+        return None
+
+    def describe(self) -> str:
+        """Where this destination writes, for logs and /readyz."""
+        return self.name
+
+
+ObjectDestination = Destination[ObjectBatch]

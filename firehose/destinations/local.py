@@ -1,0 +1,93 @@
+"""A bucket that is a directory on this machine: the embedded default destination.
+
+Objects are files at ``<directory>/<key>``, with the same key layout S3 would
+get, so anything that reads the S3 layout reads this too. Each object is
+written to a temporary file in its final directory, fsynced, renamed into
+place and the directory fsynced: a reader never sees a partial object, and a
+batch delivered twice (after a crash) replaces the file instead of adding one.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from firehose.destinations.base import DELIVERED, DestinationContext, ObjectDestination, Outcome
+from firehose.errors import DestinationError, DestinationUnavailable
+from firehose.records import ObjectBatch
+
+_TMP_PREFIX = ".firehose-tmp-"
+
+
+def _safe_relative(key: str) -> Path:
+    """Map an S3 key to a path that cannot leave the directory.
+
+    S3 keys may contain ``..`` or empty segments; as file paths those would
+    escape or collapse, so such segments are percent-encoded instead.
+    """
+    parts = []
+    for seg in key.split("/"):
+        if seg == "":
+            seg = "%2F"
+        elif seg in (".", ".."):
+            seg = seg.replace(".", "%2E")
+        parts.append(seg)
+    return Path(*parts)
+
+
+class LocalDirectoryDestination(ObjectDestination):
+    name = "local"
+
+    def __init__(self, directory: Path, ctx: DestinationContext) -> None:
+        self.directory = Path(directory)
+        self._ctx = ctx
+
+    def describe(self) -> str:
+        return f"local directory {self.directory}"
+
+    async def check(self) -> None:
+        await self._ctx.run(self._check)
+
+    def _check(self) -> None:
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DestinationUnavailable(f"cannot create {self.directory}: {exc.strerror}") from exc
+        if not os.access(self.directory, os.W_OK):
+            raise DestinationUnavailable(f"{self.directory} is not writable")
+
+    async def deliver(self, batch: ObjectBatch) -> Outcome:
+        await self._ctx.run(self._write, batch)
+        return DELIVERED
+
+    def path_for(self, key: str) -> Path:
+        return self.directory / _safe_relative(key)
+
+    def _write(self, batch: ObjectBatch) -> None:
+        path = self.path_for(batch.key)
+        tmp = path.with_name(f"{_TMP_PREFIX}{path.name}.{secrets.token_hex(4)}")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                for part in batch.parts:
+                    view = memoryview(part)
+                    while view:
+                        n = os.write(fd, view)
+                        view = view[n:]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+            dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        except OSError as exc:
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
+            raise DestinationError(f"writing {path} failed: {exc.strerror or exc}") from exc

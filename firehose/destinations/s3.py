@@ -1,0 +1,167 @@
+"""Delivery to S3 or any S3-compatible store, through boto3.
+
+Endpoint, region and credentials come from the standard AWS configuration
+(``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``, ``AWS_REGION``, profiles, the
+credential chain) unless the daemon's ``s3:`` settings or the bucket's entry in
+``buckets:`` name them. Objects below ``multipart_threshold_bytes`` are one
+PutObject; larger ones are a multipart upload, which is aborted if any step
+fails. Because keys are sealed before delivery (see ``spool/ledger.py``), a
+re-delivery after a crash targets the same key; any multipart upload left
+behind for that key by the crashed attempt is aborted first.
+
+boto3 is blocking, so every call runs in the destinations' thread pool.
+botocore's own retries are off (``max_attempts`` 1 by default): the pipeline
+owns retries, so the spool, not a client, holds data while S3 is down.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import BotoCoreError, ClientError
+
+from firehose.destinations.base import DELIVERED, DestinationContext, ObjectDestination, Outcome
+from firehose.errors import DestinationError, DestinationUnavailable
+from firehose.records import ObjectBatch
+from firehose.settings import BucketSettings, S3Settings
+
+log = logging.getLogger("firehose.destinations.s3")
+
+
+def make_client(s3: S3Settings, bucket: BucketSettings | None = None) -> Any:
+    """A boto3 S3 client; explicit settings win over the AWS configuration chain."""
+    bucket = bucket or BucketSettings()
+    session = boto3.session.Session(
+        profile_name=bucket.profile or s3.profile,
+        aws_access_key_id=s3.access_key_id,
+        aws_secret_access_key=s3.secret_access_key,
+    )
+    config = BotoConfig(
+        connect_timeout=s3.connect_timeout_seconds,
+        read_timeout=s3.read_timeout_seconds,
+        retries={"max_attempts": s3.max_attempts, "mode": "standard"},
+        max_pool_connections=32,
+    )
+    return session.client(
+        "s3",
+        endpoint_url=bucket.endpoint_url or s3.endpoint_url,
+        region_name=bucket.region or s3.region or session.region_name or "us-east-1",
+        verify=s3.verify,
+        config=config,
+    )
+
+
+def _describe_error(exc: Exception) -> str:
+    if isinstance(exc, ClientError):
+        err = exc.response.get("Error", {})
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        return f"S3 {exc.operation_name} failed: {err.get('Code')} (HTTP {status}): {err.get('Message')}"
+    return f"S3 request failed: {exc}"
+
+
+class S3Destination(ObjectDestination):
+    name = "s3"
+
+    def __init__(self, bucket: str, ctx: DestinationContext, *, kms_key_arn: str | None = None,
+                 client: Any | None = None) -> None:
+        self.bucket = bucket
+        self.kms_key_arn = kms_key_arn
+        self._ctx = ctx
+        self._s3 = ctx.settings.s3
+        self._client = client
+        self._client_lock = threading.Lock()
+
+    def describe(self) -> str:
+        return f"s3://{self.bucket}"
+
+    @property
+    def client(self) -> Any:
+        with self._client_lock:
+            if self._client is None:
+                self._client = make_client(self._s3, self._ctx.settings.buckets.get(self.bucket))
+            return self._client
+
+    async def check(self) -> None:
+        try:
+            await self._ctx.run(lambda: self.client.head_bucket(Bucket=self.bucket))
+        except (ClientError, BotoCoreError) as exc:
+            raise DestinationUnavailable(_describe_error(exc)) from exc
+
+    async def deliver(self, batch: ObjectBatch) -> Outcome:
+        try:
+            if batch.size >= self._s3.multipart_threshold_bytes:
+                await self._ctx.run(self._multipart, batch)
+            else:
+                await self._ctx.run(self._put, batch)
+        except (ClientError, BotoCoreError) as exc:
+            raise DestinationError(_describe_error(exc), retriable=True) from exc
+        return DELIVERED
+
+    def _object_args(self, batch: ObjectBatch) -> dict[str, Any]:
+        args: dict[str, Any] = {"Bucket": self.bucket, "Key": batch.key, "ContentType": batch.content_type}
+        if batch.content_encoding:
+            args["ContentEncoding"] = batch.content_encoding
+        if self.kms_key_arn:
+            args["ServerSideEncryption"] = "aws:kms"
+            args["SSEKMSKeyId"] = self.kms_key_arn
+        return args
+
+    def _put(self, batch: ObjectBatch) -> None:
+        self.client.put_object(Body=batch.body(), **self._object_args(batch))
+
+    def _multipart(self, batch: ObjectBatch) -> None:
+        self._abort_stale_uploads(batch.key)
+        upload = self.client.create_multipart_upload(**self._object_args(batch))
+        upload_id = upload["UploadId"]
+        try:
+            parts = []
+            for number, chunk in enumerate(_chunks(batch.parts, self._s3.multipart_chunk_bytes), start=1):
+                resp = self.client.upload_part(
+                    Bucket=self.bucket, Key=batch.key, UploadId=upload_id, PartNumber=number, Body=chunk
+                )
+                parts.append({"PartNumber": number, "ETag": resp["ETag"]})
+            self.client.complete_multipart_upload(
+                Bucket=self.bucket, Key=batch.key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+            )
+        except BaseException:
+            try:
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=batch.key, UploadId=upload_id)
+            except (ClientError, BotoCoreError) as exc:
+                log.warning("Could not abort a failed multipart upload; a bucket lifecycle rule will.",
+                            extra={"bucket": self.bucket, "key": batch.key, "error": str(exc)})
+            raise
+
+    def _abort_stale_uploads(self, key: str) -> None:
+        """Abort uploads a crashed earlier attempt left for this exact key."""
+        resp = self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=key)
+        for upload in resp.get("Uploads", []):
+            if upload.get("Key") == key:
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload["UploadId"])
+                log.info("Aborted a multipart upload left by an interrupted delivery.",
+                         extra={"bucket": self.bucket, "key": key})
+
+
+def _chunks(parts: tuple[bytes | memoryview, ...], size: int) -> Iterator[bytes]:
+    """Re-cut the body into parts of ``size`` bytes (S3 needs ≥ 5 MiB for all but the last).
+
+    A generator, so only one part is copied into memory at a time.
+    """
+    buf = bytearray()
+    sent = False
+    for part in parts:
+        view = memoryview(part)
+        while view:
+            take = size - len(buf)
+            buf += view[:take]
+            view = view[take:]
+            if len(buf) == size:
+                yield bytes(buf)
+                sent = True
+                buf = bytearray()
+    if buf or not sent:
+        yield bytes(buf)

@@ -1,0 +1,30 @@
+"""Value types handed between layers.
+
+Plain frozen dataclasses with no behaviour beyond what their fields imply, so
+they can cross threads and process pools and be read by every layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectBatch:
+    """One object to write: an S3 key and its body, given as parts to write back to back.
+
+    ``key`` is final (prefix and suffix rendered, sealed in the ledger), so a
+    destination writes it verbatim; writing the same batch twice overwrites.
+    """
+
+    stream: str
+    key: str
+    parts: tuple[bytes | memoryview, ...]
+    size: int
+    record_count: int
+    first_arrival_ms: int
+    content_type: str = "application/octet-stream"
+    content_encoding: str | None = None
+
+    def body(self) -> bytes:
+        return b"".join(self.parts)

@@ -1,0 +1,191 @@
+"""Process settings and config-file loading.
+
+A config file has process settings at the top (snake_case) and then
+``delivery_streams:``, a list of definitions written exactly like a
+CreateDeliveryStream request body (PascalCase, see ``definitions.py``), so the
+body of an ``aws firehose create-delivery-stream --cli-input-json`` file can be
+pasted in. Settings reject unknown keys: a typo is an error that names the file
+and the key, not a silently ignored option. Relative paths are relative to the
+working directory the daemon starts in. ``${VAR}`` and ``${VAR:-default}`` in
+values are replaced from the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from firehose.awsjson import validation_message
+from firehose.definitions import DeliveryStreamDefinition, unknown_members
+from firehose.errors import ConfigError
+
+_UNITS = {"": 1, "B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3, "TB": 1000**4,
+          "KIB": 1024, "MIB": 1024**2, "GIB": 1024**3, "TIB": 1024**4}
+
+
+def parse_bytes(value: Any) -> int:
+    """``1048576``, ``"512MiB"``, ``"1 GB"`` → bytes."""
+    if isinstance(value, bool):
+        raise ValueError("expected a size such as 512MiB")
+    if isinstance(value, int):
+        return value
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", str(value))
+    if not m or m.group(2).upper() not in _UNITS:
+        raise ValueError(f"expected a size such as 512MiB or 1GB, got {value!r}")
+    return int(float(m.group(1)) * _UNITS[m.group(2).upper()])
+
+
+ByteSize = Annotated[int, BeforeValidator(parse_bytes), Field(ge=0)]
+
+
+class _Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SpoolSettings(_Settings):
+    #: Disk the spool may use. At the limit, puts answer 503 ServiceUnavailableException.
+    max_bytes: ByteSize = 1024**3
+    #: Size at which a spool segment file is closed and a new one started.
+    segment_bytes: ByteSize = 64 * 1024**2
+
+
+class S3Settings(_Settings):
+    """Defaults for every bucket; unset values come from the standard AWS configuration
+    (AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL, AWS_REGION, AWS_PROFILE, the credential chain)."""
+
+    endpoint_url: str | None = None
+    region: str | None = None
+    profile: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    #: Objects at least this large go up as multipart uploads.
+    multipart_threshold_bytes: Annotated[int, BeforeValidator(parse_bytes), Field(ge=5 * 1024**2)] = 16 * 1024**2
+    multipart_chunk_bytes: Annotated[int, BeforeValidator(parse_bytes), Field(ge=5 * 1024**2)] = 8 * 1024**2
+    #: Verify TLS certificates (a CA bundle path may be given instead of true).
+    verify: bool | str = True
+    connect_timeout_seconds: float = 10
+    read_timeout_seconds: float = 60
+    max_attempts: int = 1
+
+
+class BucketSettings(_Settings):
+    """Per-bucket overrides: a local ``directory`` makes the bucket a folder on this machine."""
+
+    directory: Path | None = None
+    endpoint_url: str | None = None
+    region: str | None = None
+    profile: str | None = None
+
+
+class DeliverySettings(_Settings):
+    #: Sealed batches of one stream being delivered at once.
+    max_inflight_batches: Annotated[int, Field(ge=1, le=64)] = 4
+    #: Exponential backoff between attempts: base × 2^n with full jitter, capped.
+    backoff_base_seconds: Annotated[float, Field(gt=0)] = 1.0
+    backoff_max_seconds: Annotated[float, Field(gt=0)] = 60.0
+    #: How long SIGTERM waits for buffered data to reach its destination before
+    #: leaving the rest in the spool for the next start.
+    shutdown_timeout_seconds: Annotated[float, Field(ge=0)] = 20.0
+
+
+class Settings(_Settings):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 4573
+    state_dir: Path = Path("./data/state")
+    region: str = "us-east-1"
+    account_id: Annotated[str, Field(pattern=r"^\d{12}$")] = "123456789012"
+    #: Emulates Firehose's asynchronous create: seconds a new stream stays CREATING.
+    create_delay_seconds: Annotated[float, Field(ge=0)] = 0.0
+    max_delivery_streams: Annotated[int, Field(ge=1)] = 5000
+    log_level: str = "INFO"
+    spool: SpoolSettings = SpoolSettings()
+    s3: S3Settings = S3Settings()
+    buckets: dict[str, BucketSettings] = {}
+    delivery: DeliverySettings = DeliverySettings()
+
+
+class Config(BaseModel):
+    """A loaded config file: settings plus the declared delivery streams."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    settings: Settings
+    streams: list[DeliveryStreamDefinition]
+    source: str
+
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _interpolate(value: Any) -> Any:
+    if isinstance(value, str):
+        return _ENV.sub(lambda m: os.environ.get(m.group(1), m.group(2) or ""), value)
+    if isinstance(value, list):
+        return [_interpolate(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _interpolate(v) for k, v in value.items()}
+    return value
+
+
+def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> Config:
+    """Read and validate a config file; ConfigError names the file, stream and field."""
+    source = str(path) if path else "<defaults>"
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise ConfigError(f"{source}: cannot read config file: {exc.strerror}") from exc
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{source}: not valid YAML: {exc}") from exc
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{source}: the top level must be a mapping of settings")
+        raw = _interpolate(loaded)
+    streams_raw = raw.pop("delivery_streams", None) or []
+    merged = {**raw, **{k: v for k, v in (overrides or {}).items() if v is not None}}
+    try:
+        settings = Settings.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {_settings_message(exc)}") from exc
+    if not isinstance(streams_raw, list):
+        raise ConfigError(f"{source}: delivery_streams must be a list of stream definitions")
+    streams = [parse_stream(item, source, i) for i, item in enumerate(streams_raw)]
+    names = [s.delivery_stream_name for s in streams]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError(f"{source}: delivery stream {dupes[0]!r} is declared more than once")
+    return Config(settings=settings, streams=streams, source=source)
+
+
+def parse_stream(item: Any, source: str, index: int) -> DeliveryStreamDefinition:
+    if not isinstance(item, dict):
+        raise ConfigError(f"{source}: delivery_streams[{index}] must be a mapping (a CreateDeliveryStream body)")
+    name = item.get("DeliveryStreamName")
+    where = f"{source}: delivery stream {name!r}" if name else f"{source}: delivery_streams[{index}]"
+    unknown = unknown_members(DeliveryStreamDefinition, item)
+    if unknown:
+        raise ConfigError(f"{where}: unknown field {unknown[0]} (check the spelling against CreateDeliveryStream)")
+    try:
+        return DeliveryStreamDefinition.model_validate(item)
+    except ValidationError as exc:
+        raise ConfigError(f"{where}: {validation_message(exc, aws_paths=False)}") from exc
+
+
+def _settings_message(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        path = ".".join(str(x) for x in err["loc"])
+        if err["type"] == "extra_forbidden":
+            parts.append(f"unknown setting {path!r}")
+        else:
+            parts.append(f"setting {path!r}: {err['msg'].removeprefix('Value error, ')}")
+    return "; ".join(parts)

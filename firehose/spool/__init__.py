@@ -1,0 +1,132 @@
+"""The spool: where acknowledged records live until their destination confirmed them.
+
+``Spool.append`` returns only once the records are in an fsynced, checksummed
+log (see ``log.py``); that is the moment a PutRecordBatch may be acknowledged.
+Each delivery stream has its own record log and batch ledger under
+``<root>/<stream key>/``, so a slow stream never pins another stream's disk
+space. The spool as a whole has a byte limit: an append that would pass it
+fails with ``ServiceUnavailableException`` (HTTP 503, which SDKs retry) and
+nothing already acknowledged is touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from firehose.errors import ServiceUnavailableException, SpoolError
+from firehose.spool import entry
+from firehose.spool.committer import GroupCommitter, commit
+from firehose.spool.ledger import Ledger, Position
+from firehose.spool.log import HEADER_SIZE, SegmentLog
+
+__all__ = ["Position", "Spool", "StreamSpool"]
+
+log = logging.getLogger("firehose.spool")
+
+
+class StreamSpool:
+    """One delivery stream's record log and batch ledger."""
+
+    def __init__(self, key: str, directory: Path, committer: GroupCommitter, segment_bytes: int) -> None:
+        self.key = key
+        self.directory = directory
+        self.log = SegmentLog(directory / "records", segment_bytes=segment_bytes)
+        self.ledger = Ledger(directory / "ledger", committer, start=(self.log.first_seq, 0))
+        self._listeners: list[Callable[[], None]] = []
+
+    def subscribe(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` (on the event loop) whenever new records are durable."""
+        self._listeners.append(listener)
+
+    def notify(self) -> None:
+        for listener in self._listeners:
+            listener()
+
+    def close(self) -> None:
+        self.log.close()
+        self.ledger.close()
+
+
+class Spool:
+    """All streams' spools, one group committer, one byte limit."""
+
+    def __init__(self, root: Path, *, max_bytes: int, segment_bytes: int = 64 * 1024 * 1024) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.max_bytes = max_bytes
+        self.segment_bytes = segment_bytes
+        self.committer = GroupCommitter()
+        self._streams: dict[str, StreamSpool] = {}
+        self._lock = threading.Lock()
+        self._used = 0  # bytes of record segments on disk plus appends in flight
+
+    @property
+    def used_bytes(self) -> int:
+        return self._used
+
+    def open_stream(self, key: str) -> StreamSpool:
+        """Open (recovering if needed) the spool of one stream."""
+        stream = self._streams.get(key)
+        if stream is None:
+            stream = StreamSpool(key, self.root / key, self.committer, self.segment_bytes)
+            self._streams[key] = stream
+            with self._lock:
+                self._used += stream.log.size_bytes
+        return stream
+
+    def existing_keys(self) -> list[str]:
+        """Stream directories on disk (including ones no stream owns any more)."""
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir())
+
+    def remove_stream(self, key: str) -> None:
+        """Forget a stream and delete its spool directory."""
+        stream = self._streams.pop(key, None)
+        if stream is not None:
+            with self._lock:
+                self._used -= stream.log.size_bytes
+            stream.close()
+        shutil.rmtree(self.root / key, ignore_errors=True)
+
+    async def append(self, stream: StreamSpool, records: list[bytes], arrival_ms: int, size: int) -> int:
+        """Make one call's records durable; returns the entry's sequence number.
+
+        ``size`` is the records' total byte count (the caller has it already).
+        """
+        need = size + 4 * len(records) + 13 + HEADER_SIZE
+        with self._lock:
+            if self._used + need > self.max_bytes:
+                raise ServiceUnavailableException(
+                    f"Slow down. The spool is full ({self._used} of {self.max_bytes} bytes); "
+                    "delivery is behind. Retry with backoff."
+                )
+            self._used += need
+        try:
+            seq = await commit(self.committer, stream.log, [entry.encode(records, arrival_ms)])
+        except SpoolError as exc:
+            with self._lock:
+                self._used -= need
+            raise ServiceUnavailableException(f"Could not make the records durable: {exc}") from exc
+        except asyncio.CancelledError:
+            # The commit may still happen; the accounting is corrected on release.
+            raise
+        stream.notify()
+        return seq
+
+    def release(self, stream: StreamSpool, before: Position) -> int:
+        """Delete the stream's segments that hold only records before ``before``."""
+        freed = stream.log.drop_before(before[0])
+        if freed:
+            with self._lock:
+                self._used -= freed
+        return freed
+
+    def close(self) -> None:
+        self.committer.stop()
+        for stream in self._streams.values():
+            stream.close()
+        self._streams.clear()

@@ -1,0 +1,99 @@
+"""Size-or-interval buffering (Firehose ``BufferingHints``) for one stream.
+
+A buffer holds spans of spooled records (never copies of them) and is ready
+when its bytes reach the size hint or its oldest span has waited the interval,
+whichever comes first. An interval of 0 means "ready as soon as anything is
+buffered". ``take`` cuts a batch at a record boundary so that it stays within
+the size hint (a record is never split; a batch always has at least one
+record), leaving the rest for the next batch.
+
+Time comes from an injected monotonic clock so tests can drive it.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from firehose.spool.entry import RecordEntry
+
+Clock = Callable[[], float]
+
+
+@dataclass(slots=True)
+class Span:
+    """Records [start, end) of one spooled entry, and when they entered the buffer."""
+
+    entry: RecordEntry
+    start: int
+    end: int
+    added: float
+
+    @property
+    def size(self) -> int:
+        return self.entry.offsets[self.end] - self.entry.offsets[self.start]
+
+
+class Buffer:
+    def __init__(self, size_bytes: int, interval_s: float, clock: Clock) -> None:
+        self.size_bytes = size_bytes
+        self.interval_s = interval_s
+        self._clock = clock
+        self._spans: deque[Span] = deque()
+        self.bytes = 0
+
+    def reconfigure(self, size_bytes: int, interval_s: float) -> None:
+        self.size_bytes = size_bytes
+        self.interval_s = interval_s
+
+    def __bool__(self) -> bool:
+        return bool(self._spans)
+
+    def add(self, entry: RecordEntry, start: int = 0) -> None:
+        if start >= entry.count:
+            return
+        span = Span(entry, start, entry.count, self._clock())
+        self._spans.append(span)
+        self.bytes += span.size
+
+    def deadline(self) -> float | None:
+        """Monotonic time at which the interval elapses (None when empty)."""
+        if not self._spans:
+            return None
+        return self._spans[0].added + self.interval_s
+
+    def ready(self) -> bool:
+        if not self._spans:
+            return False
+        if self.bytes >= self.size_bytes:
+            return True
+        deadline = self.deadline()
+        return deadline is not None and self._clock() >= deadline
+
+    def take(self) -> list[Span]:
+        """Cut the next batch: at most ``size_bytes`` (but at least one record)."""
+        out: list[Span] = []
+        room = self.size_bytes
+        while self._spans:
+            span = self._spans[0]
+            if span.size <= room:
+                out.append(self._spans.popleft())
+                room -= span.size
+                self.bytes -= span.size
+                continue
+            # Split the span at the last record that still fits (at least one
+            # record in the batch overall).
+            offsets = span.entry.offsets
+            cut = span.start
+            while cut < span.end and offsets[cut + 1] - offsets[span.start] <= room:
+                cut += 1
+            if cut == span.start and not out:
+                cut = span.start + 1
+            if cut > span.start:
+                head = Span(span.entry, span.start, cut, span.added)
+                out.append(head)
+                self.bytes -= head.size
+                span.start = cut
+            break
+        return out

@@ -1,0 +1,451 @@
+"""Append-only segment log: CRC-framed entries, fsync before acknowledgement.
+
+This is the durability primitive of the daemon (and of the Kinesis shard store).
+Its invariants:
+
+* An entry is written as one frame::
+
+      magic "FHS1" | payload length u32 | seq u64 | crc32(seq + payload) u32 | payload
+
+  in a segment file named ``<first seq, 20 digits>.seg``. Sequence numbers
+  strictly increase across the log; a failed write burns its numbers, so there
+  may be gaps, never repeats.
+* ``write`` only puts bytes in the page cache. Readers see an entry only after
+  the ``sync`` that covers it returned, so nothing un-fsynced is ever delivered
+  and nothing is acknowledged before it is on disk. ``write``/``sync`` are
+  called from one thread (the group committer); reads may come from any thread.
+* A write or fsync error is never retried on the same file: the segment is cut
+  back to its last fsynced size, closed, and the next write opens a new segment
+  (an fsync that failed may have dropped dirty pages; PostgreSQL's "fsyncgate").
+* Opening a log recovers it: every frame of every segment is checked. A frame
+  that is short or fails its checksum ends the valid data. In the last segment
+  that is a torn tail from a crash: it is cut off, with a log line. In an older
+  segment it is corruption: the bytes from there on are moved aside to
+  ``<segment>.corrupt`` (never silently deleted) and the segment is cut there.
+* A segment is deleted only through ``drop_before``, which the owner calls after
+  it has made durable whatever says those entries are no longer needed.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import os
+import struct
+import threading
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from firehose.errors import SpoolError
+
+log = logging.getLogger("firehose.spool")
+
+MAGIC = b"FHS1"
+_HEADER = struct.Struct("<4sIQI")
+HEADER_SIZE = _HEADER.size
+_SEQ = struct.Struct("<Q")
+#: A sparse index point is kept at least every this many bytes of a segment, so a
+#: reader positioning at an arbitrary sequence number scans little.
+_INDEX_EVERY_BYTES = 256 * 1024
+_INDEX_EVERY_ENTRIES = 64
+_SUFFIX = ".seg"
+
+#: One entry's bytes, given as parts that are written back to back.
+Payload = Sequence[bytes | bytearray | memoryview]
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a directory entry change (create, rename, unlink) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class _Segment:
+    first_seq: int
+    path: Path
+    #: Bytes known to be on disk (fsynced). Readers never read past it.
+    committed: int = 0
+    #: Bytes written (committed plus pending fsync).
+    written: int = 0
+    #: Last sequence number of the committed part; -1 while empty.
+    last_seq: int = -1
+    #: Last sequence number written (may be ahead of last_seq until sync).
+    written_last_seq: int = -1
+    #: Sparse (seq, offset) points for positioning readers.
+    index_seqs: list[int] = field(default_factory=list)
+    index_offsets: list[int] = field(default_factory=list)
+    sealed: bool = False
+
+    def add_index(self, seq: int, offset: int) -> None:
+        if not self.index_offsets or (
+            offset - self.index_offsets[-1] >= _INDEX_EVERY_BYTES
+            or len(self.index_seqs) * _INDEX_EVERY_ENTRIES <= seq - self.first_seq
+        ):
+            self.index_seqs.append(seq)
+            self.index_offsets.append(offset)
+
+    def offset_for(self, seq: int) -> int:
+        """Offset of an indexed frame at or before ``seq`` (0 if none)."""
+        i = bisect.bisect_right(self.index_seqs, seq) - 1
+        return self.index_offsets[i] if i >= 0 else 0
+
+
+class SegmentLog:
+    """One directory of segments. See the module docstring for the rules."""
+
+    def __init__(self, directory: Path, *, segment_bytes: int = 64 * 1024 * 1024) -> None:
+        self.directory = Path(directory)
+        self.segment_bytes = segment_bytes
+        self._lock = threading.Lock()
+        self._segments: list[_Segment] = []
+        self._firsts: list[int] = []
+        self._write_fd: int | None = None
+        self._dirty: list[_Segment] = []
+        self._dir_dirty = False
+        self._next_seq = 0
+        self._closed = False
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._recover()
+
+    # -- recovery ---------------------------------------------------------
+
+    def _recover(self) -> None:
+        paths = sorted(p for p in self.directory.iterdir() if p.name.endswith(_SUFFIX))
+        for i, path in enumerate(paths):
+            try:
+                first = int(path.name[: -len(_SUFFIX)])
+            except ValueError:
+                log.warning("Ignoring a file that is not a segment.", extra={"path": str(path)})
+                continue
+            seg = _Segment(first_seq=first, path=path, sealed=True)
+            self._scan(seg, is_last=i == len(paths) - 1)
+            self._next_seq = max(self._next_seq, seg.last_seq + 1, first)
+            if seg.committed == 0:
+                path.unlink()  # empty: nothing to keep, and its name may be reused
+                continue
+            self._segments.append(seg)
+            self._firsts.append(first)
+
+    def _scan(self, seg: _Segment, *, is_last: bool) -> None:
+        size = seg.path.stat().st_size
+        expect_after = seg.first_seq - 1
+        offset = 0
+        bad_reason = ""
+        with open(seg.path, "rb") as f:
+            while offset < size:
+                header = f.read(HEADER_SIZE)
+                if len(header) < HEADER_SIZE:
+                    bad_reason = "short header"
+                    break
+                magic, length, seq, crc = _HEADER.unpack(header)
+                if magic != MAGIC:
+                    bad_reason = "bad magic"
+                    break
+                payload = f.read(length)
+                if len(payload) < length:
+                    bad_reason = "short payload"
+                    break
+                if zlib.crc32(payload, zlib.crc32(_SEQ.pack(seq))) != crc:
+                    bad_reason = "checksum mismatch"
+                    break
+                if seq <= expect_after:
+                    bad_reason = "sequence number out of order"
+                    break
+                seg.add_index(seq, offset)
+                seg.last_seq = seq
+                expect_after = seq
+                offset += HEADER_SIZE + length
+        if offset < size:
+            self._cut(seg, offset, size, bad_reason, is_last=is_last)
+        seg.committed = seg.written = offset
+        seg.written_last_seq = seg.last_seq
+
+    def _cut(self, seg: _Segment, offset: int, size: int, reason: str, *, is_last: bool) -> None:
+        if is_last:
+            log.warning(
+                "Cut a torn tail off the spool after a crash; those bytes were never acknowledged.",
+                extra={"segment": str(seg.path), "offset": offset, "bytes": size - offset, "reason": reason},
+            )
+        else:
+            aside = seg.path.with_name(seg.path.name + ".corrupt")
+            with open(seg.path, "rb") as src, open(aside, "wb") as dst:
+                src.seek(offset)
+                while chunk := src.read(1 << 20):
+                    dst.write(chunk)
+                dst.flush()
+                os.fsync(dst.fileno())
+            log.error(
+                "Spool segment is corrupt; moved the unreadable remainder aside.",
+                extra={"segment": str(seg.path), "offset": offset, "moved_to": str(aside), "reason": reason},
+            )
+        fd = os.open(seg.path, os.O_WRONLY)
+        try:
+            os.ftruncate(fd, offset)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    # -- writing (group-committer thread only) ----------------------------
+
+    @property
+    def next_seq(self) -> int:
+        return self._next_seq
+
+    def write(self, payloads: Sequence[Payload]) -> int:
+        """Write entries (no fsync); returns the first sequence number given out.
+
+        Each payload is a list of byte strings written back to back, so callers
+        need not join them first. Raises SpoolError; the entries are then not in
+        the log.
+        """
+        if self._closed:
+            raise SpoolError(f"spool log {self.directory} is closed")
+        first_seq = self._next_seq
+        self._next_seq += len(payloads)
+        try:
+            seg = self._writable_segment(first_seq)
+            buf = bytearray()
+            offsets: list[tuple[int, int]] = []
+            pos = seg.written
+            seq = first_seq
+            for parts in payloads:
+                crc = zlib.crc32(_SEQ.pack(seq))
+                length = 0
+                for part in parts:
+                    crc = zlib.crc32(part, crc)
+                    length += len(part)
+                offsets.append((seq, pos + len(buf)))
+                buf += _HEADER.pack(MAGIC, length, seq, crc)
+                for part in parts:
+                    buf += part
+                seq += 1
+            assert self._write_fd is not None
+            view = memoryview(buf)
+            while view:
+                n = os.write(self._write_fd, view)
+                view = view[n:]
+        except OSError as exc:
+            self._abandon_active(exc)
+            raise SpoolError(f"write to spool failed: {exc}") from exc
+        seg.written += len(buf)
+        seg.written_last_seq = seq - 1
+        for s, off in offsets:
+            seg.add_index(s, off)
+        if not self._dirty or self._dirty[-1] is not seg:
+            self._dirty.append(seg)
+        return first_seq
+
+    def sync(self) -> None:
+        """fsync everything written; afterwards readers see it."""
+        if not self._dirty:
+            return
+        try:
+            for seg in self._dirty:
+                if seg is self._active_segment() and self._write_fd is not None:
+                    os.fsync(self._write_fd)
+                else:
+                    fd = os.open(seg.path, os.O_WRONLY)
+                    try:
+                        os.fsync(fd)
+                    finally:
+                        os.close(fd)
+            if self._dir_dirty:
+                fsync_dir(self.directory)
+                self._dir_dirty = False
+        except OSError as exc:
+            self._abandon_active(exc)
+            raise SpoolError(f"fsync of spool failed: {exc}") from exc
+        for seg in self._dirty:
+            seg.committed = seg.written
+            seg.last_seq = seg.written_last_seq
+        self._dirty.clear()
+
+    def _active_segment(self) -> _Segment | None:
+        if self._segments and not self._segments[-1].sealed:
+            return self._segments[-1]
+        return None
+
+    def _writable_segment(self, first_seq: int) -> _Segment:
+        active = self._active_segment()
+        if active is not None and active.written < self.segment_bytes:
+            return active
+        if active is not None:
+            active.sealed = True
+            self._close_write_fd()
+        path = self.directory / f"{first_seq:020d}{_SUFFIX}"
+        self._write_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        seg = _Segment(first_seq=first_seq, path=path)
+        with self._lock:
+            self._segments.append(seg)
+            self._firsts.append(first_seq)
+        self._dir_dirty = True
+        return seg
+
+    def _close_write_fd(self) -> None:
+        if self._write_fd is not None:
+            os.close(self._write_fd)
+            self._write_fd = None
+
+    def _abandon_active(self, exc: OSError) -> None:
+        """After a failed write/fsync: cut back to what is known durable, then seal."""
+        log.error("Spool write failed; sealing the segment.", extra={"dir": str(self.directory), "error": str(exc)})
+        for seg in self._dirty:
+            seg.written = seg.committed
+            seg.written_last_seq = seg.last_seq
+            seg.index_seqs, seg.index_offsets = _trim_index(seg)
+            try:
+                fd = os.open(seg.path, os.O_WRONLY)
+                try:
+                    os.ftruncate(fd, seg.committed)
+                finally:
+                    os.close(fd)
+            except OSError:
+                pass  # recovery will cut whatever fails its checksum
+        self._dirty.clear()
+        active = self._active_segment()
+        if active is not None:
+            active.sealed = True
+        self._close_write_fd()
+
+    # -- reading (any thread) ---------------------------------------------
+
+    @property
+    def committed_next_seq(self) -> int:
+        """One past the last entry a reader can see."""
+        with self._lock:
+            for seg in reversed(self._segments):
+                if seg.last_seq >= 0:
+                    return seg.last_seq + 1
+        return self._segments[0].first_seq if self._segments else 0
+
+    @property
+    def first_seq(self) -> int:
+        with self._lock:
+            return self._firsts[0] if self._firsts else self._next_seq
+
+    @property
+    def size_bytes(self) -> int:
+        with self._lock:
+            return sum(s.written for s in self._segments)
+
+    def read(self, from_seq: int, max_bytes: int) -> list[tuple[int, memoryview]]:
+        """Committed entries with seq >= from_seq, in order, up to about max_bytes.
+
+        Always returns at least one entry if one exists. Payloads are views into
+        a buffer read from the file; keep them as long as needed.
+        """
+        out: list[tuple[int, memoryview]] = []
+        budget = max_bytes
+        while budget > 0:
+            with self._lock:
+                i = bisect.bisect_right(self._firsts, from_seq) - 1
+                if i < 0:
+                    i = 0
+                if i >= len(self._segments):
+                    break
+                seg = self._segments[i]
+                nxt = self._segments[i + 1].first_seq if i + 1 < len(self._segments) else None
+                committed, last_seq = seg.committed, seg.last_seq
+                start = seg.offset_for(from_seq)
+            if last_seq < from_seq or start >= committed:
+                if nxt is None:
+                    break
+                from_seq = max(from_seq, nxt)
+                continue
+            try:
+                # A fresh descriptor per read: a concurrent drop_before may unlink
+                # the file, and an open descriptor keeps its data readable.
+                fd = os.open(seg.path, os.O_RDONLY)
+            except FileNotFoundError:
+                with self._lock:
+                    if seg in self._segments:
+                        raise SpoolError(f"spool segment {seg.path} disappeared") from None
+                continue  # dropped meanwhile; the next lookup skips it
+            try:
+                got = self._read_segment(fd, start, committed, from_seq, budget)
+            finally:
+                os.close(fd)
+            if not got:
+                if nxt is None:
+                    break
+                from_seq = max(from_seq, nxt)
+                continue
+            out.extend(got)
+            budget -= sum(len(p) for _, p in got)
+            from_seq = got[-1][0] + 1
+        return out
+
+    @staticmethod
+    def _read_segment(fd: int, start: int, end: int, from_seq: int, budget: int) -> list[tuple[int, memoryview]]:
+        out: list[tuple[int, memoryview]] = []
+        offset = start
+        while offset < end and budget > 0:
+            want = min(end - offset, max(budget + HEADER_SIZE, 1 << 20))
+            buf = os.pread(fd, want, offset)
+            view = memoryview(buf)
+            pos = 0
+            while pos + HEADER_SIZE <= len(view):
+                _magic, length, seq, _crc = _HEADER.unpack_from(view, pos)
+                frame_end = pos + HEADER_SIZE + length
+                if frame_end > len(view):
+                    if pos == 0:  # one frame larger than the read: read exactly it
+                        view = memoryview(os.pread(fd, HEADER_SIZE + length, offset))
+                        if len(view) < HEADER_SIZE + length:
+                            raise SpoolError(f"spool segment shrank under a reader at offset {offset}")
+                        frame_end = HEADER_SIZE + length
+                    else:
+                        break
+                if seq >= from_seq:
+                    out.append((seq, view[pos + HEADER_SIZE : frame_end]))
+                    budget -= length
+                pos = frame_end
+                if budget <= 0:
+                    break
+            if pos == 0:
+                break
+            offset += pos
+        return out
+
+    # -- deletion ---------------------------------------------------------
+
+    def drop_before(self, seq: int) -> int:
+        """Delete whole segments whose entries all have sequence numbers < seq.
+
+        Returns the number of bytes freed. The active segment is never dropped.
+        """
+        freed = 0
+        with self._lock:
+            while len(self._segments) > 1 and self._segments[1].first_seq <= seq:
+                seg = self._segments[0]
+                if seg.last_seq >= seq or not seg.sealed:
+                    break
+                self._segments.pop(0)
+                self._firsts.pop(0)
+                freed += seg.written
+                seg.path.unlink(missing_ok=True)
+        return freed
+
+    def close(self) -> None:
+        self._closed = True
+        self._close_write_fd()
+
+    def iter_all(self, batch_bytes: int = 8 << 20) -> Iterator[tuple[int, memoryview]]:
+        """Every committed entry, oldest first (used at startup to rebuild state)."""
+        seq = self.first_seq
+        while True:
+            got = self.read(seq, batch_bytes)
+            if not got:
+                return
+            yield from got
+            seq = got[-1][0] + 1
+
+
+def _trim_index(seg: _Segment) -> tuple[list[int], list[int]]:
+    keep = [i for i, off in enumerate(seg.index_offsets) if off < seg.committed]
+    return [seg.index_seqs[i] for i in keep], [seg.index_offsets[i] for i in keep]

@@ -1,0 +1,79 @@
+"""Logging set-up and Prometheus metrics.
+
+Log lines are one sentence followed by ``key=value`` fields taken from the
+record's ``extra``, so they read well in a terminal and parse in a log system.
+Metrics live in one registry per daemon (tests start several daemons in one
+process) and are exposed at ``/metrics``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime", "taskName"}
+
+
+class KeyValueFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        base = super().format(record)
+        fields = {k: v for k, v in record.__dict__.items() if k not in _STANDARD}
+        if not fields:
+            return base
+        text = " ".join(f"{k}={_quote(v)}" for k, v in fields.items())
+        head, sep, rest = base.partition("\n")
+        return f"{head} {text}{sep}{rest}"
+
+
+def _quote(value: Any) -> str:
+    s = str(value)
+    return f'"{s}"' if (" " in s or not s) else s
+
+
+def setup_logging(level: str = "INFO") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(KeyValueFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+class Metrics:
+    """Every metric the daemon exports, in one registry."""
+
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry()
+        self.incoming_records = Counter(
+            "firehose_incoming_records", "Records accepted (durably spooled).", ["stream"], registry=r)
+        self.incoming_bytes = Counter(
+            "firehose_incoming_bytes", "Bytes of record data accepted.", ["stream"], registry=r)
+        self.requests = Counter(
+            "firehose_requests", "API requests by operation and result.", ["operation", "result"], registry=r)
+        self.failed_records = Counter(
+            "firehose_failed_put_records", "Records refused inside PutRecordBatch.", ["stream", "code"],
+            registry=r)
+        self.put_latency = Histogram(
+            "firehose_put_latency_seconds", "Time to durably accept a put.", ["operation"], registry=r,
+            buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+        self.delivered_records = Counter(
+            "firehose_delivered_records", "Records delivered.", ["stream", "destination"], registry=r)
+        self.delivered_bytes = Counter(
+            "firehose_delivered_bytes", "Bytes delivered (before compression).", ["stream", "destination"],
+            registry=r)
+        self.delivered_objects = Counter(
+            "firehose_delivered_objects", "Objects/batches delivered.", ["stream", "destination"], registry=r)
+        self.delivery_failures = Counter(
+            "firehose_delivery_failures", "Failed delivery attempts.", ["stream", "destination"], registry=r)
+        self.buffered_bytes = Gauge(
+            "firehose_buffered_bytes", "Bytes waiting in memory buffers.", ["stream"], registry=r)
+        self.data_freshness = Gauge(
+            "firehose_data_freshness_seconds", "Age of the oldest record read from the spool and not yet "
+            "delivered (DeliveryToS3.DataFreshness).", ["stream"], registry=r)
+        self.spool_bytes = Gauge("firehose_spool_bytes", "Bytes held in the spool.", registry=r)
+        self.spool_limit = Gauge("firehose_spool_limit_bytes", "The spool's byte limit.", registry=r)
+        self.spool_commits = Gauge("firehose_spool_commits", "Group-commit fsync rounds so far.", registry=r)

@@ -1,0 +1,246 @@
+"""The segment log: framing, recovery of torn tails and corruption, segment deletion, group commit."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+
+from firehose.errors import SpoolError
+from firehose.spool.committer import GroupCommitter, commit
+from firehose.spool.log import HEADER_SIZE, SegmentLog
+
+
+def payloads(*items: bytes) -> list[list[bytes]]:
+    return [[p] for p in items]
+
+
+def read_all(log: SegmentLog) -> list[tuple[int, bytes]]:
+    return [(seq, bytes(p)) for seq, p in log.iter_all()]
+
+
+def test_entries_are_invisible_until_synced_then_read_back_in_order(tmp_path: Path) -> None:
+    log = SegmentLog(tmp_path)
+    first = log.write(payloads(b"a", b"bb", b"ccc"))
+    assert first == 0
+    assert log.read(0, 1 << 20) == []  # written, not fsynced: not visible
+    log.sync()
+    assert read_all(log) == [(0, b"a"), (1, b"bb"), (2, b"ccc")]
+    assert [bytes(p) for _, p in log.read(1, 1 << 20)] == [b"bb", b"ccc"]
+    assert log.committed_next_seq == 3
+
+
+def test_multi_part_payload_is_written_contiguously(tmp_path: Path) -> None:
+    log = SegmentLog(tmp_path)
+    log.write([[b"head", b"-", b"tail"]])
+    log.sync()
+    assert read_all(log) == [(0, b"head-tail")]
+
+
+def test_reopen_recovers_entries_and_continues_sequence(tmp_path: Path) -> None:
+    log = SegmentLog(tmp_path)
+    log.write(payloads(b"one", b"two"))
+    log.sync()
+    log.close()
+    again = SegmentLog(tmp_path)
+    assert read_all(again) == [(0, b"one"), (1, b"two")]
+    assert again.write(payloads(b"three")) == 2
+    again.sync()
+    assert read_all(again)[-1] == (2, b"three")
+
+
+def test_torn_tail_is_cut_off_with_a_log_line(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    log = SegmentLog(tmp_path)
+    log.write(payloads(b"x" * 100, b"y" * 100))
+    log.sync()
+    log.close()
+    seg = next(tmp_path.glob("*.seg"))
+    good_size = seg.stat().st_size
+    with open(seg, "ab") as f:  # a frame cut off half-way, as a crash mid-write leaves it
+        f.write(b"FHS1" + (500).to_bytes(4, "little") + b"\x02" * 30)
+    with caplog.at_level(logging.WARNING, logger="firehose.spool"):
+        again = SegmentLog(tmp_path)
+    assert "torn tail" in caplog.text
+    assert seg.stat().st_size == good_size
+    assert [s for s, _ in read_all(again)] == [0, 1]
+
+
+def test_checksum_mismatch_in_the_tail_is_detected(tmp_path: Path) -> None:
+    log = SegmentLog(tmp_path)
+    log.write(payloads(b"a" * 50, b"b" * 50))
+    log.sync()
+    log.close()
+    seg = next(tmp_path.glob("*.seg"))
+    data = bytearray(seg.read_bytes())
+    data[-5] ^= 0xFF  # flip a byte in the last payload
+    seg.write_bytes(bytes(data))
+    again = SegmentLog(tmp_path)
+    assert read_all(again) == [(0, b"a" * 50)]
+
+
+def test_zero_filled_tail_is_not_mistaken_for_entries(tmp_path: Path) -> None:
+    log = SegmentLog(tmp_path)
+    log.write(payloads(b"data"))
+    log.sync()
+    log.close()
+    seg = next(tmp_path.glob("*.seg"))
+    with open(seg, "ab") as f:
+        f.write(b"\x00" * 4096)  # preallocated-but-unwritten blocks after a power cut
+    assert read_all(SegmentLog(tmp_path)) == [(0, b"data")]
+
+
+def test_corruption_in_an_older_segment_is_moved_aside_not_deleted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    log = SegmentLog(tmp_path, segment_bytes=200)
+    for i in range(6):
+        log.write(payloads(bytes([65 + i]) * 150))
+        log.sync()
+    log.close()
+    segs = sorted(tmp_path.glob("*.seg"))
+    assert len(segs) >= 3
+    data = bytearray(segs[0].read_bytes())
+    data[HEADER_SIZE + 3] ^= 0xFF
+    segs[0].write_bytes(bytes(data))
+    with caplog.at_level(logging.ERROR, logger="firehose.spool"):
+        again = SegmentLog(tmp_path)
+    assert "corrupt" in caplog.text
+    aside = segs[0].with_name(segs[0].name + ".corrupt")
+    assert aside.exists() and aside.stat().st_size > 0
+    second_first = int(segs[1].name.split(".")[0])
+    assert second_first > 0
+    # Everything from the bad frame on in that segment is set aside; later segments are intact.
+    assert [s for s, _ in read_all(again)] == list(range(second_first, 6))
+    assert aside.read_bytes().count(b"B" * 150) == (1 if second_first > 1 else 0)
+
+
+def test_rolls_segments_and_drop_before_deletes_only_whole_old_segments(tmp_path: Path) -> None:
+    log = SegmentLog(tmp_path, segment_bytes=1000)
+    for i in range(20):
+        log.write(payloads(b"%03d" % i * 100))
+        log.sync()
+    segs = sorted(tmp_path.glob("*.seg"))
+    assert len(segs) >= 4
+    freed = log.drop_before(10)
+    assert freed > 0
+    remaining = read_all(log)
+    assert remaining[0][0] <= 10  # nothing at or after 10 was dropped
+    assert [s for s, _ in remaining] == list(range(remaining[0][0], 20))
+    assert log.size_bytes == sum(p.stat().st_size for p in tmp_path.glob("*.seg"))
+    # The active segment is never dropped, even when everything is released.
+    log.drop_before(1000)
+    assert read_all(log)[-1][0] == 19
+
+
+def test_read_respects_budget_but_returns_at_least_one_entry(tmp_path: Path) -> None:
+    log = SegmentLog(tmp_path)
+    log.write(payloads(b"a" * 1000, b"b" * 1000, b"c" * 1000))
+    log.sync()
+    assert len(log.read(0, 1)) == 1
+    assert len(log.read(0, 1500)) == 2
+    big = b"z" * (3 << 20)  # larger than a single read chunk
+    log.write(payloads(big))
+    log.sync()
+    assert bytes(log.read(3, 1)[0][1]) == big
+
+
+def test_reads_seek_by_sequence_across_segments(tmp_path: Path) -> None:
+    log = SegmentLog(tmp_path, segment_bytes=4096)
+    for i in range(500):
+        log.write(payloads(str(i).encode()))
+    log.sync()
+    for seq in (0, 1, 63, 64, 65, 250, 499):
+        got = log.read(seq, 1)
+        assert got[0][0] == seq and bytes(got[0][1]) == str(seq).encode()
+    assert log.read(500, 1 << 20) == []
+
+
+def test_failed_write_burns_sequence_numbers_and_keeps_durable_data(tmp_path: Path) -> None:
+    log = SegmentLog(tmp_path)
+    log.write(payloads(b"kept"))
+    log.sync()
+    real_fsync = os.fsync
+
+    def failing_fsync(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    os.fsync = failing_fsync  # type: ignore[assignment]
+    try:
+        log.write(payloads(b"lost"))
+        with pytest.raises(SpoolError):
+            log.sync()
+    finally:
+        os.fsync = real_fsync  # type: ignore[assignment]
+    assert read_all(log) == [(0, b"kept")]
+    seq = log.write(payloads(b"after"))
+    log.sync()
+    assert seq == 2  # 1 was given to the failed write and is never reused
+    assert read_all(log) == [(0, b"kept"), (2, b"after")]
+    log.close()
+    assert read_all(SegmentLog(tmp_path)) == [(0, b"kept"), (2, b"after")]
+
+
+def test_group_commit_shares_fsyncs_between_concurrent_appends(tmp_path: Path) -> None:
+    log = SegmentLog(tmp_path)
+    committer = GroupCommitter()
+    calls = 0
+    real_sync = log.sync
+    gate = threading.Event()
+
+    def slow_sync() -> None:
+        nonlocal calls
+        calls += 1
+        gate.wait(0.05)  # a slow disk: appends queue up behind the running fsync
+        real_sync()
+
+    log.sync = slow_sync  # type: ignore[method-assign]
+
+    async def main() -> list[int]:
+        return await asyncio.gather(*(commit(committer, log, [[b"r%d" % i]]) for i in range(200)))
+
+    try:
+        seqs = asyncio.run(main())
+    finally:
+        committer.stop()
+    assert sorted(seqs) == list(range(200))
+    assert calls < 50, f"{calls} fsync rounds for 200 appends"
+    assert len(read_all(log)) == 200
+
+
+WRITER = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from firehose.spool.log import SegmentLog
+    log = SegmentLog(Path(sys.argv[1]), segment_bytes=64 * 1024)
+    i = log.next_seq
+    while True:
+        log.write([[b"%08d" % i + b"." * 200]])
+        log.sync()
+        print(i, flush=True)  # acknowledged only after sync returned
+        i += 1
+    """
+)
+
+
+def test_kill_9_mid_append_loses_no_acknowledged_entry(tmp_path: Path) -> None:
+    acked: list[int] = []
+    for _round in range(3):
+        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+        assert proc.stdout is not None
+        for _ in range(300):
+            acked.append(int(proc.stdout.readline()))
+        proc.kill()
+        proc.wait()
+    recovered = {seq: bytes(p) for seq, p in SegmentLog(tmp_path).iter_all()}
+    missing = [a for a in acked if a not in recovered]
+    assert not missing
+    for seq in acked:
+        assert recovered[seq].startswith(b"%08d" % seq)

@@ -1,0 +1,114 @@
+"""Config files: every shipped file validates; mistakes name the file, the stream and the field."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from firehose.errors import ConfigError
+from firehose.settings import load_config
+from tests.conftest import ROLE, local_stream, write_config
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "config").rglob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_validates(path: Path) -> None:
+    config = load_config(path)
+    assert config.settings.port > 0
+
+
+def test_default_config_declares_one_local_stream_on_loopback() -> None:
+    config = load_config(REPO / "config" / "firehose.yaml")
+    assert config.settings.host == "127.0.0.1"
+    [stream] = config.streams
+    bucket = stream.destination.bucket
+    assert config.settings.buckets[bucket].directory is not None
+
+
+def test_validate_command_accepts_a_good_file(tmp_path: Path) -> None:
+    path = write_config(tmp_path / "ok.yaml", {}, [local_stream("clicks")])
+    out = subprocess.run([sys.executable, "-m", "firehose", "validate", str(path)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "clicks" in out.stdout
+
+
+def _error(tmp_path: Path, settings: dict, streams: list) -> str:  # type: ignore[type-arg]
+    path = write_config(tmp_path / "bad.yaml", settings, streams)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert str(path) in message
+    return message
+
+
+def test_out_of_range_buffering_names_file_stream_and_field(tmp_path: Path) -> None:
+    msg = _error(tmp_path, {}, [local_stream("clicks", size_mb=500)])
+    assert "'clicks'" in msg
+    assert "ExtendedS3DestinationConfiguration.BufferingHints.SizeInMBs" in msg
+    assert "less than or equal to 128" in msg
+
+
+def test_misspelt_field_is_reported_not_ignored(tmp_path: Path) -> None:
+    stream = local_stream("clicks")
+    stream["ExtendedS3DestinationConfiguration"]["BufferingHint"] = {"SizeInMBs": 1}
+    msg = _error(tmp_path, {}, [stream])
+    assert "unknown field ExtendedS3DestinationConfiguration.BufferingHint" in msg
+
+
+def test_unknown_setting_is_reported(tmp_path: Path) -> None:
+    assert "unknown setting 'prot'" in _error(tmp_path, {"prot": 1}, [])
+
+
+def test_bad_stream_name_and_prefix_rule(tmp_path: Path) -> None:
+    msg = _error(tmp_path, {}, [local_stream("bad name!")])
+    assert "DeliveryStreamName" in msg and "pattern" in msg
+    msg = _error(tmp_path, {}, [local_stream("s", Prefix="a/!{timestamp:yyyy}/")])
+    assert "ErrorOutputPrefix is required" in msg
+
+
+def test_duplicate_stream_names_are_refused(tmp_path: Path) -> None:
+    assert "declared more than once" in _error(tmp_path, {}, [local_stream("a"), local_stream("a")])
+
+
+def test_features_not_built_yet_are_refused_with_a_clear_message(tmp_path: Path) -> None:
+    msg = _error(tmp_path, {}, [local_stream("s", CompressionFormat="GZIP")])
+    assert "CompressionFormat GZIP is not supported by this daemon yet" in msg
+    redshift = {"DeliveryStreamName": "r", "RedshiftDestinationConfiguration": {"RoleARN": ROLE}}
+    assert "RedshiftDestinationConfiguration is not supported" in _error(tmp_path, {}, [redshift])
+
+
+def test_validate_command_exits_nonzero_with_the_reason(tmp_path: Path) -> None:
+    path = write_config(tmp_path / "bad.yaml", {}, [local_stream("clicks", interval=901)])
+    out = subprocess.run([sys.executable, "-m", "firehose", "validate", str(path)], capture_output=True, text=True)
+    assert out.returncode == 1
+    assert "IntervalInSeconds" in out.stderr and "clicks" in out.stderr
+
+
+def test_a_pasted_cli_input_json_body_loads(tmp_path: Path) -> None:
+    """The shape `aws firehose create-delivery-stream --generate-cli-skeleton` produces, trimmed."""
+    body = {
+        "DeliveryStreamName": "pasted",
+        "DeliveryStreamType": "DirectPut",
+        "ExtendedS3DestinationConfiguration": {
+            "RoleARN": ROLE,
+            "BucketARN": "arn:aws:s3:::my-bucket",
+            "Prefix": "logs/!{timestamp:yyyy/MM/dd}/",
+            "ErrorOutputPrefix": "errors/!{firehose:error-output-type}/",
+            "BufferingHints": {"SizeInMBs": 64, "IntervalInSeconds": 60},
+            "CompressionFormat": "UNCOMPRESSED",
+            "EncryptionConfiguration": {"NoEncryptionConfig": "NoEncryption"},
+            "CloudWatchLoggingOptions": {"Enabled": False, "LogGroupName": "", "LogStreamName": ""},
+            "ProcessingConfiguration": {"Enabled": False, "Processors": []},
+            "S3BackupMode": "Disabled",
+        },
+        "Tags": [{"Key": "team", "Value": "data"}],
+    }
+    path = tmp_path / "pasted.yaml"
+    path.write_text(yaml.safe_dump({"delivery_streams": [body]}))
+    [stream] = load_config(path).streams
+    assert stream.destination.prefix == "logs/!{timestamp:yyyy/MM/dd}/"
