@@ -130,6 +130,7 @@ class Daemon:
                 "inflight_batches": p.inflight,
                 "consecutive_failures": p.delivery.consecutive_failures,
                 "last_error": p.delivery.last_error,
+                "idle": p.idle(),
             }
         spool = {"used_bytes": self.spool.used_bytes, "max_bytes": self.spool.max_bytes}
         full = self.spool.used_bytes >= self.spool.max_bytes

@@ -293,3 +293,13 @@ def read_local(root: Path) -> dict[str, bytes]:
         if p.is_file() and not p.name.startswith(".firehose-tmp-"):
             out[str(p.relative_to(root))] = p.read_bytes()
     return out
+
+
+@pytest.fixture(autouse=True)
+def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Credentials for the loopback S3 server; nothing here may reach real AWS."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    for var in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(var, raising=False)

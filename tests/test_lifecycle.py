@@ -1,0 +1,54 @@
+"""SIGTERM: stop accepting, deliver what is buffered, exit cleanly; what cannot be delivered waits in the spool."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import firehose_client, local_stream, read_local, wait_until, write_config
+
+
+def test_sigterm_flushes_buffers_and_exits_cleanly(tmp_path: Path, daemon_process: Any) -> None:
+    out = tmp_path / "out"
+    config = write_config(
+        tmp_path / "c.yaml",
+        {"state_dir": str(tmp_path / "state"), "buckets": {"local": {"directory": str(out)}}},
+        [local_stream("s", size_mb=128, interval=900)],  # nothing would flush for 15 minutes
+    )
+    daemon = daemon_process(config).start()
+    client = firehose_client(daemon.endpoint)
+    client.put_record_batch(DeliveryStreamName="s", Records=[{"Data": b"%d\n" % i} for i in range(100)])
+    assert read_local(out) == {}
+    assert daemon.terminate() == 0
+    assert b"".join(read_local(out).values()) == b"".join(b"%d\n" % i for i in range(100))
+    log = daemon.log_path.read_text()
+    assert "Stopping" in log and "Stopped." in log
+
+
+def test_undeliverable_data_stays_in_the_spool_across_a_restart(tmp_path: Path, daemon_process: Any) -> None:
+    out = tmp_path / "out"
+    out.write_text("a file where the directory should be")  # the destination cannot be written
+    config = write_config(
+        tmp_path / "c.yaml",
+        {"state_dir": str(tmp_path / "state"), "buckets": {"local": {"directory": str(out)}},
+         "delivery": {"shutdown_timeout_seconds": 1, "backoff_base_seconds": 0.1}},
+        [local_stream("s", interval=0)],
+    )
+    daemon = daemon_process(config).start()
+    firehose_client(daemon.endpoint).put_record(DeliveryStreamName="s", Record={"Data": b"kept\n"})
+
+    def failing() -> bool:
+        with urllib.request.urlopen(daemon.endpoint + "/readyz") as r:
+            return json.loads(r.read())["streams"]["s"]["consecutive_failures"] > 0
+
+    wait_until(failing)
+    assert daemon.terminate() == 0
+    assert "Left undelivered batches in the spool" in daemon.log_path.read_text()
+
+    out.unlink()  # the destination is fixed
+    daemon = daemon_process(config).start()
+    wait_until(lambda: read_local(out))
+    assert b"".join(read_local(out).values()) == b"kept\n"
+    daemon.terminate()
