@@ -77,6 +77,9 @@ class LocalDirectoryDestination(ObjectDestination):
                         n = os.write(fd, view)
                         view = view[n:]
                 os.fsync(fd)
+                # Delivered objects are not read again here: let the kernel reuse
+                # their page cache instead of growing it (as `dd oflag=nocache`).
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
             finally:
                 os.close(fd)
             os.replace(tmp, path)

@@ -166,18 +166,15 @@ def test_failed_write_burns_sequence_numbers_and_keeps_durable_data(tmp_path: Pa
     log = SegmentLog(tmp_path)
     log.write(payloads(b"kept"))
     log.sync()
-    real_fsync = os.fsync
-
-    def failing_fsync(fd: int) -> None:
+    def failing_sync(fd: int) -> None:
         raise OSError(28, "No space left on device")
 
-    os.fsync = failing_fsync  # type: ignore[assignment]
-    try:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(os, "fsync", failing_sync)
+        mp.setattr(os, "fdatasync", failing_sync)
         log.write(payloads(b"lost"))
         with pytest.raises(SpoolError):
             log.sync()
-    finally:
-        os.fsync = real_fsync  # type: ignore[assignment]
     assert read_all(log) == [(0, b"kept")]
     seq = log.write(payloads(b"after"))
     log.sync()

@@ -1,0 +1,290 @@
+"""Ingest benchmark: PutRecordBatch of 500 × 1 KiB through boto3, durably acknowledged.
+
+Measures, in one run and under the same load:
+
+* records/s and MB/s acknowledged by the daemon (every acknowledgement means
+  fsynced to the spool), with p50/p99 call latency;
+* the daemon's own CPU time (user+sys of its process tree) per 1,000 records,
+  including delivery of everything it accepted to a local directory;
+* the same CPU figure for the floor server (``bench/floor.py``: parse, decode,
+  reply, nothing else), and the ratio of the two;
+* the same two servers again under a minimal raw-HTTP client (one pre-built
+  request replayed on keep-alive sockets), which shows each server's own
+  ceiling when the client costs almost nothing.
+
+The load client is several processes, each with several threads and one boto3
+client per thread. On a 2-core machine the client competes with the server
+for CPU, so throughput is bounded by both; the CPU-per-record figures are the
+ones that compare servers.
+
+    python bench/ingest.py [--duration 15] [--processes 3] [--threads 3]
+
+Goals (checked, exit status 1 if missed): at least 100,000 records/s through
+boto3, and daemon CPU per 1,000 records at most 2.5 × the floor's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    """user+sys of a process and its reaped children, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
+    return (utime + stime + cutime + cstime) / CLK_TCK
+
+
+def wait_http(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError as exc:
+            if getattr(exc, "code", None):
+                return  # it answered
+            time.sleep(0.05)
+    raise RuntimeError(f"{url} did not come up")
+
+
+# -- load client ------------------------------------------------------------------
+
+
+def _worker(endpoint: str, stream: str, threads: int, batch: int, size: int, start_at: float, stop_at: float,
+            out: Any) -> None:
+    import boto3
+    from botocore.config import Config
+
+    records = [{"Data": os.urandom(size // 2).hex().encode()[:size]} for _ in range(batch)]
+    results: list[tuple[int, float]] = []
+    lock = threading.Lock()
+
+    def loop() -> None:
+        client = boto3.client(
+            "firehose", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="bench",
+            aws_secret_access_key="bench",
+            # Parameter validation is client-side only (the wire is identical); high-rate
+            # producers turn it off, and it is 20% of boto3's CPU per call here.
+            config=Config(retries={"max_attempts": 1}, max_pool_connections=4, parameter_validation=False))
+        mine: list[tuple[int, float]] = []
+        while time.time() < start_at:
+            time.sleep(0.001)
+        while time.time() < stop_at:
+            t0 = time.perf_counter()
+            resp = client.put_record_batch(DeliveryStreamName=stream, Records=records)
+            elapsed = time.perf_counter() - t0
+            mine.append((batch - resp["FailedPutCount"], elapsed))
+        with lock:
+            results.extend(mine)
+
+    ts = [threading.Thread(target=loop) for _ in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    out.put(results)
+
+
+def _raw_worker(endpoint: str, stream: str, threads: int, batch: int, size: int, start_at: float, stop_at: float,
+                out: Any) -> None:
+    """The cheapest possible client: one pre-built request replayed over keep-alive sockets.
+
+    It shows what the server can do when the client costs almost nothing.
+    """
+    import base64
+
+    host, port = endpoint.removeprefix("http://").split(":")
+    records = [{"Data": base64.b64encode(os.urandom(size // 2).hex().encode()[:size]).decode()} for _ in range(batch)]
+    body = json.dumps({"DeliveryStreamName": stream, "Records": records}).encode()
+    request = (
+        "POST / HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/x-amz-json-1.1\r\n"
+        "X-Amz-Target: Firehose_20150804.PutRecordBatch\r\nContent-Length: {n}\r\n\r\n"
+    ).format(host=endpoint, n=len(body)).encode() + body
+    results: list[tuple[int, float]] = []
+    lock = threading.Lock()
+
+    def loop() -> None:
+        sock = socket.create_connection((host, int(port)))
+        mine: list[tuple[int, float]] = []
+        while time.time() < start_at:
+            time.sleep(0.001)
+        while time.time() < stop_at:
+            t0 = time.perf_counter()
+            sock.sendall(request)
+            buf = b""
+            while True:
+                buf += sock.recv(1 << 20)
+                head, sep, rest = buf.partition(b"\r\n\r\n")
+                if sep:
+                    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                                  if line.lower().startswith(b"content-length"))
+                    if len(rest) >= length:
+                        break
+            failed = json.loads(rest[:length])["FailedPutCount"]
+            mine.append((batch - failed, time.perf_counter() - t0))
+        sock.close()
+        with lock:
+            results.extend(mine)
+
+    ts = [threading.Thread(target=loop) for _ in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    out.put(results)
+
+
+def run_load(endpoint: str, stream: str, args: argparse.Namespace, server_pid: int, client: str = "boto3"
+             ) -> dict[str, Any]:
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    start_at = time.time() + 3.0  # let every process import boto3 and build its records first
+    stop_at = start_at + args.duration
+    target = _worker if client == "boto3" else _raw_worker
+    processes, threads = (args.processes, args.threads) if client == "boto3" else (1, 4)
+    procs = [ctx.Process(target=target, args=(endpoint, stream, threads, args.batch, args.record_size,
+                                              start_at, stop_at, queue)) for _ in range(processes)]
+    for p in procs:
+        p.start()
+    while time.time() < start_at:
+        time.sleep(0.01)
+    cpu0 = cpu_seconds(server_pid)
+    results: list[tuple[int, float]] = []
+    for _ in procs:
+        results.extend(queue.get())
+    wall = time.time() - start_at
+    for p in procs:
+        p.join()
+    return {"results": results, "wall": wall, "cpu_during_load": cpu_seconds(server_pid) - cpu0, "cpu0": cpu0}
+
+
+def summarize(name: str, load: dict[str, Any], cpu: float, record_size: int) -> dict[str, Any]:
+    results = load["results"]
+    n = sum(r for r, _ in results)
+    lat = sorted(t for _, t in results)
+    wall = load["wall"]
+    return {
+        "server": name,
+        "records": n,
+        "records_per_s": n / wall,
+        "mb_per_s": n * record_size / wall / 1e6,
+        "p50_ms": 1000 * lat[len(lat) // 2] if lat else None,
+        "p99_ms": 1000 * lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else None,
+        "cpu_seconds": cpu,
+        "cpu_ms_per_1000_records": 1000 * cpu / n * 1000 if n else None,
+    }
+
+
+# -- the two servers ------------------------------------------------------------
+
+
+def bench_daemon(args: argparse.Namespace, workdir: Path, client: str = "boto3") -> dict[str, Any]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    config = workdir / "bench.yaml"
+    config.write_text(json.dumps({
+        "host": "127.0.0.1", "port": port, "state_dir": str(workdir / "state"), "log_level": "WARNING",
+        "spool": {"max_bytes": "8GiB"},
+        "buckets": {"bench": {"directory": str(workdir / "out")}},
+        "delivery_streams": [{
+            "DeliveryStreamName": "bench",
+            "ExtendedS3DestinationConfiguration": {
+                "RoleARN": "arn:aws:iam::123456789012:role/bench", "BucketARN": "arn:aws:s3:::bench",
+                "BufferingHints": {"SizeInMBs": 16, "IntervalInSeconds": 1}}}],
+    }))
+    proc = subprocess.Popen([sys.executable, "-m", "firehose", "serve", "--config", str(config)], cwd=REPO)
+    try:
+        endpoint = f"http://127.0.0.1:{port}"
+        wait_http(endpoint + "/readyz")
+        load = run_load(endpoint, "bench", args, proc.pid, client)
+        # Include delivery: wait until everything accepted has been written out.
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            with urllib.request.urlopen(endpoint + "/readyz") as r:
+                if json.loads(r.read())["streams"]["bench"]["idle"]:
+                    break
+            time.sleep(0.1)
+        cpu = cpu_seconds(proc.pid) - load["cpu0"]
+        delivered = sum(p.stat().st_size for p in (workdir / "out").rglob("*") if p.is_file())
+        summary = summarize(f"firehose ({client} client)", load, cpu, args.record_size)
+        summary["cpu_seconds_during_load"] = load["cpu_during_load"]
+        summary["delivered_bytes"] = delivered
+        return summary
+    finally:
+        proc.terminate()
+        proc.wait(60)
+
+
+def bench_floor(args: argparse.Namespace, client: str = "boto3") -> dict[str, Any]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, str(REPO / "bench" / "floor.py"), str(port)])
+    try:
+        endpoint = f"http://127.0.0.1:{port}"
+        wait_http(endpoint + "/")
+        load = run_load(endpoint, "floor", args, proc.pid, client)
+        return summarize(f"floor ({client} client)", load, load["cpu_during_load"], args.record_size)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=15.0)
+    parser.add_argument("--processes", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--record-size", type=int, default=1024)
+    parser.add_argument("--json", help="also write the figures to this file")
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="firehose-bench-"))
+    try:
+        floor = bench_floor(args)
+        daemon = bench_daemon(args, workdir / "boto3")
+        floor_raw = bench_floor(args, "raw")
+        daemon_raw = bench_daemon(args, workdir / "raw", "raw")
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    ratio = daemon["cpu_ms_per_1000_records"] / floor["cpu_ms_per_1000_records"]
+    report = {"args": vars(args), "floor": floor, "firehose": daemon, "floor_raw": floor_raw,
+              "firehose_raw": daemon_raw, "cpu_ratio_to_floor": ratio}
+    for row in (floor, daemon, floor_raw, daemon_raw):
+        print(f"{row['server']:>24}: {row['records_per_s']:>9,.0f} records/s  {row['mb_per_s']:6.1f} MB/s  "
+              f"p50 {row['p50_ms']:6.1f} ms  p99 {row['p99_ms']:6.1f} ms  "
+              f"CPU {row['cpu_ms_per_1000_records']:5.2f} ms/1000 records")
+    met_cpu = ratio <= 2.5
+    met_rate = daemon["records_per_s"] >= 100_000
+    print(f"daemon CPU per record / floor's (boto3 load): {ratio:.2f}x (goal <= 2.5x: {'met' if met_cpu else 'MISSED'})")
+    print(f"records/s through boto3: {daemon['records_per_s']:,.0f} (goal >= 100,000: {'met' if met_rate else 'MISSED'}; "
+          f"{daemon['records_per_s'] / floor['records_per_s']:.0%} of the floor's under the same client)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    return 0 if met_cpu and met_rate else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
