@@ -112,6 +112,7 @@ class Pipeline:
         self._buffer = Buffer(self._config.size_bytes, self._config.interval_s, clock)
         self._cursor: Position = stream_spool.ledger.high
         self._inflight: dict[int, asyncio.Task[None]] = {}
+        self._sealing = 0
         self._replay: deque[Seal] = deque(stream_spool.ledger.pending())
         self._wakeup = asyncio.Event()
         self._closing = False
@@ -220,6 +221,13 @@ class Pipeline:
     async def _seal_and_dispatch(self, spans: list[Span]) -> None:
         if not spans:
             return
+        self._sealing += 1  # taken out of the buffer, not yet in flight: not idle
+        try:
+            await self._seal(spans)
+        finally:
+            self._sealing -= 1
+
+    async def _seal(self, spans: list[Span]) -> None:
         start: Position = (spans[0].entry.seq, spans[0].start)
         last = spans[-1]
         end: Position = (last.entry.seq, last.end)
@@ -362,4 +370,5 @@ class Pipeline:
 
     def idle(self) -> bool:
         """Nothing buffered, nothing in flight, nothing unread in the spool."""
-        return not self._buffer and not self._inflight and not self._replay and not self._has_unread()
+        return (not self._buffer and not self._inflight and not self._sealing and not self._replay
+                and not self._has_unread())

@@ -303,3 +303,18 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
     for var in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_SESSION_TOKEN"):
         monkeypatch.delenv(var, raising=False)
+
+
+def assert_delivered_once(objects: list[bytes], sent: list[bytes]) -> None:
+    """Every sent line exactly once; each object a contiguous run of the send order.
+
+    Objects cut within the same second sort by their UUID, so the order of
+    keys says nothing about the order of objects; the order inside each does.
+    """
+    lines = [line for body in objects for line in body.splitlines(keepends=True)]
+    assert sorted(lines) == sorted(sent)
+    position = {line: i for i, line in enumerate(sent)}
+    for body in objects:
+        got = body.splitlines(keepends=True)
+        start = position[got[0]]
+        assert got == sent[start : start + len(got)]

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import MotoServer, list_objects, local_stream, wait_until
+from tests.conftest import MotoServer, assert_delivered_once, list_objects, local_stream, wait_until
 
 KEY_RE = re.compile(
     r"^(?P<prefix>(?:.*/)?)(?P<stream>[A-Za-z0-9_.-]+)-(?P<version>\d+)-"
@@ -36,21 +36,13 @@ def test_put_record_batch_lands_in_s3_with_firehose_keys_and_exact_content(
     s3 = moto_server.client()
     wait_until(lambda: daemon.idle("clicks") and list_objects(s3, bucket))
     keys = list_objects(s3, bucket)
-    body = b""
     for key in keys:
         m = KEY_RE.match(key)
         assert m, key
         assert m["stream"] == "clicks" and m["version"] == "1"
         prefix_time = datetime.strptime(m["prefix"], "%Y/%m/%d/%H/").replace(tzinfo=UTC)
         assert before.replace(minute=0, second=0, microsecond=0) <= prefix_time <= datetime.now(UTC)
-        body += s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-    # Every record exactly once; within an object, in the order sent. (Objects cut
-    # in the same second sort by their UUID, so key order is not send order.)
-    assert sorted(body.splitlines(keepends=True)) == sorted(sent)
-    for key in keys:
-        lines = s3.get_object(Bucket=bucket, Key=key)["Body"].read().splitlines(keepends=True)
-        start = sent.index(lines[0])
-        assert lines == sent[start : start + len(lines)]
+    assert_delivered_once([s3.get_object(Bucket=bucket, Key=k)["Body"].read() for k in keys], sent)
 
 
 def test_endpoint_and_credentials_come_from_the_standard_aws_configuration(
@@ -140,7 +132,7 @@ def test_s3_outage_keeps_data_in_the_spool_and_delivers_after_recovery(start_dae
         server.client().create_bucket(Bucket="outage")
         wait_until(lambda: daemon.idle("o"), timeout=30)
         s3 = server.client()
-        got = b"".join(s3.get_object(Bucket="outage", Key=k)["Body"].read() for k in list_objects(s3, "outage"))
-        assert sorted(got.splitlines(keepends=True)) == sorted(sent)
+        assert_delivered_once([s3.get_object(Bucket="outage", Key=k)["Body"].read() for k in list_objects(s3, "outage")],
+                              sent)
     finally:
         server.stop()
