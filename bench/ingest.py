@@ -100,12 +100,23 @@ def _worker(endpoint: str, stream: str, threads: int, batch: int, size: int, sta
         with lock:
             results.extend(mine)
 
+    _run_threads(loop, threads, start_at, results, out)
+
+
+def _run_threads(loop: Any, threads: int, start_at: float, results: list[tuple[int, float]], out: Any) -> None:
+    """Run the load threads; report their results and the process's CPU during the timed window."""
+    import resource
+
     ts = [threading.Thread(target=loop) for _ in range(threads)]
     for t in ts:
         t.start()
+    while time.time() < start_at:
+        time.sleep(0.001)
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
     for t in ts:
         t.join()
-    out.put(results)
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    out.put((results, r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime))
 
 
 def _raw_worker(endpoint: str, stream: str, threads: int, batch: int, size: int, start_at: float, stop_at: float,
@@ -149,12 +160,7 @@ def _raw_worker(endpoint: str, stream: str, threads: int, batch: int, size: int,
         with lock:
             results.extend(mine)
 
-    ts = [threading.Thread(target=loop) for _ in range(threads)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
-    out.put(results)
+    _run_threads(loop, threads, start_at, results, out)
 
 
 def run_load(endpoint: str, stream: str, args: argparse.Namespace, server_pid: int, client: str = "boto3"
@@ -173,12 +179,16 @@ def run_load(endpoint: str, stream: str, args: argparse.Namespace, server_pid: i
         time.sleep(0.01)
     cpu0 = cpu_seconds(server_pid)
     results: list[tuple[int, float]] = []
+    client_cpu = 0.0
     for _ in procs:
-        results.extend(queue.get())
+        got, cpu = queue.get()
+        results.extend(got)
+        client_cpu += cpu
     wall = time.time() - start_at
     for p in procs:
         p.join()
-    return {"results": results, "wall": wall, "cpu_during_load": cpu_seconds(server_pid) - cpu0, "cpu0": cpu0}
+    return {"results": results, "wall": wall, "cpu_during_load": cpu_seconds(server_pid) - cpu0, "cpu0": cpu0,
+            "client_cpu": client_cpu}
 
 
 def summarize(name: str, load: dict[str, Any], cpu: float, record_size: int) -> dict[str, Any]:
@@ -195,6 +205,7 @@ def summarize(name: str, load: dict[str, Any], cpu: float, record_size: int) -> 
         "p99_ms": 1000 * lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else None,
         "cpu_seconds": cpu,
         "cpu_ms_per_1000_records": 1000 * cpu / n * 1000 if n else None,
+        "client_cpu_ms_per_1000_records": 1000 * load["client_cpu"] / n * 1000 if n else None,
     }
 
 
@@ -275,7 +286,8 @@ def main() -> int:
     for row in (floor, daemon, floor_raw, daemon_raw):
         print(f"{row['server']:>24}: {row['records_per_s']:>9,.0f} records/s  {row['mb_per_s']:6.1f} MB/s  "
               f"p50 {row['p50_ms']:6.1f} ms  p99 {row['p99_ms']:6.1f} ms  "
-              f"CPU {row['cpu_ms_per_1000_records']:5.2f} ms/1000 records")
+              f"CPU {row['cpu_ms_per_1000_records']:5.2f} ms/1000 records "
+              f"(client {row['client_cpu_ms_per_1000_records']:5.2f})")
     met_cpu = ratio <= 2.5
     met_rate = daemon["records_per_s"] >= 100_000
     print(f"daemon CPU per record / floor's (boto3 load): {ratio:.2f}x (goal <= 2.5x: {'met' if met_cpu else 'MISSED'})")

@@ -1,0 +1,51 @@
+"""The systemd unit: hardened, and its command lines are ones the CLI accepts."""
+
+from __future__ import annotations
+
+import configparser
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from firehose.cli import _parser
+
+REPO = Path(__file__).resolve().parent.parent
+UNIT = REPO / "systemd" / "firehose.service"
+
+
+def unit() -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read(UNIT)
+    return parser
+
+
+def test_unit_is_sandboxed_with_its_own_state_directory() -> None:
+    service = unit()["Service"]
+    assert service["NoNewPrivileges"] == "yes"
+    assert service["ProtectSystem"] == "strict"
+    assert service["StateDirectory"] == "firehose"
+    assert service["KillSignal"] == "SIGTERM"
+    assert int(service["TimeoutStopSec"]) > 30  # room for the 20 s drain
+
+
+def test_unit_command_lines_parse() -> None:
+    service = unit()["Service"]
+    for key in ("ExecStart", "ExecStartPre"):
+        argv = shlex.split(service[key])
+        assert argv[0].endswith("/firehose")
+        args = _parser().parse_args(argv[1:])
+        assert args.command in ("serve", "validate")
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+def test_systemd_accepts_the_unit(tmp_path: Path) -> None:
+    text = UNIT.read_text().replace("/usr/local/bin/firehose", shutil.which("true") or "/bin/true")
+    copy = tmp_path / "firehose.service"
+    copy.write_text(text)
+    out = subprocess.run(["systemd-analyze", "verify", "--man=no", str(copy)], capture_output=True, text=True)
+    problems = [line for line in out.stderr.splitlines() if "firehose.service" in line]
+    assert not problems, out.stderr
