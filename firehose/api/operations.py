@@ -314,6 +314,16 @@ async def list_tags_for_delivery_stream(svc: Services, body: Body) -> Body:
     }
 
 
+async def start_delivery_stream_encryption(svc: Services, body: Body) -> Body:
+    svc.catalog.get(_stream_name(body))
+    raise InvalidArgumentException("Server-side encryption of delivery streams is not supported by this daemon yet.")
+
+
+async def stop_delivery_stream_encryption(svc: Services, body: Body) -> Body:
+    svc.catalog.get(_stream_name(body))
+    raise InvalidArgumentException("Server-side encryption of delivery streams is not supported by this daemon yet.")
+
+
 Operation = Callable[[Services, Body], Awaitable[Body]]
 
 OPERATIONS: dict[str, Operation] = {
@@ -327,4 +337,6 @@ OPERATIONS: dict[str, Operation] = {
     "TagDeliveryStream": tag_delivery_stream,
     "UntagDeliveryStream": untag_delivery_stream,
     "ListTagsForDeliveryStream": list_tags_for_delivery_stream,
+    "StartDeliveryStreamEncryption": start_delivery_stream_encryption,
+    "StopDeliveryStreamEncryption": stop_delivery_stream_encryption,
 }

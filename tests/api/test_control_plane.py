@@ -172,3 +172,13 @@ def test_config_streams_show_up_and_config_changes_bump_the_version(start_daemon
     second.stop()
     third = start_daemon([], state_dir=state)
     assert third.client().list_delivery_streams()["DeliveryStreamNames"] == []
+
+
+def test_encryption_operations_say_they_are_not_supported(start_daemon: Any) -> None:
+    client = start_daemon().client()
+    client.create_delivery_stream(**local_stream("e"))
+    with pytest.raises(client.exceptions.InvalidArgumentException) as info:
+        client.start_delivery_stream_encryption(DeliveryStreamName="e")
+    assert "not supported" in info.value.response["Error"]["Message"]
+    with pytest.raises(client.exceptions.ResourceNotFoundException):
+        client.stop_delivery_stream_encryption(DeliveryStreamName="missing")
