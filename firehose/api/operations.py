@@ -63,13 +63,17 @@ def _parse(model: type[M], body: Body) -> M:
         raise InvalidArgumentException(validation_message(exc)) from exc
 
 
+def _missing(member: str) -> InvalidArgumentException:
+    return InvalidArgumentException(
+        f"1 validation error detected: Value null at '{member}' failed to satisfy constraint: "
+        "Member must not be null")
+
+
 def _stream_name(body: Body) -> str:
     name = body.get("DeliveryStreamName")
     if not isinstance(name, str):
         if name is None:
-            raise InvalidArgumentException(
-                "1 validation error detected: Value null at 'deliveryStreamName' failed to satisfy "
-                "constraint: Member must not be null")
+            raise _missing("deliveryStreamName")
         raise SerializationException("DeliveryStreamName must be a string")
     if not 1 <= len(name) <= 64 or not shapes.STREAM_NAME_RE.match(name):
         raise InvalidArgumentException(
@@ -137,8 +141,15 @@ def _decode_all(records: list[Any]) -> tuple[list[bytes], list[int | str] | None
 _ID_SUFFIXES = [f"{i:04x}" for i in range(shapes.MAX_BATCH_RECORDS)]
 
 
-def _record_id_base(state: StreamState, seq: int) -> str:
-    # Unique across the stream's life: incarnation (new per create) + spool sequence.
+async def _accept(svc: Services, state: StreamState, records: list[bytes], arrival_ms: int, total: int) -> str:
+    """Spool the records durably; returns the record-id prefix of their entry.
+
+    Record ids are unique across the stream's life: incarnation (new per
+    create), entry sequence number, index in the entry.
+    """
+    seq = await svc.spool.append(svc.stream_spool(state), records, arrival_ms, total)
+    svc.metrics.incoming_records.labels(state.name).inc(len(records))
+    svc.metrics.incoming_bytes.labels(state.name).inc(total)
     return f"{state.incarnation}{seq:016x}"
 
 
@@ -147,9 +158,7 @@ async def put_record_batch(svc: Services, body: Body) -> Body:
     name = _stream_name(body)
     records = body.get("Records")
     if not isinstance(records, list):
-        raise InvalidArgumentException(
-            "1 validation error detected: Value null at 'records' failed to satisfy constraint: "
-            "Member must not be null")
+        raise _missing("records")
     n = len(records)
     if n == 0 or n > shapes.MAX_BATCH_RECORDS:
         raise InvalidArgumentException(
@@ -162,16 +171,10 @@ async def put_record_batch(svc: Services, body: Body) -> Body:
         raise InvalidArgumentException(
             f"Records total {total} bytes decoded; PutRecordBatch accepts at most {shapes.MAX_BATCH_BYTES} "
             "bytes per call.")
-    if good:
-        seq = await svc.spool.append(svc.stream_spool(state), good, arrival_ms, total)
-        base = _record_id_base(state, seq)
+    base = await _accept(svc, state, good, arrival_ms, total) if good else ""
     failed = n - len(good)
-    m = svc.metrics
-    if good:
-        m.incoming_records.labels(name).inc(len(good))
-        m.incoming_bytes.labels(name).inc(total)
     if failed:
-        m.failed_records.labels(name, "InvalidArgumentException").inc(failed)
+        svc.metrics.failed_records.labels(name, "InvalidArgumentException").inc(failed)
     if slots is None:  # every record accepted, in order
         responses = [{"RecordId": base + suffix} for suffix in _ID_SUFFIXES[:n]]
     else:
@@ -188,17 +191,13 @@ async def put_record(svc: Services, body: Body) -> Body:
     name = _stream_name(body)
     record = body.get("Record")
     if not isinstance(record, dict):
-        raise InvalidArgumentException(
-            "1 validation error detected: Value null at 'record' failed to satisfy constraint: "
-            "Member must not be null")
+        raise _missing("record")
     state = _writable(svc, name)
     raw = _decode(record, 0)
     if isinstance(raw, str):
         raise InvalidArgumentException(raw.removeprefix("Record 0: "))
-    seq = await svc.spool.append(svc.stream_spool(state), [raw], arrival_ms, len(raw))
-    svc.metrics.incoming_records.labels(name).inc()
-    svc.metrics.incoming_bytes.labels(name).inc(len(raw))
-    return {"RecordId": _record_id_base(state, seq) + _ID_SUFFIXES[0], "Encrypted": False}
+    base = await _accept(svc, state, [raw], arrival_ms, len(raw))
+    return {"RecordId": base + _ID_SUFFIXES[0], "Encrypted": False}
 
 
 # -- control plane ---------------------------------------------------------------
