@@ -2,15 +2,15 @@
 
 Objects are files at ``<directory>/<key>``, with the same key layout S3 would
 get, so anything that reads the S3 layout reads this too. Each object is
-written to a temporary file in its final directory, fsynced, renamed into
-place and the directory fsynced: a reader never sees a partial object, and a
-batch delivered twice (after a crash) replaces the file instead of adding one.
+written to a temporary file in its final directory (``.firehose-tmp-<name>``),
+fsynced, renamed into place and the directory fsynced: a reader never sees a
+partial object, and a batch delivered twice (after a crash) replaces the file
+instead of adding one.
 """
 
 from __future__ import annotations
 
 import os
-import secrets
 from pathlib import Path
 
 from firehose.destinations.base import DELIVERED, DestinationContext, ObjectDestination, Outcome
@@ -66,10 +66,12 @@ class LocalDirectoryDestination(ObjectDestination):
 
     def _write(self, batch: ObjectBatch) -> None:
         path = self.path_for(batch.key)
-        tmp = path.with_name(f"{_TMP_PREFIX}{path.name}.{secrets.token_hex(4)}")
+        # The temporary name follows from the key: a write cut short by a crash
+        # is overwritten when the sealed batch is delivered again, not left behind.
+        tmp = path.with_name(f"{_TMP_PREFIX}{path.name}")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             try:
                 for part in batch.parts:
                     view = memoryview(part)
