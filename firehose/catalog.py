@@ -127,9 +127,11 @@ Listener = Callable[[Event, StreamState], None]
 
 class Catalog:
     def __init__(self, path: Path, *, account_id: str = "123456789012", max_streams: int = 5000,
-                 create_delay_seconds: float = 0.0) -> None:
+                 create_delay_seconds: float = 0.0,
+                 validate: Callable[[DeliveryStreamDefinition], None] | None = None) -> None:
         self.path = Path(path)
         self.account_id = account_id
+        self._validate = validate
         self.max_streams = max_streams
         self.create_delay_ms = int(create_delay_seconds * 1000)
         self._streams: dict[str, StreamState] = {}
@@ -210,6 +212,7 @@ class Catalog:
             raise LimitExceededException(
                 f"You have already consumed your limit of {self.max_streams} Firehose delivery streams."
             )
+        self._check(definition)
         ts = now_ms()
         state = StreamState(
             name=name,
@@ -259,8 +262,18 @@ class Catalog:
         data.pop("S3DestinationConfiguration", None)
         data["ExtendedS3DestinationConfiguration"] = merged.dump()
         definition = DeliveryStreamDefinition.model_validate(data)
+        self._check(definition)
         self.replace_definition(state, definition, origin=state.origin, config_digest=state.config_digest)
         return state
+
+    def _check(self, definition: DeliveryStreamDefinition) -> None:
+        """The daemon's deep validation (transform files, schemas, keys), as an AWS error."""
+        if self._validate is None:
+            return
+        try:
+            self._validate(definition)
+        except ValueError as exc:
+            raise InvalidArgumentException(str(exc)) from exc
 
     def delete(self, name: str) -> StreamState:
         state = self.get(name)

@@ -1,7 +1,8 @@
 """The ``firehose`` command: argument parsing only; the work happens in ``daemon``.
 
-    firehose serve [--config FILE] [--host H] [--port P] [--state-dir DIR]
+    firehose serve [--config FILE] [--host H] [--port P] [--state-dir DIR] [--transforms-dir DIR]
     firehose validate CONFIG
+    firehose decrypt FILE|s3://BUCKET/KEY [--out FILE] [--config FILE]
 
 Without ``--config``, ``serve`` reads ``$FIREHOSE_CONFIG``, else
 ``./config/firehose.yaml``, else ``/etc/firehose/firehose.yaml``, else runs on
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import sys
@@ -47,9 +49,15 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="listen port (overrides the config)")
     serve.add_argument("--state-dir", help="spool and catalog directory (overrides the config)")
     serve.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
+    serve.add_argument("--transforms-dir", help="where LambdaArn function:NAME finds NAME.py (default transforms/)")
 
     validate = sub.add_parser("validate", help="check a config file without starting anything")
     validate.add_argument("config", help="config file (YAML)")
+
+    decrypt = sub.add_parser("decrypt", help="decrypt an object the daemon encrypted (local file or s3://bucket/key)")
+    decrypt.add_argument("source", help="a local file, or s3://bucket/key")
+    decrypt.add_argument("--out", default="-", help="where to write the plaintext (default: standard output)")
+    decrypt.add_argument("--config", help="config file whose encryption: keyring (and s3: settings) to use")
     return parser
 
 
@@ -57,12 +65,21 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "validate":
         return _validate(Path(args.config))
+    if args.command == "decrypt":
+        return _decrypt(args)
     return _serve(args)
 
 
 def _validate(path: Path) -> int:
+    from firehose.pipeline.config import check_definition
+
     try:
         config = load_config(path)
+        for definition in config.streams:
+            try:
+                check_definition(definition, config.settings)
+            except ValueError as exc:
+                raise ConfigError(f"{path}: delivery stream {definition.delivery_stream_name!r}: {exc}") from exc
     except ConfigError as exc:
         print(f"invalid: {exc}", file=sys.stderr)
         return 1
@@ -71,8 +88,41 @@ def _validate(path: Path) -> int:
     return 0
 
 
+def _decrypt(args: argparse.Namespace) -> int:
+    """Write an encrypted object's plaintext; nothing unauthenticated is ever written to --out."""
+    from firehose.processing import encrypt
+
+    try:
+        settings = load_config(_find_config(args.config)).settings
+        keyring = encrypt.Keyring.load(directory=settings.encryption.keys_dir, env_prefix=settings.encryption.env_prefix)
+    except (ConfigError, ValueError) as exc:
+        print(f"firehose decrypt: {exc}", file=sys.stderr)
+        return 2
+    tmp = None if args.out == "-" else Path(args.out).with_name(Path(args.out).name + ".partial")
+    try:
+        with open(tmp, "wb") if tmp else contextlib.nullcontext(sys.stdout.buffer) as out:
+            if args.source.startswith("s3://"):
+                from firehose.destinations.s3 import make_client
+
+                bucket, _, key = args.source[5:].partition("/")
+                obj = make_client(settings.s3, settings.buckets.get(bucket)).get_object(Bucket=bucket, Key=key)
+                encrypt.decrypt_object(obj["Body"], obj.get("Metadata", {}), out, keyring)
+            else:
+                with open(args.source, "rb") as source:
+                    encrypt.decrypt_file(source, out, keyring)
+    except (OSError, ValueError, KeyError) as exc:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        print(f"firehose decrypt: {args.source}: {exc}", file=sys.stderr)
+        return 1
+    if tmp is not None:
+        tmp.replace(args.out)
+    return 0
+
+
 def _serve(args: argparse.Namespace) -> int:
-    overrides = {"host": args.host, "port": args.port, "state_dir": args.state_dir, "log_level": args.log_level}
+    overrides = {"host": args.host, "port": args.port, "state_dir": args.state_dir, "log_level": args.log_level,
+                 "transforms_dir": args.transforms_dir}
     path = _find_config(args.config)
     try:
         config = load_config(path, overrides)
@@ -99,6 +149,9 @@ def _run(config: Config) -> int:
         daemon = Daemon(config)
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             runner.run(daemon.serve())
+    except ConfigError as exc:
+        log.error("Invalid configuration: %s", exc)
+        return 2
     except OSError as exc:
         log.error("Could not start: %s", exc)
         return 1

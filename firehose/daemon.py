@@ -19,7 +19,8 @@ import contextlib
 import logging
 import signal
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
 
 import uvicorn
@@ -28,9 +29,13 @@ from firehose import destinations
 from firehose.api.app import FirehoseApp
 from firehose.api.operations import Services
 from firehose.catalog import Catalog, Event, StreamState
+from firehose.definitions import DeliveryStreamDefinition
 from firehose.destinations import DestinationContext, ObjectDestination
-from firehose.errors import DestinationError
-from firehose.pipeline import Pipeline
+from firehose.errors import ConfigError, DestinationError
+from firehose.pipeline import Pipeline, StreamConfig
+from firehose.pipeline.config import check_definition
+from firehose.processing.encrypt import Keyring
+from firehose.processing.transform import WorkerPool
 from firehose.settings import Config, Settings
 from firehose.spool import Spool, StreamSpool
 from firehose.telemetry import Metrics
@@ -50,6 +55,7 @@ class Daemon:
         self.settings: Settings = config.settings
         self.metrics = Metrics()
         self.pipelines: dict[str, Pipeline] = {}
+        self.broken: dict[str, str] = {}  # streams whose definition cannot run here, and why
         self._stopping = False
         self._started = False
         self._server: _Server | None = None
@@ -57,9 +63,13 @@ class Daemon:
         s = self.settings
         s.state_dir.mkdir(parents=True, exist_ok=True)
         self.catalog = Catalog(s.state_dir / "catalog.json", account_id=s.account_id,
-                               max_streams=s.max_delivery_streams, create_delay_seconds=s.create_delay_seconds)
+                               max_streams=s.max_delivery_streams, create_delay_seconds=s.create_delay_seconds,
+                               validate=self.validate)
         self.spool = Spool(s.state_dir / "spool", max_bytes=s.spool.max_bytes, segment_bytes=s.spool.segment_bytes)
         self.executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="destination")
+        self.workers = WorkerPool(s.processing.workers)
+        self._convert_pool: ProcessPoolExecutor | None = None
+        self._keyring: Keyring | None = None
         self.metrics.spool_bytes.set_function(lambda: self.spool.used_bytes)
         self.metrics.spool_limit.set(s.spool.max_bytes)
         self.metrics.spool_commits.set_function(lambda: self.spool.committer.commits)
@@ -68,6 +78,22 @@ class Daemon:
 
     # -- streams ----------------------------------------------------------------
 
+    def validate(self, definition: DeliveryStreamDefinition) -> None:
+        """Everything a definition needs to run here (ValueError with the reason)."""
+        check_definition(definition, self.settings)
+
+    def keyring(self) -> Keyring:
+        if self._keyring is None:
+            enc = self.settings.encryption
+            self._keyring = Keyring.load(directory=enc.keys_dir, env_prefix=enc.env_prefix)
+        return self._keyring
+
+    def _convert_executor(self) -> ProcessPoolExecutor:
+        if self._convert_pool is None:
+            self._convert_pool = ProcessPoolExecutor(self.settings.processing.workers,
+                                                     mp_context=multiprocessing.get_context("spawn"))
+        return self._convert_pool
+
     def _stream_spool(self, state: StreamState) -> StreamSpool:
         return self.spool.open_stream(state.spool_key)
 
@@ -75,10 +101,29 @@ class Daemon:
         ctx = DestinationContext(stream=state.name, settings=self.settings, executor=self.executor)
         return destinations.build(state.destination, ctx)
 
+    def _stream_config(self, state: StreamState) -> StreamConfig | None:
+        try:
+            config = StreamConfig.build(state.definition, state.version_id, self.settings)
+            if config.encrypt:
+                self.keyring()
+        except ValueError as exc:
+            self.broken[state.name] = str(exc)
+            log.error("A delivery stream cannot run; its records stay in the spool until its definition is fixed.",
+                      extra={"stream": state.name, "error": str(exc)})
+            return None
+        self.broken.pop(state.name, None)
+        return config
+
     def _start_pipeline(self, state: StreamState) -> None:
+        config = self._stream_config(state)
+        if config is None:
+            return
         destination = self._destination(state)
-        pipeline = Pipeline(state, self.spool, self._stream_spool(state), destination, self.settings.delivery,
-                            self.metrics)
+        pipeline = Pipeline(
+            state, config, self.spool, self._stream_spool(state), destination, self.settings, self.metrics,
+            workers=self.workers, keyring=self._keyring if config.encrypt else None,
+            convert_pool=self._convert_executor() if config.conversion else None,
+        )
         self.pipelines[state.name] = pipeline
         pipeline.start()
         self._spawn(self._check(state.name, destination))
@@ -96,13 +141,29 @@ class Daemon:
             self._start_pipeline(state)
         elif event == "updated":
             pipeline = self.pipelines.get(state.name)
-            if pipeline is not None:
+            config = self._stream_config(state)
+            if pipeline is None or config is None:
+                if pipeline is None and config is not None:
+                    self._start_pipeline(state)
+                return
+            if pipeline.can_reconfigure(config):
                 destination = self._destination(state)
-                pipeline.reconfigure(state, destination)
+                pipeline.reconfigure(config, destination)
                 self._spawn(self._check(state.name, destination))
+            else:
+                self._spawn(self._switch(state, pipeline))
         elif event == "deleted":
             pipeline = self.pipelines.pop(state.name, None)
             self._spawn(self._retire(state, pipeline))
+
+    async def _switch(self, state: StreamState, old: Pipeline) -> None:
+        """A change of processing: stop the old pipeline (it seals what it buffered), then start anew."""
+        log.info("Processing changed; restarting the stream's pipeline.", extra={"stream": state.name})
+        del self.pipelines[state.name]
+        await old.stop(self.settings.delivery.shutdown_timeout_seconds)
+        current = self.catalog.find(state.name)
+        if current is not None and state.name not in self.pipelines:
+            self._start_pipeline(current)
 
     async def _retire(self, state: StreamState, pipeline: Pipeline | None) -> None:
         """A deleted stream: deliver what is buffered (bounded wait), then drop its spool."""
@@ -132,6 +193,8 @@ class Daemon:
                 "last_error": p.delivery.last_error,
                 "idle": p.idle(),
             }
+        for name, why in self.broken.items():
+            streams[name] = {"error": why, "idle": False}
         spool = {"used_bytes": self.spool.used_bytes, "max_bytes": self.spool.max_bytes}
         full = self.spool.used_bytes >= self.spool.max_bytes
         ready = self._started and not self._stopping and not full
@@ -145,6 +208,12 @@ class Daemon:
 
     async def start(self) -> None:
         """Recover and start every pipeline, then apply the config's declared streams."""
+        for definition in self.config.streams:
+            try:
+                self.validate(definition)
+            except ValueError as exc:
+                raise ConfigError(f"{self.config.source}: delivery stream {definition.delivery_stream_name!r}: "
+                                  f"{exc}") from exc
         self.catalog.subscribe(self._on_catalog)
         for state in self.catalog.all():
             self._start_pipeline(state)
@@ -194,5 +263,8 @@ class Daemon:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         self.spool.close()
+        self.workers.close()
+        if self._convert_pool is not None:
+            self._convert_pool.shutdown(wait=False, cancel_futures=True)
         self.executor.shutdown(wait=False, cancel_futures=True)
         log.info("Stopped.")

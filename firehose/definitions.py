@@ -123,9 +123,8 @@ class DynamicPartitioningConfiguration(Shape):
 
 
 _LATER = "is not supported by this daemon yet"
-COMPRESSION_FORMATS = ("UNCOMPRESSED", "GZIP", "ZIP", "Snappy", "HADOOP_SNAPPY")
-#: Compression formats the delivery path implements today.
-SUPPORTED_COMPRESSION = ("UNCOMPRESSED",)
+#: AWS's CompressionFormat values, plus ZSTD (beyond AWS).
+COMPRESSION_FORMATS = ("UNCOMPRESSED", "GZIP", "ZIP", "Snappy", "HADOOP_SNAPPY", "ZSTD")
 
 
 class S3DestinationConfiguration(Shape):
@@ -136,15 +135,13 @@ class S3DestinationConfiguration(Shape):
     prefix: PrefixText | None = None
     error_output_prefix: PrefixText | None = None
     buffering_hints: BufferingHints | None = None
-    compression_format: Literal["UNCOMPRESSED", "GZIP", "ZIP", "Snappy", "HADOOP_SNAPPY"] | None = None
+    compression_format: Literal["UNCOMPRESSED", "GZIP", "ZIP", "Snappy", "HADOOP_SNAPPY", "ZSTD"] | None = None
     encryption_configuration: EncryptionConfiguration | None = None
     cloud_watch_logging_options: CloudWatchLoggingOptions | None = Field(None, alias="CloudWatchLoggingOptions")
 
     @model_validator(mode="after")
     def _s3_semantics(self) -> S3DestinationConfiguration:
         objectkeys.validate_prefixes(self.prefix, self.error_output_prefix, dynamic_partitioning=self.dynamic_partitioning)
-        if self.compression not in SUPPORTED_COMPRESSION:
-            raise ValueError(f"CompressionFormat {self.compression} {_LATER}; use UNCOMPRESSED")
         return self
 
     @property
@@ -185,20 +182,24 @@ class ExtendedS3DestinationConfiguration(S3DestinationConfiguration):
         d = self.dynamic_partitioning_configuration
         return bool(d and d.enabled)
 
+    @property
+    def format_conversion(self) -> dict[str, Any] | None:
+        """The DataFormatConversionConfiguration when it is enabled (Enabled defaults to true)."""
+        conv = self.data_format_conversion_configuration
+        return conv if conv and conv.get("Enabled", True) else None
+
 
 def _refuse_unsupported(cfg: ExtendedS3DestinationConfiguration) -> None:
-    """Features AWS has that this build cannot honour yet are refused, not ignored."""
-    later = _LATER
-    proc = cfg.processing_configuration
-    if proc and proc.enabled and proc.processors:
-        raise ValueError(f"ProcessingConfiguration (data transformation) {later}")
-    conv = cfg.data_format_conversion_configuration
-    if conv and conv.get("Enabled", True):
-        raise ValueError(f"DataFormatConversionConfiguration {later}")
-    if cfg.dynamic_partitioning:
-        raise ValueError(f"DynamicPartitioningConfiguration {later}")
+    """AWS's cross-field rules, and features this build cannot honour yet (refused, not ignored)."""
     if cfg.s3_backup_mode == "Enabled":
-        raise ValueError(f"S3BackupMode Enabled {later}")
+        raise ValueError(f"S3BackupMode Enabled {_LATER}")
+    if cfg.format_conversion:
+        if cfg.compression != "UNCOMPRESSED":
+            raise ValueError("CompressionFormat must be UNCOMPRESSED with DataFormatConversionConfiguration "
+                             "(Parquet and ORC compress inside the file)")
+        hints = cfg.buffering_hints
+        if hints and hints.size_in_mbs is not None and hints.size_in_mbs < 64:
+            raise ValueError("BufferingHints.SizeInMBs must be at least 64 with DataFormatConversionConfiguration")
 
 
 class DeliveryStreamEncryptionConfigurationInput(Shape):
@@ -316,18 +317,24 @@ class DeliveryStreamDefinition(Shape):
 
 
 def buffering(cfg: S3DestinationConfiguration) -> tuple[int, int]:
-    """(size in bytes, interval in seconds) with the AWS defaults for S3 (5 MiB, 300 s)."""
+    """(size in bytes, interval in seconds) with the AWS defaults for S3 (5 MiB, 300 s; 128 MiB with conversion)."""
     hints = cfg.buffering_hints
-    size = hints.size_in_mbs if hints and hints.size_in_mbs is not None else 5
+    converting = isinstance(cfg, ExtendedS3DestinationConfiguration) and cfg.format_conversion
+    size = hints.size_in_mbs if hints and hints.size_in_mbs is not None else (128 if converting else 5)
     interval = hints.interval_in_seconds if hints and hints.interval_in_seconds is not None else 300
     return size * MiB, interval
 
 
 def file_extension(cfg: ExtendedS3DestinationConfiguration) -> str:
-    """The object suffix's extension: FileExtension if set, else the format's default."""
+    """The object suffix's extension: FileExtension if set, else the output format's default."""
     if cfg.file_extension:
         return cfg.file_extension
-    return {"GZIP": ".gz", "ZIP": ".zip", "Snappy": ".snappy", "HADOOP_SNAPPY": ".hsnappy"}.get(cfg.compression, "")
+    conv = cfg.format_conversion
+    if conv:
+        serializer = (conv.get("OutputFormatConfiguration") or {}).get("Serializer") or {}
+        return ".orc" if "OrcSerDe" in serializer else ".parquet"
+    return {"GZIP": ".gz", "ZIP": ".zip", "Snappy": ".snappy", "HADOOP_SNAPPY": ".hsnappy",
+            "ZSTD": ".zst"}.get(cfg.compression, "")
 
 
 def merge_destination_update(

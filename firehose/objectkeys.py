@@ -9,7 +9,8 @@
 * ``!{firehose:random-string}``: 11 random characters, new for each occurrence.
 * ``!{firehose:error-output-type}``: the failure category (ErrorOutputPrefix only).
 * ``!{partitionKeyFromQuery:k}`` / ``!{partitionKeyFromLambda:k}``: dynamic
-  partitioning keys (only when dynamic partitioning is enabled).
+  partitioning keys (only when dynamic partitioning is enabled), looked up in
+  the record's keys as ``"partitionKeyFromQuery:k"`` / ``"partitionKeyFromLambda:k"``.
 
 A Prefix without a timestamp expression gets ``!{timestamp:yyyy/MM/dd/HH/}``
 appended. The validation rules that AWS applies at create/update time live
@@ -200,6 +201,12 @@ def parse(template: str) -> tuple[Part, ...]:
     return tuple(parts)
 
 
+def partition_key_names(template: str | None) -> set[str]:
+    """The namespaced partition keys a prefix uses ("partitionKeyFromQuery:k", ...)."""
+    return {f"{p.namespace}:{p.value}" for p in parse(template or "")
+            if isinstance(p, Expr) and p.namespace.startswith("partitionKey")}
+
+
 def has_expressions(template: str | None) -> bool:
     return bool(template) and any(isinstance(p, Expr) for p in parse(template or ""))
 
@@ -298,9 +305,9 @@ def _render(parts: tuple[Part, ...], instant: datetime, error_type: str | None,
                 raise ValueError("!{firehose:error-output-type} outside an error prefix")
             out.append(error_type)
         else:
-            value = (partition_keys or {}).get(part.value)
+            value = (partition_keys or {}).get(f"{part.namespace}:{part.value}")
             if not value:
-                raise ValueError(f"partition key {part.value!r} has no value for this record")
+                raise ValueError(f"partition key {part.value!r} ({part.namespace}) has no value for this record")
             out.append(value)
     text = "".join(out)
     if len(text) > MAX_EVALUATED_PREFIX:

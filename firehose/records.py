@@ -25,6 +25,10 @@ class ObjectBatch:
     first_arrival_ms: int
     content_type: str = "application/octet-stream"
     content_encoding: str | None = None
+    #: S3 user metadata (e.g. an encryption envelope); a local directory keeps the
+    #: same facts in ``prelude`` instead, bytes written before the body.
+    metadata: dict[str, str] | None = None
+    prelude: bytes = b""
 
     def body(self) -> bytes:
         return b"".join(self.parts)

@@ -80,6 +80,46 @@ class BucketSettings(_Settings):
     endpoint_url: str | None = None
     region: str | None = None
     profile: str | None = None
+    #: Envelope-encrypt every object written to this bucket with the keyring's newest key.
+    encrypt: bool = False
+
+
+class FunctionSettings(_Settings):
+    """Where a transform function named in a definition (by LambdaArn or name) lives."""
+
+    path: Path
+    handler: str = "lambda_handler"
+    timeout_seconds: Annotated[float, Field(gt=0, le=900)] = 60.0
+    memory_mb: Annotated[int, Field(ge=128)] = 128
+
+
+class ProcessingSettings(_Settings):
+    #: Worker processes that run transform functions (and format conversion).
+    workers: Annotated[int, Field(ge=1, le=64)] = 2
+    #: Dynamic partitioning: partitions with buffered data at once, per stream (AWS default 500).
+    max_active_partitions: Annotated[int, Field(ge=1, le=5000)] = 500
+    #: Raw records a stream reads ahead into its processing (transform) buffer.
+    max_buffered_bytes: ByteSize = 256 * 1024**2
+
+
+class ColumnSettings(_Settings):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    name: str = Field(alias="Name")
+    type: str = Field(alias="Type")
+
+
+class TableSettings(_Settings):
+    """A table schema for format conversion, as Glue would hold it (columns with Hive types)."""
+
+    columns: list[ColumnSettings]
+
+
+class EncryptionSettings(_Settings):
+    """The keyring for envelope encryption: key files ``<id>.key`` and/or ``<env_prefix><ID>`` variables."""
+
+    keys_dir: Path | None = None
+    env_prefix: str | None = "FIREHOSE_KEK_"
 
 
 class DeliverySettings(_Settings):
@@ -107,6 +147,14 @@ class Settings(_Settings):
     s3: S3Settings = S3Settings()
     buckets: dict[str, BucketSettings] = {}
     delivery: DeliverySettings = DeliverySettings()
+    #: Where ``arn:aws:lambda:REGION:ACCOUNT:function:NAME`` looks for ``NAME.py``.
+    transforms_dir: Path = Path("transforms")
+    #: Transform functions by LambdaArn (or function name), for ARNs that do not follow the convention.
+    functions: dict[str, FunctionSettings] = {}
+    processing: ProcessingSettings = ProcessingSettings()
+    #: Format-conversion schemas by "<DatabaseName>.<TableName>" (the Glue table AWS would read).
+    schemas: dict[str, TableSettings] = {}
+    encryption: EncryptionSettings = EncryptionSettings()
 
 
 class Config(BaseModel):

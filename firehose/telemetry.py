@@ -69,6 +69,12 @@ class Metrics:
             "firehose_delivered_objects", "Objects/batches delivered.", ["stream", "destination"], registry=r)
         self.delivery_failures = Counter(
             "firehose_delivery_failures", "Failed delivery attempts.", ["stream", "destination"], registry=r)
+        self.processing_dropped = Counter(
+            "firehose_processing_dropped_records", "Records a transform returned as Dropped (or CWL control "
+            "messages).", ["stream"], registry=r)
+        self.processing_failed = Counter(
+            "firehose_processing_failed_records", "Records sent to the error output by the processing chain.",
+            ["stream", "error_output_type"], registry=r)
         self.buffered_bytes = Gauge(
             "firehose_buffered_bytes", "Bytes waiting in memory buffers.", ["stream"], registry=r)
         self.data_freshness = Gauge(

@@ -76,8 +76,8 @@ def test_duplicate_stream_names_are_refused(tmp_path: Path) -> None:
 
 
 def test_features_not_built_yet_are_refused_with_a_clear_message(tmp_path: Path) -> None:
-    msg = _error(tmp_path, {}, [local_stream("s", CompressionFormat="GZIP")])
-    assert "CompressionFormat GZIP is not supported by this daemon yet" in msg
+    msg = _error(tmp_path, {}, [local_stream("s", S3BackupMode="Enabled")])
+    assert "S3BackupMode Enabled is not supported by this daemon yet" in msg
     redshift = {"DeliveryStreamName": "r", "RedshiftDestinationConfiguration": {"RoleARN": ROLE}}
     assert "RedshiftDestinationConfiguration is not supported" in _error(tmp_path, {}, [redshift])
 
@@ -112,3 +112,14 @@ def test_a_pasted_cli_input_json_body_loads(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump({"delivery_streams": [body]}))
     [stream] = load_config(path).streams
     assert stream.destination.prefix == "logs/!{timestamp:yyyy/MM/dd}/"
+
+
+def test_validate_runs_the_deep_checks_too(tmp_path: Path) -> None:
+    """A definition that parses but cannot run (a transform that does not exist) is refused before start."""
+    lam = {"Type": "Lambda", "Parameters": [
+        {"ParameterName": "LambdaArn", "ParameterValue": "arn:aws:lambda:us-east-1:123456789012:function:nope"}]}
+    stream = local_stream("t", ProcessingConfiguration={"Enabled": True, "Processors": [lam]})
+    path = write_config(tmp_path / "t.yaml", {"transforms_dir": str(tmp_path)}, [stream])
+    out = subprocess.run([sys.executable, "-m", "firehose", "validate", str(path)], capture_output=True, text=True)
+    assert out.returncode == 1
+    assert "'t'" in out.stderr and "nope.py" in out.stderr

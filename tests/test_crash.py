@@ -8,6 +8,7 @@ was in flight when the process died overwrites itself instead of duplicating.
 
 from __future__ import annotations
 
+import gzip
 import json
 import random
 import threading
@@ -16,6 +17,8 @@ import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from tests.conftest import MotoServer, firehose_client, list_objects, local_stream, wait_until, write_config
 from tests.faultproxy import FaultProxy
@@ -41,7 +44,10 @@ class Sender(threading.Thread):
                 resp = self.client.put_record_batch(DeliveryStreamName="crash", Records=records)
             except Exception:
                 return  # the daemon died under us: these may or may not have been spooled
-            for i, entry in zip(ids, resp["RequestResponses"], strict=True):
+            entries = resp.get("RequestResponses")
+            if not isinstance(entries, list) or len(entries) != len(ids):
+                return  # killed mid-response: the outcome is unknown, so nothing counts as acknowledged
+            for i, entry in zip(ids, entries, strict=True):
                 if "RecordId" in entry:
                     self.acked.append(i)
 
@@ -54,19 +60,58 @@ def _idle(endpoint: str) -> bool:
         return False
 
 
+#: A chain with every stage that keeps state across a crash: a transform in a worker process,
+#: partition keys, per-partition buffers, compression.
+TRANSFORM = """
+import base64, json
+
+def lambda_handler(event, context):
+    out = []
+    for r in event["records"]:
+        doc = json.loads(base64.b64decode(r["data"]))
+        doc["seen"] = True
+        out.append({"recordId": r["recordId"], "result": "Ok",
+                    "data": base64.b64encode(json.dumps(doc).encode()).decode()})
+    return {"records": out}
+"""
+PROCESSED = {
+    "Prefix": "shard=!{partitionKeyFromQuery:shard}/",
+    "ErrorOutputPrefix": "errors/!{firehose:error-output-type}/",
+    "CompressionFormat": "GZIP",
+    "DynamicPartitioningConfiguration": {"Enabled": True},
+    "ProcessingConfiguration": {"Enabled": True, "Processors": [
+        {"Type": "Lambda", "Parameters": [
+            {"ParameterName": "LambdaArn", "ParameterValue": "arn:aws:lambda:us-east-1:123456789012:function:tag"},
+            {"ParameterName": "BufferIntervalInSeconds", "ParameterValue": "0"},
+            {"ParameterName": "BufferSizeInMBs", "ParameterValue": "0.2"}]},
+        {"Type": "MetadataExtraction", "Parameters": [
+            {"ParameterName": "MetadataExtractionQuery", "ParameterValue": "{shard: (.id % 3)}"},
+            {"ParameterName": "JsonParsingEngine", "ParameterValue": "JQ-1.6"}]},
+        {"Type": "AppendDelimiterToRecord"}]},
+}
+
+
+@pytest.mark.parametrize("chain", ["plain", "processed"])
 def test_kill_9_at_random_points_loses_and_duplicates_nothing(
-    tmp_path: Path, moto_server: MotoServer, daemon_process: Any
+    tmp_path: Path, moto_server: MotoServer, daemon_process: Any, chain: str
 ) -> None:
-    bucket = "crash-test"
+    bucket = f"crash-{chain}"
     moto_server.client().create_bucket(Bucket=bucket)
+    extra: dict[str, Any] = {}
+    settings: dict[str, Any] = {}
+    if chain == "processed":
+        (tmp_path / "fns").mkdir()
+        (tmp_path / "fns" / "tag.py").write_text(TRANSFORM)
+        extra = PROCESSED
+        settings = {"transforms_dir": str(tmp_path / "fns")}
     # S3 answers 0.3 s late: objects are stored well before the daemon learns it,
     # so kills often land between "object written" and "batch confirmed".
     proxy = FaultProxy(moto_server.port, response_delay=0.3)
     config = write_config(
         tmp_path / "crash.yaml",
         {"state_dir": str(tmp_path / "state"), "s3": {"endpoint_url": proxy.endpoint},
-         "log_level": "WARNING", "delivery": {"max_inflight_batches": 2}},
-        [local_stream("crash", bucket, size_mb=1, interval=1)],
+         "log_level": "WARNING", "delivery": {"max_inflight_batches": 2}, **settings},
+        [local_stream("crash", bucket, size_mb=1, interval=1, **extra)],
     )
     rng = random.Random(20261122)
     acked: list[int] = []
@@ -90,8 +135,15 @@ def test_kill_9_at_random_points_loses_and_duplicates_nothing(
     s3 = moto_server.client()
     seen: Counter[int] = Counter()
     for key in list_objects(s3, bucket):
-        for line in s3.get_object(Bucket=bucket, Key=key)["Body"].read().splitlines():
-            seen[json.loads(line)["id"]] += 1
+        assert not key.startswith("errors/"), key
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        if chain == "processed":
+            body = gzip.decompress(body)
+        for line in body.splitlines():
+            doc = json.loads(line)
+            seen[doc["id"]] += 1
+            if chain == "processed":
+                assert doc["seen"] is True and key.startswith(f"shard={doc['id'] % 3}/")
     assert len(acked) > 500, "the load was too light to mean anything"
     lost = [i for i in acked if seen[i] == 0]
     duplicated = {i: n for i, n in seen.items() if n > 1}

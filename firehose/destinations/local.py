@@ -73,7 +73,7 @@ class LocalDirectoryDestination(ObjectDestination):
             path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             try:
-                for part in batch.parts:
+                for part in (batch.prelude, *batch.parts) if batch.prelude else batch.parts:
                     view = memoryview(part)
                     while view:
                         n = os.write(fd, view)

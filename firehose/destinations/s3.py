@@ -106,6 +106,8 @@ class S3Destination(ObjectDestination):
         args: dict[str, Any] = {"Bucket": self.bucket, "Key": batch.key, "ContentType": batch.content_type}
         if batch.content_encoding:
             args["ContentEncoding"] = batch.content_encoding
+        if batch.metadata:
+            args["Metadata"] = batch.metadata
         if self.kms_key_arn:
             args["ServerSideEncryption"] = "aws:kms"
             args["SSEKMSKeyId"] = self.kms_key_arn

@@ -21,23 +21,38 @@ from pathlib import Path
 from firehose.errors import ServiceUnavailableException, SpoolError
 from firehose.spool import entry
 from firehose.spool.committer import GroupCommitter, commit
-from firehose.spool.ledger import Ledger, Position
-from firehose.spool.log import HEADER_SIZE, SegmentLog
+from firehose.spool.entry import Position
+from firehose.spool.ledger import Ledger
+from firehose.spool.log import HEADER_SIZE, Payload, SegmentLog
 
-__all__ = ["Position", "Spool", "StreamSpool"]
+__all__ = ["PROC", "RAW", "Position", "Spool", "StreamSpool"]
+
+#: The two sources a seal can name (see ledger.py).
+RAW = "raw"
+PROC = "proc"
 
 log = logging.getLogger("firehose.spool")
 
 
 class StreamSpool:
-    """One delivery stream's record log and batch ledger."""
+    """One delivery stream's logs and batch ledger.
+
+    ``log`` holds the records as accepted (source ``raw``); ``processed`` holds
+    the output of the processing chain (source ``proc``) for streams that
+    process records, so a crash after processing never runs a transform again
+    for records already processed.
+    """
 
     def __init__(self, key: str, directory: Path, committer: GroupCommitter, segment_bytes: int) -> None:
         self.key = key
         self.directory = directory
         self.log = SegmentLog(directory / "records", segment_bytes=segment_bytes)
-        self.ledger = Ledger(directory / "ledger", committer, start=(self.log.first_seq, 0))
+        self.processed = SegmentLog(directory / "processed", segment_bytes=segment_bytes)
+        self.ledger = Ledger(directory / "ledger", committer)
         self._listeners: list[Callable[[], None]] = []
+
+    def source(self, name: str) -> SegmentLog:
+        return self.log if name == RAW else self.processed
 
     def subscribe(self, listener: Callable[[], None]) -> None:
         """Call ``listener`` (on the event loop) whenever new records are durable."""
@@ -49,6 +64,7 @@ class StreamSpool:
 
     def close(self) -> None:
         self.log.close()
+        self.processed.close()
         self.ledger.close()
 
 
@@ -76,7 +92,7 @@ class Spool:
             stream = StreamSpool(key, self.root / key, self.committer, self.segment_bytes)
             self._streams[key] = stream
             with self._lock:
-                self._used += stream.log.size_bytes
+                self._used += stream.log.size_bytes + stream.processed.size_bytes
         return stream
 
     def existing_keys(self) -> list[str]:
@@ -88,7 +104,7 @@ class Spool:
         stream = self._streams.pop(key, None)
         if stream is not None:
             with self._lock:
-                self._used -= stream.log.size_bytes
+                self._used -= stream.log.size_bytes + stream.processed.size_bytes
             stream.close()
         shutil.rmtree(self.root / key, ignore_errors=True)
 
@@ -117,9 +133,27 @@ class Spool:
         stream.notify()
         return seq
 
-    def release(self, stream: StreamSpool, before: Position) -> int:
-        """Delete the stream's segments that hold only records before ``before``."""
-        freed = stream.log.drop_before(before[0])
+    async def append_processed(self, stream: StreamSpool, payload: Payload) -> int:
+        """Make one processed entry durable (the processing chain's output).
+
+        Not refused when the spool is full: the raw records it replaces are
+        released right after, and refusing would stall delivery.
+        """
+        size = sum(len(p) for p in payload) + HEADER_SIZE
+        with self._lock:
+            self._used += size
+        try:
+            seq = await commit(self.committer, stream.processed, [payload])
+        except SpoolError:
+            with self._lock:
+                self._used -= size
+            raise
+        stream.notify()
+        return seq
+
+    def release(self, stream: StreamSpool, source: str, before: Position) -> int:
+        """Delete the stream's segments of ``source`` that hold only records before ``before``."""
+        freed = stream.source(source).drop_before(before[0])
         if freed:
             with self._lock:
                 self._used -= freed

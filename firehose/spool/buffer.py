@@ -50,12 +50,24 @@ class Buffer:
     def __bool__(self) -> bool:
         return bool(self._spans)
 
-    def add(self, entry: RecordEntry, start: int = 0) -> None:
-        if start >= entry.count:
+    def add(self, entry: RecordEntry, start: int = 0, end: int | None = None) -> None:
+        """Buffer records [start, end) of an entry (to its end by default)."""
+        end = entry.count if end is None else end
+        if start >= end:
             return
-        span = Span(entry, start, entry.count, self._clock())
+        span = Span(entry, start, end, self._clock())
         self._spans.append(span)
         self.bytes += span.size
+
+    def first(self) -> Span | None:
+        """The oldest buffered span."""
+        return self._spans[0] if self._spans else None
+
+    def take_all(self) -> list[Span]:
+        spans = list(self._spans)
+        self._spans.clear()
+        self.bytes = 0
+        return spans
 
     def deadline(self) -> float | None:
         """Monotonic time at which the interval elapses (None when empty)."""

@@ -1,18 +1,33 @@
-"""The spooled form of one accepted PutRecord/PutRecordBatch call.
+"""The spooled forms of records: what one log entry holds.
 
-One call becomes one log entry, so acknowledging a batch of 500 records costs
-one frame and one checksum, not 500. The payload is::
+Two kinds of entry share one decoded shape, ``RecordEntry``:
 
-    kind u8 (1 = direct put) | arrival ms u64 | count u32 | count × length u32 | data
+* **Direct put** (kind 1): one accepted PutRecord/PutRecordBatch call, so
+  acknowledging 500 records costs one frame and one checksum, not 500::
 
-where ``data`` is the records' bytes back to back. Keeping the data contiguous
-means an object for an uncompressed destination is a slice of the entry,
-without re-copying each record.
+      kind u8 | arrival ms u64 | count u32 | count × length u32 | data
 
-A record's position in the spool is ``(seq, index)``: the entry's sequence
-number and the record's index inside it. Positions order records exactly as
-they were acknowledged and are what batch boundaries and object names derive
-from.
+* **Processed** (kind 2): the output of the processing chain for one batch of
+  raw records, grouped by partition so that each partition's records are one
+  contiguous index range::
+
+      kind u8 | count u32 | header length u32 | header (JSON) |
+      count × arrival ms u64 | count × length u32 | data
+
+  The header lists the partitions (``[[partition id, start, end], ...]``) and
+  ``raw_end``, the raw position up to which the raw log has been processed
+  into this and earlier entries.
+
+``data`` is the records' bytes back to back, so an uncompressed object is a
+few slices of entries, with no per-record copying.
+
+A record's position is ``(seq, index)``: the entry's sequence number and the
+record's index inside it. Positions order records exactly as they were
+spooled; batch boundaries and object names derive from them.
+
+A partition id is a canonical JSON string: ``{"k":{...}}`` for data
+partitioned by the given keys (``{"k":{}}`` when there is no dynamic
+partitioning) and ``{"e":"<error output type>"}`` for error output.
 """
 
 from __future__ import annotations
@@ -20,20 +35,78 @@ from __future__ import annotations
 import struct
 import sys
 from array import array
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
+from typing import Any
+
+import orjson
 
 KIND_DIRECT_PUT = 1
+KIND_PROCESSED = 2
 _HEAD = struct.Struct("<BQI")
-assert array("I").itemsize == 4
+_PROC_HEAD = struct.Struct("<BII")
+assert array("I").itemsize == 4 and array("Q").itemsize == 8
+
+Position = tuple[int, int]
+
+
+def data_partition(keys: Mapping[str, str] | None = None) -> str:
+    return orjson.dumps({"k": dict(keys or {})}, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def error_partition(error_type: str) -> str:
+    return orjson.dumps({"e": error_type}).decode()
+
+
+DEFAULT_PARTITION = data_partition()
+
+
+def describe_partition(partition: str) -> tuple[dict[str, str] | None, str | None]:
+    """(partition keys, None) for data, (None, error output type) for errors."""
+    d = orjson.loads(partition)
+    return (d["k"], None) if "k" in d else (None, d["e"])
+
+
+def _le(a: array) -> bytes:  # type: ignore[type-arg]
+    if sys.byteorder != "little":
+        a = array(a.typecode, a)
+        a.byteswap()
+    return a.tobytes()
+
+
+def _from_le(typecode: str, raw: bytes | memoryview) -> array:  # type: ignore[type-arg]
+    a = array(typecode)
+    a.frombytes(raw)
+    if sys.byteorder != "little":
+        a.byteswap()
+    return a
 
 
 def encode(records: list[bytes], arrival_ms: int) -> list[bytes]:
-    """Payload parts for one entry (the committer writes them contiguously)."""
+    """Payload parts for one direct-put entry (the committer writes them contiguously)."""
     lengths = array("I", [len(r) for r in records])
-    if sys.byteorder != "little":
-        lengths.byteswap()
-    return [_HEAD.pack(KIND_DIRECT_PUT, arrival_ms, len(records)), lengths.tobytes(), *records]
+    return [_HEAD.pack(KIND_DIRECT_PUT, arrival_ms, len(records)), _le(lengths), *records]
+
+
+def encode_processed(groups: Sequence[tuple[str, Sequence[tuple[bytes, int]]]], raw_end: Position) -> list[bytes]:
+    """Payload parts for a processed entry: ``groups`` is [(partition id, [(data, arrival ms)])]."""
+    parts_table: list[list[Any]] = []
+    arrivals = array("Q")
+    lengths = array("I")
+    datas: list[bytes] = []
+    index = 0
+    for partition, records in groups:
+        if not records:
+            continue
+        parts_table.append([partition, index, index + len(records)])
+        for data, arrival in records:
+            arrivals.append(arrival)
+            lengths.append(len(data))
+            datas.append(data)
+        index += len(records)
+    header = orjson.dumps({"parts": parts_table, "raw_end": list(raw_end)})
+    return [_PROC_HEAD.pack(KIND_PROCESSED, index, len(header)), header, _le(arrivals), _le(lengths), *datas]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +117,9 @@ class RecordEntry:
     arrival_ms: int
     offsets: tuple[int, ...]  # count + 1 offsets into data
     data: memoryview
+    arrivals: array | None = None  # type: ignore[type-arg]  # per record, processed entries only
+    partitions: tuple[tuple[str, int, int], ...] = ()
+    raw_end: Position | None = None
 
     @property
     def count(self) -> int:
@@ -62,17 +138,46 @@ class RecordEntry:
     def record(self, index: int) -> memoryview:
         return self.data[self.offsets[index] : self.offsets[index + 1]]
 
+    def arrival(self, index: int) -> int:
+        return self.arrivals[index] if self.arrivals is not None else self.arrival_ms
+
+    def first_arrival(self, start: int, end: int) -> int:
+        if self.arrivals is None or end <= start:
+            return self.arrival_ms
+        return min(self.arrivals[start:end])
+
+    def partition_ranges(self) -> tuple[tuple[str, int, int], ...]:
+        """(partition id, start, end) for every partition in the entry."""
+        return self.partitions or ((DEFAULT_PARTITION, 0, self.count),)
+
 
 def decode(seq: int, payload: memoryview) -> RecordEntry:
-    kind, arrival_ms, count = _HEAD.unpack_from(payload, 0)
-    if kind != KIND_DIRECT_PUT:
-        raise ValueError(f"spool entry {seq} has unknown kind {kind}")
-    start = _HEAD.size
-    lengths = array("I")
-    lengths.frombytes(payload[start : start + 4 * count])
-    if sys.byteorder != "little":
-        lengths.byteswap()
-    data = payload[start + 4 * count :]
+    kind = payload[0]
+    if kind == KIND_DIRECT_PUT:
+        _kind, arrival_ms, count = _HEAD.unpack_from(payload, 0)
+        start = _HEAD.size
+        lengths = _from_le("I", payload[start : start + 4 * count])
+        data = payload[start + 4 * count :]
+        return _entry(seq, arrival_ms, lengths, data)
+    if kind == KIND_PROCESSED:
+        _kind, count, header_len = _PROC_HEAD.unpack_from(payload, 0)
+        pos = _PROC_HEAD.size
+        header = orjson.loads(payload[pos : pos + header_len])
+        pos += header_len
+        arrivals = _from_le("Q", payload[pos : pos + 8 * count])
+        pos += 8 * count
+        lengths = _from_le("I", payload[pos : pos + 4 * count])
+        pos += 4 * count
+        entry = _entry(seq, min(arrivals) if count else 0, lengths, payload[pos:])
+        raw_end = header["raw_end"]
+        return RecordEntry(
+            seq=seq, arrival_ms=entry.arrival_ms, offsets=entry.offsets, data=entry.data, arrivals=arrivals,
+            partitions=tuple((p, s, e) for p, s, e in header["parts"]), raw_end=(raw_end[0], raw_end[1]),
+        )
+    raise ValueError(f"spool entry {seq} has unknown kind {kind}")
+
+
+def _entry(seq: int, arrival_ms: int, lengths: array, data: memoryview) -> RecordEntry:  # type: ignore[type-arg]
     offsets = (0, *accumulate(lengths))
     if offsets[-1] != len(data):
         raise ValueError(f"spool entry {seq} is inconsistent: lengths sum to {offsets[-1]}, data is {len(data)}")

@@ -1,0 +1,99 @@
+"""The pipeline of one delivery stream: feed (when records are processed) and deliver.
+
+    raw log ─▶ [Feeder: processing chain ─▶ processed log] ─▶ Deliverer ─▶ destination
+
+A stream whose definition processes records (a Lambda, built-in processors,
+dynamic partitioning) runs in *processing* mode: the feeder turns raw records
+into processed entries and the deliverer reads those. Any other stream runs in
+*raw* mode: the deliverer reads the raw log directly, with no extra copy.
+Conversion, compression and encryption happen per object in either mode.
+
+A definition change that keeps the mode is applied in place
+(``reconfigure``); one that changes it needs a new pipeline, which the daemon
+starts once this one has stopped (sealed everything it buffered), so the
+switch never loses or repeats a record.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+
+from firehose.catalog import StreamState
+from firehose.destinations import ObjectDestination
+from firehose.pipeline.config import StreamConfig
+from firehose.pipeline.deliver import Deliverer, DeliveryState
+from firehose.pipeline.feed import Feeder
+from firehose.pipeline.objects import ObjectBuilder
+from firehose.processing.chain import Processor
+from firehose.processing.encrypt import Keyring
+from firehose.processing.transform import WorkerPool
+from firehose.settings import Settings
+from firehose.spool import PROC, RAW, Spool, StreamSpool
+from firehose.telemetry import Metrics
+
+__all__ = ["DeliveryState", "Pipeline", "StreamConfig"]
+
+
+class Pipeline:
+    def __init__(
+        self,
+        state: StreamState,
+        config: StreamConfig,
+        spool: Spool,
+        stream_spool: StreamSpool,
+        destination: ObjectDestination,
+        settings: Settings,
+        metrics: Metrics,
+        *,
+        workers: WorkerPool | None = None,
+        convert_pool: Executor | None = None,
+        keyring: Keyring | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name = state.name
+        self.mode = PROC if config.plan.active else RAW
+        builder = ObjectBuilder(state.name, keyring, convert_pool)
+        self.deliverer = Deliverer(
+            name=state.name, incarnation=state.incarnation, source=self.mode, spool=spool, stream_spool=stream_spool,
+            config=config, destination=destination, builder=builder, settings=settings, metrics=metrics, clock=clock)
+        self.feeder: Feeder | None = None
+        if self.mode == PROC:
+            arn = f"arn:aws:firehose:{settings.region}:{settings.account_id}:deliverystream/{state.name}"
+            processor = Processor(config.plan, config.keys, workers, stream_arn=arn, region=settings.region)
+            self.feeder = Feeder(name=state.name, spool=spool, stream_spool=stream_spool, config=config,
+                                 processor=processor, metrics=metrics, clock=clock)
+
+    def start(self) -> None:
+        if self.feeder is not None:
+            self.feeder.start()
+        self.deliverer.start()
+
+    def can_reconfigure(self, config: StreamConfig) -> bool:
+        """Whether a new version can be applied in place (same mode, same processing)."""
+        return (PROC if config.plan.active else RAW) == self.mode and (
+            self.feeder is None or config.plan == self.feeder.config.plan)
+
+    def reconfigure(self, config: StreamConfig, destination: ObjectDestination) -> None:
+        self.deliverer.reconfigure(config, destination)
+
+    async def stop(self, timeout: float) -> None:
+        if self.feeder is not None:
+            await self.feeder.stop()
+        await self.deliverer.stop(timeout)
+
+    @property
+    def delivery(self) -> DeliveryState:
+        return self.deliverer.delivery
+
+    @property
+    def buffered_bytes(self) -> int:
+        return self.deliverer.buffered_bytes + (self.feeder.buffered_bytes if self.feeder else 0)
+
+    @property
+    def inflight(self) -> int:
+        return self.deliverer.inflight
+
+    def idle(self) -> bool:
+        return self.deliverer.idle() and (self.feeder is None or self.feeder.idle())

@@ -1,0 +1,470 @@
+"""Stage 2 of a stream: spooled records → partition buffers → sealed batches → destination.
+
+    source log ─read─▶ buffer per partition ─ready─▶ seal (ledger, fsync) ─▶ objects ─▶ destination
+                                                                              │ confirmed
+                                                            done (ledger) ◀───┘ → release spool
+
+* The deliverer reads its source log (``raw``, the records as accepted, or
+  ``proc``, the processing chain's output) at its cursor, never from the
+  ingest path, so a restart replays through the same code and a backlog stays
+  on disk. Memory holds the partition buffers (bounded by
+  ``processing.max_buffered_bytes``) and at most ``max_inflight_batches``
+  batches being delivered.
+* Each partition has its own size/interval buffer. When one is ready a batch
+  is cut and sealed: partition, span of positions and the full object key
+  (prefix from the oldest record's arrival time and the partition keys; suffix
+  from the seal time and a UUID derived from the spool position) are fsynced
+  before anything is sent, so a re-delivery writes the same key.
+* A partition that would exceed ``max_active_partitions`` does not get a
+  buffer: its records go to the error output, named one by one in their seal.
+* Failed attempts are retried with exponential backoff and jitter for as long
+  as it takes; only after the destination confirmed every object of a batch is
+  it marked done, and only then are spool segments below the low watermark
+  deleted.
+* After a restart, open seals are delivered again, and reading resumes at the
+  persisted low watermark, skipping records a seal (open or done) already
+  holds: nothing is lost and nothing is delivered twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from firehose.destinations import ObjectDestination
+from firehose.errors import DestinationError, SpoolError
+from firehose.pipeline.config import StreamConfig
+from firehose.pipeline.objects import DATA, ERRORS, OVERFLOW, ObjectBuilder, Records
+from firehose.processing import failures
+from firehose.records import ObjectBatch
+from firehose.settings import Settings
+from firehose.spool import PROC, RAW, Spool, StreamSpool, entry
+from firehose.spool.buffer import Buffer, Span
+from firehose.spool.entry import Position, RecordEntry, describe_partition, error_partition
+from firehose.spool.ledger import Seal
+from firehose.telemetry import Metrics
+
+log = logging.getLogger("firehose.pipeline")
+
+_KEY_NAMESPACE = uuid.UUID("6f1d7c3e-2b0a-4d8e-9a51-3c6b2f0e8a17")
+_READ_CHUNK = 8 * 1024 * 1024
+#: The buffer of records over the active-partition limit.
+_OVERFLOW = error_partition(failures.PARTITIONING_FAILED) + "#overflow"
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass
+class DeliveryState:
+    """What /readyz and logs report about a stream's delivery."""
+
+    destination: str
+    consecutive_failures: int = 0
+    last_error: str | None = None
+    last_success_ms: int | None = None
+
+
+class Deliverer:
+    def __init__(
+        self,
+        *,
+        name: str,
+        incarnation: str,
+        source: str,
+        spool: Spool,
+        stream_spool: StreamSpool,
+        config: StreamConfig,
+        destination: ObjectDestination,
+        builder: ObjectBuilder,
+        settings: Settings,
+        metrics: Metrics,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name = name
+        self.incarnation = incarnation
+        self.source = source
+        self._spool = spool
+        self._stream = stream_spool
+        self._log = stream_spool.source(source)
+        self._config = config
+        self._destination = destination
+        self._builder = builder
+        self._settings = settings.delivery
+        self._max_partitions = settings.processing.max_active_partitions
+        self._max_buffered = max(settings.processing.max_buffered_bytes, config.size_bytes)
+        self._metrics = metrics
+        self._clock = clock
+        ledger = stream_spool.ledger
+        self._buffers: dict[str, Buffer] = {}
+        self._cursor: Position = ledger.low.get(source, (self._log.first_seq, 0))
+        self._cover = [s for s in ledger.covering(source)]
+        self._cover_end: Position = max((s.end for s in self._cover), default=(0, 0))
+        self._inflight: dict[int, asyncio.Task[None]] = {}
+        self._sealing = 0
+        self._replay = list(ledger.pending())  # every source: seals left by a previous mode too
+        self._wakeup = asyncio.Event()
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
+        self.delivery = DeliveryState(destination.describe())
+        stream_spool.subscribe(self._wakeup.set)
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._replay:
+            log.info("Re-delivering batches sealed before the last stop.",
+                     extra={"stream": self.name, "batches": len(self._replay)})
+        self._task = asyncio.create_task(self._run(), name=f"deliver-{self.name}")
+
+    def reconfigure(self, config: StreamConfig, destination: ObjectDestination) -> None:
+        """A new definition version; in-flight batches finish as they were sealed."""
+        old = self._destination
+        self._config = config
+        self._max_buffered = max(self._max_buffered, config.size_bytes)
+        for buf in self._buffers.values():
+            buf.reconfigure(config.size_bytes, config.interval_s)
+        self._destination = destination
+        self.delivery.destination = destination.describe()
+        if old is not destination:
+            asyncio.get_running_loop().create_task(self._close_later(old))
+        self._wakeup.set()
+
+    async def _close_later(self, destination: ObjectDestination) -> None:
+        while self._inflight:
+            await asyncio.gather(*self._inflight.values(), return_exceptions=True)
+        await destination.aclose()
+
+    async def stop(self, timeout: float) -> None:
+        """Seal what is buffered, give deliveries ``timeout`` seconds, leave the rest spooled."""
+        self._closing = True
+        self._wakeup.set()
+        if self._task is not None:
+            with contextlib.suppress(Exception):
+                await self._task
+        try:
+            for pid in list(self._buffers):
+                while self._buffers.get(pid):
+                    await self._seal_and_dispatch(pid, self._buffers[pid].take())
+        except Exception as exc:
+            log.warning("Could not seal the last buffered records; they stay in the spool.",
+                        extra={"stream": self.name, "error": str(exc)})
+        pending = list(self._inflight.values())
+        if pending:
+            _done, not_done = await asyncio.wait(pending, timeout=timeout)
+            for task in not_done:
+                task.cancel()
+            if not_done:
+                await asyncio.gather(*not_done, return_exceptions=True)
+                log.warning("Left undelivered batches in the spool; they are delivered after the next start.",
+                            extra={"stream": self.name, "batches": len(not_done)})
+        await self._destination.aclose()
+
+    # -- the loop -------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while not self._closing:
+            try:
+                self._dispatch_replays()
+                await self._fill()
+                await self._seal_ready()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.exception("Delivery loop error; retrying shortly.", extra={"stream": self.name})
+                self.delivery.last_error = str(exc)
+                await asyncio.sleep(1)
+            self._metrics.buffered_bytes.labels(self.name).set(self.buffered_bytes)
+            await self._wait()
+
+    def _slots(self) -> int:
+        return self._settings.max_inflight_batches - len(self._inflight)
+
+    async def _wait(self) -> None:
+        timeout = None
+        deadlines = [d for b in self._buffers.values() if (d := b.deadline()) is not None]
+        if deadlines and self._slots() > 0:
+            timeout = max(0.0, min(deadlines) - self._clock())
+        self._wakeup.clear()
+        if self._has_unread() and self.buffered_bytes < self._max_buffered:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wakeup.wait(), timeout)
+
+    def _has_unread(self) -> bool:
+        return self._cursor[0] < self._log.committed_next_seq
+
+    async def _fill(self) -> None:
+        """Read spooled records into partition buffers, up to the memory budget."""
+        room = self._max_buffered - self.buffered_bytes
+        if room <= 0 or not self._has_unread():
+            return
+        seq, index = self._cursor
+        got = await asyncio.to_thread(self._log.read, seq, min(room, _READ_CHUNK))
+        for s, payload in got:
+            e = entry.decode(s, payload)
+            first = index if s == seq else 0
+            for pid, start, end in e.partition_ranges():
+                lo = max(start, first)
+                if lo >= end:
+                    continue
+                for a, b in self._uncovered(e, pid, lo, end):
+                    self._add(pid, e, a, b)
+            self._cursor = (s + 1, 0)
+
+    def _uncovered(self, e: RecordEntry, pid: str, start: int, end: int) -> list[tuple[int, int]]:
+        """Index ranges of records not already held by a seal (only matters after a restart)."""
+        if not self._cover or (e.seq, start) >= self._cover_end:
+            return [(start, end)]
+        out: list[tuple[int, int]] = []
+        run = start
+        for i in range(start, end):
+            if any(s.holds(self.source, pid, (e.seq, i)) for s in self._cover):
+                if run < i:
+                    out.append((run, i))
+                run = i + 1
+        if run < end:
+            out.append((run, end))
+        return out
+
+    def _add(self, pid: str, e: RecordEntry, start: int, end: int) -> None:
+        buf = self._buffers.get(pid)
+        if buf is None:
+            keys, error_type = describe_partition(pid.split("#")[0])
+            if error_type is None and self._active_data_partitions() >= self._max_partitions:
+                pid = _OVERFLOW
+                buf = self._buffers.get(pid)
+            if buf is None:
+                buf = self._buffers[pid] = Buffer(self._config.size_bytes, self._config.interval_s, self._clock)
+        buf.add(e, start, end)
+
+    def _active_data_partitions(self) -> int:
+        return sum(1 for pid, b in self._buffers.items() if b and pid.startswith('{"k"'))
+
+    async def _seal_ready(self) -> None:
+        while not self._closing and self._slots() > 0:
+            pid = self._next_ready()
+            if pid is None:
+                return
+            buf = self._buffers[pid]
+            spans = buf.take()
+            if not buf:
+                del self._buffers[pid]
+            await self._seal_and_dispatch(pid, spans)
+
+    def _next_ready(self) -> str | None:
+        """A ready partition; when memory is full, the fullest one even if it is not ready."""
+        for pid, buf in self._buffers.items():
+            if buf.ready():
+                return pid
+        if self.buffered_bytes >= self._max_buffered and self._buffers:
+            return max(self._buffers, key=lambda p: self._buffers[p].bytes)
+        return None
+
+    # -- sealing --------------------------------------------------------------
+
+    def _low(self, *, without: int | None = None) -> Position:
+        """Every record of this source before this position is delivered (or dropped).
+
+        ``without``: a batch about to be marked done, which no longer holds anything back.
+        """
+        candidates = [self._cursor]
+        candidates += [s.start for s in self._stream.ledger.open.values()
+                       if s.source == self.source and s.batch_id != without]
+        for buf in self._buffers.values():
+            span = buf.first()
+            if span is not None:
+                candidates.append((span.entry.seq, span.start))
+        return min(candidates)
+
+    async def _seal_and_dispatch(self, pid: str, spans: list[Span]) -> None:
+        if not spans:
+            return
+        self._sealing += 1  # taken out of a buffer, not yet in flight: not idle
+        try:
+            seal = await self._seal(pid, spans)
+        finally:
+            self._sealing -= 1
+        self._start_delivery(seal, spans)
+
+    async def _seal(self, pid: str, spans: list[Span]) -> Seal:
+        cfg = self._config
+        start: Position = (spans[0].entry.seq, spans[0].start)
+        end: Position = (spans[-1].entry.seq, spans[-1].end)
+        first_arrival = min(s.entry.first_arrival(s.start, s.end) for s in spans)
+        sealed_ms = now_ms()
+        unique = uuid.uuid5(_KEY_NAMESPACE, f"{self.incarnation}/{self.source}/{pid}/{start[0]}/{start[1]}")
+        positions = None
+        meta: dict[str, object] = {"version": cfg.version, "arrival_ms": first_arrival}
+        if pid == _OVERFLOW:
+            kind, prefix = OVERFLOW, cfg.keys.render_error_prefix(first_arrival, failures.PARTITIONING_FAILED)
+            positions = tuple((s.entry.seq, i) for s in spans for i in range(s.start, s.end))
+            meta["reason"] = (f"More than {self._max_partitions} active partitions; this record's partition "
+                              "could not get a buffer.")
+        else:
+            keys, error_type = describe_partition(pid)
+            if error_type is not None:
+                kind, prefix = ERRORS, cfg.keys.render_error_prefix(first_arrival, error_type)
+            else:
+                kind, prefix = DATA, cfg.keys.render_prefix(first_arrival, partition_keys=keys)
+                if cfg.conversion is not None:
+                    err_unique = uuid.uuid5(unique, failures.FORMAT_CONVERSION_FAILED)
+                    meta["error_key"] = (cfg.keys.render_error_prefix(first_arrival, failures.FORMAT_CONVERSION_FAILED)
+                                         + cfg.keys.suffix(self.name, str(cfg.version), sealed_ms, err_unique)
+                                         .removesuffix(cfg.keys.extension))
+        suffix = cfg.keys.suffix(self.name, str(cfg.version), sealed_ms, unique)
+        if kind != DATA:
+            suffix = suffix.removesuffix(cfg.keys.extension)
+        meta["kind"] = kind
+        return await self._stream.ledger.seal(self.source, pid, start, end, prefix + suffix, sealed_ms, meta,
+                                              positions=positions, low={self.source: self._low()})
+
+    def _dispatch_replays(self) -> None:
+        while self._replay and self._slots() > 0:
+            self._start_delivery(self._replay.pop(0), None)
+
+    def _start_delivery(self, seal: Seal, spans: list[Span] | None) -> None:
+        task = asyncio.create_task(self._deliver(seal, spans), name=f"deliver-{self.name}-{seal.batch_id}")
+        self._inflight[seal.batch_id] = task
+        task.add_done_callback(lambda _t, bid=seal.batch_id: self._finished(bid))
+
+    def _finished(self, batch_id: int) -> None:
+        self._inflight.pop(batch_id, None)
+        self._wakeup.set()
+
+    # -- one batch ------------------------------------------------------------
+
+    async def _deliver(self, seal: Seal, spans: list[Span] | None) -> None:
+        objects: list[ObjectBatch] | None = None
+        sent: set[str] = set()
+        attempt = 0
+        while True:
+            try:
+                if objects is None:
+                    if spans is None:
+                        spans = await asyncio.to_thread(self._read_sealed, seal)
+                    if not spans:
+                        log.error("A sealed batch's records are no longer in the spool; skipping it.",
+                                  extra={"stream": self.name, "key": seal.key})
+                        break
+                    objects = await self._builder.build(
+                        self._config, str(seal.meta.get("kind", DATA)), seal.key, Records(spans),
+                        error_key=seal.meta.get("error_key"), reason=str(seal.meta.get("reason", "")))
+                for obj in objects:
+                    if obj.key in sent:
+                        continue
+                    outcome = await self._destination.deliver(obj)
+                    if not outcome.delivered_all:
+                        raise DestinationError(f"{len(outcome.retry) + len(outcome.rejected)} records not written")
+                    sent.add(obj.key)
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                attempt += 1
+                self._note_failure(seal, exc, attempt)
+                await asyncio.sleep(self._backoff(attempt))
+        await self._mark_done(seal)
+        for obj in objects or []:
+            self._note_success(obj)
+        self._release()
+
+    async def _mark_done(self, seal: Seal) -> None:
+        attempt = 0
+        while True:
+            try:
+                await self._stream.ledger.done([seal.batch_id], low={self.source: self._low(without=seal.batch_id)})
+                return
+            except SpoolError as exc:
+                attempt += 1
+                log.error("Could not record a delivered batch in the ledger; retrying.",
+                          extra={"stream": self.name, "key": seal.key, "error": str(exc)})
+                await asyncio.sleep(self._backoff(attempt))
+
+    def _read_sealed(self, seal: Seal) -> list[Span]:
+        """Re-read a sealed batch's records from the spool (after a restart)."""
+        source_log = self._stream.source(seal.source)
+        explicit = [s for s in self._stream.ledger.covering(seal.source) if s.positions is not None and s is not seal]
+        spans: list[Span] = []
+        added = self._clock()
+        seq = seal.start[0]
+        while seq <= seal.end[0]:
+            got = source_log.read(seq, _READ_CHUNK)
+            if not got:
+                break
+            for s, payload in got:
+                if s > seal.end[0]:
+                    break
+                e = entry.decode(s, payload)
+                for pid, lo, hi in e.partition_ranges():
+                    run: int | None = None
+                    for i in range(lo, hi):
+                        held = seal.holds(seal.source, pid, (s, i)) and not any(
+                            x.holds(seal.source, pid, (s, i)) for x in explicit)
+                        if held and run is None:
+                            run = i
+                        elif not held and run is not None:
+                            spans.append(Span(e, run, i, added))
+                            run = None
+                    if run is not None:
+                        spans.append(Span(e, run, hi, added))
+            seq = got[-1][0] + 1
+        return spans
+
+    def _backoff(self, attempt: int) -> float:
+        """Exponential backoff with jitter: half fixed, half random, capped."""
+        ceiling = min(self._settings.backoff_max_seconds, self._settings.backoff_base_seconds * 2 ** (attempt - 1))
+        return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+    def _note_failure(self, seal: Seal, exc: Exception, attempt: int) -> None:
+        self.delivery.consecutive_failures += 1
+        self.delivery.last_error = str(exc)
+        self._metrics.delivery_failures.labels(self.name, self._destination.name).inc()
+        if isinstance(exc, DestinationError):
+            log.warning("Delivery failed; the batch stays in the spool and will be retried.",
+                        extra={"stream": self.name, "key": seal.key, "attempt": attempt, "error": exc.message})
+        else:
+            log.error("Unexpected error while delivering; the batch will be retried.",
+                      exc_info=exc, extra={"stream": self.name, "key": seal.key, "attempt": attempt})
+
+    def _note_success(self, batch: ObjectBatch) -> None:
+        if self.delivery.consecutive_failures:
+            log.info("Delivery recovered.", extra={"stream": self.name, "after_failures":
+                                                   self.delivery.consecutive_failures})
+        self.delivery.consecutive_failures = 0
+        self.delivery.last_error = None
+        self.delivery.last_success_ms = now_ms()
+        dest = self._destination.name
+        self._metrics.delivered_records.labels(self.name, dest).inc(batch.record_count)
+        self._metrics.delivered_bytes.labels(self.name, dest).inc(batch.size)
+        self._metrics.delivered_objects.labels(self.name, dest).inc()
+
+    def _release(self) -> None:
+        """Delete spool segments every record of which is delivered."""
+        ledger = self._stream.ledger
+        self._spool.release(self._stream, self.source, ledger.release_point(self.source))
+        if self.source == RAW:  # a processed log left from an earlier mode: only open seals hold it
+            start = ledger.open_start(PROC)
+            self._spool.release(self._stream, PROC, start or (self._stream.processed.committed_next_seq, 0))
+
+    # -- reporting ------------------------------------------------------------
+
+    @property
+    def buffered_bytes(self) -> int:
+        return sum(b.bytes for b in self._buffers.values())
+
+    @property
+    def inflight(self) -> int:
+        return len(self._inflight)
+
+    def idle(self) -> bool:
+        """Nothing buffered, nothing in flight, nothing unread in the spool."""
+        return (not any(self._buffers.values()) and not self._inflight and not self._sealing
+                and not self._replay and not self._has_unread())

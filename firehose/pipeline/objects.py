@@ -1,0 +1,132 @@
+"""From a sealed batch's records to the objects written for it: convert → compress → encrypt.
+
+* Data batches: with format conversion, the records become one Parquet/ORC
+  file (in a worker process) and the records that do not fit the schema become
+  a second object of error documents under the ``format-conversion-failed``
+  error prefix, at a key fixed when the batch was sealed; the rest of the batch
+  is still delivered. Otherwise the records are concatenated and compressed
+  with the stream's codec.
+* Error batches (records the chain could not process) are already error
+  documents, one JSON line each; batches of records over the active-partition
+  limit are turned into such documents here.
+* If the bucket encrypts, every object is envelope-encrypted; the envelope goes
+  into S3 object metadata and, for local directories, in front of the body.
+
+Everything CPU-heavy runs in threads (zlib, zstd, AES-GCM release the GIL) or
+the conversion worker processes, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import posixpath
+from collections.abc import Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+from firehose.pipeline.config import StreamConfig
+from firehose.processing import convert, encrypt, failures
+from firehose.records import ObjectBatch
+from firehose.spool.buffer import Span
+
+#: Kinds of sealed batches.
+DATA = "data"
+ERRORS = "errors"  # error documents produced by the chain
+OVERFLOW = "overflow"  # records over the active-partition limit
+
+
+@dataclass(frozen=True)
+class Records:
+    """A batch's records, as spans of spooled entries (no copies)."""
+
+    spans: Sequence[Span]
+
+    def parts(self) -> list[memoryview]:
+        """Contiguous runs of record bytes, for concatenated output."""
+        return [s.entry.span(s.start, s.end) for s in self.spans]
+
+    def each(self) -> list[memoryview]:
+        return [s.entry.record(i) for s in self.spans for i in range(s.start, s.end)]
+
+    def arrivals(self) -> list[int]:
+        return [s.entry.arrival(i) for s in self.spans for i in range(s.start, s.end)]
+
+    @property
+    def count(self) -> int:
+        return sum(s.end - s.start for s in self.spans)
+
+    @property
+    def first_arrival_ms(self) -> int:
+        return min((s.entry.first_arrival(s.start, s.end) for s in self.spans), default=0)
+
+
+class ObjectBuilder:
+    def __init__(self, stream: str, keyring: encrypt.Keyring | None, convert_pool: Executor | None) -> None:
+        self.stream = stream
+        self.keyring = keyring
+        self.convert_pool = convert_pool
+
+    async def build(self, config: StreamConfig, kind: str, key: str, records: Records, *,
+                    error_key: str | None = None, reason: str = "") -> list[ObjectBatch]:
+        if kind == DATA and config.conversion is not None:
+            return await self._converted(config, key, records, error_key)
+        if kind == DATA:
+            if config.codec.name == "UNCOMPRESSED":
+                parts: tuple[bytes | memoryview, ...] = tuple(records.parts())
+            else:
+                body = await asyncio.to_thread(
+                    lambda: b"".join(config.codec.compress(records.parts(), entry_name=posixpath.basename(key))))
+                parts = (body,)
+            return [await self._finish(config, key, parts, records.count, records.first_arrival_ms,
+                                       content_encoding=config.codec.content_encoding)]
+        if kind == OVERFLOW:
+            docs = [failures.document(raw=d, arrival_ms=a, code="DynamicPartitioning.PartitionLimitExceeded",
+                                      message=reason) for d, a in zip(records.each(), records.arrivals(), strict=True)]
+            return [await self._finish(config, key, tuple(docs), records.count, records.first_arrival_ms)]
+        return [await self._finish(config, key, tuple(records.parts()), records.count, records.first_arrival_ms)]
+
+    async def _converted(self, config: StreamConfig, key: str, records: Records,
+                         error_key: str | None) -> list[ObjectBatch]:
+        conv = config.conversion
+        assert conv is not None
+        datas = [bytes(d) for d in records.each()]
+        arrivals = records.arrivals()
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(
+            self.convert_pool, convert.convert, datas, conv.schema, conv.deserializer, conv.serializer)
+        out: list[ObjectBatch] = []
+        if result.rows:
+            good = len(datas) - len(result.failed)
+            out.append(await self._finish(config, key, (result.body,), good, records.first_arrival_ms))
+        if result.failed:
+            assert error_key is not None, "a converting batch is sealed with its error key"
+            ended = failures.now_ms()
+            docs = tuple(failures.conversion_document(raw=datas[i], arrival_ms=arrivals[i], message=why,
+                                                      table=conv.table, ended_ms=ended) for i, why in result.failed)
+            first = min(arrivals[i] for i, _ in result.failed)
+            out.append(await self._finish(config, error_key, docs, len(docs), first))
+        return out
+
+    async def _finish(self, config: StreamConfig, key: str, parts: tuple[bytes | memoryview, ...], count: int,
+                      first_arrival_ms: int, *, content_encoding: str | None = None) -> ObjectBatch:
+        metadata = None
+        prelude = b""
+        if config.encrypt:
+            if self.keyring is None:
+                raise RuntimeError("the bucket encrypts but the daemon has no keyring")
+            keyring = self.keyring
+            header, body = await asyncio.to_thread(lambda: _encrypt(parts, keyring))
+            parts = (body,)
+            metadata = header.to_metadata()
+            prelude = header.to_bytes()
+            content_encoding = None  # the stored bytes are ciphertext, whatever is inside
+        return ObjectBatch(
+            stream=self.stream, key=key, parts=parts, size=sum(len(p) for p in parts),
+            record_count=count, first_arrival_ms=first_arrival_ms,
+            content_encoding=content_encoding, metadata=metadata, prelude=prelude,
+        )
+
+
+def _encrypt(parts: tuple[bytes | memoryview, ...], keyring: encrypt.Keyring) -> tuple[encrypt.EnvelopeHeader, bytes]:
+    header, stream = encrypt.encrypt(parts, keyring)
+    return header, b"".join(stream)

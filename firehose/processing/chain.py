@@ -1,0 +1,331 @@
+"""A stream's processing chain: what runs on its records, in what order, and where.
+
+``plan`` reads a definition (and the daemon's settings) once and decides the
+steps; it is also the deep validation of a definition (a processor parameter
+out of range, a LambdaArn that names no file, a jq query that does not
+compile, a conversion schema that does not exist), so config files and the
+API refuse the same things before anything runs.
+
+``Processor.process`` runs the steps that come before buffering, for one batch
+of raw records, in AWS's order (spec: transforms.md §5):
+
+    Decompression → CloudWatchLogProcessing → RecordDeAggregation → Lambda
+    → MetadataExtraction (partition keys) → AppendDelimiterToRecord
+
+and returns the records grouped by partition, with every record that could
+not be processed turned into an error-output document of its category.
+Built-in steps run in a thread, the Lambda in worker processes: never on the
+event loop that answers PutRecordBatch. Format conversion, compression and
+encryption happen later, per object (``pipeline/objects.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pybase64
+
+from firehose import definitions, objectkeys
+from firehose.definitions import DeliveryStreamDefinition, ExtendedS3DestinationConfiguration
+from firehose.processing import builtin, failures, partition
+from firehose.processing.transform import (
+    FunctionRef,
+    LambdaProcessor,
+    TransformInput,
+    TransformResult,
+    WorkerPool,
+    resolve_function,
+)
+from firehose.settings import Settings
+from firehose.spool.entry import Position, data_partition, error_partition
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class LambdaStep:
+    function: FunctionRef
+    retries: int
+    buffer_bytes: int
+    buffer_interval_s: float
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The steps of one stream's chain (from one definition version)."""
+
+    decompress: bool = False
+    cloudwatch: bool = False
+    deaggregate: str | None = None  # "JSON" or "DELIMITED"
+    delimiter_in: bytes = b""
+    transform: LambdaStep | None = None
+    metadata_query: str | None = None
+    append_delimiter: bytes | None = None
+    dynamic_partitioning: bool = False
+    prefix_keys: frozenset[str] = frozenset()
+
+    @property
+    def active(self) -> bool:
+        """Whether records need processing before buffering at all."""
+        return bool(self.decompress or self.cloudwatch or self.deaggregate or self.transform
+                    or self.metadata_query or self.append_delimiter is not None or self.dynamic_partitioning)
+
+    @property
+    def buffer_bytes(self) -> int:
+        return self.transform.buffer_bytes if self.transform else MiB
+
+    @property
+    def buffer_interval_s(self) -> float:
+        return self.transform.buffer_interval_s if self.transform else 0.0
+
+
+def _params(processor: definitions.Processor) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for p in processor.parameters or []:
+        if p.parameter_name in out:
+            raise ValueError(f"{processor.type} processor: parameter {p.parameter_name} is given twice")
+        out[p.parameter_name] = p.parameter_value
+    return out
+
+
+def _number(params: dict[str, str], name: str, default: float, lo: float, hi: float, what: str) -> float:
+    raw = params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{what}: {name} must be a number, got {raw!r}") from None
+    if not lo <= value <= hi:
+        raise ValueError(f"{what}: {name} must be between {lo:g} and {hi:g}, got {raw}")
+    return value
+
+
+def plan(definition: DeliveryStreamDefinition, settings: Settings) -> Plan:
+    """Decide the chain for a definition; ValueError says what is wrong and where."""
+    cfg = definition.destination
+    proc = cfg.processing_configuration
+    steps: dict[str, Any] = {"dynamic_partitioning": cfg.dynamic_partitioning,
+                             "prefix_keys": frozenset(objectkeys.partition_key_names(cfg.prefix))}
+    processors = proc.processors if proc and proc.enabled is not False and proc.processors else []
+    seen: set[str] = set()
+    for processor in processors:
+        kind = processor.type
+        if kind in seen:
+            raise ValueError(f"ProcessingConfiguration has more than one {kind} processor")
+        seen.add(kind)
+        params = _params(processor)
+        if kind == "Lambda":
+            steps["transform"] = _lambda_step(params, settings)
+        elif kind == "Decompression":
+            fmt = params.get("CompressionFormat", "GZIP")
+            if fmt != "GZIP":
+                raise ValueError(f"Decompression processor: CompressionFormat must be GZIP, got {fmt!r}")
+            steps["decompress"] = True
+        elif kind == "CloudWatchLogProcessing":
+            if params.get("DataMessageExtraction", "true").lower() != "true":
+                raise ValueError("CloudWatchLogProcessing processor: DataMessageExtraction must be true")
+            steps["cloudwatch"] = True
+        elif kind == "RecordDeAggregation":
+            steps.update(_deaggregation(params))
+        elif kind == "MetadataExtraction":
+            steps["metadata_query"] = _metadata_query(params, cfg)
+        elif kind == "AppendDelimiterToRecord":
+            raw = params.get("Delimiter")
+            steps["append_delimiter"] = pybase64.b64decode(raw) if raw else b"\n"
+    result = Plan(**steps)
+    _check_partitioning(result, cfg)
+    return result
+
+
+def _lambda_step(params: dict[str, str], settings: Settings) -> LambdaStep:
+    arn = params.get("LambdaArn")
+    if not arn:
+        raise ValueError("Lambda processor: LambdaArn is required")
+    what = f"Lambda processor {arn}"
+    fn = resolve_function(arn, functions=settings.functions, transforms_dir=settings.transforms_dir)
+    retries = _number(params, "NumberOfRetries", 3, 0, 300, what)
+    size = _number(params, "BufferSizeInMBs", 1, 0.2, 3, what)
+    # AWS's minimum interval is 60 s; 0 is allowed here so tests and low-latency
+    # pipelines need not wait a minute.
+    interval = _number(params, "BufferIntervalInSeconds", 60, 0, 900, what)
+    return LambdaStep(fn, int(retries), int(size * MiB), interval)
+
+
+def _deaggregation(params: dict[str, str]) -> dict[str, Any]:
+    kind = params.get("SubRecordType")
+    if kind == "JSON":
+        return {"deaggregate": "JSON"}
+    if kind == "DELIMITED":
+        raw = params.get("Delimiter")
+        if not raw:
+            raise ValueError("RecordDeAggregation processor: DELIMITED needs a base64 Delimiter")
+        try:
+            return {"deaggregate": "DELIMITED", "delimiter_in": pybase64.b64decode(raw, validate=True)}
+        except ValueError:
+            raise ValueError("RecordDeAggregation processor: Delimiter must be base64") from None
+    raise ValueError(f"RecordDeAggregation processor: SubRecordType must be JSON or DELIMITED, got {kind!r}")
+
+
+def _metadata_query(params: dict[str, str], cfg: ExtendedS3DestinationConfiguration) -> str:
+    query = params.get("MetadataExtractionQuery")
+    if not query:
+        raise ValueError("MetadataExtraction processor: MetadataExtractionQuery is required")
+    engine = params.get("JsonParsingEngine", "JQ-1.6")
+    if engine != "JQ-1.6":
+        raise ValueError(f"MetadataExtraction processor: JsonParsingEngine must be JQ-1.6, got {engine!r}")
+    if not cfg.dynamic_partitioning:
+        raise ValueError("MetadataExtraction requires DynamicPartitioningConfiguration.Enabled")
+    partition.MetadataExtraction(query)  # compiles, or says why not
+    return query
+
+
+def _check_partitioning(p: Plan, cfg: ExtendedS3DestinationConfiguration) -> None:
+    query_keys = {k for k in p.prefix_keys if k.startswith(partition.QUERY + ":")}
+    if query_keys and not p.metadata_query:
+        raise ValueError("Prefix uses !{partitionKeyFromQuery:...} but there is no MetadataExtraction processor")
+    lambda_keys = {k for k in p.prefix_keys if k.startswith(partition.LAMBDA + ":")}
+    if lambda_keys and not p.transform:
+        raise ValueError("Prefix uses !{partitionKeyFromLambda:...} but there is no Lambda processor")
+    if p.dynamic_partitioning and not p.prefix_keys:
+        raise ValueError("dynamic partitioning is enabled but the Prefix uses no partition key")
+
+
+# -- running a batch ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RawRecord:
+    position: Position
+    data: bytes
+    arrival_ms: int
+
+
+@dataclass
+class ProcessedBatch:
+    """The chain's output for a batch: records by partition id, plus counts."""
+
+    groups: dict[str, list[tuple[bytes, int]]] = field(default_factory=dict)
+    dropped: int = 0
+    failed: dict[str, int] = field(default_factory=dict)
+
+    def add(self, partition_id: str, data: bytes, arrival_ms: int) -> None:
+        self.groups.setdefault(partition_id, []).append((data, arrival_ms))
+
+    def fail(self, error_type: str, document: bytes, arrival_ms: int) -> None:
+        self.add(error_partition(error_type), document, arrival_ms)
+        self.failed[error_type] = self.failed.get(error_type, 0) + 1
+
+
+@dataclass(frozen=True, slots=True)
+class _Derived:
+    """A record on its way through the chain; ``raw`` is what the error output keeps."""
+
+    record_id: str
+    data: bytes
+    arrival_ms: int
+
+
+class Processor:
+    """Runs one stream's chain on batches of raw records."""
+
+    def __init__(self, chain: Plan, keys: objectkeys.KeyTemplate, pool: WorkerPool | None, *, stream_arn: str,
+                 region: str) -> None:
+        self.plan = chain
+        self.keys = keys
+        self._metadata = partition.MetadataExtraction(chain.metadata_query) if chain.metadata_query else None
+        self._lambda = None
+        if chain.transform is not None:
+            assert pool is not None, "a Lambda step needs the worker pool"
+            self._lambda = LambdaProcessor(chain.transform.function, pool, retries=chain.transform.retries,
+                                           stream_arn=stream_arn, region=region)
+
+    async def process(self, records: Sequence[RawRecord]) -> ProcessedBatch:
+        out = ProcessedBatch()
+        derived = await asyncio.to_thread(self._before_transform, records, out)
+        if self._lambda is not None:
+            inputs = [TransformInput(d.record_id, d.data, d.arrival_ms) for d in derived]
+            results = await self._lambda.run(inputs)
+        else:
+            results = [TransformResult("Ok", d.data) for d in derived]
+        await asyncio.to_thread(self._after_transform, derived, results, out)
+        return out
+
+    def _before_transform(self, records: Sequence[RawRecord], out: ProcessedBatch) -> list[_Derived]:
+        p = self.plan
+        derived: list[_Derived] = []
+        for r in records:
+            rid = f"{r.position[0]}.{r.position[1]}"
+            data = r.data
+            try:
+                if p.decompress:
+                    data = builtin.gunzip(data)
+            except ValueError as exc:
+                out.fail(failures.DECOMPRESSION_FAILED, failures.document(
+                    raw=r.data, arrival_ms=r.arrival_ms, code="Decompression.Failed", message=str(exc)),
+                    r.arrival_ms)
+                continue
+            try:
+                if p.cloudwatch:
+                    extracted = builtin.cloudwatch_messages(data)
+                    if extracted is None:
+                        out.dropped += 1
+                        continue
+                    data = extracted
+                if p.deaggregate == "JSON":
+                    subs = builtin.split_json(data)
+                elif p.deaggregate == "DELIMITED":
+                    subs = builtin.split_delimited(data, p.delimiter_in)
+                else:
+                    subs = [data]
+            except ValueError as exc:
+                out.fail(failures.PROCESSING_FAILED, failures.document(
+                    raw=r.data, arrival_ms=r.arrival_ms, code="Processing.Failed", message=str(exc)), r.arrival_ms)
+                continue
+            for i, sub in enumerate(subs):
+                derived.append(_Derived(f"{rid}.{i}", sub, r.arrival_ms))
+        return derived
+
+    def _after_transform(self, derived: list[_Derived], results: list[TransformResult], out: ProcessedBatch) -> None:
+        p = self.plan
+        arn = p.transform.function.arn if p.transform else None
+        default = data_partition()
+        cache: dict[str, str] = {}
+        for d, res in zip(derived, results, strict=True):
+            if res.result == "Dropped":
+                out.dropped += 1
+                continue
+            if res.result == "ProcessingFailed":
+                out.fail(failures.PROCESSING_FAILED, failures.document(
+                    raw=d.data, arrival_ms=d.arrival_ms, code=res.code, message=res.message,
+                    attempts=res.attempts, extra={"lambdaArn": arn} if arn else None), d.arrival_ms)
+                continue
+            data = res.data
+            pid = default
+            if p.dynamic_partitioning:
+                try:
+                    pid = self._partition(data, res.metadata, d.arrival_ms, cache)
+                except ValueError as exc:
+                    out.fail(failures.PARTITIONING_FAILED, failures.document(
+                        raw=data, arrival_ms=d.arrival_ms, code="DynamicPartitioning.KeyExtractionFailed",
+                        message=str(exc)), d.arrival_ms)
+                    continue
+            if p.append_delimiter is not None:
+                data = data + p.append_delimiter
+            out.add(pid, data, d.arrival_ms)
+
+    def _partition(self, data: bytes, metadata: Any, arrival_ms: int, cache: dict[str, str]) -> str:
+        keys: dict[str, str] = {}
+        if self._metadata is not None:
+            keys.update(self._metadata.keys(data))
+        keys.update(partition.lambda_keys(metadata))
+        partition.check_prefix_keys(set(self.plan.prefix_keys), keys)
+        used = {k: v for k, v in keys.items() if k in self.plan.prefix_keys}
+        pid = data_partition(used)
+        if pid not in cache:
+            self.keys.render_prefix(arrival_ms, partition_keys=used)  # ValueError past 512 characters
+            cache[pid] = pid
+        return pid

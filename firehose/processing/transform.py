@@ -1,0 +1,387 @@
+"""The Lambda processor: Firehose's transformation contract, run in worker processes.
+
+A transform function is a Python file with the AWS Lambda handler signature
+(``handler(event, context)``), so a real Firehose Lambda runs unchanged. The
+definition names it by ``LambdaArn``; ``resolve_function`` maps that to a file:
+first through the ``functions:`` table in the settings (by full ARN or by
+function name), else ``arn:aws:lambda:REGION:ACCOUNT:function:NAME[:QUALIFIER]``
+means ``lambda_handler`` (else ``handler``) in ``<transforms_dir>/NAME.py``.
+
+Handlers run in worker processes (``WorkerPool``), never in the daemon's
+process: a handler that hangs past its timeout has its process killed and
+replaced, one that crashes its process is replaced, and the daemon carries on.
+``LambdaProcessor`` builds the event, checks the response against the
+contract (every recordId exactly once, result Ok/Dropped/ProcessingFailed,
+valid base64, at most 6 MB), retries a failed invocation ``NumberOfRetries``
+times, and then reports every record of it as failed so the caller writes
+them to the error output (spec: transforms.md §2-4).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import binascii
+import contextlib
+import importlib.util
+import json
+import logging
+import multiprocessing
+import os
+import re
+import sys
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pybase64
+
+log = logging.getLogger("firehose.processing")
+
+MAX_PAYLOAD_BYTES = 6 * 1024 * 1024  # synchronous Lambda request and response limit
+RESULTS = ("Ok", "Dropped", "ProcessingFailed")
+_ARN = re.compile(r"^arn:aws[a-z-]*:lambda:([a-z0-9-]+):(\d{12}):function:([A-Za-z0-9_-]+)(?::[A-Za-z0-9$_-]+)?$")
+
+
+# -- which file a LambdaArn means ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionRef:
+    arn: str
+    name: str
+    path: Path
+    handler: str
+    timeout_s: float = 60.0
+    memory_mb: int = 128
+
+
+def resolve_function(arn: str, *, functions: Mapping[str, Any], transforms_dir: Path) -> FunctionRef:
+    """The handler a LambdaArn names; ValueError says where it was looked for."""
+    m = _ARN.match(arn)
+    name = m.group(3) if m else arn
+    configured = functions.get(arn) or functions.get(name)
+    if configured is not None:
+        path = Path(configured.path)
+        if not path.is_file():
+            raise ValueError(f"Lambda function {arn}: {path} does not exist")
+        return FunctionRef(arn, name, path, configured.handler, configured.timeout_seconds, configured.memory_mb)
+    if m is None:
+        raise ValueError(f"Lambda function {arn} is neither in the functions table nor an "
+                         "arn:aws:lambda:REGION:ACCOUNT:function:NAME ARN")
+    path = Path(transforms_dir) / f"{name}.py"
+    if not path.is_file():
+        raise ValueError(f"Lambda function {arn}: no {path} (and no entry in the functions table)")
+    text = path.read_text(errors="replace")
+    handler = "lambda_handler" if re.search(r"^def lambda_handler\(|^lambda_handler\s*=", text, re.M) else "handler"
+    return FunctionRef(arn, name, path, handler)
+
+
+# -- the worker process -------------------------------------------------------------
+
+
+class _Context:
+    """What Lambda code actually uses of the context object."""
+
+    def __init__(self, fn: dict[str, Any], deadline: float) -> None:
+        self.function_name = fn["name"]
+        self.function_version = "$LATEST"
+        self.invoked_function_arn = fn["arn"]
+        self.memory_limit_in_mb = fn["memory_mb"]
+        self.aws_request_id = fn["request_id"]
+        self.log_group_name = f"/aws/lambda/{fn['name']}"
+        self.log_stream_name = "firehose-worker"
+        self._deadline = deadline
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+def _load(path: str, handler: str, cache: dict[tuple[str, float], Any]) -> Any:
+    mtime = os.stat(path).st_mtime
+    module = cache.get((path, mtime))
+    if module is None:
+        spec = importlib.util.spec_from_file_location(f"firehose_transform_{abs(hash(path))}", path)
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        sys.path.insert(0, str(Path(path).parent))
+        try:
+            spec.loader.exec_module(module)
+        finally:
+            sys.path.remove(str(Path(path).parent))
+        cache[(path, mtime)] = module
+    fn = getattr(module, handler, None)
+    if not callable(fn):
+        raise AttributeError(f"{path} has no function {handler!r}")
+    return fn
+
+
+def _serve(conn: Connection) -> None:
+    """Worker main loop: one invocation at a time, until the pipe closes."""
+    cache: dict[tuple[str, float], Any] = {}
+    while True:
+        try:
+            fn = conn.recv()
+            event_bytes = conn.recv_bytes()
+        except (EOFError, OSError):
+            return
+        try:
+            handler = _load(fn["path"], fn["handler"], cache)
+            event = json.loads(event_bytes)
+            result = handler(event, _Context(fn, time.monotonic() + fn["timeout_s"]))
+            conn.send(("ok", None))
+            conn.send_bytes(json.dumps(result).encode())
+        except BaseException as exc:  # the function's failure is reported, never fatal here
+            detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+            conn.send(("error", detail))
+
+
+# -- the pool -----------------------------------------------------------------------
+
+
+class InvocationError(Exception):
+    """One invocation failed; ``code`` is the errorCode written to the error output."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class _Worker:
+    process: Any
+    conn: Connection
+
+
+class WorkerPool:
+    """Worker processes for transform functions; a hung or crashed worker is replaced."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._ctx = multiprocessing.get_context("spawn")
+        self._idle: asyncio.Queue[_Worker] | None = None
+        self._all: list[_Worker] = []
+        self._lock = threading.Lock()
+        self.replaced = 0
+
+    def _spawn(self) -> _Worker:
+        parent, child = self._ctx.Pipe()
+        process = self._ctx.Process(target=_serve, args=(child,), name="firehose-transform", daemon=True)
+        process.start()
+        child.close()
+        worker = _Worker(process, parent)
+        with self._lock:
+            self._all.append(worker)
+        return worker
+
+    async def _queue(self) -> asyncio.Queue[_Worker]:
+        if self._idle is None:
+            self._idle = asyncio.Queue()
+            workers = await asyncio.to_thread(lambda: [self._spawn() for _ in range(self.size)])
+            for w in workers:
+                self._idle.put_nowait(w)
+        return self._idle
+
+    async def invoke(self, fn: FunctionRef, event: bytes) -> bytes:
+        """Run one invocation; returns the raw response JSON or raises InvocationError."""
+        idle = await self._queue()
+        worker = await idle.get()
+        keep = True
+        try:
+            header = {"path": str(fn.path), "handler": fn.handler, "timeout_s": fn.timeout_s, "name": fn.name,
+                      "arn": fn.arn, "memory_mb": fn.memory_mb, "request_id": str(uuid.uuid4())}
+            try:
+                worker.conn.send(header)
+                worker.conn.send_bytes(event)
+                ready = await asyncio.to_thread(worker.conn.poll, fn.timeout_s)
+                if not ready:
+                    keep = False
+                    raise InvocationError(
+                        "Lambda.FunctionTimeout", f"Task timed out after {fn.timeout_s:.2f} seconds")
+                status, detail = worker.conn.recv()
+                if status != "ok":
+                    raise InvocationError("Lambda.FunctionError", f"The function raised: {detail}")
+                return worker.conn.recv_bytes()
+            except (EOFError, OSError, BrokenPipeError) as exc:
+                keep = False
+                code = worker.process.exitcode
+                raise InvocationError("Lambda.FunctionError",
+                                      f"The function's process exited (code {code}): {exc or 'connection closed'}") \
+                    from None
+        finally:
+            if keep:
+                idle.put_nowait(worker)
+            else:
+                await asyncio.to_thread(self._retire, worker)
+                idle.put_nowait(await asyncio.to_thread(self._spawn))
+
+    def _retire(self, worker: _Worker) -> None:
+        self.replaced += 1
+        with contextlib.suppress(Exception):
+            worker.conn.close()
+        worker.process.kill()
+        worker.process.join(5)
+        with self._lock:
+            if worker in self._all:
+                self._all.remove(worker)
+
+    def close(self) -> None:
+        with self._lock:
+            workers = list(self._all)
+            self._all.clear()
+        for w in workers:
+            with contextlib.suppress(Exception):
+                w.conn.close()
+            w.process.kill()
+            w.process.join(5)
+
+
+# -- the processor ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TransformInput:
+    record_id: str
+    data: bytes
+    arrival_ms: int
+    kinesis: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TransformResult:
+    """One record's outcome: Ok (data, metadata), Dropped, or ProcessingFailed (code, message)."""
+
+    result: str
+    data: bytes = b""
+    metadata: dict[str, Any] | None = None
+    code: str = ""
+    message: str = ""
+    attempts: int = 1
+
+
+@dataclass
+class LambdaProcessor:
+    function: FunctionRef
+    pool: WorkerPool
+    retries: int = 3
+    stream_arn: str = ""
+    region: str = "us-east-1"
+    source_arn: str | None = None
+    backoff_s: float = 0.2
+    invocations: int = field(default=0, init=False)
+
+    async def run(self, records: Sequence[TransformInput]) -> list[TransformResult]:
+        """Results in input order. Never raises for the function's failures."""
+        if not records:
+            return []
+        event = self._event(records)
+        if len(event) > MAX_PAYLOAD_BYTES and len(records) > 1:
+            half = len(records) // 2
+            first, second = await asyncio.gather(self.run(records[:half]), self.run(records[half:]))
+            return first + second
+        last: InvocationError | None = None
+        for attempt in range(1, self.retries + 2):
+            self.invocations += 1
+            try:
+                response = await self.pool.invoke(self.function, event)
+                return [_replace_attempts(r, attempt) for r in parse_response(response, records)]
+            except InvocationError as exc:
+                last = exc
+                log.warning("Transform invocation failed.", extra={
+                    "function": self.function.arn, "attempt": attempt, "code": exc.code, "error": exc.message})
+                if attempt <= self.retries:
+                    await asyncio.sleep(min(5.0, self.backoff_s * 2 ** (attempt - 1)))
+        assert last is not None
+        return [TransformResult("ProcessingFailed", code=last.code, message=last.message, attempts=self.retries + 1)
+                for _ in records]
+
+    def _event(self, records: Sequence[TransformInput]) -> bytes:
+        event: dict[str, Any] = {
+            "invocationId": str(uuid.uuid4()),
+            "deliveryStreamArn": self.stream_arn,
+            "region": self.region,
+            "records": [],
+        }
+        if self.source_arn:
+            event["sourceKinesisStreamArn"] = self.source_arn
+        for r in records:
+            item: dict[str, Any] = {
+                "recordId": r.record_id,
+                "approximateArrivalTimestamp": r.arrival_ms,
+                "data": pybase64.b64encode(r.data).decode(),
+            }
+            if r.kinesis is not None:
+                item["kinesisRecordMetadata"] = r.kinesis
+            event["records"].append(item)
+        return orjson.dumps(event)
+
+
+def _replace_attempts(r: TransformResult, attempts: int) -> TransformResult:
+    if r.attempts == attempts:
+        return r
+    return TransformResult(r.result, r.data, r.metadata, r.code, r.message, attempts)
+
+
+def parse_response(raw: bytes, records: Sequence[TransformInput]) -> list[TransformResult]:
+    """Check a response against the contract; InvocationError if it breaks it anywhere."""
+    if len(raw) > MAX_PAYLOAD_BYTES:
+        raise InvocationError("Lambda.ResponseTooLarge", f"response is {len(raw)} bytes; the limit is 6 MB")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvocationError("Lambda.MalformedResponse", f"response is not JSON: {exc}") from None
+    items = body.get("records") if isinstance(body, dict) else None
+    if not isinstance(items, list):
+        raise InvocationError("Lambda.MalformedResponse", "response has no 'records' list")
+    wanted = {r.record_id: i for i, r in enumerate(records)}
+    out: list[TransformResult | None] = [None] * len(records)
+    for item in items:
+        if not isinstance(item, dict):
+            raise InvocationError("Lambda.MalformedResponse", "a response record is not an object")
+        rid = item.get("recordId")
+        if rid not in wanted:
+            raise InvocationError("Lambda.UnknownRecordId", f"response has recordId {rid!r} that was not sent")
+        index = wanted[rid]
+        if out[index] is not None:
+            raise InvocationError("Lambda.DuplicatedRecordId", f"response repeats recordId {rid!r}")
+        out[index] = _result(item, rid)
+    missing = [records[i].record_id for i, r in enumerate(out) if r is None]
+    if missing:
+        raise InvocationError("Lambda.MissingRecordId",
+                              f"response leaves out {len(missing)} recordId(s), e.g. {missing[0]!r}")
+    return [r for r in out if r is not None]
+
+
+def _result(item: dict[str, Any], rid: str) -> TransformResult:
+    result = item.get("result")
+    if result not in RESULTS:
+        raise InvocationError("Lambda.InvalidResult",
+                              f"recordId {rid!r} has result {result!r}; expected Ok, Dropped or ProcessingFailed")
+    if result == "Dropped":
+        return TransformResult("Dropped")
+    if result == "ProcessingFailed":
+        return TransformResult("ProcessingFailed", code="Lambda.ProcessingFailedStatus",
+                               message="The function marked the record ProcessingFailed.")
+    data = item.get("data")
+    if not isinstance(data, str):
+        raise InvocationError("Lambda.MalformedResponse", f"recordId {rid!r} is Ok but has no base64 data")
+    try:
+        decoded = pybase64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvocationError("Lambda.InvalidBase64", f"recordId {rid!r} has data that is not valid base64") \
+            from None
+    metadata = item.get("metadata")
+    if metadata is not None:
+        keys = metadata.get("partitionKeys") if isinstance(metadata, dict) else "not an object"
+        if keys is not None and (not isinstance(keys, dict)
+                                 or not all(isinstance(v, str | int | float | bool) for v in keys.values())):
+            raise InvocationError("Lambda.MalformedResponse",
+                                  f"recordId {rid!r} has metadata.partitionKeys that is not a map of strings")
+    return TransformResult("Ok", decoded, metadata)
