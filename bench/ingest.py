@@ -119,6 +119,18 @@ def _run_threads(loop: Any, threads: int, start_at: float, results: list[tuple[i
     out.put((results, r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime))
 
 
+#: What the raw client's records hold: random hex by default, or JSON documents (for processing benchmarks).
+PAYLOAD = {"kind": "hex"}
+
+
+def _payload(size: int, i: int) -> bytes:
+    if PAYLOAD["kind"] == "json":
+        import processing
+
+        return processing.make_records(1, seed=i)[0]
+    return os.urandom(size // 2).hex().encode()[:size]
+
+
 def _raw_worker(endpoint: str, stream: str, threads: int, batch: int, size: int, start_at: float, stop_at: float,
                 out: Any) -> None:
     """The cheapest possible client: one pre-built request replayed over keep-alive sockets.
@@ -128,7 +140,7 @@ def _raw_worker(endpoint: str, stream: str, threads: int, batch: int, size: int,
     import base64
 
     host, port = endpoint.removeprefix("http://").split(":")
-    records = [{"Data": base64.b64encode(os.urandom(size // 2).hex().encode()[:size]).decode()} for _ in range(batch)]
+    records = [{"Data": base64.b64encode(_payload(size, i)).decode()} for i in range(batch)]
     body = json.dumps({"DeliveryStreamName": stream, "Records": records}).encode()
     request = (
         "POST / HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/x-amz-json-1.1\r\n"
@@ -169,6 +181,7 @@ def run_load(endpoint: str, stream: str, args: argparse.Namespace, server_pid: i
     queue = ctx.Queue()
     start_at = time.time() + 3.0  # let every process import boto3 and build its records first
     stop_at = start_at + args.duration
+    PAYLOAD["kind"] = "json" if client == "json" else "hex"
     target = _worker if client == "boto3" else _raw_worker
     processes, threads = (args.processes, args.threads) if client == "boto3" else (1, 4)
     procs = [ctx.Process(target=target, args=(endpoint, stream, threads, args.batch, args.record_size,
@@ -188,7 +201,7 @@ def run_load(endpoint: str, stream: str, args: argparse.Namespace, server_pid: i
     for p in procs:
         p.join()
     return {"results": results, "wall": wall, "cpu_during_load": cpu_seconds(server_pid) - cpu0, "cpu0": cpu0,
-            "client_cpu": client_cpu}
+            "client_cpu": client_cpu, "started": start_at}
 
 
 def summarize(name: str, load: dict[str, Any], cpu: float, record_size: int) -> dict[str, Any]:

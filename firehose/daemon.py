@@ -20,6 +20,7 @@ import logging
 import signal
 from collections.abc import Iterator
 import multiprocessing
+import os
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
 
@@ -41,6 +42,13 @@ from firehose.spool import Spool, StreamSpool
 from firehose.telemetry import Metrics
 
 log = logging.getLogger("firehose.daemon")
+
+
+def _lower_priority(nice: int) -> None:
+    """Conversion workers yield the CPU to ingest (see ProcessingSettings.worker_nice)."""
+    if nice:
+        with contextlib.suppress(OSError):
+            os.nice(nice)
 
 
 class _Server(uvicorn.Server):
@@ -67,7 +75,7 @@ class Daemon:
                                validate=self.validate)
         self.spool = Spool(s.state_dir / "spool", max_bytes=s.spool.max_bytes, segment_bytes=s.spool.segment_bytes)
         self.executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="destination")
-        self.workers = WorkerPool(s.processing.workers)
+        self.workers = WorkerPool(s.processing.workers, nice=s.processing.worker_nice)
         self._convert_pool: ProcessPoolExecutor | None = None
         self._keyring: Keyring | None = None
         self.metrics.spool_bytes.set_function(lambda: self.spool.used_bytes)
@@ -90,8 +98,9 @@ class Daemon:
 
     def _convert_executor(self) -> ProcessPoolExecutor:
         if self._convert_pool is None:
-            self._convert_pool = ProcessPoolExecutor(self.settings.processing.workers,
-                                                     mp_context=multiprocessing.get_context("spawn"))
+            p = self.settings.processing
+            self._convert_pool = ProcessPoolExecutor(p.workers, mp_context=multiprocessing.get_context("spawn"),
+                                                     initializer=_lower_priority, initargs=(p.worker_nice,))
         return self._convert_pool
 
     def _stream_spool(self, state: StreamState) -> StreamSpool:

@@ -100,6 +100,9 @@ class ProcessingSettings(_Settings):
     max_active_partitions: Annotated[int, Field(ge=1, le=5000)] = 500
     #: Raw records a stream reads ahead into its processing (transform) buffer.
     max_buffered_bytes: ByteSize = 256 * 1024**2
+    #: CPU priority of transform and conversion workers (nice). Ingest keeps the CPU it needs;
+    #: processing catches up while the records wait, durable, in the spool.
+    worker_nice: Annotated[int, Field(ge=0, le=19)] = 10
 
 
 class ColumnSettings(_Settings):

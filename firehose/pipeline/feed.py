@@ -119,15 +119,15 @@ class Feeder:
     async def _process(self, spans: list[Span]) -> None:
         self._busy = True
         try:
-            records = [RawRecord((s.entry.seq, i), bytes(s.entry.record(i)), s.entry.arrival(i))
-                       for s in spans for i in range(s.start, s.end)]
+            records = await asyncio.to_thread(_raw_records, spans)
             batch = await self._processor.process(records)
             last = spans[-1]
             raw_end: Position = (last.entry.seq, last.end)
             if last.end >= last.entry.count:
                 raw_end = (last.entry.seq + 1, 0)
             groups = sorted(batch.groups.items())
-            await self._spool.append_processed(self._stream, entry.encode_processed(groups, raw_end))
+            payload = await asyncio.to_thread(entry.encode_processed, groups, raw_end)
+            await self._spool.append_processed(self._stream, payload)
             self._count(batch.dropped, batch.failed)
             self._release(raw_end)
             self.last_error = None
@@ -150,6 +150,11 @@ class Feeder:
 
     def idle(self) -> bool:
         return not self._buffer and not self._busy and not self._has_unread()
+
+
+def _raw_records(spans: list[Span]) -> list[RawRecord]:
+    return [RawRecord((s.entry.seq, i), bytes(s.entry.record(i)), s.entry.arrival(i))
+            for s in spans for i in range(s.start, s.end)]
 
 
 __all__ = ["PROC", "Feeder", "resume_position"]

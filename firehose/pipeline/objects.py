@@ -115,8 +115,7 @@ class ObjectBuilder:
             if self.keyring is None:
                 raise RuntimeError("the bucket encrypts but the daemon has no keyring")
             keyring = self.keyring
-            header, body = await asyncio.to_thread(lambda: _encrypt(parts, keyring))
-            parts = (body,)
+            header, parts = await asyncio.to_thread(lambda: _encrypt(parts, keyring))
             metadata = header.to_metadata()
             prelude = header.to_bytes()
             content_encoding = None  # the stored bytes are ciphertext, whatever is inside
@@ -127,6 +126,8 @@ class ObjectBuilder:
         )
 
 
-def _encrypt(parts: tuple[bytes | memoryview, ...], keyring: encrypt.Keyring) -> tuple[encrypt.EnvelopeHeader, bytes]:
+def _encrypt(parts: tuple[bytes | memoryview, ...], keyring: encrypt.Keyring
+             ) -> tuple[encrypt.EnvelopeHeader, tuple[bytes, ...]]:
+    """The ciphertext as its segments: destinations write parts, so no joined copy is made."""
     header, stream = encrypt.encrypt(parts, keyring)
-    return header, b"".join(stream)
+    return header, tuple(stream)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import pybase64
 
@@ -35,7 +35,7 @@ from firehose.processing.transform import (
     FunctionRef,
     LambdaProcessor,
     TransformInput,
-    TransformResult,
+    TransformResults,
     WorkerPool,
     resolve_function,
 )
@@ -197,8 +197,7 @@ def _check_partitioning(p: Plan, cfg: ExtendedS3DestinationConfiguration) -> Non
 # -- running a batch ------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class RawRecord:
+class RawRecord(NamedTuple):
     position: Position
     data: bytes
     arrival_ms: int
@@ -220,15 +219,6 @@ class ProcessedBatch:
         self.failed[error_type] = self.failed.get(error_type, 0) + 1
 
 
-@dataclass(frozen=True, slots=True)
-class _Derived:
-    """A record on its way through the chain; ``raw`` is what the error output keeps."""
-
-    record_id: str
-    data: bytes
-    arrival_ms: int
-
-
 class Processor:
     """Runs one stream's chain on batches of raw records."""
 
@@ -247,16 +237,17 @@ class Processor:
         out = ProcessedBatch()
         derived = await asyncio.to_thread(self._before_transform, records, out)
         if self._lambda is not None:
-            inputs = [TransformInput(d.record_id, d.data, d.arrival_ms) for d in derived]
-            results = await self._lambda.run(inputs)
+            results = await self._lambda.run(derived)
         else:
-            results = [TransformResult("Ok", d.data) for d in derived]
+            results = TransformResults.ok([d.data for d in derived])
         await asyncio.to_thread(self._after_transform, derived, results, out)
         return out
 
-    def _before_transform(self, records: Sequence[RawRecord], out: ProcessedBatch) -> list[_Derived]:
+    def _before_transform(self, records: Sequence[RawRecord], out: ProcessedBatch) -> list[TransformInput]:
         p = self.plan
-        derived: list[_Derived] = []
+        if not (p.decompress or p.cloudwatch or p.deaggregate):
+            return [TransformInput(f"{r.position[0]}.{r.position[1]}.0", r.data, r.arrival_ms) for r in records]
+        derived: list[TransformInput] = []
         for r in records:
             rid = f"{r.position[0]}.{r.position[1]}"
             data = r.data
@@ -286,28 +277,33 @@ class Processor:
                     raw=r.data, arrival_ms=r.arrival_ms, code="Processing.Failed", message=str(exc)), r.arrival_ms)
                 continue
             for i, sub in enumerate(subs):
-                derived.append(_Derived(f"{rid}.{i}", sub, r.arrival_ms))
+                derived.append(TransformInput(f"{rid}.{i}", sub, r.arrival_ms))
         return derived
 
-    def _after_transform(self, derived: list[_Derived], results: list[TransformResult], out: ProcessedBatch) -> None:
+    def _after_transform(self, derived: list[TransformInput], results: TransformResults, out: ProcessedBatch) -> None:
         p = self.plan
         arn = p.transform.function.arn if p.transform else None
         default = data_partition()
         cache: dict[str, str] = {}
-        for d, res in zip(derived, results, strict=True):
-            if res.result == "Dropped":
+        if not p.dynamic_partitioning and p.append_delimiter is None and "Ok" == results.result[0] \
+                and all(r == "Ok" for r in results.result):  # the common case, in one step
+            out.groups[default] = list(zip(results.data, (d.arrival_ms for d in derived), strict=True))
+            return
+        for i, d in enumerate(derived):
+            result = results.result[i]
+            if result == "Dropped":
                 out.dropped += 1
                 continue
-            if res.result == "ProcessingFailed":
+            if result == "ProcessingFailed":
                 out.fail(failures.PROCESSING_FAILED, failures.document(
-                    raw=d.data, arrival_ms=d.arrival_ms, code=res.code, message=res.message,
-                    attempts=res.attempts, extra={"lambdaArn": arn} if arn else None), d.arrival_ms)
+                    raw=d.data, arrival_ms=d.arrival_ms, code=results.code[i], message=results.message[i],
+                    attempts=results.attempts, extra={"lambdaArn": arn} if arn else None), d.arrival_ms)
                 continue
-            data = res.data
+            data = results.data[i]
             pid = default
             if p.dynamic_partitioning:
                 try:
-                    pid = self._partition(data, res.metadata, d.arrival_ms, cache)
+                    pid = self._partition(data, results.metadata[i], d.arrival_ms, cache)
                 except ValueError as exc:
                     out.fail(failures.PARTITIONING_FAILED, failures.document(
                         raw=data, arrival_ms=d.arrival_ms, code="DynamicPartitioning.KeyExtractionFailed",

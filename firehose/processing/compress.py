@@ -54,28 +54,35 @@ _HADOOP_LENGTH = struct.Struct(">I")
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest DOS date; fixed so output is deterministic.
 
 
-def rechunk(chunks: Iterable[Chunk], size: int) -> Iterator[bytes]:
+def rechunk(chunks: Iterable[Chunk], size: int) -> Iterator[Chunk]:
     """Re-cut a body into pieces of exactly ``size`` bytes, the last one shorter (never empty).
 
     Block codecs and the encryption segments need fixed-size input while bodies arrive as
-    parts of any size. Only one piece is buffered at a time.
+    parts of any size. Small parts are gathered and joined in one C-level copy per
+    piece; a large part is sliced without copying, so pieces are bytes-like (often
+    memoryviews). At most about one piece plus one part is held at a time.
     """
-    buf = bytearray()
+    pending: list[Chunk] = []
+    pending_len = 0
     for chunk in chunks:
-        view = memoryview(chunk)
-        while view:
-            if not buf and len(view) >= size:
-                yield bytes(view[:size])
-                view = view[size:]
-                continue
-            take = size - len(buf)
-            buf += view[:take]
-            view = view[take:]
-            if len(buf) == size:
-                yield bytes(buf)
-                buf.clear()
-    if buf:
-        yield bytes(buf)
+        n = len(chunk)
+        if not n:
+            continue
+        pending.append(chunk)
+        pending_len += n
+        if pending_len < size:
+            continue
+        blob = pending[0] if len(pending) == 1 else b"".join(pending)
+        view = memoryview(blob)
+        pos = 0
+        while pending_len - pos >= size:
+            yield view[pos : pos + size]
+            pos += size
+        rest = view[pos:]
+        pending = [rest] if len(rest) else []
+        pending_len = len(rest)
+    if pending_len:
+        yield pending[0] if len(pending) == 1 else b"".join(pending)
 
 
 # -- UNCOMPRESSED --------------------------------------------------------------
@@ -160,7 +167,7 @@ def _snappy(chunks: Iterable[Chunk], _entry_name: str) -> Iterator[bytes]:
     compressor = cramjam.snappy.Compressor()
     empty = True
     for piece in rechunk(chunks, SNAPPY_FRAME_INPUT):
-        compressor.compress(piece)
+        compressor.compress(piece if isinstance(piece, bytes) else bytes(piece))  # cramjam wants bytes here
         empty = False
         yield bytes(compressor.flush())
     # cramjam writes the stream identifier with the first frame; an empty object still

@@ -826,6 +826,11 @@ def _float_coercer(t: HiveType, rules: _Rules) -> Coerce:
 
     def coerce(value: Any) -> float:
         kind = type(value)
+        if kind is float:  # parsed by the fast path; float/double columns only
+            x = value
+            if abs(x) > limit:
+                raise _cannot(value, t, "out of range")
+            return x
         if kind is Decimal or kind is int or (kind is str and rules.openx and _NUMBER.fullmatch(value)):
             try:
                 x = float(value)
@@ -1045,12 +1050,14 @@ def convert(
         orc=serializer.kind == "orc",
     )
     slots = _slots(schema, deserializer, rules)
+    fast = _FastPath(schema, rules.normalize) if not any(c.type.nested for c in schema.columns) else None
     failed: list[tuple[int, str]] = []
     extents: list[tuple[int, int]] = []  # (rows, input bytes) of each converted record
     for index, record in enumerate(records):
         start = len(slots[0].values)
         try:
-            _append_record(record, slots, rules.normalize)
+            if fast is None or not fast.append(record, slots):
+                _append_record(record, slots, rules.normalize)
         except _Reject as e:
             for slot in slots:
                 del slot.values[start:]
@@ -1090,6 +1097,68 @@ def _append_record(
                 values.append(coerce(value))
             except _Reject as e:
                 raise _Reject(f"field '{name}': {e}") from None
+
+
+#: Column types whose values pass through unchanged when the JSON value already has this type.
+#: (bigint: orjson only yields ints that fit 64 bits; double: floats are already doubles.)
+_DIRECT: dict[str, type] = {"string": str, "bigint": int, "double": float, "boolean": bool}
+
+
+class _FastPath:
+    """Most records: one JSON object, parsed by orjson, with no number that needs exact decimals.
+
+    orjson reads fractional numbers as floats, which is exact only for float/double columns.
+    A record where a float lands anywhere else (a decimal, an integer written as 1.0, a
+    timestamp in fractional epoch seconds, a number into a string column), or that orjson
+    does not take as one object (concatenated objects, NaN, huge integers, invalid text),
+    goes back to the exact decoder: ``append`` then returns False having appended nothing.
+    Normalised key sets are cached, since a stream's records mostly share one shape.
+    """
+
+    def __init__(self, schema: Schema, normalize: Callable[[str], str] | None) -> None:
+        self.float_ok = [c.type.name in ("double", "float") for c in schema.columns]
+        # The one JSON type that needs no coercion for the column, handled inline (a function call
+        # per value costs more than the rest of the row loop); anything else goes to the coercer.
+        self.direct = [_DIRECT.get(c.type.name) for c in schema.columns]
+        self.normalize = normalize
+        self._normal: dict[tuple[str, ...], bool] = {}
+
+    def append(self, record: bytes | memoryview, slots: list[_Slot]) -> bool:
+        try:
+            obj = orjson.loads(record)
+        except orjson.JSONDecodeError:
+            return False
+        if type(obj) is not dict:
+            return False
+        normalize = self.normalize
+        if normalize is not None:
+            keys = tuple(obj)
+            plain = self._normal.get(keys)
+            if plain is None:
+                if len(self._normal) > 1024:  # records of ever-changing shapes: keep the cache small
+                    self._normal.clear()
+                plain = self._normal[keys] = all(normalize(k) == k for k in keys)
+            if not plain:
+                obj = {normalize(k): v for k, v in obj.items()}
+        start = len(slots[0].values)
+        for (name, key, coerce, values), float_ok, direct in zip(slots, self.float_ok, self.direct, strict=True):
+            value = obj.get(key)
+            if value is None:
+                values.append(None)
+                continue
+            kind = type(value)
+            if kind is direct:
+                values.append(value)
+                continue
+            if kind is float and not float_ok:
+                for slot in slots:
+                    del slot.values[start:]
+                return False
+            try:
+                values.append(coerce(value))
+            except _Reject as e:
+                raise _Reject(f"field '{name}': {e}") from None
+        return True
 
 
 def _row_groups(extents: list[tuple[int, int]], block_size: int) -> list[tuple[int, int]]:

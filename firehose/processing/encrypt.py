@@ -7,9 +7,9 @@ the birthday bound that random 96-bit GCM nonces would put on it, and unwrapping
 integrity, so a wrong KEK or an altered wrapped key is detected before any data is read.
 
 The body is the STREAM construction (Hoang, Reyhanitabar, Rogaway, Vizár), as in Tink's
-streaming AEAD and age: the plaintext is cut into segments of ``segment_size`` bytes (64
-KiB; the last one shorter, possibly empty) and segment *i* is sealed with AES-256-GCM
-under the DEK with
+streaming AEAD and age: the plaintext is cut into segments of ``segment_size`` bytes
+(1 MiB, large enough that per-segment costs vanish next to AES itself; the last one
+shorter, possibly empty) and segment *i* is sealed with AES-256-GCM under the DEK with
 
 * nonce = nonce prefix (7 random bytes per object) ‖ *i* (u32, big-endian) ‖ last flag (1 byte)
 * associated data = the encoded header (``EnvelopeHeader.to_bytes``), so the algorithm,
@@ -60,7 +60,7 @@ from firehose.processing.compress import Chunk, rechunk
 
 VERSION = 1
 ALGORITHM = "AES256-GCM-STREAM"
-SEGMENT_SIZE = 64 * 1024
+SEGMENT_SIZE = 1024 * 1024
 #: Largest segment a reader accepts: it buffers one segment, and the size comes from the header.
 MAX_SEGMENT_SIZE = 16 * 1024 * 1024
 KEY_SIZE = 32

@@ -255,7 +255,7 @@ def test_64_mib_streams_through_encryption_and_decryption_without_materialising(
     finally:
         tracemalloc.stop()
     assert consumed == 64
-    assert peak < 8 * MiB, f"peak {peak / MiB:.1f} MiB for a 64 MiB body"
+    assert peak < 16 * MiB, f"peak {peak / MiB:.1f} MiB for a 64 MiB body"
     expected = hashlib.sha256()
     for i in range(64):
         expected.update(bytes([i]) * MiB)
