@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import subprocess
 import sys
 from pathlib import Path
@@ -17,9 +18,16 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "config").rglob("*.yaml")), ids=lambda p: p.name)
-def test_every_shipped_config_validates(path: Path) -> None:
+def test_every_shipped_config_validates(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every file in config/ parses and passes the deep checks a start would run."""
+    from firehose.pipeline.config import check_definition
+
+    monkeypatch.chdir(REPO)  # relative paths (transforms/) are relative to where the daemon starts
+    monkeypatch.setenv("FIREHOSE_KEK_EXAMPLE", base64.b64encode(b"k" * 32).decode())
     config = load_config(path)
     assert config.settings.port > 0
+    for definition in config.streams:
+        check_definition(definition, config.settings)
 
 
 def test_default_config_declares_one_local_stream_on_loopback() -> None:
