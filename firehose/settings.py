@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
@@ -82,6 +82,11 @@ class BucketSettings(_Settings):
     profile: str | None = None
     #: Envelope-encrypt every object written to this bucket with the keyring's newest key.
     encrypt: bool = False
+    #: S3 server-side encryption for objects in this bucket: "AES256" (SSE-S3) or "aws:kms"
+    #: (SSE-KMS, with sse_kms_key_id or the bucket's default key). A stream's
+    #: EncryptionConfiguration.KMSEncryptionConfig takes precedence.
+    server_side_encryption: Literal["AES256", "aws:kms"] | None = None
+    sse_kms_key_id: str | None = None
 
 
 class FunctionSettings(_Settings):

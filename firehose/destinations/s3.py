@@ -73,6 +73,7 @@ class S3Destination(ObjectDestination):
         self.kms_key_arn = kms_key_arn
         self._ctx = ctx
         self._s3 = ctx.settings.s3
+        self._bucket_settings = ctx.settings.buckets.get(bucket) or BucketSettings()
         self._client = client
         self._client_lock = threading.Lock()
 
@@ -83,7 +84,7 @@ class S3Destination(ObjectDestination):
     def client(self) -> Any:
         with self._client_lock:
             if self._client is None:
-                self._client = make_client(self._s3, self._ctx.settings.buckets.get(self.bucket))
+                self._client = make_client(self._s3, self._bucket_settings)
             return self._client
 
     async def check(self) -> None:
@@ -111,6 +112,10 @@ class S3Destination(ObjectDestination):
         if self.kms_key_arn:
             args["ServerSideEncryption"] = "aws:kms"
             args["SSEKMSKeyId"] = self.kms_key_arn
+        elif self._bucket_settings.server_side_encryption:
+            args["ServerSideEncryption"] = self._bucket_settings.server_side_encryption
+            if self._bucket_settings.sse_kms_key_id:
+                args["SSEKMSKeyId"] = self._bucket_settings.sse_kms_key_id
         return args
 
     def _put(self, batch: ObjectBatch) -> None:

@@ -136,3 +136,22 @@ def test_s3_outage_keeps_data_in_the_spool_and_delivers_after_recovery(start_dae
                               sent)
     finally:
         server.stop()
+
+
+def test_bucket_server_side_encryption_and_content_encoding(
+    start_daemon: Any, moto_server: MotoServer, bucket: str
+) -> None:
+    """SSE-S3 from the bucket's settings; a GZIP stream's objects say Content-Encoding: gzip."""
+    import gzip
+
+    daemon = start_daemon([local_stream("sse", bucket, interval=0, CompressionFormat="GZIP")],
+                          s3={"endpoint_url": moto_server.endpoint},
+                          buckets={bucket: {"server_side_encryption": "AES256"}})
+    daemon.client().put_record(DeliveryStreamName="sse", Record={"Data": b"sealed at rest\n"})
+    s3 = moto_server.client()
+    [key] = wait_until(lambda: list_objects(s3, bucket))
+    assert key.endswith(".gz")
+    head = s3.head_object(Bucket=bucket, Key=key)
+    assert head["ServerSideEncryption"] == "AES256"
+    assert head["ContentEncoding"] == "gzip"
+    assert gzip.decompress(s3.get_object(Bucket=bucket, Key=key)["Body"].read()) == b"sealed at rest\n"
