@@ -14,7 +14,7 @@ says so, rather than accepted and silently ignored.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_pascal
@@ -242,6 +242,244 @@ class KinesisStreamSourceConfiguration(Shape):
     role_arn: RoleARN = Field(alias="RoleARN")
 
 
+def _retry_seconds(options: RetryOptions | None, default: int) -> int:
+    return options.duration_in_seconds if options and options.duration_in_seconds is not None else default
+
+
+def _hints(hints: Any, default_mb: int, default_s: int) -> tuple[int, int]:
+    size = hints.size_in_mbs if hints and hints.size_in_mbs is not None else default_mb
+    interval = hints.interval_in_seconds if hints and hints.interval_in_seconds is not None else default_s
+    return size * MiB, interval
+
+
+def _both_hints(hints: Any) -> Any:
+    if (hints.size_in_mbs is None) != (hints.interval_in_seconds is None):
+        raise ValueError("BufferingHints needs both SizeInMBs and IntervalInSeconds when either is given")
+    return hints
+
+
+class SecretsManagerConfiguration(Shape):
+    secret_arn: Annotated[str, Field(min_length=1, max_length=2048)] | None = Field(None, alias="SecretARN")
+    role_arn: RoleARN | None = Field(None, alias="RoleARN")
+    enabled: bool
+
+
+class CopyCommand(Shape):
+    data_table_name: Annotated[str, Field(min_length=1, max_length=512)]
+    data_table_columns: Annotated[str, Field(max_length=10240)] | None = None
+    copy_options: Annotated[str, Field(max_length=10240)] | None = None
+
+
+class RecordDestination(Shape):
+    """What every non-S3 destination has: an S3 configuration for backup/error output, retries, processing."""
+
+    s3_configuration: S3DestinationConfiguration = Field(alias="S3Configuration")
+    processing_configuration: ProcessingConfiguration | None = None
+    cloud_watch_logging_options: CloudWatchLoggingOptions | None = Field(None, alias="CloudWatchLoggingOptions")
+    retry_options: RetryOptions | None = None
+
+    #: The CreateDeliveryStream member, the DescribeDeliveryStream member, the default retry duration.
+    member: ClassVar[str] = ""
+    description_member: ClassVar[str] = ""
+    default_retry_seconds: ClassVar[int] = 300
+    all_records_mode: ClassVar[str] = ""  # the S3BackupMode value that backs up every record
+
+    @property
+    def retry_seconds(self) -> int:
+        return _retry_seconds(self.retry_options, self.default_retry_seconds)
+
+    @property
+    def backup_all(self) -> bool:
+        return bool(self.all_records_mode) and getattr(self, "s3_backup_mode", None) == self.all_records_mode
+
+    def buffering(self) -> tuple[int, int]:
+        return _hints(getattr(self, "buffering_hints", None), 5, 300)
+
+
+class RedshiftDestinationConfiguration(RecordDestination):
+    role_arn: RoleARN = Field(alias="RoleARN")
+    cluster_jdbc_url: Annotated[str, Field(min_length=1, max_length=512,
+                                           pattern=r"^jdbc:(redshift|postgresql)://[^/:]+(:\d{1,5})?/[A-Za-z0-9_$-]+$")
+                                ] = Field(alias="ClusterJDBCURL")
+    copy_command: CopyCommand
+    username: Annotated[str, Field(min_length=1, max_length=512)] | None = None
+    password: Annotated[str, Field(min_length=6, max_length=512)] | None = None
+    s3_backup_mode: Literal["Disabled", "Enabled"] | None = Field(None, alias="S3BackupMode")
+    s3_backup_configuration: S3DestinationConfiguration | None = Field(None, alias="S3BackupConfiguration")
+    secrets_manager_configuration: SecretsManagerConfiguration | None = None
+
+    member: ClassVar[str] = "RedshiftDestinationConfiguration"
+    description_member: ClassVar[str] = "RedshiftDestinationDescription"
+    default_retry_seconds: ClassVar[int] = 3600
+
+    @model_validator(mode="after")
+    def _redshift_rules(self) -> RedshiftDestinationConfiguration:
+        s3 = self.s3_configuration
+        if objectkeys.has_expressions(s3.prefix):
+            raise ValueError("S3Configuration.Prefix of a Redshift destination must not contain expressions")
+        if s3.error_output_prefix:
+            raise ValueError("S3Configuration.ErrorOutputPrefix must be empty for a Redshift destination")
+        if s3.compression not in ("UNCOMPRESSED", "GZIP"):
+            raise ValueError("S3Configuration.CompressionFormat of a Redshift destination must be UNCOMPRESSED "
+                             "or GZIP (COPY cannot read the others)")
+        if self.s3_backup_mode == "Enabled":
+            raise ValueError(f"S3BackupMode Enabled {_LATER}")
+        if self.password is None and not (self.secrets_manager_configuration
+                                          and self.secrets_manager_configuration.enabled):
+            raise ValueError("a Redshift destination needs Username and Password (or SecretsManagerConfiguration)")
+        return self
+
+    def buffering(self) -> tuple[int, int]:
+        return buffering(self.s3_configuration)
+
+
+class DocumentIdOptions(Shape):
+    default_document_id_format: Literal["FIREHOSE_DEFAULT", "NO_DOCUMENT_ID"]
+
+
+class ElasticsearchBufferingHints(Shape):
+    size_in_mbs: Annotated[int, Field(ge=1, le=100)] | None = Field(None, alias="SizeInMBs")
+    interval_in_seconds: Annotated[int, Field(ge=0, le=900)] | None = None
+
+    _both = model_validator(mode="after")(_both_hints)
+
+
+#: Endpoints may be http:// here (AWS requires https://): a self-hosted cluster on a private network.
+EndpointURL = Annotated[str, Field(min_length=1, max_length=512, pattern=r"^https?://.+")]
+
+
+class ElasticsearchDestinationConfiguration(RecordDestination):
+    role_arn: RoleARN = Field(alias="RoleARN")
+    domain_arn: Annotated[str, Field(min_length=1, max_length=512)] | None = Field(None, alias="DomainARN")
+    cluster_endpoint: EndpointURL | None = None
+    index_name: Annotated[str, Field(min_length=1, max_length=80)]
+    type_name: Annotated[str, Field(max_length=100)] | None = None
+    index_rotation_period: Literal["NoRotation", "OneHour", "OneDay", "OneWeek", "OneMonth"] | None = None
+    buffering_hints: ElasticsearchBufferingHints | None = None
+    s3_backup_mode: Literal["FailedDocumentsOnly", "AllDocuments"] | None = Field(None, alias="S3BackupMode")
+    vpc_configuration: dict[str, Any] | None = None
+    document_id_options: DocumentIdOptions | None = None
+
+    member: ClassVar[str] = "ElasticsearchDestinationConfiguration"
+    description_member: ClassVar[str] = "ElasticsearchDestinationDescription"
+    all_records_mode: ClassVar[str] = "AllDocuments"
+    #: The error output type AWS uses for this flavour (spec: delivery.md §3.2).
+    error_output_type: ClassVar[str] = "elasticsearch-failed"
+
+    @model_validator(mode="after")
+    def _endpoint(self) -> ElasticsearchDestinationConfiguration:
+        if (self.domain_arn is None) == (self.cluster_endpoint is None):
+            raise ValueError("give exactly one of DomainARN and ClusterEndpoint")
+        return self
+
+    @property
+    def rotation(self) -> str:
+        return self.index_rotation_period or "OneDay"
+
+    @property
+    def document_ids(self) -> bool:
+        opts = self.document_id_options
+        return not opts or opts.default_document_id_format == "FIREHOSE_DEFAULT"
+
+
+class AmazonopensearchserviceDestinationConfiguration(ElasticsearchDestinationConfiguration):
+    member: ClassVar[str] = "AmazonopensearchserviceDestinationConfiguration"
+    description_member: ClassVar[str] = "AmazonopensearchserviceDestinationDescription"
+    error_output_type: ClassVar[str] = "AmazonOpenSearchService-failed"
+
+
+class AmazonOpenSearchServerlessDestinationConfiguration(RecordDestination):
+    role_arn: RoleARN = Field(alias="RoleARN")
+    collection_endpoint: EndpointURL
+    index_name: Annotated[str, Field(min_length=1, max_length=80)]
+    buffering_hints: ElasticsearchBufferingHints | None = None
+    s3_backup_mode: Literal["FailedDocumentsOnly", "AllDocuments"] | None = Field(None, alias="S3BackupMode")
+    vpc_configuration: dict[str, Any] | None = None
+
+    member: ClassVar[str] = "AmazonOpenSearchServerlessDestinationConfiguration"
+    description_member: ClassVar[str] = "AmazonOpenSearchServerlessDestinationDescription"
+    all_records_mode: ClassVar[str] = "AllDocuments"
+    error_output_type: ClassVar[str] = "AmazonOpenSearchService-failed"
+
+    # Serverless has no rotation, no type and always lets Firehose choose ids.
+    rotation: ClassVar[str] = "NoRotation"
+    type_name: ClassVar[str | None] = None
+    document_ids: ClassVar[bool] = True
+
+    @property
+    def cluster_endpoint(self) -> str:
+        return self.collection_endpoint
+
+
+class SplunkBufferingHints(Shape):
+    size_in_mbs: Annotated[int, Field(ge=1, le=5)] | None = Field(None, alias="SizeInMBs")
+    interval_in_seconds: Annotated[int, Field(ge=0, le=60)] | None = None
+
+    _both = model_validator(mode="after")(_both_hints)
+
+
+class SplunkDestinationConfiguration(RecordDestination):
+    hec_endpoint: Annotated[str, Field(max_length=2048, pattern=r"^https?://.+")] = Field(alias="HECEndpoint")
+    hec_endpoint_type: Literal["Raw", "Event"] = Field(alias="HECEndpointType")
+    hec_token: Annotated[str, Field(max_length=2048)] | None = Field(None, alias="HECToken")
+    # AWS allows 180-600 s; shorter is allowed here for private networks (and tests).
+    hec_acknowledgment_timeout_in_seconds: Annotated[int, Field(ge=1, le=600)] | None = Field(
+        None, alias="HECAcknowledgmentTimeoutInSeconds")
+    s3_backup_mode: Literal["FailedEventsOnly", "AllEvents"] | None = Field(None, alias="S3BackupMode")
+    buffering_hints: SplunkBufferingHints | None = None
+    secrets_manager_configuration: SecretsManagerConfiguration | None = None
+
+    member: ClassVar[str] = "SplunkDestinationConfiguration"
+    description_member: ClassVar[str] = "SplunkDestinationDescription"
+    all_records_mode: ClassVar[str] = "AllEvents"
+    error_output_type: ClassVar[str] = "splunk-failed"
+
+    @property
+    def ack_timeout_seconds(self) -> int:
+        return self.hec_acknowledgment_timeout_in_seconds or 180
+
+    def buffering(self) -> tuple[int, int]:
+        return _hints(self.buffering_hints, 5, 60)
+
+
+class HttpEndpointConfiguration(Shape):
+    # AWS requires https://; http:// is allowed here for endpoints on a private network.
+    url: Annotated[str, Field(min_length=1, max_length=1000, pattern=r"^https?://.+")]
+    name: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+    access_key: Annotated[str, Field(max_length=4096)] | None = None
+
+
+class HttpEndpointCommonAttribute(Shape):
+    attribute_name: Annotated[str, Field(min_length=1, max_length=256)]
+    attribute_value: Annotated[str, Field(max_length=1024)]
+
+
+class HttpEndpointRequestConfiguration(Shape):
+    content_encoding: Literal["NONE", "GZIP"] | None = None
+    common_attributes: Annotated[list[HttpEndpointCommonAttribute], Field(max_length=50)] | None = None
+
+
+class HttpEndpointBufferingHints(Shape):
+    size_in_mbs: Annotated[int, Field(ge=1, le=64)] | None = Field(None, alias="SizeInMBs")
+    interval_in_seconds: Annotated[int, Field(ge=0, le=900)] | None = None
+
+    _both = model_validator(mode="after")(_both_hints)
+
+
+class HttpEndpointDestinationConfiguration(RecordDestination):
+    endpoint_configuration: HttpEndpointConfiguration
+    buffering_hints: HttpEndpointBufferingHints | None = None
+    request_configuration: HttpEndpointRequestConfiguration | None = None
+    role_arn: RoleARN | None = Field(None, alias="RoleARN")
+    s3_backup_mode: Literal["FailedDataOnly", "AllData"] | None = Field(None, alias="S3BackupMode")
+    secrets_manager_configuration: SecretsManagerConfiguration | None = None
+
+    member: ClassVar[str] = "HttpEndpointDestinationConfiguration"
+    description_member: ClassVar[str] = "HttpEndpointDestinationDescription"
+    all_records_mode: ClassVar[str] = "AllData"
+    error_output_type: ClassVar[str] = "http-endpoint-failed"
+
+
 #: Destination members of CreateDeliveryStream, and the ones this build delivers to.
 DESTINATION_FIELDS = {
     "S3DestinationConfiguration": "s3_destination_configuration",
@@ -271,14 +509,13 @@ class DeliveryStreamDefinition(Shape):
     extended_s3_destination_configuration: ExtendedS3DestinationConfiguration | None = Field(
         None, alias="ExtendedS3DestinationConfiguration"
     )
-    redshift_destination_configuration: dict[str, Any] | None = None
-    elasticsearch_destination_configuration: dict[str, Any] | None = None
-    amazonopensearchservice_destination_configuration: dict[str, Any] | None = None
-    splunk_destination_configuration: dict[str, Any] | None = None
-    http_endpoint_destination_configuration: dict[str, Any] | None = None
-    amazon_open_search_serverless_destination_configuration: dict[str, Any] | None = Field(
-        None, alias="AmazonOpenSearchServerlessDestinationConfiguration"
-    )
+    redshift_destination_configuration: RedshiftDestinationConfiguration | None = None
+    elasticsearch_destination_configuration: ElasticsearchDestinationConfiguration | None = None
+    amazonopensearchservice_destination_configuration: AmazonopensearchserviceDestinationConfiguration | None = None
+    splunk_destination_configuration: SplunkDestinationConfiguration | None = None
+    http_endpoint_destination_configuration: HttpEndpointDestinationConfiguration | None = None
+    amazon_open_search_serverless_destination_configuration: AmazonOpenSearchServerlessDestinationConfiguration | None = (
+        Field(None, alias="AmazonOpenSearchServerlessDestinationConfiguration"))
     snowflake_destination_configuration: dict[str, Any] | None = None
     iceberg_destination_configuration: dict[str, Any] | None = None
     msk_source_configuration: dict[str, Any] | None = Field(None, alias="MSKSourceConfiguration")
@@ -292,7 +529,7 @@ class DeliveryStreamDefinition(Shape):
             raise ValueError(f"only one destination configuration is allowed; got {', '.join(given)}")
         if not given:
             raise ValueError("a destination configuration is required (ExtendedS3DestinationConfiguration)")
-        if given[0] not in ("S3DestinationConfiguration", "ExtendedS3DestinationConfiguration"):
+        if given[0] in ("SnowflakeDestinationConfiguration", "IcebergDestinationConfiguration"):
             raise ValueError(f"{given[0]} is not supported by this daemon yet")
         if self.delivery_stream_type != "DirectPut":
             raise ValueError(f"DeliveryStreamType {self.delivery_stream_type} is not supported by this daemon yet")
@@ -308,12 +545,41 @@ class DeliveryStreamDefinition(Shape):
         return self
 
     @property
+    def destination_member(self) -> str:
+        """Which CreateDeliveryStream destination member this definition uses."""
+        return next(alias for alias, attr in DESTINATION_FIELDS.items() if getattr(self, attr) is not None)
+
+    @property
+    def is_s3(self) -> bool:
+        return self.destination_member in ("S3DestinationConfiguration", "ExtendedS3DestinationConfiguration")
+
+    @property
     def destination(self) -> ExtendedS3DestinationConfiguration:
         """The S3 destination, with the deprecated S3DestinationConfiguration read as ExtendedS3."""
         if self.extended_s3_destination_configuration is not None:
             return self.extended_s3_destination_configuration
-        assert self.s3_destination_configuration is not None
+        if self.s3_destination_configuration is None:
+            raise AttributeError(f"{self.destination_member} is not an S3 destination")
         return ExtendedS3DestinationConfiguration.model_validate(self.s3_destination_configuration.dump())
+
+    @property
+    def record_destination(self) -> RecordDestination:
+        """The non-S3 destination's configuration."""
+        value = getattr(self, DESTINATION_FIELDS[self.destination_member])
+        if not isinstance(value, RecordDestination):
+            raise AttributeError(f"{self.destination_member} is an S3 destination")
+        return value
+
+    @property
+    def processing(self) -> ProcessingConfiguration | None:
+        return self.destination.processing_configuration if self.is_s3 else \
+            self.record_destination.processing_configuration
+
+    @property
+    def object_store(self) -> S3DestinationConfiguration:
+        """Where objects go: the S3 destination itself, or another destination's S3Configuration
+        (Redshift staging, backups and error output)."""
+        return self.destination if self.is_s3 else self.record_destination.s3_configuration
 
 
 def buffering(cfg: S3DestinationConfiguration) -> tuple[int, int]:

@@ -32,3 +32,30 @@ class ObjectBatch:
 
     def body(self) -> bytes:
         return b"".join(self.parts)
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRecord:
+    """One record for a record destination (OpenSearch, Splunk, HTTP endpoint).
+
+    ``record_id`` is derived from the record's spool position, so it is the same
+    on every attempt and after a restart: it serves as the OpenSearch document
+    id and the HTTP endpoint's per-record identity.
+    """
+
+    record_id: str
+    data: bytes | memoryview
+    arrival_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class RecordBatch:
+    """Records to deliver in one attempt.
+
+    ``batch_id`` is a UUID fixed when the batch was sealed: the same on every
+    retry and after a restart (the HTTP endpoint's request id).
+    """
+
+    stream: str
+    batch_id: str
+    records: tuple[DeliveryRecord, ...]

@@ -130,6 +130,26 @@ class EncryptionSettings(_Settings):
     env_prefix: str | None = "FIREHOSE_KEK_"
 
 
+class HttpSettings(_Settings):
+    """Outbound HTTP for OpenSearch, Splunk and HTTP endpoint destinations."""
+
+    #: Verify TLS certificates (the default). Turning it off is logged loudly.
+    verify: bool = True
+    #: A CA bundle (PEM) to verify against instead of the system store.
+    ca_bundle: Path | None = None
+    connect_timeout_seconds: Annotated[float, Field(gt=0)] = 10.0
+    #: Firehose gives HTTP endpoints 3 minutes to answer.
+    read_timeout_seconds: Annotated[float, Field(gt=0)] = 180.0
+    max_connections: Annotated[int, Field(ge=1)] = 64
+
+
+class DestinationCredentials(_Settings):
+    """Credentials for a destination, by its endpoint URL (OpenSearch basic auth, Redshift users)."""
+
+    username: str | None = None
+    password: str | None = None
+
+
 class DeliverySettings(_Settings):
     #: Sealed batches of one stream being delivered at once.
     max_inflight_batches: Annotated[int, Field(ge=1, le=64)] = 4
@@ -163,6 +183,11 @@ class Settings(_Settings):
     #: Format-conversion schemas by "<DatabaseName>.<TableName>" (the Glue table AWS would read).
     schemas: dict[str, TableSettings] = {}
     encryption: EncryptionSettings = EncryptionSettings()
+    http: HttpSettings = HttpSettings()
+    #: OpenSearch/Elasticsearch DomainARN → endpoint URL (a definition may name a domain by ARN).
+    domains: dict[str, str] = {}
+    #: Credentials by endpoint URL (e.g. basic auth for an OpenSearch cluster), so definitions stay as AWS writes them.
+    credentials: dict[str, DestinationCredentials] = {}
 
 
 class Config(BaseModel):

@@ -21,9 +21,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
-from firehose.records import ObjectBatch
+from firehose.records import ObjectBatch, RecordBatch
 from firehose.settings import Settings
 
 P = TypeVar("P")
@@ -31,10 +31,17 @@ P = TypeVar("P")
 
 @dataclass(frozen=True, slots=True)
 class Failure:
-    """A record of the batch (by index) that was not delivered, and why."""
+    """A record of the batch (by index) that was not delivered, and why.
+
+    ``code`` and ``reason`` become the error document's ``errorCode`` and
+    ``errorMessage``; ``extra`` adds destination fields to it (``esDocumentId``,
+    ``esIndexName``, ``EventId``, ...).
+    """
 
     index: int
     reason: str
+    code: str = ""
+    extra: dict[str, object] | None = None
     retry_after: float | None = None
 
 
@@ -61,6 +68,12 @@ class DestinationContext:
     stream: str
     settings: Settings
     executor: Executor
+    #: Shared HTTP client (TLS verification and CA bundle from ``settings.http``).
+    http: Any = None
+    #: Where a destination that stages objects (Redshift) writes them: the S3Configuration bucket.
+    stage: Any = None
+    #: The delivery stream's ARN (Firehose sends it to HTTP endpoints).
+    stream_arn: str = ""
     extra: dict[str, object] = field(default_factory=dict)
 
     async def run(self, fn: Callable[..., object], *args: object) -> object:
@@ -70,12 +83,26 @@ class DestinationContext:
 
 class Destination(ABC, Generic[P]):
     name: ClassVar[str]
+    #: Seconds the pipeline keeps retrying a batch before it gives up on the records left
+    #: (None: forever, as Firehose does for S3). Record destinations set it from RetryOptions.
+    retry_seconds: float | None = None
+    #: When the retry clock starts: at the first attempt (OpenSearch: the duration covers all
+    #: attempts) or at the first failure (Splunk, HTTP endpoint).
+    retry_clock: ClassVar[str] = "first_failure"
+    #: ``!{firehose:error-output-type}`` for records this destination gave up on.
+    error_output_type: ClassVar[str] = ""
 
     @abstractmethod
     async def check(self) -> None: ...
 
     @abstractmethod
     async def deliver(self, batch: P) -> Outcome: ...
+
+    async def expired(self, batch: P, reason: str) -> None:
+        """The retry duration ran out for ``batch`` (object destinations with a duration, e.g.
+        Redshift writing the skipped manifest to errors/). Record destinations need nothing:
+        the pipeline writes their failed records to the error output."""
+        return None
 
     async def aclose(self) -> None:
         return None
@@ -86,3 +113,4 @@ class Destination(ABC, Generic[P]):
 
 
 ObjectDestination = Destination[ObjectBatch]
+RecordDestination = Destination[RecordBatch]

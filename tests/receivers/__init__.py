@@ -1,0 +1,1 @@
+"""Receivers for destination protocols whose real servers cannot run here; each cites its protocol."""
