@@ -86,8 +86,8 @@ def test_duplicate_stream_names_are_refused(tmp_path: Path) -> None:
 def test_features_not_built_yet_are_refused_with_a_clear_message(tmp_path: Path) -> None:
     msg = _error(tmp_path, {}, [local_stream("s", S3BackupMode="Enabled")])
     assert "S3BackupMode Enabled is not supported by this daemon yet" in msg
-    redshift = {"DeliveryStreamName": "r", "RedshiftDestinationConfiguration": {"RoleARN": ROLE}}
-    assert "RedshiftDestinationConfiguration is not supported" in _error(tmp_path, {}, [redshift])
+    snowflake = {"DeliveryStreamName": "r", "SnowflakeDestinationConfiguration": {"RoleARN": ROLE}}
+    assert "SnowflakeDestinationConfiguration is not supported" in _error(tmp_path, {}, [snowflake])
 
 
 def test_validate_command_exits_nonzero_with_the_reason(tmp_path: Path) -> None:

@@ -42,6 +42,8 @@ class StreamConfig:
     @classmethod
     def build(cls, definition: DeliveryStreamDefinition, version: int, settings: Settings) -> StreamConfig:
         """ValueError with the reason when the definition cannot run here."""
+        if not definition.is_s3:
+            raise ValueError(f"{definition.destination_member} is not supported by this daemon yet")
         cfg = definition.destination
         size, interval = definitions.buffering(cfg)
         keys = objectkeys.KeyTemplate.build(cfg.prefix, cfg.error_output_prefix, custom_time_zone=cfg.custom_time_zone,
