@@ -36,7 +36,7 @@ import orjson
 from firehose.definitions import (
     DeliveryStreamDefinition,
     ExtendedS3DestinationConfiguration,
-    merge_destination_update,
+    apply_destination_update,
 )
 from firehose.errors import (
     ConcurrentModificationException,
@@ -253,15 +253,12 @@ class Catalog:
                 f"Cannot update Firehose {name}: CurrentDeliveryStreamVersionId {current_version} "
                 f"is not the current version {state.version_id}."
             )
-        if update_member not in ("S3DestinationUpdate", "ExtendedS3DestinationUpdate"):
-            raise InvalidArgumentException(
-                f"{update_member} is not supported by this daemon yet; this stream delivers to S3."
-            )
-        merged = merge_destination_update(state.destination, update)
-        data = state.definition.dump()
-        data.pop("S3DestinationConfiguration", None)
-        data["ExtendedS3DestinationConfiguration"] = merged.dump()
-        definition = DeliveryStreamDefinition.model_validate(data)
+        try:
+            definition = apply_destination_update(state.definition, update_member, update)
+        except ValueError as exc:  # pydantic's ValidationError is one too; the API phrases those
+            if hasattr(exc, "errors"):
+                raise
+            raise InvalidArgumentException(str(exc)) from exc
         self._check(definition)
         self.replace_definition(state, definition, origin=state.origin, config_digest=state.config_digest)
         return state

@@ -18,12 +18,14 @@ import asyncio
 import contextlib
 import logging
 import signal
+import ssl
 from collections.abc import Iterator
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
 
+import httpx
 import uvicorn
 
 from firehose import destinations
@@ -31,17 +33,32 @@ from firehose.api.app import FirehoseApp
 from firehose.api.operations import Services
 from firehose.catalog import Catalog, Event, StreamState
 from firehose.definitions import DeliveryStreamDefinition
-from firehose.destinations import DestinationContext, ObjectDestination
+from firehose.destinations import Destination, DestinationContext, ObjectDestination
 from firehose.errors import ConfigError, DestinationError
 from firehose.pipeline import Pipeline, StreamConfig
 from firehose.pipeline.config import check_definition
 from firehose.processing.encrypt import Keyring
 from firehose.processing.transform import WorkerPool
-from firehose.settings import Config, Settings
+from firehose.settings import Config, HttpSettings, Settings
 from firehose.spool import Spool, StreamSpool
 from firehose.telemetry import Metrics
 
 log = logging.getLogger("firehose.daemon")
+
+
+def _http_client(http: HttpSettings) -> httpx.AsyncClient:
+    """One client for every HTTP destination: one connection pool, one TLS policy."""
+    verify: bool | ssl.SSLContext = http.verify
+    if http.ca_bundle is not None:
+        verify = ssl.create_default_context(cafile=str(http.ca_bundle))
+    if not http.verify:
+        log.warning("TLS certificate verification is OFF for HTTP destinations (http.verify: false).")
+    return httpx.AsyncClient(
+        verify=verify,
+        timeout=httpx.Timeout(http.read_timeout_seconds, connect=http.connect_timeout_seconds),
+        limits=httpx.Limits(max_connections=http.max_connections),
+        follow_redirects=False,
+    )
 
 
 def _lower_priority(nice: int) -> None:
@@ -75,6 +92,7 @@ class Daemon:
                                validate=self.validate)
         self.spool = Spool(s.state_dir / "spool", max_bytes=s.spool.max_bytes, segment_bytes=s.spool.segment_bytes)
         self.executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="destination")
+        self.http = _http_client(s.http)
         self.workers = WorkerPool(s.processing.workers, nice=s.processing.worker_nice)
         self._convert_pool: ProcessPoolExecutor | None = None
         self._keyring: Keyring | None = None
@@ -106,9 +124,16 @@ class Daemon:
     def _stream_spool(self, state: StreamState) -> StreamSpool:
         return self.spool.open_stream(state.spool_key)
 
-    def _destination(self, state: StreamState) -> ObjectDestination:
-        ctx = DestinationContext(stream=state.name, settings=self.settings, executor=self.executor)
-        return destinations.build(state.destination, ctx)
+    def _context(self, state: StreamState) -> DestinationContext:
+        return DestinationContext(stream=state.name, settings=self.settings, executor=self.executor,
+                                  http=self.http, stream_arn=self.services.arn(state.name))
+
+    def _destination(self, state: StreamState) -> Destination:  # type: ignore[type-arg]
+        return destinations.build(state.definition, self._context(state))
+
+    def _store(self, state: StreamState, config: StreamConfig) -> ObjectDestination | None:
+        """Record destinations' object store, for backups and error output."""
+        return destinations.build_store(config.object_store, self._context(state)) if config.records else None
 
     def _stream_config(self, state: StreamState) -> StreamConfig | None:
         try:
@@ -130,14 +155,14 @@ class Daemon:
         destination = self._destination(state)
         pipeline = Pipeline(
             state, config, self.spool, self._stream_spool(state), destination, self.settings, self.metrics,
-            workers=self.workers, keyring=self._keyring if config.encrypt else None,
+            store=self._store(state, config), workers=self.workers, keyring=self._keyring if config.encrypt else None,
             convert_pool=self._convert_executor() if config.conversion else None,
         )
         self.pipelines[state.name] = pipeline
         pipeline.start()
         self._spawn(self._check(state.name, destination))
 
-    async def _check(self, name: str, destination: ObjectDestination) -> None:
+    async def _check(self, name: str, destination: Destination) -> None:  # type: ignore[type-arg]
         try:
             await destination.check()
             log.info("Destination is reachable.", extra={"stream": name, "destination": destination.describe()})
@@ -157,7 +182,7 @@ class Daemon:
                 return
             if pipeline.can_reconfigure(config):
                 destination = self._destination(state)
-                pipeline.reconfigure(config, destination)
+                pipeline.reconfigure(config, destination, self._store(state, config))
                 self._spawn(self._check(state.name, destination))
             else:
                 self._spawn(self._switch(state, pipeline))
@@ -273,6 +298,7 @@ class Daemon:
         await asyncio.gather(*self._background, return_exceptions=True)
         self.spool.close()
         self.workers.close()
+        await self.http.aclose()
         if self._convert_pool is not None:
             self._convert_pool.shutdown(wait=False, cancel_futures=True)
         self.executor.shutdown(wait=False, cancel_futures=True)

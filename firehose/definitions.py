@@ -603,23 +603,67 @@ def file_extension(cfg: ExtendedS3DestinationConfiguration) -> str:
             "ZSTD": ".zst"}.get(cfg.compression, "")
 
 
-def merge_destination_update(
-    current: ExtendedS3DestinationConfiguration, update: dict[str, Any]
-) -> ExtendedS3DestinationConfiguration:
-    """UpdateDestination on the same destination type: given members replace, the rest stay.
+#: UpdateDestination member → the CreateDeliveryStream member it updates.
+UPDATE_MEMBERS = {
+    "S3DestinationUpdate": "ExtendedS3DestinationConfiguration",
+    "ExtendedS3DestinationUpdate": "ExtendedS3DestinationConfiguration",
+    "RedshiftDestinationUpdate": "RedshiftDestinationConfiguration",
+    "ElasticsearchDestinationUpdate": "ElasticsearchDestinationConfiguration",
+    "AmazonopensearchserviceDestinationUpdate": "AmazonopensearchserviceDestinationConfiguration",
+    "AmazonOpenSearchServerlessDestinationUpdate": "AmazonOpenSearchServerlessDestinationConfiguration",
+    "SplunkDestinationUpdate": "SplunkDestinationConfiguration",
+    "HttpEndpointDestinationUpdate": "HttpEndpointDestinationConfiguration",
+    "SnowflakeDestinationUpdate": "SnowflakeDestinationConfiguration",
+    "IcebergDestinationUpdate": "IcebergDestinationConfiguration",
+}
+_OPENSEARCH = {"ElasticsearchDestinationConfiguration", "AmazonopensearchserviceDestinationConfiguration",
+               "AmazonOpenSearchServerlessDestinationConfiguration"}
+#: Nested update members and the configuration members they update.
+_NESTED = {"S3Update": "S3Configuration", "S3BackupUpdate": "S3BackupConfiguration"}
 
-    (AWS: "If any of the parameters are not specified in the call, the existing
-    values are retained.") ``S3BackupUpdate`` is the update form of
-    ``S3BackupConfiguration``.
+
+def apply_destination_update(definition: DeliveryStreamDefinition, update_member: str,
+                             update: dict[str, Any]) -> DeliveryStreamDefinition:
+    """The definition after UpdateDestination; ValueError for updates AWS refuses.
+
+    Same destination type: the given members replace the current ones and the
+    rest are kept (AWS: "If any of the parameters are not specified in the
+    call, the existing values are retained"), nested S3 updates merge the same
+    way. Another type: the update must be complete; switching between
+    OpenSearch and other types is not allowed.
     """
-    merged = current.dump()
-    for key, value in update.items():
-        if key == "S3BackupUpdate":
-            base = merged.get("S3BackupConfiguration", {})
-            merged["S3BackupConfiguration"] = {**base, **value}
-        elif value is not None:
-            merged[key] = value
-    return ExtendedS3DestinationConfiguration.model_validate(merged)
+    target = UPDATE_MEMBERS[update_member]
+    current = "ExtendedS3DestinationConfiguration" if definition.is_s3 else definition.destination_member
+    data = definition.dump()
+    old = data.pop(definition.destination_member)
+    if target == current:
+        merged = dict(old)
+        for key, value in update.items():
+            if value is None:
+                continue
+            if key in _NESTED:
+                merged[_NESTED[key]] = {**merged.get(_NESTED[key], {}), **value}
+            else:
+                merged[key] = value
+        _check_backup_change(current, old.get("S3BackupMode"), merged.get("S3BackupMode"))
+    else:
+        if (current in _OPENSEARCH) != (target in _OPENSEARCH):
+            raise ValueError(f"cannot change a {current} destination into {target}: switching between "
+                             "OpenSearch and other destination types is not allowed")
+        merged = {_NESTED.get(k, k): v for k, v in update.items() if v is not None}
+    data[target] = merged
+    return DeliveryStreamDefinition.model_validate(data)
+
+
+def _check_backup_change(member: str, before: str | None, after: str | None) -> None:
+    if before == after or after is None:
+        return
+    if member in _OPENSEARCH:
+        raise ValueError("S3BackupMode of an OpenSearch destination cannot change after it is created")
+    if member == "SplunkDestinationConfiguration" and (before or "FailedEventsOnly") == "AllEvents":
+        raise ValueError("S3BackupMode of a Splunk destination can go from FailedEventsOnly to AllEvents only")
+    if before == "Enabled" and after == "Disabled":
+        raise ValueError("S3BackupMode cannot be disabled once enabled")
 
 
 def unknown_members(model: type[BaseModel], data: Any, path: str = "") -> list[str]:
@@ -665,6 +709,6 @@ __all__ = [
     "ValidationError",
     "buffering",
     "file_extension",
-    "merge_destination_update",
+    "apply_destination_update",
     "unknown_members",
 ]

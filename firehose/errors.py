@@ -113,10 +113,12 @@ class DestinationError(Exception):
     the error output with this message as the reason).
     """
 
-    def __init__(self, message: str, *, retriable: bool = True) -> None:
+    def __init__(self, message: str, *, retriable: bool = True, code: str = "") -> None:
         super().__init__(message)
         self.message = message
         self.retriable = retriable
+        #: The errorCode for error output documents (e.g. "Splunk.ConnectionRefused").
+        self.code = code
 
 
 class DestinationUnavailable(DestinationError):

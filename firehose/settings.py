@@ -143,6 +143,15 @@ class HttpSettings(_Settings):
     max_connections: Annotated[int, Field(ge=1)] = 64
 
 
+class HttpEndpointReceiverSettings(_Settings):
+    """``POST /http-endpoint/<stream>``: accept deliveries from another Firehose's HTTP endpoint destination."""
+
+    enabled: bool = True
+    #: Accepted X-Amz-Firehose-Access-Key values; empty accepts any sender (like the API itself,
+    #: which does not check SigV4 signatures), so set keys whenever the port is reachable by others.
+    access_keys: list[str] = []
+
+
 class DestinationCredentials(_Settings):
     """Credentials for a destination, by its endpoint URL (OpenSearch basic auth, Redshift users)."""
 
@@ -184,6 +193,7 @@ class Settings(_Settings):
     schemas: dict[str, TableSettings] = {}
     encryption: EncryptionSettings = EncryptionSettings()
     http: HttpSettings = HttpSettings()
+    http_endpoint_receiver: HttpEndpointReceiverSettings = HttpEndpointReceiverSettings()
     #: OpenSearch/Elasticsearch DomainARN → endpoint URL (a definition may name a domain by ARN).
     domains: dict[str, str] = {}
     #: Credentials by endpoint URL (e.g. basic auth for an OpenSearch cluster), so definitions stay as AWS writes them.

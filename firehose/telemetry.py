@@ -57,6 +57,9 @@ class Metrics:
         self.failed_records = Counter(
             "firehose_failed_put_records", "Records refused inside PutRecordBatch.", ["stream", "code"],
             registry=r)
+        self.receiver_duplicates = Counter(
+            "firehose_http_endpoint_duplicate_requests", "HTTP endpoint deliveries received again with a request "
+            "id already accepted (answered without spooling twice).", ["stream"], registry=r)
         self.put_latency = Histogram(
             "firehose_put_latency_seconds", "Time to durably accept a put.", ["operation"], registry=r,
             buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
@@ -69,6 +72,10 @@ class Metrics:
             "firehose_delivered_objects", "Objects/batches delivered.", ["stream", "destination"], registry=r)
         self.delivery_failures = Counter(
             "firehose_delivery_failures", "Failed delivery attempts.", ["stream", "destination"], registry=r)
+        self.refused_records = Counter(
+            "firehose_destination_refused_records", "Records a destination refused for good in a way its "
+            "protocol keeps out of the error output (an HTTP endpoint's 413).", ["stream", "destination", "code"],
+            registry=r)
         self.processing_dropped = Counter(
             "firehose_processing_dropped_records", "Records a transform returned as Dropped (or CWL control "
             "messages).", ["stream"], registry=r)

@@ -26,6 +26,9 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from firehose.api import shapes
+from firehose.api.http_receiver import MAX_BODY_BYTES as RECEIVER_MAX_BODY_BYTES
+from firehose.api.http_receiver import PATH_PREFIX as RECEIVER_PREFIX
+from firehose.api.http_receiver import HttpEndpointReceiver
 from firehose.api.operations import OPERATIONS, Services
 from firehose.awsjson import CONTENT_TYPE, JSON_CONTENT_TYPES, error_body, request_id, split_target
 from firehose.errors import (
@@ -60,6 +63,7 @@ class FirehoseApp:
         self.services = services
         self.readiness = readiness
         self.max_body_bytes = max_body_bytes
+        self.receiver = HttpEndpointReceiver(services)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -68,6 +72,9 @@ class FirehoseApp:
         method = scope["method"]
         if path == "/" and method == "POST":
             await self._api(scope, receive, send)
+        elif (path.startswith(RECEIVER_PREFIX) and method == "POST"
+              and self.services.settings.http_endpoint_receiver.enabled):
+            await self._receive_delivery(path[len(RECEIVER_PREFIX):], scope, receive, send)
         elif path == "/healthz" and method in ("GET", "HEAD"):
             await _send(send, 200, b'{"status":"ok"}', b"application/json")
         elif path == "/readyz" and method in ("GET", "HEAD"):
@@ -127,7 +134,32 @@ class FirehoseApp:
         self._count(operation, status, started)
         await _send(send, status, body, CONTENT_TYPE.encode(), rid)
 
-    async def _read_body(self, receive: Receive) -> bytes:
+    async def _receive_delivery(self, name: str, scope: Scope, receive: Receive, send: Send) -> None:
+        """An HTTP endpoint delivery from another Firehose (see ``http_receiver``)."""
+        started = time.perf_counter()
+        headers = dict(scope["headers"])
+        length = headers.get(b"content-length", b"")
+        try:
+            if length.isdigit() and int(length) > RECEIVER_MAX_BODY_BYTES:
+                raise _TooLarge()
+            raw = await self._read_body(receive, RECEIVER_MAX_BODY_BYTES)
+            status, body = await self.receiver.handle(name, headers, raw)
+        except _TooLarge:
+            await self._discard_body(receive)
+            status, body = 413, orjson.dumps({
+                "requestId": headers.get(b"x-amz-firehose-request-id", b"").decode("latin-1"),
+                "timestamp": int(time.time() * 1000),
+                "errorMessage": f"The body exceeds {RECEIVER_MAX_BODY_BYTES} bytes."})
+        except Exception:
+            log.exception("Unexpected error receiving an HTTP endpoint delivery.", extra={"stream": name})
+            status, body = 500, orjson.dumps({
+                "requestId": headers.get(b"x-amz-firehose-request-id", b"").decode("latin-1"),
+                "timestamp": int(time.time() * 1000),
+                "errorMessage": "An internal error occurred; the request can be retried."})
+        self._count("HttpEndpointDelivery", status, started)
+        await _send(send, status, body, b"application/json")
+
+    async def _read_body(self, receive: Receive, limit: int | None = None) -> bytes:
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -137,7 +169,7 @@ class FirehoseApp:
             chunk = message.get("body", b"")
             if chunk:
                 size += len(chunk)
-                if size > self.max_body_bytes:
+                if size > (limit or self.max_body_bytes):
                     raise _TooLarge()
                 chunks.append(chunk)
             if not message.get("more_body", False):
@@ -155,7 +187,7 @@ class FirehoseApp:
 
     def _count(self, operation: str | None, status: int, started: float) -> None:
         m = self.services.metrics
-        op = operation if operation in OPERATIONS else "unknown"
+        op = operation if operation in OPERATIONS or operation == "HttpEndpointDelivery" else "unknown"
         m.requests.labels(op, str(status)).inc()
         if status == 200 and op in ("PutRecord", "PutRecordBatch"):
             m.put_latency.labels(op).observe(time.perf_counter() - started)

@@ -222,21 +222,6 @@ async def describe_delivery_stream(svc: Services, body: Body) -> Body:
 
 
 def describe(svc: Services, state: StreamState) -> Body:
-    dest = state.destination.dump()
-    s3_view = {k: dest[k] for k in (
-        "RoleARN", "BucketARN", "Prefix", "ErrorOutputPrefix", "BufferingHints", "CompressionFormat",
-        "EncryptionConfiguration", "CloudWatchLoggingOptions") if k in dest}
-    defaults = {
-        "BufferingHints": {"SizeInMBs": 5, "IntervalInSeconds": 300},
-        "CompressionFormat": "UNCOMPRESSED",
-        "EncryptionConfiguration": {"NoEncryptionConfig": "NoEncryption"},
-    }
-    for k, v in defaults.items():
-        s3_view.setdefault(k, v)
-        dest.setdefault(k, v)
-    if "S3BackupConfiguration" in dest:
-        dest["S3BackupDescription"] = dest.pop("S3BackupConfiguration")
-    dest.setdefault("S3BackupMode", "Disabled")
     return {
         "DeliveryStreamName": state.name,
         "DeliveryStreamARN": svc.arn(state.name),
@@ -247,13 +232,54 @@ def describe(svc: Services, state: StreamState) -> Body:
         "CreateTimestamp": epoch_seconds(state.created_ms),
         "LastUpdateTimestamp": epoch_seconds(state.updated_ms),
         "Source": {"DirectPutSourceDescription": {"ThroughputHintInMBs": _throughput_hint(state)}},
-        "Destinations": [{
-            "DestinationId": DESTINATION_ID,
-            "S3DestinationDescription": s3_view,
-            "ExtendedS3DestinationDescription": dest,
-        }],
+        "Destinations": [{"DestinationId": DESTINATION_ID, **_destination_description(state)}],
         "HasMoreDestinations": False,
     }
+
+
+_S3_DEFAULTS = {
+    "BufferingHints": {"SizeInMBs": 5, "IntervalInSeconds": 300},
+    "CompressionFormat": "UNCOMPRESSED",
+    "EncryptionConfiguration": {"NoEncryptionConfig": "NoEncryption"},
+}
+_S3_MEMBERS = ("RoleARN", "BucketARN", "Prefix", "ErrorOutputPrefix", "BufferingHints", "CompressionFormat",
+               "EncryptionConfiguration", "CloudWatchLoggingOptions")
+
+
+def _s3_view(config: Body) -> Body:
+    """An S3DestinationDescription: the S3 members, with AWS's defaults filled in (they are required)."""
+    view = {k: config[k] for k in _S3_MEMBERS if k in config}
+    for key, value in _S3_DEFAULTS.items():
+        view.setdefault(key, value)
+    return view
+
+
+def _destination_description(state: StreamState) -> Body:
+    """Descriptions name things differently from create inputs, fill defaults and never echo secrets."""
+    definition = state.definition
+    if definition.is_s3:
+        dest = definition.destination.dump()
+        for key, value in _S3_DEFAULTS.items():
+            dest.setdefault(key, value)
+        if "S3BackupConfiguration" in dest:
+            dest["S3BackupDescription"] = _s3_view(dest.pop("S3BackupConfiguration"))
+        dest.setdefault("S3BackupMode", "Disabled")
+        return {"S3DestinationDescription": _s3_view(dest), "ExtendedS3DestinationDescription": dest}
+    config = definition.record_destination
+    body = config.dump()
+    body.pop("Password", None)
+    if "EndpointConfiguration" in body:  # an HttpEndpointDescription has no AccessKey
+        body["EndpointConfiguration"].pop("AccessKey", None)
+    body["S3DestinationDescription"] = _s3_view(body.pop("S3Configuration"))
+    if "S3BackupConfiguration" in body:
+        body["S3BackupDescription"] = _s3_view(body.pop("S3BackupConfiguration"))
+    if "VpcConfiguration" in body:
+        body["VpcConfigurationDescription"] = body.pop("VpcConfiguration")
+    size, interval = config.buffering()
+    if "BufferingHints" in type(config).model_fields or "buffering_hints" in type(config).model_fields:
+        body.setdefault("BufferingHints", {"SizeInMBs": size // (1024 * 1024), "IntervalInSeconds": interval})
+    body.setdefault("RetryOptions", {"DurationInSeconds": config.retry_seconds})
+    return {config.description_member: body}
 
 
 def _throughput_hint(state: StreamState) -> int:

@@ -35,7 +35,9 @@ class Failure:
 
     ``code`` and ``reason`` become the error document's ``errorCode`` and
     ``errorMessage``; ``extra`` adds destination fields to it (``esDocumentId``,
-    ``esIndexName``, ``EventId``, ...).
+    ``esIndexName``, ``EventId``, ...). ``error_output=False`` marks a rejection
+    the protocol says must not be written to the error output (an HTTP endpoint's
+    413): the pipeline logs and counts it instead.
     """
 
     index: int
@@ -43,6 +45,7 @@ class Failure:
     code: str = ""
     extra: dict[str, object] | None = None
     retry_after: float | None = None
+    error_output: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 
 from firehose.catalog import StreamState
-from firehose.destinations import ObjectDestination
+from firehose.destinations import Destination, ObjectDestination
 from firehose.pipeline.config import StreamConfig
 from firehose.pipeline.deliver import Deliverer, DeliveryState
 from firehose.pipeline.feed import Feeder
@@ -43,10 +43,11 @@ class Pipeline:
         config: StreamConfig,
         spool: Spool,
         stream_spool: StreamSpool,
-        destination: ObjectDestination,
+        destination: Destination,  # type: ignore[type-arg]
         settings: Settings,
         metrics: Metrics,
         *,
+        store: ObjectDestination | None = None,
         workers: WorkerPool | None = None,
         convert_pool: Executor | None = None,
         keyring: Keyring | None = None,
@@ -57,7 +58,8 @@ class Pipeline:
         builder = ObjectBuilder(state.name, keyring, convert_pool)
         self.deliverer = Deliverer(
             name=state.name, incarnation=state.incarnation, source=self.mode, spool=spool, stream_spool=stream_spool,
-            config=config, destination=destination, builder=builder, settings=settings, metrics=metrics, clock=clock)
+            config=config, destination=destination, builder=builder, store=store, settings=settings, metrics=metrics,
+            clock=clock)
         self.feeder: Feeder | None = None
         if self.mode == PROC:
             arn = f"arn:aws:firehose:{settings.region}:{settings.account_id}:deliverystream/{state.name}"
@@ -75,8 +77,9 @@ class Pipeline:
         return (PROC if config.plan.active else RAW) == self.mode and (
             self.feeder is None or config.plan == self.feeder.config.plan)
 
-    def reconfigure(self, config: StreamConfig, destination: ObjectDestination) -> None:
-        self.deliverer.reconfigure(config, destination)
+    def reconfigure(self, config: StreamConfig, destination: Destination,  # type: ignore[type-arg]
+                    store: ObjectDestination | None = None) -> None:
+        self.deliverer.reconfigure(config, destination, store)
 
     async def stop(self, timeout: float) -> None:
         if self.feeder is not None:

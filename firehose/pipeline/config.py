@@ -29,8 +29,20 @@ class Conversion:
 
 @dataclass(frozen=True)
 class StreamConfig:
+    """One definition version, as the pipeline uses it.
+
+    ``records`` tells the delivery shape: False for object destinations (S3, a
+    local directory, Redshift, which stages objects), True for record
+    destinations (OpenSearch, Splunk, HTTP endpoint). ``keys`` and ``codec``
+    are those of the object store: the S3 destination itself, or the
+    ``S3Configuration`` where Redshift stages batches and where record
+    destinations write backups and error output.
+    """
+
     version: int
-    destination: ExtendedS3DestinationConfiguration
+    member: str
+    records: bool
+    object_store: definitions.S3DestinationConfiguration
     keys: objectkeys.KeyTemplate
     size_bytes: int
     interval_s: float
@@ -38,28 +50,45 @@ class StreamConfig:
     codec: compress.Codec
     conversion: Conversion | None
     encrypt: bool
+    backup_all: bool = False
 
     @classmethod
     def build(cls, definition: DeliveryStreamDefinition, version: int, settings: Settings) -> StreamConfig:
         """ValueError with the reason when the definition cannot run here."""
-        if not definition.is_s3:
-            raise ValueError(f"{definition.destination_member} is not supported by this daemon yet")
-        cfg = definition.destination
-        size, interval = definitions.buffering(cfg)
-        keys = objectkeys.KeyTemplate.build(cfg.prefix, cfg.error_output_prefix, custom_time_zone=cfg.custom_time_zone,
-                                            extension=definitions.file_extension(cfg))
-        bucket = settings.buckets.get(cfg.bucket)
-        return cls(
-            version=version,
-            destination=cfg,
-            keys=keys,
-            size_bytes=size,
-            interval_s=interval,
-            plan=chain.plan(definition, settings),
-            codec=compress.codec(cfg.compression),
-            conversion=_conversion(cfg, settings),
-            encrypt=bool(bucket and bucket.encrypt),
-        )
+        store = definition.object_store
+        bucket = settings.buckets.get(store.bucket)
+        encrypt_store = bool(bucket and bucket.encrypt)
+        if definition.is_s3:
+            cfg = definition.destination
+            size, interval = definitions.buffering(cfg)
+            keys = objectkeys.KeyTemplate.build(
+                cfg.prefix, cfg.error_output_prefix, custom_time_zone=cfg.custom_time_zone,
+                extension=definitions.file_extension(cfg))
+            return cls(version, definition.destination_member, False, cfg, keys, size, interval,
+                       chain.plan(definition, settings), compress.codec(cfg.compression),
+                       _conversion(cfg, settings), encrypt_store)
+        dest = definition.record_destination
+        size, interval = dest.buffering()
+        keys = objectkeys.KeyTemplate.build(store.prefix, store.error_output_prefix, custom_time_zone=None,
+                                            extension=definitions.file_extension(
+                                                definitions.ExtendedS3DestinationConfiguration.model_validate(
+                                                    store.dump())))
+        redshift = isinstance(dest, definitions.RedshiftDestinationConfiguration)
+        if redshift:
+            from firehose.destinations import redshift as redshift_destination
+
+            redshift_destination.validate(dest)
+            if encrypt_store:
+                raise ValueError("Redshift cannot COPY envelope-encrypted objects: the staging bucket "
+                                 f"{store.bucket!r} must not have encrypt: true")
+        return cls(version, definition.destination_member, not redshift, store, keys, size, interval,
+                   chain.plan(definition, settings), compress.codec(store.compression), None, encrypt_store,
+                   backup_all=dest.backup_all)
+
+    @property
+    def destination(self) -> definitions.S3DestinationConfiguration:
+        """The object store (kept for code that predates record destinations)."""
+        return self.object_store
 
 
 def _conversion(cfg: ExtendedS3DestinationConfiguration, settings: Settings) -> Conversion | None:
@@ -96,6 +125,6 @@ def check_definition(definition: DeliveryStreamDefinition, settings: Settings) -
     if config.encrypt:
         enc = settings.encryption
         if not encrypt.Keyring.load(directory=enc.keys_dir, env_prefix=enc.env_prefix).ids:
-            raise ValueError(f"bucket {config.destination.bucket!r} encrypts, but the keyring is empty: add a "
+            raise ValueError(f"bucket {config.object_store.bucket!r} encrypts, but the keyring is empty: add a "
                              f"<key id>.key file to encryption.keys_dir or a {enc.env_prefix}<ID> variable")
     return config

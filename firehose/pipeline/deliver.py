@@ -37,12 +37,12 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from firehose.destinations import ObjectDestination
+from firehose.destinations import Destination, Failure, ObjectDestination, Outcome
 from firehose.errors import DestinationError, SpoolError
 from firehose.pipeline.config import StreamConfig
-from firehose.pipeline.objects import DATA, ERRORS, OVERFLOW, ObjectBuilder, Records
+from firehose.pipeline.objects import DATA, ERRORS, OVERFLOW, RECORDS, ObjectBuilder, Records
 from firehose.processing import failures
-from firehose.records import ObjectBatch
+from firehose.records import DeliveryRecord, ObjectBatch, RecordBatch
 from firehose.settings import Settings
 from firehose.spool import PROC, RAW, Spool, StreamSpool, entry
 from firehose.spool.buffer import Buffer, Span
@@ -60,6 +60,12 @@ _OVERFLOW = error_partition(failures.PARTITIONING_FAILED) + "#overflow"
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def _delivery_records(incarnation: str, source: str, spans: list[Span]) -> list[DeliveryRecord]:
+    """Records with ids from their spool position: the same on every attempt and after a restart."""
+    return [DeliveryRecord(f"{incarnation}-{source[0]}{s.entry.seq}-{i}", s.entry.record(i), s.entry.arrival(i))
+            for s in spans for i in range(s.start, s.end)]
 
 
 @dataclass
@@ -82,8 +88,9 @@ class Deliverer:
         spool: Spool,
         stream_spool: StreamSpool,
         config: StreamConfig,
-        destination: ObjectDestination,
+        destination: Destination,  # type: ignore[type-arg]
         builder: ObjectBuilder,
+        store: ObjectDestination | None = None,
         settings: Settings,
         metrics: Metrics,
         clock: Callable[[], float] = time.monotonic,
@@ -96,6 +103,7 @@ class Deliverer:
         self._log = stream_spool.source(source)
         self._config = config
         self._destination = destination
+        self._store = store  # record destinations: where backups and error output go
         self._builder = builder
         self._settings = settings.delivery
         self._max_partitions = settings.processing.max_active_partitions
@@ -124,10 +132,12 @@ class Deliverer:
                      extra={"stream": self.name, "batches": len(self._replay)})
         self._task = asyncio.create_task(self._run(), name=f"deliver-{self.name}")
 
-    def reconfigure(self, config: StreamConfig, destination: ObjectDestination) -> None:
+    def reconfigure(self, config: StreamConfig, destination: Destination,  # type: ignore[type-arg]
+                    store: ObjectDestination | None = None) -> None:
         """A new definition version; in-flight batches finish as they were sealed."""
         old = self._destination
         self._config = config
+        self._store = store
         self._max_buffered = max(self._max_buffered, config.size_bytes)
         for buf in self._buffers.values():
             buf.reconfigure(config.size_bytes, config.interval_s)
@@ -137,7 +147,7 @@ class Deliverer:
             asyncio.get_running_loop().create_task(self._close_later(old))
         self._wakeup.set()
 
-    async def _close_later(self, destination: ObjectDestination) -> None:
+    async def _close_later(self, destination: Destination) -> None:  # type: ignore[type-arg]
         while self._inflight:
             await asyncio.gather(*self._inflight.values(), return_exceptions=True)
         await destination.aclose()
@@ -312,6 +322,12 @@ class Deliverer:
             keys, error_type = describe_partition(pid)
             if error_type is not None:
                 kind, prefix = ERRORS, cfg.keys.render_error_prefix(first_arrival, error_type)
+            elif cfg.records:
+                kind, prefix = RECORDS, cfg.keys.render_prefix(first_arrival)
+                meta["batch_id"] = str(unique)
+                meta["error_key"] = (cfg.keys.render_error_prefix(first_arrival, self._destination.error_output_type)
+                                     + cfg.keys.suffix(self.name, str(cfg.version), sealed_ms,
+                                                       uuid.uuid5(unique, "errors")).removesuffix(cfg.keys.extension))
             else:
                 kind, prefix = DATA, cfg.keys.render_prefix(first_arrival, partition_keys=keys)
                 if cfg.conversion is not None:
@@ -342,25 +358,42 @@ class Deliverer:
     # -- one batch ------------------------------------------------------------
 
     async def _deliver(self, seal: Seal, spans: list[Span] | None) -> None:
+        if seal.meta.get("kind") == RECORDS:
+            await self._deliver_records(seal, spans)
+        else:
+            await self._deliver_objects(seal, spans)
+        await self._mark_done(seal)
+        self._release()
+
+    async def _spans(self, seal: Seal, spans: list[Span] | None) -> list[Span]:
+        if spans is None:
+            spans = await asyncio.to_thread(self._read_sealed, seal)
+            if not spans:
+                log.error("A sealed batch's records are no longer in the spool; skipping it.",
+                          extra={"stream": self.name, "key": seal.key})
+        return spans
+
+    async def _deliver_objects(self, seal: Seal, spans: list[Span] | None) -> None:
         objects: list[ObjectBatch] | None = None
         sent: set[str] = set()
         attempt = 0
+        started = self._clock()
+        destination = self._destination
         while True:
             try:
                 if objects is None:
-                    if spans is None:
-                        spans = await asyncio.to_thread(self._read_sealed, seal)
+                    spans = await self._spans(seal, spans)
                     if not spans:
-                        log.error("A sealed batch's records are no longer in the spool; skipping it.",
-                                  extra={"stream": self.name, "key": seal.key})
-                        break
+                        return
                     objects = await self._builder.build(
                         self._config, str(seal.meta.get("kind", DATA)), seal.key, Records(spans),
                         error_key=seal.meta.get("error_key"), reason=str(seal.meta.get("reason", "")))
                 for obj in objects:
                     if obj.key in sent:
                         continue
-                    outcome = await self._destination.deliver(obj)
+                    # Error output of a converting batch goes to the object store, the data to the destination.
+                    target = destination if obj.key == seal.key or self._store is None else self._store
+                    outcome = await target.deliver(obj)
                     if not outcome.delivered_all:
                         raise DestinationError(f"{len(outcome.retry) + len(outcome.rejected)} records not written")
                     sent.add(obj.key)
@@ -370,11 +403,115 @@ class Deliverer:
             except Exception as exc:
                 attempt += 1
                 self._note_failure(seal, exc, attempt)
+                limit = destination.retry_seconds
+                if limit is not None and objects and self._clock() - started >= limit:
+                    # Redshift: the COPY retry duration ran out; the destination files the batch under errors/.
+                    await destination.expired(objects[0], str(exc))
+                    log.error("Gave up on a batch after its retry duration; it was filed for a manual load.",
+                              extra={"stream": self.name, "key": seal.key, "error": str(exc)})
+                    return
                 await asyncio.sleep(self._backoff(attempt))
-        await self._mark_done(seal)
         for obj in objects or []:
             self._note_success(obj)
-        self._release()
+
+    async def _deliver_records(self, seal: Seal, spans: list[Span] | None) -> None:
+        """OpenSearch, Splunk, HTTP endpoint: only the records that failed are retried, until the
+        destination's retry duration runs out; then they go to the error output, with the reason."""
+        spans = await self._spans(seal, spans)
+        if not spans:
+            return
+        batch_records = _delivery_records(self.incarnation, seal.source, spans)
+        destination = self._destination
+        pending = list(range(len(batch_records)))
+        failed: dict[int, tuple[Failure, int]] = {}
+        attempt = 0
+        started = self._clock()
+        first_failure: float | None = None
+        while pending:
+            attempt += 1
+            batch = RecordBatch(self.name, str(seal.meta["batch_id"]), tuple(batch_records[i] for i in pending))
+            outcome = await self._attempt(destination, batch)
+            for f in outcome.rejected:
+                if f.error_output:
+                    failed[pending[f.index]] = (f, attempt)
+                else:
+                    self._refused(batch.records[f.index], f)
+            retry = {pending[f.index]: f for f in outcome.retry}
+            delivered = len(pending) - len(retry) - len(outcome.rejected)
+            if delivered:
+                self._metrics.delivered_records.labels(self.name, destination.name).inc(delivered)
+            pending = [i for i in pending if i in retry]
+            if not pending:
+                break
+            now = self._clock()
+            first_failure = now if first_failure is None else first_failure
+            some = next(iter(retry.values()))
+            self._note_failure(seal, DestinationError(f"{some.code or 'error'}: {some.reason}"), attempt)
+            clock_start = started if destination.retry_clock == "first_attempt" else first_failure
+            if destination.retry_seconds is not None and now - clock_start >= destination.retry_seconds:
+                failed.update({i: (retry[i], attempt) for i in pending})
+                break
+            await asyncio.sleep(self._backoff(attempt))
+            destination = self._destination
+        if failed:
+            await self._store_errors(seal, batch_records, failed)
+        if self._config.backup_all:
+            await self._store_object(seal, await self._builder.backup(self._config, seal.key, Records(spans)))
+        if not failed:
+            self._note_recovered()
+
+    def _refused(self, record: DeliveryRecord, failure: Failure) -> None:
+        """A rejection the protocol keeps out of the error output (HTTP 413 for a lone record)."""
+        self._metrics.refused_records.labels(self.name, self._destination.name, failure.code).inc()
+        log.error("The destination refused a record for good; as its protocol says, it is not written to the "
+                  "error output (a backup mode of AllData keeps a copy).",
+                  extra={"stream": self.name, "record_id": record.record_id, "bytes": len(record.data),
+                         "code": failure.code, "reason": failure.reason})
+
+    async def _attempt(self, destination: Destination, batch: RecordBatch) -> Outcome:  # type: ignore[type-arg]
+        try:
+            return await destination.deliver(batch)
+        except asyncio.CancelledError:
+            raise
+        except DestinationError as exc:
+            reason, code = exc.message, exc.code or "DeliveryFailed"
+        except Exception as exc:  # a bug in a destination must not lose the batch: retry it
+            log.exception("Unexpected error while delivering; the batch will be retried.",
+                          extra={"stream": self.name})
+            reason, code = f"{type(exc).__name__}: {exc}", "InternalError"
+        return Outcome(retry=tuple(Failure(i, reason, code=code) for i in range(len(batch.records))))
+
+    async def _store_errors(self, seal: Seal, records: list[DeliveryRecord],
+                            failed: dict[int, tuple[Failure, int]]) -> None:
+        ended = failures.now_ms()
+        docs = tuple(failures.document(raw=records[i].data, arrival_ms=records[i].arrival_ms, code=f.code or "Error",
+                                       message=f.reason, attempts=attempts, ended_ms=ended,
+                                       extra=dict(f.extra) if f.extra else None)
+                     for i, (f, attempts) in sorted(failed.items()))
+        first = min(records[i].arrival_ms for i in failed)
+        obj = await self._builder.documents(self._config, str(seal.meta["error_key"]), docs, first)
+        await self._store_object(seal, obj)
+        self._metrics.delivery_failures.labels(self.name, self._destination.name).inc(len(docs))
+        log.warning("Records went to the error output after their retry duration.",
+                    extra={"stream": self.name, "records": len(docs), "key": obj.key})
+
+    async def _store_object(self, seal: Seal, obj: ObjectBatch) -> None:
+        """Backups and error output must land: retried for as long as it takes (as Firehose does)."""
+        assert self._store is not None, "record destinations have an object store"
+        attempt = 0
+        while True:
+            try:
+                outcome = await self._store.deliver(obj)
+                if outcome.delivered_all:
+                    self._metrics.delivered_objects.labels(self.name, self._store.name).inc()
+                    return
+                raise DestinationError("the object store did not take the object")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                attempt += 1
+                self._note_failure(seal, exc, attempt)
+                await asyncio.sleep(self._backoff(attempt))
 
     async def _mark_done(self, seal: Seal) -> None:
         attempt = 0
@@ -434,13 +571,16 @@ class Deliverer:
             log.error("Unexpected error while delivering; the batch will be retried.",
                       exc_info=exc, extra={"stream": self.name, "key": seal.key, "attempt": attempt})
 
-    def _note_success(self, batch: ObjectBatch) -> None:
+    def _note_recovered(self) -> None:
         if self.delivery.consecutive_failures:
             log.info("Delivery recovered.", extra={"stream": self.name, "after_failures":
                                                    self.delivery.consecutive_failures})
         self.delivery.consecutive_failures = 0
         self.delivery.last_error = None
         self.delivery.last_success_ms = now_ms()
+
+    def _note_success(self, batch: ObjectBatch) -> None:
+        self._note_recovered()
         dest = self._destination.name
         self._metrics.delivered_records.labels(self.name, dest).inc(batch.record_count)
         self._metrics.delivered_bytes.labels(self.name, dest).inc(batch.size)

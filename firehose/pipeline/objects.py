@@ -31,6 +31,7 @@ from firehose.spool.buffer import Span
 
 #: Kinds of sealed batches.
 DATA = "data"
+RECORDS = "records"  # a batch for a record destination (OpenSearch, Splunk, HTTP endpoint)
 ERRORS = "errors"  # error documents produced by the chain
 OVERFLOW = "overflow"  # records over the active-partition limit
 
@@ -84,6 +85,16 @@ class ObjectBuilder:
                                       message=reason) for d, a in zip(records.each(), records.arrivals(), strict=True)]
             return [await self._finish(config, key, tuple(docs), records.count, records.first_arrival_ms)]
         return [await self._finish(config, key, tuple(records.parts()), records.count, records.first_arrival_ms)]
+
+    async def documents(self, config: StreamConfig, key: str, docs: tuple[bytes, ...],
+                        first_arrival_ms: int) -> ObjectBatch:
+        """An error-output object: one JSON document per line, never compressed, encrypted if the store is."""
+        return await self._finish(config, key, docs, len(docs), first_arrival_ms)
+
+    async def backup(self, config: StreamConfig, key: str, records: Records) -> ObjectBatch:
+        """A copy of every record of a batch (``AllDocuments``/``AllEvents``/``AllData``), compressed
+        as the S3Configuration says."""
+        return (await self.build(config, DATA, key, records))[0]
 
     async def _converted(self, config: StreamConfig, key: str, records: Records,
                          error_key: str | None) -> list[ObjectBatch]:

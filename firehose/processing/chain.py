@@ -106,10 +106,10 @@ def _number(params: dict[str, str], name: str, default: float, lo: float, hi: fl
 
 def plan(definition: DeliveryStreamDefinition, settings: Settings) -> Plan:
     """Decide the chain for a definition; ValueError says what is wrong and where."""
-    cfg = definition.destination
-    proc = cfg.processing_configuration
-    steps: dict[str, Any] = {"dynamic_partitioning": cfg.dynamic_partitioning,
-                             "prefix_keys": frozenset(objectkeys.partition_key_names(cfg.prefix))}
+    s3 = definition.destination if definition.is_s3 else None
+    proc = definition.processing
+    steps: dict[str, Any] = {"dynamic_partitioning": bool(s3 and s3.dynamic_partitioning),
+                             "prefix_keys": frozenset(objectkeys.partition_key_names(s3.prefix if s3 else None))}
     processors = proc.processors if proc and proc.enabled is not False and proc.processors else []
     seen: set[str] = set()
     for processor in processors:
@@ -132,12 +132,14 @@ def plan(definition: DeliveryStreamDefinition, settings: Settings) -> Plan:
         elif kind == "RecordDeAggregation":
             steps.update(_deaggregation(params))
         elif kind == "MetadataExtraction":
-            steps["metadata_query"] = _metadata_query(params, cfg)
+            if s3 is None:
+                raise ValueError("MetadataExtraction (dynamic partitioning) is for S3 destinations only")
+            steps["metadata_query"] = _metadata_query(params, s3)
         elif kind == "AppendDelimiterToRecord":
             raw = params.get("Delimiter")
             steps["append_delimiter"] = pybase64.b64decode(raw) if raw else b"\n"
     result = Plan(**steps)
-    _check_partitioning(result, cfg)
+    _check_partitioning(result)
     return result
 
 
@@ -183,7 +185,7 @@ def _metadata_query(params: dict[str, str], cfg: ExtendedS3DestinationConfigurat
     return query
 
 
-def _check_partitioning(p: Plan, cfg: ExtendedS3DestinationConfiguration) -> None:
+def _check_partitioning(p: Plan) -> None:
     query_keys = {k for k in p.prefix_keys if k.startswith(partition.QUERY + ":")}
     if query_keys and not p.metadata_query:
         raise ValueError("Prefix uses !{partitionKeyFromQuery:...} but there is no MetadataExtraction processor")

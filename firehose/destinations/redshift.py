@@ -1,0 +1,538 @@
+"""Delivery to Amazon Redshift by COPY from staged objects, or straight into PostgreSQL.
+
+Firehose loads Redshift in three steps (spec: destinations.md §1), and so does this module:
+
+1. Stage: the batch is written to the ``S3Configuration`` bucket (``ctx.stage``, S3 or a local
+   directory) under its sealed key, so a retry overwrites the same object.
+2. Manifest: a Redshift manifest naming that one object,
+   ``{"entries": [{"url": "s3://<bucket>/<key>", "mandatory": true}]}``, is written to the same
+   bucket at a key derived from the batch key (the Prefix of a Redshift destination has no
+   expressions, so every batch key is ``<Prefix>YYYY/MM/dd/HH/<name>``)::
+
+       batch     <Prefix>YYYY/MM/dd/HH/<stream>-<version>-<yyyy-MM-dd-HH-mm-ss>-<uuid>
+       manifest  <Prefix>manifests/YYYY/MM/dd/HH/<the same name>
+       skipped   errors/manifests/YYYY/MM/dd/HH/<the same name>   (retry duration ran out)
+
+3. Load, chosen by the scheme of ``ClusterJDBCURL``:
+
+   * ``jdbc:redshift://host:port/db``: the COPY Firehose composes (``copy_statement``); the
+     cluster reads the manifest and the object from S3 itself, CopyOptions pass verbatim.
+   * ``jdbc:postgresql://host:port/db``: PostgreSQL cannot read s3://, so the daemon feeds the
+     batch's own bytes to ``COPY <table> FROM STDIN``, translating the CopyOptions it can honour
+     (``load_format``). ``validate`` refuses the others when the definition is created, rather
+     than loading different data than Redshift would.
+
+Exactly once. Each attempt runs in one transaction against the table
+
+    firehose_loaded_batches (
+        batch_key varchar(1024) PRIMARY KEY,  -- the staged object's key (S3 keys are ≤ 1024 bytes;
+                                              -- Redshift's TEXT would be VARCHAR(256))
+        loaded_at timestamptz NOT NULL        -- when the loading attempt ran, UTC
+    )
+
+created on first use in the first schema of the user's search_path: look the batch key up; if it
+is there, an earlier attempt committed and only its acknowledgement was lost (crash, timeout), so
+nothing is loaded; otherwise COPY, then insert the key, then commit, so the rows and the key
+become visible together or not at all. Two concurrent loads of one key cannot both commit: in
+PostgreSQL the second insert of the key fails on the primary key, in Redshift (whose keys are not
+enforced) serializable isolation aborts one of them; the loser is retried and finds the key.
+
+Every failure of an attempt (connection, SQL, data) is ``DestinationError(retriable=True)``
+carrying the server's message: Firehose retries COPY, even into a missing table, until
+``RetryOptions.DurationInSeconds`` runs out; then the pipeline calls ``expired``, which files the
+manifest under errors/ for a manual load. COPYs of one destination run one at a time, as
+Firehose's do. psycopg is blocking, so database work runs in the context's thread pool, on a
+connection opened for the attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import logging
+import re
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+import psycopg
+from psycopg import sql
+
+from firehose.definitions import CopyCommand, RedshiftDestinationConfiguration
+from firehose.destinations.base import DELIVERED, DestinationContext, ObjectDestination, Outcome
+from firehose.errors import DestinationError, DestinationUnavailable
+from firehose.records import ObjectBatch
+
+log = logging.getLogger("firehose.destinations.redshift")
+
+CONNECT_TIMEOUT_SECONDS = 10
+LOADED_BATCHES_DDL = ("CREATE TABLE IF NOT EXISTS firehose_loaded_batches "
+                      "(batch_key varchar(1024) PRIMARY KEY, loaded_at timestamptz NOT NULL)")
+_ALREADY_LOADED = "SELECT 1 FROM firehose_loaded_batches WHERE batch_key = %s"
+_MARK_LOADED = "INSERT INTO firehose_loaded_batches (batch_key, loaded_at) VALUES (%s, %s)"
+#: The target table's columns in order, and whether each is text (so an empty field is a value).
+_COLUMNS = ("SELECT a.attname, t.typcategory = 'S' FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
+            "WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' "
+            "ORDER BY a.attnum")
+
+_JDBC_URL = re.compile(r"jdbc:(redshift|postgresql)://([^/:]+)(?::(\d{1,5}))?/([^/?;]+)")
+_DEFAULT_PORTS = {"redshift": 5439, "postgresql": 5432}
+
+
+# -- the cluster -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterAddress:
+    """Where ``ClusterJDBCURL`` points; ``dialect`` decides how batches are loaded."""
+
+    dialect: Literal["redshift", "postgresql"]
+    host: str
+    port: int
+    database: str
+
+    def __str__(self) -> str:
+        kind = "Redshift cluster" if self.dialect == "redshift" else "PostgreSQL server"
+        return f"{kind} {self.host}:{self.port}/{self.database}"
+
+
+def parse_jdbc_url(url: str) -> ClusterAddress:
+    """``jdbc:(redshift|postgresql)://host[:port]/db``; the port defaults to the dialect's own."""
+    m = _JDBC_URL.fullmatch(url)
+    if not m:
+        raise ValueError(f"ClusterJDBCURL {url!r} is not jdbc:redshift://host:port/database "
+                         "or jdbc:postgresql://host:port/database")
+    dialect: Literal["redshift", "postgresql"] = "redshift" if m.group(1) == "redshift" else "postgresql"
+    port = int(m.group(3)) if m.group(3) else _DEFAULT_PORTS[dialect]
+    return ClusterAddress(dialect, m.group(2), port, m.group(4))
+
+
+# -- manifests ---------------------------------------------------------------------
+
+
+def manifest_key(prefix: str, batch_key: str) -> str:
+    """``<Prefix>manifests/YYYY/MM/dd/HH/<name>`` for the batch at ``<Prefix>YYYY/MM/dd/HH/<name>``."""
+    return f"{prefix}manifests/{batch_key.removeprefix(prefix)}"
+
+
+def error_manifest_key(prefix: str, batch_key: str) -> str:
+    """``errors/manifests/YYYY/MM/dd/HH/<name>``: where a batch that was never loaded is listed."""
+    return f"errors/manifests/{batch_key.removeprefix(prefix)}"
+
+
+def manifest(bucket: str, key: str) -> bytes:
+    """A Redshift manifest for one object; ``mandatory`` makes COPY fail if the object is missing."""
+    return json.dumps({"entries": [{"url": f"s3://{bucket}/{key}", "mandatory": True}]}).encode()
+
+
+# -- the Redshift COPY -------------------------------------------------------------
+
+
+def redshift_literal(value: str) -> str:
+    """A string literal as Redshift's QUOTE_LITERAL writes it: quotes and backslashes doubled,
+    since Redshift reads backslash escapes inside literals."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def copy_statement(config: RedshiftDestinationConfiguration, manifest_url: str) -> str:
+    """The COPY Firehose runs: ``COPY <DataTableName> [(<DataTableColumns>)] FROM '<manifest>'
+    CREDENTIALS 'aws_iam_role=<RoleARN>' MANIFEST <CopyOptions>;``.
+
+    Table, columns and options are SQL written by the definition's owner and go in verbatim, as
+    on AWS; only the two values the daemon supplies are quoted.
+    """
+    cmd = config.copy_command
+    options = (cmd.copy_options or "").strip()
+    return (f"COPY {cmd.data_table_name}{_column_clause(cmd)} FROM {redshift_literal(manifest_url)} "
+            f"CREDENTIALS {redshift_literal('aws_iam_role=' + config.role_arn)} MANIFEST"
+            f"{' ' + options if options else ''};")
+
+
+def _column_clause(cmd: CopyCommand) -> str:
+    return f" ({cmd.data_table_columns})" if cmd.data_table_columns else ""
+
+
+# -- CopyOptions for the PostgreSQL load ----------------------------------------------
+
+_TOKEN = re.compile(r"\s*(?:(?P<string>'(?:[^'\\]|''|\\.)*')|(?P<word>[A-Za-z_]\w*)|(?P<number>\d+)"
+                    r"|(?P<other>\S))", re.S)
+_ESCAPE = re.compile(r"''|\\(.)", re.S)
+_ESCAPES = {"t": "\t", "n": "\n", "r": "\r", "\\": "\\", "'": "'"}
+#: Options without an argument, and options with one (its token kind); the rest are refused.
+_FLAGS = frozenset({"CSV", "GZIP"})
+_ARGUMENTS = {"DELIMITER": "string", "QUOTE": "string", "NULL": "string", "IGNOREHEADER": "number",
+              "JSON": "string", "REGION": "string", "TIMEFORMAT": "string", "DATEFORMAT": "string"}
+_DELIMITED_ONLY = ("DELIMITER", "QUOTE", "NULL", "IGNOREHEADER")
+_OPTIONS = "CopyCommand.CopyOptions"
+SUPPORTED_OPTIONS = ("DELIMITER 'c', CSV [QUOTE 'c'], NULL AS 's', IGNOREHEADER n, GZIP, "
+                     "JSON 'auto' / 'auto ignorecase', REGION, TIMEFORMAT 'auto', DATEFORMAT 'auto'")
+
+Token = tuple[str, str]
+
+
+def _unquote(literal: str) -> str:
+    """The value of a quoted CopyOptions argument: ``''`` is a quote; ``\\t``, ``\\n``, ``\\r``,
+    ``\\\\`` and ``\\'`` are escapes; any other backslash stays (``'\\N'`` is backslash-N)."""
+    return _ESCAPE.sub(lambda m: "'" if m.group(0) == "''" else _ESCAPES.get(m.group(1), m.group(0)),
+                       literal[1:-1])
+
+
+def _tokens(text: str) -> list[Token]:
+    """CopyOptions as (kind, value) tokens: words upper-cased, quoted strings unquoted."""
+    tokens: list[Token] = []
+    for m in _TOKEN.finditer(text):
+        kind = m.lastgroup or "other"
+        value = m.group(kind)
+        if kind == "other" and value == "'":
+            raise ValueError(f"{_OPTIONS} has an unterminated quoted string: {text!r}")
+        if kind == "word":
+            value = value.upper()
+        elif kind == "string":
+            value = _unquote(value)
+        tokens.append((kind, value))
+    return tokens
+
+
+@dataclass(frozen=True, slots=True)
+class LoadFormat:
+    """How the PostgreSQL load reads a staged object: the CopyOptions it honours.
+
+    ``text`` is Redshift's default format (one record per line, fields split on ``delimiter``,
+    backslashes are data); ``csv`` is PostgreSQL's CSV; ``json`` is Redshift's JSON 'auto'.
+    """
+
+    kind: Literal["text", "csv", "json"]
+    delimiter: str = "|"
+    quote: str = '"'
+    null: str = "\\N"
+    ignore_header: int = 0
+    gzip: bool = False
+
+
+def _skip_as(tokens: list[Token], i: int) -> int:
+    return i + 1 if tokens[i:i + 1] == [("word", "AS")] else i
+
+
+def _options(tokens: list[Token]) -> dict[str, str]:
+    """{OPTION: argument} ('' for flags); ValueError for an option the PostgreSQL load cannot honour."""
+    given: dict[str, str] = {}
+    i = 0
+    while i < len(tokens):
+        kind, word = tokens[i]
+        i += 1
+        if kind != "word":
+            raise ValueError(f"{_OPTIONS}: unexpected {word!r}")
+        if word == "FORMAT":  # FORMAT [AS] CSV | JSON '...': the format's own word follows
+            i = _skip_as(tokens, i)
+            continue
+        if word in given:
+            raise ValueError(f"{_OPTIONS}: {word} is given twice")
+        if word in _FLAGS:
+            given[word] = ""
+            continue
+        if word not in _ARGUMENTS:
+            raise ValueError(f"{_OPTIONS}: {word} cannot be honoured when loading into PostgreSQL (the "
+                             f"daemon reads the staged object itself); supported: {SUPPORTED_OPTIONS}")
+        i = _skip_as(tokens, i)
+        if i >= len(tokens) or tokens[i][0] != _ARGUMENTS[word]:
+            wanted = "a quoted string" if _ARGUMENTS[word] == "string" else "a number"
+            raise ValueError(f"{_OPTIONS}: {word} needs {wanted}")
+        given[word] = tokens[i][1]
+        i += 1
+    return given
+
+
+def load_format(copy_options: str | None) -> LoadFormat:
+    """Translate CopyOptions for a PostgreSQL load; ValueError for anything it cannot honour.
+
+    REGION is accepted and has no effect (the batch's bytes are at hand); TIMEFORMAT and
+    DATEFORMAT are accepted only as 'auto', which PostgreSQL's own input parsing stands for.
+    """
+    given = _options(_tokens(copy_options or ""))
+    for word in ("TIMEFORMAT", "DATEFORMAT"):
+        if given.get(word, "auto").lower() != "auto":
+            raise ValueError(f"{_OPTIONS}: only {word} 'auto' can be honoured when loading into "
+                             f"PostgreSQL, not {given[word]!r}")
+    gz = "GZIP" in given
+    if "JSON" in given:
+        if "CSV" in given:
+            raise ValueError(f"{_OPTIONS}: CSV and JSON are two data formats; choose one")
+        if given["JSON"].lower() not in ("auto", "auto ignorecase"):
+            raise ValueError(f"{_OPTIONS}: JSON {given['JSON']!r} cannot be honoured when loading into "
+                             "PostgreSQL; only JSON 'auto' and 'auto ignorecase' (no JSONPaths files)")
+        delimited = [w for w in _DELIMITED_ONLY if w in given]
+        if delimited:
+            raise ValueError(f"{_OPTIONS}: {delimited[0]} applies to delimited text, not JSON")
+        return LoadFormat("json", gzip=gz)
+    csv = "CSV" in given
+    if "QUOTE" in given and not csv:
+        raise ValueError(f"{_OPTIONS}: QUOTE needs CSV")
+    fmt = LoadFormat("csv" if csv else "text", delimiter=given.get("DELIMITER", "," if csv else "|"),
+                     quote=given.get("QUOTE", '"'), null=given.get("NULL", "" if csv else "\\N"),
+                     ignore_header=int(given.get("IGNOREHEADER", "0")), gzip=gz)
+    for name, value in (("DELIMITER", fmt.delimiter), ("QUOTE", fmt.quote)):
+        if len(value.encode()) != 1:
+            raise ValueError(f"{_OPTIONS}: {name} must be a single-byte character, not {value!r}")
+    if csv and fmt.delimiter == fmt.quote:
+        raise ValueError(f"{_OPTIONS}: DELIMITER and QUOTE must differ")
+    return fmt
+
+
+def validate(config: RedshiftDestinationConfiguration) -> None:
+    """Refuse, when a definition is created, what this destination could not load as Redshift would.
+
+    Both modes: GZIP in CopyOptions must match a GZIP ``S3Configuration.CompressionFormat``, since
+    COPY reads the staged objects as they are. PostgreSQL mode: every option must translate.
+    """
+    address = parse_jdbc_url(config.cluster_jdbc_url)
+    options = config.copy_command.copy_options
+    gzip_option = ("word", "GZIP") in _tokens(options or "")
+    if config.s3_configuration.compression == "GZIP" and not gzip_option:
+        raise ValueError(f"{_OPTIONS} must include GZIP: S3Configuration.CompressionFormat is GZIP, and "
+                         "COPY reads the staged objects as they are")
+    if gzip_option and config.s3_configuration.compression != "GZIP":
+        raise ValueError(f"{_OPTIONS} has GZIP but S3Configuration.CompressionFormat is "
+                         f"{config.s3_configuration.compression}: the staged objects are not compressed")
+    if address.dialect == "postgresql":
+        load_format(options)
+
+
+# -- the PostgreSQL load --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Column:
+    key: str  # case-folded, unquoted: what JSON object keys are matched against
+    text: bool  # a text type, where an empty field is an empty string rather than NULL
+
+
+def _identifier(name: str) -> str:
+    """A column name as PostgreSQL resolves it: quoted names exactly, others in lower case."""
+    name = name.strip()
+    if len(name) >= 2 and name[0] == name[-1] == '"':
+        return name[1:-1].replace('""', '"')
+    return name.lower()
+
+
+def _columns(cur: psycopg.Cursor[Any], cmd: CopyCommand) -> list[_Column]:
+    """The columns rows are built for: DataTableColumns, or else the table's own, from the catalog."""
+    cur.execute(_COLUMNS, (cmd.data_table_name,))
+    catalog: dict[str, bool] = {name: text for name, text in cur.fetchall()}
+    listed = cmd.data_table_columns
+    names = [_identifier(c) for c in listed.split(",")] if listed else list(catalog)
+    # A name missing from the catalog is left to COPY, which names it in its error.
+    return [_Column(name.casefold(), catalog.get(name, True)) for name in names]
+
+
+def _gunzip(data: bytes) -> bytes:
+    try:
+        return gzip.decompress(data)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DestinationError(f"the staged object is not valid gzip: {exc}") from exc
+
+
+def _utf8(data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DestinationError(f"the staged object is not UTF-8 text: {exc}") from exc
+
+
+def _skip_lines(data: bytes, n: int) -> bytes:
+    """IGNOREHEADER: drop the first ``n`` lines."""
+    parts = data.split(b"\n", n)
+    return parts[n] if len(parts) > n else b""
+
+
+def _text_rows(text: str, fmt: LoadFormat, columns: list[_Column]) -> Iterator[list[str | None]]:
+    """Redshift's default text format: a record per line, fields split on the delimiter, no escapes.
+
+    The NULL AS string loads NULL, and so does an empty field of a non-text column (Redshift
+    loads empty CHAR/VARCHAR fields as empty strings and other empty fields as NULL).
+    """
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    for line in lines:
+        fields = line.split(fmt.delimiter)
+        yield [None if f == fmt.null or (f == "" and i < len(columns) and not columns[i].text) else f
+               for i, f in enumerate(fields)]
+
+
+def _json_field(value: object) -> str | None:
+    """A JSON value as COPY input: scalars as text (numbers exactly as written), objects and arrays
+    as their JSON text."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict | list):
+        return json.dumps(value, separators=(",", ":"), default=float)
+    return str(value)
+
+
+def _skip_space(text: str, pos: int) -> int:
+    while pos < len(text) and text[pos].isspace():
+        pos += 1
+    return pos
+
+
+def _json_rows(text: str, columns: list[_Column]) -> Iterator[list[str | None]]:
+    """JSON 'auto': JSON objects back to back (or on lines); keys match columns case-insensitively,
+    keys without a column are ignored and columns without a key load NULL."""
+    decoder = json.JSONDecoder(parse_float=Decimal)
+    pos = _skip_space(text, 0)
+    while pos < len(text):
+        try:
+            value, pos = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as exc:
+            raise DestinationError(f"JSON 'auto': the staged object is not JSON objects: {exc}") from exc
+        if not isinstance(value, dict):
+            raise DestinationError(f"JSON 'auto' loads JSON objects, found a JSON {type(value).__name__}")
+        fields = {k.casefold(): v for k, v in value.items()}
+        yield [_json_field(fields.get(c.key)) for c in columns]
+        pos = _skip_space(text, pos)
+
+
+def load_postgres(cur: psycopg.Cursor[Any], cmd: CopyCommand, fmt: LoadFormat, body: bytes) -> None:
+    """Load a staged object's bytes with ``COPY ... FROM STDIN``, as Redshift would read them.
+
+    CSV goes to PostgreSQL's own CSV parser; text and JSON are parsed here and written as rows,
+    since PostgreSQL's text format would read backslashes as escapes, which Redshift's does not.
+    """
+    data = _skip_lines(_gunzip(body) if fmt.gzip else body, fmt.ignore_header)
+    target = sql.SQL(cmd.data_table_name + _column_clause(cmd))
+    if fmt.kind == "csv":
+        query = sql.SQL("COPY {} FROM STDIN (FORMAT csv, DELIMITER {}, QUOTE {}, NULL {})").format(
+            target, sql.Literal(fmt.delimiter), sql.Literal(fmt.quote), sql.Literal(fmt.null))
+        with cur.copy(query) as copy:
+            copy.write(data)
+        return
+    columns = _columns(cur, cmd)
+    text = _utf8(data)
+    rows = _json_rows(text, columns) if fmt.kind == "json" else _text_rows(text, fmt, columns)
+    with cur.copy(sql.SQL("COPY {} FROM STDIN").format(target)) as copy:
+        for row in rows:
+            copy.write_row(row)
+
+
+def _server_message(exc: psycopg.Error) -> str:
+    """The server's own words (and, for COPY, the line and column it stopped at)."""
+    primary = exc.diag.message_primary or str(exc).strip()
+    return f"{primary} ({exc.diag.context})" if exc.diag.context else primary
+
+
+def _load_once(conn: psycopg.Connection[Any], batch_key: str,
+               load: Callable[[psycopg.Cursor[Any]], None]) -> bool:
+    """Run ``load(cursor)`` unless ``batch_key`` is in firehose_loaded_batches, and record it, in one
+    transaction. False when an earlier attempt had already loaded the batch."""
+    with conn.transaction():
+        cur = conn.cursor()
+        cur.execute(LOADED_BATCHES_DDL)
+        cur.execute(_ALREADY_LOADED, (batch_key,))
+        if cur.fetchone():
+            return False
+        load(cur)
+        cur.execute(_MARK_LOADED, (batch_key, datetime.now(UTC)))
+    return True
+
+
+# -- the destination ----------------------------------------------------------------
+
+
+class RedshiftDestination(ObjectDestination):
+    name = "redshift"
+
+    def __init__(self, config: RedshiftDestinationConfiguration, ctx: DestinationContext) -> None:
+        self.config = config
+        self.retry_seconds = config.retry_seconds
+        self.address = parse_jdbc_url(config.cluster_jdbc_url)
+        postgres = self.address.dialect == "postgresql"
+        self._format = load_format(config.copy_command.copy_options) if postgres else None
+        self._ctx = ctx
+        self._stage: ObjectDestination = ctx.stage
+        self._bucket = config.s3_configuration.bucket
+        self._prefix = config.s3_configuration.prefix or ""
+        self._copy_lock = asyncio.Lock()
+
+    def describe(self) -> str:
+        return f"{self.address}, table {self.config.copy_command.data_table_name}"
+
+    async def check(self) -> None:
+        try:
+            await self._ctx.run(self._ping)
+        except DestinationError as exc:
+            raise DestinationUnavailable(exc.message) from exc
+
+    async def deliver(self, batch: ObjectBatch) -> Outcome:
+        await self._stage.deliver(batch)
+        key = manifest_key(self._prefix, batch.key)
+        await self._stage.deliver(self._manifest(batch, key))
+        async with self._copy_lock:
+            await self._ctx.run(self._load, batch, f"s3://{self._bucket}/{key}")
+        return DELIVERED
+
+    async def expired(self, batch: ObjectBatch, reason: str) -> None:
+        """File the batch's manifest under errors/manifests/, for a manual COPY of what was skipped."""
+        key = error_manifest_key(self._prefix, batch.key)
+        await self._stage.deliver(self._manifest(batch, key))
+        log.error("COPY retries ran out: the batch was not loaded; its manifest is filed for a manual load.",
+                  extra={"stream": self._ctx.stream, "destination": self.describe(), "key": batch.key,
+                         "manifest": f"s3://{self._bucket}/{key}", "reason": reason})
+
+    def _manifest(self, batch: ObjectBatch, key: str) -> ObjectBatch:
+        body = manifest(self._bucket, batch.key)
+        return ObjectBatch(batch.stream, key, (body,), len(body), 1, batch.first_arrival_ms,
+                           content_type="application/json")
+
+    def _credentials(self) -> tuple[str, str | None]:
+        """Username/Password of the definition, overridden by ``credentials[<ClusterJDBCURL>]``."""
+        url = self.config.cluster_jdbc_url
+        override = self._ctx.settings.credentials.get(url)
+        user = override.username if override and override.username else self.config.username
+        password = override.password if override and override.password else self.config.password
+        if not user:
+            raise DestinationError(f"no user name for {url}: set Username in the definition or "
+                                   f"credentials[{url!r}].username in the settings", retriable=False)
+        return user, password
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        user, password = self._credentials()
+        try:
+            # Client-side parameter binding: plain SQL text, which every Redshift version accepts.
+            return psycopg.connect(host=self.address.host, port=self.address.port,
+                                   dbname=self.address.database, user=user, password=password,
+                                   connect_timeout=CONNECT_TIMEOUT_SECONDS, application_name="firehose",
+                                   cursor_factory=psycopg.ClientCursor)
+        except psycopg.Error as exc:
+            raise DestinationError(f"cannot connect to {self.address}: {_server_message(exc)}") from exc
+
+    def _ping(self) -> None:
+        with self._connect() as conn:
+            try:
+                conn.execute("SELECT 1")
+            except psycopg.Error as exc:
+                message = _server_message(exc)
+                raise DestinationError(f"{self.address} did not answer SELECT 1: {message}") from exc
+
+    def _load(self, batch: ObjectBatch, manifest_url: str) -> None:
+        table = self.config.copy_command.data_table_name
+        with self._connect() as conn:
+            try:
+                loaded = _load_once(conn, batch.key, lambda cur: self._copy(cur, batch, manifest_url))
+            except psycopg.Error as exc:
+                message = _server_message(exc)
+                raise DestinationError(f"COPY into {table} on {self.address} failed: {message}") from exc
+        if not loaded:
+            log.info("Batch was already loaded by an earlier attempt; not loading it again.",
+                     extra={"stream": self._ctx.stream, "key": batch.key, "table": table})
+
+    def _copy(self, cur: psycopg.Cursor[Any], batch: ObjectBatch, manifest_url: str) -> None:
+        if self._format is None:
+            cur.execute(copy_statement(self.config, manifest_url))
+        else:
+            load_postgres(cur, self.config.copy_command, self._format, batch.body())

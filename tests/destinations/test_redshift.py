@@ -1,0 +1,416 @@
+"""The Redshift destination: staging, manifests, the composed COPY, and exactly-once loads into a real
+PostgreSQL server (the ``jdbc:postgresql://`` mode), started for this module with initdb/pg_ctl.
+
+The server runs on a free loopback port with its socket directory in a temporary directory, password
+(SCRAM) authentication over TCP, and fsync off. PostgreSQL refuses to run as root, so when the tests run
+as root the server is run as ``nobody`` through ``runuser``. Without PostgreSQL server binaries (Debian
+package ``postgresql``) the server tests are skipped; the pure tests still run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import glob
+import gzip
+import json
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from firehose.definitions import RedshiftDestinationConfiguration
+from firehose.destinations.base import DestinationContext
+from firehose.destinations.local import LocalDirectoryDestination
+from firehose.destinations.redshift import (
+    LoadFormat,
+    RedshiftDestination,
+    copy_statement,
+    load_format,
+    validate,
+)
+from firehose.errors import DestinationError, DestinationUnavailable
+from firehose.records import ObjectBatch
+from firehose.settings import Settings
+from tests.conftest import free_port
+
+ROLE = "arn:aws:iam::123456789012:role/firehose"
+NAME = "orders-1-2024-01-02-03-04-05-0b4e7a0e-5b1c-4c55-9d51-8e3c2f0a1b2c"
+KEY = f"events/2024/01/02/03/{NAME}"
+MANIFEST_KEY = f"events/manifests/2024/01/02/03/{NAME}"
+ERROR_MANIFEST_KEY = f"errors/manifests/2024/01/02/03/{NAME}"
+MANIFEST = f'{{"entries": [{{"url": "s3://stage-bucket/{KEY}", "mandatory": true}}]}}'
+
+
+# -- a PostgreSQL server for this module ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Postgres:
+    port: int
+    user: str
+    password: str
+    database: str
+
+    def url(self, scheme: str = "postgresql", port: int | None = None) -> str:
+        return f"jdbc:{scheme}://127.0.0.1:{port or self.port}/{self.database}"
+
+    def connect(self, database: str | None = None) -> psycopg.Connection[Any]:
+        return psycopg.connect(host="127.0.0.1", port=self.port, user=self.user, password=self.password,
+                               dbname=database or self.database, autocommit=True)
+
+
+def _server_bin() -> Path | None:
+    """The directory with initdb and pg_ctl: on PATH, or Debian's /usr/lib/postgresql/<version>/bin."""
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).resolve().parent
+    versions = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parts[-3]))
+    return Path(versions[-1]).parent if versions else None
+
+
+def _as_server_user(argv: list[str]) -> list[str]:
+    """PostgreSQL will not run as root: as root, run it as ``nobody``."""
+    return ["runuser", "-u", "nobody", "--", *argv] if os.geteuid() == 0 else argv
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[Postgres]:
+    bindir = _server_bin()
+    if bindir is None:
+        pytest.skip("PostgreSQL server binaries not found (Debian package: postgresql)")
+    # Under /tmp rather than pytest's tmp_path: the server user must be able to reach it.
+    root = Path(tempfile.mkdtemp(prefix="firehose-pg-"))
+    pg = Postgres(free_port(), "firehose", "s3cret-pw", "warehouse")
+    data, logfile, pwfile = root / "data", root / "server.log", root / "pwfile"
+    pwfile.write_text(pg.password + "\n")
+    if os.geteuid() == 0:
+        shutil.chown(root, "nobody")
+        shutil.chown(pwfile, "nobody")
+    pg_ctl = str(bindir / "pg_ctl")
+    try:
+        init = subprocess.run(_as_server_user([
+            str(bindir / "initdb"), "-D", str(data), "-U", pg.user, f"--pwfile={pwfile}",
+            "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C", "--no-sync",
+        ]), capture_output=True, text=True)
+        if init.returncode != 0:
+            raise RuntimeError(f"initdb failed: {init.stderr}")
+        server_options = (f"-p {pg.port} -k {root} -c listen_addresses=127.0.0.1 "
+                          "-c fsync=off -c full_page_writes=off -c synchronous_commit=off")
+        # -w: pg_ctl returns once the server accepts connections (or fails after -t seconds).
+        start = subprocess.run(_as_server_user([pg_ctl, "-D", str(data), "-l", str(logfile),
+                                                "-o", server_options, "-w", "-t", "30", "start"]),
+                               capture_output=True, text=True)
+        if start.returncode != 0:
+            raise RuntimeError(f"PostgreSQL did not start: {start.stderr}\n{logfile.read_text()}")
+        with pg.connect("postgres") as conn:
+            conn.execute(f"CREATE DATABASE {pg.database}")
+        yield pg
+    finally:
+        if (data / "postmaster.pid").exists():  # this data directory's server, even if -w timed out
+            subprocess.run(_as_server_user([pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop"]),
+                           check=True, capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def db(postgres: Postgres) -> Iterator[psycopg.Connection[Any]]:
+    """The warehouse database, emptied for each test."""
+    with postgres.connect() as conn:
+        conn.execute("DROP SCHEMA public CASCADE")
+        conn.execute("CREATE SCHEMA public")
+        yield conn
+
+
+@pytest.fixture(scope="module")
+def executor() -> Iterator[ThreadPoolExecutor]:
+    with ThreadPoolExecutor(4) as pool:
+        yield pool
+
+
+# -- helpers ---------------------------------------------------------------------
+
+
+def definition(url: str, *, table: str = "events", columns: str | None = None, options: str | None = None,
+               compression: str = "UNCOMPRESSED",
+               password: str = "not-the-password") -> RedshiftDestinationConfiguration:
+    copy: dict[str, str] = {"DataTableName": table}
+    if columns is not None:
+        copy["DataTableColumns"] = columns
+    if options is not None:
+        copy["CopyOptions"] = options
+    return RedshiftDestinationConfiguration.model_validate({
+        "RoleARN": ROLE, "ClusterJDBCURL": url, "CopyCommand": copy,
+        "Username": "firehose", "Password": password,
+        "S3Configuration": {"RoleARN": ROLE, "BucketARN": "arn:aws:s3:::stage-bucket", "Prefix": "events/",
+                            "CompressionFormat": compression},
+        "RetryOptions": {"DurationInSeconds": 600},
+    })
+
+
+def destination(config: RedshiftDestinationConfiguration, stage_dir: Path, executor: ThreadPoolExecutor,
+                password: str | None = None) -> RedshiftDestination:
+    """A destination staging into ``stage_dir``; ``password`` goes in the settings' credentials."""
+    credentials = {config.cluster_jdbc_url: {"password": password}} if password else {}
+    ctx = DestinationContext(stream="orders", settings=Settings(credentials=credentials), executor=executor)
+    return RedshiftDestination(config, replace(ctx, stage=LocalDirectoryDestination(stage_dir, ctx)))
+
+
+def batch(body: bytes, *, gzipped: bool = False) -> ObjectBatch:
+    return ObjectBatch("orders", KEY, (body,), len(body), 2, 1704164645000,
+                       content_encoding="gzip" if gzipped else None)
+
+
+def deliver(dest: RedshiftDestination, body: bytes, *, gzipped: bool = False) -> None:
+    outcome = asyncio.run(dest.deliver(batch(body, gzipped=gzipped)))
+    assert outcome.delivered_all
+
+
+def rows(db: psycopg.Connection[Any], query: str) -> list[tuple[Any, ...]]:
+    return db.execute(query).fetchall()
+
+
+# -- the PostgreSQL load ---------------------------------------------------------------
+
+
+def test_csv_with_delimiter_header_and_null_string_loads_exactly_the_records(
+    postgres: Postgres, db: psycopg.Connection[Any], tmp_path: Path, executor: ThreadPoolExecutor
+) -> None:
+    db.execute("CREATE TABLE events (id int, name text, note text)")
+    config = definition(postgres.url(), options="CSV DELIMITER AS ';' IGNOREHEADER 1 NULL AS 'NA'")
+    deliver(destination(config, tmp_path, executor, postgres.password),
+            b'id;name;note\n1;"semi;colon";NA\n2;"two\nlines";""\n')
+    assert rows(db, "SELECT * FROM events ORDER BY id") == [(1, "semi;colon", None), (2, "two\nlines", "")]
+
+
+def test_delimited_text_keeps_backslashes_and_reads_empty_fields_as_redshift_does(
+    postgres: Postgres, db: psycopg.Connection[Any], tmp_path: Path, executor: ThreadPoolExecutor
+) -> None:
+    db.execute("CREATE TABLE events (path text, n int, note varchar(20))")
+    config = definition(postgres.url(), options="DELIMITER '|'")
+    deliver(destination(config, tmp_path, executor, postgres.password), b"c:\\temp\\x|1|\n\\N||plain\n")
+    assert rows(db, "SELECT * FROM events ORDER BY n NULLS LAST") == [
+        ("c:\\temp\\x", 1, ""), (None, None, "plain")]
+
+
+def test_json_auto_maps_keys_case_insensitively_to_the_listed_columns(
+    postgres: Postgres, db: psycopg.Connection[Any], tmp_path: Path, executor: ThreadPoolExecutor
+) -> None:
+    db.execute("CREATE TABLE events (user_id text, amount numeric, ok boolean, meta text, "
+               "loaded timestamptz DEFAULT now())")
+    config = definition(postgres.url(), columns="user_id, amount, ok, meta", options="FORMAT AS JSON 'auto'")
+    body = (b'{"User_ID": "a", "AMOUNT": 1.50, "ok": true, "meta": {"tags": [1, "x"]}, "ignored": 7}'
+            b'{"user_id": "b"}\n {"USER_ID": "c", "amount": 12345678901234567890.25, "Ok": false}\n')
+    deliver(destination(config, tmp_path, executor, postgres.password), body)
+    loaded = rows(db, "SELECT user_id, amount::text, ok, meta, loaded IS NOT NULL "
+                      "FROM events ORDER BY user_id")
+    assert loaded == [("a", "1.50", True, '{"tags":[1,"x"]}', True), ("b", None, None, None, True),
+                      ("c", "12345678901234567890.25", False, None, True)]
+
+
+def test_gzip_staged_json_is_staged_compressed_and_loaded_into_the_catalog_columns(
+    postgres: Postgres, db: psycopg.Connection[Any], tmp_path: Path, executor: ThreadPoolExecutor
+) -> None:
+    db.execute("CREATE TABLE events (id int, \"Label\" text)")
+    config = definition(postgres.url(), options="JSON 'auto ignorecase' GZIP", compression="GZIP")
+    body = gzip.compress(b'{"ID": 1, "label": "one"}\n{"id": 2, "LABEL": "two"}\n')
+    deliver(destination(config, tmp_path, executor, postgres.password), body, gzipped=True)
+    assert (tmp_path / KEY).read_bytes() == body
+    assert rows(db, 'SELECT id, "Label" FROM events ORDER BY id') == [(1, "one"), (2, "two")]
+
+
+def test_the_staged_object_and_its_manifest_land_at_the_expected_keys(
+    postgres: Postgres, db: psycopg.Connection[Any], tmp_path: Path, executor: ThreadPoolExecutor
+) -> None:
+    db.execute("CREATE TABLE events (id int)")
+    deliver(destination(definition(postgres.url()), tmp_path, executor, postgres.password), b"1\n2\n")
+    files = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert files == [KEY, MANIFEST_KEY]
+    assert (tmp_path / KEY).read_bytes() == b"1\n2\n"
+    assert (tmp_path / MANIFEST_KEY).read_text() == MANIFEST
+    assert json.loads(MANIFEST) == {"entries": [{"url": f"s3://stage-bucket/{KEY}", "mandatory": True}]}
+
+
+def test_a_batch_delivered_twice_is_loaded_once(
+    postgres: Postgres, db: psycopg.Connection[Any], tmp_path: Path, executor: ThreadPoolExecutor
+) -> None:
+    db.execute("CREATE TABLE events (id int)")
+    config = definition(postgres.url())
+    deliver(destination(config, tmp_path, executor, postgres.password), b"1\n2\n")
+    # A retry after a lost acknowledgement, or a replay after a restart (a new destination object).
+    deliver(destination(config, tmp_path, executor, postgres.password), b"1\n2\n")
+    assert rows(db, "SELECT id FROM events ORDER BY id") == [(1,), (2,)]
+    assert rows(db, "SELECT batch_key, loaded_at IS NOT NULL FROM firehose_loaded_batches") == [(KEY, True)]
+
+
+def test_a_missing_table_is_retried_with_the_server_message_and_loads_once_created(
+    postgres: Postgres, db: psycopg.Connection[Any], tmp_path: Path, executor: ThreadPoolExecutor
+) -> None:
+    dest = destination(definition(postgres.url()), tmp_path, executor, postgres.password)
+    with pytest.raises(DestinationError) as failed:
+        deliver(dest, b"1\n")
+    assert failed.value.retriable
+    assert 'relation "events" does not exist' in failed.value.message
+    db.execute("CREATE TABLE events (id int)")
+    deliver(dest, b"1\n")
+    assert rows(db, "SELECT id FROM events") == [(1,)]
+
+
+def test_bad_data_fails_the_whole_attempt_and_records_nothing(
+    postgres: Postgres, db: psycopg.Connection[Any], tmp_path: Path, executor: ThreadPoolExecutor
+) -> None:
+    db.execute("CREATE TABLE events (id int)")
+    dest = destination(definition(postgres.url(), options="CSV"), tmp_path, executor, postgres.password)
+    with pytest.raises(DestinationError) as failed:
+        deliver(dest, b"1\nx\n")
+    assert failed.value.retriable
+    assert 'invalid input syntax for type integer: "x"' in failed.value.message
+    assert "line 2" in failed.value.message
+    assert rows(db, "SELECT count(*) FROM events") == [(0,)]
+    assert rows(db, "SELECT to_regclass('firehose_loaded_batches') IS NULL") == [(True,)]
+
+
+def test_a_server_that_is_down_is_a_retriable_error(
+    postgres: Postgres, tmp_path: Path, executor: ThreadPoolExecutor
+) -> None:
+    dest = destination(definition(postgres.url(port=free_port())), tmp_path, executor, postgres.password)
+    with pytest.raises(DestinationError) as failed:
+        deliver(dest, b"1\n")
+    assert failed.value.retriable
+    assert "cannot connect to PostgreSQL server 127.0.0.1" in failed.value.message
+    assert "refused" in failed.value.message
+    assert (tmp_path / KEY).exists()  # staged before the load; a retry overwrites it
+
+
+def test_settings_credentials_override_the_definition_password(
+    postgres: Postgres, db: psycopg.Connection[Any], tmp_path: Path, executor: ThreadPoolExecutor
+) -> None:
+    db.execute("CREATE TABLE events (id int)")
+    config = definition(postgres.url(), password="wrong-password")
+    with pytest.raises(DestinationError, match="password authentication failed"):
+        deliver(destination(config, tmp_path, executor), b"1\n")
+    deliver(destination(config, tmp_path, executor, password=postgres.password), b"1\n")
+    assert rows(db, "SELECT id FROM events") == [(1,)]
+
+
+def test_redshift_mode_runs_the_composed_copy(
+    postgres: Postgres, db: psycopg.Connection[Any], tmp_path: Path, executor: ThreadPoolExecutor
+) -> None:
+    """PostgreSQL has no COPY ... CREDENTIALS ... MANIFEST: its syntax error shows the statement ran."""
+    db.execute("CREATE TABLE events (id int)")
+    dest = destination(definition(postgres.url("redshift"), options="JSON 'auto'"), tmp_path, executor,
+                       postgres.password)
+    assert dest.describe() == f"Redshift cluster 127.0.0.1:{postgres.port}/warehouse, table events"
+    with pytest.raises(DestinationError) as failed:
+        deliver(dest, b'{"id": 1}')
+    assert failed.value.retriable
+    assert 'syntax error at or near "CREDENTIALS"' in failed.value.message
+    assert rows(db, "SELECT to_regclass('firehose_loaded_batches') IS NULL") == [(True,)]
+
+
+def test_expired_files_the_manifest_under_errors_with_the_reason_logged(
+    postgres: Postgres, tmp_path: Path, executor: ThreadPoolExecutor, caplog: pytest.LogCaptureFixture
+) -> None:
+    dest = destination(definition(postgres.url()), tmp_path, executor)
+    with caplog.at_level(logging.ERROR, logger="firehose.destinations.redshift"):
+        asyncio.run(dest.expired(batch(b"1\n"), 'relation "events" does not exist'))
+    assert (tmp_path / ERROR_MANIFEST_KEY).read_text() == MANIFEST
+    [record] = caplog.records
+    assert record.__dict__["reason"] == 'relation "events" does not exist'
+    assert record.__dict__["manifest"] == f"s3://stage-bucket/{ERROR_MANIFEST_KEY}"
+
+
+def test_check_passes_when_the_server_answers_and_fails_clearly_when_it_does_not(
+    postgres: Postgres, tmp_path: Path, executor: ThreadPoolExecutor
+) -> None:
+    asyncio.run(destination(definition(postgres.url()), tmp_path, executor, postgres.password).check())
+    down = destination(definition(postgres.url(port=free_port())), tmp_path, executor, postgres.password)
+    with pytest.raises(DestinationUnavailable, match="cannot connect to PostgreSQL server 127.0.0.1"):
+        asyncio.run(down.check())
+
+
+# -- the Redshift COPY, without a cluster -------------------------------------------------
+
+MANIFEST_URL = f"s3://stage-bucket/{MANIFEST_KEY}"
+
+
+@pytest.mark.parametrize(("table", "columns", "options", "expected"), [
+    ("events", None, None,
+     f"COPY events FROM '{MANIFEST_URL}' CREDENTIALS 'aws_iam_role={ROLE}' MANIFEST;"),
+    ("public.events", "id,name,ts", "JSON 'auto' GZIP",
+     f"COPY public.events (id,name,ts) FROM '{MANIFEST_URL}' CREDENTIALS 'aws_iam_role={ROLE}' MANIFEST "
+     "JSON 'auto' GZIP;"),
+    ("events", "a, b", "  delimiter '|' REGION 'us-west-2' TIMEFORMAT 'auto'\n",
+     f"COPY events (a, b) FROM '{MANIFEST_URL}' CREDENTIALS 'aws_iam_role={ROLE}' MANIFEST "
+     "delimiter '|' REGION 'us-west-2' TIMEFORMAT 'auto';"),
+])
+def test_copy_statement_is_the_command_firehose_composes(
+    table: str, columns: str | None, options: str | None, expected: str
+) -> None:
+    config = definition("jdbc:redshift://cluster.abc.us-east-1.redshift.amazonaws.com:5439/dev", table=table,
+                        columns=columns, options=options)
+    assert copy_statement(config, MANIFEST_URL) == expected
+
+
+def test_copy_statement_quotes_the_values_it_supplies() -> None:
+    config = definition("jdbc:redshift://cluster.example:5439/dev")
+    assert copy_statement(config, "s3://b/it's\\here") == (
+        f"COPY events FROM 's3://b/it''s\\\\here' CREDENTIALS 'aws_iam_role={ROLE}' MANIFEST;")
+
+
+# -- CopyOptions: translation and validation ------------------------------------------------
+
+
+@pytest.mark.parametrize(("options", "expected"), [
+    (None, LoadFormat("text")),
+    ("DELIMITER AS '\\t' NULL AS '\\N' IGNOREHEADER AS 2", LoadFormat("text", "\t", '"', "\\N", 2)),
+    ("csv quote as '''' delimiter ';' gzip", LoadFormat("csv", ";", "'", "", 0, True)),
+    ("FORMAT AS CSV NULL 'null' REGION 'eu-west-1' TIMEFORMAT 'auto' DATEFORMAT AS 'AUTO'",
+     LoadFormat("csv", ",", '"', "null")),
+    ("FORMAT JSON 'auto ignorecase' GZIP", LoadFormat("json", gzip=True)),
+])
+def test_load_format_translates_copy_options(options: str | None, expected: LoadFormat) -> None:
+    assert load_format(options) == expected
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ("FIXEDWIDTH 'a:1,b:2'", "FIXEDWIDTH cannot be honoured when loading into PostgreSQL"),
+    ("FORMAT AS PARQUET", "PARQUET cannot be honoured"),
+    ("BZIP2", "BZIP2 cannot be honoured"),
+    ("CSV MAXERROR 10", "MAXERROR cannot be honoured"),
+    ("DELIMITER '|' ESCAPE", "ESCAPE cannot be honoured"),
+    ("JSON 's3://bucket/jsonpaths.json'", "only JSON 'auto' and 'auto ignorecase'"),
+    ("JSON 'auto' CSV", "CSV and JSON are two data formats"),
+    ("JSON 'auto' IGNOREHEADER 1", "IGNOREHEADER applies to delimited text, not JSON"),
+    ("QUOTE '\"'", "QUOTE needs CSV"),
+    ("DELIMITER '||'", "DELIMITER must be a single-byte character"),
+    ("CSV DELIMITER '\"'", "DELIMITER and QUOTE must differ"),
+    ("TIMEFORMAT 'epochsecs'", "only TIMEFORMAT 'auto'"),
+    ("IGNOREHEADER 'one'", "IGNOREHEADER needs a number"),
+    ("DELIMITER '|' DELIMITER ','", "DELIMITER is given twice"),
+    ("DELIMITER '|", "unterminated quoted string"),
+    ("CSV;", "unexpected ';'"),
+])
+def test_validate_refuses_options_a_postgresql_load_cannot_honour(options: str, message: str) -> None:
+    with pytest.raises(ValueError, match="CopyCommand.CopyOptions") as refused:
+        validate(definition("jdbc:postgresql://db.internal:5432/warehouse", options=options))
+    assert message in str(refused.value)
+
+
+def test_validate_passes_redshift_options_through_but_checks_gzip_both_ways() -> None:
+    validate(definition("jdbc:redshift://c.example:5439/dev",
+                        options="FIXEDWIDTH 'a:1' MAXERROR 5 ACCEPTINVCHARS"))
+    validate(definition("jdbc:redshift://c.example:5439/dev", options="JSON 'auto' gzip", compression="GZIP"))
+    for url in ("jdbc:redshift://c.example:5439/dev", "jdbc:postgresql://db.internal/warehouse"):
+        with pytest.raises(ValueError, match="must include GZIP: S3Configuration.CompressionFormat is GZIP"):
+            validate(definition(url, options="JSON 'auto'", compression="GZIP"))
+        with pytest.raises(ValueError, match="has GZIP but S3Configuration.CompressionFormat is UNCOMP"):
+            validate(definition(url, options="JSON 'auto' GZIP"))
