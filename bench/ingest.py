@@ -143,9 +143,9 @@ def _raw_worker(endpoint: str, stream: str, threads: int, batch: int, size: int,
     records = [{"Data": base64.b64encode(_payload(size, i)).decode()} for i in range(batch)]
     body = json.dumps({"DeliveryStreamName": stream, "Records": records}).encode()
     request = (
-        "POST / HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/x-amz-json-1.1\r\n"
-        "X-Amz-Target: Firehose_20150804.PutRecordBatch\r\nContent-Length: {n}\r\n\r\n"
-    ).format(host=endpoint, n=len(body)).encode() + body
+        f"POST / HTTP/1.1\r\nHost: {endpoint}\r\nContent-Type: application/x-amz-json-1.1\r\n"
+        f"X-Amz-Target: Firehose_20150804.PutRecordBatch\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
     results: list[tuple[int, float]] = []
     lock = threading.Lock()
 

@@ -318,3 +318,28 @@ def assert_delivered_once(objects: list[bytes], sent: list[bytes]) -> None:
         got = body.splitlines(keepends=True)
         start = position[got[0]]
         assert got == sent[start : start + len(got)]
+
+
+# -- PostgreSQL and OpenSearch -------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[Any]:
+    from tests.servers import PostgresServer
+
+    server = PostgresServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def opensearch_server() -> Iterator[Any]:
+    from tests.servers import OpenSearchServer
+
+    server = OpenSearchServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()

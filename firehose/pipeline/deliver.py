@@ -565,6 +565,8 @@ class Deliverer:
         self.delivery.last_error = str(exc)
         self._metrics.delivery_failures.labels(self.name, self._destination.name).inc()
         if isinstance(exc, DestinationError):
+            if attempt > 3 and attempt % 10:  # a long outage logs every tenth attempt, not every one
+                return
             log.warning("Delivery failed; the batch stays in the spool and will be retried.",
                         extra={"stream": self.name, "key": seal.key, "attempt": attempt, "error": exc.message})
         else:

@@ -34,11 +34,11 @@ import mmap
 import os
 import struct
 import threading
-
-import xxhash
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import xxhash
 
 from firehose.errors import SpoolError
 

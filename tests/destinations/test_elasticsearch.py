@@ -1,7 +1,7 @@
 """The OpenSearch/Elasticsearch destination against a real OpenSearch-compatible server.
 
-The server is osmem-server (an in-memory OpenSearch 3.x API, no JVM), started here as a
-subprocess on a free loopback port; documents are read back with opensearch-py, an independent
+The server is osmem-server (an in-memory OpenSearch 3.x API, no JVM), started once per
+session on a free loopback port (``tests/servers.py``); documents are read back with opensearch-py, an independent
 client. What osmem cannot do is played by a small recording HTTP server: it has no
 authentication (the basic-auth test checks the header on the wire) and no way to make a bulk
 item fail with 429 or 5xx (those tests replay bulk responses recorded from real clusters).
@@ -12,10 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
-import subprocess
 import threading
-import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -27,7 +24,6 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 from opensearchpy import OpenSearch
-from osmem_server import resolve_binary
 
 from firehose.definitions import (
     AmazonOpenSearchServerlessDestinationConfiguration,
@@ -39,7 +35,8 @@ from firehose.destinations.elasticsearch import ElasticsearchDestination, index_
 from firehose.errors import DestinationError, DestinationUnavailable
 from firehose.records import DeliveryRecord, RecordBatch
 from firehose.settings import Settings
-from tests.conftest import ROLE, free_port, wait_until
+from tests.conftest import ROLE, free_port
+from tests.servers import OpenSearchServer
 
 T = TypeVar("T")
 S3 = {"RoleARN": ROLE, "BucketARN": "arn:aws:s3:::errors"}
@@ -53,39 +50,15 @@ def ms(text: str) -> int:
     return (datetime.fromisoformat(text).replace(tzinfo=UTC) - EPOCH) // timedelta(milliseconds=1)
 
 
-# -- osmem-server ---------------------------------------------------------------------
+# -- osmem-server (tests/servers.py, one per session) ------------------------------------
 
 
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as resp:
-            return bool(resp.status == 200)
-    except OSError:
-        return False
+@pytest.fixture
+def cluster(opensearch_server: OpenSearchServer) -> str:
+    return opensearch_server.url
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[str]:
-    """An osmem-server of our own. It exits when its stdin closes or this process dies, so a
-    crashed test run leaves nothing behind; teardown closes stdin and waits (kills if it must)."""
-    url = f"http://127.0.0.1:{free_port()}"
-    args = ["--addr", url.removeprefix("http://"), "--no-ja", "--parent-pid", str(os.getpid())]
-    proc = subprocess.Popen([resolve_binary(), *args], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
-    try:
-        wait_until(lambda: proc.poll() is not None or _answers(url), timeout=20)
-        assert proc.poll() is None, "osmem-server exited during startup"
-        yield url
-    finally:
-        assert proc.stdin is not None
-        proc.stdin.close()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-@pytest.fixture(scope="module")
+@pytest.fixture
 def reader(cluster: str) -> Iterator[OpenSearch]:
     client = OpenSearch(hosts=[cluster])
     yield client

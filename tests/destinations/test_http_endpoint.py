@@ -9,23 +9,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import gzip
-import ipaddress
 import json
 import socket
 import ssl
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from firehose.definitions import HttpEndpointDestinationConfiguration
 from firehose.destinations.base import DestinationContext, Outcome
@@ -47,6 +41,7 @@ from firehose.errors import DestinationUnavailable
 from firehose.records import DeliveryRecord, RecordBatch
 from firehose.settings import Settings
 from tests.receivers.http_endpoint import Behaviour, HttpEndpointReceiver
+from tests.tls import self_signed, server_context
 
 STREAM_ARN = "arn:aws:firehose:us-east-1:123456789012:deliverystream/orders"
 BATCH_ID = "ed4acda5-034f-9f42-bba1-f29aea6d7d8f"
@@ -321,30 +316,12 @@ def test_a_closed_port_is_an_unreachable_host(executor: CountingExecutor) -> Non
 
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A throwaway self-signed certificate for 127.0.0.1: (certificate PEM, key PEM)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "firehose test endpoint")])
-    now = datetime.now(UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                           critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
-    directory = tmp_path_factory.mktemp("tls")
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert_path, key_path
+    return self_signed(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.fixture
 def tls_receiver(certificate: tuple[Path, Path]) -> Iterator[HttpEndpointReceiver]:
-    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server.load_cert_chain(*certificate)
-    with HttpEndpointReceiver(tls=server) as r:
+    with HttpEndpointReceiver(tls=server_context(certificate)) as r:
         yield r
 
 

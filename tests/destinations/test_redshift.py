@@ -1,26 +1,16 @@
 """The Redshift destination: staging, manifests, the composed COPY, and exactly-once loads into a real
-PostgreSQL server (the ``jdbc:postgresql://`` mode), started for this module with initdb/pg_ctl.
-
-The server runs on a free loopback port with its socket directory in a temporary directory, password
-(SCRAM) authentication over TCP, and fsync off. PostgreSQL refuses to run as root, so when the tests run
-as root the server is run as ``nobody`` through ``runuser``. Without PostgreSQL server binaries (Debian
-package ``postgresql``) the server tests are skipped; the pure tests still run.
+PostgreSQL server (the ``jdbc:postgresql://`` mode), started once per session with initdb/pg_ctl (``tests/servers.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import glob
 import gzip
 import json
 import logging
-import os
-import shutil
-import subprocess
-import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +31,7 @@ from firehose.errors import DestinationError, DestinationUnavailable
 from firehose.records import ObjectBatch
 from firehose.settings import Settings
 from tests.conftest import free_port
+from tests.servers import PostgresServer
 
 ROLE = "arn:aws:iam::123456789012:role/firehose"
 NAME = "orders-1-2024-01-02-03-04-05-0b4e7a0e-5b1c-4c55-9d51-8e3c2f0a1b2c"
@@ -50,75 +41,14 @@ ERROR_MANIFEST_KEY = f"errors/manifests/2024/01/02/03/{NAME}"
 MANIFEST = f'{{"entries": [{{"url": "s3://stage-bucket/{KEY}", "mandatory": true}}]}}'
 
 
-# -- a PostgreSQL server for this module ------------------------------------------------
+# -- the session's PostgreSQL server (tests/servers.py) ------------------------------------
+
+Postgres = PostgresServer
 
 
-@dataclass(frozen=True)
-class Postgres:
-    port: int
-    user: str
-    password: str
-    database: str
-
-    def url(self, scheme: str = "postgresql", port: int | None = None) -> str:
-        return f"jdbc:{scheme}://127.0.0.1:{port or self.port}/{self.database}"
-
-    def connect(self, database: str | None = None) -> psycopg.Connection[Any]:
-        return psycopg.connect(host="127.0.0.1", port=self.port, user=self.user, password=self.password,
-                               dbname=database or self.database, autocommit=True)
-
-
-def _server_bin() -> Path | None:
-    """The directory with initdb and pg_ctl: on PATH, or Debian's /usr/lib/postgresql/<version>/bin."""
-    found = shutil.which("initdb")
-    if found:
-        return Path(found).resolve().parent
-    versions = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parts[-3]))
-    return Path(versions[-1]).parent if versions else None
-
-
-def _as_server_user(argv: list[str]) -> list[str]:
-    """PostgreSQL will not run as root: as root, run it as ``nobody``."""
-    return ["runuser", "-u", "nobody", "--", *argv] if os.geteuid() == 0 else argv
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[Postgres]:
-    bindir = _server_bin()
-    if bindir is None:
-        pytest.skip("PostgreSQL server binaries not found (Debian package: postgresql)")
-    # Under /tmp rather than pytest's tmp_path: the server user must be able to reach it.
-    root = Path(tempfile.mkdtemp(prefix="firehose-pg-"))
-    pg = Postgres(free_port(), "firehose", "s3cret-pw", "warehouse")
-    data, logfile, pwfile = root / "data", root / "server.log", root / "pwfile"
-    pwfile.write_text(pg.password + "\n")
-    if os.geteuid() == 0:
-        shutil.chown(root, "nobody")
-        shutil.chown(pwfile, "nobody")
-    pg_ctl = str(bindir / "pg_ctl")
-    try:
-        init = subprocess.run(_as_server_user([
-            str(bindir / "initdb"), "-D", str(data), "-U", pg.user, f"--pwfile={pwfile}",
-            "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C", "--no-sync",
-        ]), capture_output=True, text=True)
-        if init.returncode != 0:
-            raise RuntimeError(f"initdb failed: {init.stderr}")
-        server_options = (f"-p {pg.port} -k {root} -c listen_addresses=127.0.0.1 "
-                          "-c fsync=off -c full_page_writes=off -c synchronous_commit=off")
-        # -w: pg_ctl returns once the server accepts connections (or fails after -t seconds).
-        start = subprocess.run(_as_server_user([pg_ctl, "-D", str(data), "-l", str(logfile),
-                                                "-o", server_options, "-w", "-t", "30", "start"]),
-                               capture_output=True, text=True)
-        if start.returncode != 0:
-            raise RuntimeError(f"PostgreSQL did not start: {start.stderr}\n{logfile.read_text()}")
-        with pg.connect("postgres") as conn:
-            conn.execute(f"CREATE DATABASE {pg.database}")
-        yield pg
-    finally:
-        if (data / "postmaster.pid").exists():  # this data directory's server, even if -w timed out
-            subprocess.run(_as_server_user([pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop"]),
-                           check=True, capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
+@pytest.fixture
+def postgres(postgres_server: PostgresServer) -> PostgresServer:
+    return postgres_server
 
 
 @pytest.fixture
