@@ -43,6 +43,12 @@ carrying the server's message: Firehose retries COPY, even into a missing table,
 manifest under errors/ for a manual load. COPYs of one destination run one at a time, as
 Firehose's do. psycopg is blocking, so database work runs in the context's thread pool, on a
 connection opened for the attempt.
+
+TLS follows ``settings.http`` like every other destination. A Redshift cluster is reached with
+``sslmode=verify-full`` against the system trust store (or ``http.ca_bundle``); only
+``http.verify: false`` relaxes that, to ``prefer``. A ``jdbc:postgresql://`` server, typically a
+database next to the daemon, uses ``prefer`` unless ``http.ca_bundle`` is set, which makes it
+``verify-full`` against that bundle.
 """
 
 from __future__ import annotations
@@ -500,6 +506,16 @@ class RedshiftDestination(ObjectDestination):
                                    f"credentials[{url!r}].username in the settings", retriable=False)
         return user, password
 
+    def _tls(self) -> dict[str, str]:
+        """libpq's sslmode/sslrootcert for this cluster (see the module docstring)."""
+        http = self._ctx.settings.http
+        bundle = str(http.ca_bundle) if http.ca_bundle is not None else None
+        if self.address.dialect == "redshift" and http.verify:
+            return {"sslmode": "verify-full", "sslrootcert": bundle or "system"}
+        if bundle is not None and http.verify:
+            return {"sslmode": "verify-full", "sslrootcert": bundle}
+        return {"sslmode": "prefer"}
+
     def _connect(self) -> psycopg.Connection[Any]:
         user, password = self._credentials()
         try:
@@ -507,7 +523,7 @@ class RedshiftDestination(ObjectDestination):
             return psycopg.connect(host=self.address.host, port=self.address.port,
                                    dbname=self.address.database, user=user, password=password,
                                    connect_timeout=CONNECT_TIMEOUT_SECONDS, application_name="firehose",
-                                   cursor_factory=psycopg.ClientCursor)
+                                   cursor_factory=psycopg.ClientCursor, **self._tls())
         except psycopg.Error as exc:
             raise DestinationError(f"cannot connect to {self.address}: {_server_message(exc)}") from exc
 

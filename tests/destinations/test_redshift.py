@@ -87,10 +87,11 @@ def definition(url: str, *, table: str = "events", columns: str | None = None, o
 
 
 def destination(config: RedshiftDestinationConfiguration, stage_dir: Path, executor: ThreadPoolExecutor,
-                password: str | None = None) -> RedshiftDestination:
+                password: str | None = None, **settings: Any) -> RedshiftDestination:
     """A destination staging into ``stage_dir``; ``password`` goes in the settings' credentials."""
     credentials = {config.cluster_jdbc_url: {"password": password}} if password else {}
-    ctx = DestinationContext(stream="orders", settings=Settings(credentials=credentials), executor=executor)
+    ctx = DestinationContext(stream="orders", settings=Settings(credentials=credentials, **settings),
+                             executor=executor)
     return RedshiftDestination(config, replace(ctx, stage=LocalDirectoryDestination(stage_dir, ctx)))
 
 
@@ -234,10 +235,14 @@ def test_settings_credentials_override_the_definition_password(
 def test_redshift_mode_runs_the_composed_copy(
     postgres: Postgres, db: psycopg.Connection[Any], tmp_path: Path, executor: ThreadPoolExecutor
 ) -> None:
-    """PostgreSQL has no COPY ... CREDENTIALS ... MANIFEST: its syntax error shows the statement ran."""
+    """PostgreSQL has no COPY ... CREDENTIALS ... MANIFEST: its syntax error shows the statement ran.
+
+    The test server has no TLS, which a Redshift URL requires unless verification is turned off."""
     db.execute("CREATE TABLE events (id int)")
-    dest = destination(definition(postgres.url("redshift"), options="JSON 'auto'"), tmp_path, executor,
-                       postgres.password)
+    config = definition(postgres.url("redshift"), options="JSON 'auto'")
+    with pytest.raises(DestinationError, match="SSL"):
+        deliver(destination(config, tmp_path, executor, postgres.password), b'{"id": 1}')
+    dest = destination(config, tmp_path, executor, postgres.password, http={"verify": False})
     assert dest.describe() == f"Redshift cluster 127.0.0.1:{postgres.port}/warehouse, table events"
     with pytest.raises(DestinationError) as failed:
         deliver(dest, b'{"id": 1}')
