@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, FilePath, ValidationError
 
 from firehose.awsjson import validation_message
 from firehose.definitions import DeliveryStreamDefinition, unknown_members
@@ -135,8 +135,8 @@ class HttpSettings(_Settings):
 
     #: Verify TLS certificates (the default). Turning it off is logged loudly.
     verify: bool = True
-    #: A CA bundle (PEM) to verify against instead of the system store.
-    ca_bundle: Path | None = None
+    #: A CA bundle (PEM) to verify against instead of the system store (checked at start).
+    ca_bundle: FilePath | None = None
     connect_timeout_seconds: Annotated[float, Field(gt=0)] = 10.0
     #: Firehose gives HTTP endpoints 3 minutes to answer.
     read_timeout_seconds: Annotated[float, Field(gt=0)] = 180.0
