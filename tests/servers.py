@@ -51,10 +51,11 @@ class PostgresServer:
         return name
 
     def start(self) -> PostgresServer:
+        """Start on ``port`` (a free one when 0)."""
         bindir = _postgres_bin()
         # Under /tmp rather than pytest's tmp_path: the server user must be able to reach it.
         self.root = root = Path(tempfile.mkdtemp(prefix="firehose-pg-"))
-        self.port = free_port()
+        self.port = self.port or free_port()
         data, logfile, pwfile = root / "data", root / "server.log", root / "pwfile"
         pwfile.write_text(self.password + "\n")
         if os.geteuid() == 0:
@@ -116,8 +117,8 @@ def _answers(url: str) -> bool:
 class OpenSearchServer:
     """osmem-server on a free loopback port."""
 
-    def __init__(self) -> None:
-        self.url = f"http://127.0.0.1:{free_port()}"
+    def __init__(self, port: int = 0) -> None:
+        self.url = f"http://127.0.0.1:{port or free_port()}"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> OpenSearchServer:

@@ -64,8 +64,20 @@ def now_ms() -> int:
 
 def _delivery_records(incarnation: str, source: str, spans: list[Span]) -> list[DeliveryRecord]:
     """Records with ids from their spool position: the same on every attempt and after a restart."""
-    return [DeliveryRecord(f"{incarnation}-{source[0]}{s.entry.seq}-{i}", s.entry.record(i), s.entry.arrival(i))
-            for s in spans for i in range(s.start, s.end)]
+    out: list[DeliveryRecord] = []
+    for s in spans:
+        e = s.entry
+        offsets, data = e.offsets, e.data
+        prefix = f"{incarnation}-{source[0]}{e.seq}-"
+        if e.arrivals is None:
+            arrival = e.arrival_ms
+            out.extend(DeliveryRecord(prefix + str(i), data[offsets[i]:offsets[i + 1]], arrival)
+                       for i in range(s.start, s.end))
+        else:
+            arrivals = e.arrivals
+            out.extend(DeliveryRecord(prefix + str(i), data[offsets[i]:offsets[i + 1]], arrivals[i])
+                       for i in range(s.start, s.end))
+    return out
 
 
 @dataclass
@@ -113,8 +125,15 @@ class Deliverer:
         ledger = stream_spool.ledger
         self._buffers: dict[str, Buffer] = {}
         self._cursor: Position = ledger.low.get(source, (self._log.first_seq, 0))
-        self._cover = [s for s in ledger.covering(source)]
-        self._cover_end: Position = max((s.end for s in self._cover), default=(0, 0))
+        cover = list(ledger.covering(source))
+        self._cover_end: Position = max((s.end for s in cover), default=(0, 0))
+        #: What seals left by the previous run hold: ranges within a partition, and single positions
+        #: (overflow seals list theirs), so re-read records are not batched twice.
+        self._cover_ranges = [(s.partition, s.start, s.end) for s in cover if s.positions is None]
+        self._cover_points: dict[int, set[int]] = {}
+        for s in cover:
+            for seq, i in s.positions or ():
+                self._cover_points.setdefault(seq, set()).add(i)
         self._inflight: dict[int, asyncio.Task[None]] = {}
         self._sealing = 0
         self._replay = list(ledger.pending())  # every source: seals left by a previous mode too
@@ -231,15 +250,25 @@ class Deliverer:
 
     def _uncovered(self, e: RecordEntry, pid: str, start: int, end: int) -> list[tuple[int, int]]:
         """Index ranges of records not already held by a seal (only matters after a restart)."""
-        if not self._cover or (e.seq, start) >= self._cover_end:
+        if (e.seq, start) >= self._cover_end:
+            return [(start, end)]
+        held: list[tuple[int, int]] = []
+        for part, first, stop in self._cover_ranges:
+            if part != pid or stop <= (e.seq, start) or first >= (e.seq, end):
+                continue
+            held.append((max(start, first[1] if first[0] == e.seq else 0),
+                         min(end, stop[1] if stop[0] == e.seq else end)))
+        points = self._cover_points.get(e.seq)
+        if points:
+            held.extend((i, i + 1) for i in points if start <= i < end)
+        if not held:
             return [(start, end)]
         out: list[tuple[int, int]] = []
         run = start
-        for i in range(start, end):
-            if any(s.holds(self.source, pid, (e.seq, i)) for s in self._cover):
-                if run < i:
-                    out.append((run, i))
-                run = i + 1
+        for a, b in sorted(held):
+            if a > run:
+                out.append((run, a))
+            run = max(run, b)
         if run < end:
             out.append((run, end))
         return out

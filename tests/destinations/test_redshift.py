@@ -30,7 +30,7 @@ from firehose.destinations.redshift import (
 from firehose.errors import DestinationError, DestinationUnavailable
 from firehose.records import ObjectBatch
 from firehose.settings import Settings
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_until
 from tests.servers import PostgresServer
 
 ROLE = "arn:aws:iam::123456789012:role/firehose"
@@ -180,6 +180,27 @@ def test_a_batch_delivered_twice_is_loaded_once(
     deliver(destination(config, tmp_path, executor, postgres.password), b"1\n2\n")
     assert rows(db, "SELECT id FROM events ORDER BY id") == [(1,), (2,)]
     assert rows(db, "SELECT batch_key, loaded_at IS NOT NULL FROM firehose_loaded_batches") == [(KEY, True)]
+
+
+def test_loads_reuse_one_connection_and_survive_it_being_dropped(
+    postgres: Postgres, db: psycopg.Connection[Any], tmp_path: Path, executor: ThreadPoolExecutor
+) -> None:
+    db.execute("CREATE TABLE events (id int)")
+    dest = destination(definition(postgres.url()), tmp_path, executor, postgres.password)
+    sessions = "SELECT pid FROM pg_stat_activity WHERE application_name = 'firehose'"
+
+    async def load(*bodies: bytes) -> None:
+        for i, body in enumerate(bodies):
+            await dest.deliver(replace(batch(body), key=f"{KEY}-{i}-{body[:1].decode()}"))
+
+    asyncio.run(load(b"1\n", b"2\n"))
+    [(pid,)] = rows(db, sessions)
+    db.execute("SELECT pg_terminate_backend(%s)", (pid,))  # an idle timeout or a server restart
+    asyncio.run(load(b"3\n"))
+    assert rows(db, "SELECT id FROM events ORDER BY id") == [(1,), (2,), (3,)]
+    assert rows(db, sessions) != [(pid,)]
+    asyncio.run(dest.aclose())
+    wait_until(lambda: rows(db, sessions) == [])
 
 
 def test_a_missing_table_is_retried_with_the_server_message_and_loads_once_created(
@@ -349,3 +370,28 @@ def test_validate_passes_redshift_options_through_but_checks_gzip_both_ways() ->
             validate(definition(url, options="JSON 'auto'", compression="GZIP"))
         with pytest.raises(ValueError, match="has GZIP but S3Configuration.CompressionFormat is UNCOMP"):
             validate(definition(url, options="JSON 'auto' GZIP"))
+
+
+def test_the_fast_json_reader_builds_the_rows_the_exact_reader_builds() -> None:
+    """One object per line goes through orjson; anything it cannot render exactly takes the exact path."""
+    from firehose.destinations.redshift import _Column, _fast_json_rows, _json_rows
+
+    columns = [_Column("id", False), _Column("price", False), _Column("ratio", False, binary_float=True),
+               _Column("label", True), _Column("meta", True), _Column("ok", False)]
+    body = (b'{"id": 1, "price": 1.50, "ratio": 0.25, "label": "a", "meta": {"k": [1, "x"]}, "ok": true}\n'
+            b'{"ID": 2, "Label": "case", "RATIO": 1e-3}\n'
+            b'\n'
+            b'{"id": 123456789012345678901234567890, "label": null}\n'
+            b'{"id": 4}{"id": 5, "price": 7}\n'
+            b'  {"id": 6, "extra": "ignored", "ratio": 3.0}  \n'
+            b'{"ok": null, "meta": null, "label": "p", "ratio": 2.5, "price": null, "id": 7}\n'
+            b'{"ok": null, "meta": null, "label": "p", "ratio": 2.5, "price": 2.5, "id": 8}\n')
+    def text(rows: list[list[Any]]) -> list[list[str | None]]:
+        """As COPY receives them: write_row renders ints and floats as their text."""
+        return [[None if v is None else v if isinstance(v, str) else repr(v) for v in r] for r in rows]
+
+    assert text(list(_fast_json_rows(body, columns))) == list(_json_rows(body.decode(), columns))
+    rows = text(list(_fast_json_rows(body, columns)))
+    assert rows[0] == ["1", "1.50", "0.25", "a", '{"k":[1,"x"]}', "true"]
+    assert [r[0] for r in rows] == ["1", "2", "123456789012345678901234567890", "4", "5", "6", "7", "8"]
+    assert rows[-2] == ["7", None, "2.5", "p", None, None]

@@ -235,10 +235,10 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, receiver: HttpEndpointReceiver, tls: ssl.SSLContext | None) -> None:
+    def __init__(self, receiver: HttpEndpointReceiver, tls: ssl.SSLContext | None, port: int = 0) -> None:
         self.receiver = receiver
         self.tls = tls
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__(("127.0.0.1", port), _Handler)
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         """Handshake on the connection's own thread, so a client refusing the certificate stalls nothing."""
@@ -256,14 +256,14 @@ class _Server(ThreadingHTTPServer):
 class HttpEndpointReceiver:
     """The receiver on a free loopback port; ``with HttpEndpointReceiver() as r:`` starts and stops it."""
 
-    def __init__(self, *, access_key: str | None = None, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(self, *, access_key: str | None = None, tls: ssl.SSLContext | None = None, port: int = 0) -> None:
         self.access_key = access_key
         self.behaviour = Behaviour()
         self.stopping = threading.Event()
         self._lock = threading.Lock()
         self._requests: list[Received] = []
         self._valid = 0
-        self._server = _Server(self, tls)
+        self._server = _Server(self, tls, port)
         self.port = int(self._server.server_address[1])
         self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},

@@ -112,7 +112,8 @@ class SplunkReceiver:
     """The HEC on ``url`` once started; a context manager that stops it on exit."""
 
     def __init__(self, tokens: dict[str, Token] | None = None, *,
-                 max_content_length: int = 1_000_000) -> None:
+                 max_content_length: int = 1_000_000, port: int = 0) -> None:
+        self.port = port
         self.tokens = tokens if tokens is not None else {TOKEN: Token()}
         self.max_content_length = max_content_length
         self.ack_delay: float | None = 0.0
@@ -129,7 +130,7 @@ class SplunkReceiver:
     # -- lifecycle ------------------------------------------------------------
 
     def start(self) -> SplunkReceiver:
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        server = ThreadingHTTPServer(("127.0.0.1", self.port), _Handler)
         server.daemon_threads = True
         server.receiver = self  # type: ignore[attr-defined]
         self._server = server

@@ -1,0 +1,396 @@
+"""Destination benchmark: the daemon delivering a backlog, next to the same server driven by its own client.
+
+For each destination, in one run, on loopback, with the same N records of about 200 bytes of JSON:
+
+* **daemon**: the records are put (PutRecordBatch) while the destination is down, so they wait in
+  the spool; the daemon is stopped, the server started, and the daemon started again. Measured:
+  from the daemon answering /readyz until every record is delivered, so the figure is delivery
+  alone (spool read, batching, encoding, the protocol, retries of nothing), and the daemon's CPU
+  time per 1,000 records over that span.
+* **direct**: the same records, in batches of the same size, sent by the usual client library
+  for that server, one request at a time:
+
+  ==============  ===============================  ==========================================
+  destination     server                           direct client
+  ==============  ===============================  ==========================================
+  opensearch      osmem-server (OpenSearch API)    opensearch-py ``helpers.bulk``
+  redshift        PostgreSQL (``jdbc:postgresql``)  psycopg ``COPY ... FROM STDIN`` (rows)
+  splunk          the HEC receiver of the tests    httpx: raw POSTs of 1 MB, then ack polling
+  http_endpoint   the receiver of the tests        httpx: protocol requests (base64 JSON)
+  ==============  ===============================  ==========================================
+
+  The Splunk and HTTP endpoint receivers are the Python stand-ins from ``tests/receivers``: the
+  same for both sides, so the ratio compares the senders.
+
+    python bench/destinations.py [--records 100000] [--only opensearch,redshift] [--json FILE]
+
+Goal: the daemon delivers at least 80% of the direct records/s for every destination.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+import httpx  # noqa: E402
+import orjson  # noqa: E402
+
+from ingest import cpu_seconds, free_port, wait_http  # noqa: E402
+
+ROLE = "arn:aws:iam::123456789012:role/bench"
+S3 = {"RoleARN": ROLE, "BucketARN": "arn:aws:s3:::stage"}
+BATCH_MB = 4
+BATCH_BYTES = BATCH_MB * 1024 * 1024
+SPLUNK_REQUEST_BYTES = 1_000_000
+
+
+def make_records(n: int) -> list[bytes]:
+    kinds = ["click", "view", "purchase", "signup"]
+    return [orjson.dumps({"id": i, "name": f"user-{i % 9973:05d}-{'x' * 120}", "kind": kinds[i % 4],
+                          "n": i * 0.5}) + b"\n" for i in range(n)]
+
+
+def batches(records: list[bytes], limit: int = BATCH_BYTES) -> Iterator[list[bytes]]:
+    out: list[bytes] = []
+    size = 0
+    for r in records:
+        if out and size + len(r) > limit:
+            yield out
+            out, size = [], 0
+        out.append(r)
+        size += len(r)
+    if out:
+        yield out
+
+
+# -- the daemon ---------------------------------------------------------------------------
+
+
+class Daemon:
+    def __init__(self, workdir: Path, stream: dict[str, Any], settings: dict[str, Any]) -> None:
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.config = workdir / "firehose.json"
+        self.config.write_text(json.dumps({
+            "port": self.port, "state_dir": str(workdir / "state"), "log_level": "ERROR",
+            "spool": {"max_bytes": "8GiB"}, "buckets": {"stage": {"directory": str(workdir / "stage")}},
+            "delivery": {"shutdown_timeout_seconds": 0, "backoff_max_seconds": 0.5},
+            **settings, "delivery_streams": [stream]}))
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> float:
+        self.proc = subprocess.Popen([sys.executable, "-m", "firehose", "serve", "--config", str(self.config)],
+                                     cwd=REPO)
+        wait_http(self.endpoint + "/healthz", timeout=60)
+        return time.monotonic()
+
+    def put_all(self, stream: str, records: list[bytes]) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port)
+        headers = {"Content-Type": "application/x-amz-json-1.1",
+                   "X-Amz-Target": "Firehose_20150804.PutRecordBatch"}
+        for i in range(0, len(records), 500):
+            body = orjson.dumps({"DeliveryStreamName": stream, "Records": [
+                {"Data": base64.b64encode(r).decode()} for r in records[i:i + 500]]})
+            conn.request("POST", "/", body, headers)
+            answer = orjson.loads(conn.getresponse().read())
+            if answer.get("FailedPutCount"):
+                raise RuntimeError(f"put failed: {answer}")
+        conn.close()
+
+    def idle(self, stream: str) -> bool:
+        with urllib.request.urlopen(self.endpoint + "/readyz", timeout=5) as r:
+            return bool(json.loads(r.read())["streams"][stream]["idle"])
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+def drain(workdir: Path, stream: dict[str, Any], settings: dict[str, Any], records: list[bytes],
+          start_server: Callable[[], Any], delivered: Callable[[], int]) -> dict[str, Any]:
+    """Spool the records with the destination down, then time the daemon delivering them."""
+    daemon = Daemon(workdir, stream, settings)
+    name = stream["DeliveryStreamName"]
+    try:
+        daemon.start()
+        daemon.put_all(name, records)
+        daemon.stop()
+        with start_server():
+            started = daemon.start()
+            assert daemon.proc is not None
+            cpu0 = cpu_seconds(daemon.proc.pid)
+            deadline = started + 600
+            while not (delivered() >= len(records) and daemon.idle(name)):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{name}: {delivered()} of {len(records)} delivered after 600 s")
+                time.sleep(0.05)
+            elapsed = time.monotonic() - started
+            cpu = cpu_seconds(daemon.proc.pid) - cpu0
+            count = delivered()
+    finally:
+        daemon.stop()
+    if count != len(records):
+        raise RuntimeError(f"{name}: {count} records delivered, {len(records)} sent")
+    return {"records_per_s": len(records) / elapsed, "seconds": elapsed,
+            "cpu_ms_per_1000_records": cpu / len(records) * 1e6}
+
+
+def timed(fn: Callable[[], None]) -> float:
+    started = time.monotonic()
+    fn()
+    return time.monotonic() - started
+
+
+# -- OpenSearch ------------------------------------------------------------------------------
+
+
+def bench_opensearch(workdir: Path, records: list[bytes]) -> dict[str, Any]:
+    from opensearchpy import OpenSearch, helpers
+
+    from tests.servers import OpenSearchServer
+
+    server = OpenSearchServer()
+    port = int(server.url.rsplit(":", 1)[1])
+    client = OpenSearch(hosts=[server.url], timeout=120)
+
+    def count(index: str) -> int:
+        client.indices.refresh(index=index)
+        return int(client.count(index=index)["count"])
+
+    @contextlib.contextmanager
+    def running() -> Iterator[None]:
+        server.start()
+        try:
+            yield
+        finally:
+            server.stop()
+
+    stream = {"DeliveryStreamName": "search", "AmazonopensearchserviceDestinationConfiguration": {
+        "RoleARN": ROLE, "ClusterEndpoint": f"http://127.0.0.1:{port}", "IndexName": "daemon",
+        "IndexRotationPeriod": "NoRotation", "BufferingHints": {"SizeInMBs": BATCH_MB, "IntervalInSeconds": 0},
+        "RetryOptions": {"DurationInSeconds": 7200}, "S3Configuration": S3}}
+
+    def daemon_count() -> int:
+        try:
+            return count("daemon")
+        except Exception:
+            return 0
+
+    daemon = drain(workdir / "os", stream, {}, records, running, daemon_count)
+    with running():
+        def direct() -> None:
+            actions = ({"_index": "direct", "_id": f"d-{i}", "_source": orjson.loads(r)} for i, r in enumerate(records))
+            helpers.bulk(client, actions, chunk_size=len(records), max_chunk_bytes=BATCH_BYTES, refresh=False)
+        seconds = timed(direct)
+        assert count("direct") == len(records)
+    client.close()
+    return result("opensearch", "opensearch-py helpers.bulk", records, daemon, seconds)
+
+
+# -- Redshift / PostgreSQL ------------------------------------------------------------------------
+
+
+def bench_redshift(workdir: Path, records: list[bytes]) -> dict[str, Any]:
+    from tests.servers import PostgresServer
+
+    port = free_port()
+    pg = PostgresServer(port=port)  # the daemon's first attempts find nothing listening there
+    table = "CREATE TABLE {} (id bigint, name text, kind text, n double precision)"
+    url = f"jdbc:postgresql://127.0.0.1:{port}/warehouse"
+
+    stream = {"DeliveryStreamName": "rows", "RedshiftDestinationConfiguration": {
+        "RoleARN": ROLE, "ClusterJDBCURL": url, "Username": pg.user, "Password": pg.password,
+        "CopyCommand": {"DataTableName": "events", "DataTableColumns": "id,name,kind,n",
+                        "CopyOptions": "JSON 'auto'"},
+        "RetryOptions": {"DurationInSeconds": 7200},
+        "S3Configuration": {**S3, "BufferingHints": {"SizeInMBs": BATCH_MB, "IntervalInSeconds": 0}}}}
+
+    @contextlib.contextmanager
+    def running() -> Iterator[None]:
+        pg.start()
+        try:
+            with pg.connect() as conn:
+                conn.execute(table.format("events"))
+                conn.execute(table.format("direct"))
+            yield
+        finally:
+            pg.stop()
+
+    def daemon_count() -> int:
+        try:
+            with pg.connect() as conn:
+                return int(conn.execute("SELECT count(*) FROM events").fetchone()[0])  # type: ignore[index]
+        except Exception:
+            return 0
+
+    daemon = drain(workdir / "pg", stream, {}, records, running, daemon_count)
+    with running():
+        with pg.connect() as conn:
+            conn.autocommit = False
+
+            def direct() -> None:
+                for batch in batches(records):
+                    with conn.cursor() as cur, cur.copy("COPY direct (id, name, kind, n) FROM STDIN") as copy:
+                        for r in batch:
+                            doc = orjson.loads(r)
+                            copy.write_row((doc["id"], doc["name"], doc["kind"], doc["n"]))
+                    conn.commit()
+            seconds = timed(direct)
+            assert conn.execute("SELECT count(*) FROM direct").fetchone() == (len(records),)
+    return result("redshift", "psycopg COPY FROM STDIN", records, daemon, seconds)
+
+
+# -- Splunk HEC --------------------------------------------------------------------------------
+
+
+def bench_splunk(workdir: Path, records: list[bytes]) -> dict[str, Any]:
+    from tests.receivers.splunk import TOKEN, SplunkReceiver
+
+    port = free_port()
+    holder: dict[str, SplunkReceiver] = {}
+
+    @contextlib.contextmanager
+    def running() -> Iterator[None]:
+        with SplunkReceiver(port=port) as hec:
+            holder["hec"] = hec
+            yield
+
+    def indexed() -> int:
+        hec = holder.get("hec")
+        return 0 if hec is None else sum(req.body.count(b"\n") for req in list(hec.indexed))
+
+    stream = {"DeliveryStreamName": "hec", "SplunkDestinationConfiguration": {
+        "HECEndpoint": f"http://127.0.0.1:{port}", "HECEndpointType": "Raw", "HECToken": TOKEN,
+        "HECAcknowledgmentTimeoutInSeconds": 180, "BufferingHints": {"SizeInMBs": BATCH_MB, "IntervalInSeconds": 0},
+        "RetryOptions": {"DurationInSeconds": 7200}, "S3Configuration": S3}}
+    daemon = drain(workdir / "splunk", stream, {}, records, running, indexed)
+    with running():
+        channel = str(uuid.uuid4())
+        headers = {"Authorization": f"Splunk {TOKEN}", "X-Splunk-Request-Channel": channel,
+                   "Content-Type": "application/json"}
+
+        def direct() -> None:
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=60) as client:
+                for batch in batches(records):
+                    acks = [client.post("/services/collector/raw", content=b"".join(part)).json()["ackId"]
+                            for part in batches(batch, SPLUNK_REQUEST_BYTES)]
+                    while acks:
+                        done = client.post("/services/collector/ack", json={"acks": acks}).json()["acks"]
+                        acks = [a for a in acks if not done.get(str(a))]
+                        if acks:
+                            time.sleep(0.1)
+        seconds = timed(direct)
+        assert indexed() == len(records)
+    return result("splunk", "httpx raw POST + ack polling", records, daemon, seconds)
+
+
+# -- HTTP endpoint -----------------------------------------------------------------------------
+
+
+def bench_http_endpoint(workdir: Path, records: list[bytes]) -> dict[str, Any]:
+    from tests.receivers.http_endpoint import HttpEndpointReceiver
+
+    port = free_port()
+    holder: dict[str, HttpEndpointReceiver] = {}
+
+    @contextlib.contextmanager
+    def running() -> Iterator[None]:
+        with HttpEndpointReceiver(port=port) as receiver:
+            holder["r"] = receiver
+            yield
+
+    def accepted() -> int:
+        r = holder.get("r")
+        return 0 if r is None else len(r.accepted())
+
+    stream = {"DeliveryStreamName": "hook", "HttpEndpointDestinationConfiguration": {
+        "EndpointConfiguration": {"Url": f"http://127.0.0.1:{port}/ingest", "Name": "bench"},
+        "BufferingHints": {"SizeInMBs": BATCH_MB, "IntervalInSeconds": 0},
+        "RetryOptions": {"DurationInSeconds": 7200}, "S3Configuration": S3}}
+    daemon = drain(workdir / "http", stream, {}, records, running, accepted)
+    with running():
+        def direct() -> None:
+            with httpx.Client(timeout=60) as client:
+                for batch in batches(records):
+                    rid = str(uuid.uuid4())
+                    body = orjson.dumps({"requestId": rid, "timestamp": int(time.time() * 1000),
+                                         "records": [{"data": base64.b64encode(r).decode()} for r in batch]})
+                    answer = client.post(f"http://127.0.0.1:{port}/ingest", content=body, headers={
+                        "Content-Type": "application/json", "X-Amz-Firehose-Request-Id": rid,
+                        "X-Amz-Firehose-Protocol-Version": "1.0",
+                        "X-Amz-Firehose-Source-Arn": "arn:aws:firehose:us-east-1:123456789012:deliverystream/hook"})
+                    assert answer.status_code == 200 and answer.json()["requestId"] == rid
+        seconds = timed(direct)
+        assert accepted() == len(records)
+    return result("http_endpoint", "httpx protocol requests", records, daemon, seconds)
+
+
+# -- report --------------------------------------------------------------------------------
+
+
+def result(name: str, client: str, records: list[bytes], daemon: dict[str, Any], direct_s: float) -> dict[str, Any]:
+    direct = len(records) / direct_s
+    return {"destination": name, "direct_client": client, "records": len(records),
+            "daemon_records_per_s": daemon["records_per_s"], "direct_records_per_s": direct,
+            "ratio": daemon["records_per_s"] / direct,
+            "daemon_cpu_ms_per_1000_records": daemon["cpu_ms_per_1000_records"]}
+
+
+BENCHES = {"opensearch": bench_opensearch, "redshift": bench_redshift, "splunk": bench_splunk,
+           "http_endpoint": bench_http_endpoint}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--records", type=int, default=300_000)
+    parser.add_argument("--search-records", type=int, default=40_000,
+                        help="records for opensearch (osmem-server indexes a few thousand documents/s)")
+    parser.add_argument("--only", default=",".join(BENCHES), help="comma-separated destinations")
+    parser.add_argument("--json", help="also write the figures to this file")
+    args = parser.parse_args()
+    records = make_records(args.records)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="firehose-bench-") as tmp:
+        for name in args.only.split(","):
+            (Path(tmp) / name).mkdir()
+            row = BENCHES[name](Path(tmp) / name, records[:args.search_records] if name == "opensearch" else records)
+            rows.append(row)
+            print(f"{row['destination']:>14}: daemon {row['daemon_records_per_s']:>9,.0f} records/s "
+                  f"(CPU {row['daemon_cpu_ms_per_1000_records']:.1f} ms/1000)   direct "
+                  f"{row['direct_records_per_s']:>9,.0f} records/s ({row['direct_client']})   "
+                  f"ratio {row['ratio']:.2f}", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+    worst = min(r["ratio"] for r in rows)
+    print(f"worst daemon / direct: {worst:.2f} (goal >= 0.80)")
+    return 0 if worst >= 0.8 else 1
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    raise SystemExit(main())
