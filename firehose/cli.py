@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import sys
@@ -136,6 +137,19 @@ def _serve(args: argparse.Namespace) -> int:
     return _run(config)
 
 
+def _tune_gc() -> None:
+    """Collect cyclic garbage far less often than CPython's default.
+
+    Delivery and ingest allocate a few container objects per record (hundreds of thousands a
+    second), and with the default thresholds (700, 10, 10) the collector ran so often that it
+    took two thirds of the time spent building record batches. The daemon's own data makes no
+    reference cycles to speak of; what it builds at start (modules, config, catalog) is frozen
+    out of collections altogether.
+    """
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+
+
 def _run(config: Config) -> int:
     from firehose.daemon import Daemon  # imported late: `validate` needs none of it
 
@@ -147,6 +161,7 @@ def _run(config: Config) -> int:
         loop_factory = None
     try:
         daemon = Daemon(config)
+        _tune_gc()
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             runner.run(daemon.serve())
     except ConfigError as exc:

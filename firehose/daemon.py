@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
 import multiprocessing
 import os
@@ -44,6 +45,10 @@ from firehose.spool import Spool, StreamSpool
 from firehose.telemetry import Metrics
 
 log = logging.getLogger("firehose.daemon")
+
+
+#: How long readiness waits for worker processes that streams need (they go on starting after that).
+_WARM_UP_SECONDS = 30.0
 
 
 def _http_client(http: HttpSettings) -> httpx.AsyncClient:
@@ -95,6 +100,7 @@ class Daemon:
         self.http = _http_client(s.http)
         self.workers = WorkerPool(s.processing.workers, nice=s.processing.worker_nice)
         self._convert_pool: ProcessPoolExecutor | None = None
+        self._warming: list[asyncio.Future[Any]] = []
         self._keyring: Keyring | None = None
         self.metrics.spool_bytes.set_function(lambda: self.spool.used_bytes)
         self.metrics.spool_limit.set(s.spool.max_bytes)
@@ -126,7 +132,8 @@ class Daemon:
 
     def _context(self, state: StreamState) -> DestinationContext:
         return DestinationContext(stream=state.name, settings=self.settings, executor=self.executor,
-                                  http=self.http, stream_arn=self.services.arn(state.name))
+                                  http=self.http, stream_arn=self.services.arn(state.name),
+                                  processes=self._convert_executor)
 
     def _destination(self, state: StreamState) -> Destination:  # type: ignore[type-arg]
         return destinations.build(state.definition, self._context(state))
@@ -160,7 +167,16 @@ class Daemon:
         )
         self.pipelines[state.name] = pipeline
         pipeline.start()
+        if destination.worker_module is not None:
+            self._warm_workers(destination.worker_module)
         self._spawn(self._check(state.name, destination))
+
+    def _warm_workers(self, module: str) -> None:
+        """Start the worker processes and import ``module`` in each, in the background; /readyz
+        reports "starting" until they are up (``serve`` waits for them, within limits)."""
+        pool = self._convert_executor()
+        self._warming.extend(asyncio.wrap_future(pool.submit(importlib.import_module, module))
+                             for _ in range(self.settings.processing.workers))
 
     async def _check(self, name: str, destination: Destination) -> None:  # type: ignore[type-arg]
         try:
@@ -276,6 +292,8 @@ class Daemon:
         if serving.done():
             await serving  # start-up failed (e.g. port in use): raise it
             return
+        if self._warming:
+            await asyncio.wait(self._warming, timeout=_WARM_UP_SECONDS)
         self._started = True
         host, port = server.servers[0].sockets[0].getsockname()[:2]
         log.info("Listening.", extra={"host": host, "port": port, "streams": len(self.pipelines)})

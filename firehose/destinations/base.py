@@ -27,6 +27,7 @@ from firehose.records import ObjectBatch, RecordBatch
 from firehose.settings import Settings
 
 P = TypeVar("P")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,11 +78,19 @@ class DestinationContext:
     stage: Any = None
     #: The delivery stream's ARN (Firehose sends it to HTTP endpoints).
     stream_arn: str = ""
+    #: The daemon's worker processes (made on first use), for CPU-heavy work that would otherwise
+    #: hold the GIL against the event loop (Redshift's PostgreSQL mode parses batches there).
+    processes: Callable[[], Executor] | None = None
     extra: dict[str, object] = field(default_factory=dict)
 
     async def run(self, fn: Callable[..., object], *args: object) -> object:
         """Run a blocking call in the destinations' thread pool."""
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    async def run_process(self, fn: Callable[..., T], *args: object) -> T:
+        """Run picklable CPU work in a worker process (in the thread pool when there are none)."""
+        pool = self.processes() if self.processes is not None else self.executor
+        return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
 
 
 class Destination(ABC, Generic[P]):
@@ -94,6 +103,9 @@ class Destination(ABC, Generic[P]):
     retry_clock: ClassVar[str] = "first_failure"
     #: ``!{firehose:error-output-type}`` for records this destination gave up on.
     error_output_type: ClassVar[str] = ""
+    #: A module this destination runs in worker processes (``ctx.run_process``): the daemon starts
+    #: the workers and imports it there when the stream starts, not on the first batch.
+    worker_module: str | None = None
 
     @abstractmethod
     async def check(self) -> None: ...

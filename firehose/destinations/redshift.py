@@ -60,15 +60,17 @@ import logging
 import re
 import zlib
 from collections.abc import Callable, Iterator, Sequence
-from operator import itemgetter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from operator import itemgetter
 from typing import Any, Literal
 
 import orjson
 import psycopg
 from psycopg import sql
+from psycopg._copy_base import format_row_text  # the C row formatter write_row uses
+from psycopg.adapt import Transformer
 
 from firehose.definitions import CopyCommand, RedshiftDestinationConfiguration
 from firehose.destinations.base import DELIVERED, DestinationContext, ObjectDestination, Outcome
@@ -486,25 +488,42 @@ def _slow_row(doc: dict[str, Any], line: bytes, keys: list[tuple[str, bool]],
     return row
 
 
-def load_postgres(cur: psycopg.Cursor[Any], cmd: CopyCommand, fmt: LoadFormat, body: bytes) -> None:
-    """Load a staged object's bytes with ``COPY ... FROM STDIN``, as Redshift would read them.
+def copy_payload(body: bytes, fmt: LoadFormat, columns: list[_Column]) -> bytes:
+    """A staged object as the rows of a PostgreSQL text-format COPY stream, as Redshift would read it.
 
-    CSV goes to PostgreSQL's own CSV parser; text and JSON are parsed here and written as rows,
-    since PostgreSQL's text format would read backslashes as escapes, which Redshift's does not.
+    Pure work on bytes, so it runs in a worker process: the next batch is parsed while the current
+    one streams into the table. Rows are rendered by psycopg's own row formatter, exactly as
+    ``Copy.write_row`` would send them. (PostgreSQL's text format reads backslashes as escapes,
+    which Redshift's does not, hence parsing here rather than passing the bytes through.)
     """
     data = _skip_lines(_gunzip(body) if fmt.gzip else body, fmt.ignore_header)
+    rows = _fast_json_rows(data, columns) if fmt.kind == "json" else _text_rows(_utf8(data), fmt, columns)
+    out = bytearray()
+    transformer = Transformer()
+    for row in rows:
+        format_row_text(row, transformer, out)
+    return bytes(out)
+
+
+def load_postgres(cur: psycopg.Cursor[Any], cmd: CopyCommand, fmt: LoadFormat, body: bytes,
+                  payload: bytes | None = None) -> None:
+    """Load a staged object's bytes with ``COPY ... FROM STDIN``.
+
+    CSV goes to PostgreSQL's own CSV parser; text and JSON become rows (``copy_payload``, unless
+    the caller made them already).
+    """
     target = sql.SQL(cmd.data_table_name + _column_clause(cmd))
     if fmt.kind == "csv":
+        data = _skip_lines(_gunzip(body) if fmt.gzip else body, fmt.ignore_header)
         query = sql.SQL("COPY {} FROM STDIN (FORMAT csv, DELIMITER {}, QUOTE {}, NULL {})").format(
             target, sql.Literal(fmt.delimiter), sql.Literal(fmt.quote), sql.Literal(fmt.null))
         with cur.copy(query) as copy:
             copy.write(data)
         return
-    columns = _columns(cur, cmd)
-    rows = _fast_json_rows(data, columns) if fmt.kind == "json" else _text_rows(_utf8(data), fmt, columns)
+    if payload is None:
+        payload = copy_payload(body, fmt, _columns(cur, cmd))
     with cur.copy(sql.SQL("COPY {} FROM STDIN").format(target)) as copy:
-        for row in rows:
-            copy.write_row(row)
+        copy.write(payload)
 
 
 def _server_message(exc: psycopg.Error) -> str:
@@ -540,6 +559,8 @@ class RedshiftDestination(ObjectDestination):
         self.address = parse_jdbc_url(config.cluster_jdbc_url)
         postgres = self.address.dialect == "postgresql"
         self._format = load_format(config.copy_command.copy_options) if postgres else None
+        if self._format is not None and self._format.kind != "csv":
+            self.worker_module = __name__  # batches are parsed into rows in worker processes
         self._ctx = ctx
         self._stage: ObjectDestination = ctx.stage
         self._bucket = config.s3_configuration.bucket
@@ -547,6 +568,7 @@ class RedshiftDestination(ObjectDestination):
         self._copy_lock = asyncio.Lock()
         #: The connection loads reuse (COPYs are serialised, so one is enough); dropped on any error.
         self._conn: psycopg.Connection[Any] | None = None
+        self._columns: list[_Column] | None = None
 
     def describe(self) -> str:
         return f"{self.address}, table {self.config.copy_command.data_table_name}"
@@ -561,9 +583,25 @@ class RedshiftDestination(ObjectDestination):
         await self._stage.deliver(batch)
         key = manifest_key(self._prefix, batch.key)
         await self._stage.deliver(self._manifest(batch, key))
+        payload = await self._payload(batch)
         async with self._copy_lock:
-            await self._ctx.run(self._load, batch, f"s3://{self._bucket}/{key}")
+            await self._ctx.run(self._load, batch, f"s3://{self._bucket}/{key}", payload)
         return DELIVERED
+
+    async def _payload(self, batch: ObjectBatch) -> bytes | None:
+        """PostgreSQL mode: the batch's rows, made in a worker process before taking the COPY turn.
+
+        The columns come from the catalog once and are kept; a failed load forgets them, so a
+        table changed meanwhile is read again.
+        """
+        fmt = self._format
+        if fmt is None or fmt.kind == "csv":
+            return None
+        if self._columns is None:
+            async with self._copy_lock:
+                if self._columns is None:
+                    self._columns = await self._ctx.run(self._read_columns)
+        return await self._ctx.run_process(copy_payload, batch.body(), fmt, self._columns)
 
     async def expired(self, batch: ObjectBatch, reason: str) -> None:
         """File the batch's manifest under errors/manifests/, for a manual COPY of what was skipped."""
@@ -618,20 +656,40 @@ class RedshiftDestination(ObjectDestination):
                 message = _server_message(exc)
                 raise DestinationError(f"{self.address} did not answer SELECT 1: {message}") from exc
 
-    def _load(self, batch: ObjectBatch, manifest_url: str) -> None:
-        table = self.config.copy_command.data_table_name
+    def _session(self) -> tuple[psycopg.Connection[Any], bool]:
+        """The kept connection (and True), or a new one."""
         reused, self._conn = self._conn, None
-        conn = reused if reused is not None and not reused.closed else self._connect()
+        if reused is not None and not reused.closed:
+            return reused, True
+        return self._connect(), False
+
+    def _read_columns(self) -> list[_Column]:
+        conn, _ = self._session()
         try:
-            loaded = _load_once(conn, batch.key, lambda cur: self._copy(cur, batch, manifest_url))
+            with conn.transaction():
+                columns = _columns(conn.cursor(), self.config.copy_command)
+        except psycopg.Error as exc:
+            conn.close()
+            raise DestinationError(f"reading the columns of {self.config.copy_command.data_table_name} on "
+                                   f"{self.address} failed: {_server_message(exc)}") from exc
+        self._conn = conn
+        return columns
+
+    def _load(self, batch: ObjectBatch, manifest_url: str, payload: bytes | None = None) -> None:
+        table = self.config.copy_command.data_table_name
+        conn, reused = self._session()
+        try:
+            loaded = _load_once(conn, batch.key, lambda cur: self._copy(cur, batch, manifest_url, payload))
         except psycopg.OperationalError as exc:
             conn.close()
-            if conn is not reused:
+            self._columns = None
+            if not reused:
                 raise DestinationError(f"COPY into {table} on {self.address} failed: {_server_message(exc)}") from exc
             # The kept connection went stale (server restart, idle timeout): once more on a new one.
-            return self._load(batch, manifest_url)
+            return self._load(batch, manifest_url, payload)
         except psycopg.Error as exc:
             conn.close()  # after an error the session state is unknown: the next attempt starts afresh
+            self._columns = None
             raise DestinationError(f"COPY into {table} on {self.address} failed: {_server_message(exc)}") from exc
         except BaseException:
             conn.close()
@@ -646,8 +704,9 @@ class RedshiftDestination(ObjectDestination):
         if conn is not None:
             await self._ctx.run(conn.close)
 
-    def _copy(self, cur: psycopg.Cursor[Any], batch: ObjectBatch, manifest_url: str) -> None:
+    def _copy(self, cur: psycopg.Cursor[Any], batch: ObjectBatch, manifest_url: str,
+              payload: bytes | None) -> None:
         if self._format is None:
             cur.execute(copy_statement(self.config, manifest_url))
         else:
-            load_postgres(cur, self.config.copy_command, self._format, batch.body())
+            load_postgres(cur, self.config.copy_command, self._format, batch.body(), payload)

@@ -30,12 +30,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import repeat
 
 from firehose.destinations import Destination, Failure, ObjectDestination, Outcome
 from firehose.errors import DestinationError, SpoolError
@@ -62,21 +64,24 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+#: DeliveryRecord(id, data, arrival) from a (id, data, arrival) tuple, without a Python-level call.
+_as_delivery_record = functools.partial(tuple.__new__, DeliveryRecord)
+
+
 def _delivery_records(incarnation: str, source: str, spans: list[Span]) -> list[DeliveryRecord]:
-    """Records with ids from their spool position: the same on every attempt and after a restart."""
+    """Records with ids from their spool position: the same on every attempt and after a restart.
+
+    Built with ``map`` over C callables only (slicing, string concatenation, tuple creation): this
+    runs once per record delivered, on the event loop.
+    """
     out: list[DeliveryRecord] = []
     for s in spans:
         e = s.entry
-        offsets, data = e.offsets, e.data
-        prefix = f"{incarnation}-{source[0]}{e.seq}-"
-        if e.arrivals is None:
-            arrival = e.arrival_ms
-            out.extend(DeliveryRecord(prefix + str(i), data[offsets[i]:offsets[i + 1]], arrival)
-                       for i in range(s.start, s.end))
-        else:
-            arrivals = e.arrivals
-            out.extend(DeliveryRecord(prefix + str(i), data[offsets[i]:offsets[i + 1]], arrivals[i])
-                       for i in range(s.start, s.end))
+        offsets = e.offsets
+        datas = map(e.data.__getitem__, map(slice, offsets[s.start:s.end], offsets[s.start + 1:s.end + 1]))
+        ids = map(f"{incarnation}-{source[0]}{e.seq}-".__add__, map(str, range(s.start, s.end)))
+        arrivals = repeat(e.arrival_ms) if e.arrivals is None else e.arrivals[s.start:s.end]
+        out.extend(map(_as_delivery_record, zip(ids, datas, arrivals, strict=False)))
     return out
 
 
