@@ -227,7 +227,8 @@ def _run_daemon(workdir: Path, name: str, chain: bool, seconds: float, ingest: A
     if chain:
         dest["ErrorOutputPrefix"] = "errors/!{firehose:error-output-type}/"
         dest["ProcessingConfiguration"] = {"Enabled": True, "Processors": [{"Type": "Lambda", "Parameters": [
-            {"ParameterName": "LambdaArn", "ParameterValue": "arn:aws:lambda:us-east-1:123456789012:function:passthrough"},
+            {"ParameterName": "LambdaArn",
+             "ParameterValue": "arn:aws:lambda:us-east-1:123456789012:function:passthrough"},
             {"ParameterName": "BufferIntervalInSeconds", "ParameterValue": "0"}]}]}
         dest["DataFormatConversionConfiguration"] = {
             "SchemaConfiguration": {"DatabaseName": "b", "TableName": "t"},

@@ -95,7 +95,8 @@ def _decrypt(args: argparse.Namespace) -> int:
 
     try:
         settings = load_config(_find_config(args.config)).settings
-        keyring = encrypt.Keyring.load(directory=settings.encryption.keys_dir, env_prefix=settings.encryption.env_prefix)
+        enc = settings.encryption
+        keyring = encrypt.Keyring.load(directory=enc.keys_dir, env_prefix=enc.env_prefix)
     except (ConfigError, ValueError) as exc:
         print(f"firehose decrypt: {exc}", file=sys.stderr)
         return 2

@@ -141,7 +141,8 @@ class S3DestinationConfiguration(Shape):
 
     @model_validator(mode="after")
     def _s3_semantics(self) -> S3DestinationConfiguration:
-        objectkeys.validate_prefixes(self.prefix, self.error_output_prefix, dynamic_partitioning=self.dynamic_partitioning)
+        objectkeys.validate_prefixes(self.prefix, self.error_output_prefix,
+                                     dynamic_partitioning=self.dynamic_partitioning)
         return self
 
     @property
@@ -514,8 +515,9 @@ class DeliveryStreamDefinition(Shape):
     amazonopensearchservice_destination_configuration: AmazonopensearchserviceDestinationConfiguration | None = None
     splunk_destination_configuration: SplunkDestinationConfiguration | None = None
     http_endpoint_destination_configuration: HttpEndpointDestinationConfiguration | None = None
-    amazon_open_search_serverless_destination_configuration: AmazonOpenSearchServerlessDestinationConfiguration | None = (
-        Field(None, alias="AmazonOpenSearchServerlessDestinationConfiguration"))
+    amazon_open_search_serverless_destination_configuration: (
+        AmazonOpenSearchServerlessDestinationConfiguration | None
+    ) = Field(None, alias="AmazonOpenSearchServerlessDestinationConfiguration")
     snowflake_destination_configuration: dict[str, Any] | None = None
     iceberg_destination_configuration: dict[str, Any] | None = None
     msk_source_configuration: dict[str, Any] | None = Field(None, alias="MSKSourceConfiguration")

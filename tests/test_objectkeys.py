@@ -73,8 +73,8 @@ def test_error_prefix_default_and_error_output_type() -> None:
 
 
 def test_random_string_is_eleven_chars_and_new_per_occurrence() -> None:
-    keys = KeyTemplate.build("a/!{firehose:random-string}/b/!{firehose:random-string}/", "e/!{firehose:error-output-type}",
-                             custom_time_zone=None, extension="")
+    keys = KeyTemplate.build("a/!{firehose:random-string}/b/!{firehose:random-string}/",
+                             "e/!{firehose:error-output-type}", custom_time_zone=None, extension="")
     rendered = keys.render_prefix(T)
     m = re.fullmatch(r"a/([0-9a-f]{8}-[0-9a-f]{2})/b/([0-9a-f]{8}-[0-9a-f]{2})/2018/08/27/10/", rendered)
     assert m, rendered

@@ -275,7 +275,8 @@ def test_partition_keys_from_the_transform(start_daemon: Any, fn_dir: Path, tmp_
     stream = local_stream("lk", Prefix="region=!{partitionKeyFromLambda:region}/",
                           ErrorOutputPrefix="errors/!{firehose:error-output-type}/",
                           DynamicPartitioningConfiguration={"Enabled": True},
-                          ProcessingConfiguration=processing(lambda_processor("keys"), {"Type": "AppendDelimiterToRecord"}))
+                          ProcessingConfiguration=processing(lambda_processor("keys"),
+                                                             {"Type": "AppendDelimiterToRecord"}))
     daemon = start(start_daemon, fn_dir, stream)
     daemon.client().put_record_batch(DeliveryStreamName="lk", Records=[
         {"Data": json.dumps({"region": r}).encode()} for r in ["eu", "us", "eu"]])
@@ -336,8 +337,8 @@ def test_encrypting_bucket_writes_envelopes_that_decrypt(start_daemon: Any, tmp_
     config = tmp_path / "decrypt.yaml"
     config.write_text(json.dumps({"encryption": {"keys_dir": str(keys)}}))
     out = tmp_path / "plain.gz"
-    done = subprocess.run([sys.executable, "-m", "firehose", "decrypt", str(tmp_path / "vault" / key), "--out", str(out),
-                           "--config", str(config)], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "firehose", "decrypt", str(tmp_path / "vault" / key),
+                           "--out", str(out), "--config", str(config)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert gzip.decompress(out.read_bytes()) == b"".join(b"top secret %d\n" % i for i in range(50))
     # Tampering is detected and nothing is written.
@@ -473,7 +474,8 @@ def test_the_shipped_json_filter_runs_as_a_transform(start_daemon: Any, tmp_path
     daemon.client().put_record_batch(DeliveryStreamName="jf", Records=[{"Data": json.dumps(d).encode() + b"\n"}
                                                                         for d in docs])
     wait_until(lambda: daemon.idle("jf"), timeout=30)
-    out = {k.split("/")[0]: [json.loads(line) for line in v.splitlines()] for k, v in read_local(tmp_path / "out").items()}
+    out = {k.split("/")[0]: [json.loads(line) for line in v.splitlines()]
+           for k, v in read_local(tmp_path / "out").items()}
     assert sorted(out) == ["team=blue", "team=red"]
     assert out["team=red"][0]["password"] == "REDACTED"
     assert len(out["team=blue"]) == 1 and out["team=blue"][0]["level"] == "info"

@@ -57,7 +57,8 @@ def test_duplicate_create_is_resource_in_use(start_daemon: Any) -> None:
         ({**local_stream("x"), "S3DestinationConfiguration": {"RoleARN": ROLE, "BucketARN": "arn:aws:s3:::b"}},
          "only one destination"),
         (local_stream("x", BufferingHints={"SizeInMBs": 1}), "both SizeInMBs and IntervalInSeconds"),
-        ({**local_stream("x"), "ExtendedS3DestinationConfiguration": {"RoleARN": "nope", "BucketARN": "arn:aws:s3:::b"}},
+        ({**local_stream("x"),
+          "ExtendedS3DestinationConfiguration": {"RoleARN": "nope", "BucketARN": "arn:aws:s3:::b"}},
          "roleARN"),
     ],
 )

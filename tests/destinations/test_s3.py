@@ -132,8 +132,8 @@ def test_s3_outage_keeps_data_in_the_spool_and_delivers_after_recovery(start_dae
         server.client().create_bucket(Bucket="outage")
         wait_until(lambda: daemon.idle("o"), timeout=30)
         s3 = server.client()
-        assert_delivered_once([s3.get_object(Bucket="outage", Key=k)["Body"].read() for k in list_objects(s3, "outage")],
-                              sent)
+        bodies = [s3.get_object(Bucket="outage", Key=k)["Body"].read() for k in list_objects(s3, "outage")]
+        assert_delivered_once(bodies, sent)
     finally:
         server.stop()
 

@@ -536,7 +536,7 @@ def test_options_from_aws_maps_every_field() -> None:
 X = "InputFormatConfiguration.Deserializer.OpenXJsonSerDe"
 H = "InputFormatConfiguration.Deserializer.HiveJsonSerDe"
 P = "OutputFormatConfiguration.Serializer.ParquetSerDe"
-O = "OutputFormatConfiguration.Serializer.OrcSerDe"
+ORC_SERDE = "OutputFormatConfiguration.Serializer.OrcSerDe"
 
 
 @pytest.mark.parametrize(("cfg", "message"), [
@@ -570,24 +570,24 @@ O = "OutputFormatConfiguration.Serializer.OrcSerDe"
     (aws(serializer={"ParquetSerDe": {"EnableDictionaryCompression": 1}}),
      f"{P}.EnableDictionaryCompression must be a boolean"),
     (aws(serializer={"OrcSerDe": {"StripeSizeBytes": (8 << 20) - 1}}),
-     f"{O}.StripeSizeBytes must be at least 8388608"),
+     f"{ORC_SERDE}.StripeSizeBytes must be at least 8388608"),
     (aws(serializer={"OrcSerDe": {"BlockSizeBytes": 1 << 20}}),
-     f"{O}.BlockSizeBytes must be at least 67108864"),
-    (aws(serializer={"OrcSerDe": {"RowIndexStride": 999}}), f"{O}.RowIndexStride must be at least 1000"),
+     f"{ORC_SERDE}.BlockSizeBytes must be at least 67108864"),
+    (aws(serializer={"OrcSerDe": {"RowIndexStride": 999}}), f"{ORC_SERDE}.RowIndexStride must be at least 1000"),
     (aws(serializer={"OrcSerDe": {"PaddingTolerance": 1.5}}),
-     f"{O}.PaddingTolerance must be a number from 0 to 1"),
+     f"{ORC_SERDE}.PaddingTolerance must be a number from 0 to 1"),
     (aws(serializer={"OrcSerDe": {"DictionaryKeyThreshold": -0.1}}),
-     f"{O}.DictionaryKeyThreshold must be a number from 0 to 1"),
+     f"{ORC_SERDE}.DictionaryKeyThreshold must be a number from 0 to 1"),
     (aws(serializer={"OrcSerDe": {"BloomFilterFalsePositiveProbability": 2}}),
-     f"{O}.BloomFilterFalsePositiveProbability must be a number from 0 to 1"),
+     f"{ORC_SERDE}.BloomFilterFalsePositiveProbability must be a number from 0 to 1"),
     (aws(serializer={"OrcSerDe": {"BloomFilterFalsePositiveProbability": 0}}),
-     f"{O}.BloomFilterFalsePositiveProbability must be greater than 0 and less than 1"),
+     f"{ORC_SERDE}.BloomFilterFalsePositiveProbability must be greater than 0 and less than 1"),
     (aws(serializer={"OrcSerDe": {"Compression": "GZIP"}}),
-     f"{O}.Compression must be one of NONE, ZLIB, SNAPPY"),
-    (aws(serializer={"OrcSerDe": {"FormatVersion": "V1"}}), f"{O}.FormatVersion must be one of V0_11, V0_12"),
-    (aws(serializer={"OrcSerDe": {"FormatVersion": "V0_11"}}), f"{O}.FormatVersion V0_11 is not supported"),
+     f"{ORC_SERDE}.Compression must be one of NONE, ZLIB, SNAPPY"),
+    (aws(serializer={"OrcSerDe": {"FormatVersion": "V1"}}), f"{ORC_SERDE}.FormatVersion must be one of V0_11, V0_12"),
+    (aws(serializer={"OrcSerDe": {"FormatVersion": "V0_11"}}), f"{ORC_SERDE}.FormatVersion V0_11 is not supported"),
     (aws(serializer={"OrcSerDe": {"BloomFilterColumns": ["a", ""]}}),
-     f"{O}.BloomFilterColumns must be a list of non-empty strings"),
+     f"{ORC_SERDE}.BloomFilterColumns must be a list of non-empty strings"),
 ])
 def test_options_from_aws_validation_names_the_field(cfg: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError) as e:
