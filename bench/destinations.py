@@ -168,7 +168,9 @@ def drain(workdir: Path, stream: dict[str, Any], settings: dict[str, Any], recor
             assert daemon.proc is not None
             cpu0 = tree_cpu_seconds(daemon.proc.pid)
             deadline = started + 600
-            while not (delivered() >= len(records) and daemon.idle(name)):
+            # The server is asked for its count only once the daemon says it is idle: polling it
+            # meanwhile would load the server the daemon is being measured against.
+            while not (daemon.idle(name) and delivered() >= len(records)):
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"{name}: {delivered()} of {len(records)} delivered after 600 s")
                 time.sleep(0.05)

@@ -322,3 +322,50 @@ def test_a_copy_that_keeps_failing_files_the_manifest_under_errors_after_the_ret
     wait_until(lambda: d.idle("rows"), timeout=20)
     state = readiness(d)["streams"]["rows"]
     assert 'relation "absent" does not exist' in state["last_error"]
+
+
+# -- UpdateDestination ----------------------------------------------------------------------------
+
+
+def test_update_destination_moves_a_failing_http_stream_to_a_working_endpoint(start_daemon: Any,
+                                                                              tmp_path: Path) -> None:
+    """Firehose applies URL changes between attempts: a batch retrying against a dead URL goes to the new one."""
+    with HttpEndpointReceiver() as new:
+        d = start_daemon([http_stream("hooks", f"http://127.0.0.1:{free_port()}/gone", retry=600)], **FAST)
+        put(d, "hooks", [b"late\n"])
+        wait_until(lambda: readiness(d)["streams"]["hooks"]["consecutive_failures"] >= 1, timeout=10)
+        client = d.client()
+        version = client.describe_delivery_stream(DeliveryStreamName="hooks")["DeliveryStreamDescription"]["VersionId"]
+        client.update_destination(DeliveryStreamName="hooks", CurrentDeliveryStreamVersionId=version,
+                                  DestinationId="destinationId-000000000001",
+                                  HttpEndpointDestinationUpdate={"EndpointConfiguration": {"Url": new.url}})
+        described = client.describe_delivery_stream(DeliveryStreamName="hooks")["DeliveryStreamDescription"]
+        destination = described["Destinations"][0]["HttpEndpointDestinationDescription"]
+        assert destination["EndpointConfiguration"]["Url"] == new.url
+        assert destination["RetryOptions"] == {"DurationInSeconds": 600}, "members not in the update are kept"
+        wait_until(lambda: d.idle("hooks"), timeout=20)
+        assert new.accepted() == [b"late\n"]
+        assert read_local(tmp_path / "out") == {}
+
+
+def test_update_destination_refuses_what_aws_refuses(start_daemon: Any) -> None:
+    with HttpEndpointReceiver() as receiver:
+        d = start_daemon([http_stream("hooks", receiver.url),
+                          splunk_stream("logs", receiver.url, backup="AllEvents")])
+        client = d.client()
+
+        def update(name: str, **member: Any) -> None:
+            version = client.describe_delivery_stream(
+                DeliveryStreamName=name)["DeliveryStreamDescription"]["VersionId"]
+            client.update_destination(DeliveryStreamName=name, CurrentDeliveryStreamVersionId=version,
+                                      DestinationId="destinationId-000000000001", **member)
+
+        with pytest.raises(client.exceptions.InvalidArgumentException, match="OpenSearch"):
+            update("hooks", AmazonopensearchserviceDestinationUpdate={
+                "RoleARN": ROLE, "ClusterEndpoint": "http://127.0.0.1:9", "IndexName": "x"})
+        with pytest.raises(client.exceptions.InvalidArgumentException, match="FailedEventsOnly to AllEvents"):
+            update("logs", SplunkDestinationUpdate={"S3BackupMode": "FailedEventsOnly"})
+        # Another type with a complete definition is allowed (here: to S3).
+        update("hooks", ExtendedS3DestinationUpdate={**S3, "BufferingHints": {"SizeInMBs": 1, "IntervalInSeconds": 0}})
+        described = client.describe_delivery_stream(DeliveryStreamName="hooks")["DeliveryStreamDescription"]
+        assert "ExtendedS3DestinationDescription" in described["Destinations"][0]
