@@ -2,6 +2,7 @@
 
     firehose serve [--config FILE] [--host H] [--port P] [--state-dir DIR] [--transforms-dir DIR]
     firehose validate CONFIG
+    firehose agent --config FILE [--state-dir DIR] [--log-level L]
     firehose decrypt FILE|s3://BUCKET/KEY [--out FILE] [--config FILE]
 
 Without ``--config``, ``serve`` reads ``$FIREHOSE_CONFIG``, else
@@ -55,6 +56,11 @@ def _parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="check a config file without starting anything")
     validate.add_argument("config", help="config file (YAML)")
 
+    agent = sub.add_parser("agent", help="tail log files and send them to a delivery stream or Kinesis stream")
+    agent.add_argument("--config", required=True, help="agent.json (Kinesis Agent keys) or the YAML form")
+    agent.add_argument("--state-dir", help="where checkpoints are kept (default /var/lib/firehose-agent)")
+    agent.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (overrides log.level)")
+
     decrypt = sub.add_parser("decrypt", help="decrypt an object the daemon encrypted (local file or s3://bucket/key)")
     decrypt.add_argument("source", help="a local file, or s3://bucket/key")
     decrypt.add_argument("--out", default="-", help="where to write the plaintext (default: standard output)")
@@ -64,6 +70,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "agent":
+        from firehose.agent.command import run
+
+        return run(Path(args.config), args.state_dir, args.log_level)
     if args.command == "validate":
         return _validate(Path(args.config))
     if args.command == "decrypt":
