@@ -4,6 +4,7 @@
     firehose validate CONFIG
     firehose agent --config FILE [--state-dir DIR] [--log-level L]
     firehose decrypt FILE|s3://BUCKET/KEY [--out FILE] [--config FILE]
+    firehose streams serve [--config FILE] [--host H] [--port P] [--state-dir DIR]
 
 Without ``--config``, ``serve`` reads ``$FIREHOSE_CONFIG``, else
 ``./config/firehose.yaml``, else ``/etc/firehose/firehose.yaml``, else runs on
@@ -20,6 +21,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from firehose import __version__
 from firehose.errors import ConfigError
@@ -65,6 +67,14 @@ def _parser() -> argparse.ArgumentParser:
     decrypt.add_argument("source", help="a local file, or s3://bucket/key")
     decrypt.add_argument("--out", default="-", help="where to write the plaintext (default: standard output)")
     decrypt.add_argument("--config", help="config file whose encryption: keyring (and s3: settings) to use")
+    streams = sub.add_parser("streams", help="the Kinesis Data Streams sidecar")
+    streams_sub = streams.add_subparsers(dest="streams_command", required=True)
+    streams_serve = streams_sub.add_parser("serve", help="serve the Kinesis API over the on-disk shard store")
+    streams_serve.add_argument("--config", help="config file (YAML); its kinesis: section applies")
+    streams_serve.add_argument("--host", help="listen address (overrides kinesis.host)")
+    streams_serve.add_argument("--port", type=int, help="listen port (overrides kinesis.port)")
+    streams_serve.add_argument("--state-dir", help="shard store directory (overrides kinesis.state_dir)")
+    streams_serve.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
     return parser
 
 
@@ -78,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         return _validate(Path(args.config))
     if args.command == "decrypt":
         return _decrypt(args)
+    if args.command == "streams":
+        return _streams_serve(args)
     return _serve(args)
 
 
@@ -148,6 +160,44 @@ def _serve(args: argparse.Namespace) -> int:
     return _run(config)
 
 
+def _streams_serve(args: argparse.Namespace) -> int:
+    """The Kinesis sidecar on its own; flags override the config's ``kinesis:`` section."""
+    from firehose.streams import server
+
+    path = _find_config(args.config)
+    try:
+        config = load_config(path, {"log_level": args.log_level})
+    except ConfigError as exc:
+        setup_logging("INFO")
+        log.error("Invalid configuration: %s", exc)
+        return 2
+    settings = config.settings
+    setup_logging(settings.log_level)
+    k = settings.kinesis
+    host = args.host or k.host or settings.host
+    port = args.port if args.port is not None else k.port
+    directory = Path(args.state_dir) if args.state_dir else server.state_dir(settings)
+    try:
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(server.run(settings, host=host, port=port, directory=directory, source=config.source))
+    except ConfigError as exc:
+        log.error("Invalid configuration: %s", exc)
+        return 2
+    except OSError as exc:
+        log.error("Could not start: %s", exc)
+        return 1
+    return 0
+
+
+def _loop_factory() -> Any:
+    try:
+        import uvloop
+
+        return uvloop.new_event_loop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX
+        return None
+
+
 def _tune_gc() -> None:
     """Collect cyclic garbage far less often than CPython's default.
 
@@ -164,12 +214,7 @@ def _tune_gc() -> None:
 def _run(config: Config) -> int:
     from firehose.daemon import Daemon  # imported late: `validate` needs none of it
 
-    try:
-        import uvloop
-
-        loop_factory = uvloop.new_event_loop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX
-        loop_factory = None
+    loop_factory = _loop_factory()
     try:
         daemon = Daemon(config)
         _tune_gc()

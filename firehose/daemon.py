@@ -41,7 +41,10 @@ from firehose.pipeline.config import check_definition
 from firehose.processing.encrypt import Keyring
 from firehose.processing.transform import WorkerPool
 from firehose.settings import Config, HttpSettings, Settings
+from firehose.sources.kinesis import KinesisSource, make_client
 from firehose.spool import Spool, StreamSpool
+from firehose.streams.server import Sidecar
+from firehose.streams.server import state_dir as kinesis_state_dir
 from firehose.telemetry import Metrics
 
 log = logging.getLogger("firehose.daemon")
@@ -85,6 +88,8 @@ class Daemon:
         self.settings: Settings = config.settings
         self.metrics = Metrics()
         self.pipelines: dict[str, Pipeline] = {}
+        self.sources: dict[str, KinesisSource] = {}
+        self.sidecar: Sidecar | None = None
         self.broken: dict[str, str] = {}  # streams whose definition cannot run here, and why
         self._stopping = False
         self._started = False
@@ -167,9 +172,36 @@ class Daemon:
         )
         self.pipelines[state.name] = pipeline
         pipeline.start()
+        if state.definition.delivery_stream_type == "KinesisStreamAsSource":
+            self._start_source(state)
         if destination.worker_module is not None:
             self._warm_workers(destination.worker_module)
         self._spawn(self._check(state.name, destination))
+
+    def _start_source(self, state: StreamState) -> None:
+        if state.name in self.sources:
+            return
+        source_config = state.definition.kinesis_stream_source_configuration
+        assert source_config is not None
+        arn = source_config.kinesis_stream_arn
+        local = self.sidecar.endpoint if self.sidecar is not None else None
+        kinesis = self.settings.kinesis
+
+        def count(records: int, size: int) -> None:
+            self.metrics.incoming_records.labels(state.name).inc(records)
+            self.metrics.incoming_bytes.labels(state.name).inc(size)
+
+        source = KinesisSource(name=state.name, stream_arn=arn, spool=self.spool, stream=self._stream_spool(state),
+                               settings=kinesis, client_factory=lambda: make_client(arn, kinesis, local),
+                               on_records=count)
+        self.sources[state.name] = source
+        source.start()
+        log.info("Reading a Kinesis stream.", extra={"stream": state.name, "kinesis_stream": arn})
+
+    async def _stop_source(self, name: str) -> None:
+        source = self.sources.pop(name, None)
+        if source is not None:
+            await source.stop()
 
     def _warm_workers(self, module: str) -> None:
         """Start the worker processes and import ``module`` in each, in the background; /readyz
@@ -217,6 +249,7 @@ class Daemon:
 
     async def _retire(self, state: StreamState, pipeline: Pipeline | None) -> None:
         """A deleted stream: deliver what is buffered (bounded wait), then drop its spool."""
+        await self._stop_source(state.name)
         if pipeline is not None:
             await pipeline.stop(self.settings.delivery.shutdown_timeout_seconds)
             if not pipeline.idle():
@@ -243,6 +276,9 @@ class Daemon:
                 "last_error": p.delivery.last_error,
                 "idle": p.idle(),
             }
+        for name, source in self.sources.items():
+            if name in streams:
+                streams[name]["source"] = source.describe()
         for name, why in self.broken.items():
             streams[name] = {"error": why, "idle": False}
         spool = {"used_bytes": self.spool.used_bytes, "max_bytes": self.spool.max_bytes}
@@ -258,6 +294,11 @@ class Daemon:
 
     async def start(self) -> None:
         """Recover and start every pipeline, then apply the config's declared streams."""
+        k = self.settings.kinesis
+        if k.enabled and self.sidecar is None:
+            self.sidecar = Sidecar(self.settings, host=k.host or self.settings.host, port=k.port,
+                                   directory=kinesis_state_dir(self.settings), source=self.config.source)
+            await self.sidecar.start()
         for definition in self.config.streams:
             try:
                 self.validate(definition)
@@ -310,11 +351,14 @@ class Daemon:
     async def shutdown(self) -> None:
         self._stopping = True
         timeout = self.settings.delivery.shutdown_timeout_seconds
+        await asyncio.gather(*(self._stop_source(name) for name in list(self.sources)), return_exceptions=True)
         await asyncio.gather(*(p.stop(timeout) for p in self.pipelines.values()), return_exceptions=True)
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         self.spool.close()
+        if self.sidecar is not None:
+            await self.sidecar.stop()
         self.workers.close()
         await self.http.aclose()
         if self._convert_pool is not None:

@@ -533,9 +533,14 @@ class DeliveryStreamDefinition(Shape):
             raise ValueError("a destination configuration is required (ExtendedS3DestinationConfiguration)")
         if given[0] in ("SnowflakeDestinationConfiguration", "IcebergDestinationConfiguration"):
             raise ValueError(f"{given[0]} is not supported by this daemon yet")
-        if self.delivery_stream_type != "DirectPut":
+        if self.delivery_stream_type not in ("DirectPut", "KinesisStreamAsSource"):
             raise ValueError(f"DeliveryStreamType {self.delivery_stream_type} is not supported by this daemon yet")
-        if self.kinesis_stream_source_configuration is not None:
+        if self.delivery_stream_type == "KinesisStreamAsSource":
+            if self.kinesis_stream_source_configuration is None:
+                raise ValueError("DeliveryStreamType KinesisStreamAsSource requires KinesisStreamSourceConfiguration")
+            if self.direct_put_source_configuration is not None:
+                raise ValueError("DirectPutSourceConfiguration is only for DeliveryStreamType DirectPut")
+        elif self.kinesis_stream_source_configuration is not None:
             raise ValueError("KinesisStreamSourceConfiguration requires DeliveryStreamType KinesisStreamAsSource")
         if self.delivery_stream_encryption_configuration_input is not None:
             raise ValueError("server-side encryption (DeliveryStreamEncryptionConfigurationInput) "

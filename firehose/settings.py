@@ -170,6 +170,39 @@ class DeliverySettings(_Settings):
     shutdown_timeout_seconds: Annotated[float, Field(ge=0)] = 20.0
 
 
+class KinesisSettings(_Settings):
+    """The Kinesis Data Streams sidecar, and how delivery streams read Kinesis streams."""
+
+    #: Also serve the Kinesis API from the daemon's process, on ``port`` (``firehose streams serve``
+    #: runs it on its own, without this).
+    enabled: bool = False
+    #: Listen address; the daemon's ``host`` when unset.
+    host: str | None = None
+    port: Annotated[int, Field(ge=0, le=65535)] = 4567
+    #: Where shards live; ``<state_dir>/kinesis`` when unset.
+    state_dir: Path | None = None
+    #: Open shards the account may have (AWS's default quota is 500 in most regions).
+    shard_limit: Annotated[int, Field(ge=1)] = 500
+    #: Seconds a stream stays CREATING / DELETING / UPDATING (AWS takes seconds; 0 = at once).
+    create_delay_seconds: Annotated[float, Field(ge=0)] = 0.0
+    delete_delay_seconds: Annotated[float, Field(ge=0)] = 0.0
+    update_delay_seconds: Annotated[float, Field(ge=0)] = 0.0
+    #: Enforce AWS's per-shard limits (1 MiB/s and 1,000 records/s writes; 5 reads/s and 2 MiB/s).
+    enforce_limits: bool = False
+    segment_bytes: Annotated[int, Field(ge=1024 * 1024)] = 16 * 1024 * 1024
+    #: Streams created at start when absent: CreateStream request bodies.
+    streams: list[dict[str, Any]] = []
+    #: Where delivery streams with DeliveryStreamType KinesisStreamAsSource read from. Unset: the
+    #: standard AWS configuration (AWS_ENDPOINT_URL_KINESIS, AWS_ENDPOINT_URL, profiles), and when
+    #: that names no endpoint and the sidecar runs in this process, the sidecar.
+    source_endpoint_url: str | None = None
+    #: Seconds between GetRecords calls on a shard that had nothing new (AWS Firehose polls about once a second).
+    source_poll_interval_seconds: Annotated[float, Field(gt=0)] = 1.0
+    #: A source stops reading while its spooled, undelivered records exceed this, so a stalled
+    #: destination leaves the backlog in the Kinesis stream (as AWS does) instead of filling the spool.
+    source_max_backlog_bytes: Annotated[int, Field(ge=1024 * 1024)] = 256 * 1024 * 1024
+
+
 class Settings(_Settings):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 4573
@@ -198,6 +231,7 @@ class Settings(_Settings):
     domains: dict[str, str] = {}
     #: Credentials by endpoint URL (e.g. basic auth for an OpenSearch cluster), so definitions stay as AWS writes them.
     credentials: dict[str, DestinationCredentials] = {}
+    kinesis: KinesisSettings = KinesisSettings()
 
 
 class Config(BaseModel):

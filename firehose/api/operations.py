@@ -231,10 +231,19 @@ def describe(svc: Services, state: StreamState) -> Body:
         "VersionId": str(state.version_id),
         "CreateTimestamp": epoch_seconds(state.created_ms),
         "LastUpdateTimestamp": epoch_seconds(state.updated_ms),
-        "Source": {"DirectPutSourceDescription": {"ThroughputHintInMBs": _throughput_hint(state)}},
+        "Source": _source_description(state),
         "Destinations": [{"DestinationId": DESTINATION_ID, **_destination_description(state)}],
         "HasMoreDestinations": False,
     }
+
+
+def _source_description(state: StreamState) -> Body:
+    source = state.definition.kinesis_stream_source_configuration
+    if source is not None:
+        return {"KinesisStreamSourceDescription": {"KinesisStreamARN": source.kinesis_stream_arn,
+                                                   "RoleARN": source.role_arn,
+                                                   "DeliveryStartTimestamp": epoch_seconds(state.created_ms)}}
+    return {"DirectPutSourceDescription": {"ThroughputHintInMBs": _throughput_hint(state)}}
 
 
 _S3_DEFAULTS = {

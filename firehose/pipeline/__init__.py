@@ -63,7 +63,9 @@ class Pipeline:
         self.feeder: Feeder | None = None
         if self.mode == PROC:
             arn = f"arn:aws:firehose:{settings.region}:{settings.account_id}:deliverystream/{state.name}"
-            processor = Processor(config.plan, config.keys, workers, stream_arn=arn, region=settings.region)
+            source = state.definition.kinesis_stream_source_configuration
+            processor = Processor(config.plan, config.keys, workers, stream_arn=arn, region=settings.region,
+                                  source_arn=source.kinesis_stream_arn if source else None)
             self.feeder = Feeder(name=state.name, spool=spool, stream_spool=stream_spool, config=config,
                                  processor=processor, metrics=metrics, clock=clock)
 

@@ -22,6 +22,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 from firehose.pipeline.config import StreamConfig
 from firehose.processing.chain import Processor, RawRecord
@@ -153,8 +154,16 @@ class Feeder:
 
 
 def _raw_records(spans: list[Span]) -> list[RawRecord]:
-    return [RawRecord((s.entry.seq, i), bytes(s.entry.record(i)), s.entry.arrival(i))
+    return [RawRecord((s.entry.seq, i), bytes(s.entry.record(i)), s.entry.arrival(i),
+                      _kinesis_metadata(s.entry.kinesis[i], s.entry.arrival(i)) if s.entry.kinesis else None)
             for s in spans for i in range(s.start, s.end)]
+
+
+def _kinesis_metadata(meta: list[Any], arrival_ms: int) -> dict[str, Any]:
+    """The Lambda event's kinesisRecordMetadata for a record read from a Kinesis stream."""
+    shard_id, partition_key, sequence_number, subsequence = meta
+    return {"shardId": shard_id, "partitionKey": partition_key, "approximateArrivalTimestamp": arrival_ms,
+            "sequenceNumber": sequence_number, "subsequenceNumber": subsequence}
 
 
 __all__ = ["PROC", "Feeder", "resume_position"]

@@ -203,6 +203,8 @@ class RawRecord(NamedTuple):
     position: Position
     data: bytes
     arrival_ms: int
+    #: kinesisRecordMetadata for records read from a Kinesis stream.
+    kinesis: dict[str, Any] | None = None
 
 
 @dataclass
@@ -225,7 +227,7 @@ class Processor:
     """Runs one stream's chain on batches of raw records."""
 
     def __init__(self, chain: Plan, keys: objectkeys.KeyTemplate, pool: WorkerPool | None, *, stream_arn: str,
-                 region: str) -> None:
+                 region: str, source_arn: str | None = None) -> None:
         self.plan = chain
         self.keys = keys
         self._metadata = partition.MetadataExtraction(chain.metadata_query) if chain.metadata_query else None
@@ -233,7 +235,7 @@ class Processor:
         if chain.transform is not None:
             assert pool is not None, "a Lambda step needs the worker pool"
             self._lambda = LambdaProcessor(chain.transform.function, pool, retries=chain.transform.retries,
-                                           stream_arn=stream_arn, region=region)
+                                           stream_arn=stream_arn, region=region, source_arn=source_arn)
 
     async def process(self, records: Sequence[RawRecord]) -> ProcessedBatch:
         out = ProcessedBatch()
@@ -248,7 +250,8 @@ class Processor:
     def _before_transform(self, records: Sequence[RawRecord], out: ProcessedBatch) -> list[TransformInput]:
         p = self.plan
         if not (p.decompress or p.cloudwatch or p.deaggregate):
-            return [TransformInput(f"{r.position[0]}.{r.position[1]}.0", r.data, r.arrival_ms) for r in records]
+            return [TransformInput(f"{r.position[0]}.{r.position[1]}.0", r.data, r.arrival_ms, r.kinesis)
+                    for r in records]
         derived: list[TransformInput] = []
         for r in records:
             rid = f"{r.position[0]}.{r.position[1]}"
@@ -279,7 +282,7 @@ class Processor:
                     raw=r.data, arrival_ms=r.arrival_ms, code="Processing.Failed", message=str(exc)), r.arrival_ms)
                 continue
             for i, sub in enumerate(subs):
-                derived.append(TransformInput(f"{rid}.{i}", sub, r.arrival_ms))
+                derived.append(TransformInput(f"{rid}.{i}", sub, r.arrival_ms, r.kinesis))
         return derived
 
     def _after_transform(self, derived: list[TransformInput], results: TransformResults, out: ProcessedBatch) -> None:

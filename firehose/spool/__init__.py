@@ -113,7 +113,14 @@ class Spool:
 
         ``size`` is the records' total byte count (the caller has it already).
         """
-        need = size + 4 * len(records) + 13 + HEADER_SIZE
+        return await self._append_raw(stream, entry.encode(records, arrival_ms),
+                                      size + 4 * len(records) + 13 + HEADER_SIZE)
+
+    async def append_sourced(self, stream: StreamSpool, payload: Payload) -> int:
+        """Make records read from a source (with their checkpoint) durable, like ``append``."""
+        return await self._append_raw(stream, payload, sum(len(p) for p in payload) + HEADER_SIZE)
+
+    async def _append_raw(self, stream: StreamSpool, payload: Payload, need: int) -> int:
         with self._lock:
             if self._used + need > self.max_bytes:
                 raise ServiceUnavailableException(
@@ -122,7 +129,7 @@ class Spool:
                 )
             self._used += need
         try:
-            seq = await commit(self.committer, stream.log, [entry.encode(records, arrival_ms)])
+            seq = await commit(self.committer, stream.log, [payload])
         except SpoolError as exc:
             with self._lock:
                 self._used -= need

@@ -21,6 +21,13 @@ Two kinds of entry share one decoded shape, ``RecordEntry``:
 ``data`` is the records' bytes back to back, so an uncompressed object is a
 few slices of entries, with no per-record copying.
 
+* **Sourced** (kind 3): records read from a Kinesis stream, in the layout
+  of a processed entry; the header holds each record's Kinesis metadata
+  (``[shard id, partition key, sequence number, subsequence number]``) and
+  the reader's checkpoint for every shard (``{shard id: sequence number}``)
+  as of this entry, so the spool itself is the checkpoint store: the records
+  and the position after them become durable in one fsync.
+
 A record's position is ``(seq, index)``: the entry's sequence number and the
 record's index inside it. Positions order records exactly as they were
 spooled; batch boundaries and object names derive from them.
@@ -44,6 +51,7 @@ import orjson
 
 KIND_DIRECT_PUT = 1
 KIND_PROCESSED = 2
+KIND_SOURCED = 3
 _HEAD = struct.Struct("<BQI")
 _PROC_HEAD = struct.Struct("<BII")
 assert array("I").itemsize == 4 and array("Q").itemsize == 8
@@ -89,6 +97,15 @@ def encode(records: list[bytes], arrival_ms: int) -> list[bytes]:
     return [_HEAD.pack(KIND_DIRECT_PUT, arrival_ms, len(records)), _le(lengths), *records]
 
 
+def encode_sourced(records: Sequence[bytes], arrivals: Sequence[int], kinesis: Sequence[Sequence[Any]],
+                   checkpoints: Mapping[str, str]) -> list[bytes]:
+    """Payload parts for a sourced entry (records read from a Kinesis stream)."""
+    header = orjson.dumps({"kinesis": list(kinesis), "checkpoints": dict(checkpoints)})
+    n = len(records)
+    return [_PROC_HEAD.pack(KIND_SOURCED, n, len(header)), header, _le(array("Q", arrivals)),
+            _le(array("I", [len(r) for r in records])), *records]
+
+
 def encode_processed(groups: Sequence[tuple[str, Sequence[tuple[bytes, int]]]], raw_end: Position) -> list[bytes]:
     """Payload parts for a processed entry: ``groups`` is [(partition id, [(data, arrival ms)])]."""
     parts_table: list[list[Any]] = []
@@ -120,6 +137,10 @@ class RecordEntry:
     arrivals: array | None = None  # type: ignore[type-arg]  # per record, processed entries only
     partitions: tuple[tuple[str, int, int], ...] = ()
     raw_end: Position | None = None
+    #: Sourced entries: per record [shard id, partition key, sequence number, subsequence number].
+    kinesis: list[list[Any]] | None = None
+    #: Sourced entries: the reader's per-shard checkpoint as of this entry.
+    checkpoints: dict[str, str] | None = None
 
     @property
     def count(self) -> int:
@@ -159,6 +180,18 @@ def decode(seq: int, payload: memoryview) -> RecordEntry:
         lengths = _from_le("I", payload[start : start + 4 * count])
         data = payload[start + 4 * count :]
         return _entry(seq, arrival_ms, lengths, data)
+    if kind == KIND_SOURCED:
+        _kind, count, header_len = _PROC_HEAD.unpack_from(payload, 0)
+        pos = _PROC_HEAD.size
+        header = orjson.loads(payload[pos : pos + header_len])
+        pos += header_len
+        arrivals = _from_le("Q", payload[pos : pos + 8 * count])
+        pos += 8 * count
+        lengths = _from_le("I", payload[pos : pos + 4 * count])
+        pos += 4 * count
+        entry = _entry(seq, min(arrivals) if count else 0, lengths, payload[pos:])
+        return RecordEntry(seq=seq, arrival_ms=entry.arrival_ms, offsets=entry.offsets, data=entry.data,
+                           arrivals=arrivals, kinesis=header["kinesis"], checkpoints=header["checkpoints"])
     if kind == KIND_PROCESSED:
         _kind, count, header_len = _PROC_HEAD.unpack_from(payload, 0)
         pos = _PROC_HEAD.size

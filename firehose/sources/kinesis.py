@@ -1,0 +1,330 @@
+"""A delivery stream that reads a Kinesis stream (DeliveryStreamType ``KinesisStreamAsSource``).
+
+Every shard is read with GetRecords through boto3, so the stream can live in
+this daemon's sidecar, in any Kinesis-compatible server, or in AWS itself.
+What is read goes into the delivery stream's spool; from there the pipeline
+treats it like records put directly.
+
+Checkpoints live in the spool. Each spooled batch carries, in the same entry,
+the reader's position in every shard as of that batch, and appends are
+serialised, so the newest entry of the raw log (which the spool never
+deletes) always holds the latest positions. Records and the checkpoint past
+them become durable in one fsync: a restart resumes after the last spooled
+record, with no loss and no gap, and nothing is read twice.
+
+Lineage: a shard is read only once its parents are finished (read to the
+end of a closed shard), so records of one partition key keep their order
+across a reshard. Parents no longer listed (past retention) count as done.
+
+Backpressure: while the stream's spooled, undelivered data exceeds
+``kinesis.source_max_backlog_bytes``, or the spool is full, reading pauses
+and the backlog stays in the Kinesis stream, as AWS Firehose does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+import botocore.exceptions
+from botocore import UNSIGNED
+from botocore.config import Config as BotoConfig
+
+from firehose.errors import ServiceUnavailableException
+from firehose.settings import KinesisSettings
+from firehose.sources.kpl import deaggregate
+from firehose.spool import Spool, StreamSpool
+from firehose.spool import entry as spool_entry
+
+log = logging.getLogger("firehose.sources")
+
+#: AWS allows 5 GetRecords calls per second per shard.
+_MIN_CALL_INTERVAL_S = 0.2
+_LIST_INTERVAL_S = 10.0
+_MAX_BACKOFF_S = 10.0
+
+
+def parse_stream_arn(arn: str) -> tuple[str, str]:
+    """(region, stream name) of ``arn:aws:kinesis:REGION:ACCOUNT:stream/NAME``."""
+    parts = arn.split(":", 5)
+    return parts[3], parts[5].split("/", 1)[1]
+
+
+def make_client(arn: str, settings: KinesisSettings, local_endpoint: str | None) -> Any:
+    """A Kinesis client for the stream: the configured endpoint, else the AWS configuration, else the sidecar.
+
+    The AWS configuration (``AWS_ENDPOINT_URL_KINESIS``, ``AWS_ENDPOINT_URL``, profiles) wins over
+    the in-process sidecar; the sidecar is used when that configuration points at AWS itself.
+    Without credentials anywhere, requests go unsigned (the sidecar does not need them).
+    """
+    region, _name = parse_stream_arn(arn)
+    session = boto3.session.Session(region_name=region)
+    config = BotoConfig(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=5, read_timeout=30,
+                        max_pool_connections=32)
+    if session.get_credentials() is None:
+        config = config.merge(BotoConfig(signature_version=UNSIGNED))
+    endpoint = settings.source_endpoint_url
+    if endpoint is None and local_endpoint is not None:
+        default = session.client("kinesis", config=config).meta.endpoint_url
+        if default.rstrip("/").endswith(".amazonaws.com"):
+            endpoint = local_endpoint
+    return session.client("kinesis", endpoint_url=endpoint, config=config)
+
+
+def latest_checkpoints(stream: StreamSpool) -> dict[str, str]:
+    """The per-shard positions stored with the newest spooled batch (empty before the first)."""
+    log_ = stream.log
+    last = log_.committed_next_seq - 1
+    if last < log_.first_seq:
+        return {}
+    got = log_.read(last, 1)
+    if not got:
+        return {}
+    decoded = spool_entry.decode(*got[-1])
+    return dict(decoded.checkpoints or {})
+
+
+@dataclass
+class ShardProgress:
+    millis_behind: int = 0
+    records: int = 0
+    finished: bool = False
+
+
+@dataclass
+class SourceState:
+    shards: dict[str, ShardProgress] = field(default_factory=dict)
+    last_error: str | None = None
+    paused: bool = False
+
+
+class KinesisSource:
+    def __init__(self, *, name: str, stream_arn: str, spool: Spool, stream: StreamSpool,
+                 settings: KinesisSettings, client_factory: Callable[[], Any],
+                 on_records: Callable[[int, int], None] | None = None) -> None:
+        self.name = name
+        self.stream_arn = stream_arn
+        self.stream_name = parse_stream_arn(stream_arn)[1]
+        self._spool = spool
+        self._stream = stream
+        self._settings = settings
+        self._client_factory = client_factory
+        self._client: Any = None
+        self._on_records = on_records
+        self._checkpoints: dict[str, str] = {}
+        self._finished: set[str] = set()
+        self._append_lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self._readers: dict[str, asyncio.Task[None]] = {}
+        self.state = SourceState()
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def start(self) -> None:
+        self._checkpoints = latest_checkpoints(self._stream)
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        tasks = [t for t in (self._task, *self._readers.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._readers.clear()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "kinesis_stream": self.stream_arn,
+            "shards_reading": sorted(s for s, t in self._readers.items() if not t.done()),
+            "millis_behind": max((p.millis_behind for p in self.state.shards.values()), default=0),
+            "paused": self.state.paused,
+            "last_error": self.state.last_error,
+        }
+
+    async def _call(self, method: str, **kwargs: Any) -> Any:
+        if self._client is None:
+            self._client = await asyncio.to_thread(self._client_factory)
+        return await asyncio.to_thread(getattr(self._client, method), **kwargs)
+
+    # -- shard discovery -----------------------------------------------------------
+
+    async def _run(self) -> None:
+        failures = 0
+        while True:
+            try:
+                shards = await self._list_shards()
+                failures = 0
+                self.state.last_error = None
+            except Exception as exc:
+                failures += 1
+                self._note_error("Could not list the Kinesis stream's shards; retrying.", exc, failures)
+                await asyncio.sleep(_backoff(failures))
+                continue
+            listed = {s["ShardId"]: s for s in shards}
+            for shard_id in list(self._checkpoints):
+                if shard_id not in listed:  # expired with the stream's retention
+                    self._checkpoints.pop(shard_id, None)
+            for shard_id, shard in sorted(listed.items()):
+                if shard_id in self._readers or shard_id in self._finished:
+                    continue
+                parents = [p for p in (shard.get("ParentShardId"), shard.get("AdjacentParentShardId"))
+                           if p and p in listed]
+                if all(p in self._finished for p in parents):
+                    self._readers[shard_id] = asyncio.get_running_loop().create_task(self._read_shard(shard_id))
+            running = [t for t in self._readers.values() if not t.done()]
+            if running:
+                await asyncio.wait(running, timeout=_LIST_INTERVAL_S, return_when=asyncio.FIRST_COMPLETED)
+            else:
+                await asyncio.sleep(_LIST_INTERVAL_S)
+            for shard_id, task in list(self._readers.items()):
+                if task.done():
+                    del self._readers[shard_id]
+                    if not task.cancelled() and task.exception() is None:
+                        self._finished.add(shard_id)
+
+    async def _list_shards(self) -> list[dict[str, Any]]:
+        shards: list[dict[str, Any]] = []
+        response = await self._call("list_shards", StreamName=self.stream_name)
+        shards.extend(response["Shards"])
+        while response.get("NextToken"):
+            response = await self._call("list_shards", NextToken=response["NextToken"])
+            shards.extend(response["Shards"])
+        return shards
+
+    # -- reading a shard -----------------------------------------------------------
+
+    async def _iterator(self, shard_id: str) -> str:
+        checkpoint = self._checkpoints.get(shard_id)
+        if checkpoint is not None:
+            try:
+                response = await self._call("get_shard_iterator", StreamName=self.stream_name, ShardId=shard_id,
+                                            ShardIteratorType="AFTER_SEQUENCE_NUMBER",
+                                            StartingSequenceNumber=checkpoint)
+                return str(response["ShardIterator"])
+            except botocore.exceptions.ClientError as exc:
+                if _code(exc) != "InvalidArgumentException":
+                    raise
+                log.error("The checkpoint is not valid for the shard (was the Kinesis stream re-created?); "
+                          "reading the shard from its trim horizon.",
+                          extra={"stream": self.name, "shard": shard_id, "checkpoint": checkpoint})
+        response = await self._call("get_shard_iterator", StreamName=self.stream_name, ShardId=shard_id,
+                                    ShardIteratorType="TRIM_HORIZON")
+        return str(response["ShardIterator"])
+
+    async def _read_shard(self, shard_id: str) -> None:
+        """Read one shard until it is closed and read to its end (then return), or forever."""
+        progress = self.state.shards.setdefault(shard_id, ShardProgress())
+        iterator: str | None = None
+        failures = 0
+        while True:
+            try:
+                await self._wait_for_room()
+                if iterator is None:
+                    iterator = await self._iterator(shard_id)
+                started = time.monotonic()
+                response = await self._call("get_records", ShardIterator=iterator, Limit=10000)
+                failures = 0
+            except botocore.exceptions.ClientError as exc:
+                code = _code(exc)
+                if code == "ExpiredIteratorException":
+                    iterator = None
+                    continue
+                failures += 1
+                if code not in ("ProvisionedThroughputExceededException", "LimitExceededException"):
+                    self._note_error("GetRecords failed; retrying.", exc, failures, shard_id)
+                    iterator = None
+                await asyncio.sleep(_backoff(failures))
+                continue
+            except Exception as exc:
+                failures += 1
+                self._note_error("Could not reach the Kinesis stream; retrying.", exc, failures, shard_id)
+                iterator = None
+                await asyncio.sleep(_backoff(failures))
+                continue
+            records = response.get("Records", [])
+            progress.millis_behind = int(response.get("MillisBehindLatest", 0))
+            if records:
+                await self._spool_records(shard_id, records)
+                progress.records += len(records)
+            iterator = response.get("NextShardIterator")
+            if iterator is None:
+                progress.finished = True
+                log.info("Finished reading a closed shard; its children are next.",
+                         extra={"stream": self.name, "shard": shard_id})
+                return
+            if not records or progress.millis_behind == 0:
+                await asyncio.sleep(self._settings.source_poll_interval_seconds)
+            else:
+                await asyncio.sleep(max(0.0, _MIN_CALL_INTERVAL_S - (time.monotonic() - started)))
+
+    async def _wait_for_room(self) -> None:
+        limit = self._settings.source_max_backlog_bytes
+        while self._stream.log.size_bytes + self._stream.processed.size_bytes > limit:
+            if not self.state.paused:
+                log.warning("Paused reading the Kinesis stream: the delivery backlog is over its limit.",
+                            extra={"stream": self.name, "limit_bytes": limit})
+            self.state.paused = True
+            await asyncio.sleep(self._settings.source_poll_interval_seconds)
+        if self.state.paused:
+            log.info("Resumed reading the Kinesis stream.", extra={"stream": self.name})
+        self.state.paused = False
+
+    async def _spool_records(self, shard_id: str, records: list[dict[str, Any]]) -> None:
+        datas: list[bytes] = []
+        arrivals: list[int] = []
+        meta: list[list[Any]] = []
+        for record in records:
+            arrival = _millis(record.get("ApproximateArrivalTimestamp"))
+            seq = record["SequenceNumber"]
+            for user in deaggregate(record["Data"], record["PartitionKey"]):
+                datas.append(user.data)
+                arrivals.append(arrival)
+                meta.append([shard_id, user.partition_key, seq, user.subsequence])
+        last = records[-1]["SequenceNumber"]
+        failures = 0
+        while True:
+            async with self._append_lock:
+                checkpoints = {**self._checkpoints, shard_id: last}
+                payload = spool_entry.encode_sourced(datas, arrivals, meta, checkpoints)
+                try:
+                    await self._spool.append_sourced(self._stream, payload)
+                except ServiceUnavailableException as exc:
+                    failures += 1
+                    self._note_error("The spool is full; holding the records read and retrying.", exc, failures,
+                                     shard_id)
+                else:
+                    self._checkpoints[shard_id] = last
+                    break
+            await asyncio.sleep(_backoff(failures))
+        if self._on_records is not None:
+            self._on_records(len(datas), sum(map(len, datas)))
+
+    def _note_error(self, message: str, exc: BaseException, failures: int, shard_id: str | None = None) -> None:
+        self.state.last_error = f"{type(exc).__name__}: {exc}"
+        if failures <= 3 or failures % 10 == 0:
+            log.warning(message, extra={"stream": self.name, "kinesis_stream": self.stream_arn, "shard": shard_id,
+                                        "error": self.state.last_error, "attempt": failures})
+
+
+def _code(exc: botocore.exceptions.ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _millis(value: Any) -> int:
+    if value is None:
+        return int(time.time() * 1000)
+    if isinstance(value, (int, float)):
+        return int(value * 1000)
+    with contextlib.suppress(AttributeError):
+        return int(value.timestamp() * 1000)
+    return int(time.time() * 1000)
+
+
+def _backoff(failures: int) -> float:
+    return min(_MAX_BACKOFF_S, 0.1 * 2 ** min(failures, 10)) * (0.5 + random.random() / 2)
