@@ -112,3 +112,13 @@ def agent_process(tmp_path: Path) -> Iterator[Callable[[dict[str, Any]], AgentPr
     yield make
     for p in made:
         p.stop()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Soak runs only when asked for with ``-m soak``."""
+    if "soak" in (config.getoption("markexpr") or ""):
+        return
+    keep = [i for i in items if "soak" not in i.keywords]
+    if len(keep) != len(items):
+        config.hook.pytest_deselected(items=[i for i in items if "soak" in i.keywords])
+        items[:] = keep
