@@ -1,0 +1,203 @@
+"""Delivery streams of type KinesisStreamAsSource, reading the sidecar (in-process or a separate server)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from aws_kinesis_agg.aggregator import RecordAggregator
+
+from tests.conftest import CREDS, ROLE, free_port, local_stream, read_local, wait_until
+
+ARN = "arn:aws:kinesis:us-east-1:123456789012:stream/{}"
+
+
+def source_stream(name: str, kinesis_stream: str, **extra: Any) -> dict[str, Any]:
+    body = local_stream(name, **extra)
+    body["DeliveryStreamType"] = "KinesisStreamAsSource"
+    body["KinesisStreamSourceConfiguration"] = {"KinesisStreamARN": ARN.format(kinesis_stream), "RoleARN": ROLE}
+    body["ExtendedS3DestinationConfiguration"]["Prefix"] = f"{name}/"
+    body["ExtendedS3DestinationConfiguration"]["ErrorOutputPrefix"] = f"errors-{name}/"
+    return body
+
+
+def kinesis_settings(port: int, *streams: tuple[str, int], **extra: Any) -> dict[str, Any]:
+    return {"enabled": True, "port": port, "source_poll_interval_seconds": 0.05,
+            "streams": [{"StreamName": n, "ShardCount": c} for n, c in streams], **extra}
+
+
+def kclient(port: int) -> Any:
+    return boto3.client("kinesis", endpoint_url=f"http://127.0.0.1:{port}", **CREDS)
+
+
+def delivered_lines(root: Path, prefix: str) -> list[bytes]:
+    lines: list[bytes] = []
+    for key, body in read_local(root).items():
+        if key.startswith(prefix):
+            lines += body.splitlines()
+    return lines
+
+
+def put(client: Any, stream: str, lines: list[bytes], keys: int = 50) -> None:
+    for i in range(0, len(lines), 500):
+        chunk = lines[i:i + 500]
+        resp = client.put_records(StreamName=stream, Records=[{"Data": line + b"\n", "PartitionKey": f"p{j % keys}"}
+                                                              for j, line in enumerate(chunk, start=i)])
+        assert resp["FailedRecordCount"] == 0
+
+
+def test_reads_every_shard_and_delivers_exactly_once(start_daemon: Any, tmp_path: Path) -> None:
+    port = free_port()
+    d = start_daemon([source_stream("fromk", "clicks")], kinesis=kinesis_settings(port, ("clicks", 3)))
+    k = kclient(port)
+    sent = [f"line-{i}".encode() for i in range(3000)]
+    put(k, "clicks", sent)
+    out = tmp_path / "out"
+    wait_until(lambda: len(delivered_lines(out, "fromk/")) >= len(sent), timeout=30)
+    assert sorted(delivered_lines(out, "fromk/")) == sorted(sent)
+    # Firehose refuses direct puts to a Kinesis-sourced delivery stream
+    fh = d.client()
+    with pytest.raises(fh.exceptions.InvalidArgumentException) as exc:
+        fh.put_record(DeliveryStreamName="fromk", Record={"Data": b"x"})
+    assert "KinesisStreamAsSource" in exc.value.response["Error"]["Message"]
+    desc = fh.describe_delivery_stream(DeliveryStreamName="fromk")["DeliveryStreamDescription"]
+    assert desc["DeliveryStreamType"] == "KinesisStreamAsSource"
+    assert desc["Source"]["KinesisStreamSourceDescription"]["KinesisStreamARN"] == ARN.format("clicks")
+    ready = json_get(f"{d.endpoint}/readyz")
+    assert ready["streams"]["fromk"]["source"]["kinesis_stream"] == ARN.format("clicks")
+
+
+def json_get(url: str) -> Any:
+    import httpx
+
+    return httpx.get(url).json()
+
+
+def test_restart_resumes_without_loss_or_duplicates(start_daemon: Any, tmp_path: Path) -> None:
+    port = free_port()
+    state = tmp_path / "state"
+    settings = kinesis_settings(port, ("orders", 2))
+    d = start_daemon([source_stream("o", "orders")], state_dir=state, kinesis=settings)
+    k = kclient(port)
+    first = [f"a-{i}".encode() for i in range(1000)]
+    put(k, "orders", first)
+    out = tmp_path / "out"
+    wait_until(lambda: len(delivered_lines(out, "o/")) >= len(first), timeout=30)
+    d.stop()
+    d = start_daemon([source_stream("o", "orders")], state_dir=state, kinesis=settings)
+    second = [f"b-{i}".encode() for i in range(1000)]
+    put(kclient(port), "orders", second)
+    wait_until(lambda: len(delivered_lines(out, "o/")) >= len(first) + len(second), timeout=30)
+    import time
+
+    time.sleep(0.5)  # anything read twice would show up by now
+    assert sorted(delivered_lines(out, "o/")) == sorted(first + second)
+
+
+def test_resharding_while_reading_keeps_every_record_and_key_order(start_daemon: Any, tmp_path: Path) -> None:
+    port = free_port()
+    start_daemon([source_stream("r", "resharded")], kinesis=kinesis_settings(port, ("resharded", 2)))
+    k = kclient(port)
+    sent: list[bytes] = []
+    for phase in range(4):
+        lines = [f"{phase}-{i:04d}".encode() for i in range(400)]
+        put(k, "resharded", lines, keys=7)
+        sent += lines
+        if phase == 0:
+            k.split_shard(StreamName="resharded", ShardToSplit="shardId-000000000000",
+                          NewStartingHashKey=str(2**126))
+        elif phase == 1:
+            k.update_shard_count(StreamName="resharded", TargetShardCount=2, ScalingType="UNIFORM_SCALING")
+        elif phase == 2:
+            k.update_shard_count(StreamName="resharded", TargetShardCount=4, ScalingType="UNIFORM_SCALING")
+    out = tmp_path / "out"
+    wait_until(lambda: len(delivered_lines(out, "r/")) >= len(sent), timeout=40)
+    got = delivered_lines(out, "r/")
+    assert sorted(got) == sorted(sent)
+
+
+def test_several_delivery_streams_read_one_stream_independently(start_daemon: Any, tmp_path: Path) -> None:
+    port = free_port()
+    start_daemon([source_stream("one", "shared"), source_stream("two", "shared")],
+                 kinesis=kinesis_settings(port, ("shared", 2)))
+    sent = [f"s-{i}".encode() for i in range(800)]
+    put(kclient(port), "shared", sent)
+    out = tmp_path / "out"
+    wait_until(lambda: len(delivered_lines(out, "one/")) >= 800 and len(delivered_lines(out, "two/")) >= 800,
+               timeout=30)
+    assert sorted(delivered_lines(out, "one/")) == sorted(sent) == sorted(delivered_lines(out, "two/"))
+
+
+def test_kpl_aggregated_records_are_deaggregated(start_daemon: Any, tmp_path: Path) -> None:
+    port = free_port()
+    start_daemon([source_stream("agg", "kpl")], kinesis=kinesis_settings(port, ("kpl", 1)))
+    k = kclient(port)
+    aggregator = RecordAggregator()
+    sent = []
+    for i in range(100):
+        line = f"user-{i}\n".encode()
+        sent.append(line.strip())
+        aggregator.add_user_record(f"pk-{i}", line)
+    pk, ehk, data = aggregator.clear_and_get().get_contents()
+    k.put_record(StreamName="kpl", Data=data, PartitionKey=pk)
+    k.put_record(StreamName="kpl", Data=b"plain\n", PartitionKey="x")  # not aggregated: passes through
+    out = tmp_path / "out"
+    wait_until(lambda: len(delivered_lines(out, "agg/")) >= 101, timeout=30)
+    assert sorted(delivered_lines(out, "agg/")) == sorted([*sent, b"plain"])
+
+
+def test_transform_sees_kinesis_metadata(start_daemon: Any, tmp_path: Path) -> None:
+    fn = tmp_path / "fns" / "meta.py"
+    fn.parent.mkdir()
+    fn.write_text(
+        "import base64, json\n"
+        "def lambda_handler(event, context):\n"
+        "    out = []\n"
+        "    for r in event['records']:\n"
+        "        doc = {'data': base64.b64decode(r['data']).decode(), 'meta': r['kinesisRecordMetadata'],\n"
+        "               'source': event['sourceKinesisStreamArn']}\n"
+        "        out.append({'recordId': r['recordId'], 'result': 'Ok',\n"
+        "                    'data': base64.b64encode((json.dumps(doc) + '\\n').encode()).decode()})\n"
+        "    return {'records': out}\n")
+    port = free_port()
+    processing = {"Enabled": True, "Processors": [{"Type": "Lambda", "Parameters": [
+        {"ParameterName": "LambdaArn", "ParameterValue": "arn:aws:lambda:us-east-1:123456789012:function:meta"},
+        {"ParameterName": "BufferIntervalInSeconds", "ParameterValue": "0"}]}]}
+    start_daemon([source_stream("t", "meta", ProcessingConfiguration=processing)], transforms_dir=str(fn.parent),
+                 kinesis=kinesis_settings(port, ("meta", 1)))
+    k = kclient(port)
+    seq = k.put_record(StreamName="meta", Data=b"hello", PartitionKey="pk-1")["SequenceNumber"]
+    out = tmp_path / "out"
+    wait_until(lambda: delivered_lines(out, "t/"), timeout=30)
+    doc = json.loads(delivered_lines(out, "t/")[0])
+    assert doc["data"] == "hello" and doc["source"] == ARN.format("meta")
+    meta = doc["meta"]
+    assert meta["shardId"] == "shardId-000000000000" and meta["partitionKey"] == "pk-1"
+    assert meta["sequenceNumber"] == seq and meta["subsequenceNumber"] == 0
+    assert isinstance(meta["approximateArrivalTimestamp"], int)
+
+
+def test_reads_a_separate_server_named_by_aws_endpoint_url_kinesis(
+        start_daemon: Any, start_streams_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    server = start_streams_server()
+    server.client().create_stream(StreamName="remote", ShardCount=2)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_KINESIS", server.endpoint)
+    start_daemon([source_stream("rem", "remote")], kinesis={"source_poll_interval_seconds": 0.05})
+    sent = [f"r-{i}".encode() for i in range(500)]
+    put(server.client(), "remote", sent)
+    out = tmp_path / "out"
+    wait_until(lambda: len(delivered_lines(out, "rem/")) >= 500, timeout=30)
+    assert sorted(delivered_lines(out, "rem/")) == sorted(sent)
+
+
+def test_source_stream_definitions_are_validated(start_daemon: Any) -> None:
+    d = start_daemon([])
+    fh = d.client()
+    body = local_stream("bad")
+    body["DeliveryStreamType"] = "KinesisStreamAsSource"
+    with pytest.raises(fh.exceptions.InvalidArgumentException) as exc:
+        fh.create_delivery_stream(**body)
+    assert "KinesisStreamSourceConfiguration" in exc.value.response["Error"]["Message"]

@@ -1,0 +1,72 @@
+"""The Kinesis API's other wire forms: CBOR bodies (the Java SDK's default) and HTTP/2 over cleartext
+(the JavaScript SDK v3's default), against the real sidecar process."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import cbor2
+import httpx
+
+from tests.streams.conftest import StreamsServer, unique
+
+CBOR = "application/x-amz-cbor-1.1"
+
+
+def cbor_call(server: StreamsServer, operation: str, body: dict[str, Any],
+              client: httpx.Client | None = None) -> tuple[int, Any, httpx.Response]:
+    headers = {"X-Amz-Target": f"Kinesis_20131202.{operation}", "Content-Type": CBOR,
+               "Authorization": "AWS4-HMAC-SHA256 Credential=testing/20261122/us-east-1/kinesis/aws4_request"}
+    resp = (client or httpx).post(server.endpoint, content=cbor2.dumps(body), headers=headers)  # type: ignore[attr-defined]
+    assert resp.headers["content-type"] == CBOR
+    return resp.status_code, _loads(resp.content), resp
+
+
+def _loads(raw: bytes) -> Any:
+    """Decode as the Java SDK does: tag 1 carries epoch milliseconds."""
+    import io
+
+    return cbor2.CBORDecoder(io.BytesIO(raw), semantic_decoders={1: lambda value, _imm: ("millis", value)}).decode()
+
+
+def test_cbor_put_and_get_with_binary_data_and_millisecond_timestamps(streams_server: StreamsServer) -> None:
+    name = unique("cbor")
+    assert cbor_call(streams_server, "CreateStream", {"StreamName": name, "ShardCount": 1})[0] == 200
+    payloads = [bytes([i]) * (i + 1) + b"\x00\xff" for i in range(20)]
+    before = int(time.time() * 1000)
+    status, out, _ = cbor_call(streams_server, "PutRecords", {
+        "StreamName": name, "Records": [{"Data": p, "PartitionKey": f"k{i}"} for i, p in enumerate(payloads)]})
+    assert status == 200 and out["FailedRecordCount"] == 0 and len(out["Records"]) == 20
+    status, it, _ = cbor_call(streams_server, "GetShardIterator", {
+        "StreamName": name, "ShardId": "shardId-000000000000", "ShardIteratorType": "AT_TIMESTAMP",
+        "Timestamp": cbor2.CBORTag(1, before - 1000)})  # milliseconds, as the Java SDK sends them
+    assert status == 200
+    status, got, _ = cbor_call(streams_server, "GetRecords", {"ShardIterator": it["ShardIterator"]})
+    assert status == 200
+    assert [r["Data"] for r in got["Records"]] == payloads  # byte strings, not base64
+    kind, millis = got["Records"][0]["ApproximateArrivalTimestamp"]
+    assert kind == "millis" and before - 1000 <= millis <= time.time() * 1000 + 1000
+    _, summary, _ = cbor_call(streams_server, "DescribeStreamSummary", {"StreamName": name})
+    assert summary["StreamDescriptionSummary"]["StreamCreationTimestamp"][0] == "millis"
+
+
+def test_cbor_errors_are_cbor(streams_server: StreamsServer) -> None:
+    status, out, _ = cbor_call(streams_server, "DescribeStream", {"StreamName": "does-not-exist"})
+    assert status == 400 and out["__type"] == "ResourceNotFoundException"
+    resp = httpx.post(streams_server.endpoint, content=b"\xff\xff garbage",
+                      headers={"X-Amz-Target": "Kinesis_20131202.ListStreams", "Content-Type": CBOR})
+    assert resp.status_code == 400 and _loads(resp.content)["__type"] == "SerializationException"
+
+
+def test_http2_with_prior_knowledge(streams_server: StreamsServer) -> None:
+    name = unique("h2")
+    with httpx.Client(http1=False, http2=True) as client:
+        headers = {"X-Amz-Target": "Kinesis_20131202.CreateStream", "Content-Type": "application/x-amz-json-1.1"}
+        resp = client.post(streams_server.endpoint, json={"StreamName": name, "ShardCount": 1}, headers=headers)
+        assert resp.http_version == "HTTP/2" and resp.status_code == 200
+        headers["X-Amz-Target"] = "Kinesis_20131202.ListStreams"
+        listed = client.post(streams_server.endpoint, json={}, headers=headers)
+        assert listed.http_version == "HTTP/2" and name in listed.json()["StreamNames"]
+        status, out, resp = cbor_call(streams_server, "DescribeStreamSummary", {"StreamName": name}, client)
+        assert resp.http_version == "HTTP/2" and out["StreamDescriptionSummary"]["StreamName"] == name
