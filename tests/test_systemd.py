@@ -49,3 +49,69 @@ def test_systemd_accepts_the_unit(tmp_path: Path) -> None:
     out = subprocess.run(["systemd-analyze", "verify", "--man=no", str(copy)], capture_output=True, text=True)
     problems = [line for line in out.stderr.splitlines() if "firehose.service" in line]
     assert not problems, out.stderr
+
+
+AGENT_UNIT = REPO / "systemd" / "firehose-agent.service"
+
+
+def agent_unit() -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read(AGENT_UNIT)
+    return parser
+
+
+def test_agent_unit_is_sandboxed_with_a_persistent_state_directory() -> None:
+    service = agent_unit()["Service"]
+    assert service["NoNewPrivileges"] == "yes"
+    assert service["ProtectSystem"] == "strict"
+    assert service["StateDirectory"] == "firehose-agent"  # /var/lib: checkpoints survive a reboot
+    assert service["KillSignal"] == "SIGTERM"
+    assert int(service["TimeoutStopSec"]) > 10  # room for shutdownTimeoutMillis
+
+
+def test_agent_unit_command_line_parses() -> None:
+    argv = shlex.split(agent_unit()["Service"]["ExecStart"])
+    assert argv[0].endswith("/firehose")
+    args = _parser().parse_args(argv[1:])
+    assert args.command == "agent"
+    assert args.state_dir == "/var/lib/firehose-agent"
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+def test_systemd_accepts_the_agent_unit(tmp_path: Path) -> None:
+    text = AGENT_UNIT.read_text().replace("/usr/local/bin/firehose", shutil.which("true") or "/bin/true")
+    copy = tmp_path / "firehose-agent.service"
+    copy.write_text(text)
+    out = subprocess.run(["systemd-analyze", "verify", "--man=no", str(copy)], capture_output=True, text=True)
+    problems = [line for line in out.stderr.splitlines() if "firehose-agent.service" in line]
+    assert not problems, out.stderr
+
+
+STREAMS_UNIT = REPO / "systemd" / "firehose-streams.service"
+
+
+def streams_unit() -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read(STREAMS_UNIT)
+    return parser
+
+
+def test_streams_unit_runs_the_sidecar_with_persistent_shards() -> None:
+    service = streams_unit()["Service"]
+    assert service["NoNewPrivileges"] == "yes" and service["ProtectSystem"] == "strict"
+    assert service["StateDirectory"] == "firehose-streams"
+    args = _parser().parse_args(shlex.split(service["ExecStart"])[1:])
+    assert (args.command, args.streams_command) == ("streams", "serve")
+    assert args.state_dir.startswith("/var/lib/firehose-streams")
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+def test_systemd_accepts_the_streams_unit(tmp_path: Path) -> None:
+    text = STREAMS_UNIT.read_text().replace("/usr/local/bin/firehose", shutil.which("true") or "/bin/true")
+    copy = tmp_path / "firehose-streams.service"
+    copy.write_text(text)
+    out = subprocess.run(["systemd-analyze", "verify", "--man=no", str(copy)], capture_output=True, text=True)
+    problems = [line for line in out.stderr.splitlines() if "firehose-streams.service" in line]
+    assert not problems, out.stderr
