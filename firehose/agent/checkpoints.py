@@ -91,12 +91,13 @@ class CheckpointStore:
     """The SQLite file, shared by every flow's sender thread (one lock, short transactions)."""
 
     def __init__(self, path: Path, *, allow_volatile: bool = False, ttl_days: int = 7) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        kind = filesystem_type(path.parent)
+        existing = next(p for p in [path.parent, *path.parent.parents] if p.exists())
+        kind = filesystem_type(existing)
         if kind in VOLATILE_FILESYSTEMS and not allow_volatile:
             raise ConfigError(
                 f"checkpoint file {path} is on a {kind}, which is emptied at boot: every file would be sent "
                 "again. Put checkpointFile (or --state-dir) on persistent storage such as /var/lib")
+        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
