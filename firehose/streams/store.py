@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import orjson
 
@@ -144,8 +144,9 @@ _PERSISTED = frozenset({"name", "arn", "created_ms", "epoch", "status", "retenti
                         "tags", "next_index", "scalings"})
 
 
-@dataclass(frozen=True)
-class PutResult:
+class PutResult(NamedTuple):
+    """One record's outcome: (shard id, sequence number), or (None, None, error code, message)."""
+
     shard_id: str | None
     sequence_number: str | None
     error_code: str | None = None
