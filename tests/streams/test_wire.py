@@ -3,11 +3,17 @@
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
 import cbor2
 import httpx
+import pytest
 
 from tests.streams.conftest import StreamsServer, unique
 
@@ -70,3 +76,31 @@ def test_http2_with_prior_knowledge(streams_server: StreamsServer) -> None:
         assert listed.http_version == "HTTP/2" and name in listed.json()["StreamNames"]
         status, out, resp = cbor_call(streams_server, "DescribeStreamSummary", {"StreamName": name}, client)
         assert resp.http_version == "HTTP/2" and out["StreamDescriptionSummary"]["StreamName"] == name
+
+
+JS_SDK = "@aws-sdk/client-kinesis@3"
+
+
+def _js_sdk_dir() -> Path:
+    """The JavaScript SDK, installed once with npm into a cache directory outside the work tree."""
+    root = Path(os.environ.get("FIREHOSE_TEST_NODE_DIR", Path.home() / ".cache" / "firehose-tests" / "js-sdk"))
+    if not (root / "node_modules" / "@aws-sdk" / "client-kinesis").is_dir():
+        root.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["npm", "install", "--prefix", str(root), "--no-audit", "--no-fund", JS_SDK], check=True,
+                       capture_output=True, timeout=300)
+    return root
+
+
+@pytest.mark.skipif(shutil.which("node") is None or shutil.which("npm") is None, reason="Node.js is not installed")
+def test_javascript_sdk_v3_default_client_over_http2(streams_server: StreamsServer) -> None:
+    """The real JavaScript SDK v3, default configuration: its Kinesis client uses HTTP/2 (h2c here)."""
+    root = _js_sdk_dir()
+    script = root / "kinesis_client.mjs"  # next to node_modules, so the import resolves
+    shutil.copy(Path(__file__).parent / "js" / "kinesis_client.mjs", script)
+    name = unique("js")
+    out = subprocess.run(["node", str(script), streams_server.endpoint, name], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result == {"handler": "NodeHttp2Handler", "failed": 0, "data": ["js-0", "js-1", "js-2"],
+                      "timestampIsDate": True}
