@@ -56,6 +56,8 @@ DEFAULT_RETENTION_HOURS = 24
 MAX_RETENTION_HOURS = 8760
 ON_DEMAND_SHARDS = 4
 MAX_SCALINGS_PER_DAY = 10
+#: Streams that may be CREATING at once in an account.
+MAX_CREATING = 5
 _DAY_MS = 24 * 3600 * 1000
 
 
@@ -338,6 +340,10 @@ class ShardStore:
                       tags: dict[str, str] | None = None, max_record_kib: int = 1024) -> Stream:
         if name in self.streams:
             raise ResourceInUseException(f"Stream {name} under account {self.options.account_id} already exists.")
+        if sum(s.status == "CREATING" for s in self.streams.values()) >= MAX_CREATING:
+            raise LimitExceededException(
+                "The requested resource exceeds the maximum number allowed, or the number of concurrent stream "
+                f"requests exceeds the maximum number allowed ({MAX_CREATING} streams in CREATING).")
         self._check_shard_limit(shard_count)
         created = now_ms()
         self._last_epoch = epoch = max(created // 1000, self._last_epoch + 1)

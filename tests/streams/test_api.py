@@ -259,6 +259,10 @@ def test_status_delays_and_operations_on_streams_not_active(start_streams_server
     with pytest.raises(client.exceptions.ResourceInUseException) as exc:
         client.split_shard(StreamName="slow", ShardToSplit="shardId-000000000000", NewStartingHashKey="12345")
     assert "not ACTIVE, instead in state CREATING" in error_of(exc)[1]
+    for i in range(4):
+        client.create_stream(StreamName=f"slow-{i}", ShardCount=1)
+    with pytest.raises(client.exceptions.LimitExceededException):  # AWS: at most 5 streams CREATING at once
+        client.create_stream(StreamName="one-too-many", ShardCount=1)
     client.get_waiter("stream_exists").wait(StreamName="slow", WaiterConfig={"Delay": 0.2, "MaxAttempts": 20})
     client.split_shard(StreamName="slow", ShardToSplit="shardId-000000000000", NewStartingHashKey="12345")
     assert client.describe_stream_summary(StreamName="slow")["StreamDescriptionSummary"]["StreamStatus"] == "UPDATING"
