@@ -103,12 +103,33 @@ def _validate(path: Path) -> int:
                 check_definition(definition, config.settings)
             except ValueError as exc:
                 raise ConfigError(f"{path}: delivery stream {definition.delivery_stream_name!r}: {exc}") from exc
+        _validate_kinesis_streams(config)
     except ConfigError as exc:
         print(f"invalid: {exc}", file=sys.stderr)
         return 1
     names = ", ".join(s.delivery_stream_name for s in config.streams) or "none"
     print(f"ok: {path}: {len(config.streams)} delivery stream(s): {names}")
     return 0
+
+
+def _validate_kinesis_streams(config: Config) -> None:
+    """Run the config's Kinesis stream declarations through CreateStream against a scratch store."""
+    if not config.settings.kinesis.streams:
+        return
+    import tempfile
+
+    from firehose.streams.server import declare_streams, store_options
+    from firehose.streams.store import ShardStore
+
+    async def check(directory: str) -> None:
+        store = ShardStore(Path(directory), store_options(config.settings))
+        try:
+            await declare_streams(store, config.settings, config.source)
+        finally:
+            await store.close()
+
+    with tempfile.TemporaryDirectory(prefix="firehose-validate-") as directory:
+        asyncio.run(check(directory))
 
 
 def _decrypt(args: argparse.Namespace) -> int:

@@ -90,3 +90,23 @@ def test_retention_hides_and_trims_old_records(tmp_path: Path, monkeypatch: pyte
 
     asyncio.run(scenario())
     assert os.path.exists(tmp_path / "k" / "streams.json")
+
+
+def test_declared_streams_are_created_at_start_and_checked_by_validate(start_streams_server: Any,
+                                                                       tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    import yaml
+
+    server = start_streams_server({"kinesis": {"streams": [
+        {"StreamName": "declared", "ShardCount": 3},
+        {"StreamName": "od", "StreamModeDetails": {"StreamMode": "ON_DEMAND"}}]}})
+    client = server.client()
+    assert client.describe_stream_summary(StreamName="declared")["StreamDescriptionSummary"]["OpenShardCount"] == 3
+    assert client.describe_stream_summary(StreamName="od")["StreamDescriptionSummary"]["OpenShardCount"] == 4
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"kinesis": {"streams": [{"StreamName": "ok", "ShardCount": 0}]}}))
+    out = subprocess.run([sys.executable, "-m", "firehose", "validate", str(bad)], capture_output=True, text=True)
+    assert out.returncode == 1
+    assert "kinesis stream 'ok'" in out.stderr and "shardCount" in out.stderr
