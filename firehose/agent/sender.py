@@ -64,16 +64,20 @@ class Batcher:
         """Add one chunk's records; returns the batches it filled."""
         full: list[Batch] = []
         b = self.current
+        last_end = None
+        max_records, max_bytes, overhead, aggregate = self.max_records, self.max_bytes, self.overhead, self.aggregate
         for record, end in zip(records, ends, strict=True):
-            n = len(record) + self.overhead
-            if (self.aggregate and b.records and len(b.records[-1]) + len(record) <= self.aggregate
-                    and b.size + len(record) <= self.max_bytes):
+            n = len(record) + overhead
+            if (aggregate and b.records and len(b.records[-1]) + len(record) <= aggregate
+                    and b.size + len(record) <= max_bytes):
                 b.records[-1] += record
                 b.size += len(record)
                 b.lines += 1
-                b.positions[key] = position(end)
+                last_end = end
                 continue
-            if b.records and (len(b.records) >= self.max_records or b.size + n > self.max_bytes):
+            if b.records and (len(b.records) >= max_records or b.size + n > max_bytes):
+                if last_end is not None:
+                    b.positions[key] = position(last_end)
                 full.append(b)
                 b = self.current = Batch(created=self.clock())
             if not b.records:
@@ -81,7 +85,7 @@ class Batcher:
             b.records.append(record)
             b.size += n
             b.lines += 1
-            b.positions[key] = position(end)
+            last_end = end
         b.positions[key] = position(safe)
         return full
 
