@@ -121,3 +121,17 @@ def test_progress_line_and_prometheus_metrics(start_daemon, run_agent, tmp_path:
     assert sent.endswith(" 123.0")
     assert f'firehose_agent_bytes_behind{{flow="fh:logs:{log}",path="{log}"}} 0.0' in text
     assert delivered_lines(tmp_path / "out")
+
+
+def test_assume_role_credentials_come_from_sts(moto_server, run_agent, tmp_path: Path) -> None:
+    make_kinesis_stream(moto_server.endpoint, "agent-role")
+    log = tmp_path / "app.log"
+    log.write_bytes(b"with a role\n")
+    f = flow(log)
+    del f["deliveryStream"]
+    agent = run_agent({"kinesis.endpoint": moto_server.endpoint, "sts.endpoint": moto_server.endpoint,
+                       "assumeRoleARN": "arn:aws:iam::123456789012:role/shipper", "assumeRoleExternalId": "ext",
+                       "flows": [{**f, "kinesisStream": "agent-role"}]})
+    assert [r["Data"] for r in kinesis_records(moto_server.endpoint, "agent-role", 1)] == [b"with a role\n"]
+    creds = agent.flows[0].client.client._request_signer._credentials.get_frozen_credentials()
+    assert creds.access_key != "testing"  # the role's temporary key, not the environment's
