@@ -20,6 +20,7 @@ import gc
 import logging
 import os
 import sys
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -48,11 +49,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the delivery daemon")
-    serve.add_argument("--config", help="config file (YAML)")
-    serve.add_argument("--host", help="listen address (overrides the config)")
-    serve.add_argument("--port", type=int, help="listen port (overrides the config)")
-    serve.add_argument("--state-dir", help="spool and catalog directory (overrides the config)")
-    serve.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
+    _listener_arguments(serve, config="config file (YAML)", settings="the config",
+                        state="spool and catalog directory (overrides the config)")
     serve.add_argument("--transforms-dir", help="where LambdaArn function:NAME finds NAME.py (default transforms/)")
 
     validate = sub.add_parser("validate", help="check a config file without starting anything")
@@ -70,12 +68,19 @@ def _parser() -> argparse.ArgumentParser:
     streams = sub.add_parser("streams", help="the Kinesis Data Streams sidecar")
     streams_sub = streams.add_subparsers(dest="streams_command", required=True)
     streams_serve = streams_sub.add_parser("serve", help="serve the Kinesis API over the on-disk shard store")
-    streams_serve.add_argument("--config", help="config file (YAML); its kinesis: section applies")
-    streams_serve.add_argument("--host", help="listen address (overrides kinesis.host)")
-    streams_serve.add_argument("--port", type=int, help="listen port (overrides kinesis.port)")
-    streams_serve.add_argument("--state-dir", help="shard store directory (overrides kinesis.state_dir)")
-    streams_serve.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
+    _listener_arguments(streams_serve, config="config file (YAML); its kinesis: section applies",
+                        settings="kinesis.host / kinesis.port",
+                        state="shard store directory (overrides kinesis.state_dir)")
     return parser
+
+
+def _listener_arguments(parser: argparse.ArgumentParser, *, config: str, settings: str, state: str) -> None:
+    """--config --host --port --state-dir --log-level, as every server command takes them."""
+    parser.add_argument("--config", help=config)
+    parser.add_argument("--host", help=f"listen address (overrides {settings})")
+    parser.add_argument("--port", type=int, help=f"listen port (overrides {settings})")
+    parser.add_argument("--state-dir", help=state)
+    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -198,9 +203,15 @@ def _streams_serve(args: argparse.Namespace) -> int:
     host = args.host or k.host or settings.host
     port = args.port if args.port is not None else k.port
     directory = Path(args.state_dir) if args.state_dir else server.state_dir(settings)
+    return _run_until_stopped(lambda: server.run(settings, host=host, port=port, directory=directory,
+                                                 source=config.source))
+
+
+def _run_until_stopped(main: Callable[[], Coroutine[Any, Any, None]]) -> int:
+    """Run a server's main coroutine on uvloop; exit 2 for a bad config, 1 if it could not start."""
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            runner.run(server.run(settings, host=host, port=port, directory=directory, source=config.source))
+            runner.run(main())
     except ConfigError as exc:
         log.error("Invalid configuration: %s", exc)
         return 2
@@ -235,16 +246,9 @@ def _tune_gc() -> None:
 def _run(config: Config) -> int:
     from firehose.daemon import Daemon  # imported late: `validate` needs none of it
 
-    loop_factory = _loop_factory()
-    try:
+    def main() -> Coroutine[Any, Any, None]:
         daemon = Daemon(config)
         _tune_gc()
-        with asyncio.Runner(loop_factory=loop_factory) as runner:
-            runner.run(daemon.serve())
-    except ConfigError as exc:
-        log.error("Invalid configuration: %s", exc)
-        return 2
-    except OSError as exc:
-        log.error("Could not start: %s", exc)
-        return 1
-    return 0
+        return daemon.serve()
+
+    return _run_until_stopped(main)

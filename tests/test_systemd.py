@@ -16,10 +16,10 @@ REPO = Path(__file__).resolve().parent.parent
 UNIT = REPO / "systemd" / "firehose.service"
 
 
-def unit() -> configparser.ConfigParser:
+def unit(path: Path = UNIT) -> configparser.ConfigParser:
     parser = configparser.ConfigParser(strict=False, interpolation=None)
     parser.optionxform = str  # type: ignore[assignment,method-assign]
-    parser.read(UNIT)
+    parser.read(path)
     return parser
 
 
@@ -41,24 +41,11 @@ def test_unit_command_lines_parse() -> None:
         assert args.command in ("serve", "validate")
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
-def test_systemd_accepts_the_unit(tmp_path: Path) -> None:
-    text = UNIT.read_text().replace("/usr/local/bin/firehose", shutil.which("true") or "/bin/true")
-    copy = tmp_path / "firehose.service"
-    copy.write_text(text)
-    out = subprocess.run(["systemd-analyze", "verify", "--man=no", str(copy)], capture_output=True, text=True)
-    problems = [line for line in out.stderr.splitlines() if "firehose.service" in line]
-    assert not problems, out.stderr
-
-
 AGENT_UNIT = REPO / "systemd" / "firehose-agent.service"
 
 
 def agent_unit() -> configparser.ConfigParser:
-    parser = configparser.ConfigParser(strict=False, interpolation=None)
-    parser.optionxform = str  # type: ignore[assignment,method-assign]
-    parser.read(AGENT_UNIT)
-    return parser
+    return unit(AGENT_UNIT)
 
 
 def test_agent_unit_is_sandboxed_with_a_persistent_state_directory() -> None:
@@ -78,24 +65,11 @@ def test_agent_unit_command_line_parses() -> None:
     assert args.state_dir == "/var/lib/firehose-agent"
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
-def test_systemd_accepts_the_agent_unit(tmp_path: Path) -> None:
-    text = AGENT_UNIT.read_text().replace("/usr/local/bin/firehose", shutil.which("true") or "/bin/true")
-    copy = tmp_path / "firehose-agent.service"
-    copy.write_text(text)
-    out = subprocess.run(["systemd-analyze", "verify", "--man=no", str(copy)], capture_output=True, text=True)
-    problems = [line for line in out.stderr.splitlines() if "firehose-agent.service" in line]
-    assert not problems, out.stderr
-
-
 STREAMS_UNIT = REPO / "systemd" / "firehose-streams.service"
 
 
 def streams_unit() -> configparser.ConfigParser:
-    parser = configparser.ConfigParser(strict=False, interpolation=None)
-    parser.optionxform = str  # type: ignore[assignment,method-assign]
-    parser.read(STREAMS_UNIT)
-    return parser
+    return unit(STREAMS_UNIT)
 
 
 def test_streams_unit_runs_the_sidecar_with_persistent_shards() -> None:
@@ -108,10 +82,11 @@ def test_streams_unit_runs_the_sidecar_with_persistent_shards() -> None:
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
-def test_systemd_accepts_the_streams_unit(tmp_path: Path) -> None:
-    text = STREAMS_UNIT.read_text().replace("/usr/local/bin/firehose", shutil.which("true") or "/bin/true")
-    copy = tmp_path / "firehose-streams.service"
+@pytest.mark.parametrize("path", [UNIT, AGENT_UNIT, STREAMS_UNIT], ids=lambda p: p.name)
+def test_systemd_accepts_the_unit(path: Path, tmp_path: Path) -> None:
+    text = path.read_text().replace("/usr/local/bin/firehose", shutil.which("true") or "/bin/true")
+    copy = tmp_path / path.name
     copy.write_text(text)
     out = subprocess.run(["systemd-analyze", "verify", "--man=no", str(copy)], capture_output=True, text=True)
-    problems = [line for line in out.stderr.splitlines() if "firehose-streams.service" in line]
+    problems = [line for line in out.stderr.splitlines() if path.name in line]
     assert not problems, out.stderr

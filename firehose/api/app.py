@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -30,6 +30,7 @@ from firehose.api.http_receiver import MAX_BODY_BYTES as RECEIVER_MAX_BODY_BYTES
 from firehose.api.http_receiver import PATH_PREFIX as RECEIVER_PREFIX
 from firehose.api.http_receiver import HttpEndpointReceiver
 from firehose.api.operations import OPERATIONS, Services
+from firehose.asgi import BodyTooLarge, Receive, Send, read_body, send_response
 from firehose.awsjson import CONTENT_TYPE, JSON_CONTENT_TYPES, error_body, request_id, split_target
 from firehose.errors import (
     FirehoseError,
@@ -43,18 +44,12 @@ log = logging.getLogger("firehose.api")
 TARGET_PREFIX = "Firehose_20150804"
 
 Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 #: Returns (ready, details) for /readyz.
 ReadinessProbe = Callable[[], tuple[bool, dict[str, Any]]]
 
 
 #: How much of an oversized body is read (and thrown away) before answering 413.
 _DRAIN_LIMIT = 64 * 1024 * 1024
-
-
-class _TooLarge(Exception):
-    pass
 
 
 class FirehoseApp:
@@ -104,7 +99,7 @@ class FirehoseApp:
         status, body = 200, b""
         try:
             if length > self.max_body_bytes:
-                raise _TooLarge()
+                raise BodyTooLarge()
             raw = await self._read_body(receive)
             if content_type not in JSON_CONTENT_TYPES:
                 status = 404
@@ -117,7 +112,7 @@ class FirehoseApp:
             request = _parse_json(raw)
             result = await handler(self.services, request)
             body = orjson.dumps(result)
-        except _TooLarge:
+        except BodyTooLarge:
             await self._discard_body(receive)
             status = 413
             body = error_body("SerializationException",
@@ -141,10 +136,10 @@ class FirehoseApp:
         length = headers.get(b"content-length", b"")
         try:
             if length.isdigit() and int(length) > RECEIVER_MAX_BODY_BYTES:
-                raise _TooLarge()
+                raise BodyTooLarge()
             raw = await self._read_body(receive, RECEIVER_MAX_BODY_BYTES)
             status, body = await self.receiver.handle(name, headers, raw)
-        except _TooLarge:
+        except BodyTooLarge:
             await self._discard_body(receive)
             status, body = 413, orjson.dumps({
                 "requestId": headers.get(b"x-amz-firehose-request-id", b"").decode("latin-1"),
@@ -160,21 +155,7 @@ class FirehoseApp:
         await _send(send, status, body, b"application/json")
 
     async def _read_body(self, receive: Receive, limit: int | None = None) -> bytes:
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                break
-            chunk = message.get("body", b"")
-            if chunk:
-                size += len(chunk)
-                if size > (limit or self.max_body_bytes):
-                    raise _TooLarge()
-                chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        return await read_body(receive, limit or self.max_body_bytes)
 
     async def _discard_body(self, receive: Receive) -> None:
         """Read the rest of a refused body so the client sees the answer, not a reset."""
@@ -205,9 +186,4 @@ def _parse_json(raw: bytes) -> dict[str, Any]:
     return data
 
 
-async def _send(send: Send, status: int, body: bytes, content_type: bytes, rid: str | None = None) -> None:
-    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
-    if rid:
-        headers.append((b"x-amzn-requestid", rid.encode()))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+_send = send_response

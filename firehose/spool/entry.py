@@ -43,7 +43,7 @@ import struct
 import sys
 from array import array
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import accumulate
 from typing import Any
 
@@ -181,33 +181,29 @@ def decode(seq: int, payload: memoryview) -> RecordEntry:
         data = payload[start + 4 * count :]
         return _entry(seq, arrival_ms, lengths, data)
     if kind == KIND_SOURCED:
-        _kind, count, header_len = _PROC_HEAD.unpack_from(payload, 0)
-        pos = _PROC_HEAD.size
-        header = orjson.loads(payload[pos : pos + header_len])
-        pos += header_len
-        arrivals = _from_le("Q", payload[pos : pos + 8 * count])
-        pos += 8 * count
-        lengths = _from_le("I", payload[pos : pos + 4 * count])
-        pos += 4 * count
-        entry = _entry(seq, min(arrivals) if count else 0, lengths, payload[pos:])
-        return RecordEntry(seq=seq, arrival_ms=entry.arrival_ms, offsets=entry.offsets, data=entry.data,
-                           arrivals=arrivals, kinesis=header["kinesis"], checkpoints=header["checkpoints"])
+        header, entry = _with_header(seq, payload)
+        return replace(entry, kinesis=header["kinesis"], checkpoints=header["checkpoints"])
     if kind == KIND_PROCESSED:
-        _kind, count, header_len = _PROC_HEAD.unpack_from(payload, 0)
-        pos = _PROC_HEAD.size
-        header = orjson.loads(payload[pos : pos + header_len])
-        pos += header_len
-        arrivals = _from_le("Q", payload[pos : pos + 8 * count])
-        pos += 8 * count
-        lengths = _from_le("I", payload[pos : pos + 4 * count])
-        pos += 4 * count
-        entry = _entry(seq, min(arrivals) if count else 0, lengths, payload[pos:])
+        header, entry = _with_header(seq, payload)
         raw_end = header["raw_end"]
-        return RecordEntry(
-            seq=seq, arrival_ms=entry.arrival_ms, offsets=entry.offsets, data=entry.data, arrivals=arrivals,
-            partitions=tuple((p, s, e) for p, s, e in header["parts"]), raw_end=(raw_end[0], raw_end[1]),
-        )
+        return replace(entry, partitions=tuple((p, s, e) for p, s, e in header["parts"]),
+                              raw_end=(raw_end[0], raw_end[1]))
     raise ValueError(f"spool entry {seq} has unknown kind {kind}")
+
+
+def _with_header(seq: int, payload: memoryview) -> tuple[dict[str, Any], RecordEntry]:
+    """The JSON header and the records of a processed or sourced entry (they share a layout)."""
+    _kind, count, header_len = _PROC_HEAD.unpack_from(payload, 0)
+    pos = _PROC_HEAD.size
+    header = orjson.loads(payload[pos : pos + header_len])
+    pos += header_len
+    arrivals = _from_le("Q", payload[pos : pos + 8 * count])
+    pos += 8 * count
+    lengths = _from_le("I", payload[pos : pos + 4 * count])
+    pos += 4 * count
+    entry = _entry(seq, min(arrivals) if count else 0, lengths, payload[pos:])
+    return header, RecordEntry(seq=seq, arrival_ms=entry.arrival_ms, offsets=entry.offsets, data=entry.data,
+                               arrivals=arrivals)
 
 
 def _entry(seq: int, arrival_ms: int, lengths: array, data: memoryview) -> RecordEntry:  # type: ignore[type-arg]

@@ -17,13 +17,13 @@ import gzip
 import logging
 import time
 import zlib
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 import pybase64
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
+from firehose.asgi import BodyTooLarge, Receive, Send, read_body, send_response
 from firehose.awsjson import CONTENT_TYPE as JSON_CONTENT_TYPE
 from firehose.awsjson import JSON_CONTENT_TYPES, error_body, request_id, split_target
 from firehose.streams import cbor
@@ -43,8 +43,6 @@ TARGET_PREFIX = "Kinesis_20131202"
 MAX_BODY_BYTES = 16 * 1024 * 1024
 
 Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 class StreamsMetrics:
@@ -169,21 +167,10 @@ def _parse(raw: bytes, use_cbor: bool) -> dict[str, Any]:
 
 
 async def _read_body(receive: Receive) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunk = message.get("body", b"")
-        if chunk:
-            size += len(chunk)
-            if size > MAX_BODY_BYTES:
-                raise SerializationException(f"The request body exceeds {MAX_BODY_BYTES} bytes.")
-            chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    try:
+        return await read_body(receive, MAX_BODY_BYTES)
+    except BodyTooLarge:
+        raise SerializationException(f"The request body exceeds {MAX_BODY_BYTES} bytes.") from None
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:
@@ -196,12 +183,7 @@ async def _lifespan(receive: Receive, send: Send) -> None:
             return
 
 
-async def _send(send: Send, status: int, body: bytes, content_type: bytes, rid: str | None = None) -> None:
-    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
-    if rid:
-        headers.append((b"x-amzn-requestid", rid.encode()))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+_send = send_response
 
 
 __all__ = ["MAX_BODY_BYTES", "TARGET_PREFIX", "InternalFailure", "KinesisApp", "StreamsMetrics"]
