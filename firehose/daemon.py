@@ -22,6 +22,7 @@ import multiprocessing
 import os
 import signal
 import ssl
+import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
@@ -69,11 +70,24 @@ def _http_client(http: HttpSettings) -> httpx.AsyncClient:
     )
 
 
-def _lower_priority(nice: int) -> None:
-    """Conversion workers yield the CPU to ingest (see ProcessingSettings.worker_nice)."""
+#: What worker processes run (format conversion, Redshift rows). Each worker imports them when it
+#: starts, so no batch pays for importing pandas, fastparquet or psycopg in a cold worker.
+_WORKER_MODULES = ("firehose.processing.convert", "firehose.destinations.redshift")
+#: How long each warm-up task holds its worker, so that every worker (not one fast one) takes a task.
+_WARM_HOLD_SECONDS = 1.0
+
+
+def _init_worker(nice: int) -> None:
+    """Workers yield the CPU to ingest (see ProcessingSettings.worker_nice) and import their code."""
     if nice:
         with contextlib.suppress(OSError):
             os.nice(nice)
+    for module in _WORKER_MODULES:
+        importlib.import_module(module)
+
+
+def _hold_worker(seconds: float) -> None:
+    time.sleep(seconds)
 
 
 class _Server(uvicorn.Server):
@@ -129,7 +143,7 @@ class Daemon:
         if self._convert_pool is None:
             p = self.settings.processing
             self._convert_pool = ProcessPoolExecutor(p.workers, mp_context=multiprocessing.get_context("spawn"),
-                                                     initializer=_lower_priority, initargs=(p.worker_nice,))
+                                                     initializer=_init_worker, initargs=(p.worker_nice,))
         return self._convert_pool
 
     def _stream_spool(self, state: StreamState) -> StreamSpool:
@@ -174,8 +188,8 @@ class Daemon:
         pipeline.start()
         if state.definition.delivery_stream_type == "KinesisStreamAsSource":
             self._start_source(state)
-        if destination.worker_module is not None:
-            self._warm_workers(destination.worker_module)
+        if destination.worker_module is not None or config.conversion:
+            self._warm_workers()
         self._spawn(self._check(state.name, destination))
 
     def _start_source(self, state: StreamState) -> None:
@@ -203,11 +217,13 @@ class Daemon:
         if source is not None:
             await source.stop()
 
-    def _warm_workers(self, module: str) -> None:
-        """Start the worker processes and import ``module`` in each, in the background; /readyz
-        reports "starting" until they are up (``serve`` waits for them, within limits)."""
+    def _warm_workers(self) -> None:
+        """Start every worker process (each imports its code as it starts), in the background;
+        /readyz reports "starting" until they are up (``serve`` waits for them, within limits)."""
+        if self._warming:
+            return
         pool = self._convert_executor()
-        self._warming.extend(asyncio.wrap_future(pool.submit(importlib.import_module, module))
+        self._warming.extend(asyncio.wrap_future(pool.submit(_hold_worker, _WARM_HOLD_SECONDS))
                              for _ in range(self.settings.processing.workers))
 
     async def _check(self, name: str, destination: Destination) -> None:  # type: ignore[type-arg]
