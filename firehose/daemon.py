@@ -44,6 +44,7 @@ from firehose.processing.transform import WorkerPool
 from firehose.settings import Config, HttpSettings, Settings
 from firehose.sources.kinesis import KinesisSource, make_client
 from firehose.spool import Spool, StreamSpool
+from firehose.spool.dirlock import DirectoryLock
 from firehose.streams.server import Sidecar
 from firehose.streams.server import state_dir as kinesis_state_dir
 from firehose.telemetry import Metrics
@@ -111,6 +112,7 @@ class Daemon:
         self._background: set[asyncio.Task[Any]] = set()
         s = self.settings
         s.state_dir.mkdir(parents=True, exist_ok=True)
+        self._state_lock = DirectoryLock(s.state_dir, "the state directory")
         self.catalog = Catalog(s.state_dir / "catalog.json", account_id=s.account_id,
                                max_streams=s.max_delivery_streams, create_delay_seconds=s.create_delay_seconds,
                                validate=self.validate)
@@ -332,6 +334,16 @@ class Daemon:
                             extra={"directory": str(self.spool.root / key)})
 
     async def serve(self) -> None:
+        try:
+            await self._serve()
+        finally:
+            # After a failed start nothing else will: let the next daemon have the directories.
+            if self.sidecar is not None:
+                await self.sidecar.stop()
+                self.sidecar = None
+            self._state_lock.release()
+
+    async def _serve(self) -> None:
         await self.start()
         config = uvicorn.Config(
             self.app, host=self.settings.host, port=self.settings.port, loop="none", http="httptools",
@@ -375,9 +387,11 @@ class Daemon:
         self.spool.close()
         if self.sidecar is not None:
             await self.sidecar.stop()
+            self.sidecar = None
         self.workers.close()
         await self.http.aclose()
         if self._convert_pool is not None:
             self._convert_pool.shutdown(wait=False, cancel_futures=True)
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self._state_lock.release()
         log.info("Stopped.")

@@ -52,3 +52,21 @@ def test_undeliverable_data_stays_in_the_spool_across_a_restart(tmp_path: Path, 
     wait_until(lambda: read_local(out))
     assert b"".join(read_local(out).values()) == b"kept\n"
     daemon.terminate()
+
+
+def test_a_second_daemon_on_the_same_state_directory_refuses_to_start(tmp_path: Path, daemon_process: Any) -> None:
+    """Two daemons appending to one spool would corrupt it; the second says so and exits."""
+    import subprocess
+    import sys
+
+    from tests.conftest import free_port
+
+    config = write_config(tmp_path / "f.yaml", {"state_dir": str(tmp_path / "state"), "log_level": "WARNING",
+                                                "buckets": {"local": {"directory": str(tmp_path / "out")}}},
+                          [local_stream("s")])
+    first = daemon_process(config).start()
+    out = subprocess.run([sys.executable, "-m", "firehose", "serve", "--config", str(config), "--port",
+                          str(free_port())], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1
+    assert f"the state directory {tmp_path / 'state'} is in use by another process" in out.stderr
+    assert first.proc is not None and first.proc.poll() is None  # the first one is untouched

@@ -33,6 +33,7 @@ from typing import Any, Literal, NamedTuple
 import orjson
 
 from firehose.spool.committer import GroupCommitter, commit
+from firehose.spool.dirlock import DirectoryLock
 from firehose.spool.log import fsync_dir
 from firehose.streams import hashkeys, iterators, sequence
 from firehose.streams.errors import (
@@ -196,8 +197,12 @@ class ShardStore:
         self._last_epoch = 0
         self._timers: list[asyncio.TimerHandle] = []
         self._trimmer: asyncio.Task[None] | None = None
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self._load()
+        self._lock = DirectoryLock(self.directory, "the shard store")
+        try:
+            self._load()
+        except BaseException:
+            self._lock.release()
+            raise
 
     # -- persistence -------------------------------------------------------------
 
@@ -267,6 +272,7 @@ class ShardStore:
         for stream in self.streams.values():
             for data in stream.data.values():
                 data.close()
+        self._lock.release()
 
     def _later(self, delay: float, fn: Callable[[], None]) -> None:
         if delay <= 0:

@@ -218,6 +218,7 @@ def test_kill_9_of_daemon_and_sidecar_while_reading_loses_and_repeats_nothing(
         "kinesis": kinesis_settings(kport, ("events", 2))}, [source_stream("k9", "events", interval=1)])
     d = daemon_process(config).start()
     acked: list[bytes] = []
+    attempted: list[bytes] = []
     stop = threading.Event()
 
     def produce() -> None:
@@ -225,6 +226,7 @@ def test_kill_9_of_daemon_and_sidecar_while_reading_loses_and_repeats_nothing(
         batch = 0
         while not stop.is_set():
             lines = [f"{batch}-{i}".encode() for i in range(200)]
+            attempted.extend(lines)
             try:
                 resp = client.put_records(StreamName="events", Records=[
                     {"Data": line + b"\n", "PartitionKey": f"p{i}"} for i, line in enumerate(lines)])
@@ -245,7 +247,11 @@ def test_kill_9_of_daemon_and_sidecar_while_reading_loses_and_repeats_nothing(
 
     time.sleep(1.5)  # a repeat would have been delivered by now
     got = delivered_lines(out, "k9/")
-    assert sorted(got) == sorted(acked), (len(got), len(acked), len(set(got)))
+    assert len(got) == len(set(got)), "a record was delivered twice"
+    assert set(acked) <= set(got), "an acknowledged record was lost"
+    # the call cut short by the kill may or may not have been stored: never acknowledged, so either is right
+    assert set(got) <= set(attempted)
+    assert len(got) - len(acked) <= 200
 
 
 def test_kinesis_endpoint_down_then_back(start_daemon: Any, start_streams_server: Any, tmp_path: Path,

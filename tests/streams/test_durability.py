@@ -110,3 +110,21 @@ def test_declared_streams_are_created_at_start_and_checked_by_validate(start_str
     out = subprocess.run([sys.executable, "-m", "firehose", "validate", str(bad)], capture_output=True, text=True)
     assert out.returncode == 1
     assert "kinesis stream 'ok'" in out.stderr and "shardCount" in out.stderr
+
+
+def test_a_second_server_on_the_same_store_refuses_to_start(start_streams_server: Any, tmp_path: Path) -> None:
+    """Two processes appending to the same shard logs would corrupt them."""
+    import subprocess
+    import sys
+
+    from tests.conftest import free_port
+
+    server = start_streams_server()
+    server.client().create_stream(StreamName="mine", ShardCount=1)
+    out = subprocess.run([sys.executable, "-m", "firehose", "streams", "serve", "--port", str(free_port()),
+                          "--state-dir", str(server.state_dir)], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 1
+    assert f"the shard store {server.state_dir} is in use by another process" in out.stderr
+    server.kill()  # the kernel drops the lock with the process: no stale lock after kill -9
+    server.start()
+    assert server.client().describe_stream_summary(StreamName="mine")["StreamDescriptionSummary"]["StreamName"]
