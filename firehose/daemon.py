@@ -141,10 +141,15 @@ class Daemon:
             self._keyring = Keyring.load(directory=enc.keys_dir, env_prefix=enc.env_prefix)
         return self._keyring
 
+    def _pool_size(self) -> int:
+        return self.settings.processing.workers + 1
+
     def _convert_executor(self) -> ProcessPoolExecutor:
         if self._convert_pool is None:
             p = self.settings.processing
-            self._convert_pool = ProcessPoolExecutor(p.workers, mp_context=multiprocessing.get_context("spawn"),
+            # One process more than processing.workers: a worker loading rows into a database waits
+            # on it part of the time, and the CPU it leaves idle meanwhile is the next batch's parse.
+            self._convert_pool = ProcessPoolExecutor(self._pool_size(), mp_context=multiprocessing.get_context("spawn"),
                                                      initializer=_init_worker, initargs=(p.worker_nice,))
         return self._convert_pool
 
@@ -226,7 +231,7 @@ class Daemon:
             return
         pool = self._convert_executor()
         self._warming.extend(asyncio.wrap_future(pool.submit(_hold_worker, _WARM_HOLD_SECONDS))
-                             for _ in range(self.settings.processing.workers))
+                             for _ in range(self._pool_size()))
 
     async def _check(self, name: str, destination: Destination) -> None:  # type: ignore[type-arg]
         try:

@@ -40,9 +40,11 @@ enforced) serializable isolation aborts one of them; the loser is retried and fi
 Every failure of an attempt (connection, SQL, data) is ``DestinationError(retriable=True)``
 carrying the server's message: Firehose retries COPY, even into a missing table, until
 ``RetryOptions.DurationInSeconds`` runs out; then the pipeline calls ``expired``, which files the
-manifest under errors/ for a manual load. COPYs of one destination run one at a time, as
-Firehose's do. psycopg is blocking, so database work runs in the context's thread pool, on a
-connection opened for the attempt.
+manifest under errors/ for a manual load. Redshift COPYs (and CSV loads) of one destination run
+one at a time, as Firehose's do, in the context's thread pool (psycopg is blocking) on one kept
+connection. Text and JSON loads into PostgreSQL run side by side in worker processes, each
+parsing its batch and streaming the rows in on its own kept connection; exactly-once holds per
+batch key whatever the order.
 
 TLS follows ``settings.http`` like every other destination. A Redshift cluster is reached with
 ``sslmode=verify-full`` against the system trust store (or ``http.ca_bundle``); only
@@ -54,6 +56,7 @@ database next to the daemon, uses ``prefer`` unless ``http.ca_bundle`` is set, w
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import json
 import logging
@@ -488,42 +491,17 @@ def _slow_row(doc: dict[str, Any], line: bytes, keys: list[tuple[str, bool]],
     return row
 
 
-def copy_payload(body: bytes, fmt: LoadFormat, columns: list[_Column]) -> bytes:
-    """A staged object as the rows of a PostgreSQL text-format COPY stream, as Redshift would read it.
+def load_csv(cur: psycopg.Cursor[Any], cmd: CopyCommand, fmt: LoadFormat, body: bytes) -> None:
+    """Load a staged CSV object with ``COPY ... FROM STDIN``: PostgreSQL's own CSV parser reads it.
 
-    Pure work on bytes, so it runs in a worker process: the next batch is parsed while the current
-    one streams into the table. Rows are rendered by psycopg's own row formatter, exactly as
-    ``Copy.write_row`` would send them. (PostgreSQL's text format reads backslashes as escapes,
-    which Redshift's does not, hence parsing here rather than passing the bytes through.)
-    """
-    data = _skip_lines(_gunzip(body) if fmt.gzip else body, fmt.ignore_header)
-    rows = _fast_json_rows(data, columns) if fmt.kind == "json" else _text_rows(_utf8(data), fmt, columns)
-    out = bytearray()
-    transformer = Transformer()
-    for row in rows:
-        format_row_text(row, transformer, out)
-    return bytes(out)
-
-
-def load_postgres(cur: psycopg.Cursor[Any], cmd: CopyCommand, fmt: LoadFormat, body: bytes,
-                  payload: bytes | None = None) -> None:
-    """Load a staged object's bytes with ``COPY ... FROM STDIN``.
-
-    CSV goes to PostgreSQL's own CSV parser; text and JSON become rows (``copy_payload``, unless
-    the caller made them already).
+    (Text and JSON objects become rows first, in a worker process: see ``load_rows``.)
     """
     target = sql.SQL(cmd.data_table_name + _column_clause(cmd))
-    if fmt.kind == "csv":
-        data = _skip_lines(_gunzip(body) if fmt.gzip else body, fmt.ignore_header)
-        query = sql.SQL("COPY {} FROM STDIN (FORMAT csv, DELIMITER {}, QUOTE {}, NULL {})").format(
-            target, sql.Literal(fmt.delimiter), sql.Literal(fmt.quote), sql.Literal(fmt.null))
-        with cur.copy(query) as copy:
-            copy.write(data)
-        return
-    if payload is None:
-        payload = copy_payload(body, fmt, _columns(cur, cmd))
-    with cur.copy(sql.SQL("COPY {} FROM STDIN").format(target)) as copy:
-        copy.write(payload)
+    data = _skip_lines(_gunzip(body) if fmt.gzip else body, fmt.ignore_header)
+    query = sql.SQL("COPY {} FROM STDIN (FORMAT csv, DELIMITER {}, QUOTE {}, NULL {})").format(
+        target, sql.Literal(fmt.delimiter), sql.Literal(fmt.quote), sql.Literal(fmt.null))
+    with cur.copy(query) as copy:
+        copy.write(data)
 
 
 def _server_message(exc: psycopg.Error) -> str:
@@ -545,6 +523,101 @@ def _load_once(conn: psycopg.Connection[Any], batch_key: str,
         load(cur)
         cur.execute(_MARK_LOADED, (batch_key, datetime.now(UTC)))
     return True
+
+
+#: Kept connections by connection parameters, in whichever process loads (a worker, or the
+#: daemon itself when there are no workers). A list per key: loads may run side by side.
+_SESSIONS: dict[str, list[psycopg.Connection[Any]]] = {}
+#: Bytes of rendered rows handed to COPY at a time: PostgreSQL parses one piece while the next is made.
+_COPY_CHUNK = 256 * 1024
+
+
+@dataclass(frozen=True)
+class RowLoad:
+    """What a process needs to load a batch's rows itself (picklable: it crosses to a worker)."""
+
+    connect: tuple[tuple[str, Any], ...]
+    where: str
+    cmd: CopyCommand
+    fmt: LoadFormat
+    columns: list[_Column]
+
+
+def _take_session(connect: tuple[tuple[str, Any], ...], where: str) -> tuple[psycopg.Connection[Any], bool]:
+    """A kept connection for these parameters (and True), or a new one."""
+    pool = _SESSIONS.get(repr(connect))
+    while pool:
+        conn = pool.pop()
+        if not conn.closed:
+            return conn, True
+    try:
+        # Client-side parameter binding: plain SQL text, which every Redshift version accepts.
+        return psycopg.connect(**dict(connect), cursor_factory=psycopg.ClientCursor), False
+    except psycopg.Error as exc:
+        raise DestinationError(f"cannot connect to {where}: {_server_message(exc)}") from exc
+
+
+def _keep_session(connect: tuple[tuple[str, Any], ...], conn: psycopg.Connection[Any]) -> None:
+    _SESSIONS.setdefault(repr(connect), []).append(conn)
+
+
+def close_sessions(session_key: str) -> None:
+    for conn in _SESSIONS.pop(session_key, []):
+        conn.close()
+
+
+def load_rows(load: RowLoad, batch_key: str, body: bytes) -> tuple[bool, str]:
+    """Parse a staged batch into rows and stream them into the table, exactly once per batch key.
+
+    Runs in a worker process: the rows never travel back to the daemon, and PostgreSQL parses
+    each piece of the COPY stream while the next is being made. Returns (loaded, error): loaded
+    is False when an earlier attempt had loaded the batch already; an error is the server's
+    message, for the daemon to retry with (exceptions would have to survive pickling).
+    """
+    try:
+        return _load_rows(load, batch_key, body), ""
+    except DestinationError as exc:
+        return False, exc.message
+
+
+def _load_rows(load: RowLoad, batch_key: str, body: bytes) -> bool:
+    table = load.cmd.data_table_name
+    conn, reused = _take_session(load.connect, load.where)
+    try:
+        loaded = _load_once(conn, batch_key, lambda cur: _stream_rows(cur, load, body))
+    except psycopg.OperationalError as exc:
+        conn.close()
+        if not reused:
+            raise DestinationError(f"COPY into {table} on {load.where} failed: {_server_message(exc)}") from exc
+        return _load_rows(load, batch_key, body)  # the kept connection went stale: once more, anew
+    except psycopg.Error as exc:
+        conn.close()
+        raise DestinationError(f"COPY into {table} on {load.where} failed: {_server_message(exc)}") from exc
+    except BaseException:
+        conn.close()
+        raise
+    _keep_session(load.connect, conn)
+    return loaded
+
+
+def _stream_rows(cur: psycopg.Cursor[Any], load: RowLoad, body: bytes) -> None:
+    """The batch's rows as a text-format COPY stream, rendered by psycopg's own row formatter (as
+    ``Copy.write_row`` would send them). PostgreSQL's text format reads backslashes as escapes,
+    which Redshift's does not, hence parsing here rather than passing the bytes through."""
+    fmt = load.fmt
+    data = _skip_lines(_gunzip(body) if fmt.gzip else body, fmt.ignore_header)
+    rows = _fast_json_rows(data, load.columns) if fmt.kind == "json" else _text_rows(_utf8(data), fmt, load.columns)
+    target = sql.SQL(load.cmd.data_table_name + _column_clause(load.cmd))
+    transformer = Transformer()
+    with cur.copy(sql.SQL("COPY {} FROM STDIN").format(target)) as copy:
+        out = bytearray()
+        for row in rows:
+            format_row_text(row, transformer, out)
+            if len(out) >= _COPY_CHUNK:
+                copy.write(out)
+                out = bytearray()
+        if out:
+            copy.write(out)
 
 
 # -- the destination ----------------------------------------------------------------
@@ -583,26 +656,36 @@ class RedshiftDestination(ObjectDestination):
         await self._stage.deliver(batch)
         key = manifest_key(self._prefix, batch.key)
         await self._stage.deliver(self._manifest(batch, key))
-        payload = await self._payload(batch)
-        async with self._copy_lock:
-            await self._ctx.run(self._load, batch, f"s3://{self._bucket}/{key}", payload)
+        if self._format is not None and self._format.kind != "csv":
+            await self._load_rows(batch)
+        else:
+            async with self._copy_lock:
+                await self._ctx.run(self._load, batch, f"s3://{self._bucket}/{key}")
         return DELIVERED
 
-    async def _payload(self, batch: ObjectBatch) -> bytes | None:
-        """PostgreSQL mode: the batch's rows, made in a worker process before taking the COPY turn.
+    async def _load_rows(self, batch: ObjectBatch) -> None:
+        """PostgreSQL mode, text or JSON: a worker process parses the batch and streams its rows in.
 
-        The columns come from the catalog once and are kept; a failed load forgets them, so a
-        table changed meanwhile is read again.
+        Several batches load side by side, each on its worker's connection (exactly-once holds per
+        batch key). The columns come from the catalog once and are kept; a failed load forgets
+        them, so a table changed meanwhile is read again.
         """
-        fmt = self._format
-        if fmt is None or fmt.kind == "csv":
-            return None
         if self._columns is None:
             async with self._copy_lock:
                 if self._columns is None:
                     self._columns = await self._ctx.run(self._read_columns)
+        assert self._format is not None
+        load = RowLoad(self._connect_parameters(), str(self.address), self.config.copy_command, self._format,
+                       self._columns)
         body = await self._ctx.run(batch.body)  # a 4 MiB join (with page faults on the spool's map): off the loop
-        return await self._ctx.run_process(copy_payload, body, fmt, self._columns)
+        loaded, error = await self._ctx.run_process(load_rows, load, batch.key, body)
+        if error:
+            self._columns = None
+            raise DestinationError(error)
+        if not loaded:
+            log.info("Batch was already loaded by an earlier attempt; not loading it again.",
+                     extra={"stream": self._ctx.stream, "key": batch.key,
+                            "table": self.config.copy_command.data_table_name})
 
     async def expired(self, batch: ObjectBatch, reason: str) -> None:
         """File the batch's manifest under errors/manifests/, for a manual COPY of what was skipped."""
@@ -638,14 +721,16 @@ class RedshiftDestination(ObjectDestination):
             return {"sslmode": "verify-full", "sslrootcert": bundle}
         return {"sslmode": "prefer"}
 
-    def _connect(self) -> psycopg.Connection[Any]:
+    def _connect_parameters(self) -> tuple[tuple[str, Any], ...]:
         user, password = self._credentials()
+        return tuple({"host": self.address.host, "port": self.address.port, "dbname": self.address.database,
+                      "user": user, "password": password, "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+                      "application_name": "firehose", **self._tls()}.items())
+
+    def _connect(self) -> psycopg.Connection[Any]:
         try:
             # Client-side parameter binding: plain SQL text, which every Redshift version accepts.
-            return psycopg.connect(host=self.address.host, port=self.address.port,
-                                   dbname=self.address.database, user=user, password=password,
-                                   connect_timeout=CONNECT_TIMEOUT_SECONDS, application_name="firehose",
-                                   cursor_factory=psycopg.ClientCursor, **self._tls())
+            return psycopg.connect(**dict(self._connect_parameters()), cursor_factory=psycopg.ClientCursor)
         except psycopg.Error as exc:
             raise DestinationError(f"cannot connect to {self.address}: {_server_message(exc)}") from exc
 
@@ -665,29 +750,35 @@ class RedshiftDestination(ObjectDestination):
         return self._connect(), False
 
     def _read_columns(self) -> list[_Column]:
-        conn, _ = self._session()
+        """The target's columns; also makes sure firehose_loaded_batches exists before loads run
+        side by side (two concurrent CREATE TABLE IF NOT EXISTS can collide in PostgreSQL)."""
+        connect = self._connect_parameters()
+        conn, _ = _take_session(connect, str(self.address))
         try:
             with conn.transaction():
-                columns = _columns(conn.cursor(), self.config.copy_command)
+                cur = conn.cursor()
+                columns = _columns(cur, self.config.copy_command)
+                cur.execute(LOADED_BATCHES_DDL)
         except psycopg.Error as exc:
             conn.close()
             raise DestinationError(f"reading the columns of {self.config.copy_command.data_table_name} on "
                                    f"{self.address} failed: {_server_message(exc)}") from exc
-        self._conn = conn
+        _keep_session(connect, conn)
         return columns
 
-    def _load(self, batch: ObjectBatch, manifest_url: str, payload: bytes | None = None) -> None:
+    def _load(self, batch: ObjectBatch, manifest_url: str) -> None:
+        """Redshift's COPY from the manifest, or PostgreSQL's CSV load, on the kept connection."""
         table = self.config.copy_command.data_table_name
         conn, reused = self._session()
         try:
-            loaded = _load_once(conn, batch.key, lambda cur: self._copy(cur, batch, manifest_url, payload))
+            loaded = _load_once(conn, batch.key, lambda cur: self._copy(cur, batch, manifest_url))
         except psycopg.OperationalError as exc:
             conn.close()
             self._columns = None
             if not reused:
                 raise DestinationError(f"COPY into {table} on {self.address} failed: {_server_message(exc)}") from exc
             # The kept connection went stale (server restart, idle timeout): once more on a new one.
-            return self._load(batch, manifest_url, payload)
+            return self._load(batch, manifest_url)
         except psycopg.Error as exc:
             conn.close()  # after an error the session state is unknown: the next attempt starts afresh
             self._columns = None
@@ -704,10 +795,12 @@ class RedshiftDestination(ObjectDestination):
         conn, self._conn = self._conn, None
         if conn is not None:
             await self._ctx.run(conn.close)
+        with contextlib.suppress(DestinationError):
+            # Kept in this process (loads ran in threads); worker processes' sessions end with them.
+            await self._ctx.run(close_sessions, repr(self._connect_parameters()))
 
-    def _copy(self, cur: psycopg.Cursor[Any], batch: ObjectBatch, manifest_url: str,
-              payload: bytes | None) -> None:
+    def _copy(self, cur: psycopg.Cursor[Any], batch: ObjectBatch, manifest_url: str) -> None:
         if self._format is None:
             cur.execute(copy_statement(self.config, manifest_url))
         else:
-            load_postgres(cur, self.config.copy_command, self._format, batch.body(), payload)
+            load_csv(cur, self.config.copy_command, self._format, batch.body())

@@ -203,6 +203,24 @@ def test_loads_reuse_one_connection_and_survive_it_being_dropped(
     wait_until(lambda: rows(db, sessions) == [])
 
 
+def test_row_loads_run_side_by_side_and_each_batch_lands_once(
+    postgres: Postgres, db: psycopg.Connection[Any], tmp_path: Path, executor: ThreadPoolExecutor
+) -> None:
+    db.execute("CREATE TABLE events (id int, name text)")
+    dest = destination(definition(postgres.url(), options="JSON 'auto'"), tmp_path, executor, postgres.password)
+    bodies = [b"".join(b'{"id": %d, "name": "n%d"}\n' % (b * 1000 + i, i) for i in range(500)) for b in range(6)]
+
+    async def load_all() -> None:
+        await asyncio.gather(*(dest.deliver(replace(batch(body), key=f"{KEY}-{i}")) for i, body in enumerate(bodies)))
+        # one of them again, as a retry after a lost acknowledgement would: not loaded twice
+        await dest.deliver(replace(batch(bodies[3]), key=f"{KEY}-3"))
+        await dest.aclose()
+
+    asyncio.run(load_all())
+    assert rows(db, "SELECT count(*), count(DISTINCT id) FROM events") == [(3000, 3000)]
+    assert rows(db, "SELECT count(*) FROM firehose_loaded_batches") == [(6,)]
+
+
 def test_a_missing_table_is_retried_with_the_server_message_and_loads_once_created(
     postgres: Postgres, db: psycopg.Connection[Any], tmp_path: Path, executor: ThreadPoolExecutor
 ) -> None:
