@@ -159,7 +159,29 @@ def start_daemon(tmp_path: Path) -> Iterator[Callable[..., RunningDaemon]]:
 # -- the daemon, as a subprocess ---------------------------------------------------
 
 
-class DaemonProcess:
+class ChildProcess:
+    """A process the tests started, stopped only by its own pid."""
+
+    proc: subprocess.Popen[bytes] | None = None
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def terminate(self, timeout: float = 30) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+class DaemonProcess(ChildProcess):
     """``firehose serve`` as a child process (for kill -9 and signal tests)."""
 
     def __init__(self, config_path: Path, port: int, log_path: Path, env: dict[str, str] | None = None) -> None:
@@ -191,21 +213,6 @@ class DaemonProcess:
 
         wait_until(up, timeout=timeout)
         return self
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def terminate(self, timeout: float = 30) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from collections import Counter
@@ -16,7 +15,7 @@ import pytest
 
 from firehose.agent.config import parse_config
 from firehose.agent.runner import Agent
-from tests.conftest import read_local, wait_until
+from tests.conftest import ChildProcess, read_local, wait_until
 
 
 def flow(pattern: Path | str, stream: str = "logs", **extra: Any) -> dict[str, Any]:
@@ -64,7 +63,7 @@ def run_agent(tmp_path: Path) -> Iterator[Callable[..., Agent]]:
             agent.stop()
 
 
-class AgentProcess:
+class AgentProcess(ChildProcess):
     """``python -m firehose agent`` as a child process (for SIGTERM and kill -9)."""
 
     def __init__(self, config: dict[str, Any], directory: Path) -> None:
@@ -80,21 +79,6 @@ class AgentProcess:
                 [sys.executable, "-m", "firehose", "agent", "--config", str(self.config_path),
                  "--state-dir", str(self.directory / "state")], stdout=log, stderr=log, env=dict(os.environ))
         return self
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def terminate(self, timeout: float = 30) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

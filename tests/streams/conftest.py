@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -16,10 +15,10 @@ import httpx
 import pytest
 from botocore.config import Config as BotoConfig
 
-from tests.conftest import CREDS, free_port, wait_until
+from tests.conftest import CREDS, ChildProcess, free_port, wait_until
 
 
-class StreamsServer:
+class StreamsServer(ChildProcess):
     """``firehose streams serve`` as a child process (so tests can kill -9 it)."""
 
     def __init__(self, state_dir: Path, log_path: Path, config: Path | None = None, port: int | None = None) -> None:
@@ -52,12 +51,6 @@ class StreamsServer:
     def client(self, **config: Any) -> Any:
         config.setdefault("retries", {"total_max_attempts": 1})
         return boto3.client("kinesis", endpoint_url=self.endpoint, config=BotoConfig(**config), **CREDS)
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown code runs."""
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
