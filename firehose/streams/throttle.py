@@ -4,9 +4,9 @@ Off by default (a local server should not slow tests down); when enabled,
 writes are held to 1,000 records/s and 1 MiB/s per shard and reads to 5
 GetRecords calls/s and 2 MiB/s per shard, so producers and consumers meet
 ``ProvisionedThroughputExceededException`` and exercise their back-off as
-they would on AWS. Token buckets with one second of burst: a reader that
-took a 10 MiB response owes 5 seconds before its next call, which is AWS's
-documented behaviour.
+they would on AWS. Token buckets with one second of burst, except read bytes,
+which are a debt: a reader that took a 10 MiB response owes 5 seconds before
+its next call, which is AWS's documented behaviour.
 """
 
 from __future__ import annotations
@@ -23,23 +23,31 @@ READ_BYTES_PER_S = 2 * 1024 * 1024
 @dataclass
 class Bucket:
     rate: float
-    level: float = -1.0
+    #: Most tokens it holds (one second of rate unless given).
+    capacity: float | None = None
+    level: float | None = None
     stamp: float = field(default_factory=time.monotonic)
 
     def __post_init__(self) -> None:
-        if self.level < 0:
-            self.level = self.rate
+        if self.capacity is None:
+            self.capacity = self.rate
+        if self.level is None:
+            self.level = self.capacity
 
     def _refill(self, now: float) -> None:
-        self.level = min(self.rate, self.level + (now - self.stamp) * self.rate)
-        self.stamp = now
+        assert self.level is not None and self.capacity is not None
+        if now > self.stamp:  # a clock reading from before the last one adds nothing
+            self.level = min(self.capacity, self.level + (now - self.stamp) * self.rate)
+            self.stamp = now
 
     def available(self, now: float | None = None) -> float:
         self._refill(time.monotonic() if now is None else now)
+        assert self.level is not None
         return self.level
 
     def take(self, amount: float) -> None:
         """Spend ``amount`` (may go negative: the debt is paid before the next call succeeds)."""
+        assert self.level is not None
         self.level -= amount
 
 
@@ -48,7 +56,8 @@ class ShardLimits:
     write_records: Bucket = field(default_factory=lambda: Bucket(WRITE_RECORDS_PER_S))
     write_bytes: Bucket = field(default_factory=lambda: Bucket(WRITE_BYTES_PER_S))
     read_calls: Bucket = field(default_factory=lambda: Bucket(READ_CALLS_PER_S))
-    read_bytes: Bucket = field(default_factory=lambda: Bucket(READ_BYTES_PER_S))
+    #: Bytes read are a debt paid at 2 MiB/s: after a 10 MiB answer the next calls wait 5 s, as on AWS.
+    read_bytes: Bucket = field(default_factory=lambda: Bucket(READ_BYTES_PER_S, capacity=0.0))
 
     def admit_write(self, size: int, now: float) -> bool:
         if self.write_records.available(now) < 1 or self.write_bytes.available(now) < size:
@@ -58,7 +67,7 @@ class ShardLimits:
         return True
 
     def admit_read(self, now: float) -> bool:
-        if self.read_calls.available(now) < 1 or self.read_bytes.available(now) <= 0:
+        if self.read_calls.available(now) < 1 or self.read_bytes.available(now) < 0:
             return False
         self.read_calls.take(1)
         return True
