@@ -250,7 +250,7 @@ def test_shard_limit_is_enforced(start_streams_server: Any) -> None:
 
 
 def test_status_delays_and_operations_on_streams_not_active(start_streams_server: Any) -> None:
-    server = start_streams_server({"kinesis": {"create_delay_seconds": 0.6, "update_delay_seconds": 0.6}})
+    server = start_streams_server({"kinesis": {"create_delay_seconds": 3, "update_delay_seconds": 0.6}})
     client = server.client()
     client.create_stream(StreamName="slow", ShardCount=2)
     assert client.describe_stream_summary(StreamName="slow")["StreamDescriptionSummary"]["StreamStatus"] == "CREATING"
@@ -263,12 +263,12 @@ def test_status_delays_and_operations_on_streams_not_active(start_streams_server
         client.create_stream(StreamName=f"slow-{i}", ShardCount=1)
     with pytest.raises(client.exceptions.LimitExceededException):  # AWS: at most 5 streams CREATING at once
         client.create_stream(StreamName="one-too-many", ShardCount=1)
-    client.get_waiter("stream_exists").wait(StreamName="slow", WaiterConfig={"Delay": 0.2, "MaxAttempts": 20})
+    client.get_waiter("stream_exists").wait(StreamName="slow", WaiterConfig={"Delay": 0.2, "MaxAttempts": 50})
     client.split_shard(StreamName="slow", ShardToSplit="shardId-000000000000", NewStartingHashKey="12345")
     assert client.describe_stream_summary(StreamName="slow")["StreamDescriptionSummary"]["StreamStatus"] == "UPDATING"
     client.put_record(StreamName="slow", Data=b"x", PartitionKey="k")  # writes still work while UPDATING
     assert len(client.list_shards(StreamName="slow")["Shards"]) == 2  # the change lands after the delay
-    client.get_waiter("stream_exists").wait(StreamName="slow", WaiterConfig={"Delay": 0.2, "MaxAttempts": 20})
+    client.get_waiter("stream_exists").wait(StreamName="slow", WaiterConfig={"Delay": 0.2, "MaxAttempts": 50})
     assert len(client.list_shards(StreamName="slow")["Shards"]) == 4
 
 
