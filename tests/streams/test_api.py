@@ -250,7 +250,7 @@ def test_shard_limit_is_enforced(start_streams_server: Any) -> None:
 
 
 def test_status_delays_and_operations_on_streams_not_active(start_streams_server: Any) -> None:
-    server = start_streams_server({"kinesis": {"create_delay_seconds": 3, "update_delay_seconds": 0.6}})
+    server = start_streams_server({"kinesis": {"create_delay_seconds": 3, "update_delay_seconds": 2}})
     client = server.client()
     client.create_stream(StreamName="slow", ShardCount=2)
     assert client.describe_stream_summary(StreamName="slow")["StreamDescriptionSummary"]["StreamStatus"] == "CREATING"
