@@ -95,7 +95,6 @@ def latest_checkpoints(stream: StreamSpool) -> dict[str, str]:
 class ShardProgress:
     millis_behind: int = 0
     records: int = 0
-    finished: bool = False
 
 
 @dataclass
@@ -142,6 +141,7 @@ class KinesisSource:
         return {
             "kinesis_stream": self.stream_arn,
             "shards_reading": sorted(s for s, t in self._readers.items() if not t.done()),
+            "shards_finished": sorted(self._finished),
             "millis_behind": max((p.millis_behind for p in self.state.shards.values()), default=0),
             "paused": self.state.paused,
             "last_error": self.state.last_error,
@@ -254,7 +254,6 @@ class KinesisSource:
                 progress.records += len(records)
             iterator = response.get("NextShardIterator")
             if iterator is None:
-                progress.finished = True
                 log.info("Finished reading a closed shard; its children are next.",
                          extra={"stream": self.name, "shard": shard_id})
                 return

@@ -319,7 +319,7 @@ class ShardStore:
                                          f"instead in state {stream.status}")
         return stream
 
-    def shard(self, stream: Stream, shard_id: str, operation: str = "") -> Shard:
+    def shard(self, stream: Stream, shard_id: str) -> Shard:
         shard = stream.shard(shard_id)
         if shard is None:
             raise ResourceNotFoundException(f"Shard {shard_id} in stream {stream.name} under account "

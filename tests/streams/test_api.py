@@ -438,3 +438,38 @@ def test_aws_cli_works_unchanged(streams_server: StreamsServer) -> None:
              "--shard-iterator-type", "TRIM_HORIZON")["ShardIterator"]
     records = run("get-records", "--shard-iterator", it)["Records"]
     assert [base64.b64decode(r["Data"]) for r in records] == [b"hi"]
+
+
+def test_list_tokens_page_and_expire_after_300_seconds(kinesis: Any) -> None:
+    names = sorted(unique("page") for _ in range(3))
+    for name in names:
+        kinesis.create_stream(StreamName=name, ShardCount=1)
+    seen: list[str] = []
+    page = kinesis.list_streams(Limit=2)
+    seen += page["StreamNames"]
+    while page.get("NextToken"):
+        page = kinesis.list_streams(NextToken=page["NextToken"], Limit=2)
+        seen += page["StreamNames"]
+    assert seen == sorted(seen) and set(names) <= set(seen) and len(seen) == len(set(seen))
+    # A token is opaque to clients; one issued 301 s ago is refused as AWS refuses it.
+    body = json.loads(base64.urlsafe_b64decode(kinesis.list_streams(Limit=1)["NextToken"]))
+    stale = base64.urlsafe_b64encode(json.dumps({**body, "t": body["t"] - 301}).encode()).decode()
+    with pytest.raises(botocore.exceptions.ClientError) as exc:
+        kinesis.list_streams(NextToken=stale)
+    assert error_of(exc)[0] == "ExpiredNextTokenException"
+
+
+def test_get_records_answers_at_most_10_mib(kinesis: Any) -> None:
+    name = unique()
+    kinesis.create_stream(StreamName=name, ShardCount=1)
+    record = b"r" * (1000 * 1024)
+    for _ in range(3):  # 12 records of 1,000 KiB: more than one answer may carry
+        assert kinesis.put_records(StreamName=name, Records=[{"Data": record, "PartitionKey": "k"}] * 4)[
+            "FailedRecordCount"] == 0
+    it = kinesis.get_shard_iterator(StreamName=name, ShardId="shardId-000000000000",
+                                    ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+    first = kinesis.get_records(ShardIterator=it)
+    assert sum(len(r["Data"]) + len(r["PartitionKey"]) for r in first["Records"]) <= 10 * 1024 * 1024
+    assert 0 < len(first["Records"]) < 12 and first["MillisBehindLatest"] > 0
+    rest = kinesis.get_records(ShardIterator=first["NextShardIterator"])
+    assert len(first["Records"]) + len(rest["Records"]) == 12
