@@ -71,16 +71,16 @@ class FirehoseApp:
               and self.services.settings.http_endpoint_receiver.enabled):
             await self._receive_delivery(path[len(RECEIVER_PREFIX):], scope, receive, send)
         elif path == "/healthz" and method in ("GET", "HEAD"):
-            await _send(send, 200, b'{"status":"ok"}', b"application/json")
+            await send_response(send, 200, b'{"status":"ok"}', b"application/json")
         elif path == "/readyz" and method in ("GET", "HEAD"):
             ready, details = self.readiness()
             body = orjson.dumps({"status": "ready" if ready else "not ready", **details})
-            await _send(send, 200 if ready else 503, body, b"application/json")
+            await send_response(send, 200 if ready else 503, body, b"application/json")
         elif path == "/metrics" and method == "GET":
             body = generate_latest(self.services.metrics.registry)
-            await _send(send, 200, body, CONTENT_TYPE_LATEST.encode())
+            await send_response(send, 200, body, CONTENT_TYPE_LATEST.encode())
         else:
-            await _send(send, 404, error_body("UnknownOperationException", f"No route for {method} {path}."),
+            await send_response(send, 404, error_body("UnknownOperationException", f"No route for {method} {path}."),
                         CONTENT_TYPE.encode(), request_id())
 
     async def _api(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -127,7 +127,7 @@ class FirehoseApp:
             err = InternalFailure("An internal error occurred; the request can be retried.")
             body = error_body(err.aws_type, err.message)
         self._count(operation, status, started)
-        await _send(send, status, body, CONTENT_TYPE.encode(), rid)
+        await send_response(send, status, body, CONTENT_TYPE.encode(), rid)
 
     async def _receive_delivery(self, name: str, scope: Scope, receive: Receive, send: Send) -> None:
         """An HTTP endpoint delivery from another Firehose (see ``http_receiver``)."""
@@ -152,7 +152,7 @@ class FirehoseApp:
                 "timestamp": int(time.time() * 1000),
                 "errorMessage": "An internal error occurred; the request can be retried."})
         self._count("HttpEndpointDelivery", status, started)
-        await _send(send, status, body, b"application/json")
+        await send_response(send, status, body, b"application/json")
 
     async def _read_body(self, receive: Receive, limit: int | None = None) -> bytes:
         return await read_body(receive, limit or self.max_body_bytes)
@@ -184,6 +184,3 @@ def _parse_json(raw: bytes) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise SerializationException("The request body must be a JSON object.")
     return data
-
-
-_send = send_response

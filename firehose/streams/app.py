@@ -79,11 +79,11 @@ class KinesisApp:
         if path == "/" and method == "POST":
             await self._api(scope, receive, send)
         elif path in ("/healthz", "/readyz") and method in ("GET", "HEAD"):
-            await _send(send, 200, b'{"status":"ok"}', b"application/json")
+            await send_response(send, 200, b'{"status":"ok"}', b"application/json")
         elif path == "/metrics" and method == "GET":
-            await _send(send, 200, generate_latest(self.metrics.registry), CONTENT_TYPE_LATEST.encode())
+            await send_response(send, 200, generate_latest(self.metrics.registry), CONTENT_TYPE_LATEST.encode())
         else:
-            await _send(send, 404, error_body("UnknownOperationException", f"No route for {method} {path}."),
+            await send_response(send, 404, error_body("UnknownOperationException", f"No route for {method} {path}."),
                         JSON_CONTENT_TYPE.encode(), request_id())
 
     async def _api(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -127,7 +127,7 @@ class KinesisApp:
         self.metrics.requests.labels(op, str(status)).inc()
         self.metrics.latency.labels(op).observe(time.perf_counter() - started)
         ctype = cbor.CONTENT_TYPE if use_cbor else JSON_CONTENT_TYPE
-        await _send(send, status, body, ctype.encode(), rid)
+        await send_response(send, status, body, ctype.encode(), rid)
 
     def _count_records(self, operation: str | None, result: dict[str, Any]) -> None:
         if operation == "PutRecords":
@@ -181,9 +181,6 @@ async def _lifespan(receive: Receive, send: Send) -> None:
         elif message["type"] == "lifespan.shutdown":
             await send({"type": "lifespan.shutdown.complete"})
             return
-
-
-_send = send_response
 
 
 __all__ = ["MAX_BODY_BYTES", "TARGET_PREFIX", "InternalFailure", "KinesisApp", "StreamsMetrics"]
