@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
 import logging
 import os
 import sys
@@ -230,25 +229,12 @@ def _loop_factory() -> Any:
         return None
 
 
-def _tune_gc() -> None:
-    """Collect cyclic garbage far less often than CPython's default.
-
-    Delivery and ingest allocate a few container objects per record (hundreds of thousands a
-    second), and with the default thresholds (700, 10, 10) the collector ran so often that it
-    took two thirds of the time spent building record batches. The daemon's own data makes no
-    reference cycles to speak of; what it builds at start (modules, config, catalog) is frozen
-    out of collections altogether.
-    """
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
-
-
 def _run(config: Config) -> int:
-    from firehose.daemon import Daemon  # imported late: `validate` needs none of it
+    from firehose.daemon import Daemon, tune_gc  # imported late: `validate` needs none of it
 
     def main() -> Coroutine[Any, Any, None]:
         daemon = Daemon(config)
-        _tune_gc()
+        tune_gc()
         return daemon.serve()
 
     return _run_until_stopped(main)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import importlib
 import logging
 import multiprocessing
@@ -78,6 +79,19 @@ _WORKER_MODULES = ("firehose.processing.convert", "firehose.destinations.redshif
 _WARM_HOLD_SECONDS = 1.0
 
 
+def tune_gc() -> None:
+    """Collect cyclic garbage far less often than CPython's default (in the daemon and its workers).
+
+    Delivery and ingest allocate a few container objects per record (hundreds of thousands a
+    second), and with the default thresholds (700, 10, 10) the collector ran so often that it
+    took two thirds of the time spent building record batches; a worker parsing a Redshift batch
+    spent a tenth of its time in it. The daemon's own data makes no reference cycles to speak of;
+    what it builds at start (modules, config, catalog) is frozen out of collections altogether.
+    """
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+
+
 def _init_worker(nice: int) -> None:
     """Workers yield the CPU to ingest (see ProcessingSettings.worker_nice) and import their code."""
     if nice:
@@ -85,6 +99,7 @@ def _init_worker(nice: int) -> None:
             os.nice(nice)
     for module in _WORKER_MODULES:
         importlib.import_module(module)
+    tune_gc()
 
 
 def _hold_worker(seconds: float) -> None:

@@ -83,7 +83,7 @@ class DestinationContext:
     processes: Callable[[], Executor] | None = None
     extra: dict[str, object] = field(default_factory=dict)
 
-    async def run(self, fn: Callable[..., object], *args: object) -> object:
+    async def run(self, fn: Callable[..., T], *args: object) -> T:
         """Run a blocking call in the destinations' thread pool."""
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 

@@ -241,9 +241,9 @@ class Deliverer:
         if room <= 0 or not self._has_unread():
             return
         seq, index = self._cursor
-        got = await asyncio.to_thread(self._log.read, seq, min(room, _READ_CHUNK))
-        for s, payload in got:
-            e = entry.decode(s, payload)
+        got = await asyncio.to_thread(self._log.read_frames, seq, min(room, _READ_CHUNK))
+        for s, payload, path, offset in got:
+            e = entry.decode(s, payload, (path, offset))
             first = index if s == seq else 0
             for pid, start, end in e.partition_ranges():
                 lo = max(start, first)
@@ -567,13 +567,13 @@ class Deliverer:
         added = self._clock()
         seq = seal.start[0]
         while seq <= seal.end[0]:
-            got = source_log.read(seq, _READ_CHUNK)
+            got = source_log.read_frames(seq, _READ_CHUNK)
             if not got:
                 break
-            for s, payload in got:
+            for s, payload, path, offset in got:
                 if s > seal.end[0]:
                     break
-                e = entry.decode(s, payload)
+                e = entry.decode(s, payload, (path, offset))
                 for pid, lo, hi in e.partition_ranges():
                     if seal.positions is None and not explicit:
                         # A range seal with nothing carved out of it: its records in this entry are one
@@ -596,7 +596,7 @@ class Deliverer:
                             run = None
                     if run is not None:
                         spans.append(Span(e, run, hi, added))
-            seq = got[-1][0] + 1
+            seq = got[-1].seq + 1
         return spans
 
     def _backoff(self, attempt: int) -> float:

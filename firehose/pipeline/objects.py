@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from firehose.pipeline.config import StreamConfig
 from firehose.processing import convert, encrypt, failures
-from firehose.records import ObjectBatch
+from firehose.records import FileRange, ObjectBatch
 from firehose.spool.buffer import Span
 
 #: Kinds of sealed batches.
@@ -45,6 +45,20 @@ class Records:
     def parts(self) -> list[memoryview]:
         """Contiguous runs of record bytes, for concatenated output."""
         return [s.entry.span(s.start, s.end) for s in self.spans]
+
+    def extents(self) -> tuple[FileRange, ...] | None:
+        """Where ``parts`` lie on disk (adjacent ranges merged), or None if some records were not
+        read from a spool file."""
+        out: list[FileRange] = []
+        for s in self.spans:
+            r = s.entry.extent(s.start, s.end)
+            if r is None:
+                return None
+            if out and out[-1].path == r.path and out[-1].offset + out[-1].length == r.offset:
+                r = FileRange(r.path, out[-1].offset, out[-1].length + r.length)
+                out.pop()
+            out.append(r)
+        return tuple(out)
 
     def each(self) -> list[memoryview]:
         return [s.entry.record(i) for s in self.spans for i in range(s.start, s.end)]
@@ -72,14 +86,16 @@ class ObjectBuilder:
         if kind == DATA and config.conversion is not None:
             return await self._converted(config, key, records, error_key)
         if kind == DATA:
+            extents = None
             if config.codec.name == "UNCOMPRESSED":
                 parts: tuple[bytes | memoryview, ...] = tuple(records.parts())
+                extents = records.extents()
             else:
                 body = await asyncio.to_thread(
                     lambda: b"".join(config.codec.compress(records.parts(), entry_name=posixpath.basename(key))))
                 parts = (body,)
             return [await self._finish(config, key, parts, records.count, records.first_arrival_ms,
-                                       content_encoding=config.codec.content_encoding)]
+                                       content_encoding=config.codec.content_encoding, extents=extents)]
         if kind == OVERFLOW:
             docs = [failures.document(raw=d, arrival_ms=a, code="DynamicPartitioning.PartitionLimitExceeded",
                                       message=reason) for d, a in zip(records.each(), records.arrivals(), strict=True)]
@@ -119,10 +135,12 @@ class ObjectBuilder:
         return out
 
     async def _finish(self, config: StreamConfig, key: str, parts: tuple[bytes | memoryview, ...], count: int,
-                      first_arrival_ms: int, *, content_encoding: str | None = None) -> ObjectBatch:
+                      first_arrival_ms: int, *, content_encoding: str | None = None,
+                      extents: tuple[FileRange, ...] | None = None) -> ObjectBatch:
         metadata = None
         prelude = b""
         if config.encrypt:
+            extents = None  # the stored bytes are ciphertext, not the spooled records
             if self.keyring is None:
                 raise RuntimeError("the bucket encrypts but the daemon has no keyring")
             keyring = self.keyring
@@ -133,7 +151,7 @@ class ObjectBuilder:
         return ObjectBatch(
             stream=self.stream, key=key, parts=parts, size=sum(len(p) for p in parts),
             record_count=count, first_arrival_ms=first_arrival_ms,
-            content_encoding=content_encoding, metadata=metadata, prelude=prelude,
+            content_encoding=content_encoding, metadata=metadata, prelude=prelude, extents=extents,
         )
 
 

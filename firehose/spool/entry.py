@@ -49,6 +49,8 @@ from typing import Any
 
 import orjson
 
+from firehose.records import FileRange
+
 KIND_DIRECT_PUT = 1
 KIND_PROCESSED = 2
 KIND_SOURCED = 3
@@ -141,6 +143,8 @@ class RecordEntry:
     kinesis: list[list[Any]] | None = None
     #: Sourced entries: the reader's per-shard checkpoint as of this entry.
     checkpoints: dict[str, str] | None = None
+    #: The segment file and offset ``data`` starts at, when the entry was read from one.
+    location: tuple[str, int] | None = None
 
     @property
     def count(self) -> int:
@@ -155,6 +159,13 @@ class RecordEntry:
         """Records [start, end) back to back."""
         end = self.count if end is None else end
         return self.data[self.offsets[start] : self.offsets[end]]
+
+    def extent(self, start: int, end: int) -> FileRange | None:
+        """Where records [start, end) lie on disk, or None if the entry was not read from a file."""
+        if self.location is None:
+            return None
+        path, offset = self.location
+        return FileRange(path, offset + self.offsets[start], self.offsets[end] - self.offsets[start])
 
     def record(self, index: int) -> memoryview:
         return self.data[self.offsets[index] : self.offsets[index + 1]]
@@ -172,7 +183,16 @@ class RecordEntry:
         return self.partitions or ((DEFAULT_PARTITION, 0, self.count),)
 
 
-def decode(seq: int, payload: memoryview) -> RecordEntry:
+def decode(seq: int, payload: memoryview, where: tuple[str, int] | None = None) -> RecordEntry:
+    """The entry in ``payload``; ``where``: the file and offset the payload was read at."""
+    entry = _decode(seq, payload)
+    if where is None:
+        return entry
+    path, offset = where
+    return replace(entry, location=(path, offset + len(payload) - len(entry.data)))  # data is the payload's tail
+
+
+def _decode(seq: int, payload: memoryview) -> RecordEntry:
     kind = payload[0]
     if kind == KIND_DIRECT_PUT:
         _kind, arrival_ms, count = _HEAD.unpack_from(payload, 0)

@@ -37,6 +37,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import xxhash
 
@@ -56,6 +57,15 @@ _SUFFIX = ".seg"
 
 #: One entry's bytes, given as parts that are written back to back.
 Payload = Sequence[bytes | bytearray | memoryview]
+
+
+class Frame(NamedTuple):
+    """One committed entry as read: its payload, and the segment file and offset it lies at."""
+
+    seq: int
+    payload: memoryview
+    path: str
+    offset: int
 
 
 def _checksum(seq: int, parts: Payload) -> int:
@@ -345,7 +355,13 @@ class SegmentLog:
         Always returns at least one entry if one exists. Payloads are views into
         a buffer read from the file; keep them as long as needed.
         """
-        out: list[tuple[int, memoryview]] = []
+        return [(frame.seq, frame.payload) for frame in self.read_frames(from_seq, max_bytes)]
+
+    def read_frames(self, from_seq: int, max_bytes: int) -> list[Frame]:
+        """``read``, with where each payload lies on disk: a worker process can read records
+        from the segment file itself instead of being sent them. The bytes there never change
+        (segments are append-only), and the file stays until ``drop_before`` passes it."""
+        out: list[Frame] = []
         budget = max_bytes
         while budget > 0:
             with self._lock:
@@ -373,7 +389,7 @@ class SegmentLog:
                         raise SpoolError(f"spool segment {seg.path} disappeared") from None
                 continue  # dropped meanwhile; the next lookup skips it
             try:
-                got = self._read_segment(fd, start, committed, from_seq, budget)
+                got = self._read_segment(fd, str(seg.path), start, committed, from_seq, budget)
             finally:
                 os.close(fd)
             if not got:
@@ -382,12 +398,12 @@ class SegmentLog:
                 from_seq = max(from_seq, nxt)
                 continue
             out.extend(got)
-            budget -= sum(len(p) for _, p in got)
-            from_seq = got[-1][0] + 1
+            budget -= sum(len(f.payload) for f in got)
+            from_seq = got[-1].seq + 1
         return out
 
     @staticmethod
-    def _read_segment(fd: int, start: int, end: int, from_seq: int, budget: int) -> list[tuple[int, memoryview]]:
+    def _read_segment(fd: int, path: str, start: int, end: int, from_seq: int, budget: int) -> list[Frame]:
         """Map the committed region and slice frames out of it: no copy into user memory.
 
         The mapping stays valid while any returned view is alive, even if the
@@ -398,7 +414,7 @@ class SegmentLog:
         # one go (cheaper than a page fault per 4 KiB).
         length = min(end - base, start - base + budget + _MAP_SLACK)
         view = _map(fd, base, length)
-        out: list[tuple[int, memoryview]] = []
+        out: list[Frame] = []
         pos = start - base
         while pos + HEADER_SIZE <= length and budget > 0:
             _magic, size, seq, _checksum_ = _HEADER.unpack_from(view, pos)
@@ -411,7 +427,7 @@ class SegmentLog:
                 length = frame_end
                 view = _map(fd, base, length)
             if seq >= from_seq:
-                out.append((seq, view[pos + HEADER_SIZE : frame_end]))
+                out.append(Frame(seq, view[pos + HEADER_SIZE : frame_end], path, base + pos + HEADER_SIZE))
                 budget -= size
             pos = frame_end
         return out

@@ -413,3 +413,58 @@ def test_the_fast_json_reader_builds_the_rows_the_exact_reader_builds() -> None:
     assert rows[0] == ["1", "1.50", "0.25", "a", '{"k":[1,"x"]}', "true"]
     assert [r[0] for r in rows] == ["1", "2", "123456789012345678901234567890", "4", "5", "6", "7", "8"]
     assert rows[-2] == ["7", None, "2.5", "p", None, None]
+
+
+def test_the_column_renderer_writes_what_psycopg_formats_row_by_row(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pieces of plain lines are rendered a column at a time; any piece with something the fast
+    renderer does not handle exactly (a backslash, a missing or differently spelled key, a bool,
+    an object, a float for a non-float column, a line that is not one object) is formatted row by
+    row. Either way the COPY text is the one psycopg's row formatter makes."""
+    from firehose.destinations import redshift
+    from firehose.destinations.redshift import _Column, _fast_json_rows, _formatted, _json_copy_text
+
+    monkeypatch.setattr(redshift, "_COPY_CHUNK", 64)  # a piece every line or two
+    columns = [_Column("id", False), _Column("name", True), _Column("ratio", False, binary_float=True)]
+    plain = [b'{"id": %d, "name": "n%d", "ratio": %s}' % (i, i, v)
+             for i, v in enumerate([b"0.5", b"1", b"null", b"1e16", b"-0.0", b"2.5e-7", b"123456789012345678901"])]
+    odd = [b'{"id": 1, "name": "back\\\\slash\\ttab", "ratio": 1.5}', b'{"id": 2, "ratio": 1.5}',
+           b'{"ID": 3, "name": "x", "ratio": 1.5}', b'{"id": true, "name": "x", "ratio": 1.5}',
+           b'{"id": 5, "name": {"k": [1]}, "ratio": 1.5}', b'{"id": 6.50, "name": "x", "ratio": 1.5}',
+           b'', b'{"id": 8, "name": "x", "ratio": 1.5}{"id": 9, "name": "y", "ratio": 2}',
+           b'{"id": 10, "name": "caf\xc3\xa9 \xe2\x82\xac", "ratio": null}\r', b'{"id": null, "name": null, "ratio": 3}']
+    for lines in (plain, odd, plain + odd + plain, odd[::-1] + plain[::-1]):
+        data = b"\n".join(lines) + b"\n"
+        expected = b"".join(_formatted(_fast_json_rows(data, columns)))
+        assert b"".join(_json_copy_text(data, columns)) == expected
+    with pytest.raises(DestinationError, match="JSON 'auto' loads JSON objects, found a JSON list"):
+        b"".join(_json_copy_text(b"\n".join([*plain, b"[1, 2]"]), columns))
+    # The plain lines really take the column path: it renders them the same in one piece, too.
+    monkeypatch.setattr(redshift, "_COPY_CHUNK", 1 << 20)
+    data = b"\n".join(plain) + b"\n"
+    assert redshift._columnar(data, lambda d: (d["id"], d["name"], d["ratio"]),
+                              [redshift._EXACT_TYPES, redshift._EXACT_TYPES,
+                               redshift._EXACT_TYPES | {float}]) == b"".join(_formatted(_fast_json_rows(data, columns)))
+
+
+def test_a_batch_of_spooled_records_is_read_from_the_spool_files(
+    postgres: Postgres, db: psycopg.Connection[Any], tmp_path: Path, executor: ThreadPoolExecutor
+) -> None:
+    """The loading worker reads the batch where its extents say; a file gone from under it is a
+    retriable error that says so."""
+    from firehose.records import FileRange
+
+    db.execute("CREATE TABLE events (id int, name text)")
+    dest = destination(definition(postgres.url(), options="JSON 'auto'"), tmp_path / "stage", executor,
+                       postgres.password)
+    body = b'{"id": 1, "name": "a"}\n{"id": 2, "name": "b"}\n'
+    segment = tmp_path / "segment"
+    segment.write_bytes(b"header" + body + b"trailer")
+    first = body.index(b"\n") + 1
+    spooled = replace(batch(body), extents=(FileRange(str(segment), 6, first),
+                                            FileRange(str(segment), 6 + first, len(body) - first)))
+    assert asyncio.run(dest.deliver(spooled)).delivered_all
+    assert rows(db, "SELECT id, name FROM events ORDER BY id") == [(1, "a"), (2, "b")]
+    gone = replace(spooled, key=f"{KEY}-2", extents=(FileRange(str(tmp_path / "dropped"), 0, len(body)),))
+    with pytest.raises(DestinationError, match="reading the batch's records from the spool failed") as failed:
+        asyncio.run(dest.deliver(gone))
+    assert failed.value.retriable

@@ -241,3 +241,20 @@ def test_kill_9_mid_append_loses_no_acknowledged_entry(tmp_path: Path) -> None:
     assert not missing
     for seq in acked:
         assert recovered[seq].startswith(b"%08d" % seq)
+
+
+def test_frames_say_where_each_payload_lies_on_disk(tmp_path: Path) -> None:
+    """A worker process reads records from the segment file itself, at the frame's offset."""
+    log = SegmentLog(tmp_path, segment_bytes=64)  # a new segment every few entries
+    items = [bytes([65 + i]) * (10 + 7 * i) for i in range(8)]
+    for item in items:
+        log.write(payloads(item))
+    log.sync()
+    frames = log.read_frames(2, 1 << 20)
+    assert [f.seq for f in frames] == list(range(2, 8))
+    assert len({f.path for f in frames}) > 1  # the frames come from more than one segment
+    for frame in frames:
+        with open(frame.path, "rb") as f:
+            f.seek(frame.offset)
+            assert f.read(len(frame.payload)) == items[frame.seq] == bytes(frame.payload)
+    assert [(f.seq, bytes(f.payload)) for f in frames] == [(s, bytes(p)) for s, p in log.read(2, 1 << 20)]
