@@ -110,13 +110,16 @@ def test_all_data_backs_up_every_record_and_a_recovered_endpoint_gets_the_batch(
         start_daemon: Any, endpoint: HttpEndpointReceiver, tmp_path: Path) -> None:
     endpoint.behaviour = Behaviour(status=500, fail_first=2)
     d = start_daemon([http_stream("hooks", endpoint.url, backup="AllData", AccessKey="k-123")], **FAST)
+    assert readiness(d)["streams"]["hooks"]["last_delivery_ms"] is None
     put(d, "hooks", [b"x\n", b"y\n"])
     wait_until(lambda: d.idle("hooks"), timeout=20)
     assert endpoint.accepted() == [b"x\n", b"y\n"]
     assert [r.status for r in endpoint.requests] == [500, 500, 200]
     objects = read_local(tmp_path / "out")
     assert list(objects.values()) == [b"x\ny\n"], "AllData: the whole batch is backed up, no error output"
-    assert readiness(d)["streams"]["hooks"]["consecutive_failures"] == 0
+    state = readiness(d)["streams"]["hooks"]
+    assert state["consecutive_failures"] == 0
+    assert 0 <= time.time() * 1000 - state["last_delivery_ms"] < 20_000
 
 
 def test_a_lone_record_the_endpoint_refuses_with_413_is_not_written_to_the_error_output(

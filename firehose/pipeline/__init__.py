@@ -17,7 +17,7 @@ switch never loses or repeats a record.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 
 from firehose.catalog import StreamState
@@ -69,10 +69,11 @@ class Pipeline:
             self.feeder = Feeder(name=state.name, spool=spool, stream_spool=stream_spool, config=config,
                                  processor=processor, metrics=metrics, clock=clock)
 
-    def start(self) -> None:
+    def start(self, *, deliver_after: Awaitable[object] | None = None) -> None:
+        """``deliver_after``: what delivery waits for first (the worker processes it needs)."""
         if self.feeder is not None:
             self.feeder.start()
-        self.deliverer.start()
+        self.deliverer.start(after=deliver_after)
 
     def can_reconfigure(self, config: StreamConfig) -> bool:
         """Whether a new version can be applied in place (same mode, same processing)."""

@@ -35,7 +35,7 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from itertools import repeat
 
@@ -92,6 +92,7 @@ class DeliveryState:
     destination: str
     consecutive_failures: int = 0
     last_error: str | None = None
+    #: When a batch was last delivered (epoch ms), whole or with its failures in the error output.
     last_success_ms: int | None = None
 
 
@@ -144,17 +145,19 @@ class Deliverer:
         self._replay = list(ledger.pending())  # every source: seals left by a previous mode too
         self._wakeup = asyncio.Event()
         self._closing = False
+        self._waiting = False  # for what delivery waits for before it begins (Deliverer.start)
         self._task: asyncio.Task[None] | None = None
         self.delivery = DeliveryState(destination.describe())
         stream_spool.subscribe(self._wakeup.set)
 
     # -- lifecycle ------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, *, after: Awaitable[object] | None = None) -> None:
+        """Start delivering, once ``after`` (if given) is done."""
         if self._replay:
             log.info("Re-delivering batches sealed before the last stop.",
                      extra={"stream": self.name, "batches": len(self._replay)})
-        self._task = asyncio.create_task(self._run(), name=f"deliver-{self.name}")
+        self._task = asyncio.create_task(self._run(after), name=f"deliver-{self.name}")
 
     def reconfigure(self, config: StreamConfig, destination: Destination,  # type: ignore[type-arg]
                     store: ObjectDestination | None = None) -> None:
@@ -181,7 +184,9 @@ class Deliverer:
         self._closing = True
         self._wakeup.set()
         if self._task is not None:
-            with contextlib.suppress(Exception):
+            if self._waiting:  # stopped before delivery began: nothing is in flight
+                self._task.cancel()
+            with contextlib.suppress(Exception, asyncio.CancelledError):
                 await self._task
         try:
             for pid in list(self._buffers):
@@ -203,7 +208,11 @@ class Deliverer:
 
     # -- the loop -------------------------------------------------------------
 
-    async def _run(self) -> None:
+    async def _run(self, after: Awaitable[object] | None) -> None:
+        if after is not None:
+            self._waiting = True
+            await asyncio.shield(after)  # shared with other streams: a stop must not cancel it for them
+            self._waiting = False
         while not self._closing:
             try:
                 self._dispatch_replays()

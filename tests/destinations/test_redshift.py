@@ -431,7 +431,8 @@ def test_the_column_renderer_writes_what_psycopg_formats_row_by_row(monkeypatch:
            b'{"ID": 3, "name": "x", "ratio": 1.5}', b'{"id": true, "name": "x", "ratio": 1.5}',
            b'{"id": 5, "name": {"k": [1]}, "ratio": 1.5}', b'{"id": 6.50, "name": "x", "ratio": 1.5}',
            b'', b'{"id": 8, "name": "x", "ratio": 1.5}{"id": 9, "name": "y", "ratio": 2}',
-           b'{"id": 10, "name": "caf\xc3\xa9 \xe2\x82\xac", "ratio": null}\r', b'{"id": null, "name": null, "ratio": 3}']
+           b'{"id": 10, "name": "caf\xc3\xa9 \xe2\x82\xac", "ratio": null}\r',
+           b'{"id": null, "name": null, "ratio": 3}']
     for lines in (plain, odd, plain + odd + plain, odd[::-1] + plain[::-1]):
         data = b"\n".join(lines) + b"\n"
         expected = b"".join(_formatted(_fast_json_rows(data, columns)))

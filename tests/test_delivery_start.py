@@ -1,0 +1,72 @@
+"""Delivery of a stream that needs worker processes begins once they are up (``Pipeline.start``'s
+``deliver_after``); until then its records wait in the spool, and a stop does not wait for it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from firehose import destinations
+from firehose.catalog import StreamState
+from firehose.definitions import DeliveryStreamDefinition
+from firehose.destinations import DestinationContext
+from firehose.pipeline import Pipeline, StreamConfig
+from firehose.settings import Settings
+from firehose.spool import Spool
+from firehose.telemetry import Metrics
+from tests.conftest import read_local
+
+
+def pipeline(tmp_path: Path, spool: Spool, executor: ThreadPoolExecutor) -> Pipeline:
+    definition = DeliveryStreamDefinition.model_validate({
+        "DeliveryStreamName": "s", "ExtendedS3DestinationConfiguration": {
+            "RoleARN": "arn:aws:iam::123456789012:role/firehose", "BucketARN": "arn:aws:s3:::local",
+            "BufferingHints": {"SizeInMBs": 1, "IntervalInSeconds": 0}}})
+    settings = Settings.model_validate({"buckets": {"local": {"directory": str(tmp_path / "out")}}})
+    state = StreamState(name="s", definition=definition, version_id=1, created_ms=0, updated_ms=0, active_ms=0,
+                        incarnation="i1", origin="api")
+    ctx = DestinationContext(stream="s", settings=settings, executor=executor)
+    return Pipeline(state, StreamConfig.build(definition, 1, settings), spool, spool.open_stream(state.spool_key),
+                    destinations.build(definition, ctx), settings, Metrics())
+
+
+def test_delivery_waits_for_what_it_is_told_to_then_delivers_what_was_spooled(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        spool = Spool(tmp_path / "spool", max_bytes=1 << 30)
+        with ThreadPoolExecutor(2) as executor:
+            p = pipeline(tmp_path, spool, executor)
+            workers_up: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            p.start(deliver_after=workers_up)
+            await spool.append(spool.open_stream("s-i1"), [b"a\n", b"b\n"], 1_700_000_000_000, 4)
+            await asyncio.sleep(0.3)
+            assert read_local(tmp_path / "out") == {}
+            assert not p.idle()
+            workers_up.set_result(None)
+            deadline = time.monotonic() + 10
+            while not p.idle() and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            assert list(read_local(tmp_path / "out").values()) == [b"a\nb\n"]
+            await p.stop(1)
+        spool.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_stream_stopped_before_its_delivery_began_stops_at_once(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        spool = Spool(tmp_path / "spool", max_bytes=1 << 30)
+        with ThreadPoolExecutor(2) as executor:
+            p = pipeline(tmp_path, spool, executor)
+            never: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            p.start(deliver_after=never)
+            await spool.append(spool.open_stream("s-i1"), [b"kept\n"], 1_700_000_000_000, 5)
+            started = time.monotonic()
+            await asyncio.wait_for(p.stop(30), timeout=5)
+            assert time.monotonic() - started < 2
+            assert not never.cancelled(), "what other streams wait for is not cancelled"
+            assert read_local(tmp_path / "out") == {}  # the record stays in the spool
+        spool.close()
+
+    asyncio.run(scenario())
