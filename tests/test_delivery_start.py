@@ -70,3 +70,23 @@ def test_a_stream_stopped_before_its_delivery_began_stops_at_once(tmp_path: Path
         spool.close()
 
     asyncio.run(scenario())
+
+
+def test_reading_resumes_after_the_records_seals_hold_without_a_gap() -> None:
+    """After a restart the raw log is read from the end of what seals hold contiguously: a sealed
+    backlog is read once, by its seals; a gap (records no seal holds) is read."""
+    from firehose.pipeline.deliver import _sealed_through
+    from firehose.spool.entry import DEFAULT_PARTITION
+    from firehose.spool.ledger import Seal
+
+    def seal(start: tuple[int, int], end: tuple[int, int], partition: str = DEFAULT_PARTITION,
+             positions: tuple[tuple[int, int], ...] | None = None) -> Seal:
+        return Seal(0, "raw", partition, start, end, "k", 0, positions=positions)
+
+    held = [seal((3, 0), (5, 200)), seal((0, 10), (3, 0)), seal((5, 200), (9, 0))]
+    assert _sealed_through((0, 10), held) == (9, 0)
+    assert _sealed_through((0, 0), held) == (0, 0)  # records 0..9 of entry 0 are in no seal
+    assert _sealed_through((0, 10), [seal((0, 10), (3, 0)), seal((3, 1), (9, 0))]) == (3, 0)
+    assert _sealed_through((0, 10), [seal((0, 10), (3, 0), partition='{"e":"x"}')]) == (0, 10)
+    assert _sealed_through((0, 10), [seal((0, 10), (3, 0), positions=((0, 10),))]) == (0, 10)
+    assert _sealed_through((4, 0), [seal((0, 10), (3, 0))]) == (4, 0)

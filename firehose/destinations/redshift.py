@@ -697,10 +697,11 @@ def _columnar(piece: bytes | bytearray, pick: Callable[[Any], tuple[Any, ...]],
             return None
         if types == {str}:
             rendered.append(values)
-        elif type(None) in types:  # str(None) would be "None": NULL is \N, other values their str()
-            rendered.append(map(_NULL_TEXT.get, values, map(str, values)))
-        else:
-            rendered.append(map(str, values))
+            continue
+        # Numbers' repr is their str, and the faster call; a column that also has strings needs str.
+        text = map(str if str in types else repr, values)
+        # str(None) would be "None": NULL is \N, every other value its text.
+        rendered.append(map(_NULL_TEXT.get, values, text) if type(None) in types else text)
     return ("\n".join(map("\t".join, zip(*rendered, strict=True))) + "\n").encode()
 
 

@@ -85,6 +85,21 @@ def _delivery_records(incarnation: str, source: str, spans: list[Span]) -> list[
     return out
 
 
+def _sealed_through(cursor: Position, cover: list[Seal]) -> Position:
+    """Where reading can resume: past the records that seals hold without a gap from ``cursor``.
+
+    Only for the ``raw`` log, whose records are all in the default partition, so range seals
+    of it hold every record between their ends. A backlog sealed before a restart is then read
+    once (by its seals), not a second time only to find every record held.
+    """
+    for seal in sorted((s for s in cover if s.positions is None and s.partition == entry.DEFAULT_PARTITION),
+                       key=lambda s: s.start):
+        if seal.start > cursor:
+            break
+        cursor = max(cursor, seal.end)
+    return cursor
+
+
 @dataclass
 class DeliveryState:
     """What /readyz and logs report about a stream's delivery."""
@@ -140,6 +155,8 @@ class Deliverer:
         for s in cover:
             for seq, i in s.positions or ():
                 self._cover_points.setdefault(seq, set()).add(i)
+        if source == RAW:
+            self._cursor = _sealed_through(self._cursor, cover)
         self._inflight: dict[int, asyncio.Task[None]] = {}
         self._sealing = 0
         self._replay = list(ledger.pending())  # every source: seals left by a previous mode too

@@ -427,6 +427,7 @@ def test_the_column_renderer_writes_what_psycopg_formats_row_by_row(monkeypatch:
     columns = [_Column("id", False), _Column("name", True), _Column("ratio", False, binary_float=True)]
     plain = [b'{"id": %d, "name": "n%d", "ratio": %s}' % (i, i, v)
              for i, v in enumerate([b"0.5", b"1", b"null", b"1e16", b"-0.0", b"2.5e-7", b"123456789012345678901"])]
+    plain.append(b'{"id": 20, "name": 7, "ratio": 0.25}')  # a number for a text column: its text
     odd = [b'{"id": 1, "name": "back\\\\slash\\ttab", "ratio": 1.5}', b'{"id": 2, "ratio": 1.5}',
            b'{"ID": 3, "name": "x", "ratio": 1.5}', b'{"id": true, "name": "x", "ratio": 1.5}',
            b'{"id": 5, "name": {"k": [1]}, "ratio": 1.5}', b'{"id": 6.50, "name": "x", "ratio": 1.5}',
