@@ -99,7 +99,8 @@ class FunctionSettings(_Settings):
 
 
 class ProcessingSettings(_Settings):
-    #: Worker processes that run transform functions (and format conversion).
+    #: Worker processes that run transform functions; as many again run format conversion and
+    #: Redshift row loads (PostgreSQL mode).
     workers: Annotated[int, Field(ge=1, le=64)] = 2
     #: Dynamic partitioning: partitions with buffered data at once, per stream (AWS default 500).
     max_active_partitions: Annotated[int, Field(ge=1, le=5000)] = 500
