@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -32,44 +33,43 @@ def pipeline(tmp_path: Path, spool: Spool, executor: ThreadPoolExecutor) -> Pipe
                     destinations.build(definition, ctx), settings, Metrics())
 
 
-def test_delivery_waits_for_what_it_is_told_to_then_delivers_what_was_spooled(tmp_path: Path) -> None:
-    async def scenario() -> None:
-        spool = Spool(tmp_path / "spool", max_bytes=1 << 30)
-        with ThreadPoolExecutor(2) as executor:
-            p = pipeline(tmp_path, spool, executor)
-            workers_up: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            p.start(deliver_after=workers_up)
-            await spool.append(spool.open_stream("s-i1"), [b"a\n", b"b\n"], 1_700_000_000_000, 4)
-            await asyncio.sleep(0.3)
-            assert read_local(tmp_path / "out") == {}
-            assert not p.idle()
-            workers_up.set_result(None)
-            deadline = time.monotonic() + 10
-            while not p.idle() and time.monotonic() < deadline:
-                await asyncio.sleep(0.02)
-            assert list(read_local(tmp_path / "out").values()) == [b"a\nb\n"]
-            await p.stop(1)
-        spool.close()
+async def started(tmp_path: Path, scenario: Callable[[Pipeline, asyncio.Future[None]], Awaitable[None]]) -> None:
+    """Run ``scenario`` with a pipeline started to deliver after a future it is given, and one
+    record spooled."""
+    spool = Spool(tmp_path / "spool", max_bytes=1 << 30)
+    with ThreadPoolExecutor(2) as executor:
+        p = pipeline(tmp_path, spool, executor)
+        workers_up: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        p.start(deliver_after=workers_up)
+        await spool.append(spool.open_stream("s-i1"), [b"kept\n"], 1_700_000_000_000, 5)
+        await scenario(p, workers_up)
+    spool.close()
 
-    asyncio.run(scenario())
+
+def test_delivery_waits_for_what_it_is_told_to_then_delivers_what_was_spooled(tmp_path: Path) -> None:
+    async def scenario(p: Pipeline, workers_up: asyncio.Future[None]) -> None:
+        await asyncio.sleep(0.3)
+        assert read_local(tmp_path / "out") == {}
+        assert not p.idle()
+        workers_up.set_result(None)
+        deadline = time.monotonic() + 10
+        while not p.idle() and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert list(read_local(tmp_path / "out").values()) == [b"kept\n"]
+        await p.stop(1)
+
+    asyncio.run(started(tmp_path, scenario))
 
 
 def test_a_stream_stopped_before_its_delivery_began_stops_at_once(tmp_path: Path) -> None:
-    async def scenario() -> None:
-        spool = Spool(tmp_path / "spool", max_bytes=1 << 30)
-        with ThreadPoolExecutor(2) as executor:
-            p = pipeline(tmp_path, spool, executor)
-            never: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            p.start(deliver_after=never)
-            await spool.append(spool.open_stream("s-i1"), [b"kept\n"], 1_700_000_000_000, 5)
-            started = time.monotonic()
-            await asyncio.wait_for(p.stop(30), timeout=5)
-            assert time.monotonic() - started < 2
-            assert not never.cancelled(), "what other streams wait for is not cancelled"
-            assert read_local(tmp_path / "out") == {}  # the record stays in the spool
-        spool.close()
+    async def scenario(p: Pipeline, never: asyncio.Future[None]) -> None:
+        begun = time.monotonic()
+        await asyncio.wait_for(p.stop(30), timeout=5)
+        assert time.monotonic() - begun < 2
+        assert not never.cancelled(), "what other streams wait for is not cancelled"
+        assert read_local(tmp_path / "out") == {}  # the record stays in the spool
 
-    asyncio.run(scenario())
+    asyncio.run(started(tmp_path, scenario))
 
 
 def test_reading_resumes_after_the_records_seals_hold_without_a_gap() -> None:
