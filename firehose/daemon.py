@@ -410,6 +410,8 @@ class Daemon:
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+        if self._workers_up is not None:
+            self._workers_up.cancel()  # stopped while worker processes were still starting
         self.spool.close()
         if self.sidecar is not None:
             await self.sidecar.stop()

@@ -1,7 +1,9 @@
 """Value types handed between layers.
 
 Plain frozen dataclasses with no behaviour beyond what their fields imply, so
-they can cross threads and process pools and be read by every layer.
+they can cross threads and process pools and be read by every layer; and
+``read_ranges``, for a process that is handed where bytes are rather than the
+bytes themselves.
 """
 
 from __future__ import annotations

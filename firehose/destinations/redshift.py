@@ -673,7 +673,8 @@ def _columnar(piece: bytes | bytearray, pick: Callable[[Any], tuple[Any, ...]],
     object with a key spelled exactly like each column, every value of a type ``allowed`` for its
     column, and no backslash anywhere in the input. JSON strings cannot hold a raw control
     character, so without a backslash no value holds anything the text format escapes (tab,
-    newline, backslash, ...), and ``str`` renders ints and floats as psycopg's formatter does.
+    newline, backslash, ...); ints and floats are written as their ``repr`` (which is their
+    ``str``), as psycopg's formatter writes them.
     """
     if b"\\" in piece:
         return None
