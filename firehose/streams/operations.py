@@ -62,13 +62,19 @@ class _Checks:
         shown = "null" if value is None else f"'{value}'" if not isinstance(value, (int, float)) else str(value)
         self.errors.append(f"Value {shown} at '{member}' failed to satisfy constraint: {constraint}")
 
-    def string(self, name: str, *, required: bool = False, min_len: int = 1, max_len: int | None = None,
-               pattern: re.Pattern[str] | None = None, pattern_text: str = "") -> str | None:
+    def _member(self, name: str, required: bool) -> tuple[Any, str]:
+        """The request's value of ``name`` and its member name in messages (``StreamName`` is
+        ``streamName``); a missing required member is recorded as a violation."""
         value = self.request.get(name)
         member = name[:1].lower() + name[1:]
+        if value is None and required:
+            self.fail(None, member, "Member must not be null")
+        return value, member
+
+    def string(self, name: str, *, required: bool = False, min_len: int = 1, max_len: int | None = None,
+               pattern: re.Pattern[str] | None = None, pattern_text: str = "") -> str | None:
+        value, member = self._member(name, required)
         if value is None:
-            if required:
-                self.fail(None, member, "Member must not be null")
             return None
         if not isinstance(value, str):
             raise SerializationException(f"Unexpected value type for {name}: expected a string.")
@@ -82,11 +88,8 @@ class _Checks:
 
     def integer(self, name: str, *, required: bool = False, low: int | None = None,
                 high: int | None = None) -> int | None:
-        value = self.request.get(name)
-        member = name[:1].lower() + name[1:]
+        value, member = self._member(name, required)
         if value is None:
-            if required:
-                self.fail(None, member, "Member must not be null")
             return None
         if isinstance(value, bool) or not isinstance(value, int):
             raise SerializationException(f"Unexpected value type for {name}: expected an integer.")
