@@ -16,7 +16,13 @@ to know about HTTP.
     ├── SerializationException        400  body is not the JSON the operation needs
     ├── UnknownOperationException     400  (404 for a non-JSON content type)
     ├── ServiceUnavailableException   503  spool full or throttled: SDKs back off and retry
-    └── InternalFailure               500  a bug; the daemon keeps serving
+    ├── InternalFailure               500  a bug; the daemon keeps serving
+    ├── MissingAuthenticationTokenException 400  unsigned request (authentication on)
+    ├── IncompleteSignatureException  400  a signature lacks a part, or a part is malformed
+    ├── InvalidSignatureException     400  wrong signature, expired date, wrong scope
+    ├── UnrecognizedClientException   400  unknown access key or session token
+    ├── ExpiredTokenException         400  a session token that has expired
+    └── AccessDeniedException         400  no policy allows the action on the resource
 
     ConfigError                       a config file or definition is invalid (names file/stream/field)
     DestinationError                  one delivery attempt failed; ``retriable`` decides what happens
@@ -95,6 +101,30 @@ class InternalFailure(FirehoseError):
 
     status = 500
     retriable = True
+
+
+class MissingAuthenticationTokenException(FirehoseError):
+    """Authentication is on and the request carries no signature."""
+
+
+class IncompleteSignatureException(FirehoseError):
+    """The signature lacks a required part, or a part cannot be parsed."""
+
+
+class InvalidSignatureException(FirehoseError):
+    """The signature does not verify: wrong secret, tampered request, expired date or wrong scope."""
+
+
+class UnrecognizedClientException(FirehoseError):
+    """The access key id (or session token) is not known to this daemon."""
+
+
+class ExpiredTokenException(FirehoseError):
+    """The session token has expired."""
+
+
+class AccessDeniedException(FirehoseError):
+    """No policy of the caller allows the action on the resource, or one denies it."""
 
 
 class ConfigError(Exception):

@@ -12,13 +12,14 @@ values are replaced from the environment.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, FilePath, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, FilePath, ValidationError, model_validator
 
 from firehose.awsjson import validation_message
 from firehose.definitions import DeliveryStreamDefinition, unknown_members
@@ -142,6 +143,10 @@ class HttpSettings(_Settings):
     #: Firehose gives HTTP endpoints 3 minutes to answer.
     read_timeout_seconds: Annotated[float, Field(gt=0)] = 180.0
     max_connections: Annotated[int, Field(ge=1)] = 64
+    #: URL patterns (``*`` and ``?`` wildcards, e.g. ``https://*.example.com/*``) that HTTP-based
+    #: destinations (HTTP endpoint, Splunk, OpenSearch) may point at; empty allows any URL.
+    #: A definition naming another URL is refused when it is created or updated.
+    allowed_endpoints: list[str] = []
 
 
 class HttpEndpointReceiverSettings(_Settings):
@@ -204,6 +209,165 @@ class KinesisSettings(_Settings):
     source_max_backlog_bytes: Annotated[int, Field(ge=1024 * 1024)] = 256 * 1024 * 1024
 
 
+def _secret(value: Any) -> Any:
+    """``file:/path`` reads the secret from a file (trailing newline dropped); anything else is the secret."""
+    if isinstance(value, str) and value.startswith("file:"):
+        path = Path(value[5:])
+        try:
+            return path.read_text().rstrip("\r\n")
+        except OSError as exc:
+            raise ValueError(f"cannot read the secret file {str(path)!r}: {exc.strerror}") from exc
+    return value
+
+
+Secret = Annotated[str, BeforeValidator(_secret), Field(min_length=1)]
+AccountId = Annotated[str, Field(pattern=r"^\d{12}$")]
+
+
+class PrincipalSettings(_Settings):
+    """One caller: an access key, its secret, its account and what it may do (IAM policy documents)."""
+
+    #: The access key id clients sign with (``aws_access_key_id``).
+    access_key_id: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[\w+=,.@-]+$")]
+    #: The secret access key: inline, ``${VAR}`` from the environment, or ``file:/path``.
+    secret: Secret
+    account_id: AccountId
+    #: Shown in AccessDenied messages and matched by ``aws:username``; the access key id when unset.
+    name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[\w+=,.@-]+$")] | None = None
+    #: The principal's ARN (e.g. ``arn:aws:sts::111122223333:assumed-role/app/session``);
+    #: ``arn:aws:iam::<account_id>:user/<name>`` when unset.
+    arn: str | None = None
+    #: Temporary credentials: when set, every request must carry one of these as
+    #: ``X-Amz-Security-Token`` (as keys from STS do).
+    session_tokens: list[Annotated[str, Field(min_length=1)]] = []
+    #: IAM identity policy documents (``Version``, ``Statement``); nothing is allowed without one.
+    policies: list[dict[str, Any]] = []
+
+    @property
+    def principal_arn(self) -> str:
+        return self.arn or f"arn:aws:iam::{self.account_id}:user/{self.name or self.access_key_id}"
+
+
+class AuthSettings(_Settings):
+    """Who may call the APIs. ``none`` takes any caller (trusted loopback only); ``sigv4`` verifies
+    every request's AWS Signature Version 4 against ``principals`` and authorizes it by their policies."""
+
+    mode: Literal["none", "sigv4"] = "none"
+    #: How far a request's X-Amz-Date may be from this machine's clock (AWS allows 5 minutes).
+    clock_skew_seconds: Annotated[float, Field(gt=0, le=7 * 24 * 3600)] = 300.0
+    principals: list[PrincipalSettings] = []
+    #: Tokens a scraper may send as ``Authorization: Bearer <token>`` to read /metrics and the
+    #: detailed /readyz when authentication is on (``${VAR}`` or ``file:/path`` as for secrets).
+    bearer_tokens: list[Secret] = []
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AuthSettings:
+        keys = [p.access_key_id for p in self.principals]
+        dupes = sorted({k for k in keys if keys.count(k) > 1})
+        if dupes:
+            raise ValueError(f"access key id {dupes[0]!r} is given to more than one principal")
+        if self.mode == "sigv4" and not self.principals:
+            raise ValueError("mode sigv4 needs at least one principal under auth.principals")
+        return self
+
+    def default_account(self, fallback: str) -> str:
+        """The account streams declared in the config belong to unless they name one."""
+        if self.mode == "sigv4" and self.principals:
+            return self.principals[0].account_id
+        return fallback
+
+
+class TlsSettings(_Settings):
+    """TLS for the API listeners (the daemon's and the Kinesis sidecar's). Both files, or neither."""
+
+    cert_file: FilePath | None = None
+    key_file: FilePath | None = None
+    #: Mutual TLS: clients must present a certificate signed by a CA in this PEM file.
+    client_ca_file: FilePath | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.cert_file is not None
+
+    @model_validator(mode="after")
+    def _pair(self) -> TlsSettings:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("tls needs both cert_file and key_file")
+        if self.client_ca_file is not None and self.cert_file is None:
+            raise ValueError("tls.client_ca_file needs cert_file and key_file")
+        return self
+
+
+class MetricsSettings(_Settings):
+    #: ``host:port`` of a separate plain-HTTP listener for /metrics, /healthz and /readyz that needs no
+    #: authentication (keep it on loopback or a private network); unset: only the API listeners serve them.
+    listen: str | None = None
+
+
+class LimitsSettings(_Settings):
+    """What protects the process from hostile or broken clients (on both API listeners)."""
+
+    #: Connections open at once per listener; more wait in the kernel's backlog. Also kept below
+    #: the process's descriptor limit so delivery always has descriptors.
+    max_connections: Annotated[int, Field(ge=1)] = 1024
+    #: Largest request head (request line and headers); a larger one is answered 431.
+    max_header_bytes: Annotated[int, BeforeValidator(parse_bytes), Field(ge=1024)] = 64 * 1024
+    #: A request's head must arrive within this many seconds of its first byte (slow clients are dropped).
+    header_timeout_seconds: Annotated[float, Field(gt=0)] = 10.0
+    #: A request's body must arrive within this many seconds of its head.
+    body_timeout_seconds: Annotated[float, Field(gt=0)] = 60.0
+    #: An idle keep-alive connection is closed after this many seconds.
+    idle_timeout_seconds: Annotated[float, Field(gt=0)] = 75.0
+    #: gzip/deflate request bodies: the most a body may inflate to (the API's body limit applies too),
+    #: and the largest ratio of inflated to sent bytes.
+    max_decompressed_bytes: ByteSize = 16 * 1024**2
+    max_decompression_ratio: Annotated[int, Field(ge=1)] = 200
+    #: Deepest nesting of objects and arrays in a request body.
+    max_json_depth: Annotated[int, Field(ge=4, le=1000)] = 64
+
+
+class QuotaSettings(_Settings):
+    """Per-delivery-stream throughput quotas as AWS applies them to DirectPut streams (PutRecord and
+    PutRecordBatch together). Off by default; over a quota a call answers ServiceUnavailableException
+    "Slow down." (503). AWS's defaults in us-east-1, us-west-2 and eu-west-1 are shown."""
+
+    enabled: bool = False
+    records_per_second: Annotated[int, Field(ge=1)] = 500_000
+    requests_per_second: Annotated[int, Field(ge=1)] = 2_000
+    mib_per_second: Annotated[float, Field(gt=0)] = 5.0
+
+
+_LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a listen address only accepts connections from this machine."""
+    host = host.strip().strip("[]")
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def split_listen(value: str) -> tuple[str, int]:
+    """``host:port`` (``[::1]:9464`` for IPv6) → (host, port)."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ValueError(f"expected host:port, got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+def check_listener(host: str, auth: AuthSettings, what: str) -> None:
+    """Refuse to serve an API beyond this machine without authentication (ConfigError says why)."""
+    if auth.mode == "none" and not is_loopback(host):
+        raise ConfigError(
+            f"{what} would listen on {host}, which other machines can reach, with auth.mode none: anyone "
+            "could read, write and delete streams. Set auth.mode: sigv4 with auth.principals, or listen on "
+            "127.0.0.1.")
+
+
 class Settings(_Settings):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 4573
@@ -233,6 +397,22 @@ class Settings(_Settings):
     #: Credentials by endpoint URL (e.g. basic auth for an OpenSearch cluster), so definitions stay as AWS writes them.
     credentials: dict[str, DestinationCredentials] = {}
     kinesis: KinesisSettings = KinesisSettings()
+    auth: AuthSettings = AuthSettings()
+    tls: TlsSettings = TlsSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    limits: LimitsSettings = LimitsSettings()
+    quotas: QuotaSettings = QuotaSettings()
+
+    @model_validator(mode="after")
+    def _listeners(self) -> Settings:
+        if self.metrics.listen is not None:
+            split_listen(self.metrics.listen)
+        return self
+
+    @property
+    def declared_account(self) -> str:
+        """The account of config-declared streams that name none."""
+        return self.auth.default_account(self.account_id)
 
 
 class Config(BaseModel):

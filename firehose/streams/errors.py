@@ -8,6 +8,7 @@ clients match on them.
 from __future__ import annotations
 
 from firehose.errors import (
+    AccessDeniedException,
     FirehoseError,
     InternalFailure,
     InvalidArgumentException,
@@ -49,7 +50,3 @@ class ExpiredNextTokenException(FirehoseError):
 
 class ProvisionedThroughputExceededException(FirehoseError):
     retriable = True
-
-
-class AccessDeniedException(FirehoseError):
-    pass
