@@ -560,6 +560,9 @@ class HardenedHttpTools(Deadlines, HttpToolsProtocol):
         super().resume_writing()
         self.writing_resumed()
 
+    def _unsupported_upgrade_warning(self) -> None:
+        log.debug("Ignored an Upgrade header (the request is answered as plain HTTP).")  # not a warning per request
+
     def shutdown(self) -> None:
         """The server is stopping: an idle connection is dropped at once (a TLS close would wait for the
         client's close_notify, which a pooled idle connection does not send); others finish first."""
@@ -596,7 +599,8 @@ class UvicornServer(uvicorn.Server):
 
     def __init__(self, app: Any, listener: Listener, *, graceful_timeout: float = 10.0,
                  log_level: str = "warning") -> None:
-        config = uvicorn.Config(app, loop="none", http="httptools", lifespan="off", access_log=False,
+        # No WebSocket upgrades: the apps have none, and an upgraded connection would leave this protocol.
+        config = uvicorn.Config(app, loop="none", http="httptools", ws="none", lifespan="off", access_log=False,
                                 log_level=log_level, timeout_keep_alive=math.ceil(listener.limits.idle_timeout_seconds),
                                 timeout_graceful_shutdown=math.ceil(graceful_timeout))
         super().__init__(config)

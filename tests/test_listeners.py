@@ -659,7 +659,7 @@ async def _hello(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": b"hello"})
 
 
-async def _metrics_listener() -> tuple[bytes, float | None, str]:
+async def _metrics_listener() -> tuple[bytes, float | None, str, int]:
     limits = LimitsSettings(header_timeout_seconds=1.0)
     running = await listeners.start_uvicorn(_hello, "127.0.0.1", 0, limits, name="metrics listener")
     try:
@@ -674,16 +674,24 @@ async def _metrics_listener() -> tuple[bytes, float | None, str]:
             busy = ""
         except listeners.AddressInUse as exc:
             busy = str(exc)
-        return answer, lasted, busy
+        for _ in range(3):  # an Upgrade is answered as plain HTTP: the connection stays under the cap's count
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+                         b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+            await reader.readuntil(b"hello")
+            writer.close()
+        await asyncio.sleep(0.2)
+        return answer, lasted, busy, running.listener.connections
     finally:
         await running.stop()
 
 
 def test_start_uvicorn_serves_any_asgi_app_with_the_limits() -> None:
-    answer, lasted, busy = asyncio.run(_metrics_listener())
+    answer, lasted, busy, left_open = asyncio.run(_metrics_listener())
     assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"hello")
     assert lasted is not None and 0.5 <= lasted <= 1.0 + MARGIN
     assert "already in use" in busy and "metrics listener" in busy
+    assert left_open == 0
 
 
 def test_http2_frames_are_followed_without_buffering_payloads() -> None:
