@@ -10,7 +10,11 @@ Measures, in one run and under the same load:
   reply, nothing else), and the ratio of the two;
 * the same two servers again under a minimal raw-HTTP client (one pre-built
   request replayed on keep-alive sockets), which shows each server's own
-  ceiling when the client costs almost nothing.
+  ceiling when the client costs almost nothing;
+* the daemon once more under the boto3 load with authentication on
+  (``auth.mode: sigv4``): every call is signed by boto3 for real and verified
+  by the daemon (signature, body hash, IAM policy), and its CPU per 1,000
+  records is held against the same daemon's without authentication.
 
 The load client is several processes, each with several threads and one boto3
 client per thread. On a 2-core machine the client competes with the server
@@ -20,7 +24,8 @@ ones that compare servers.
     python bench/ingest.py [--duration 15] [--processes 3] [--threads 3]
 
 Goals (checked, exit status 1 if missed): at least 100,000 records/s through
-boto3, and daemon CPU per 1,000 records at most 2.5 × the floor's.
+boto3, daemon CPU per 1,000 records at most 2.5 × the floor's, and with
+SigV4 verification at most 1.15 × the daemon's own without it.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -73,6 +79,11 @@ def wait_http(url: str, timeout: float = 30) -> None:
 # -- load client ------------------------------------------------------------------
 
 
+#: The principal the sigv4 run signs as; its policy allows PutRecordBatch on the benchmark's stream only.
+BENCH_KEY, BENCH_SECRET, BENCH_ACCOUNT = "AKIABENCHMARK0000001", "bench-secret-key", "123456789012"
+BENCH_TOKEN = "bench-scraper-token"
+
+
 def _worker(endpoint: str, stream: str, threads: int, batch: int, size: int, start_at: float, stop_at: float,
             out: Any) -> None:
     import boto3
@@ -84,8 +95,8 @@ def _worker(endpoint: str, stream: str, threads: int, batch: int, size: int, sta
 
     def loop() -> None:
         client = boto3.client(
-            "firehose", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="bench",
-            aws_secret_access_key="bench",
+            "firehose", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id=BENCH_KEY,
+            aws_secret_access_key=BENCH_SECRET,
             # Parameter validation is client-side only (the wire is identical); high-rate
             # producers turn it off, and it is 20% of boto3's CPU per call here.
             config=Config(retries={"max_attempts": 1}, max_pool_connections=4, parameter_validation=False))
@@ -225,12 +236,32 @@ def summarize(name: str, load: dict[str, Any], cpu: float, record_size: int) -> 
 # -- the two servers ------------------------------------------------------------
 
 
-def bench_daemon(args: argparse.Namespace, workdir: Path, client: str = "boto3") -> dict[str, Any]:
+def _auth_settings() -> dict[str, Any]:
+    policy = {"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Action": "firehose:PutRecordBatch",
+        "Resource": f"arn:aws:firehose:us-east-1:{BENCH_ACCOUNT}:deliverystream/bench"}]}
+    return {"mode": "sigv4", "bearer_tokens": [BENCH_TOKEN], "principals": [{
+        "access_key_id": BENCH_KEY, "secret": BENCH_SECRET, "account_id": BENCH_ACCOUNT, "name": "bench",
+        "policies": [policy]}]}
+
+
+def _ready_details(endpoint: str) -> dict[str, Any]:
+    request = urllib.request.Request(endpoint + "/readyz", headers={"Authorization": f"Bearer {BENCH_TOKEN}"})
+    try:
+        with urllib.request.urlopen(request) as r:
+            return json.loads(r.read())  # type: ignore[no-any-return]
+    except urllib.error.HTTPError as exc:  # 503 while not ready
+        return json.loads(exc.read())  # type: ignore[no-any-return]
+
+
+def bench_daemon(args: argparse.Namespace, workdir: Path, client: str = "boto3", *, sigv4: bool = False
+                 ) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     config = workdir / "bench.yaml"
     config.write_text(json.dumps({
         "host": "127.0.0.1", "port": port, "state_dir": str(workdir / "state"), "log_level": "WARNING",
+        **({"auth": _auth_settings()} if sigv4 else {}),
         "spool": {"max_bytes": "8GiB"},
         "buckets": {"bench": {"directory": str(workdir / "out")}},
         "delivery_streams": [{
@@ -247,13 +278,13 @@ def bench_daemon(args: argparse.Namespace, workdir: Path, client: str = "boto3")
         # Include delivery: wait until everything accepted has been written out.
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            with urllib.request.urlopen(endpoint + "/readyz") as r:
-                if json.loads(r.read())["streams"]["bench"]["idle"]:
-                    break
+            if _ready_details(endpoint)["streams"]["bench"]["idle"]:
+                break
             time.sleep(0.1)
         cpu = cpu_seconds(proc.pid) - load["cpu0"]
         delivered = sum(p.stat().st_size for p in (workdir / "out").rglob("*") if p.is_file())
-        summary = summarize(f"firehose ({client} client)", load, cpu, args.record_size)
+        name = f"firehose ({client} client{', sigv4' if sigv4 else ''})"
+        summary = summarize(name, load, cpu, args.record_size)
         summary["cpu_seconds_during_load"] = load["cpu_during_load"]
         summary["delivered_bytes"] = delivered
         return summary
@@ -283,20 +314,27 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--record-size", type=int, default=1024)
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--sigv4-only", action="store_true",
+                        help="only the authentication comparison: the daemon under boto3 without and with SigV4")
     args = parser.parse_args()
 
+    if args.sigv4_only:
+        return _sigv4_only(args)
     workdir = Path(tempfile.mkdtemp(prefix="firehose-bench-"))
     try:
         floor = bench_floor(args)
         daemon = bench_daemon(args, workdir / "boto3")
+        daemon_sigv4 = bench_daemon(args, workdir / "sigv4", sigv4=True)
         floor_raw = bench_floor(args, "raw")
         daemon_raw = bench_daemon(args, workdir / "raw", "raw")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     ratio = daemon["cpu_ms_per_1000_records"] / floor["cpu_ms_per_1000_records"]
-    report = {"args": vars(args), "floor": floor, "firehose": daemon, "floor_raw": floor_raw,
-              "firehose_raw": daemon_raw, "cpu_ratio_to_floor": ratio}
-    for row in (floor, daemon, floor_raw, daemon_raw):
+    auth_ratio = daemon_sigv4["cpu_ms_per_1000_records"] / daemon["cpu_ms_per_1000_records"]
+    report = {"args": vars(args), "floor": floor, "firehose": daemon, "firehose_sigv4": daemon_sigv4,
+              "floor_raw": floor_raw, "firehose_raw": daemon_raw, "cpu_ratio_to_floor": ratio,
+              "sigv4_cpu_ratio": auth_ratio}
+    for row in (floor, daemon, daemon_sigv4, floor_raw, daemon_raw):
         print(f"{row['server']:>24}: {row['records_per_s']:>9,.0f} records/s  {row['mb_per_s']:6.1f} MB/s  "
               f"p50 {row['p50_ms']:6.1f} ms  p99 {row['p99_ms']:6.1f} ms  "
               f"CPU {row['cpu_ms_per_1000_records']:5.2f} ms/1000 records "
@@ -308,9 +346,34 @@ def main() -> int:
     print(f"records/s through boto3: {daemon['records_per_s']:,.0f} "
           f"(goal >= 100,000: {'met' if met_rate else 'MISSED'}; "
           f"{daemon['records_per_s'] / floor['records_per_s']:.0%} of the floor's under the same client)")
+    met_auth = _report_sigv4(auth_ratio)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
-    return 0 if met_cpu and met_rate else 1
+    return 0 if met_cpu and met_rate and met_auth else 1
+
+
+def _report_sigv4(ratio: float) -> bool:
+    met = ratio <= 1.15
+    print(f"daemon CPU per record with SigV4 / without: {ratio:.3f}x (goal <= 1.15x: {'met' if met else 'MISSED'})")
+    return met
+
+
+def _sigv4_only(args: argparse.Namespace) -> int:
+    workdir = Path(tempfile.mkdtemp(prefix="firehose-bench-"))
+    try:
+        daemon = bench_daemon(args, workdir / "none")
+        daemon_sigv4 = bench_daemon(args, workdir / "sigv4", sigv4=True)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    for row in (daemon, daemon_sigv4):
+        print(f"{row['server']:>32}: {row['records_per_s']:>9,.0f} records/s  "
+              f"CPU {row['cpu_ms_per_1000_records']:5.2f} ms/1000 records "
+              f"(client {row['client_cpu_ms_per_1000_records']:5.2f})")
+    ratio = daemon_sigv4["cpu_ms_per_1000_records"] / daemon["cpu_ms_per_1000_records"]
+    if args.json:
+        Path(args.json).write_text(json.dumps({"args": vars(args), "firehose": daemon, "firehose_sigv4": daemon_sigv4,
+                                               "sigv4_cpu_ratio": ratio}, indent=2))
+    return 0 if _report_sigv4(ratio) else 1
 
 
 if __name__ == "__main__":

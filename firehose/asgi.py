@@ -1,45 +1,41 @@
-"""ASGI plumbing shared by the Firehose API and the Kinesis API: reading a bounded body, answering.
+"""ASGI plumbing shared by the Firehose API, the Kinesis API and the operator endpoints: answering.
 
-Both are plain ASGI callables (one route that matters each); these two
-helpers are all they have in common below the protocol.
+Every app here is a plain ASGI callable (one route that matters each), so
+reading a request's body is done where its limits are known (the front
+door's ``body`` module) and this module only answers.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any
+
+import pybase64
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
-class BodyTooLarge(Exception):
-    """The request body passed the limit; the rest was not read."""
+def amz_id_2() -> str:
+    """The ``x-amz-id-2`` value AWS adds to every answer: base64 of 72 random bytes."""
+    return pybase64.b64encode(os.urandom(72)).decode()
 
 
-async def read_body(receive: Receive, limit: int) -> bytes:
-    """The whole request body, refusing it as soon as it passes ``limit`` bytes."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunk = message.get("body", b"")
-        if chunk:
-            size += len(chunk)
-            if size > limit:
-                raise BodyTooLarge()
-            chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+async def send_response(send: Send, status: int, body: bytes, content_type: bytes, rid: str | None = None, *,
+                        close: bool = False, extra: list[tuple[bytes, bytes]] | None = None) -> None:
+    """One complete response; with a request id, AWS's ``x-amzn-RequestId`` and ``x-amz-id-2`` headers.
 
-
-async def send_response(send: Send, status: int, body: bytes, content_type: bytes, rid: str | None = None) -> None:
-    """One complete response, with ``x-amzn-RequestId`` when there is a request id."""
+    ``close`` asks the server to close the connection after the answer (used when the rest of a
+    refused body was not read).
+    """
     headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
     if rid:
         headers.append((b"x-amzn-requestid", rid.encode()))
+        headers.append((b"x-amz-id-2", amz_id_2().encode()))
+    if close:
+        headers.append((b"connection", b"close"))
+    if extra:
+        headers.extend(extra)
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

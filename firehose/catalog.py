@@ -76,6 +76,13 @@ class StreamState:
     config_digest: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
     deleting: bool = False
+    #: The account the stream belongs to: the catalog's (not saved: an account's catalog holds only its own).
+    account_id: str = ""
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """(account, name): unique across the daemon, where a name is unique only within its account."""
+        return self.account_id, self.name
 
     @property
     def status(self) -> str:
@@ -153,6 +160,7 @@ class Catalog:
                     extra={"stream": item.get("name"), "error": str(exc)},
                 )
                 continue
+            state.account_id = self.account_id
             self._streams[state.name] = state
 
     def save(self) -> None:
@@ -225,6 +233,7 @@ class Catalog:
             origin=origin,
             config_digest=config_digest,
             tags={t.key: t.value or "" for t in definition.tags or []},
+            account_id=self.account_id,
         )
         self._streams[name] = state
         self.save()

@@ -102,6 +102,7 @@ def _validate(path: Path) -> int:
 
     try:
         config = load_config(path)
+        _validate_access(config)
         for definition in config.streams:
             try:
                 check_definition(definition, config.settings)
@@ -116,21 +117,37 @@ def _validate(path: Path) -> int:
     return 0
 
 
+def _validate_access(config: Config) -> None:
+    """Listeners beyond loopback need authentication; every principal's policies must parse."""
+    from firehose.frontdoor.principals import Principals
+    from firehose.settings import check_listener
+
+    s = config.settings
+    check_listener(s.host, s.auth, "The Firehose API")
+    if s.kinesis.enabled:
+        check_listener(s.kinesis.host or s.host, s.auth, "The Kinesis API")
+    Principals(s.auth, s.account_id)
+
+
 def _validate_kinesis_streams(config: Config) -> None:
     """Run the config's Kinesis stream declarations through CreateStream against a scratch store."""
     if not config.settings.kinesis.streams:
         return
     import tempfile
 
+    from firehose.accounts import PerAccount, account_directory
     from firehose.streams.server import declare_streams, store_options
     from firehose.streams.store import ShardStore
 
     async def check(directory: str) -> None:
-        store = ShardStore(Path(directory), store_options(config.settings))
+        home = config.settings.account_id
+        stores = PerAccount(home, lambda account: ShardStore(account_directory(Path(directory), account, home),
+                                                              store_options(config.settings, account)))
         try:
-            await declare_streams(store, config.settings, config.source)
+            await declare_streams(stores, config.settings, config.source)
         finally:
-            await store.close()
+            for store in stores.values():
+                await store.close()
 
     with tempfile.TemporaryDirectory(prefix="firehose-validate-") as directory:
         asyncio.run(check(directory))
@@ -207,12 +224,17 @@ def _streams_serve(args: argparse.Namespace) -> int:
 
 
 def _run_until_stopped(main: Callable[[], Coroutine[Any, Any, None]]) -> int:
-    """Run a server's main coroutine on uvloop; exit 2 for a bad config, 1 if it could not start."""
+    """Run a server's main coroutine on uvloop; exit 2 for a bad config or a busy port, 1 if it could not start."""
+    from firehose.listeners import AddressInUse  # imported late, as the servers are
+
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             runner.run(main())
     except ConfigError as exc:
         log.error("Invalid configuration: %s", exc)
+        return 2
+    except AddressInUse as exc:
+        log.error("%s", exc)  # one line naming the address and port
         return 2
     except OSError as exc:
         log.error("Could not start: %s", exc)

@@ -24,25 +24,27 @@ import os
 import signal
 import ssl
 import time
-from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
 
 import httpx
-import uvicorn
 
-from firehose import destinations
+from firehose import destinations, listeners
+from firehose.accounts import PerAccount, account_directory, stored_accounts
 from firehose.api.app import FirehoseApp
 from firehose.api.operations import Services
 from firehose.catalog import Catalog, Event, StreamState
 from firehose.definitions import DeliveryStreamDefinition
 from firehose.destinations import Destination, DestinationContext, ObjectDestination
 from firehose.errors import ConfigError, DestinationError
+from firehose.frontdoor.operator import OperatorApp, OperatorRoutes
+from firehose.frontdoor.principals import Principals
+from firehose.frontdoor.quotas import Quotas
 from firehose.pipeline import Pipeline, StreamConfig
 from firehose.pipeline.config import check_definition
 from firehose.processing.encrypt import Keyring
 from firehose.processing.transform import WorkerPool
-from firehose.settings import Config, HttpSettings, Settings
+from firehose.settings import Config, HttpSettings, Settings, check_listener, split_listen
 from firehose.sources.kinesis import KinesisSource, make_client
 from firehose.spool import Spool, StreamSpool
 from firehose.spool.dirlock import DirectoryLock
@@ -106,10 +108,8 @@ def _hold_worker(seconds: float) -> None:
     time.sleep(seconds)
 
 
-class _Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield  # the daemon installs its own handlers
+#: uvicorn on a hardened listener, without signal capture (the daemon installs its own handlers).
+_Server = listeners.UvicornServer
 
 
 class Daemon:
@@ -117,20 +117,25 @@ class Daemon:
         self.config = config
         self.settings: Settings = config.settings
         self.metrics = Metrics()
-        self.pipelines: dict[str, Pipeline] = {}
-        self.sources: dict[str, KinesisSource] = {}
+        #: Running streams by (account, name).
+        self.pipelines: dict[tuple[str, str], Pipeline] = {}
+        self.sources: dict[tuple[str, str], KinesisSource] = {}
         self.sidecar: Sidecar | None = None
-        self.broken: dict[str, str] = {}  # streams whose definition cannot run here, and why
+        self.broken: dict[tuple[str, str], str] = {}  # streams whose definition cannot run here, and why
         self._stopping = False
         self._started = False
         self._server: _Server | None = None
+        self._metrics_server: listeners.RunningServer | None = None
         self._background: set[asyncio.Task[Any]] = set()
         s = self.settings
         s.state_dir.mkdir(parents=True, exist_ok=True)
+        check_listener(s.host, s.auth, "The Firehose API")
+        if s.kinesis.enabled:
+            check_listener(s.kinesis.host or s.host, s.auth, "The Kinesis API")
         self._state_lock = DirectoryLock(s.state_dir, "the state directory")
-        self.catalog = Catalog(s.state_dir / "catalog.json", account_id=s.account_id,
-                               max_streams=s.max_delivery_streams, create_delay_seconds=s.create_delay_seconds,
-                               validate=self.validate)
+        self._subscribed = False
+        #: Each account's delivery streams (see ``firehose.accounts``).
+        self.catalogs: PerAccount[Catalog] = PerAccount(s.account_id, self._make_catalog)
         self.spool = Spool(s.state_dir / "spool", max_bytes=s.spool.max_bytes, segment_bytes=s.spool.segment_bytes)
         self.executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="destination")
         self.http = _http_client(s.http)
@@ -141,8 +146,36 @@ class Daemon:
         self.metrics.spool_bytes.set_function(lambda: self.spool.used_bytes)
         self.metrics.spool_limit.set(s.spool.max_bytes)
         self.metrics.spool_commits.set_function(lambda: self.spool.committer.commits)
-        self.services = Services(self.catalog, self.spool, self._stream_spool, self.metrics, s)
-        self.app = FirehoseApp(self.services, self.readiness)
+        self._services: dict[str, Services] = {}
+        self.quotas = Quotas(s.quotas)
+        self.principals = Principals(s.auth, s.account_id)
+        self.app = FirehoseApp(self.services, self.readiness, s, self.principals, self.metrics)
+
+    @property
+    def catalog(self) -> Catalog:
+        """The home account's catalog."""
+        return self.catalogs.get(self.settings.account_id)
+
+    def _make_catalog(self, account: str) -> Catalog:
+        s = self.settings
+        directory = account_directory(s.state_dir, account, s.account_id)
+        catalog = Catalog(directory / "catalog.json", account_id=account, max_streams=s.max_delivery_streams,
+                          create_delay_seconds=s.create_delay_seconds, validate=self.validate)
+        if self._subscribed:
+            catalog.subscribe(self._on_catalog)
+        return catalog
+
+    def services(self, account: str) -> Services:
+        """What the API's operations use, for one account."""
+        svc = self._services.get(account)
+        if svc is None:
+            svc = self._services[account] = Services(self.catalogs.get(account), self.spool, self._stream_spool,
+                                                     self.metrics, self.settings, account, self.quotas)
+        return svc
+
+    def pipeline(self, name: str, account: str | None = None) -> Pipeline:
+        """A running stream's pipeline (the home account's unless ``account`` is given)."""
+        return self.pipelines[(account or self.settings.account_id, name)]
 
     # -- streams ----------------------------------------------------------------
 
@@ -175,7 +208,7 @@ class Daemon:
 
     def _context(self, state: StreamState) -> DestinationContext:
         return DestinationContext(stream=state.name, settings=self.settings, executor=self.executor,
-                                  http=self.http, stream_arn=self.services.arn(state.name),
+                                  http=self.http, stream_arn=self.services(state.account_id).arn(state.name),
                                   processes=self._convert_executor)
 
     def _destination(self, state: StreamState) -> Destination:  # type: ignore[type-arg]
@@ -191,11 +224,11 @@ class Daemon:
             if config.encrypt:
                 self.keyring()
         except ValueError as exc:
-            self.broken[state.name] = str(exc)
+            self.broken[state.key] = str(exc)
             log.error("A delivery stream cannot run; its records stay in the spool until its definition is fixed.",
                       extra={"stream": state.name, "error": str(exc)})
             return None
-        self.broken.pop(state.name, None)
+        self.broken.pop(state.key, None)
         return config
 
     def _start_pipeline(self, state: StreamState) -> None:
@@ -208,7 +241,7 @@ class Daemon:
             store=self._store(state, config), workers=self.workers, keyring=self._keyring if config.encrypt else None,
             convert_pool=self._convert_executor() if config.conversion else None,
         )
-        self.pipelines[state.name] = pipeline
+        self.pipelines[state.key] = pipeline
         # A stream whose delivery runs in worker processes starts delivering once they are up:
         # its first batches would only wait in the pool's queue, and /readyz says 200 as it begins.
         needs_workers = destination.worker_module is not None or config.conversion is not None
@@ -218,7 +251,7 @@ class Daemon:
         self._spawn(self._check(state.name, destination))
 
     def _start_source(self, state: StreamState) -> None:
-        if state.name in self.sources:
+        if state.key in self.sources:
             return
         source_config = state.definition.kinesis_stream_source_configuration
         assert source_config is not None
@@ -233,12 +266,12 @@ class Daemon:
         source = KinesisSource(name=state.name, stream_arn=arn, spool=self.spool, stream=self._stream_spool(state),
                                settings=kinesis, client_factory=lambda: make_client(arn, kinesis, local),
                                on_records=count)
-        self.sources[state.name] = source
+        self.sources[state.key] = source
         source.start()
         log.info("Reading a Kinesis stream.", extra={"stream": state.name, "kinesis_stream": arn})
 
-    async def _stop_source(self, name: str) -> None:
-        source = self.sources.pop(name, None)
+    async def _stop_source(self, key: tuple[str, str]) -> None:
+        source = self.sources.pop(key, None)
         if source is not None:
             await source.stop()
 
@@ -265,7 +298,7 @@ class Daemon:
         if event == "created":
             self._start_pipeline(state)
         elif event == "updated":
-            pipeline = self.pipelines.get(state.name)
+            pipeline = self.pipelines.get(state.key)
             config = self._stream_config(state)
             if pipeline is None or config is None:
                 if pipeline is None and config is not None:
@@ -278,21 +311,21 @@ class Daemon:
             else:
                 self._spawn(self._switch(state, pipeline))
         elif event == "deleted":
-            pipeline = self.pipelines.pop(state.name, None)
+            pipeline = self.pipelines.pop(state.key, None)
             self._spawn(self._retire(state, pipeline))
 
     async def _switch(self, state: StreamState, old: Pipeline) -> None:
         """A change of processing: stop the old pipeline (it seals what it buffered), then start anew."""
         log.info("Processing changed; restarting the stream's pipeline.", extra={"stream": state.name})
-        del self.pipelines[state.name]
+        del self.pipelines[state.key]
         await old.stop(self.settings.delivery.shutdown_timeout_seconds)
-        current = self.catalog.find(state.name)
-        if current is not None and state.name not in self.pipelines:
+        current = self.catalogs.get(state.account_id).find(state.name)
+        if current is not None and state.key not in self.pipelines:
             self._start_pipeline(current)
 
     async def _retire(self, state: StreamState, pipeline: Pipeline | None) -> None:
         """A deleted stream: deliver what is buffered (bounded wait), then drop its spool."""
-        await self._stop_source(state.name)
+        await self._stop_source(state.key)
         if pipeline is not None:
             await pipeline.stop(self.settings.delivery.shutdown_timeout_seconds)
             if not pipeline.idle():
@@ -308,10 +341,15 @@ class Daemon:
 
     # -- health -------------------------------------------------------------------
 
+    def _shown(self, key: tuple[str, str]) -> str:
+        """A stream as /readyz names it: its name, prefixed with its account when not the home account's."""
+        account, name = key
+        return name if account == self.settings.account_id else f"{account}/{name}"
+
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         streams = {}
-        for name, p in self.pipelines.items():
-            streams[name] = {
+        for key, p in self.pipelines.items():
+            streams[self._shown(key)] = {
                 "destination": p.delivery.destination,
                 "buffered_bytes": p.buffered_bytes,
                 "inflight_batches": p.inflight,
@@ -320,11 +358,11 @@ class Daemon:
                 "last_delivery_ms": p.delivery.last_success_ms,
                 "idle": p.idle(),
             }
-        for name, source in self.sources.items():
-            if name in streams:
-                streams[name]["source"] = source.describe()
-        for name, why in self.broken.items():
-            streams[name] = {"error": why, "idle": False}
+        for key, source in self.sources.items():
+            if self._shown(key) in streams:
+                streams[self._shown(key)]["source"] = source.describe()
+        for key, why in self.broken.items():
+            streams[self._shown(key)] = {"error": why, "idle": False}
         spool = {"used_bytes": self.spool.used_bytes, "max_bytes": self.spool.max_bytes}
         full = self.spool.used_bytes >= self.spool.max_bytes
         ready = self._started and not self._stopping and not full
@@ -349,11 +387,17 @@ class Daemon:
             except ValueError as exc:
                 raise ConfigError(f"{self.config.source}: delivery stream {definition.delivery_stream_name!r}: "
                                   f"{exc}") from exc
-        self.catalog.subscribe(self._on_catalog)
-        for state in self.catalog.all():
-            self._start_pipeline(state)
-        self.catalog.apply_config(self.config.streams)
-        owned = {s.spool_key for s in self.catalog.all()}
+        declared = self.config.by_account()
+        for account in [*stored_accounts(self.settings.state_dir), *declared]:
+            self.catalogs.get(account)
+        self._subscribed = True
+        for _account, catalog in self.catalogs:
+            catalog.subscribe(self._on_catalog)
+            for state in catalog.all():
+                self._start_pipeline(state)
+        for account, catalog in self.catalogs:
+            catalog.apply_config(declared.get(account, []))
+        owned = {s.spool_key for catalog in self.catalogs.values() for s in catalog.all()}
         for key in self.spool.existing_keys():
             if key not in owned:
                 log.warning("A spool directory belongs to no delivery stream; it is left untouched.",
@@ -371,29 +415,48 @@ class Daemon:
 
     async def _serve(self) -> None:
         await self.start()
-        config = uvicorn.Config(
-            self.app, host=self.settings.host, port=self.settings.port, loop="none", http="httptools",
-            lifespan="off", access_log=False, log_level="warning", timeout_keep_alive=75,
-            timeout_graceful_shutdown=10,
-        )
-        self._server = server = _Server(config)
+        tls = listeners.server_tls(self.settings.tls, listeners.HTTP1_ALPN)
+        listener = listeners.Listener.bind(self.settings.host, self.settings.port, self.settings.limits,
+                                           name="Firehose API", tls=tls)  # AddressInUse names the port
+        self._server = server = _Server(self.app, listener)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(sig, self.request_stop)
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            # SIGHUP re-reads the listeners' TLS certificates (open connections keep theirs).
+            loop.add_signal_handler(signal.SIGHUP, listeners.reload_tls)
         serving = asyncio.create_task(server.serve())
         while not server.started and not serving.done():
             await asyncio.sleep(0.01)
         if serving.done():
-            await serving  # start-up failed (e.g. port in use): raise it
+            listener.close()
+            await serving  # start-up failed: raise it
             return
+        try:
+            await self._start_metrics_listener()
+        except OSError:
+            server.should_exit = True
+            await serving
+            await self.shutdown()
+            raise
         if self._workers_up is not None:
             await asyncio.shield(self._workers_up)
         self._started = True
-        host, port = server.servers[0].sockets[0].getsockname()[:2]
+        host, port = listener.address
         log.info("Listening.", extra={"host": host, "port": port, "streams": len(self.pipelines)})
         await serving
         await self.shutdown()
+
+    async def _start_metrics_listener(self) -> None:
+        """``metrics.listen``: the operator endpoints, without authentication, on an address of their own."""
+        if self.settings.metrics.listen is None:
+            return
+        host, port = split_listen(self.settings.metrics.listen)
+        routes = OperatorRoutes(self.readiness, self.metrics.registry, self.principals, None, open_to_all=True)
+        self._metrics_server = await listeners.start_uvicorn(OperatorApp(routes), host, port, self.settings.limits,
+                                                             name="metrics listener")
+        log.info("Metrics listening.", extra={"host": host, "port": self._metrics_server.listener.port})
 
     def request_stop(self) -> None:
         if not self._stopping:
@@ -405,7 +468,7 @@ class Daemon:
     async def shutdown(self) -> None:
         self._stopping = True
         timeout = self.settings.delivery.shutdown_timeout_seconds
-        await asyncio.gather(*(self._stop_source(name) for name in list(self.sources)), return_exceptions=True)
+        await asyncio.gather(*(self._stop_source(key) for key in list(self.sources)), return_exceptions=True)
         await asyncio.gather(*(p.stop(timeout) for p in self.pipelines.values()), return_exceptions=True)
         for task in list(self._background):
             task.cancel()
@@ -413,6 +476,9 @@ class Daemon:
         if self._workers_up is not None:
             self._workers_up.cancel()  # stopped while worker processes were still starting
         self.spool.close()
+        if self._metrics_server is not None:
+            await self._metrics_server.stop()
+            self._metrics_server = None
         if self.sidecar is not None:
             await self.sidecar.stop()
             self.sidecar = None

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, ClassVar, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_pascal
 
@@ -719,3 +720,71 @@ __all__ = [
     "apply_destination_update",
     "unknown_members",
 ]
+
+
+# -- phrasing errors -------------------------------------------------------------
+
+
+def _camel(name: str) -> str:
+    return name[:1].lower() + name[1:] if name else name
+
+
+def _constraint(err: dict[str, Any]) -> str:
+    ctx = err.get("ctx") or {}
+    kind = err["type"]
+    if kind in ("less_than_equal", "less_than"):
+        return f"Member must have value less than or equal to {ctx.get('le', ctx.get('lt'))}"
+    if kind in ("greater_than_equal", "greater_than"):
+        return f"Member must have value greater than or equal to {ctx.get('ge', ctx.get('gt'))}"
+    if kind == "string_too_long":
+        return f"Member must have length less than or equal to {ctx.get('max_length')}"
+    if kind == "string_too_short":
+        return f"Member must have length greater than or equal to {ctx.get('min_length')}"
+    if kind == "too_long":
+        return f"Member must have length less than or equal to {ctx.get('max_length')}"
+    if kind == "too_short":
+        return f"Member must have length greater than or equal to {ctx.get('min_length')}"
+    if kind == "string_pattern_mismatch":
+        return f"Member must satisfy regular expression pattern: {ctx.get('pattern')}"
+    if kind == "missing":
+        return "Member must not be null"
+    if kind in ("literal_error", "enum"):
+        expected = ctx.get("expected", "")
+        return f"Member must satisfy enum value set: [{expected.replace(' or ', ', ')}]"
+    msg = str(err.get("msg", ""))
+    return msg.removeprefix("Value error, ")
+
+
+def validation_message(exc: ValidationError, *, aws_paths: bool = True, limit: int = 10) -> str:
+    """Phrase a definition's pydantic errors the way AWS phrases constraint failures.
+
+    API requests are checked against the AWS model by the front door first, so
+    what reaches this from the API are the rules a definition adds (one
+    destination, prefixes, what the daemon can run); config files, which skip
+    the front door, get every error phrased here. With ``aws_paths`` the member
+    path is camelCase as in AWS messages
+    (``extendedS3DestinationConfiguration.bufferingHints.sizeInMBs``);
+    otherwise it keeps the PascalCase names a config file uses.
+    """
+    errors = exc.errors()
+    parts = []
+    for err in errors[:limit]:
+        loc = [str(x) for x in err["loc"] if not str(x).startswith("function-")]
+        path = ".".join(_camel(x) if aws_paths else x for x in loc)
+        constraint = _constraint(err)
+        if err["type"] in ("value_error", "assertion_error"):
+            parts.append(f"{path}: {constraint}" if path else constraint)
+            continue
+        value = err.get("input")
+        shown = "null" if value is None or err["type"] == "missing" else _short(value)
+        parts.append(f"Value {shown} at '{path}' failed to satisfy constraint: {constraint}")
+    n = len(errors)
+    head = f"{n} validation error{'s' if n != 1 else ''} detected: "
+    return head + "; ".join(parts)
+
+
+def _short(value: Any) -> str:
+    text = value if isinstance(value, str) else orjson.dumps(value, default=str).decode()
+    if len(text) > 80:
+        text = text[:77] + "..."
+    return f"'{text}'"

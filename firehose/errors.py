@@ -2,7 +2,7 @@
 
 Errors that reach a client carry their AWS ``__type`` verbatim, the HTTP status
 the daemon answers with, and whether a client should retry. The API layer turns
-them into the awsJson1_1 error envelope (see ``awsjson.py``); nothing else needs
+them into the awsJson1_1 error envelope (see ``frontdoor/wire.py``); nothing else needs
 to know about HTTP.
 
     FirehoseError                     AWS-visible; __type is the class name

@@ -21,8 +21,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, FilePath, ValidationError, model_validator
 
-from firehose.awsjson import validation_message
-from firehose.definitions import DeliveryStreamDefinition, unknown_members
+from firehose.definitions import DeliveryStreamDefinition, unknown_members, validation_message
 from firehose.errors import ConfigError
 
 _UNITS = {"": 1, "B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3, "TB": 1000**4,
@@ -270,12 +269,6 @@ class AuthSettings(_Settings):
             raise ValueError("mode sigv4 needs at least one principal under auth.principals")
         return self
 
-    def default_account(self, fallback: str) -> str:
-        """The account streams declared in the config belong to unless they name one."""
-        if self.mode == "sigv4" and self.principals:
-            return self.principals[0].account_id
-        return fallback
-
 
 class TlsSettings(_Settings):
     """TLS for the API listeners (the daemon's and the Kinesis sidecar's). Both files, or neither."""
@@ -318,6 +311,10 @@ class LimitsSettings(_Settings):
     body_timeout_seconds: Annotated[float, Field(gt=0)] = 60.0
     #: An idle keep-alive connection is closed after this many seconds.
     idle_timeout_seconds: Annotated[float, Field(gt=0)] = 75.0
+    #: Memory the requests a listener is handling may take at once: each is charged its body size
+    #: times what parsing can grow it to (32 for JSON, 64 for CBOR, whose empty containers take one
+    #: byte). A request waits, unread (TCP pushes back on its client), until its share is free.
+    max_request_memory: Annotated[int, BeforeValidator(parse_bytes), Field(ge=64 * 1024**2)] = 1024**3
     #: gzip/deflate request bodies: the most a body may inflate to (the API's body limit applies too),
     #: and the largest ratio of inflated to sent bytes.
     max_decompressed_bytes: ByteSize = 16 * 1024**2
@@ -373,7 +370,10 @@ class Settings(_Settings):
     port: Annotated[int, Field(ge=0, le=65535)] = 4573
     state_dir: Path = Path("./data/state")
     region: str = "us-east-1"
-    account_id: Annotated[str, Field(pattern=r"^\d{12}$")] = "123456789012"
+    #: The home account: config-declared streams belong to it unless they name another (``AccountId``),
+    #: and its state lives at the top of the state directory. Unset: the first principal's account when
+    #: authentication is on, else 123456789012. Set it to pin it while principals change.
+    account_id: AccountId = "123456789012"
     #: Emulates Firehose's asynchronous create: seconds a new stream stays CREATING.
     create_delay_seconds: Annotated[float, Field(ge=0)] = 0.0
     max_delivery_streams: Annotated[int, Field(ge=1)] = 5000
@@ -403,26 +403,46 @@ class Settings(_Settings):
     limits: LimitsSettings = LimitsSettings()
     quotas: QuotaSettings = QuotaSettings()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _home_account(cls, data: Any) -> Any:
+        """With authentication on and no ``account_id``, the home account is the first principal's."""
+        if not isinstance(data, dict) or data.get("account_id") is not None:
+            return data
+        auth = data.get("auth")
+        if isinstance(auth, dict) and auth.get("mode") == "sigv4":
+            principals = auth.get("principals")
+            if isinstance(principals, list) and principals and isinstance(principals[0], dict):
+                account = principals[0].get("account_id")
+                if isinstance(account, str):
+                    return {**data, "account_id": account}
+        return data
+
     @model_validator(mode="after")
     def _listeners(self) -> Settings:
         if self.metrics.listen is not None:
             split_listen(self.metrics.listen)
         return self
 
-    @property
-    def declared_account(self) -> str:
-        """The account of config-declared streams that name none."""
-        return self.auth.default_account(self.account_id)
-
 
 class Config(BaseModel):
-    """A loaded config file: settings plus the declared delivery streams."""
+    """A loaded config file: settings plus the declared delivery streams, and the account of each."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     settings: Settings
     streams: list[DeliveryStreamDefinition]
     source: str
+    #: The account each of ``streams`` belongs to (its ``AccountId``, else ``settings.account_id``).
+    accounts: list[str] = []
+
+    def by_account(self) -> dict[str, list[DeliveryStreamDefinition]]:
+        """The declared streams of each account that declares any."""
+        out: dict[str, list[DeliveryStreamDefinition]] = {}
+        accounts = self.accounts or [self.settings.account_id] * len(self.streams)
+        for account, definition in zip(accounts, self.streams, strict=True):
+            out.setdefault(account, []).append(definition)
+        return out
 
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -464,12 +484,28 @@ def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> C
         raise ConfigError(f"{source}: {_settings_message(exc)}") from exc
     if not isinstance(streams_raw, list):
         raise ConfigError(f"{source}: delivery_streams must be a list of stream definitions")
+    accounts = [declared_account(item, settings, source, i) for i, item in enumerate(streams_raw)]
     streams = [parse_stream(item, source, i) for i, item in enumerate(streams_raw)]
-    names = [s.delivery_stream_name for s in streams]
-    dupes = sorted({n for n in names if names.count(n) > 1})
+    keys = [(a, s.delivery_stream_name) for a, s in zip(accounts, streams, strict=True)]
+    dupes = sorted({k for k in keys if keys.count(k) > 1})
     if dupes:
-        raise ConfigError(f"{source}: delivery stream {dupes[0]!r} is declared more than once")
-    return Config(settings=settings, streams=streams, source=source)
+        raise ConfigError(f"{source}: delivery stream {dupes[0][1]!r} is declared more than once"
+                          + (f" in account {dupes[0][0]}" if len(set(accounts)) > 1 else ""))
+    return Config(settings=settings, streams=streams, source=source, accounts=accounts)
+
+
+#: The member a declared stream (delivery stream or Kinesis stream) names its account with; not an AWS member.
+ACCOUNT_MEMBER = "AccountId"
+
+
+def declared_account(item: Any, settings: Settings, source: str, index: int) -> str:
+    """The account a declared stream belongs to: its ``AccountId``, else the home account."""
+    account = item.get(ACCOUNT_MEMBER) if isinstance(item, dict) else None
+    if account is None:
+        return settings.account_id
+    if not isinstance(account, str) or not re.fullmatch(r"\d{12}", account):
+        raise ConfigError(f"{source}: delivery_streams[{index}]: AccountId must be a 12-digit account id")
+    return account
 
 
 def parse_stream(item: Any, source: str, index: int) -> DeliveryStreamDefinition:
@@ -477,6 +513,7 @@ def parse_stream(item: Any, source: str, index: int) -> DeliveryStreamDefinition
         raise ConfigError(f"{source}: delivery_streams[{index}] must be a mapping (a CreateDeliveryStream body)")
     name = item.get("DeliveryStreamName")
     where = f"{source}: delivery stream {name!r}" if name else f"{source}: delivery_streams[{index}]"
+    item = {k: v for k, v in item.items() if k != ACCOUNT_MEMBER}
     unknown = unknown_members(DeliveryStreamDefinition, item)
     if unknown:
         raise ConfigError(f"{where}: unknown field {unknown[0]} (check the spelling against CreateDeliveryStream)")

@@ -57,6 +57,9 @@ class Metrics:
         self.failed_records = Counter(
             "firehose_failed_put_records", "Records refused inside PutRecordBatch.", ["stream", "code"],
             registry=r)
+        self.throttled_records = Counter(
+            "firehose_throttled_records", "Records refused with ServiceUnavailableException \"Slow down.\" by the "
+            "stream's throughput quota (quotas:).", ["stream"], registry=r)
         self.receiver_duplicates = Counter(
             "firehose_http_endpoint_duplicate_requests", "HTTP endpoint deliveries received again with a request "
             "id already accepted (answered without spooling twice).", ["stream"], registry=r)

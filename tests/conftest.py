@@ -123,7 +123,7 @@ class RunningDaemon:
         return result.get("v")
 
     def idle(self, name: str) -> bool:
-        return bool(self.call(lambda: self.daemon.pipelines[name].idle()))
+        return bool(self.call(lambda: self.daemon.pipeline(name).idle()))
 
     def stop(self) -> None:
         if self.loop is not None and self._thread.is_alive():

@@ -175,7 +175,7 @@ def test_a_stalled_destination_neither_blocks_other_streams_nor_holds_its_backlo
     state = readiness(d)["streams"]["hooks"]
     assert state["inflight_batches"] <= 2
     # Read-ahead stops at the stream's memory budget (processing.max_buffered_bytes) plus one spool entry.
-    assert d.call(lambda: d.daemon.pipelines["hooks"].buffered_bytes) <= 4 * 1024 * 1024 + 501_000
+    assert d.call(lambda: d.daemon.pipeline("hooks").buffered_bytes) <= 4 * 1024 * 1024 + 501_000
     assert d.call(lambda: d.daemon.spool.used_bytes) >= 20_000_000, "the backlog waits in the spool"
 
 

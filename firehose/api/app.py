@@ -1,186 +1,78 @@
-"""The ASGI application: ``POST /`` dispatched on ``X-Amz-Target``, plus health and metrics.
+"""The Firehose listener's ASGI application: the API on ``POST /``, deliveries from other Firehoses, operator paths.
 
-Transport only; operations live in ``operations.py``. Checks happen in AWS's
-order (as kinesalite reproduces it): body size, content type, target, JSON,
-then the operation's own validation. Every response carries an
-``x-amzn-RequestId``. A ``FirehoseError`` becomes the awsJson1_1 error envelope
-with its status; anything else is logged with its traceback and answered as
-``InternalFailure`` (500), and the daemon keeps serving.
+Transport only. ``POST /`` goes through the front door shared with the Kinesis
+API (``firehose.frontdoor``: size, encoding, content type, target, parse,
+SigV4, IAM policies, the AWS model's validation) to an operation in
+``operations.py``; ``POST /http-endpoint/<stream>`` to the HTTP endpoint
+receiver; ``/healthz``, ``/readyz`` and ``/metrics`` to the operator routes.
 
-It is a plain ASGI callable rather than a framework app: there is one route
-that matters, and reading the body ourselves lets an oversized request be
-refused before it is buffered.
-
-Collaborators come from the daemon: the operations' services and a readiness
-probe. The API never imports the pipeline or a destination.
+Collaborators come from the daemon: the per-account services the operations
+take, a readiness probe and the metrics. The API never imports the pipeline
+or a destination.
 """
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
-import orjson
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
 from firehose.api import shapes
-from firehose.api.http_receiver import MAX_BODY_BYTES as RECEIVER_MAX_BODY_BYTES
 from firehose.api.http_receiver import PATH_PREFIX as RECEIVER_PREFIX
 from firehose.api.http_receiver import HttpEndpointReceiver
 from firehose.api.operations import OPERATIONS, Services
-from firehose.asgi import BodyTooLarge, Receive, Send, read_body, send_response
-from firehose.awsjson import CONTENT_TYPE, JSON_CONTENT_TYPES, error_body, request_id, split_target
-from firehose.errors import (
-    FirehoseError,
-    InternalFailure,
-    SerializationException,
-    UnknownOperationException,
-)
-
-log = logging.getLogger("firehose.api")
+from firehose.asgi import Receive, Send, send_response
+from firehose.frontdoor import wire
+from firehose.frontdoor.body import BodyBudget
+from firehose.frontdoor.door import Api, FrontDoor
+from firehose.frontdoor.operator import OperatorRoutes, ReadinessProbe
+from firehose.frontdoor.principals import Principals
+from firehose.settings import Settings
+from firehose.telemetry import Metrics
 
 TARGET_PREFIX = "Firehose_20150804"
-
-Scope = dict[str, Any]
-#: Returns (ready, details) for /readyz.
-ReadinessProbe = Callable[[], tuple[bool, dict[str, Any]]]
-
-
-#: How much of an oversized body is read (and thrown away) before answering 413.
-_DRAIN_LIMIT = 64 * 1024 * 1024
+_HOT = frozenset({"PutRecord", "PutRecordBatch"})
 
 
 class FirehoseApp:
-    def __init__(self, services: Services, readiness: ReadinessProbe, *,
-                 max_body_bytes: int = shapes.MAX_BODY_BYTES) -> None:
+    def __init__(self, services: Callable[[str], Services], readiness: ReadinessProbe, settings: Settings,
+                 principals: Principals, metrics: Metrics, *, max_body_bytes: int = shapes.MAX_BODY_BYTES) -> None:
         self.services = services
-        self.readiness = readiness
-        self.max_body_bytes = max_body_bytes
-        self.receiver = HttpEndpointReceiver(services)
+        self.settings = settings
+        self.metrics = metrics
+        self.budget = BodyBudget(settings.limits.max_request_memory)
+        api = Api(
+            target_prefix=TARGET_PREFIX, signing_name="firehose", operations=OPERATIONS,
+            shapes=shapes.SHAPES,
+            max_body_bytes=max_body_bytes, services=lambda caller: services(caller.account_id),
+            observe=self._observe,
+            too_large_hint=f"PutRecordBatch accepts at most {shapes.MAX_BATCH_BYTES} bytes of record data per call.",
+        )
+        self.door = FrontDoor(api, settings, principals, self.budget)
+        self.receiver = HttpEndpointReceiver(services, self.door)
+        self.operator = OperatorRoutes(readiness, metrics.registry, principals, self.door.verifier)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        path = scope["path"]
-        method = scope["method"]
+        path, method = scope["path"], scope["method"]
         if path == "/" and method == "POST":
-            await self._api(scope, receive, send)
+            await self.door(scope, receive, send)
         elif (path.startswith(RECEIVER_PREFIX) and method == "POST"
-              and self.services.settings.http_endpoint_receiver.enabled):
-            await self._receive_delivery(path[len(RECEIVER_PREFIX):], scope, receive, send)
-        elif path == "/healthz" and method in ("GET", "HEAD"):
-            await send_response(send, 200, b'{"status":"ok"}', b"application/json")
-        elif path == "/readyz" and method in ("GET", "HEAD"):
-            ready, details = self.readiness()
-            body = orjson.dumps({"status": "ready" if ready else "not ready", **details})
-            await send_response(send, 200 if ready else 503, body, b"application/json")
-        elif path == "/metrics" and method == "GET":
-            body = generate_latest(self.services.metrics.registry)
-            await send_response(send, 200, body, CONTENT_TYPE_LATEST.encode())
+              and self.settings.http_endpoint_receiver.enabled):
+            started = time.perf_counter()
+            status = await self.receiver(path[len(RECEIVER_PREFIX):], scope, receive, send)
+            self._observe("HttpEndpointDelivery", status, started, None, None)
+        elif self.operator.handles(path, method):
+            await self.operator(scope, receive, send)
         else:
-            await send_response(send, 404, error_body("UnknownOperationException", f"No route for {method} {path}."),
-                        CONTENT_TYPE.encode(), request_id())
+            await send_response(send, 404, wire.error("UnknownOperationException", f"No route for {method} {path}."),
+                                wire.JSON_BYTES, wire.request_id())
 
-    async def _api(self, scope: Scope, receive: Receive, send: Send) -> None:
-        rid = request_id()
-        started = time.perf_counter()
-        content_type = target = ""
-        length = -1
-        for key, value in scope["headers"]:
-            if key == b"content-type":
-                content_type = value.decode("latin-1").split(";", 1)[0].strip().lower()
-            elif key == b"x-amz-target":
-                target = value.decode("latin-1")
-            elif key == b"content-length":
-                length = int(value) if value.isdigit() else -1
-        operation = split_target(target, TARGET_PREFIX)
-        status, body = 200, b""
-        try:
-            if length > self.max_body_bytes:
-                raise BodyTooLarge()
-            raw = await self._read_body(receive)
-            if content_type not in JSON_CONTENT_TYPES:
-                status = 404
-                raise UnknownOperationException(
-                    f"Unsupported Content-Type {content_type or '(none)'!r}; send application/x-amz-json-1.1.")
-            handler = OPERATIONS.get(operation or "")
-            if handler is None:
-                what = f"operation {target!r}" if target else "no X-Amz-Target header"
-                raise UnknownOperationException(f"Unknown {what}; expected {TARGET_PREFIX}.<Operation>.")
-            request = _parse_json(raw)
-            result = await handler(self.services, request)
-            body = orjson.dumps(result)
-        except BodyTooLarge:
-            await self._discard_body(receive)
-            status = 413
-            body = error_body("SerializationException",
-                              f"Request body exceeds {self.max_body_bytes} bytes; PutRecordBatch accepts at most "
-                              f"{shapes.MAX_BATCH_BYTES} bytes of record data per call.")
-        except FirehoseError as exc:
-            status = status if status != 200 else exc.status
-            body = error_body(exc.aws_type, exc.message)
-        except Exception:
-            log.exception("Unexpected error handling a request.", extra={"operation": operation, "request_id": rid})
-            status = 500
-            err = InternalFailure("An internal error occurred; the request can be retried.")
-            body = error_body(err.aws_type, err.message)
-        self._count(operation, status, started)
-        await send_response(send, status, body, CONTENT_TYPE.encode(), rid)
-
-    async def _receive_delivery(self, name: str, scope: Scope, receive: Receive, send: Send) -> None:
-        """An HTTP endpoint delivery from another Firehose (see ``http_receiver``)."""
-        started = time.perf_counter()
-        headers = dict(scope["headers"])
-        length = headers.get(b"content-length", b"")
-        try:
-            if length.isdigit() and int(length) > RECEIVER_MAX_BODY_BYTES:
-                raise BodyTooLarge()
-            raw = await self._read_body(receive, RECEIVER_MAX_BODY_BYTES)
-            status, body = await self.receiver.handle(name, headers, raw)
-        except BodyTooLarge:
-            await self._discard_body(receive)
-            status, body = 413, orjson.dumps({
-                "requestId": headers.get(b"x-amz-firehose-request-id", b"").decode("latin-1"),
-                "timestamp": int(time.time() * 1000),
-                "errorMessage": f"The body exceeds {RECEIVER_MAX_BODY_BYTES} bytes."})
-        except Exception:
-            log.exception("Unexpected error receiving an HTTP endpoint delivery.", extra={"stream": name})
-            status, body = 500, orjson.dumps({
-                "requestId": headers.get(b"x-amz-firehose-request-id", b"").decode("latin-1"),
-                "timestamp": int(time.time() * 1000),
-                "errorMessage": "An internal error occurred; the request can be retried."})
-        self._count("HttpEndpointDelivery", status, started)
-        await send_response(send, status, body, b"application/json")
-
-    async def _read_body(self, receive: Receive, limit: int | None = None) -> bytes:
-        return await read_body(receive, limit or self.max_body_bytes)
-
-    async def _discard_body(self, receive: Receive) -> None:
-        """Read the rest of a refused body so the client sees the answer, not a reset."""
-        drained = 0
-        while drained < _DRAIN_LIMIT:
-            message = await receive()
-            drained += len(message.get("body", b""))
-            if message["type"] == "http.disconnect" or not message.get("more_body", False):
-                return
-
-    def _count(self, operation: str | None, status: int, started: float) -> None:
-        m = self.services.metrics
+    def _observe(self, operation: str | None, status: int, started: float, _result: Any, _error: str | None
+                 ) -> None:
+        m = self.metrics
         op = operation if operation in OPERATIONS or operation == "HttpEndpointDelivery" else "unknown"
         m.requests.labels(op, str(status)).inc()
-        if status == 200 and op in ("PutRecord", "PutRecordBatch"):
+        if status == 200 and op in _HOT:
             m.put_latency.labels(op).observe(time.perf_counter() - started)
-
-
-def _parse_json(raw: bytes) -> dict[str, Any]:
-    if not raw:
-        raise SerializationException("The request body is empty; send a JSON object ({} for no parameters).")
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise SerializationException(f"The request body is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise SerializationException("The request body must be a JSON object.")
-    return data

@@ -7,9 +7,18 @@ receiver side Vector's ``aws_kinesis_firehose`` source implements).
 
 The contract a sender relies on:
 
-* ``Content-Encoding: gzip`` is honoured only when the header says so.
-* ``X-Amz-Firehose-Access-Key`` is checked against
-  ``http_endpoint_receiver.access_keys`` when that list is not empty.
+* ``Content-Encoding: gzip`` is honoured only when the header says so, and
+  inflates to at most 64 MiB and the front door's ratio cap.
+* Who may deliver: a request signed with SigV4 (service ``firehose``) is
+  verified and authorized as ``firehose:PutRecordBatch`` on the stream, in
+  the signer's account, like an API call. Otherwise
+  ``X-Amz-Firehose-Access-Key`` is checked against
+  ``http_endpoint_receiver.access_keys``; with no keys configured, unsigned
+  deliveries are accepted only while authentication is off. Unsigned
+  deliveries go to the account config-declared streams belong to.
+* Memory is bounded: the body is read under the listener's shared budget,
+  and one that holds more JSON structure than 10,000 records can (a body of
+  empty objects would grow twentyfold when parsed) is refused before parsing.
 * The answer echoes ``requestId`` with a ``timestamp``; 200 only once every
   record is durable in the spool, exactly like a PutRecordBatch.
 * ``X-Amz-Firehose-Request-Id`` is an idempotency key: a retry of a request
@@ -26,9 +35,10 @@ from __future__ import annotations
 import asyncio
 import binascii
 import hmac
+import logging
 import time
-import zlib
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -36,7 +46,22 @@ import pybase64
 
 from firehose.api import operations, shapes
 from firehose.api.operations import Services
-from firehose.errors import FirehoseError
+from firehose.asgi import Receive, Send, send_response
+from firehose.errors import (
+    AccessDeniedException,
+    ExpiredTokenException,
+    FirehoseError,
+    IncompleteSignatureException,
+    InvalidSignatureException,
+    MissingAuthenticationTokenException,
+    ResourceNotFoundException,
+    UnrecognizedClientException,
+)
+from firehose.frontdoor import body as bodies
+from firehose.frontdoor.door import Caller, FrontDoor
+from firehose.frontdoor.sigv4 import wants_payload_hash
+
+log = logging.getLogger("firehose.api")
 
 PATH_PREFIX = "/http-endpoint/"
 #: Firehose sends at most 64 MiB (before compression) and 10,000 records per request.
@@ -44,6 +69,10 @@ MAX_BODY_BYTES = 64 * 1024 * 1024
 MAX_RECORDS = 10_000
 #: Request ids remembered per stream for idempotent retries.
 REMEMBERED_REQUESTS = 4096
+#: What parsing a body that passed the structure check can grow it to, per byte (strings, mostly).
+_GROWTH = 2
+#: Bodies at least this large are parsed on a worker thread.
+_PARSE_OFF_LOOP = 1024 * 1024
 
 
 class ReceiverError(Exception):
@@ -54,43 +83,87 @@ class ReceiverError(Exception):
 
 
 class HttpEndpointReceiver:
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Callable[[str], Services], door: FrontDoor) -> None:
         self.services = services
-        self._seen: dict[str, OrderedDict[str, None]] = {}
-        self._pending: dict[tuple[str, str], asyncio.Future[None]] = {}
+        self.door = door
+        self.settings = door.settings
+        self._seen: dict[tuple[str, str], OrderedDict[str, None]] = {}
+        self._pending: dict[tuple[str, str, str], asyncio.Future[None]] = {}
 
-    async def handle(self, name: str, headers: dict[bytes, bytes], body: bytes) -> tuple[int, bytes]:
-        """(status, response body) for one delivery request."""
-        header_id = headers.get(b"x-amz-firehose-request-id", b"").decode("latin-1")
-        request_id = header_id
+    async def __call__(self, name: str, scope: dict[str, Any], receive: Receive, send: Send) -> int:
+        """Answer one delivery request; returns the status sent (0 when the client went away)."""
+        headers = dict(scope["headers"])
+        request_id = headers.get(b"x-amz-firehose-request-id", b"").decode("latin-1")
+        length = headers.get(b"content-length", b"")
+        encoding = headers.get(b"content-encoding", b"").decode("latin-1").strip().lower()
+        limits = self.settings.limits
+        granted = 0
+        close = False
         try:
-            self._authorize(headers)
-            request = _parse(headers, body)
-            request_id = request.get("requestId") if isinstance(request.get("requestId"), str) else header_id
+            if length.isdigit() and int(length) > MAX_BODY_BYTES:
+                raise bodies.BodyTooLarge(MAX_BODY_BYTES)
+            granted = await self.door.budget.acquire(bodies.charge(
+                int(length) if length.isdigit() else -1, limit=MAX_BODY_BYTES, inflated_limit=MAX_BODY_BYTES,
+                compressed=encoding not in ("", "identity"), ratio=limits.max_decompression_ratio, growth=_GROWTH))
+            signed = b"authorization" in headers or b"X-Amz-Algorithm" in scope.get("query_string", b"")
+            digest = bodies.sha256() if signed and wants_payload_hash(scope["headers"]) else None
+            raw = await bodies.read(receive, MAX_BODY_BYTES, digest)
+            account = self._authenticate(name, scope, headers, signed, digest)
+            if encoding not in ("", "identity", "gzip"):
+                raise ReceiverError(415, f"Unsupported Content-Encoding {encoding!r}; send gzip or none.")
+            raw = await bodies.inflate(raw, encoding, max_size=MAX_BODY_BYTES, max_ratio=limits.max_decompression_ratio)
+            request = await _parse(raw)
+            request_id = str(request["requestId"])  # _parse checked it is a non-empty string
             records = _records(request)
-            state = operations._writable(self.services, name)
-            await self._accept_once(state, request_id or "", records)
+            svc = self.services(account)
+            state = operations._writable(svc, name)
+            await self._accept_once(svc, state, request_id or "", records)
+            status, answer = 200, _answer(request_id, None)
+        except bodies.Disconnected:
+            return 0
+        except bodies.BodyTooLarge as exc:
+            status, answer = 413, _answer(request_id, str(exc))
+            close = not await bodies.discard(receive, int(length) if length.isdigit() else -1) \
+                and scope.get("http_version", "1.1").startswith("1")
         except ReceiverError as exc:
-            return exc.status, _answer(request_id, exc.message)
+            status, answer = exc.status, _answer(request_id, exc.message)
         except FirehoseError as exc:
-            status = 404 if exc.aws_type == "ResourceNotFoundException" else exc.status
-            return status, _answer(request_id, f"{exc.aws_type}: {exc.message}")
-        return 200, _answer(request_id, None)
+            status, answer = _status_of(exc), _answer(request_id, f"{exc.aws_type}: {exc.message}")
+        except Exception:
+            log.exception("Unexpected error receiving an HTTP endpoint delivery.", extra={"stream": name})
+            status, answer = 500, _answer(request_id, "An internal error occurred; the request can be retried.")
+        finally:
+            if granted:
+                self.door.budget.release(granted)
+        await send_response(send, status, answer, b"application/json", close=close)
+        return status
 
-    def _authorize(self, headers: dict[bytes, bytes]) -> None:
-        keys = self.services.settings.http_endpoint_receiver.access_keys
-        if not keys:
-            return
-        given = headers.get(b"x-amz-firehose-access-key", b"")
-        if not any(hmac.compare_digest(given, key.encode()) for key in keys):
-            raise ReceiverError(401, "The X-Amz-Firehose-Access-Key header is missing or not a configured key.")
+    def _authenticate(self, name: str, scope: dict[str, Any], headers: dict[bytes, bytes], signed: bool,
+                      digest: Any | None) -> str:
+        """The account the delivery is for; raises when the sender may not deliver to ``name``."""
+        if signed:
+            caller, principal = self.door.authenticate(scope, digest)
+            if principal is not None:
+                self.door.authorize(principal, caller, "PutRecordBatch", _stream_arn(name, caller))
+                return caller.account_id
+            if not self.door.principals.required:
+                return caller.account_id
+        keys = self.settings.http_endpoint_receiver.access_keys
+        if keys:
+            given = headers.get(b"x-amz-firehose-access-key", b"")
+            if not any(hmac.compare_digest(given, key.encode()) for key in keys):
+                raise ReceiverError(401, "The X-Amz-Firehose-Access-Key header is missing or not a configured key.")
+        elif self.door.principals.required:
+            raise ReceiverError(401, "Authentication is on: sign the request with SigV4 or send a configured "
+                                     "X-Amz-Firehose-Access-Key (http_endpoint_receiver.access_keys).")
+        return self.settings.account_id
 
-    async def _accept_once(self, state: Any, request_id: str, records: list[bytes]) -> None:
-        seen = self._seen.setdefault(state.name, OrderedDict())
+    async def _accept_once(self, svc: Services, state: Any, request_id: str, records: list[bytes]) -> None:
+        seen = self._seen.setdefault((svc.account_id, state.name), OrderedDict())
         if request_id and request_id in seen:
-            self.services.metrics.receiver_duplicates.labels(state.name).inc()
+            svc.metrics.receiver_duplicates.labels(state.name).inc()
             return
-        key = (state.name, request_id)
+        key = (svc.account_id, state.name, request_id)
         pending = self._pending.get(key) if request_id else None
         if pending is not None:  # the same request is being spooled right now: answer with its outcome
             await asyncio.shield(pending)
@@ -99,7 +172,7 @@ class HttpEndpointReceiver:
         if request_id:
             self._pending[key] = future
         try:
-            await _spool(self.services, state, records)
+            await _spool(svc, state, records)
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # retrieved: a waiter re-raises it, nobody else has to
@@ -132,17 +205,38 @@ async def _spool(svc: Services, state: Any, records: list[bytes]) -> None:
     await asyncio.gather(*(operations._accept(svc, state, c, arrival_ms, sum(map(len, c))) for c in chunks))
 
 
-def _parse(headers: dict[bytes, bytes], body: bytes) -> dict[str, Any]:
-    encoding = headers.get(b"content-encoding", b"").strip().lower()
-    if encoding == b"gzip":
-        try:
-            body = _gunzip(body)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise ReceiverError(400, f"Content-Encoding is gzip but the body does not decompress: {exc}") from exc
-    elif encoding not in (b"", b"identity"):
-        raise ReceiverError(415, f"Unsupported Content-Encoding {encoding.decode('latin-1')!r}; send gzip or none.")
+_FORBIDDEN = (AccessDeniedException, MissingAuthenticationTokenException, IncompleteSignatureException,
+              InvalidSignatureException, UnrecognizedClientException, ExpiredTokenException)
+
+
+def _status_of(exc: FirehoseError) -> int:
+    """The HTTP status a sender sees: 403 for authentication and authorization, 404 for no such stream."""
+    if isinstance(exc, _FORBIDDEN):
+        return 403
+    if isinstance(exc, ResourceNotFoundException):
+        return 404
+    return exc.status
+
+
+def _stream_arn(name: str, caller: Caller) -> str:
+    return f"arn:aws:firehose:{caller.region}:{caller.account_id}:deliverystream/{name}"
+
+
+#: A request of 10,000 records has about that many objects and commas; this many more is not one.
+_MAX_STRUCTURE = 3 * MAX_RECORDS + 64
+
+
+async def _parse(raw: bytes) -> dict[str, Any]:
+    if len(raw) >= _PARSE_OFF_LOOP:
+        return await asyncio.to_thread(_parse_now, raw)
+    return _parse_now(raw)
+
+
+def _parse_now(raw: bytes) -> dict[str, Any]:
+    if raw.count(b"{") + raw.count(b"[") + raw.count(b",") > _MAX_STRUCTURE:
+        raise ReceiverError(413, f"The body holds more JSON structure than {MAX_RECORDS} records can.")
     try:
-        request = orjson.loads(body)
+        request = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise ReceiverError(400, f"The body is not valid JSON: {exc}") from exc
     if not isinstance(request, dict):
@@ -150,16 +244,6 @@ def _parse(headers: dict[bytes, bytes], body: bytes) -> dict[str, Any]:
     if not isinstance(request.get("requestId"), str) or not request["requestId"]:
         raise ReceiverError(400, "requestId is required and must be a string.")
     return request
-
-
-def _gunzip(body: bytes) -> bytes:
-    out = zlib.decompressobj(wbits=31)
-    data = out.decompress(body, MAX_BODY_BYTES + 1)
-    if len(data) > MAX_BODY_BYTES or out.unconsumed_tail:
-        raise ReceiverError(413, f"The decompressed body exceeds {MAX_BODY_BYTES} bytes.")
-    if not out.eof:
-        raise EOFError("truncated gzip stream")
-    return data
 
 
 def _records(request: dict[str, Any]) -> list[bytes]:

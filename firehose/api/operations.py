@@ -1,92 +1,99 @@
 """One coroutine per Firehose operation, and the ``OPERATIONS`` table keyed by AWS name.
 
-Operations take the decoded JSON body and return the response body. They know
-nothing about HTTP; errors are raised as ``FirehoseError`` subclasses.
+Operations take the services of the caller's account and the request body,
+which the front door has already checked against the AWS model (types,
+required members, lengths, patterns, ranges), and return the answer's body.
+They know nothing about HTTP; errors are raised as ``FirehoseError``
+subclasses. Each entry of the table also says which resource the call acts on,
+for authorization.
 
-PutRecordBatch is the hot path and is written by hand: it validates the
-call-level limits, decodes every record's base64 with a SIMD decoder, rejects
-bad records *one by one* (a record with bad base64, no data, or over 1,000 KiB
-gets its own ``ErrorCode`` while the others are accepted), hands the good ones
-to the spool as one entry, and answers only when that entry is fsynced.
-Per-record rejection goes beyond AWS, which refuses the whole call for some of
-these; a client that resends failed entries then loses nothing but the bad
-record. Call-level problems (no records, over 500, over 4 MiB in total,
-unknown stream) still fail the whole call, as on AWS.
+PutRecordBatch is the hot path and validates itself: a fast check proves the
+call-level shape valid, and only when it fails does the model's validator run
+(so its answers are the validator's). It decodes every record's base64 with a
+SIMD decoder, rejects bad records *one by one* (a record with no data, data
+that is not base64, empty, or over 1,000 KiB gets its own ``ErrorCode`` while
+the others are accepted), hands the good ones to the spool as one entry, and
+answers only when that entry is fsynced. Per-record rejection goes beyond AWS,
+which refuses the whole call for some of these; a client that resends failed
+entries then loses nothing but the bad record. Call-level problems (no
+records, over 500, over 4 MiB in total, unknown stream) still fail the whole
+call, as on AWS.
 """
 
 from __future__ import annotations
 
 import binascii
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import pybase64
 from pydantic import ValidationError
 
 from firehose.api import shapes
-from firehose.awsjson import epoch_seconds, validation_message
 from firehose.catalog import DESTINATION_ID, Catalog, StreamState
-from firehose.definitions import DeliveryStreamDefinition, Shape
-from firehose.errors import (
-    InvalidArgumentException,
-    ResourceNotFoundException,
-    SerializationException,
-)
+from firehose.definitions import DeliveryStreamDefinition, validation_message
+from firehose.errors import InvalidArgumentException, ResourceNotFoundException, ServiceUnavailableException
+from firehose.frontdoor.door import Caller, Check, Operation
+from firehose.frontdoor.quotas import Quotas
+from firehose.frontdoor.wire import epoch_seconds
 from firehose.settings import Settings
 from firehose.spool import Spool, StreamSpool
 from firehose.telemetry import Metrics
 
 Body = dict[str, Any]
-M = TypeVar("M", bound=Shape)
+
+#: PutRecordBatch checks each record's data itself, so that a bad record fails alone.
+_PER_RECORD = frozenset({"Records.*.Data"})
 
 
 @dataclass
 class Services:
-    """What the operations need, handed in by the daemon."""
+    """What the operations need, for one account, handed in by the daemon."""
 
     catalog: Catalog
     spool: Spool
     stream_spool: Callable[[StreamState], StreamSpool]
     metrics: Metrics
     settings: Settings
+    account_id: str
+    quotas: Quotas
 
     def arn(self, name: str) -> str:
-        return f"arn:aws:firehose:{self.settings.region}:{self.settings.account_id}:deliverystream/{name}"
+        return f"arn:aws:firehose:{self.settings.region}:{self.account_id}:deliverystream/{name}"
 
 
-def _parse(model: type[M], body: Body) -> M:
+def stream_arn(body: Body, caller: Caller) -> str:
+    """The delivery stream a request names, as the resource it is authorized on."""
+    name = body.get("DeliveryStreamName")
+    return (f"arn:aws:firehose:{caller.region}:{caller.account_id}:deliverystream/"
+            f"{name if isinstance(name, str) else ''}")
+
+
+def _definition(body: Body) -> DeliveryStreamDefinition:
+    """The stream definition a CreateDeliveryStream body describes (the AWS model is already checked)."""
     try:
-        return model.model_validate(body)
+        return DeliveryStreamDefinition.model_validate(body)
     except ValidationError as exc:
         raise InvalidArgumentException(validation_message(exc)) from exc
 
 
-def _missing(member: str) -> InvalidArgumentException:
-    return InvalidArgumentException(
-        f"1 validation error detected: Value null at '{member}' failed to satisfy constraint: "
-        "Member must not be null")
-
-
-def _stream_name(body: Body) -> str:
+def _put_batch_checks(body: Body, check: Check) -> tuple[str, list[Any]]:
+    """(stream name, records) of a PutRecordBatch, proven valid by a fast check or by the model's validator."""
     name = body.get("DeliveryStreamName")
-    if not isinstance(name, str):
-        if name is None:
-            raise _missing("deliveryStreamName")
-        raise SerializationException("DeliveryStreamName must be a string")
-    if not 1 <= len(name) <= 64 or not shapes.STREAM_NAME_RE.match(name):
-        raise InvalidArgumentException(
-            f"1 validation error detected: Value '{name[:100]}' at 'deliveryStreamName' failed to satisfy "
-            "constraint: Member must satisfy regular expression pattern: [a-zA-Z0-9_.-]+ "
-            "and have length between 1 and 64")
-    return name
+    records = body.get("Records")
+    if not (type(name) is str and 0 < len(name) <= 64 and shapes.STREAM_NAME_RE.match(name)
+            and type(records) is list and 0 < len(records) <= shapes.MAX_BATCH_RECORDS
+            and all(type(r) is dict for r in records)):
+        check(skip=_PER_RECORD)
+    return name, records  # type: ignore[return-value]
 
 
 def _writable(svc: Services, name: str) -> StreamState:
     state = svc.catalog.find(name)
     if state is None:
-        raise ResourceNotFoundException(f"Firehose {name} under account {svc.settings.account_id} not found.")
+        raise ResourceNotFoundException(f"Firehose {name} under account {svc.account_id} not found.")
     status = state.status
     if status != "ACTIVE":
         raise ResourceNotFoundException(f"Firehose {name} is {status}, not ACTIVE; retry when it is ACTIVE.")
@@ -112,7 +119,11 @@ def _decode(record: Any, index: int) -> bytes | str:
     return raw
 
 
-def _decode_all(records: list[Any]) -> tuple[list[bytes], list[int | str] | None]:
+#: Per input record of a PutRecordBatch: its index in the spool entry, or (ErrorCode, ErrorMessage).
+Slot = int | tuple[str, str]
+
+
+def _decode_all(records: list[Any]) -> tuple[list[bytes], list[Slot] | None]:
     """Decode a batch: (good records, per-record slots or None when all are good).
 
     The common case, every record valid, runs as one comprehension; only a
@@ -126,17 +137,19 @@ def _decode_all(records: list[Any]) -> tuple[list[bytes], list[int | str] | None
     except (binascii.Error, ValueError, TypeError, KeyError):
         pass
     good = []
-    slots: list[int | str] = []  # per input record: index in the spool entry, or the error message
+    slots: list[Slot] = []
     for i, record in enumerate(records):
         raw = _decode(record, i)
         if isinstance(raw, str):
-            slots.append(raw)
+            slots.append(("InvalidArgumentException", raw))
         else:
             slots.append(len(good))
             good.append(raw)
     return good, slots
 
 
+_SLOW_DOWN = "Slow down."
+_THROTTLED = ("ServiceUnavailableException", _SLOW_DOWN)
 #: Record ids are <incarnation><entry seq, 16 hex><index in the entry, 4 hex>.
 _ID_SUFFIXES = [f"{i:04x}" for i in range(shapes.MAX_BATCH_RECORDS)]
 
@@ -153,17 +166,30 @@ async def _accept(svc: Services, state: StreamState, records: list[bytes], arriv
     return f"{state.incarnation}{seq:016x}"
 
 
-async def put_record_batch(svc: Services, body: Body) -> Body:
+def _admit(svc: Services, state: StreamState, good: list[bytes], slots: list[Slot] | None
+           ) -> tuple[list[bytes], list[Slot] | None]:
+    """Apply the stream's quota (``quotas:``): a call over the request rate fails as a whole, records
+    over the record or byte rate fail one by one with ServiceUnavailableException "Slow down."."""
+    quota = svc.quotas.stream(state.key)
+    if quota is None:
+        return good, slots
+    if not quota.admit_call():
+        svc.metrics.throttled_records.labels(state.name).inc(len(good))
+        raise ServiceUnavailableException(_SLOW_DOWN)
+    admitted = quota.admit_records([len(r) for r in good])
+    if admitted == len(good):
+        return good, slots
+    svc.metrics.throttled_records.labels(state.name).inc(len(good) - admitted)
+    if slots is None:
+        slots = list(range(len(good)))
+    slots = [_THROTTLED if isinstance(slot, int) and slot >= admitted else slot for slot in slots]
+    return good[:admitted], slots
+
+
+async def put_record_batch(svc: Services, body: Body, check: Check) -> Body:
     arrival_ms = int(time.time() * 1000)
-    name = _stream_name(body)
-    records = body.get("Records")
-    if not isinstance(records, list):
-        raise _missing("records")
+    name, records = _put_batch_checks(body, check)
     n = len(records)
-    if n == 0 or n > shapes.MAX_BATCH_RECORDS:
-        raise InvalidArgumentException(
-            f"1 validation error detected: Value '{n}' records at 'records' failed to satisfy constraint: "
-            f"Member must have length between 1 and {shapes.MAX_BATCH_RECORDS}")
     state = _writable(svc, name)
     good, slots = _decode_all(records)
     total = sum(map(len, good))
@@ -171,16 +197,18 @@ async def put_record_batch(svc: Services, body: Body) -> Body:
         raise InvalidArgumentException(
             f"Records total {total} bytes decoded; PutRecordBatch accepts at most {shapes.MAX_BATCH_BYTES} "
             "bytes per call.")
-    base = await _accept(svc, state, good, arrival_ms, total) if good else ""
+    invalid = n - len(good)
+    good, slots = _admit(svc, state, good, slots)
+    base = await _accept(svc, state, good, arrival_ms, sum(map(len, good))) if good else ""
     failed = n - len(good)
-    if failed:
-        svc.metrics.failed_records.labels(name, "InvalidArgumentException").inc(failed)
+    if invalid:
+        svc.metrics.failed_records.labels(name, "InvalidArgumentException").inc(invalid)
     if slots is None:  # every record accepted, in order
         responses = [{"RecordId": base + suffix} for suffix in _ID_SUFFIXES[:n]]
     else:
         responses = [
             {"RecordId": base + _ID_SUFFIXES[slot]} if isinstance(slot, int)
-            else {"ErrorCode": "InvalidArgumentException", "ErrorMessage": slot}
+            else {"ErrorCode": slot[0], "ErrorMessage": slot[1]}
             for slot in slots
         ]
     return {"FailedPutCount": failed, "Encrypted": False, "RequestResponses": responses}
@@ -188,15 +216,15 @@ async def put_record_batch(svc: Services, body: Body) -> Body:
 
 async def put_record(svc: Services, body: Body) -> Body:
     arrival_ms = int(time.time() * 1000)
-    name = _stream_name(body)
-    record = body.get("Record")
-    if not isinstance(record, dict):
-        raise _missing("record")
+    name, record = body["DeliveryStreamName"], body["Record"]
     state = _writable(svc, name)
     raw = _decode(record, 0)
     if isinstance(raw, str):
         raise InvalidArgumentException(raw.removeprefix("Record 0: "))
-    base = await _accept(svc, state, [raw], arrival_ms, len(raw))
+    good, slots = _admit(svc, state, [raw], None)
+    if not good:
+        raise ServiceUnavailableException(_SLOW_DOWN)
+    base = await _accept(svc, state, good, arrival_ms, len(raw))
     return {"RecordId": base + _ID_SUFFIXES[0], "Encrypted": False}
 
 
@@ -204,20 +232,17 @@ async def put_record(svc: Services, body: Body) -> Body:
 
 
 async def create_delivery_stream(svc: Services, body: Body) -> Body:
-    definition = _parse(DeliveryStreamDefinition, body)
-    state = svc.catalog.create(definition, origin="api")
+    state = svc.catalog.create(_definition(body), origin="api")
     return {"DeliveryStreamARN": svc.arn(state.name)}
 
 
 async def delete_delivery_stream(svc: Services, body: Body) -> Body:
-    req = _parse(shapes.DeleteDeliveryStreamInput, body)
-    svc.catalog.delete(req.delivery_stream_name)
+    svc.catalog.delete(body["DeliveryStreamName"])
     return {}
 
 
 async def describe_delivery_stream(svc: Services, body: Body) -> Body:
-    req = _parse(shapes.DescribeDeliveryStreamInput, body)
-    state = svc.catalog.get(req.delivery_stream_name)
+    state = svc.catalog.get(body["DeliveryStreamName"])
     return {"DeliveryStreamDescription": describe(svc, state)}
 
 
@@ -297,51 +322,45 @@ def _throughput_hint(state: StreamState) -> int:
 
 
 async def list_delivery_streams(svc: Services, body: Body) -> Body:
-    req = _parse(shapes.ListDeliveryStreamsInput, body)
-    names = svc.catalog.names(req.delivery_stream_type)
-    if req.exclusive_start_delivery_stream_name:
-        names = [n for n in names if n > req.exclusive_start_delivery_stream_name]
-    limit = req.limit or 10
+    names = svc.catalog.names(body.get("DeliveryStreamType"))
+    start = body.get("ExclusiveStartDeliveryStreamName")
+    if start:
+        names = [n for n in names if n > start]
+    limit = body.get("Limit") or 10
     return {"DeliveryStreamNames": names[:limit], "HasMoreDeliveryStreams": len(names) > limit}
 
 
 async def update_destination(svc: Services, body: Body) -> Body:
-    req = _parse(shapes.UpdateDestinationInput, body)
     given = [m for m in shapes.DESTINATION_UPDATE_MEMBERS if body.get(m) is not None]
     if len(given) != 1:
         raise InvalidArgumentException(
             "Exactly one destination update is required (e.g. ExtendedS3DestinationUpdate); "
             f"got {len(given)}.")
-    update = body[given[0]]
-    if not isinstance(update, dict):
-        raise SerializationException(f"{given[0]} must be a structure")
     try:
-        svc.catalog.update_destination(
-            req.delivery_stream_name, req.current_delivery_stream_version_id, req.destination_id, given[0], update)
+        svc.catalog.update_destination(body["DeliveryStreamName"], body["CurrentDeliveryStreamVersionId"],
+                                       body["DestinationId"], given[0], body[given[0]])
     except ValidationError as exc:
         raise InvalidArgumentException(validation_message(exc)) from exc
     return {}
 
 
 async def tag_delivery_stream(svc: Services, body: Body) -> Body:
-    req = _parse(shapes.TagDeliveryStreamInput, body)
-    svc.catalog.tag(req.delivery_stream_name, [(t.key, t.value or "") for t in req.tags])
+    svc.catalog.tag(body["DeliveryStreamName"], [(t["Key"], t.get("Value") or "") for t in body["Tags"]])
     return {}
 
 
 async def untag_delivery_stream(svc: Services, body: Body) -> Body:
-    req = _parse(shapes.UntagDeliveryStreamInput, body)
-    svc.catalog.untag(req.delivery_stream_name, req.tag_keys)
+    svc.catalog.untag(body["DeliveryStreamName"], body["TagKeys"])
     return {}
 
 
 async def list_tags_for_delivery_stream(svc: Services, body: Body) -> Body:
-    req = _parse(shapes.ListTagsForDeliveryStreamInput, body)
-    state = svc.catalog.get(req.delivery_stream_name)
+    state = svc.catalog.get(body["DeliveryStreamName"])
     keys = sorted(state.tags)
-    if req.exclusive_start_tag_key:
-        keys = [k for k in keys if k > req.exclusive_start_tag_key]
-    limit = req.limit or 50
+    start = body.get("ExclusiveStartTagKey")
+    if start:
+        keys = [k for k in keys if k > start]
+    limit = body.get("Limit") or 50
     return {
         "Tags": [{"Key": k, "Value": state.tags[k]} for k in keys[:limit]],
         "HasMoreTags": len(keys) > limit,
@@ -349,28 +368,26 @@ async def list_tags_for_delivery_stream(svc: Services, body: Body) -> Body:
 
 
 async def start_delivery_stream_encryption(svc: Services, body: Body) -> Body:
-    svc.catalog.get(_stream_name(body))
+    svc.catalog.get(body["DeliveryStreamName"])
     raise InvalidArgumentException("Server-side encryption of delivery streams is not supported by this daemon yet.")
 
 
 async def stop_delivery_stream_encryption(svc: Services, body: Body) -> Body:
-    svc.catalog.get(_stream_name(body))
+    svc.catalog.get(body["DeliveryStreamName"])
     raise InvalidArgumentException("Server-side encryption of delivery streams is not supported by this daemon yet.")
 
 
-Operation = Callable[[Services, Body], Awaitable[Body]]
-
 OPERATIONS: dict[str, Operation] = {
-    "PutRecord": put_record,
-    "PutRecordBatch": put_record_batch,
-    "CreateDeliveryStream": create_delivery_stream,
-    "DeleteDeliveryStream": delete_delivery_stream,
-    "DescribeDeliveryStream": describe_delivery_stream,
-    "ListDeliveryStreams": list_delivery_streams,
-    "UpdateDestination": update_destination,
-    "TagDeliveryStream": tag_delivery_stream,
-    "UntagDeliveryStream": untag_delivery_stream,
-    "ListTagsForDeliveryStream": list_tags_for_delivery_stream,
-    "StartDeliveryStreamEncryption": start_delivery_stream_encryption,
-    "StopDeliveryStreamEncryption": stop_delivery_stream_encryption,
+    "PutRecord": Operation(put_record, stream_arn),
+    "PutRecordBatch": Operation(put_record_batch, stream_arn, self_validating=True),
+    "CreateDeliveryStream": Operation(create_delivery_stream, stream_arn),
+    "DeleteDeliveryStream": Operation(delete_delivery_stream, stream_arn),
+    "DescribeDeliveryStream": Operation(describe_delivery_stream, stream_arn),
+    "ListDeliveryStreams": Operation(list_delivery_streams),
+    "UpdateDestination": Operation(update_destination, stream_arn),
+    "TagDeliveryStream": Operation(tag_delivery_stream, stream_arn),
+    "UntagDeliveryStream": Operation(untag_delivery_stream, stream_arn),
+    "ListTagsForDeliveryStream": Operation(list_tags_for_delivery_stream, stream_arn),
+    "StartDeliveryStreamEncryption": Operation(start_delivery_stream_encryption, stream_arn),
+    "StopDeliveryStreamEncryption": Operation(stop_delivery_stream_encryption, stream_arn),
 }

@@ -1,19 +1,20 @@
-"""Request models and limits of the Firehose API (spec: firehose-api.md §3-4).
+"""Limits of the Firehose API that the operations check by hand (spec: firehose-api.md §3-4).
 
-The data-plane limits are named constants because the hot path checks them by
-hand (building a pydantic model per record would cost more than the rest of
-PutRecordBatch). Control-plane requests are validated with pydantic models;
-CreateDeliveryStream is the stream definition itself.
+Request shapes themselves (types, lengths, patterns, ranges) come from the AWS
+model and are checked by the front door (``firehose.frontdoor.shapes``); what
+is here are the limits AWS enforces beyond the model, and those the ingest hot
+path checks itself because building anything per record would cost more than
+the rest of PutRecordBatch.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Any
 
-from pydantic import Field
-
-from firehose.definitions import STREAM_NAME_PATTERN, Shape, StreamName, Tag
+from firehose.definitions import STREAM_NAME_PATTERN
+from firehose.errors import InvalidArgumentException
+from firehose.frontdoor.shapes import ServiceShapes
 
 MAX_BATCH_RECORDS = 500
 MAX_RECORD_BYTES = 1_024_000  # 1,000 KiB, decoded
@@ -22,49 +23,6 @@ MAX_BATCH_BYTES = 4 * 1024 * 1024  # decoded data per PutRecordBatch call
 MAX_BODY_BYTES = 8 * 1024 * 1024
 
 STREAM_NAME_RE = re.compile(STREAM_NAME_PATTERN)
-
-TagKey = Annotated[str, Field(min_length=1, max_length=128)]
-DestinationId = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[a-zA-Z0-9-]+$")]
-
-
-class DescribeDeliveryStreamInput(Shape):
-    delivery_stream_name: StreamName
-    limit: Annotated[int, Field(ge=1, le=10000)] | None = None
-    exclusive_start_destination_id: DestinationId | None = None
-
-
-class ListDeliveryStreamsInput(Shape):
-    limit: Annotated[int, Field(ge=1, le=10000)] | None = None
-    delivery_stream_type: Literal["DirectPut", "KinesisStreamAsSource", "MSKAsSource", "DatabaseAsSource"] | None = None
-    exclusive_start_delivery_stream_name: StreamName | None = None
-
-
-class DeleteDeliveryStreamInput(Shape):
-    delivery_stream_name: StreamName
-    allow_force_delete: bool | None = None
-
-
-class UpdateDestinationInput(Shape):
-    delivery_stream_name: StreamName
-    current_delivery_stream_version_id: Annotated[str, Field(min_length=1, max_length=50, pattern=r"^[0-9]+$")]
-    destination_id: DestinationId
-
-
-class TagDeliveryStreamInput(Shape):
-    delivery_stream_name: StreamName
-    tags: Annotated[list[Tag], Field(min_length=1, max_length=50)]
-
-
-class UntagDeliveryStreamInput(Shape):
-    delivery_stream_name: StreamName
-    tag_keys: Annotated[list[TagKey], Field(min_length=1, max_length=50)]
-
-
-class ListTagsForDeliveryStreamInput(Shape):
-    delivery_stream_name: StreamName
-    exclusive_start_tag_key: TagKey | None = None
-    limit: Annotated[int, Field(ge=1, le=50)] | None = None
-
 
 #: Members of UpdateDestination that carry the new destination settings.
 DESTINATION_UPDATE_MEMBERS = (
@@ -79,3 +37,18 @@ DESTINATION_UPDATE_MEMBERS = (
     "SnowflakeDestinationUpdate",
     "IcebergDestinationUpdate",
 )
+
+#: Where the daemon deliberately accepts more than AWS's model: ZSTD compression, plain-HTTP endpoints
+#: on a private network, and PostgreSQL (any host) for the Redshift destination's load mode.
+MODEL_OVERRIDES: dict[str, dict[str, Any]] = {
+    "CompressionFormat": {"enum": ["UNCOMPRESSED", "GZIP", "ZIP", "Snappy", "HADOOP_SNAPPY", "ZSTD"]},
+    "HttpEndpointUrl": {"pattern": "https?://.*"},
+    "ElasticsearchClusterEndpoint": {"pattern": "https?:.*"},
+    "AmazonopensearchserviceClusterEndpoint": {"pattern": "https?:.*"},
+    "AmazonOpenSearchServerlessCollectionEndpoint": {"pattern": "https?:.*"},
+    "ClusterJDBCURL": {"pattern": r"jdbc:(redshift|postgresql)://[^/:]+(:\d{1,5})?/[A-Za-z0-9_$-]+"},
+}
+
+#: The Firehose API's request shapes (Firehose's model has no ValidationException: constraint
+#: violations are InvalidArgumentException).
+SHAPES = ServiceShapes.load("firehose", validation_error=InvalidArgumentException, overrides=MODEL_OVERRIDES)

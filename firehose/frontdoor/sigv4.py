@@ -35,7 +35,9 @@ Invariants:
 HTTP/2: Hypercorn (0.18) never shows ``:authority`` to the app; it strips pseudo-headers and puts a
 ``host`` header first whose value is ``:authority`` (or the client's ``host`` when there is no
 authority). So a signed ``host`` always has a value. Should another server pass ``:authority``
-through without ``host``, the verifier uses it for the signed ``host``.
+through without ``host``, the verifier uses it for the signed ``host``. The other way round too:
+the JavaScript SDK v3 over HTTP/2 sends no ``host`` and signs ``:authority`` in its place, so a
+signed ``:authority`` satisfies the host rule and takes the ``host`` value the server derived from it.
 """
 
 from __future__ import annotations
@@ -123,6 +125,10 @@ class SignedBy:
     service: str  # from the credential scope
 
 
+#: HTTP/2 names the host ``:authority``; each stands in for the other when only one is present.
+_AUTHORITY = {b"host": b":authority", b":authority": b"host"}
+
+
 class _Request:
     """The header pairs of one request, looked up by name; repeated names keep every value in order."""
 
@@ -154,8 +160,8 @@ class _Request:
         if self.multi is not None and key in self.multi:
             return ",".join(" ".join(v.decode("latin-1").split()) for v in self.multi[key])
         value = self.single.get(key)
-        if value is None and key == b"host":
-            value = self.single.get(b":authority")
+        if value is None and key in _AUTHORITY:
+            value = self.single.get(_AUTHORITY[key])
         return "" if value is None else " ".join(value.decode("latin-1").split())
 
 
@@ -463,7 +469,7 @@ def _query_params(query: str) -> dict[str, str]:
 
 def _check_signed_headers(claim: _Claim, names: list[str]) -> None:
     """Step 10: host must be signed (AWS's rule); so must the dating header and a token header (ours)."""
-    if "host" not in names:
+    if "host" not in names and ":authority" not in names:
         raise InvalidSignatureException(HOST_NOT_SIGNED)
     if claim.date_header is not None and claim.date_header not in names:
         raise InvalidSignatureException(DATE_NOT_SIGNED if claim.date_header == "x-amz-date" else HTTP_DATE_NOT_SIGNED)

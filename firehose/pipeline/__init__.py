@@ -62,7 +62,7 @@ class Pipeline:
             clock=clock)
         self.feeder: Feeder | None = None
         if self.mode == PROC:
-            arn = f"arn:aws:firehose:{settings.region}:{settings.account_id}:deliverystream/{state.name}"
+            arn = f"arn:aws:firehose:{settings.region}:{state.account_id}:deliverystream/{state.name}"
             source = state.definition.kinesis_stream_source_configuration
             processor = Processor(config.plan, config.keys, workers, stream_arn=arn, region=settings.region,
                                   source_arn=source.kinesis_stream_arn if source else None)

@@ -10,6 +10,7 @@ refused up front with the reason.
 
 from __future__ import annotations
 
+import fnmatch
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,6 +92,33 @@ class StreamConfig:
         return self.object_store
 
 
+def endpoint_url(dest: Any, settings: Settings) -> str | None:
+    """The URL an HTTP-based destination (HTTP endpoint, Splunk, OpenSearch) sends to, if it is one."""
+    if isinstance(dest, definitions.HttpEndpointDestinationConfiguration):
+        return dest.endpoint_configuration.url
+    if isinstance(dest, definitions.SplunkDestinationConfiguration):
+        return dest.hec_endpoint
+    if isinstance(dest, definitions.ElasticsearchDestinationConfiguration):
+        return dest.cluster_endpoint or settings.domains.get(dest.domain_arn or "")
+    if isinstance(dest, definitions.AmazonOpenSearchServerlessDestinationConfiguration):
+        return dest.collection_endpoint
+    return None
+
+
+def _check_endpoint(dest: Any, settings: Settings) -> None:
+    """``http.allowed_endpoints``: an HTTP-based destination may only point where the operator allows.
+
+    Without it anyone who may create a stream could make the daemon post to any URL it can reach,
+    internal services included."""
+    allowed = settings.http.allowed_endpoints
+    url = endpoint_url(dest, settings)
+    if not allowed or url is None:
+        return
+    if not any(fnmatch.fnmatchcase(url, pattern) for pattern in allowed):
+        raise ValueError(f"the endpoint {url} is not allowed here: http.allowed_endpoints permits only "
+                         + ", ".join(allowed))
+
+
 def _conversion(cfg: ExtendedS3DestinationConfiguration, settings: Settings) -> Conversion | None:
     conv = cfg.format_conversion
     if not conv:
@@ -122,6 +150,8 @@ def _conversion(cfg: ExtendedS3DestinationConfiguration, settings: Settings) -> 
 def check_definition(definition: DeliveryStreamDefinition, settings: Settings) -> StreamConfig:
     """Deep validation: everything a definition needs to run here (ValueError with the reason)."""
     config = StreamConfig.build(definition, 1, settings)
+    if not definition.is_s3:
+        _check_endpoint(definition.record_destination, settings)
     if config.encrypt:
         enc = settings.encryption
         if not encrypt.Keyring.load(directory=enc.keys_dir, env_prefix=enc.env_prefix).ids:

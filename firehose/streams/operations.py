@@ -1,15 +1,19 @@
-"""The Kinesis_20131202.* operations: validate a request as AWS does, call the store, shape the answer.
+"""The Kinesis_20131202.* operations: the AWS checks beyond the model, a call to the store, the answer.
 
-Requests arrive as plain dicts from either wire form: in JSON, blobs are
-base64 strings and timestamps epoch seconds; in CBOR (``cbor.py``), blobs are
-bytes and timestamps already epoch seconds. Answers use bytes for blobs and
-epoch seconds for timestamps, and each wire form encodes them its own way.
+Requests arrive as plain dicts from either wire form, already checked by the
+front door against the AWS model (types, required members, lengths, patterns,
+ranges, enums: ``firehose.frontdoor.shapes``): in JSON, blobs are base64
+strings and timestamps epoch seconds; in CBOR, blobs are bytes and timestamps
+already epoch seconds. Answers use bytes for blobs and epoch seconds for
+timestamps, and each wire form encodes them its own way. Each operation acts
+on the shard store of the caller's account.
 
-Validation follows AWS's order and wording: shape constraints first, all of
-them reported together as a ``ValidationException`` ("1 validation error
-detected: Value ... at 'streamName' failed to satisfy constraint: ..."), then
-the operation's own checks (``InvalidArgumentException``,
-``ResourceNotFoundException`` ...).
+What is left here are the checks AWS makes beyond the model, with its
+exception types and wording (``InvalidArgumentException``,
+``ResourceNotFoundException`` ...). PutRecords, the hot path, validates
+itself: plain records take a short path, and anything else goes through the
+model's validator, so the answers are the validator's either way. The table
+at the end also says which resource each call acts on, for authorization.
 """
 
 from __future__ import annotations
@@ -19,101 +23,49 @@ import binascii
 import hashlib
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 import pybase64
 
-from firehose.streams import hashkeys, sequence
+from firehose.frontdoor.door import Caller, Operation
+from firehose.frontdoor.shapes import ServiceShapes
+from firehose.streams import hashkeys, iterators
 from firehose.streams.errors import (
     ExpiredNextTokenException,
     InvalidArgumentException,
     ProvisionedThroughputExceededException,
     ResourceInUseException,
     ResourceNotFoundException,
-    SerializationException,
     ValidationException,
 )
 from firehose.streams.store import ON_DEMAND_SHARDS, Shard, ShardStore, Stream
 
 Request = dict[str, Any]
-Handler = Callable[[ShardStore, Request], Awaitable[dict[str, Any]]]
+#: Validates the whole request against the model (the wire form's conventions bound in); raises its error.
+Check = Callable[..., None]
+
+#: The Kinesis API's request shapes. Records need a PartitionKey: the model made it optional for
+#: on-demand streams that distribute records themselves (RecordDistributionStrategy AUTO), which the
+#: sidecar does not offer.
+SHAPES = ServiceShapes.load("kinesis", validation_error=ValidationException, overrides={
+    "PutRecordInput": {"required": ["Data", "PartitionKey"]},
+    "PutRecordsRequestEntry": {"required": ["Data", "PartitionKey"]},
+})
 
 _NAME = re.compile(r"[a-zA-Z0-9_.-]+")
-_ARN = re.compile(r"arn:aws.*:kinesis:.*:\d{12}:stream/\S+")
-_SHARD_ID = re.compile(r"[a-zA-Z0-9_.-]+")
 _TOKEN_TTL_S = 300
-_ITERATOR_TYPES = ("AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER", "TRIM_HORIZON", "LATEST", "AT_TIMESTAMP")
-_FILTER_TYPES = ("AFTER_SHARD_ID", "AT_TRIM_HORIZON", "FROM_TRIM_HORIZON", "AT_LATEST", "AT_TIMESTAMP",
-                 "FROM_TIMESTAMP")
 MAX_PUT_RECORDS = 500
 MAX_PUT_RECORDS_BYTES = 5 * 1024 * 1024
 
 
-class _Checks:
-    """Collects shape violations so they are reported together, as AWS does."""
-
-    def __init__(self, request: Request) -> None:
-        self.request = request
-        self.errors: list[str] = []
-
-    def fail(self, value: Any, member: str, constraint: str) -> None:
-        shown = "null" if value is None else f"'{value}'" if not isinstance(value, (int, float)) else str(value)
-        self.errors.append(f"Value {shown} at '{member}' failed to satisfy constraint: {constraint}")
-
-    def _member(self, name: str, required: bool) -> tuple[Any, str]:
-        """The request's value of ``name`` and its member name in messages (``StreamName`` is
-        ``streamName``); a missing required member is recorded as a violation."""
-        value = self.request.get(name)
-        member = name[:1].lower() + name[1:]
-        if value is None and required:
-            self.fail(None, member, "Member must not be null")
-        return value, member
-
-    def string(self, name: str, *, required: bool = False, min_len: int = 1, max_len: int | None = None,
-               pattern: re.Pattern[str] | None = None, pattern_text: str = "") -> str | None:
-        value, member = self._member(name, required)
-        if value is None:
-            return None
-        if not isinstance(value, str):
-            raise SerializationException(f"Unexpected value type for {name}: expected a string.")
-        if len(value) < min_len:
-            self.fail(value, member, f"Member must have length greater than or equal to {min_len}")
-        elif max_len is not None and len(value) > max_len:
-            self.fail(value, member, f"Member must have length less than or equal to {max_len}")
-        elif pattern is not None and not pattern.fullmatch(value):
-            self.fail(value, member, f"Member must satisfy regular expression pattern: {pattern_text}")
-        return value
-
-    def integer(self, name: str, *, required: bool = False, low: int | None = None,
-                high: int | None = None) -> int | None:
-        value, member = self._member(name, required)
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise SerializationException(f"Unexpected value type for {name}: expected an integer.")
-        if low is not None and value < low:
-            self.fail(value, member, f"Member must have value greater than or equal to {low}")
-        elif high is not None and value > high:
-            self.fail(value, member, f"Member must have value less than or equal to {high}")
-        return value
-
-    def done(self) -> None:
-        if self.errors:
-            n = len(self.errors)
-            raise ValidationException(f"{n} validation error{'s' if n > 1 else ''} detected: "
-                                      + "; ".join(self.errors))
-
-
-def _stream_name(store: ShardStore, request: Request, checks: _Checks) -> str:
+def _stream_name(store: ShardStore, request: Request) -> str:
     """The stream a request names by StreamName or StreamARN (or both, if they agree)."""
-    name = checks.string("StreamName", max_len=128, pattern=_NAME, pattern_text="[a-zA-Z0-9_.-]+")
-    arn = checks.string("StreamARN", max_len=2048, pattern=_ARN,
-                        pattern_text="arn:aws.*:kinesis:.*:\\d{12}:stream/\\S+")
+    name, arn = request.get("StreamName"), request.get("StreamARN")
     if name is None and arn is None:
-        checks.fail(None, "streamName", "Member must not be null")
-    checks.done()
+        raise ValidationException("1 validation error detected: Value null at 'streamName' failed to satisfy "
+                                  "constraint: Member must not be null")
     if arn is not None:
         parts = arn.split(":", 5)
         from_arn = parts[5].removeprefix("stream/")
@@ -122,29 +74,15 @@ def _stream_name(store: ShardStore, request: Request, checks: _Checks) -> str:
         if parts[3] != store.options.region or parts[4] != store.options.account_id:
             raise ResourceNotFoundException(f"Stream {from_arn} under account {parts[4]} not found.")
         return from_arn
-    assert name is not None
-    return name
+    return str(name)
 
 
-def _blob(value: Any, member: str) -> bytes:
-    if isinstance(value, bytes):
-        return value
-    if not isinstance(value, str):
-        raise SerializationException(f"Unexpected value type for {member}: expected base64 data.")
-    try:
-        return pybase64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raise SerializationException(f"Base64 encoded data for {member} is invalid.") from None
+def _blob(value: Any) -> bytes:
+    """A blob the model check has passed: bytes from CBOR, base64 from JSON."""
+    return value if isinstance(value, bytes) else pybase64.b64decode(value, validate=True)
 
 
-def _timestamp_ms(value: Any, member: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        if isinstance(value, str):
-            try:
-                return int(float(value) * 1000)
-            except ValueError:
-                pass
-        raise SerializationException(f"Unexpected value type for {member}: expected a timestamp.")
+def _timestamp_ms(value: Any) -> int:
     return int(round(value * 1000))
 
 
@@ -156,42 +94,27 @@ def _secs(ms: int) -> float:
 
 
 async def create_stream(store: ShardStore, request: Request) -> dict[str, Any]:
-    checks = _Checks(request)
-    name = checks.string("StreamName", required=True, max_len=128, pattern=_NAME, pattern_text="[a-zA-Z0-9_.-]+")
-    count = checks.integer("ShardCount", low=1, high=100000)
-    max_kib = checks.integer("MaxRecordSizeInKiB", low=1024, high=10240)
-    checks.done()
-    mode_details = request.get("StreamModeDetails") or {}
-    mode = mode_details.get("StreamMode", "PROVISIONED") if isinstance(mode_details, dict) else None
-    if mode not in ("PROVISIONED", "ON_DEMAND"):
-        raise ValidationException(f"1 validation error detected: Value '{mode}' at 'streamModeDetails.streamMode' "
-                                  "failed to satisfy constraint: Member must satisfy enum value set: "
-                                  "[PROVISIONED, ON_DEMAND]")
+    name = request["StreamName"]
+    count = request.get("ShardCount")
+    max_kib = request.get("MaxRecordSizeInKiB")
+    mode = (request.get("StreamModeDetails") or {}).get("StreamMode", "PROVISIONED")
     if count is None:
         if mode == "PROVISIONED":
             raise InvalidArgumentException("ShardCount is required for PROVISIONED streams.")
         count = ON_DEMAND_SHARDS
     tags = request.get("Tags") or {}
     _check_tags(tags)
-    assert name is not None
     store.create_stream(name, count, mode=mode, tags=tags, max_record_kib=max_kib or 1024)
     return {}
 
 
-def _check_tags(tags: Any) -> None:
-    if not isinstance(tags, dict):
-        raise SerializationException("Tags must be a map of tag keys to values.")
-    for key, value in tags.items():
-        if not isinstance(key, str) or not 1 <= len(key) <= 128:
-            raise InvalidArgumentException(f"Tag key {key!r} must be 1 to 128 characters.")
-        if not isinstance(value, str) or len(value) > 256:
-            raise InvalidArgumentException(f"Tag value for {key!r} must be a string of at most 256 characters.")
+def _check_tags(tags: dict[str, str]) -> None:
     if len(tags) > 50:
         raise InvalidArgumentException("A stream cannot have more than 50 tags.")
 
 
 async def delete_stream(store: ShardStore, request: Request) -> dict[str, Any]:
-    name = _stream_name(store, request, _Checks(request))
+    name = _stream_name(store, request)
     store.delete_stream(name)
     return {}
 
@@ -225,12 +148,9 @@ def _common(stream: Stream) -> dict[str, Any]:
 
 
 async def describe_stream(store: ShardStore, request: Request) -> dict[str, Any]:
-    checks = _Checks(request)
-    limit = checks.integer("Limit", low=1, high=10000)
-    start = checks.string("ExclusiveStartShardId", max_len=128, pattern=_SHARD_ID,
-                          pattern_text="[a-zA-Z0-9_.-]+")
-    name = _stream_name(store, request, checks)
-    stream = store.stream(name)
+    limit = request.get("Limit")
+    start = request.get("ExclusiveStartShardId")
+    stream = store.stream(_stream_name(store, request))
     limit = min(limit or 100, 100)
     shards = [s for s in stream.shards if start is None or s.shard_id > start]
     page = shards[:limit]
@@ -241,7 +161,7 @@ async def describe_stream(store: ShardStore, request: Request) -> dict[str, Any]
 
 
 async def describe_stream_summary(store: ShardStore, request: Request) -> dict[str, Any]:
-    stream = store.stream(_stream_name(store, request, _Checks(request)))
+    stream = store.stream(_stream_name(store, request))
     summary = _common(stream)
     summary.update(OpenShardCount=len(stream.open_shards()), ConsumerCount=0,
                    MaxRecordSizeInKiB=stream.max_record_kib)
@@ -249,11 +169,9 @@ async def describe_stream_summary(store: ShardStore, request: Request) -> dict[s
 
 
 async def list_streams(store: ShardStore, request: Request) -> dict[str, Any]:
-    checks = _Checks(request)
-    limit = checks.integer("Limit", low=1, high=10000) or 100
-    start = checks.string("ExclusiveStartStreamName", max_len=128, pattern=_NAME, pattern_text="[a-zA-Z0-9_.-]+")
-    token = checks.string("NextToken", max_len=1048576)
-    checks.done()
+    limit = request.get("Limit") or 100
+    start = request.get("ExclusiveStartStreamName")
+    token = request.get("NextToken")
     if token is not None:
         start = _read_token(token, "ListStreams")["after"]
     names = sorted(n for n in store.streams if start is None or n > start)
@@ -276,12 +194,18 @@ def _make_token(body: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(orjson.dumps({**body, "t": int(time.time())})).decode()
 
 
-def _read_token(token: str, op: str) -> dict[str, Any]:
+def _token_body(token: str) -> dict[str, Any] | None:
     try:
         body = orjson.loads(base64.urlsafe_b64decode(token.encode()))
-        assert isinstance(body, dict) and body.get("op") == op
-    except (ValueError, AssertionError, orjson.JSONDecodeError):
-        raise InvalidArgumentException(f"Invalid NextToken: {token[:64]}") from None
+    except (ValueError, orjson.JSONDecodeError):
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _read_token(token: str, op: str) -> dict[str, Any]:
+    body = _token_body(token)
+    if body is None or body.get("op") != op or not isinstance(body.get("t"), (int, float)):
+        raise InvalidArgumentException(f"Invalid NextToken: {token[:64]}")
     if time.time() - body["t"] > _TOKEN_TTL_S:
         raise ExpiredNextTokenException(f"The token {token[:64]} has expired; tokens are valid for "
                                         f"{_TOKEN_TTL_S} seconds.")
@@ -289,12 +213,9 @@ def _read_token(token: str, op: str) -> dict[str, Any]:
 
 
 async def list_shards(store: ShardStore, request: Request) -> dict[str, Any]:
-    checks = _Checks(request)
-    token = checks.string("NextToken", max_len=1048576)
-    max_results = checks.integer("MaxResults", low=1, high=10000) or 1000
-    start = checks.string("ExclusiveStartShardId", max_len=128, pattern=_SHARD_ID,
-                          pattern_text="[a-zA-Z0-9_.-]+")
-    checks.done()
+    token = request.get("NextToken")
+    max_results = request.get("MaxResults") or 1000
+    start = request.get("ExclusiveStartShardId")
     shard_filter = request.get("ShardFilter")
     if token is not None:
         if request.get("StreamName") is not None or request.get("StreamARN") is not None:
@@ -305,7 +226,7 @@ async def list_shards(store: ShardStore, request: Request) -> dict[str, Any]:
         if stream is None or stream.created_ms != body["created"]:
             raise ResourceNotFoundException(f"Stream {name} under account {store.options.account_id} not found.")
     else:
-        stream = store.stream(_stream_name(store, request, checks))
+        stream = store.stream(_stream_name(store, request))
         if stream.status == "CREATING":
             raise ResourceInUseException(f"Stream {stream.name} under account {store.options.account_id} not "
                                          f"ACTIVE, instead in state {stream.status}")
@@ -324,10 +245,6 @@ def _filter_shards(stream: Stream, shard_filter: Any) -> list[Shard]:
     shards = sorted(stream.shards, key=lambda s: s.index)
     if shard_filter is None:
         return shards
-    if not isinstance(shard_filter, dict) or shard_filter.get("Type") not in _FILTER_TYPES:
-        raise ValidationException("1 validation error detected: Value at 'shardFilter.type' failed to satisfy "
-                                  "constraint: Member must satisfy enum value set: [" + ", ".join(_FILTER_TYPES)
-                                  + "]")
     kind = shard_filter["Type"]
     if kind == "AFTER_SHARD_ID":
         after = shard_filter.get("ShardId")
@@ -341,18 +258,14 @@ def _filter_shards(stream: Stream, shard_filter: Any) -> list[Shard]:
         return [s for s in shards if s.closed_ms is None or s.closed_ms >= cutoff]
     if "Timestamp" not in shard_filter:
         raise InvalidArgumentException(f"Timestamp is required for the {kind} shard filter.")
-    at = _timestamp_ms(shard_filter["Timestamp"], "ShardFilter.Timestamp")
+    at = _timestamp_ms(shard_filter["Timestamp"])
     if kind == "AT_TIMESTAMP":
         return [s for s in shards if s.created_ms <= at and (s.closed_ms is None or s.closed_ms > at)]
     return [s for s in shards if s.closed_ms is None or s.closed_ms >= at]
 
 
 async def _retention(store: ShardStore, request: Request, *, increase: bool) -> dict[str, Any]:
-    checks = _Checks(request)
-    hours = checks.integer("RetentionPeriodHours", required=True, low=1, high=100000)
-    name = _stream_name(store, request, checks)
-    assert hours is not None
-    store.set_retention(name, hours, increase=increase)
+    store.set_retention(_stream_name(store, request), request["RetentionPeriodHours"], increase=increase)
     return {}
 
 
@@ -365,111 +278,65 @@ async def decrease_retention(store: ShardStore, request: Request) -> dict[str, A
 
 
 async def split_shard(store: ShardStore, request: Request) -> dict[str, Any]:
-    checks = _Checks(request)
-    shard_id = checks.string("ShardToSplit", required=True, max_len=128, pattern=_SHARD_ID,
-                             pattern_text="[a-zA-Z0-9_.-]+")
-    new_start = checks.string("NewStartingHashKey", required=True, pattern=re.compile(r"0|([1-9]\d{0,38})"),
-                              pattern_text="0|([1-9]\\d{0,38})")
-    name = _stream_name(store, request, checks)
+    shard_id, new_start = request["ShardToSplit"], request["NewStartingHashKey"]
+    name = _stream_name(store, request)
     key = hashkeys.parse_hash_key(new_start)
     if key is None:
         raise InvalidArgumentException(f"NewStartingHashKey {new_start} is outside the hash key range "
                                        f"[0, {hashkeys.MAX_HASH_KEY}].")
-    assert shard_id is not None
     store.split_shard(name, shard_id, key)
     return {}
 
 
 async def merge_shards(store: ShardStore, request: Request) -> dict[str, Any]:
-    checks = _Checks(request)
-    first = checks.string("ShardToMerge", required=True, max_len=128, pattern=_SHARD_ID,
-                          pattern_text="[a-zA-Z0-9_.-]+")
-    second = checks.string("AdjacentShardToMerge", required=True, max_len=128, pattern=_SHARD_ID,
-                           pattern_text="[a-zA-Z0-9_.-]+")
-    name = _stream_name(store, request, checks)
-    assert first is not None and second is not None
-    store.merge_shards(name, first, second)
+    store.merge_shards(_stream_name(store, request), request["ShardToMerge"], request["AdjacentShardToMerge"])
     return {}
 
 
 async def update_shard_count(store: ShardStore, request: Request) -> dict[str, Any]:
-    checks = _Checks(request)
-    target = checks.integer("TargetShardCount", required=True, low=1, high=10000)
-    scaling = checks.string("ScalingType", required=True)
-    if scaling is not None and scaling != "UNIFORM_SCALING":
-        checks.fail(scaling, "scalingType", "Member must satisfy enum value set: [UNIFORM_SCALING]")
-    name = _stream_name(store, request, checks)
-    assert target is not None
+    target = request["TargetShardCount"]
+    name = _stream_name(store, request)
     current = store.update_shard_count(name, target)
     stream = store.stream(name)
     return {"StreamName": name, "CurrentShardCount": current, "TargetShardCount": target, "StreamARN": stream.arn}
 
 
 async def add_tags(store: ShardStore, request: Request) -> dict[str, Any]:
-    checks = _Checks(request)
-    name = _stream_name(store, request, checks)
-    tags = request.get("Tags")
-    if not tags:
-        raise ValidationException("1 validation error detected: Value null at 'tags' failed to satisfy constraint: "
-                                  "Member must not be null")
+    name = _stream_name(store, request)
+    tags = request["Tags"]
     _check_tags(tags)
     store.add_tags(name, tags)
     return {}
 
 
 async def list_tags(store: ShardStore, request: Request) -> dict[str, Any]:
-    checks = _Checks(request)
-    limit = checks.integer("Limit", low=1, high=50) or 50
-    start = checks.string("ExclusiveStartTagKey", max_len=128)
-    stream = store.stream(_stream_name(store, request, checks))
+    limit = request.get("Limit") or 50
+    start = request.get("ExclusiveStartTagKey")
+    stream = store.stream(_stream_name(store, request))
     keys = sorted(k for k in stream.tags if start is None or k > start)
     return {"Tags": [{"Key": k, "Value": stream.tags[k]} for k in keys[:limit]], "HasMoreTags": len(keys) > limit}
 
 
 async def remove_tags(store: ShardStore, request: Request) -> dict[str, Any]:
-    checks = _Checks(request)
-    keys = request.get("TagKeys")
-    if not isinstance(keys, list) or not 1 <= len(keys) <= 50:
-        checks.fail(None if keys is None else keys, "tagKeys",
-                    "Member must not be null" if keys is None else "Member must have length between 1 and 50")
-    name = _stream_name(store, request, checks)
-    store.remove_tags(name, keys)  # type: ignore[arg-type]
+    store.remove_tags(_stream_name(store, request), request["TagKeys"])
     return {}
 
 
 # -- data plane ----------------------------------------------------------------------------
 
 
-def _record(stream: Stream, item: Any, member: str) -> tuple[bytes, bytes, int]:
-    """(partition key bytes, data, hash key) of one record, or raise as AWS does."""
-    if not isinstance(item, dict):
-        raise SerializationException(f"{member} must be an object.")
-    data = item.get("Data")
-    key = item.get("PartitionKey")
-    checks = _Checks(item)
-    if data is None:
-        checks.fail(None, f"{member}.data", "Member must not be null")
-    if key is None:
-        checks.fail(None, f"{member}.partitionKey", "Member must not be null")
-    elif not isinstance(key, str):
-        raise SerializationException("Unexpected value type for PartitionKey: expected a string.")
-    elif not 1 <= len(key) <= 256:
-        checks.fail(key, f"{member}.partitionKey",
-                    "Member must have length " + ("greater than or equal to 1" if not key
-                                                  else "less than or equal to 256"))
-    explicit = item.get("ExplicitHashKey")
-    if explicit is not None and not (isinstance(explicit, str) and re.fullmatch(r"0|([1-9]\d{0,38})", explicit)):
-        checks.fail(explicit, f"{member}.explicitHashKey",
-                    "Member must satisfy regular expression pattern: 0|([1-9]\\d{0,38})")
-    checks.done()
-    blob = _blob(data, "Data")
-    key_bytes = key.encode("utf-8")  # type: ignore[union-attr]
+def _record(stream: Stream, item: Request, member: str) -> tuple[bytes, bytes, int]:
+    """(partition key bytes, data, hash key) of one record the model check has passed, or raise as AWS does."""
+    blob = _blob(item["Data"])
+    key = item["PartitionKey"]
+    key_bytes = key.encode("utf-8")
     limit = stream.max_record_kib * 1024
     if len(blob) + len(key_bytes) > limit:
         raise ValidationException(
             f"1 validation error detected: Value 'java.nio.HeapByteBuffer[pos=0 lim={len(blob)} cap={len(blob)}]' "
-            f"at '{member}.data' failed to satisfy constraint: Member must have length less than or equal to "
+            f"at '{member}data' failed to satisfy constraint: Member must have length less than or equal to "
             f"{limit - len(key_bytes)}")
+    explicit = item.get("ExplicitHashKey")
     if explicit is not None:
         hash_key = hashkeys.parse_hash_key(explicit)
         if hash_key is None:
@@ -477,21 +344,23 @@ def _record(stream: Stream, item: Any, member: str) -> tuple[bytes, bytes, int]:
                 "Invalid ExplicitHashKey. ExplicitHashKey must be in the range: [0, 2^128-1]. Specified value was "
                 f"{explicit}")
     else:
-        hash_key = hashkeys.hash_key(key)  # type: ignore[arg-type]
+        hash_key = hashkeys.hash_key(key)
     return key_bytes, blob, hash_key
 
 
-def _records(stream: Stream, items: list[Any]) -> list[tuple[bytes, bytes, int]]:
+def _records(stream: Stream, items: list[Any], check: Check) -> list[tuple[bytes, bytes, int]]:
     """Every record of a PutRecords call, checked; the common shape takes a short path.
 
     This loop runs for every record the sidecar stores, so plain records (string data and key,
-    no explicit hash key, within limits) skip the general checker; anything else, including
-    every error, goes through ``_record`` for AWS's exact wording.
+    no explicit hash key, within limits) skip the general checks; the first record that is not
+    plain has the whole request checked against the model (``check``), and then goes through
+    ``_record`` for AWS's exact wording of the checks beyond it.
     """
     out: list[tuple[bytes, bytes, int]] = []
     append = out.append
     limit = stream.max_record_kib * 1024
     b64decode, md5 = pybase64.b64decode, hashlib.md5
+    checked = False
     for i, item in enumerate(items):
         if type(item) is dict and len(item) == 2:
             data, key = item.get("Data"), item.get("PartitionKey")
@@ -506,18 +375,15 @@ def _records(stream: Stream, items: list[Any]) -> list[tuple[bytes, bytes, int]]
                         append((key_bytes, blob,
                                 int.from_bytes(md5(key_bytes, usedforsecurity=False).digest(), "big")))
                         continue
-        append(_record(stream, item, f"records.{i + 1}.member"))
+        if not checked:
+            check()
+            checked = True
+        append(_record(stream, item, f"records.{i + 1}.member."))
     return out
 
 
 async def put_record(store: ShardStore, request: Request) -> dict[str, Any]:
-    checks = _Checks(request)
-    name = _stream_name(store, request, checks)
-    ordering = request.get("SequenceNumberForOrdering")
-    if ordering is not None and not sequence.is_well_formed(ordering):
-        raise ValidationException(f"1 validation error detected: Value '{ordering}' at 'sequenceNumberForOrdering' "
-                                  "failed to satisfy constraint: Member must satisfy regular expression pattern: "
-                                  "0|([1-9]\\d{0,128})")
+    name = _stream_name(store, request)
     stream = store.stream(name, data_op=True)
     record = _record(stream, request, "")
     (result,) = await store.put(name, [record])
@@ -526,20 +392,15 @@ async def put_record(store: ShardStore, request: Request) -> dict[str, Any]:
     return {"ShardId": result.shard_id, "SequenceNumber": result.sequence_number, "EncryptionType": "NONE"}
 
 
-async def put_records(store: ShardStore, request: Request) -> dict[str, Any]:
-    checks = _Checks(request)
+async def put_records(store: ShardStore, request: Request, check: Check) -> dict[str, Any]:
     items = request.get("Records")
-    if items is None:
-        checks.fail(None, "records", "Member must not be null")
-    elif not isinstance(items, list):
-        raise SerializationException("Records must be a list.")
-    elif not 1 <= len(items) <= MAX_PUT_RECORDS:
-        checks.fail(f"[{len(items)} records]", "records",
-                    "Member must have length " + ("greater than or equal to 1" if not items
-                                                  else f"less than or equal to {MAX_PUT_RECORDS}"))
-    name = _stream_name(store, request, checks)
+    name = request.get("StreamName")
+    if not (type(items) is list and 0 < len(items) <= MAX_PUT_RECORDS and request.get("StreamARN") is None
+            and type(name) is str and 0 < len(name) <= 128 and _NAME.fullmatch(name)):
+        check()
+    name = _stream_name(store, request)
     stream = store.stream(name, data_op=True)
-    records = _records(stream, items)  # type: ignore[arg-type]
+    records = _records(stream, items, check)  # type: ignore[arg-type]
     total = sum(len(k) + len(d) for k, d, _h in records)
     if total > MAX_PUT_RECORDS_BYTES:
         raise InvalidArgumentException(f"Records size exceeds {MAX_PUT_RECORDS_BYTES // (1024 * 1024)} MB limit")
@@ -556,17 +417,9 @@ async def put_records(store: ShardStore, request: Request) -> dict[str, Any]:
 
 
 async def get_shard_iterator(store: ShardStore, request: Request) -> dict[str, Any]:
-    checks = _Checks(request)
-    shard_id = checks.string("ShardId", required=True, max_len=128, pattern=_SHARD_ID,
-                             pattern_text="[a-zA-Z0-9_.-]+")
-    kind = checks.string("ShardIteratorType", required=True)
-    if kind is not None and kind not in _ITERATOR_TYPES:
-        checks.fail(kind, "shardIteratorType", "Member must satisfy enum value set: [" + ", ".join(_ITERATOR_TYPES)
-                    + "]")
-    start_seq = checks.string("StartingSequenceNumber", pattern=re.compile(r"0|([1-9]\d{0,128})"),
-                              pattern_text="0|([1-9]\\d{0,128})")
-    name = _stream_name(store, request, checks)
-    assert shard_id is not None and kind is not None
+    shard_id, kind = request["ShardId"], request["ShardIteratorType"]
+    start_seq = request.get("StartingSequenceNumber")
+    name = _stream_name(store, request)
     timestamp_ms = None
     if kind in ("AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER") and start_seq is None:
         raise InvalidArgumentException(f"Must specify StartingSequenceNumber for {kind} type of ShardIterator.")
@@ -577,7 +430,7 @@ async def get_shard_iterator(store: ShardStore, request: Request) -> dict[str, A
         if request.get("Timestamp") is None:
             raise InvalidArgumentException("Must specify timestampInMillis parameter for iterator of type "
                                            "AT_TIMESTAMP. Current request has no timestamp parameter.")
-        timestamp_ms = _timestamp_ms(request["Timestamp"], "Timestamp")
+        timestamp_ms = _timestamp_ms(request["Timestamp"])
     elif request.get("Timestamp") is not None:
         raise InvalidArgumentException(f"Request specified timestampInMillis for {kind} type of ShardIterator, "
                                        "but it should not be specified.")
@@ -586,12 +439,7 @@ async def get_shard_iterator(store: ShardStore, request: Request) -> dict[str, A
 
 
 async def get_records(store: ShardStore, request: Request) -> dict[str, Any]:
-    checks = _Checks(request)
-    token = checks.string("ShardIterator", required=True, max_len=512)
-    limit = checks.integer("Limit", low=1, high=10000)
-    checks.done()
-    assert token is not None
-    result = store.get_records(token, limit or 10000)
+    result = store.get_records(request["ShardIterator"], request.get("Limit") or 10000)
     out: dict[str, Any] = {
         "Records": [{"SequenceNumber": r.sequence_number, "ApproximateArrivalTimestamp": r.arrival_ms / 1000,
                      "Data": r.data, "PartitionKey": r.partition_key} for r in result.records],
@@ -606,23 +454,51 @@ async def get_records(store: ShardStore, request: Request) -> dict[str, Any]:
     return out
 
 
-OPERATIONS: dict[str, Handler] = {
-    "CreateStream": create_stream,
-    "DeleteStream": delete_stream,
-    "DescribeStream": describe_stream,
-    "DescribeStreamSummary": describe_stream_summary,
-    "ListStreams": list_streams,
-    "ListShards": list_shards,
-    "PutRecord": put_record,
-    "PutRecords": put_records,
-    "GetShardIterator": get_shard_iterator,
-    "GetRecords": get_records,
-    "IncreaseStreamRetentionPeriod": increase_retention,
-    "DecreaseStreamRetentionPeriod": decrease_retention,
-    "SplitShard": split_shard,
-    "MergeShards": merge_shards,
-    "UpdateShardCount": update_shard_count,
-    "AddTagsToStream": add_tags,
-    "ListTagsForStream": list_tags,
-    "RemoveTagsFromStream": remove_tags,
+# -- what each call acts on, for authorization ----------------------------------------------
+
+
+def _arn(caller: Caller, name: Any) -> str:
+    return f"arn:aws:kinesis:{caller.region}:{caller.account_id}:stream/{name if isinstance(name, str) else ''}"
+
+
+def stream_arn(request: Request, caller: Caller) -> str:
+    """The stream a request names (by StreamARN, else StreamName)."""
+    arn = request.get("StreamARN")
+    return arn if isinstance(arn, str) and arn else _arn(caller, request.get("StreamName"))
+
+
+def iterator_stream_arn(request: Request, caller: Caller) -> str:
+    """GetRecords names no stream: its iterator does (read without trusting it; the store verifies it)."""
+    token = request.get("ShardIterator")
+    return _arn(caller, iterators.stream_of(token) if isinstance(token, str) else None)
+
+
+def shards_stream_arn(request: Request, caller: Caller) -> str:
+    """ListShards names its stream, or carries it in NextToken."""
+    token = request.get("NextToken")
+    if isinstance(token, str):
+        body = _token_body(token)
+        return _arn(caller, body.get("stream") if body else None)
+    return stream_arn(request, caller)
+
+
+OPERATIONS: dict[str, Operation] = {
+    "CreateStream": Operation(create_stream, stream_arn),
+    "DeleteStream": Operation(delete_stream, stream_arn),
+    "DescribeStream": Operation(describe_stream, stream_arn),
+    "DescribeStreamSummary": Operation(describe_stream_summary, stream_arn),
+    "ListStreams": Operation(list_streams),
+    "ListShards": Operation(list_shards, shards_stream_arn),
+    "PutRecord": Operation(put_record, stream_arn),
+    "PutRecords": Operation(put_records, stream_arn, self_validating=True),
+    "GetShardIterator": Operation(get_shard_iterator, stream_arn),
+    "GetRecords": Operation(get_records, iterator_stream_arn),
+    "IncreaseStreamRetentionPeriod": Operation(increase_retention, stream_arn),
+    "DecreaseStreamRetentionPeriod": Operation(decrease_retention, stream_arn),
+    "SplitShard": Operation(split_shard, stream_arn),
+    "MergeShards": Operation(merge_shards, stream_arn),
+    "UpdateShardCount": Operation(update_shard_count),
+    "AddTagsToStream": Operation(add_tags, stream_arn),
+    "ListTagsForStream": Operation(list_tags, stream_arn),
+    "RemoveTagsFromStream": Operation(remove_tags, stream_arn),
 }

@@ -15,11 +15,11 @@ import logging
 import signal
 from pathlib import Path
 
-from hypercorn.asyncio import serve
-from hypercorn.config import Config as HypercornConfig
-
+from firehose import listeners
+from firehose.accounts import ACCOUNT_ID, PerAccount, account_directory, stored_accounts
 from firehose.errors import ConfigError
-from firehose.settings import Settings
+from firehose.frontdoor.principals import Principals
+from firehose.settings import ACCOUNT_MEMBER, Settings, check_listener
 from firehose.spool.committer import GroupCommitter
 from firehose.streams import operations
 from firehose.streams.app import KinesisApp
@@ -33,24 +33,33 @@ def state_dir(settings: Settings) -> Path:
     return settings.kinesis.state_dir or settings.state_dir / "kinesis"
 
 
-def store_options(settings: Settings) -> StoreOptions:
+def store_options(settings: Settings, account: str | None = None) -> StoreOptions:
     k = settings.kinesis
-    return StoreOptions(account_id=settings.account_id, region=settings.region, shard_limit=k.shard_limit,
+    return StoreOptions(account_id=account or settings.account_id, region=settings.region, shard_limit=k.shard_limit,
                         create_delay_s=k.create_delay_seconds, delete_delay_s=k.delete_delay_seconds,
                         update_delay_s=k.update_delay_seconds, enforce_limits=k.enforce_limits,
                         segment_bytes=k.segment_bytes)
 
 
-async def declare_streams(store: ShardStore, settings: Settings, source: str) -> None:
-    """Create the config's streams that do not exist yet (existing ones are left as they are)."""
-    for i, body in enumerate(settings.kinesis.streams):
-        name = body.get("StreamName") if isinstance(body, dict) else None
+async def declare_streams(stores: PerAccount[ShardStore], settings: Settings, source: str) -> None:
+    """Create the config's streams that do not exist yet (existing ones are left as they are), each in
+    its account (its ``AccountId``, else the account config-declared streams belong to).
+
+    Declarations go through CreateStream's own validation, as a request would."""
+    for i, item in enumerate(settings.kinesis.streams):
+        name = item.get("StreamName")
+        where = f"stream {name!r}" if isinstance(name, str) else f"kinesis.streams[{i}]"
+        account = item.get(ACCOUNT_MEMBER, settings.account_id)
+        if not isinstance(account, str) or not ACCOUNT_ID.fullmatch(account):
+            raise ConfigError(f"{source}: kinesis {where}: AccountId must be a 12-digit account id")
+        store = stores.get(account)
         if isinstance(name, str) and name in store.streams:
             continue
+        body = {k: v for k, v in item.items() if k != ACCOUNT_MEMBER}
         try:
-            await operations.create_stream(store, dict(body))
+            operations.SHAPES.validator("CreateStream").validate(body)
+            await operations.create_stream(store, body)
         except FirehoseError as exc:
-            where = f"stream {name!r}" if name else f"kinesis.streams[{i}]"
             raise ConfigError(f"{source}: kinesis {where}: {exc.message}") from exc
 
 
@@ -59,13 +68,34 @@ class Sidecar:
 
     def __init__(self, settings: Settings, *, host: str, port: int, directory: Path,
                  committer: GroupCommitter | None = None, source: str = "<defaults>") -> None:
+        check_listener(host, settings.auth, "The Kinesis API")
         self.settings = settings
         self.host, self.port = host, port
-        self.store = ShardStore(directory, store_options(settings), committer)
-        self.app = KinesisApp(self.store)
+        self.directory = directory
+        self._own_committer = committer is None
+        self.committer = committer or GroupCommitter("shard-commit")
+        self._started = False
+        #: Each account's streams (see ``firehose.accounts``); the home account's store opens at once.
+        self.stores: PerAccount[ShardStore] = PerAccount(settings.account_id, self._make_store)
+        for account in stored_accounts(directory):
+            self.stores.get(account)
+        self.principals = Principals(settings.auth, settings.account_id)
+        self.app = KinesisApp(self.stores.get, settings, self.principals)
         self.source = source
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+
+    @property
+    def store(self) -> ShardStore:
+        """The home account's shard store."""
+        return self.stores.get(self.settings.account_id)
+
+    def _make_store(self, account: str) -> ShardStore:
+        directory = account_directory(self.directory, account, self.settings.account_id)
+        store = ShardStore(directory, store_options(self.settings, account), self.committer)
+        if self._started:
+            store.start()
+        return store
 
     @property
     def endpoint(self) -> str:
@@ -73,34 +103,26 @@ class Sidecar:
         return f"http://{host}:{self.port}"
 
     async def start(self) -> None:
-        await declare_streams(self.store, self.settings, self.source)
-        self.store.start()
-        config = HypercornConfig()
-        config.bind = [f"{self.host}:{self.port}"]
-        config.accesslog = None
-        config.keep_alive_timeout = 75
-        config.graceful_timeout = 5
+        await declare_streams(self.stores, self.settings, self.source)
+        for store in self.stores.values():
+            store.start()
+        self._started = True
+        tls = listeners.server_tls(self.settings.tls, listeners.H2_ALPN)
+        listener = listeners.Listener.bind(self.host, self.port, self.settings.limits, name="Kinesis API",
+                                           tls=tls)  # AddressInUse names the port
+        self.port = listener.port  # the port it got, when any was asked for (0)
         self._task = asyncio.get_running_loop().create_task(
-            serve(self.app, config, shutdown_trigger=self._stop.wait))  # type: ignore[arg-type]
+            listeners.serve_hypercorn(self.app, listener, shutdown_trigger=self._stop.wait))
         await self._wait_listening()
         log.info("Kinesis API listening.", extra={"host": self.host, "port": self.port,
-                                                  "streams": len(self.store.streams)})
+                                                  "streams": sum(len(s.streams) for s in self.stores.values())})
 
     async def _wait_listening(self) -> None:
-        for _ in range(500):
-            if self._task is not None and self._task.done():
-                await self._task  # failed to bind: raise it
-            try:
-                _reader, writer = await asyncio.open_connection(
-                    "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host, self.port)
-            except OSError:
-                await asyncio.sleep(0.01)
-                continue
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
-            return
-        raise OSError(f"the Kinesis API did not start listening on {self.host}:{self.port}")
+        """The socket is bound and listening before the server task starts (so no other process on the
+        port can pass for this one): let the task begin accepting, and raise if it failed at once."""
+        await asyncio.sleep(0)
+        if self._task is not None and self._task.done():
+            await self._task
 
     async def wait(self) -> None:
         if self._task is not None:
@@ -111,11 +133,14 @@ class Sidecar:
         if self._task is not None:
             with contextlib.suppress(Exception):
                 await self._task
-        await self.store.close()
+        for store in self.stores.values():
+            await store.close()
+        if self._own_committer:
+            self.committer.stop()
 
 
 async def run(settings: Settings, *, host: str, port: int, directory: Path, source: str) -> None:
-    """``firehose streams serve``: until SIGTERM or SIGINT."""
+    """``firehose streams serve``: until SIGTERM or SIGINT; SIGHUP reloads the TLS certificate."""
     sidecar = Sidecar(settings, host=host, port=port, directory=directory, source=source)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -123,6 +148,8 @@ async def run(settings: Settings, *, host: str, port: int, directory: Path, sour
             loop.add_signal_handler(sig, sidecar._stop.set)
     try:
         await sidecar.start()
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signal.SIGHUP, listeners.reload_tls)  # a renewed certificate; logs it
         await sidecar.wait()
     finally:
         await sidecar.stop()

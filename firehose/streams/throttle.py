@@ -11,44 +11,14 @@ its next call, which is AWS's documented behaviour.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
+
+from firehose.frontdoor.quotas import Bucket
 
 WRITE_RECORDS_PER_S = 1000
 WRITE_BYTES_PER_S = 1024 * 1024
 READ_CALLS_PER_S = 5
 READ_BYTES_PER_S = 2 * 1024 * 1024
-
-
-@dataclass
-class Bucket:
-    rate: float
-    #: Most tokens it holds (one second of rate unless given).
-    capacity: float | None = None
-    level: float | None = None
-    stamp: float = field(default_factory=time.monotonic)
-
-    def __post_init__(self) -> None:
-        if self.capacity is None:
-            self.capacity = self.rate
-        if self.level is None:
-            self.level = self.capacity
-
-    def _refill(self, now: float) -> None:
-        assert self.level is not None and self.capacity is not None
-        if now > self.stamp:  # a clock reading from before the last one adds nothing
-            self.level = min(self.capacity, self.level + (now - self.stamp) * self.rate)
-            self.stamp = now
-
-    def available(self, now: float | None = None) -> float:
-        self._refill(time.monotonic() if now is None else now)
-        assert self.level is not None
-        return self.level
-
-    def take(self, amount: float) -> None:
-        """Spend ``amount`` (may go negative: the debt is paid before the next call succeeds)."""
-        assert self.level is not None
-        self.level -= amount
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import gzip
+import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -118,7 +119,23 @@ def test_unknown_stream_is_404_and_large_requests_are_split_into_spool_entries(s
     d = start_daemon([local_stream("edge", size_mb=64, interval=0)])
     r = _post(d.endpoint, "nope", _delivery([b"a"]))
     assert r.status_code == 404 and "ResourceNotFoundException" in r.json()["errorMessage"]
-    records = [b"%05d\n" % i for i in range(2_000)] + [b"y" * 1_000_000 for _ in range(6)]
+    # Random bytes: they do not compress, so the gzip body stays within the inflation ratio cap.
+    records = [b"%05d\n" % i for i in range(2_000)] + [os.urandom(1_000_000) for _ in range(6)]
+    assert _post(d.endpoint, "edge", _delivery(records), gzipped=True).status_code == 200
+    wait_until(lambda: d.idle("edge"))
+    assert b"".join(_delivered(tmp_path / "out")) == b"".join(records)
+
+
+def test_a_gzip_body_that_inflates_beyond_the_ratio_cap_is_refused_unless_allowed(start_daemon: Any,
+                                                                                   tmp_path: Path) -> None:
+    """limits.max_decompression_ratio: a body of one repeated byte inflates about 1,000 times."""
+    records = [b"y" * 1_000_000 for _ in range(3)]
+    d = start_daemon([local_stream("edge", size_mb=64, interval=0)])
+    r = _post(d.endpoint, "edge", _delivery(records), gzipped=True)
+    assert r.status_code == 400 and "more than 200 times its size" in r.json()["errorMessage"]
+    d.stop()
+    d = start_daemon([local_stream("edge", size_mb=64, interval=0)], limits={"max_decompression_ratio": 2000},
+                     state_dir=tmp_path / "state2")
     assert _post(d.endpoint, "edge", _delivery(records), gzipped=True).status_code == 200
     wait_until(lambda: d.idle("edge"))
     assert b"".join(_delivered(tmp_path / "out")) == b"".join(records)

@@ -1,0 +1,99 @@
+"""The operator's endpoints on an API listener: ``/healthz``, ``/readyz`` and ``/metrics``, and who may read them.
+
+With authentication off every caller sees everything, as before. With
+``auth.mode: sigv4`` a load balancer still gets ``/healthz`` and a minimal
+``/readyz`` (the status and, when not ready, the reason; no destination URLs,
+stream names or error texts), while the detailed ``/readyz`` and ``/metrics``
+need an operator: a request signed by any configured principal, or
+``Authorization: Bearer <token>`` with one of ``auth.bearer_tokens`` (for
+scrapers that cannot sign). A separate listener (``metrics.listen``) serves
+them all without authentication, for a private network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from firehose.asgi import Receive, Send, send_response
+from firehose.errors import FirehoseError
+from firehose.frontdoor.principals import Principals
+from firehose.frontdoor.sigv4 import Verifier
+
+#: Returns (ready, details) for /readyz; details may name streams, destinations and errors.
+ReadinessProbe = Callable[[], tuple[bool, dict[str, Any]]]
+
+_JSON = b"application/json"
+EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+class OperatorRoutes:
+    """``GET``/``HEAD`` of the three operator paths for one listener."""
+
+    def __init__(self, readiness: ReadinessProbe, registry: CollectorRegistry, principals: Principals,
+                 verifier: Verifier | None, *, open_to_all: bool = False) -> None:
+        self.readiness = readiness
+        self.registry = registry
+        self.principals = principals
+        self.verifier = verifier
+        self.open_to_all = open_to_all or not principals.required
+
+    def handles(self, path: str, method: str) -> bool:
+        return path in ROUTES and method in ("GET", "HEAD")
+
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        path = scope["path"]
+        if path == "/healthz":
+            await send_response(send, 200, b'{"status":"ok"}', _JSON)
+            return
+        operator = self.open_to_all or self._is_operator(scope)
+        if path == "/readyz":
+            ready, details = self.readiness()
+            shown: dict[str, Any] = {"status": "ready" if ready else "not ready"}
+            if operator:
+                shown.update(details)
+            elif not ready and "reason" in details:
+                shown["reason"] = details["reason"]
+            await send_response(send, 200 if ready else 503, orjson.dumps(shown), _JSON)
+        elif not operator:
+            await send_response(send, 401, orjson.dumps({
+                "__type": "MissingAuthenticationTokenException",
+                "message": "Metrics need a signed request or a bearer token (auth.bearer_tokens)."}), _JSON,
+                extra=[(b"www-authenticate", b'Bearer realm="firehose"')])
+        else:
+            await send_response(send, 200, generate_latest(self.registry), CONTENT_TYPE_LATEST.encode())
+
+    def _is_operator(self, scope: dict[str, Any]) -> bool:
+        authorization = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
+        if authorization[:7].lower() == b"bearer ":
+            return self.principals.bearer_ok(authorization[7:].decode("latin-1").strip())
+        if self.verifier is None or not (authorization or b"X-Amz-Algorithm" in scope.get("query_string", b"")):
+            return False
+        raw_path = scope.get("raw_path") or scope["path"].encode()
+        try:
+            self.verifier.verify(method=scope["method"], path=raw_path.decode("latin-1"),
+                                 query=scope.get("query_string", b"").decode("latin-1"), headers=scope["headers"],
+                                 payload_sha256=EMPTY_SHA256)
+        except FirehoseError:
+            return False
+        return True
+
+
+class OperatorApp:
+    """The operator endpoints as an app of their own, for the ``metrics.listen`` listener."""
+
+    def __init__(self, routes: OperatorRoutes) -> None:
+        self.routes = routes
+
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        if self.routes.handles(scope["path"], scope["method"]):
+            await self.routes(scope, receive, send)
+        else:
+            await send_response(send, 404, b'{"message":"Not found: /healthz, /readyz and /metrics are served here."}',
+                                _JSON)

@@ -1,0 +1,136 @@
+"""The awsJson1_1 and CBOR wire forms both APIs speak: content types, targets, bodies, errors, ids.
+
+* ``application/x-amz-json-1.1`` is what boto3, the CLI and the JavaScript,
+  Go and .NET SDKs send; ``application/json`` is accepted for curl users.
+* ``application/x-amz-cbor-1.1`` is the AWS SDK for Java's default for Kinesis
+  (hence the KPL, the KCL and the Kinesis Agent): CBOR maps with the same
+  member names, blobs as byte strings, and timestamps as tag 1 holding
+  **milliseconds** (not the seconds RFC 8949 specifies) in both directions, so
+  a standard decoder would misread them; tag 1 is read and written here.
+* Errors are ``{"__type": ..., "message": ...}`` in the request's own wire form
+  (firehose-api.md §1.1; botocore reads ``__type``, then ``message``).
+* Timestamps in answers are epoch seconds (a JSON number), as AWS sends them.
+
+Decoding never raises anything but ``SerializationException``: a body that is
+not an object, is malformed, or nests deeper than the limit is refused with it.
+"""
+
+from __future__ import annotations
+
+import io
+import uuid
+from typing import Any
+
+import cbor2
+import orjson
+import pybase64
+
+from firehose.errors import SerializationException
+
+JSON = "application/x-amz-json-1.1"
+CBOR = "application/x-amz-cbor-1.1"
+JSON_BYTES = JSON.encode()
+CBOR_BYTES = CBOR.encode()
+#: Content types a JSON request may carry. application/json is accepted for curl users.
+JSON_TYPES = frozenset({JSON, "application/json"})
+
+#: Answer members that are timestamps (epoch seconds in the operations' answers).
+_CBOR_TIMESTAMPS = frozenset({"ApproximateArrivalTimestamp", "StreamCreationTimestamp"})
+#: A tag-1 value above this is taken to be milliseconds (10^11 s is in the year 5138).
+_MILLIS_ABOVE = 10**11
+
+
+def request_id() -> str:
+    return str(uuid.uuid4())
+
+
+def split_target(target: str, prefix: str) -> str | None:
+    """The operation named by ``X-Amz-Target`` if it belongs to ``prefix``."""
+    service, dot, operation = target.partition(".")
+    return operation if dot and service == prefix and operation else None
+
+
+def epoch_seconds(ms: int) -> float:
+    """AWS sends timestamps as epoch seconds (a JSON number)."""
+    return ms / 1000
+
+
+# -- requests ------------------------------------------------------------------------------
+
+
+def decode(raw: bytes, *, cbor: bool, max_depth: int | None) -> dict[str, Any]:
+    """A request body as the operations take it (JSON: blobs base64 strings; CBOR: bytes, timestamps as
+    epoch seconds). ``max_depth`` None leaves nesting to the parsers' own limits (1,024 for JSON, 400 for
+    CBOR): for operations whose fast path reads only flat members and never walks the rest."""
+    if not raw:
+        raise SerializationException("The request body is empty; send an object ({} for no parameters).")
+    try:
+        data = _decode_cbor(raw) if cbor else orjson.loads(raw)
+    except Exception as exc:  # orjson.JSONDecodeError, cbor2.CBORDecodeError, ValueError, RecursionError
+        kind = "CBOR" if cbor else "JSON"
+        raise SerializationException(f"The request body is not valid {kind}: {str(exc)[:200]}") from None
+    if not isinstance(data, dict):
+        if isinstance(data, list):
+            raise SerializationException("Start of list found where not expected")
+        raise SerializationException("The request body must be an object.")
+    if max_depth is not None and _may_exceed(raw, max_depth) and _depth_exceeds(data, max_depth):
+        raise SerializationException(f"The request body nests objects and arrays more than {max_depth} deep.")
+    return data
+
+
+def _may_exceed(raw: bytes, max_depth: int) -> bool:
+    """Cheap (C-speed) proof that a JSON body cannot nest deeper than ``max_depth``; CBOR is always walked."""
+    return raw[:1] not in (b"{", b" ", b"\n", b"\t", b"\r") or raw.count(b"{") + raw.count(b"[") > max_depth
+
+
+def _depth_exceeds(data: Any, limit: int) -> bool:
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    pop, push = stack.pop, stack.append
+    while stack:
+        value, depth = pop()
+        children = value.values() if type(value) is dict else value
+        for child in children:
+            if type(child) is dict or type(child) is list:
+                if depth >= limit:
+                    return True
+                push((child, depth + 1))
+    return False
+
+
+def _epoch(value: Any, _immutable: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError("a CBOR timestamp (tag 1) must hold a number")
+    return value / 1000 if abs(value) > _MILLIS_ABOVE else float(value)
+
+
+def _decode_cbor(raw: bytes) -> Any:
+    return cbor2.CBORDecoder(io.BytesIO(raw), semantic_decoders={1: _epoch}).decode()
+
+
+# -- answers ---------------------------------------------------------------------------------
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return pybase64.b64encode(value).decode()
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def encode(result: dict[str, Any], *, cbor: bool) -> bytes:
+    """An operation's answer: blobs (bytes) become base64 in JSON and byte strings in CBOR."""
+    return cbor2.dumps(_cbor_ready(result)) if cbor else orjson.dumps(result, default=_json_default)
+
+
+def _cbor_ready(value: Any, key: str | None = None) -> Any:
+    if isinstance(value, dict):
+        return {k: _cbor_ready(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_cbor_ready(v) for v in value]
+    if key in _CBOR_TIMESTAMPS and isinstance(value, (int, float)):
+        return cbor2.CBORTag(1, int(round(value * 1000)))
+    return value
+
+
+def error(aws_type: str, message: str, *, cbor: bool = False) -> bytes:
+    body = {"__type": aws_type, "message": message}
+    return cbor2.dumps(body) if cbor else orjson.dumps(body)
