@@ -257,6 +257,8 @@ class Daemon:
         assert source_config is not None
         arn = source_config.kinesis_stream_arn
         local = self.sidecar.endpoint if self.sidecar is not None else None
+        # The in-process sidecar's certificate, when it serves TLS, is checked like any HTTPS peer's.
+        verify: bool | str = str(self.settings.http.ca_bundle) if self.settings.http.ca_bundle else True
         kinesis = self.settings.kinesis
 
         def count(records: int, size: int) -> None:
@@ -264,7 +266,7 @@ class Daemon:
             self.metrics.incoming_bytes.labels(state.name).inc(size)
 
         source = KinesisSource(name=state.name, stream_arn=arn, spool=self.spool, stream=self._stream_spool(state),
-                               settings=kinesis, client_factory=lambda: make_client(arn, kinesis, local),
+                               settings=kinesis, client_factory=lambda: make_client(arn, kinesis, local, verify),
                                on_records=count)
         self.sources[state.key] = source
         source.start()

@@ -57,12 +57,16 @@ def parse_stream_arn(arn: str) -> tuple[str, str]:
     return parts[3], parts[5].split("/", 1)[1]
 
 
-def make_client(arn: str, settings: KinesisSettings, local_endpoint: str | None) -> Any:
+def make_client(arn: str, settings: KinesisSettings, local_endpoint: str | None,
+                local_verify: bool | str = True) -> Any:
     """A Kinesis client for the stream: the configured endpoint, else the AWS configuration, else the sidecar.
 
     The AWS configuration (``AWS_ENDPOINT_URL_KINESIS``, ``AWS_ENDPOINT_URL``, profiles) wins over
     the in-process sidecar; the sidecar is used when that configuration points at AWS itself.
-    Without credentials anywhere, requests go unsigned (the sidecar does not need them).
+    Requests are signed with the standard credential chain, as any AWS client's (a sidecar with
+    authentication on needs a principal's keys there); without credentials anywhere they go unsigned
+    (a sidecar without authentication takes them). ``local_verify`` is how the sidecar's TLS
+    certificate is checked when it serves TLS (a CA bundle path, or True for the system store).
     """
     region, _name = parse_stream_arn(arn)
     session = boto3.session.Session(region_name=region)
@@ -75,7 +79,8 @@ def make_client(arn: str, settings: KinesisSettings, local_endpoint: str | None)
         default = session.client("kinesis", config=config).meta.endpoint_url
         if default.rstrip("/").endswith(".amazonaws.com"):
             endpoint = local_endpoint
-    return session.client("kinesis", endpoint_url=endpoint, config=config)
+    verify = local_verify if endpoint is not None and endpoint == local_endpoint else None
+    return session.client("kinesis", endpoint_url=endpoint, config=config, verify=verify)
 
 
 def latest_checkpoints(stream: StreamSpool) -> dict[str, str]:

@@ -100,7 +100,7 @@ class Sidecar:
     @property
     def endpoint(self) -> str:
         host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.settings.tls.enabled else 'http'}://{host}:{self.port}"
 
     async def start(self) -> None:
         await declare_streams(self.stores, self.settings, self.source)

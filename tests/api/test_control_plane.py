@@ -183,3 +183,25 @@ def test_encryption_operations_say_they_are_not_supported(start_daemon: Any) -> 
     assert "not supported" in info.value.response["Error"]["Message"]
     with pytest.raises(client.exceptions.ResourceNotFoundException):
         client.stop_delivery_stream_encryption(DeliveryStreamName="missing")
+
+
+def test_http_destinations_may_only_point_where_the_operator_allows(start_daemon: Any) -> None:
+    """http.allowed_endpoints: whoever may create streams cannot make the daemon post to internal services."""
+    client = start_daemon(http={"allowed_endpoints": ["https://*.example.com/*"]}).client()
+
+    def http_stream(name: str, url: str) -> dict[str, Any]:
+        return {"DeliveryStreamName": name, "HttpEndpointDestinationConfiguration": {
+            "EndpointConfiguration": {"Url": url}, "S3Configuration": {"RoleARN": ROLE,
+                                                                       "BucketARN": "arn:aws:s3:::local"}}}
+
+    with pytest.raises(client.exceptions.InvalidArgumentException) as info:
+        client.create_delivery_stream(**http_stream("metadata", "http://169.254.169.254/latest/meta-data/"))
+    assert "http://169.254.169.254/latest/meta-data/ is not allowed here" in info.value.response["Error"]["Message"]
+    client.create_delivery_stream(**http_stream("partner", "https://ingest.example.com/v1/events"))
+    version = client.describe_delivery_stream(DeliveryStreamName="partner")["DeliveryStreamDescription"]["VersionId"]
+    with pytest.raises(client.exceptions.InvalidArgumentException):
+        client.update_destination(DeliveryStreamName="partner", CurrentDeliveryStreamVersionId=version,
+                                  DestinationId="destinationId-000000000001",
+                                  HttpEndpointDestinationUpdate={"EndpointConfiguration": {
+                                      "Url": "http://127.0.0.1:6379/"}})
+    assert client.list_delivery_streams()["DeliveryStreamNames"] == ["partner"]
