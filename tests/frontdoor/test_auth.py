@@ -92,10 +92,12 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
         "port": free_port(), "state_dir": str(root / "state"), "log_level": "WARNING",
         "buckets": {"local": {"directory": str(root / "out")}},
         "auth": {"mode": "sigv4", "principals": list(PRINCIPALS.values()), "bearer_tokens": [SCRAPER_TOKEN]},
-        "kinesis": {"enabled": True, "port": kinesis_port},
+        "kinesis": {"enabled": True, "port": kinesis_port, "streams": [
+            {"StreamName": "partner-kinesis", "ShardCount": 1, "AccountId": OTHER_ACCOUNT}]},
         "metrics": {"listen": f"127.0.0.1:{metrics_port}"},
     }
-    path = write_config(root / "firehose.yaml", settings, [local_stream("app-events")])
+    path = write_config(root / "firehose.yaml", settings, [
+        local_stream("app-events"), {**local_stream("partner-feed"), "AccountId": OTHER_ACCOUNT}])
     daemon = RunningDaemon(load_config(path))
     yield Secured(daemon, kinesis_port, metrics_port)
     daemon.stop()
@@ -307,7 +309,9 @@ def test_an_explicit_deny_wins_over_an_allow(secured: Secured) -> None:
 
 def test_two_accounts_never_see_each_others_streams(secured: Secured) -> None:
     admin, other = secured.firehose("admin"), secured.firehose("other")
-    assert other.list_delivery_streams()["DeliveryStreamNames"] == []
+    # A declared stream belongs to the home account (the first principal's) unless it names another.
+    assert other.list_delivery_streams()["DeliveryStreamNames"] == ["partner-feed"]
+    assert admin.list_delivery_streams()["DeliveryStreamNames"] == ["app-events"]
     with pytest.raises(other.exceptions.ResourceNotFoundException) as exc:
         other.describe_delivery_stream(DeliveryStreamName="app-events")
     assert error(exc)[1] == f"Firehose app-events under account {OTHER_ACCOUNT} not found."
@@ -319,15 +323,17 @@ def test_two_accounts_never_see_each_others_streams(secured: Secured) -> None:
     created = other.create_delivery_stream(**local_stream("app-events"))
     assert created["DeliveryStreamARN"] == f"arn:aws:firehose:{REGION}:{OTHER_ACCOUNT}:deliverystream/app-events"
     other.put_record(DeliveryStreamName="app-events", Record={"Data": b"theirs\n"})
-    assert other.list_delivery_streams()["DeliveryStreamNames"] == ["app-events"]
+    assert other.list_delivery_streams()["DeliveryStreamNames"] == ["app-events", "partner-feed"]
     other.delete_delivery_stream(DeliveryStreamName="app-events")
-    assert other.list_delivery_streams()["DeliveryStreamNames"] == []
+    assert other.list_delivery_streams()["DeliveryStreamNames"] == ["partner-feed"]
     assert admin.describe_delivery_stream(DeliveryStreamName="app-events")["DeliveryStreamDescription"][
         "DeliveryStreamStatus"] == "ACTIVE"
 
 
 def test_kinesis_streams_are_per_account_too(secured: Secured) -> None:
     admin, other = secured.kinesis("admin"), secured.kinesis("other")
+    assert "partner-kinesis" in other.list_streams()["StreamNames"]
+    assert "partner-kinesis" not in admin.list_streams()["StreamNames"]
     admin.create_stream(StreamName="shared-name", ShardCount=1)
     other.create_stream(StreamName="shared-name", ShardCount=2)
     wait_until(lambda: admin.describe_stream_summary(StreamName="shared-name")["StreamDescriptionSummary"][
