@@ -124,6 +124,8 @@ class KinesisSource:
         self._on_records = on_records
         self._checkpoints: dict[str, str] = {}
         self._finished: set[str] = set()
+        #: Failures still in force, by shard (None: listing shards), newest last; /readyz shows the newest.
+        self._errors: dict[str | None, str] = {}
         self._append_lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._readers: dict[str, asyncio.Task[None]] = {}
@@ -165,7 +167,7 @@ class KinesisSource:
             try:
                 shards = await self._list_shards()
                 failures = 0
-                self.state.last_error = None
+                self._clear_error(None)
             except Exception as exc:
                 failures += 1
                 self._note_error("Could not list the Kinesis stream's shards; retrying.", exc, failures)
@@ -195,7 +197,9 @@ class KinesisSource:
 
     async def _list_shards(self) -> list[dict[str, Any]]:
         shards: list[dict[str, Any]] = []
-        response = await self._call("list_shards", StreamName=self.stream_name)
+        # By ARN, not name: the ARN names the account, and a name would be looked up in the account of
+        # whatever keys the client signs with.
+        response = await self._call("list_shards", StreamARN=self.stream_arn)
         shards.extend(response["Shards"])
         while response.get("NextToken"):
             response = await self._call("list_shards", NextToken=response["NextToken"])
@@ -208,7 +212,7 @@ class KinesisSource:
         checkpoint = self._checkpoints.get(shard_id)
         if checkpoint is not None:
             try:
-                response = await self._call("get_shard_iterator", StreamName=self.stream_name, ShardId=shard_id,
+                response = await self._call("get_shard_iterator", StreamARN=self.stream_arn, ShardId=shard_id,
                                             ShardIteratorType="AFTER_SEQUENCE_NUMBER",
                                             StartingSequenceNumber=checkpoint)
                 return str(response["ShardIterator"])
@@ -218,7 +222,7 @@ class KinesisSource:
                 log.error("The checkpoint is not valid for the shard (was the Kinesis stream re-created?); "
                           "reading the shard from its trim horizon.",
                           extra={"stream": self.name, "shard": shard_id, "checkpoint": checkpoint})
-        response = await self._call("get_shard_iterator", StreamName=self.stream_name, ShardId=shard_id,
+        response = await self._call("get_shard_iterator", StreamARN=self.stream_arn, ShardId=shard_id,
                                     ShardIteratorType="TRIM_HORIZON")
         return str(response["ShardIterator"])
 
@@ -235,6 +239,7 @@ class KinesisSource:
                 started = time.monotonic()
                 response = await self._call("get_records", ShardIterator=iterator, Limit=10000)
                 failures = 0
+                self._clear_error(shard_id)
             except botocore.exceptions.ClientError as exc:
                 code = _code(exc)
                 if code == "ExpiredIteratorException":
@@ -310,10 +315,18 @@ class KinesisSource:
             self._on_records(len(datas), sum(map(len, datas)))
 
     def _note_error(self, message: str, exc: BaseException, failures: int, shard_id: str | None = None) -> None:
-        self.state.last_error = f"{type(exc).__name__}: {exc}"
+        """Log a failure (the first three, then every tenth) and show it in /readyz until it is cleared."""
+        self._errors.pop(shard_id, None)
+        self._errors[shard_id] = self.state.last_error = f"{type(exc).__name__}: {exc}"
         if failures <= 3 or failures % 10 == 0:
             log.warning(message, extra={"stream": self.name, "kinesis_stream": self.stream_arn, "shard": shard_id,
                                         "error": self.state.last_error, "attempt": failures})
+
+
+    def _clear_error(self, shard_id: str | None) -> None:
+        """What failed at ``shard_id`` (or listing) works again: /readyz shows what still fails, if anything."""
+        if self._errors.pop(shard_id, None) is not None:
+            self.state.last_error = next(reversed(self._errors.values()), None)
 
 
 def _code(exc: botocore.exceptions.ClientError) -> str:

@@ -15,7 +15,7 @@ credentials file, no instance metadata). Proven here:
 * with ``tls:`` on, the source reads its in-process sidecar over https,
   verifying the certificate against ``http.ca_bundle``, and delivers; without
   the CA bundle it refuses the certificate and delivers nothing;
-* (marked xfail until fixed) a source reads the stream of its ARN's account, never the stream of
+* a source reads the stream of its ARN's account, never the stream of
   the same name in its keys' account, and ``/readyz`` keeps naming a read error while it lasts.
 """
 
@@ -258,8 +258,6 @@ def test_without_the_ca_bundle_the_source_refuses_the_sidecars_certificate(
 OTHER_ACCOUNT = "444455556666"
 
 
-@pytest.mark.xfail(strict=True, reason="the source calls ListShards/GetShardIterator with StreamName only, so the "
-                   "sidecar resolves the stream in the signing principal's account, not the KinesisStreamARN's")
 def test_a_source_reads_the_stream_its_arn_names_not_the_same_name_in_its_keys_account(
         start_daemon: Callable[..., RunningDaemon], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """The source's keys belong to another account than the stream its ARN names: as on AWS, the read is
@@ -289,8 +287,6 @@ def test_a_source_reads_the_stream_its_arn_names_not_the_same_name_in_its_keys_a
     assert stream_arn("shared") in error
 
 
-@pytest.mark.xfail(strict=True, reason="each successful ListShards sets the source's last_error back to None, "
-                   "although its shard readers keep failing: /readyz shows no error for a source that reads nothing")
 def test_readyz_keeps_naming_a_read_error_while_it_lasts(start_daemon: Callable[..., RunningDaemon],
                                                          monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     import firehose.sources.kinesis
