@@ -26,7 +26,7 @@ from typing import Any
 from firehose import __version__
 from firehose.errors import ConfigError
 from firehose.settings import Config, load_config
-from firehose.telemetry import setup_logging
+from firehose.telemetry import setup_logging, tune_gc
 
 log = logging.getLogger("firehose")
 
@@ -219,6 +219,7 @@ def _streams_serve(args: argparse.Namespace) -> int:
     host = args.host or k.host or settings.host
     port = args.port if args.port is not None else k.port
     directory = Path(args.state_dir) if args.state_dir else server.state_dir(settings)
+    tune_gc()  # parsing a request of many small objects would otherwise spend most of its time in the collector
     return _run_until_stopped(lambda: server.run(settings, host=host, port=port, directory=directory,
                                                  source=config.source))
 
@@ -252,7 +253,7 @@ def _loop_factory() -> Any:
 
 
 def _run(config: Config) -> int:
-    from firehose.daemon import Daemon, tune_gc  # imported late: `validate` needs none of it
+    from firehose.daemon import Daemon  # imported late: `validate` needs none of it
 
     def main() -> Coroutine[Any, Any, None]:
         daemon = Daemon(config)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import importlib
 import logging
 import multiprocessing
@@ -50,7 +49,7 @@ from firehose.spool import Spool, StreamSpool
 from firehose.spool.dirlock import DirectoryLock
 from firehose.streams.server import Sidecar
 from firehose.streams.server import state_dir as kinesis_state_dir
-from firehose.telemetry import Metrics
+from firehose.telemetry import Metrics, tune_gc
 
 log = logging.getLogger("firehose.daemon")
 
@@ -79,19 +78,6 @@ def _http_client(http: HttpSettings) -> httpx.AsyncClient:
 _WORKER_MODULES = ("firehose.processing.convert", "firehose.destinations.redshift")
 #: How long each warm-up task holds its worker, so that every worker (not one fast one) takes a task.
 _WARM_HOLD_SECONDS = 1.0
-
-
-def tune_gc() -> None:
-    """Collect cyclic garbage far less often than CPython's default (in the daemon and its workers).
-
-    Delivery and ingest allocate a few container objects per record (hundreds of thousands a
-    second), and with the default thresholds (700, 10, 10) the collector ran so often that it
-    took two thirds of the time spent building record batches; a worker parsing a Redshift batch
-    spent a tenth of its time in it. The daemon's own data makes no reference cycles to speak of;
-    what it builds at start (modules, config, catalog) is frozen out of collections altogether.
-    """
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
 
 
 def _init_worker(nice: int) -> None:

@@ -311,9 +311,10 @@ class LimitsSettings(_Settings):
     body_timeout_seconds: Annotated[float, Field(gt=0)] = 60.0
     #: An idle keep-alive connection is closed after this many seconds.
     idle_timeout_seconds: Annotated[float, Field(gt=0)] = 75.0
-    #: Memory the requests a listener is handling may take at once: each is charged its body size
-    #: times what parsing can grow it to (32 for JSON, 64 for CBOR, whose empty containers take one
-    #: byte). A request waits, unread (TCP pushes back on its client), until its share is free.
+    #: Memory the requests a listener is handling may take at once. A quarter holds bodies being read
+    #: (each its declared length, from its first byte); the rest holds bodies being parsed (each its
+    #: size times what parsing can grow it to: 40 for JSON, 160 for CBOR, whose empty containers take
+    #: one byte). A request waits, unread (TCP pushes back on its client), until its share is free.
     max_request_memory: Annotated[int, BeforeValidator(parse_bytes), Field(ge=64 * 1024**2)] = 1024**3
     #: gzip/deflate request bodies: the most a body may inflate to (the API's body limit applies too),
     #: and the largest ratio of inflated to sent bytes.
@@ -321,6 +322,9 @@ class LimitsSettings(_Settings):
     max_decompression_ratio: Annotated[int, Field(ge=1)] = 200
     #: Deepest nesting of objects and arrays in a request body.
     max_json_depth: Annotated[int, Field(ge=4, le=1000)] = 64
+    #: Most objects and arrays in a JSON request body of 1 MiB or more (counted before it is parsed; a
+    #: PutRecordBatch or PutRecords of 500 records has about 500).
+    max_json_containers: Annotated[int, Field(ge=1000)] = 1_000_000
 
 
 class QuotaSettings(_Settings):

@@ -1,4 +1,4 @@
-"""Logging set-up and Prometheus metrics.
+"""Logging set-up, Prometheus metrics, and the garbage collector's tuning for a server process.
 
 Log lines are one sentence followed by ``key=value`` fields taken from the
 record's ``extra``, so they read well in a terminal and parse in a log system.
@@ -8,6 +8,7 @@ process) and are exposed at ``/metrics``.
 
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 from typing import Any
@@ -93,3 +94,16 @@ class Metrics:
         self.spool_bytes = Gauge("firehose_spool_bytes", "Bytes held in the spool.", registry=r)
         self.spool_limit = Gauge("firehose_spool_limit_bytes", "The spool's byte limit.", registry=r)
         self.spool_commits = Gauge("firehose_spool_commits", "Group-commit fsync rounds so far.", registry=r)
+
+
+def tune_gc() -> None:
+    """Collect cyclic garbage far less often than CPython's default (in the daemon and its workers).
+
+    Delivery and ingest allocate a few container objects per record (hundreds of thousands a
+    second), and with the default thresholds (700, 10, 10) the collector ran so often that it
+    took two thirds of the time spent building record batches; a worker parsing a Redshift batch
+    spent a tenth of its time in it. The daemon's own data makes no reference cycles to speak of;
+    what it builds at start (modules, config, catalog) is frozen out of collections altogether.
+    """
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)

@@ -34,6 +34,7 @@ from botocore.config import Config as BotoConfig
 from firehose import listeners
 from firehose.settings import LimitsSettings, load_config
 from tests.conftest import CREDS, DaemonProcess, RunningDaemon, free_port, local_stream, wait_until, write_config
+from tests.frontdoor.signing import sign
 from tests.pki import Authority, fingerprint
 
 HEADER, BODY, IDLE = 2.0, 2.0, 2.0
@@ -107,9 +108,19 @@ def in_process(path: Path) -> Iterator[tuple[RunningDaemon, Ports]]:
         d.stop()
 
 
+#: The TLS daemon requires signatures too: clients sign with this principal's keys, as on a network.
+SIGNER = {"aws_access_key_id": "AKIATLSCLIENT0000001", "aws_secret_access_key": "tls-client-secret"}
+SIGNED_AUTH = {"mode": "sigv4", "principals": [{
+    "access_key_id": SIGNER["aws_access_key_id"], "secret": SIGNER["aws_secret_access_key"],
+    "account_id": "123456789012", "name": "tls-client",
+    "policies": [{"Version": "2012-10-17",
+                  "Statement": [{"Effect": "Allow", "Action": ["firehose:*", "kinesis:*"], "Resource": "*"}]}]}]}
+
+
 @pytest.fixture(scope="module")
 def tls_daemon(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[tuple[RunningDaemon, Ports]]:
-    with in_process(daemon_config(tmp_path_factory.mktemp("tls"), tls=tls_settings(pki))) as running:
+    path = daemon_config(tmp_path_factory.mktemp("tls"), tls=tls_settings(pki), auth=SIGNED_AUTH)
+    with in_process(path) as running:
         yield running
 
 
@@ -129,12 +140,14 @@ def slow_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Daem
 
 def firehose(port: int, scheme: str = "http", **kwargs: Any) -> Any:
     config = BotoConfig(retries={"total_max_attempts": 1}, connect_timeout=10, read_timeout=10)
-    return boto3.client("firehose", endpoint_url=f"{scheme}://127.0.0.1:{port}", config=config, **CREDS, **kwargs)
+    return boto3.client("firehose", endpoint_url=f"{scheme}://127.0.0.1:{port}", config=config,
+                        **{**CREDS, **kwargs})
 
 
 def kinesis(port: int, scheme: str = "http", **kwargs: Any) -> Any:
     config = BotoConfig(retries={"total_max_attempts": 1}, connect_timeout=10, read_timeout=10)
-    return boto3.client("kinesis", endpoint_url=f"{scheme}://127.0.0.1:{port}", config=config, **CREDS, **kwargs)
+    return boto3.client("kinesis", endpoint_url=f"{scheme}://127.0.0.1:{port}", config=config,
+                        **{**CREDS, **kwargs})
 
 
 # -- TLS ------------------------------------------------------------------------------------------------
@@ -142,14 +155,14 @@ def kinesis(port: int, scheme: str = "http", **kwargs: Any) -> Any:
 
 def test_firehose_api_over_tls_with_boto3_and_the_aws_cli(tls_daemon: tuple[RunningDaemon, Ports], pki: Pki) -> None:
     _, ports = tls_daemon
-    client = firehose(ports.firehose, "https", verify=str(pki.ca))
+    client = firehose(ports.firehose, "https", verify=str(pki.ca), **SIGNER)
     out = client.put_record_batch(DeliveryStreamName="s", Records=[{"Data": b"%d\n" % i} for i in range(20)])
     assert out["FailedPutCount"] == 0
     assert "s" in client.list_delivery_streams()["DeliveryStreamNames"]
 
     aws = Path(sys.executable).parent / "aws"
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-           "AWS_DEFAULT_REGION": "us-east-1"}
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": SIGNER["aws_access_key_id"],
+           "AWS_SECRET_ACCESS_KEY": SIGNER["aws_secret_access_key"], "AWS_DEFAULT_REGION": "us-east-1"}
     cli = subprocess.run([str(aws), "firehose", "list-delivery-streams", "--endpoint-url",
                           f"https://127.0.0.1:{ports.firehose}", "--ca-bundle", str(pki.ca), "--output", "json"],
                          env=env, capture_output=True, text=True, timeout=60)
@@ -159,14 +172,16 @@ def test_firehose_api_over_tls_with_boto3_and_the_aws_cli(tls_daemon: tuple[Runn
 
 def test_kinesis_api_over_tls_with_boto3_and_http2(tls_daemon: tuple[RunningDaemon, Ports], pki: Pki) -> None:
     _, ports = tls_daemon
-    client = kinesis(ports.kinesis, "https", verify=str(pki.ca))
+    client = kinesis(ports.kinesis, "https", verify=str(pki.ca), **SIGNER)
     client.create_stream(StreamName="tls", ShardCount=1)
     client.put_record(StreamName="tls", Data=b"over tls", PartitionKey="k")
     assert "tls" in client.list_streams()["StreamNames"]
 
+    url, headers, body = sign(f"https://127.0.0.1:{ports.kinesis}/", "Kinesis_20131202.ListStreams", b"{}",
+                              key=SIGNER["aws_access_key_id"], secret=SIGNER["aws_secret_access_key"],
+                              service="kinesis")
     with httpx.Client(http1=False, http2=True, verify=pki.context()) as h:
-        resp = h.post(f"https://127.0.0.1:{ports.kinesis}", json={},
-                      headers={"X-Amz-Target": "Kinesis_20131202.ListStreams", "Content-Type": JSON})
+        resp = h.post(url, content=body, headers=headers)
     assert resp.http_version == "HTTP/2" and resp.status_code == 200
     assert "tls" in resp.json()["StreamNames"]
 
@@ -180,8 +195,10 @@ def test_javascript_sdk_v3_over_tls_negotiates_http2(tls_daemon: tuple[RunningDa
     root = _js_sdk_dir()
     script = root / "kinesis_client.mjs"  # next to node_modules, so the import resolves
     shutil.copy(Path(__file__).parent / "streams" / "js" / "kinesis_client.mjs", script)
+    env = {**os.environ, "NODE_EXTRA_CA_CERTS": str(pki.ca), "AWS_ACCESS_KEY_ID": SIGNER["aws_access_key_id"],
+           "AWS_SECRET_ACCESS_KEY": SIGNER["aws_secret_access_key"]}
     out = subprocess.run(["node", str(script), f"https://127.0.0.1:{ports.kinesis}", "js-tls"], capture_output=True,
-                         text=True, timeout=120, env={**os.environ, "NODE_EXTRA_CA_CERTS": str(pki.ca)})
+                         text=True, timeout=120, env=env)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.strip().splitlines()[-1]) == {
         "handler": "NodeHttp2Handler", "failed": 0, "data": ["js-0", "js-1", "js-2"], "timestampIsDate": True}

@@ -23,7 +23,7 @@ from firehose.api.http_receiver import HttpEndpointReceiver
 from firehose.api.operations import OPERATIONS, Services
 from firehose.asgi import Receive, Send, send_response
 from firehose.frontdoor import wire
-from firehose.frontdoor.body import BodyBudget
+from firehose.frontdoor.body import MemoryBudget
 from firehose.frontdoor.door import Api, FrontDoor
 from firehose.frontdoor.operator import OperatorRoutes, ReadinessProbe
 from firehose.frontdoor.principals import Principals
@@ -40,7 +40,7 @@ class FirehoseApp:
         self.services = services
         self.settings = settings
         self.metrics = metrics
-        self.budget = BodyBudget(settings.limits.max_request_memory)
+        self.budget = MemoryBudget(settings.limits.max_request_memory)
         api = Api(
             target_prefix=TARGET_PREFIX, signing_name="firehose", operations=OPERATIONS,
             shapes=shapes.SHAPES,

@@ -69,8 +69,9 @@ MAX_BODY_BYTES = 64 * 1024 * 1024
 MAX_RECORDS = 10_000
 #: Request ids remembered per stream for idempotent retries.
 REMEMBERED_REQUESTS = 4096
-#: What parsing a body that passed the structure check can grow it to, per byte (strings, mostly).
-_GROWTH = 2
+#: What handling a body that passed the structure check can grow it to, per byte: the joined body,
+#: its strings as parsed (four bytes a character once one is beyond the BMP), the decoded records.
+_GROWTH = 6
 #: Bodies at least this large are parsed on a worker thread.
 _PARSE_OFF_LOOP = 1024 * 1024
 
@@ -94,25 +95,28 @@ class HttpEndpointReceiver:
         """Answer one delivery request; returns the status sent (0 when the client went away)."""
         headers = dict(scope["headers"])
         request_id = headers.get(b"x-amz-firehose-request-id", b"").decode("latin-1")
-        length = headers.get(b"content-length", b"")
+        declared = headers.get(b"content-length", b"")
+        length = int(declared) if declared.isdigit() and b"transfer-encoding" not in headers else -1
         encoding = headers.get(b"content-encoding", b"").decode("latin-1").strip().lower()
-        limits = self.settings.limits
-        granted = 0
+        ratio = self.settings.limits.max_decompression_ratio
+        held = self.door.budget.request()
         close = False
         try:
-            if length.isdigit() and int(length) > MAX_BODY_BYTES:
+            if length > MAX_BODY_BYTES:
                 raise bodies.BodyTooLarge(MAX_BODY_BYTES)
-            granted = await self.door.budget.acquire(bodies.charge(
-                int(length) if length.isdigit() else -1, limit=MAX_BODY_BYTES, inflated_limit=MAX_BODY_BYTES,
-                compressed=encoding not in ("", "identity"), ratio=limits.max_decompression_ratio, growth=_GROWTH))
             signed = b"authorization" in headers or b"X-Amz-Algorithm" in scope.get("query_string", b"")
             digest = bodies.sha256() if signed and wants_payload_hash(scope["headers"]) else None
-            raw = await bodies.read(receive, MAX_BODY_BYTES, digest)
+            raw = await bodies.read(receive, MAX_BODY_BYTES, held, digest, length=length)
             account = self._authenticate(name, scope, headers, signed, digest)
             if encoding not in ("", "identity", "gzip"):
                 raise ReceiverError(415, f"Unsupported Content-Encoding {encoding!r}; send gzip or none.")
-            raw = await bodies.inflate(raw, encoding, max_size=MAX_BODY_BYTES, max_ratio=limits.max_decompression_ratio)
+            if encoding == "gzip":
+                await held.parsing(min(MAX_BODY_BYTES, len(raw) * ratio))
+                raw = await bodies.inflate(raw, encoding, max_size=MAX_BODY_BYTES, max_ratio=ratio)
+            await held.parsing(len(raw) * _GROWTH)
             request = await _parse(raw)
+            del raw
+            held.done_reading()
             request_id = str(request["requestId"])  # _parse checked it is a non-empty string
             records = _records(request)
             svc = self.services(account)
@@ -123,8 +127,7 @@ class HttpEndpointReceiver:
             return 0
         except bodies.BodyTooLarge as exc:
             status, answer = 413, _answer(request_id, str(exc))
-            close = not await bodies.discard(receive, int(length) if length.isdigit() else -1) \
-                and scope.get("http_version", "1.1").startswith("1")
+            close = not await bodies.discard(receive, length) and scope.get("http_version", "1.1").startswith("1")
         except ReceiverError as exc:
             status, answer = exc.status, _answer(request_id, exc.message)
         except FirehoseError as exc:
@@ -133,8 +136,7 @@ class HttpEndpointReceiver:
             log.exception("Unexpected error receiving an HTTP endpoint delivery.", extra={"stream": name})
             status, answer = 500, _answer(request_id, "An internal error occurred; the request can be retried.")
         finally:
-            if granted:
-                self.door.budget.release(granted)
+            held.release()
         await send_response(send, status, answer, b"application/json", close=close)
         return status
 

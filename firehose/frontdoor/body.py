@@ -5,17 +5,25 @@ Invariants:
 * No body larger than its limit is ever held: ``Content-Length`` is checked
   before the first byte is read, and the running total while chunks stream in
   (chunked bodies have no length up front).
-* All requests being handled at once share one memory budget (``BodyBudget``):
-  a request is charged its body size times what parsing can grow it to
-  (``charge``) and waits for its share before its body is read, so a crowd of
-  clients each sending just under the limit, or bodies made of empty objects
-  (a 3-byte ``{},`` becomes a 64-byte dict), cannot exhaust memory; while a
-  request waits the server stops reading its socket and TCP pushes back on
-  the client.
-* A gzip or deflate body inflates to at most ``max_decompressed`` bytes and at
-  most ``max_ratio`` times its size on the wire, checked as it inflates (a
-  small bomb is refused after inflating a bounded amount, never expanded in
-  full), off the event loop when it is large.
+* All requests being handled at once share one memory budget
+  (``MemoryBudget``), in two pools so that neither can wait on the other in a
+  circle. When a body's first bytes arrive, its declared length (the API's
+  limit when it has none, as a chunked body) is taken from the *reading* pool
+  at once: a client that sends nothing holds nothing, and no request ever
+  holds part of its body's share while waiting for the rest (which could
+  leave every reader waiting on the others). When the pool is full the
+  request waits before reading on, the server stops reading its socket, and
+  TCP pushes back on the client. Once the body is complete, what
+  parsing can grow it to (``{},``, three bytes, becomes a dict of about 64;
+  a one-byte empty CBOR map one of about 140) is charged to the *parsing*
+  pool before it is parsed, and the reading share is returned once the body
+  is parsed. Parsing-pool holders never wait for anything, so every waiter is
+  eventually served.
+* A gzip or deflate body inflates to at most ``max_size`` bytes and at most
+  ``max_ratio`` times its size on the wire, checked as it inflates (a small
+  bomb is refused after inflating a bounded amount, never expanded in full),
+  off the event loop when it is large. Concatenated gzip members are each
+  inflated, within the same caps; data after the last one is refused.
 * The SHA-256 that SigV4 needs is computed as chunks arrive, so the body is
   hashed once and never re-read for it.
 """
@@ -33,19 +41,12 @@ from firehose.errors import SerializationException
 #: Bodies at least this large are inflated on a worker thread instead of the event loop.
 _INFLATE_OFF_LOOP = 64 * 1024
 
-
-#: What parsing can grow a body to, per byte: ``{},`` (3 bytes) becomes a dict of about 64 bytes plus
-#: a list slot; in CBOR an empty map is one byte.
-JSON_GROWTH = 32
-CBOR_GROWTH = 64
-
-
-def charge(length: int, *, limit: int, inflated_limit: int, compressed: bool, ratio: int, growth: int) -> int:
-    """The memory a request may come to need: its body (inflated, when compressed) as parsed."""
-    size = limit if length < 0 else length
-    if compressed:
-        size = min(inflated_limit, size * ratio)
-    return size * growth
+#: What parsing can grow a body to, per byte (measured with bodies made only of empty containers, the
+#: worst case: ``[{},{},...]`` in JSON, ``0xa0`` maps in CBOR).
+JSON_GROWTH = 40
+CBOR_GROWTH = 160
+#: The share of ``limits.max_request_memory`` bodies being read may hold; parsing has the rest.
+_READING_SHARE = 4
 
 
 class BodyTooLarge(Exception):
@@ -60,11 +61,11 @@ class Disconnected(Exception):
     """The client went away before its body arrived."""
 
 
-class BodyBudget:
-    """Bytes of request bodies that may be held at once, shared by every request of a listener.
+class Pool:
+    """Bytes that may be held at once; acquirers wait first come, first served.
 
-    A request larger than the whole budget still gets the whole budget (it
-    then runs alone), so no request waits forever.
+    A request larger than the whole pool still gets the whole pool (it then
+    runs alone), so no request waits forever.
     """
 
     def __init__(self, total: int) -> None:
@@ -73,6 +74,7 @@ class BodyBudget:
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
 
     async def acquire(self, size: int) -> int:
+        """Take ``size`` bytes (at most the whole pool), waiting until they are free; returns what was taken."""
         size = min(size, self.total)
         if not self._waiters and size <= self.free:
             self.free -= size
@@ -100,9 +102,51 @@ class BodyBudget:
             future.set_result(None)
 
 
-async def read(receive: Receive, limit: int, digest: Any | None = None) -> bytes:
-    """The whole body, refusing it as soon as it passes ``limit`` bytes; fed to ``digest`` (a hashlib
-    object) chunk by chunk when one is given."""
+class MemoryBudget:
+    """``limits.max_request_memory`` of one listener: a pool for bodies being read, one for parsing them."""
+
+    def __init__(self, total: int) -> None:
+        self.reading = Pool(total // _READING_SHARE)
+        self.parsing = Pool(total - total // _READING_SHARE)
+
+    def request(self) -> Held:
+        return Held(self)
+
+
+class Held:
+    """One request's share of the budget; ``release`` returns all of it (call it once the request is done)."""
+
+    __slots__ = ("budget", "read", "parse")
+
+    def __init__(self, budget: MemoryBudget) -> None:
+        self.budget = budget
+        self.read = self.parse = 0
+
+    async def reading(self, size: int) -> None:
+        self.read += await self.budget.reading.acquire(size)
+
+    async def parsing(self, size: int) -> None:
+        """Charge what parsing the complete body can grow to (only once the body is read)."""
+        self.parse += await self.budget.parsing.acquire(size)
+
+    def done_reading(self) -> None:
+        """The raw body is parsed and dropped: its reading share goes back."""
+        if self.read:
+            self.budget.reading.release(self.read)
+            self.read = 0
+
+    def release(self) -> None:
+        self.done_reading()
+        if self.parse:
+            self.budget.parsing.release(self.parse)
+            self.parse = 0
+
+
+async def read(receive: Receive, limit: int, held: Held, digest: Any | None = None, *, length: int = -1
+               ) -> bytes:
+    """The whole body, refusing it as soon as it passes ``limit`` bytes; when its first bytes arrive, its
+    ``length`` (``limit`` when unknown) is charged to ``held``; fed to ``digest`` (a hashlib object) when
+    one is given."""
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -111,6 +155,8 @@ async def read(receive: Receive, limit: int, digest: Any | None = None) -> bytes
             raise Disconnected()
         chunk = message.get("body", b"")
         if chunk:
+            if not size:
+                await held.reading(length if length >= 0 else limit)
             size += len(chunk)
             if size > limit:
                 raise BodyTooLarge(limit)
@@ -167,16 +213,26 @@ def _wbits(raw: bytes, encoding: str) -> int:
 def _inflate(raw: bytes, encoding: str, max_size: int, max_ratio: int) -> bytes:
     """Inflate at most one byte past the cap; reaching it means the body is refused."""
     cap = min(max_size, max(len(raw), 1) * max_ratio)
-    inflater = zlib.decompressobj(_wbits(raw, encoding))
-    try:
-        out = inflater.decompress(raw, cap + 1)
-    except zlib.error as exc:
-        raise SerializationException(f"The {encoding} request body is corrupt: {exc}") from None
-    if len(out) > cap:
-        if cap < max_size:
-            raise SerializationException(
-                f"The {encoding} request body inflates to more than {max_ratio} times its size; refused.")
-        raise SerializationException(f"The {encoding} request body inflates to more than {max_size} bytes.")
-    if not inflater.eof:
-        raise SerializationException(f"The {encoding} request body is truncated.")
-    return out
+    wbits = _wbits(raw, encoding)
+    parts: list[bytes] = []
+    size, rest = 0, raw
+    while True:
+        inflater = zlib.decompressobj(wbits)
+        try:
+            out = inflater.decompress(rest, cap - size + 1)
+        except zlib.error as exc:
+            raise SerializationException(f"The {encoding} request body is corrupt: {exc}") from None
+        size += len(out)
+        if size > cap:
+            if cap < max_size:
+                raise SerializationException(
+                    f"The {encoding} request body inflates to more than {max_ratio} times its size; refused.")
+            raise SerializationException(f"The {encoding} request body inflates to more than {max_size} bytes.")
+        if not inflater.eof:
+            raise SerializationException(f"The {encoding} request body is truncated.")
+        parts.append(out)
+        rest = inflater.unused_data
+        if not rest:
+            return parts[0] if len(parts) == 1 else b"".join(parts)
+        if encoding == "deflate":
+            raise SerializationException("The deflate request body has data after its end.")

@@ -22,6 +22,7 @@ validator's either way.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -49,6 +50,9 @@ Body = dict[str, Any]
 
 #: Decisions remembered per front door (for principals whose policies allow caching).
 _DECISION_CACHE = 4096
+#: Bodies at least this large are decoded on a worker thread, after their objects and arrays are counted (the
+#: ingest hot path's 500 × 1 KiB stays inline: a body under this cannot hold enough to stall the loop for long).
+_DECODE_OFF_LOOP = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +114,7 @@ class Api:
 
 
 class FrontDoor:
-    def __init__(self, api: Api, settings: Settings, principals: Principals, budget: body.BodyBudget) -> None:
+    def __init__(self, api: Api, settings: Settings, principals: Principals, budget: body.MemoryBudget) -> None:
         self.api = api
         self.settings = settings
         self.principals = principals
@@ -118,6 +122,7 @@ class FrontDoor:
         self.region = settings.region
         limits = settings.limits
         self.max_depth = limits.max_json_depth
+        self.max_containers = limits.max_json_containers
         self.max_inflated = min(limits.max_decompressed_bytes, api.max_body_bytes)
         self.max_ratio = limits.max_decompression_ratio
         self.verifier = Verifier(principals.credential, service=api.signing_name, region_ok=self._region_ok,
@@ -132,7 +137,7 @@ class FrontDoor:
         started = time.perf_counter()
         api = self.api
         ctype = target = encoding = ""
-        length = -1
+        length, chunked = -1, False
         for key, value in scope["headers"]:
             if key == b"content-type":
                 ctype = value.decode("latin-1").split(";", 1)[0].strip().lower()
@@ -142,19 +147,19 @@ class FrontDoor:
                 length = int(value) if value.isdigit() else -1
             elif key == b"content-encoding":
                 encoding = value.decode("latin-1").strip().lower()
+            elif key == b"transfer-encoding":
+                chunked = True
+        if chunked:  # the length of a chunked body is what arrives, whatever Content-Length says
+            length = -1
         use_cbor = api.cbor and ctype == wire.CBOR
         name = wire.split_target(target, api.target_prefix)
         status, result, close, failure = 200, None, False, None
-        granted = 0
+        held = self.budget.request()
         try:
             if length > api.max_body_bytes:
                 raise body.BodyTooLarge(api.max_body_bytes)
-            granted = await self.budget.acquire(body.charge(
-                length, limit=api.max_body_bytes, inflated_limit=self.max_inflated,
-                compressed=encoding not in ("", "identity"), ratio=self.max_ratio,
-                growth=body.CBOR_GROWTH if use_cbor else body.JSON_GROWTH))
             digest = body.sha256() if self.principals.required and wants_payload_hash(scope["headers"]) else None
-            raw = await body.read(receive, api.max_body_bytes, digest)
+            raw = await body.read(receive, api.max_body_bytes, held, digest, length=length)
             if not use_cbor and ctype not in wire.JSON_TYPES:
                 status = 404
                 accepted = "application/x-amz-json-1.1" + (" or application/x-amz-cbor-1.1" if api.cbor else "")
@@ -164,9 +169,9 @@ class FrontDoor:
                 what = f"operation {target!r}" if target else "no X-Amz-Target header"
                 raise UnknownOperationException(f"Unknown {what}; expected {api.target_prefix}.<Operation>.")
             assert name is not None
-            raw = await body.inflate(raw, encoding, max_size=self.max_inflated, max_ratio=self.max_ratio)
-            request = wire.decode(raw, cbor=use_cbor,
-                                  max_depth=None if operation.self_validating else self.max_depth)
+            request = await self._parse(raw, encoding, use_cbor, held,
+                                        None if operation.self_validating else self.max_depth)
+            del raw
             caller, principal = self.authenticate(scope, digest)
             if principal is not None:
                 self.authorize(principal, caller, name, operation.resource(request, caller))
@@ -195,10 +200,25 @@ class FrontDoor:
             out = wire.error("InternalFailure", "An internal error occurred; the request can be retried.",
                              cbor=use_cbor)
         finally:
-            if granted:
-                self.budget.release(granted)
+            held.release()
         api.observe(name, status, started, result, failure)
         await send_response(send, status, out, wire.CBOR_BYTES if use_cbor else wire.JSON_BYTES, rid, close=close)
+
+    async def _parse(self, raw: bytes, encoding: str, use_cbor: bool, held: body.Held,
+                     max_depth: int | None) -> Body:
+        """Inflate and decode a complete body, charging the parsing pool first for what it can grow to;
+        a large body is decoded on a worker thread so that the event loop keeps answering others."""
+        if encoding not in ("", "identity"):
+            await held.parsing(min(self.max_inflated, len(raw) * self.max_ratio))
+            raw = await body.inflate(raw, encoding, max_size=self.max_inflated, max_ratio=self.max_ratio)
+        await held.parsing(len(raw) * (body.CBOR_GROWTH if use_cbor else body.JSON_GROWTH))
+        if len(raw) >= _DECODE_OFF_LOOP:
+            request = await asyncio.to_thread(wire.decode, raw, cbor=use_cbor, max_depth=max_depth,
+                                              max_containers=self.max_containers)
+        else:
+            request = wire.decode(raw, cbor=use_cbor, max_depth=max_depth)
+        held.done_reading()
+        return request
 
     # -- authentication and authorization ---------------------------------------------------
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import cbor2
@@ -58,12 +59,18 @@ def epoch_seconds(ms: int) -> float:
 # -- requests ------------------------------------------------------------------------------
 
 
-def decode(raw: bytes, *, cbor: bool, max_depth: int | None) -> dict[str, Any]:
+def decode(raw: bytes, *, cbor: bool, max_depth: int | None, max_containers: int | None = None) -> dict[str, Any]:
     """A request body as the operations take it (JSON: blobs base64 strings; CBOR: bytes, timestamps as
     epoch seconds). ``max_depth`` None leaves nesting to the parsers' own limits (1,024 for JSON, 400 for
-    CBOR): for operations whose fast path reads only flat members and never walks the rest."""
+    CBOR): for operations whose fast path reads only flat members and never walks the rest.
+
+    ``max_containers`` bounds the objects and arrays of a JSON body, counted on the bytes before parsing
+    (an upper bound: brackets inside strings count too), so that no body makes the parser build millions
+    of objects while it holds the interpreter (the event loop waits for that)."""
     if not raw:
         raise SerializationException("The request body is empty; send an object ({} for no parameters).")
+    if max_containers is not None and not cbor and raw.count(b"{") + raw.count(b"[") > max_containers:
+        raise SerializationException(f"The request body holds more than {max_containers} objects and arrays.")
     try:
         data = _decode_cbor(raw) if cbor else orjson.loads(raw)
     except Exception as exc:  # orjson.JSONDecodeError, cbor2.CBORDecodeError, ValueError, RecursionError
@@ -84,16 +91,19 @@ def _may_exceed(raw: bytes, max_depth: int) -> bool:
 
 
 def _depth_exceeds(data: Any, limit: int) -> bool:
-    stack: list[tuple[Any, int]] = [(data, 1)]
-    pop, push = stack.pop, stack.append
+    """Depth first, one iterator per level: memory grows with the depth, never with the width."""
+    stack: list[Any] = [iter(data.values())]
+    push, pop = stack.append, stack.pop
     while stack:
-        value, depth = pop()
-        children = value.values() if type(value) is dict else value
-        for child in children:
-            if type(child) is dict or type(child) is list:
-                if depth >= limit:
+        for child in stack[-1]:
+            kind = type(child)
+            if kind is dict or kind is list:
+                if len(stack) >= limit:
                     return True
-                push((child, depth + 1))
+                push(iter(child.values() if kind is dict else child))
+                break
+        else:
+            pop()
     return False
 
 
@@ -103,8 +113,24 @@ def _epoch(value: Any, _immutable: bool) -> float:
     return value / 1000 if abs(value) > _MILLIS_ABOVE else float(value)
 
 
+def _refuse_tag(_value: Any, _immutable: bool = False) -> Any:
+    raise ValueError("AWS's CBOR protocol has no such tag")
+
+
+#: Tags cbor2 would otherwise decode itself. AWS SDKs send tag 1 (timestamps) only; the others would
+#: let a client build values the operations never expect, or shared references (28, 29, 25, 256) that
+#: make a few bytes stand for an enormous tree.
+_REFUSED_TAGS = (0, 2, 3, 4, 5, 21, 22, 23, 24, 25, 28, 29, 30, 32, 33, 34, 35, 36, 37, 52, 54, 100, 256, 258, 260,
+                 261, 1004, 55799)
+_SEMANTIC: dict[int, Callable[[Any, bool], Any]] = {1: _epoch, **{tag: _refuse_tag for tag in _REFUSED_TAGS}}
+
+
+def _other_tag(_decoder: Any, tag: Any) -> Any:
+    raise ValueError(f"AWS's CBOR protocol has no tag {tag.tag}")
+
+
 def _decode_cbor(raw: bytes) -> Any:
-    return cbor2.CBORDecoder(io.BytesIO(raw), semantic_decoders={1: _epoch}).decode()
+    return cbor2.CBORDecoder(io.BytesIO(raw), semantic_decoders=_SEMANTIC, tag_hook=_other_tag).decode()
 
 
 # -- answers ---------------------------------------------------------------------------------

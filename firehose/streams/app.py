@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from firehose.asgi import Receive, Send, send_response
 from firehose.frontdoor import wire
-from firehose.frontdoor.body import BodyBudget
+from firehose.frontdoor.body import MemoryBudget
 from firehose.frontdoor.door import Api, FrontDoor
 from firehose.frontdoor.operator import OperatorRoutes
 from firehose.frontdoor.principals import Principals
@@ -67,7 +67,7 @@ class KinesisApp:
             max_body_bytes=MAX_BODY_BYTES, services=lambda caller: stores(caller.account_id), cbor=True,
             observe=self._observe,
         )
-        self.door = FrontDoor(api, settings, principals, BodyBudget(settings.limits.max_request_memory))
+        self.door = FrontDoor(api, settings, principals, MemoryBudget(settings.limits.max_request_memory))
         self.operator = OperatorRoutes(_ready, self.metrics.registry, principals, self.door.verifier)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

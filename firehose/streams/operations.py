@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 import re
 import time
 from collections.abc import Callable
@@ -56,6 +57,7 @@ SHAPES = ServiceShapes.load("kinesis", validation_error=ValidationException, ove
 
 _NAME = re.compile(r"[a-zA-Z0-9_.-]+")
 _TOKEN_TTL_S = 300
+_TOKEN_MAC_BYTES = 16
 MAX_PUT_RECORDS = 500
 MAX_PUT_RECORDS_BYTES = 5 * 1024 * 1024
 
@@ -173,7 +175,7 @@ async def list_streams(store: ShardStore, request: Request) -> dict[str, Any]:
     start = request.get("ExclusiveStartStreamName")
     token = request.get("NextToken")
     if token is not None:
-        start = _read_token(token, "ListStreams")["after"]
+        start = _read_token(store, token, "ListStreams")["after"]
     names = sorted(n for n in store.streams if start is None or n > start)
     page = names[:limit]
     more = len(names) > limit
@@ -186,25 +188,45 @@ async def list_streams(store: ShardStore, request: Request) -> dict[str, Any]:
                             for s in (store.streams[n] for n in page)],
     }
     if more:
-        out["NextToken"] = _make_token({"op": "ListStreams", "after": page[-1]})
+        out["NextToken"] = _make_token(store, {"op": "ListStreams", "after": page[-1]})
     return out
 
 
-def _make_token(body: dict[str, Any]) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps({**body, "t": int(time.time())})).decode()
+def _make_token(store: ShardStore, body: dict[str, Any]) -> str:
+    """A paging token: what the next page starts after, signed with the store's key (like shard iterators),
+    so a token the store did not issue, or another account's store issued, is refused."""
+    payload = orjson.dumps({**body, "t": int(time.time())})
+    return base64.urlsafe_b64encode(_token_mac(store, payload) + payload).decode()
+
+
+def _token_mac(store: ShardStore, payload: bytes) -> bytes:
+    return hmac.new(store.key, b"next-token:" + payload, hashlib.sha256).digest()[:_TOKEN_MAC_BYTES]
+
+
+def _token_parts(token: str) -> tuple[bytes, bytes] | None:
+    try:
+        raw = base64.urlsafe_b64decode(token.encode())
+    except (ValueError, UnicodeEncodeError):
+        return None
+    return raw[:_TOKEN_MAC_BYTES], raw[_TOKEN_MAC_BYTES:]
 
 
 def _token_body(token: str) -> dict[str, Any] | None:
+    """What a token says, NOT checking its signature (to name the resource for authorization)."""
+    parts = _token_parts(token)
     try:
-        body = orjson.loads(base64.urlsafe_b64decode(token.encode()))
-    except (ValueError, orjson.JSONDecodeError):
+        body = orjson.loads(parts[1]) if parts else None
+    except orjson.JSONDecodeError:
         return None
     return body if isinstance(body, dict) else None
 
 
-def _read_token(token: str, op: str) -> dict[str, Any]:
-    body = _token_body(token)
-    if body is None or body.get("op") != op or not isinstance(body.get("t"), (int, float)):
+def _read_token(store: ShardStore, token: str, op: str) -> dict[str, Any]:
+    parts = _token_parts(token)
+    if parts is None or not hmac.compare_digest(parts[0], _token_mac(store, parts[1])):
+        raise InvalidArgumentException(f"Invalid NextToken: {token[:64]}")
+    body = orjson.loads(parts[1])
+    if body.get("op") != op:
         raise InvalidArgumentException(f"Invalid NextToken: {token[:64]}")
     if time.time() - body["t"] > _TOKEN_TTL_S:
         raise ExpiredNextTokenException(f"The token {token[:64]} has expired; tokens are valid for "
@@ -220,7 +242,7 @@ async def list_shards(store: ShardStore, request: Request) -> dict[str, Any]:
     if token is not None:
         if request.get("StreamName") is not None or request.get("StreamARN") is not None:
             raise InvalidArgumentException("NextToken and StreamName cannot be provided together.")
-        body = _read_token(token, "ListShards")
+        body = _read_token(store, token, "ListShards")
         name, start, shard_filter = body["stream"], body["after"], body.get("filter")
         stream = store.streams.get(name)
         if stream is None or stream.created_ms != body["created"]:
@@ -236,8 +258,9 @@ async def list_shards(store: ShardStore, request: Request) -> dict[str, Any]:
     page = shards[:max_results]
     out: dict[str, Any] = {"Shards": [_shard_shape(stream, s) for s in page]}
     if len(shards) > max_results:
-        out["NextToken"] = _make_token({"op": "ListShards", "stream": stream.name, "created": stream.created_ms,
-                                        "after": page[-1].shard_id, "filter": shard_filter})
+        out["NextToken"] = _make_token(store, {"op": "ListShards", "stream": stream.name,
+                                               "created": stream.created_ms, "after": page[-1].shard_id,
+                                               "filter": shard_filter})
     return out
 
 

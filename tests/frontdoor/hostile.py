@@ -53,7 +53,7 @@ ACCESS_KEY = "AKIDHOSTILETESTS0001"
 SECRET_KEY = "hostile-tests-secret"
 CREDENTIALS = Credentials(ACCESS_KEY, SECRET_KEY)
 RECEIVER_KEY = "hostile-receiver-key"
-#: The request memory budget of both servers: one 8 MiB JSON request (charged 8 MiB x 32) fills it.
+#: The request memory budget of both servers: one 8 MiB JSON request's parse charge takes all its parsing pool.
 MAX_REQUEST_MEMORY = 256 * 1024 * 1024
 MIB = 1024 * 1024
 

@@ -17,12 +17,13 @@ What the tests prove:
 * Nesting: 10,000 and 1,000,000 levels of JSON or CBOR are a SerializationException; 100 levels inside a
   member the model does not know are refused by ``limits.max_json_depth``, 60 are not.
 * Memory: a body of empty objects up to the API's limit stays within what the front door charges it (size x
-  32); twenty clients sending 8 MiB at once wait for ``limits.max_request_memory`` and all get answers; so do
-  48 clients sending 16 MiB chunked to the Kinesis API.
+  ``body.JSON_GROWTH``); twenty clients sending 8 MiB at once wait for ``limits.max_request_memory`` and all
+  get answers; so do 48 clients sending 16 MiB chunked to the Kinesis API.
 * The probes of the original report, each by name.
 
-Tests marked ``xfail(strict=True)`` show defects that are still there (each reason says what is wrong); they
-fail loudly (XPASS) once fixed, so the mark can go.
+Each defect these tests found when they were written has its own test: a forged NextToken, CBOR value
+sharing, a false Content-Length beside chunked, silent uploads holding the budget, requests outgrowing their
+charge, and parsing that stalled the event loop.
 """
 
 from __future__ import annotations
@@ -47,7 +48,9 @@ from botocore.exceptions import ClientError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from firehose.api.http_receiver import _GROWTH as RECEIVER_GROWTH
 from firehose.api.operations import OPERATIONS as FIREHOSE_OPERATIONS
+from firehose.frontdoor.body import CBOR_GROWTH, JSON_GROWTH
 from firehose.streams.operations import OPERATIONS as KINESIS_OPERATIONS
 from tests.conftest import ROLE, wait_until
 from tests.frontdoor.hostile import (
@@ -565,8 +568,15 @@ def test_fuzzed_deliveries_never_break_the_http_endpoint_receiver(firehose_api: 
     seen: Counter[str] = Counter()
     with httpx.Client() as client:
         run()
-    print(f"receiver fuzzed deliveries: {dict(seen.most_common())}")
-    assert seen["200 "] >= 5, seen
+        print(f"receiver fuzzed deliveries: {dict(seen.most_common())}")
+        assert len(seen) >= 5, seen  # the fuzzer reached many different answers, not one refusal
+        for i in range(5):  # and deliveries that follow the protocol are still accepted after it (by the stream
+            # no fuzzer touches: an earlier fuzzer of this module may have deleted the fuzz anchor)
+            good = dump_json({"requestId": f"after-fuzz-{i}", "timestamp": 1,
+                              "records": [{"data": base64.b64encode(b"ok").decode()}]})
+            r = client.post(firehose_api.endpoint + RECEIVER + TARGET_DELIVERY_STREAM, content=good,
+                            headers={"Content-Type": "application/json", **RECEIVER_HEADERS}, timeout=60)
+            assert r.status_code == 200, r.text
     firehose_api.assert_serving()
 
 
@@ -642,9 +652,6 @@ def _next_token(body: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(orjson.dumps({**body, "t": int(time.time())})).decode()
 
 
-@pytest.mark.xfail(strict=True, reason="ListStreams/ListShards trust the JSON inside NextToken (unsigned base64): a "
-                   "token without 'after'/'stream'/'created', or with a list or number there, raises KeyError or "
-                   "TypeError in streams/operations.py (list_streams, list_shards, _filter_shards): a 500")
 @pytest.mark.parametrize("operation, token", [
     ("ListStreams", {"op": "ListStreams"}),
     ("ListStreams", {"op": "ListStreams", "after": 1}),
@@ -840,9 +847,6 @@ def test_nesting_past_max_json_depth_in_an_unknown_member_is_refused(api: Api, w
     check_answer(r, cbor_request=cbor)
 
 
-@pytest.mark.xfail(strict=True, reason="wire._depth_exceeds walks the decoded value as a tree: CBOR value sharing "
-                   "(tags 28/29, decoded by cbor2) makes a DAG of 2^40 paths from a 200-byte body, and the walk "
-                   "runs on the event loop, so the Kinesis server stops answering anything (/healthz too)")
 def test_cbor_shared_values_cannot_stall_the_nesting_check(fresh: Callable[[str], Api]) -> None:
     api = fresh("kinesis")
     value: list[Any] = []
@@ -880,21 +884,23 @@ def test_64_mib_of_empty_objects_to_the_receiver_is_refused_with_bounded_memory(
 
 def test_a_body_of_empty_objects_is_refused_within_the_memory_it_is_charged(api: Api) -> None:
     """``[{},{},...]`` up to the API's limit: each 3 bytes parse to a 64-byte dict and a list slot before the
-    list is refused; the front door charges the request its size times 32 (body.JSON_GROWTH). The bound is that
+    list is refused; the front door charges the request its size times ``body.JSON_GROWTH``. The bound is that
     charge plus 32 MiB for what any request costs besides its body (buffers, the answer, the allocator's rounding)."""
     body = json_array_of_empty_objects(api.max_body)
     with Memory(api.pid) as memory:
         r = post(api, body, target=control_target(api), signed=False, timeout=120)
     assert r.status_code == 400
     assert error_type(r) == "SerializationException"
-    print(f"{api.name} {len(body)} bytes of [{{}},...]: {memory}; charged {32 * len(body) // MIB} MiB")
-    assert memory.growth < 32 * len(body) + 32 * MIB, memory
+    charge = JSON_GROWTH * len(body)
+    print(f"{api.name} {len(body)} bytes of [{{}},...]: {memory}; charged {charge // MIB} MiB")
+    assert memory.growth < charge + 32 * MIB, memory
     api.assert_serving()
 
 
 def test_twenty_clients_sending_8_mib_at_once_wait_for_the_memory_budget(firehose_api: Api) -> None:
-    """Each ``[{},...]`` body of 8 MiB - 1 byte is charged 8 MiB x 32 = the whole budget (256 MiB here), so
-    they are parsed one at a time: memory stays within the budget, and every client gets its answer."""
+    """Each ``[{},...]`` body of 8 MiB - 1 byte is charged more than the whole parsing pool (three quarters of
+    the 256 MiB budget here), so they are parsed one at a time: memory stays within the budget, and every
+    client gets its answer."""
     body = json_array_of_empty_objects(8 * MIB - 1)
     answers: list[httpx.Response | BaseException] = []
     lock = threading.Lock()
@@ -924,17 +930,10 @@ def test_twenty_clients_sending_8_mib_at_once_wait_for_the_memory_budget(firehos
     firehose_api.assert_serving()
 
 
-_FALSE_LENGTH = pytest.mark.xfail(
-    strict=True, reason="Hypercorn (h11) accepts a request with both Content-Length and Transfer-Encoding: chunked "
-    "and reads the chunked body, while the front door charges the budget for the Content-Length it claims "
-    "(door.py: length from content-length; body.charge): 'Content-Length: 10' on a 16 MiB body is charged 320 "
-    "bytes, so any number of them are read at once")
-
-
-@pytest.mark.parametrize("head", ["chunked", pytest.param("chunked-with-a-false-content-length", marks=_FALSE_LENGTH)])
+@pytest.mark.parametrize("head", ["chunked", "chunked-with-a-false-content-length"])
 def test_the_memory_budget_holds_for_concurrent_kinesis_uploads(kinesis_api: Api, head: str) -> None:
-    """48 clients send 16 MiB each, chunked: each is charged the whole budget, so one is read at a time and
-    memory stays within ``limits.max_request_memory``, whatever the head claims."""
+    """48 clients send 16 MiB each, chunked: a few are read at a time (the reading pool holds four) and one is
+    parsed at a time, so memory stays within ``limits.max_request_memory``, whatever the head claims."""
     body = b'{"x":"' + b"a" * (16 * MIB - 16) + b'"}'
     headers = {"Content-Type": JSON, "X-Amz-Target": control_target(kinesis_api), "Transfer-Encoding": "chunked"}
     if head == "chunked-with-a-false-content-length":
@@ -975,10 +974,6 @@ def _stall_sockets(api: Api, count: int, target: str) -> list[socket.socket]:
     return out
 
 
-@pytest.mark.xfail(strict=True, reason="the front door takes a request's whole memory charge (limit x 32, for a "
-                   "chunked body or its Content-Length) before any of the body has arrived and keeps it while the "
-                   "body trickles (up to limits.body_timeout_seconds): one silent upload here, 4 (Firehose) or 2 "
-                   "(Kinesis) with the default 1 GiB budget, make every other API call wait")
 def test_a_silent_upload_does_not_starve_other_clients_of_the_memory_budget(api: Api) -> None:
     stalled = _stall_sockets(api, 1, control_target(api))
     try:
@@ -1000,32 +995,30 @@ def test_a_silent_upload_does_not_starve_other_clients_of_the_memory_budget(api:
 _OVER_CHARGE = {
     # name: (server, target or receiver path, content type, body builder, charge in bytes)
     "firehose-json-objects-in-a-member": ("firehose", "ListDeliveryStreams", JSON,
-                                          lambda: b'{"x":' + json_array_of_empty_objects(8 * MIB - 6) + b"}", 32),
+                                          lambda: b'{"x":' + json_array_of_empty_objects(8 * MIB - 6) + b"}",
+                                          JSON_GROWTH),
     "kinesis-json-objects-in-a-member": ("kinesis", "ListStreams", JSON,
-                                         lambda: b'{"x":' + json_array_of_empty_objects(16 * MIB - 6) + b"}", 32),
+                                         lambda: b'{"x":' + json_array_of_empty_objects(16 * MIB - 6) + b"}",
+                                         JSON_GROWTH),
     "kinesis-cbor-maps-in-a-member": ("kinesis", "ListStreams", CBOR,
-                                      lambda: cbor_map_holding(b"x", cbor_array_of_empty_maps(4 * MIB - 12)), 64),
+                                      lambda: cbor_map_holding(b"x", cbor_array_of_empty_maps(4 * MIB - 12)),
+                                      CBOR_GROWTH),
     "receiver-ascii-string": (
         "firehose", None, "application/json",
-        lambda: b'{"requestId":"r","junk":"' + b"a" * (64 * MIB - 48) + b'","records":[]}', 2),
+        lambda: b'{"requestId":"r","junk":"' + b"a" * (64 * MIB - 48) + b'","records":[]}', RECEIVER_GROWTH),
     "receiver-string-with-one-astral-character": (
         "firehose", None, "application/json",
         lambda: b'{"requestId":"r","junk":"' + b"a" * (64 * MIB - 48) + "\U0001f600".encode() + b'","records":[]}',
-        2),
+        RECEIVER_GROWTH),
 }
 
 
-@pytest.mark.xfail(strict=True, reason="requests take far more memory than the budget charges them: the nesting "
-                   "check (wire._depth_exceeds) pushes a tuple per container onto its stack, CBOR empty maps take "
-                   "more than CBOR_GROWTH, and the receiver's _GROWTH of 2 ignores that the body is held twice "
-                   "(chunks, then joined) besides its parsed form, and that a string with one character beyond "
-                   "U+FFFF is stored 4 bytes per character")
 @pytest.mark.parametrize("case", sorted(_OVER_CHARGE))
 def test_a_request_stays_within_the_memory_it_is_charged(fresh: Callable[[str], Api], case: str) -> None:
     server, operation, ctype, build, growth = _OVER_CHARGE[case]
     api = fresh(server)
     body = build()
-    charge = len(body) * growth  # what body.charge() asks of the budget for it
+    charge = len(body) * growth  # what the front door charges the parsing pool for it
     with Memory(api.pid) as memory:
         if operation is None:
             r = post(api, body, content_type=ctype, signed=False, headers=RECEIVER_HEADERS,
@@ -1037,9 +1030,6 @@ def test_a_request_stays_within_the_memory_it_is_charged(fresh: Callable[[str], 
     assert memory.growth < charge + 32 * MIB, memory  # the slack of the test above
 
 
-@pytest.mark.xfail(strict=True, reason="bodies are parsed (orjson/cbor2) and walked for nesting "
-                   "(wire._depth_exceeds) on the event loop: one body of empty objects within the size limit keeps "
-                   "every other client of the server, /healthz included, waiting for seconds")
 @pytest.mark.parametrize("server", ["firehose", "kinesis"])
 def test_a_parse_heavy_body_does_not_stall_other_clients(fresh: Callable[[str], Api], server: str) -> None:
     api = fresh(server)

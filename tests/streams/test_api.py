@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import json
 import os
 import subprocess
@@ -440,7 +441,7 @@ def test_aws_cli_works_unchanged(streams_server: StreamsServer) -> None:
     assert [base64.b64decode(r["Data"]) for r in records] == [b"hi"]
 
 
-def test_list_tokens_page_and_expire_after_300_seconds(kinesis: Any) -> None:
+def test_list_tokens_page_and_expire_after_300_seconds(kinesis: Any, streams_server: StreamsServer) -> None:
     names = sorted(unique("page") for _ in range(3))
     for name in names:
         kinesis.create_stream(StreamName=name, ShardCount=1)
@@ -451,9 +452,18 @@ def test_list_tokens_page_and_expire_after_300_seconds(kinesis: Any) -> None:
         page = kinesis.list_streams(NextToken=page["NextToken"], Limit=2)
         seen += page["StreamNames"]
     assert seen == sorted(seen) and set(names) <= set(seen) and len(seen) == len(set(seen))
-    # A token is opaque to clients; one issued 301 s ago is refused as AWS refuses it.
-    body = json.loads(base64.urlsafe_b64decode(kinesis.list_streams(Limit=1)["NextToken"]))
-    stale = base64.urlsafe_b64encode(json.dumps({**body, "t": body["t"] - 301}).encode()).decode()
+    # A token is opaque and signed: one a client edits is refused, and one issued 301 s ago (signed here with
+    # the store's own key, as the server would have signed it then) is refused as AWS refuses it.
+    raw = base64.urlsafe_b64decode(kinesis.list_streams(Limit=1)["NextToken"])
+    mac, body = raw[:16], json.loads(raw[16:])
+    edited = base64.urlsafe_b64encode(mac + json.dumps({**body, "after": ""}).encode()).decode()
+    with pytest.raises(botocore.exceptions.ClientError) as exc:
+        kinesis.list_streams(NextToken=edited)
+    assert error_of(exc)[0] == "InvalidArgumentException"
+    key = bytes.fromhex(json.loads((streams_server.state_dir / "streams.json").read_bytes())["key"])
+    payload = json.dumps({**body, "t": body["t"] - 301}).encode()
+    signature = hmac.new(key, b"next-token:" + payload, hashlib.sha256).digest()[:16]
+    stale = base64.urlsafe_b64encode(signature + payload).decode()
     with pytest.raises(botocore.exceptions.ClientError) as exc:
         kinesis.list_streams(NextToken=stale)
     assert error_of(exc)[0] == "ExpiredNextTokenException"
