@@ -73,15 +73,17 @@ class AgentProcess(ChildProcess):
         self.log_path = directory / "agent.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> AgentProcess:
+    def start(self, env: dict[str, str] | None = None) -> AgentProcess:
+        """Start it with this process's environment, or ``env`` instead."""
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "firehose", "agent", "--config", str(self.config_path),
-                 "--state-dir", str(self.directory / "state")], stdout=log, stderr=log, env=dict(os.environ))
+                 "--state-dir", str(self.directory / "state")], stdout=log, stderr=log,
+                env=dict(os.environ) if env is None else env)
         return self
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
 @pytest.fixture

@@ -17,11 +17,8 @@ credentials file to fall back on). Proven here:
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -33,8 +30,8 @@ import pytest
 from botocore.config import Config as BotoConfig
 
 from firehose.agent.runner import CHECKPOINT_NAME
-from tests.agent.conftest import agent_json, delivered_lines, flow
-from tests.conftest import ChildProcess, RunningDaemon, free_port, local_stream, wait_until
+from tests.agent.conftest import AgentProcess, agent_json, delivered_lines, flow
+from tests.conftest import RunningDaemon, free_port, local_stream, wait_until
 
 REGION = "us-east-1"
 ACCOUNT = "111122223333"
@@ -77,31 +74,21 @@ def signed_daemon(start_daemon: Callable[..., RunningDaemon], **settings: Any) -
         PRINCIPALS.values())}, **settings)
 
 
-class SignedAgent(ChildProcess):
+class SignedAgent(AgentProcess):
     """``python -m firehose agent`` whose only credentials are the keys in its environment."""
 
     def __init__(self, config: dict[str, Any], directory: Path) -> None:
-        self.directory = directory
-        self.config_path = directory / "agent.json"
-        self.config_path.write_text(json.dumps(config))
+        super().__init__(config, directory)
         self.state_dir = directory / "state"
-        self.log_path = directory / "agent.log"
-        self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, credentials: dict[str, str]) -> SignedAgent:
+    def start(self, credentials: dict[str, str] | None = None) -> SignedAgent:  # type: ignore[override]
         empty = self.directory / "empty-aws-config"
         empty.write_text("")
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         env.update({"AWS_CONFIG_FILE": str(empty), "AWS_SHARED_CREDENTIALS_FILE": str(empty),
-                    "AWS_DEFAULT_REGION": REGION, "AWS_EC2_METADATA_DISABLED": "true", **credentials})
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "firehose", "agent", "--config", str(self.config_path),
-                 "--state-dir", str(self.state_dir)], stdout=log, stderr=log, env=env)
+                    "AWS_DEFAULT_REGION": REGION, "AWS_EC2_METADATA_DISABLED": "true", **(credentials or {})})
+        super().start(env)
         return self
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def checkpoints(self) -> list[tuple[str, str, int]]:
         """(flow, path, acknowledged offset) of every checkpoint row."""
