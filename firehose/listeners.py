@@ -24,9 +24,12 @@ On HTTP/2 the head and body deadlines apply to each stream; the connection of a 
 one is closed (its client is the one trickling), and a connection takes at most
 ``H2_MAX_CONCURRENT_STREAMS`` streams at once.
 
-Time the server itself holds a connection back (the application not reading a body it has not
-room for yet, a pipelined request waiting for the one before) is not charged to the client: a
-deadline that passes while the server is not reading is moved on instead of closing.
+Time the server itself holds a connection back (a pipelined request waiting for the one before, an
+unanswered ``Expect: 100-continue``) is not charged to the client: a deadline that passes while the
+server is not reading is moved on instead of closing. A body's deadline is the exception: it runs
+from the end of the head whether or not the application is reading it yet (it waits for memory when
+the budget is full), so a crowd of requests that stop short cannot keep their places in that queue,
+and a request cannot wait for memory longer than a body may take to arrive.
 
 TLS: one ``ssl.SSLContext`` per listener (``ServerTls``); ``reload()`` loads the certificate and
 key again into that same context, so new handshakes get the new certificate while open
@@ -572,11 +575,12 @@ class HardenedHttpTools(Deadlines, HttpToolsProtocol):
             super().shutdown()
 
     def _held_by_server(self) -> bool:
-        """The server is not reading (the app has not taken what came), or has not yet answered
-        ``Expect: 100-continue``: the client cannot be late."""
-        if self.flow.read_paused:
-            return True
-        return self.phase == _BODY and self.cycle is not None and self.cycle.waiting_for_100_continue
+        """The client cannot be late: a head the server is not reading (a pipelined request), or a body
+        whose ``Expect: 100-continue`` is not answered yet. (A body the app has not taken is the client's
+        time: see the module's docstring.)"""
+        if self.phase == _BODY:
+            return self.cycle is not None and self.cycle.waiting_for_100_continue
+        return self.flow.read_paused
 
     def expire(self, now: float) -> None:
         if self.stalled > now and self.phase in (_HEAD, _BODY) and self._held_by_server():
@@ -800,8 +804,8 @@ class HardenedTCPServer(Deadlines, TCPServer):
     Reads as Hypercorn does, without its per-read timeout; after each read it works out what the
     client owes and by when: from h11's state for HTTP/1.1, from ``H2Frames`` and the server's
     open streams for HTTP/2 (where Hypercorn's own keep-alive timer closes a connection without
-    streams). While ``busy`` (the server is handling what was read: the application has not
-    taken the body yet, or a response is in progress) no deadline closes the connection.
+    streams). While ``busy`` (the server is handling what was read: a response is in progress) no
+    deadline but a body's closes the connection.
     """
 
     def __init__(self, *args: Any, listener: Listener, stream: _StreamProtocol, **kwargs: Any) -> None:
@@ -843,7 +847,7 @@ class HardenedTCPServer(Deadlines, TCPServer):
         await self.protocol.handle(Closed())
 
     def expire(self, now: float) -> None:
-        if self.stalled > now and self.busy:
+        if self.stalled > now and self.busy and self.phase != _BODY:  # a body's deadline runs regardless
             self.deadline = now + timeout_for(self.limits, self.phase)
             return
         self.deadline = self.stalled = _INF

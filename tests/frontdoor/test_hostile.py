@@ -29,6 +29,7 @@ charge, and parsing that stalled the event loop.
 from __future__ import annotations
 
 import base64
+import contextlib
 import re
 import socket
 import string
@@ -1042,3 +1043,49 @@ def test_a_parse_heavy_body_does_not_stall_other_clients(fresh: Callable[[str], 
     # Work that takes a body's size in CPU belongs off the loop (as inflating and the receiver's parse are):
     # /healthz is a constant answer and should not wait for a body it has nothing to do with.
     assert heartbeat.worst < 0.5
+
+
+def test_a_hundred_uploads_that_stop_short_hold_bounded_memory_and_are_dropped(tmp_path: Path) -> None:
+    """The probe of the original report: 100 clients each announce 8 MiB and stop one byte short. Before, they
+    held 964 MB for as long as they liked. Now a body's length is reserved from the reading pool when its first
+    bytes arrive (a quarter of ``limits.max_request_memory``, so at most a handful of these at a time; the rest
+    are not read on), the listener drops each at ``limits.body_timeout_seconds``, and a boto3 client is served."""
+    api = start_firehose(tmp_path / "stalled", body_timeout_seconds=3)
+    try:
+        port = int(api.endpoint.rsplit(":", 1)[1])
+        head = (f"POST / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: {JSON}\r\n"
+                f"X-Amz-Target: {api.target('ListDeliveryStreams')}\r\nContent-Length: {8 * MIB}\r\n\r\n").encode()
+        part = b" " * (1024 * 1024)
+        sockets: list[socket.socket] = []
+        with Memory(api.pid) as memory:
+            for _ in range(100):
+                s = socket.create_connection(("127.0.0.1", port))
+                s.setblocking(False)
+                s.send(head)
+                with contextlib.suppress(BlockingIOError):
+                    s.send(part)  # as much of 1 MiB as the socket takes; then the client goes quiet
+                sockets.append(s)
+            started = time.monotonic()
+            api.assert_serving()  # waits its turn for the reading pool at most until the stalled ones are dropped
+            served = time.monotonic() - started
+
+            def all_dropped() -> bool:
+                for s in sockets:
+                    try:
+                        if s.recv(65536) == b"":
+                            continue
+                    except BlockingIOError:
+                        return False
+                    except OSError:
+                        continue
+                return True
+
+            wait_until(all_dropped, timeout=30, interval=0.25)
+        print(f"100 stalled 8 MiB uploads: {memory}; a boto3 client served after {served:.1f}s")
+        assert memory.growth < MAX_REQUEST_MEMORY // 4 + 100 * MIB, memory
+        assert served < 3 + 5  # at most the body deadline: the stalled ones cannot keep their places
+        for s in sockets:
+            s.close()
+        api.assert_serving()
+    finally:
+        api.stop()
