@@ -80,12 +80,14 @@ def _definition(body: Body) -> DeliveryStreamDefinition:
 
 
 def _put_batch_checks(body: Body, check: Check) -> tuple[str, list[Any]]:
-    """(stream name, records) of a PutRecordBatch, proven valid by a fast check or by the model's validator."""
+    """(stream name, records) of a PutRecordBatch, proven valid by a fast check or by the model's validator.
+
+    The records themselves are not looked at here: decoding them (``_decode_all``) is the fast check
+    of their shape, and only a batch that fails it pays for the model's validator."""
     name = body.get("DeliveryStreamName")
     records = body.get("Records")
     if not (type(name) is str and 0 < len(name) <= 64 and shapes.STREAM_NAME_RE.match(name)
-            and type(records) is list and 0 < len(records) <= shapes.MAX_BATCH_RECORDS
-            and all(type(r) is dict for r in records)):
+            and type(records) is list and 0 < len(records) <= shapes.MAX_BATCH_RECORDS):
         check(skip=_PER_RECORD)
     return name, records  # type: ignore[return-value]
 
@@ -123,12 +125,13 @@ def _decode(record: Any, index: int) -> bytes | str:
 Slot = int | tuple[str, str]
 
 
-def _decode_all(records: list[Any]) -> tuple[list[bytes], list[Slot] | None]:
+def _decode_all(records: list[Any], check: Check) -> tuple[list[bytes], list[Slot] | None]:
     """Decode a batch: (good records, per-record slots or None when all are good).
 
     The common case, every record valid, runs as one comprehension; only a
-    batch with a bad record pays for the record-by-record path that says which
-    one and why.
+    batch with a bad record pays for the model's validator (a record that is
+    not an object fails the whole call, as on AWS) and for the
+    record-by-record path that says which record's data is bad and why.
     """
     try:
         good = [pybase64.b64decode(r["Data"], validate=True) for r in records]
@@ -136,6 +139,7 @@ def _decode_all(records: list[Any]) -> tuple[list[bytes], list[Slot] | None]:
             return good, None
     except (binascii.Error, ValueError, TypeError, KeyError):
         pass
+    check(skip=_PER_RECORD)
     good = []
     slots: list[Slot] = []
     for i, record in enumerate(records):
@@ -190,8 +194,8 @@ async def put_record_batch(svc: Services, body: Body, check: Check) -> Body:
     arrival_ms = int(time.time() * 1000)
     name, records = _put_batch_checks(body, check)
     n = len(records)
+    good, slots = _decode_all(records, check)  # before the stream is looked up: shape errors come first
     state = _writable(svc, name)
-    good, slots = _decode_all(records)
     total = sum(map(len, good))
     if total > shapes.MAX_BATCH_BYTES:
         raise InvalidArgumentException(

@@ -209,3 +209,18 @@ def test_client_error_codes_map_to_boto3_exception_classes(daemon: RunningDaemon
         assert isinstance(err, client.exceptions.ResourceNotFoundException)
     else:
         raise AssertionError("expected an error")
+
+
+def test_a_record_that_is_not_an_object_fails_the_whole_call_before_the_stream_is_looked_up(
+        daemon: RunningDaemon) -> None:
+    """A record's data is checked per record (a bad one fails alone), but a record that is not a JSON object is
+    a body of the wrong shape: SerializationException for the call, as AWS answers, whatever the stream."""
+    good = {"Data": b64(b"fine\n")}
+    for stream in ("clicks", "no-such-stream"):
+        body = json.dumps({"DeliveryStreamName": stream, "Records": [good, 1, good]}).encode()
+        status, resp, _ = raw_call(daemon.endpoint, "Firehose_20150804.PutRecordBatch", body)
+        assert (status, resp["__type"]) == (400, "SerializationException"), resp
+    body = json.dumps({"DeliveryStreamName": "clicks", "Records": [good, {"Data": "not base64!"}]}).encode()
+    status, resp, _ = raw_call(daemon.endpoint, "Firehose_20150804.PutRecordBatch", body)
+    assert status == 200 and resp["FailedPutCount"] == 1
+    assert resp["RequestResponses"][1]["ErrorCode"] == "InvalidArgumentException"
