@@ -110,9 +110,7 @@ class HttpEndpointReceiver:
             account = self._authenticate(name, scope, headers, signed, digest)
             if encoding not in ("", "identity", "gzip"):
                 raise ReceiverError(415, f"Unsupported Content-Encoding {encoding!r}; send gzip or none.")
-            if encoding == "gzip":
-                await held.parsing(min(MAX_BODY_BYTES, len(raw) * ratio))
-                raw = await bodies.inflate(raw, encoding, max_size=MAX_BODY_BYTES, max_ratio=ratio)
+            raw = await bodies.inflate_charged(raw, encoding, held, max_size=MAX_BODY_BYTES, max_ratio=ratio)
             await held.parsing(len(raw) * _GROWTH)
             request = await _parse(raw)
             del raw

@@ -202,6 +202,14 @@ async def inflate(raw: bytes, encoding: str, *, max_size: int, max_ratio: int) -
     return _inflate(raw, encoding, max_size, max_ratio)
 
 
+async def inflate_charged(raw: bytes, encoding: str, held: Held, *, max_size: int, max_ratio: int) -> bytes:
+    """``inflate``, once the parsing pool has given ``held`` the most the body may inflate to."""
+    if encoding in ("", "identity"):
+        return raw
+    await held.parsing(min(max_size, len(raw) * max_ratio))
+    return await inflate(raw, encoding, max_size=max_size, max_ratio=max_ratio)
+
+
 def _wbits(raw: bytes, encoding: str) -> int:
     if encoding != "deflate":
         return zlib.MAX_WBITS | 16  # gzip

@@ -208,9 +208,7 @@ class FrontDoor:
                      max_depth: int | None) -> Body:
         """Inflate and decode a complete body, charging the parsing pool first for what it can grow to;
         a large body is decoded on a worker thread so that the event loop keeps answering others."""
-        if encoding not in ("", "identity"):
-            await held.parsing(min(self.max_inflated, len(raw) * self.max_ratio))
-            raw = await body.inflate(raw, encoding, max_size=self.max_inflated, max_ratio=self.max_ratio)
+        raw = await body.inflate_charged(raw, encoding, held, max_size=self.max_inflated, max_ratio=self.max_ratio)
         await held.parsing(len(raw) * (body.CBOR_GROWTH if use_cbor else body.JSON_GROWTH))
         if len(raw) >= _DECODE_OFF_LOOP:
             request = await asyncio.to_thread(wire.decode, raw, cbor=use_cbor, max_depth=max_depth,
