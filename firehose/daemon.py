@@ -314,6 +314,7 @@ class Daemon:
     async def _retire(self, state: StreamState, pipeline: Pipeline | None) -> None:
         """A deleted stream: deliver what is buffered (bounded wait), then drop its spool."""
         await self._stop_source(state.key)
+        self.quotas.forget(state.key)
         if pipeline is not None:
             await pipeline.stop(self.settings.delivery.shutdown_timeout_seconds)
             if not pipeline.idle():
