@@ -121,7 +121,8 @@ class Daemon:
         self._state_lock = DirectoryLock(s.state_dir, "the state directory")
         self._subscribed = False
         #: Each account's delivery streams (see ``firehose.accounts``).
-        self.catalogs: PerAccount[Catalog] = PerAccount(s.account_id, self._make_catalog)
+        self.catalogs: PerAccount[Catalog] = PerAccount(s.account_id, self._make_catalog,
+                                                        named=s.named_accounts | set(config.accounts))
         self.spool = Spool(s.state_dir / "spool", max_bytes=s.spool.max_bytes, segment_bytes=s.spool.segment_bytes)
         self.executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="destination")
         self.http = _http_client(s.http)
@@ -155,7 +156,7 @@ class Daemon:
         """What the API's operations use, for one account."""
         svc = self._services.get(account)
         if svc is None:
-            svc = self._services[account] = Services(self.catalogs.get(account), self.spool, self._stream_spool,
+            svc = self._services[account] = Services(self.catalogs.for_caller(account), self.spool, self._stream_spool,
                                                      self.metrics, self.settings, account, self.quotas)
         return svc
 

@@ -422,6 +422,13 @@ class Settings(_Settings):
                     return {**data, "account_id": account}
         return data
 
+    @property
+    def named_accounts(self) -> set[str]:
+        """The accounts the configuration names: home, principals', declared Kinesis streams'."""
+        named = {self.account_id, *(p.account_id for p in self.auth.principals)}
+        named.update(s[ACCOUNT_MEMBER] for s in self.kinesis.streams if isinstance(s.get(ACCOUNT_MEMBER), str))
+        return named
+
     @model_validator(mode="after")
     def _listeners(self) -> Settings:
         if self.metrics.listen is not None:

@@ -76,11 +76,12 @@ class Sidecar:
         self.committer = committer or GroupCommitter("shard-commit")
         self._started = False
         #: Each account's streams (see ``firehose.accounts``); the home account's store opens at once.
-        self.stores: PerAccount[ShardStore] = PerAccount(settings.account_id, self._make_store)
+        self.stores: PerAccount[ShardStore] = PerAccount(settings.account_id, self._make_store,
+                                                         named=settings.named_accounts)
         for account in stored_accounts(directory):
             self.stores.get(account)
         self.principals = Principals(settings.auth, settings.account_id)
-        self.app = KinesisApp(self.stores.get, settings, self.principals)
+        self.app = KinesisApp(self.stores.for_caller, settings, self.principals)
         self.source = source
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None

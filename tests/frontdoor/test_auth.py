@@ -446,3 +446,32 @@ def test_none_mode_takes_the_account_from_a_numeric_key(start_daemon: Any) -> No
         "RoleARN": ROLE, "BucketARN": "arn:aws:s3:::local"})["DeliveryStreamARN"]
     assert arn == f"arn:aws:firehose:{REGION}:999988887777:deliverystream/mine"
     assert home.list_delivery_streams()["DeliveryStreamNames"] == ["home-stream"]
+
+
+def test_accounts_callers_bring_are_bounded(start_daemon: Any) -> None:
+    """With authentication off each 12-digit key is an account with state of its own: at most
+    MAX_UNNAMED_ACCOUNTS of them beyond those the configuration names, then LimitExceededException."""
+    from firehose.accounts import MAX_UNNAMED_ACCOUNTS, PerAccount
+
+    made: list[str] = []
+    accounts = PerAccount("111111111111", lambda a: made.append(a) or a, named={"222222222222"})
+    for i in range(MAX_UNNAMED_ACCOUNTS):
+        accounts.for_caller(f"{300000000000 + i}")
+    assert accounts.for_caller("222222222222") == "222222222222"  # named: not counted
+    assert accounts.for_caller("300000000000") == "300000000000"  # known: no new state
+    with pytest.raises(Exception) as exc:
+        accounts.for_caller("999999999999")
+    assert type(exc.value).__name__ == "LimitExceededException"
+    assert "999999999999" not in made and len(made) == MAX_UNNAMED_ACCOUNTS + 2
+
+    d = start_daemon([local_stream("home-stream")])
+    def client(key: str) -> Any:
+        return boto3.client("firehose", endpoint_url=d.endpoint, region_name=REGION, aws_access_key_id=key,
+                            aws_secret_access_key="any", config=BotoConfig(retries={"max_attempts": 1}))
+    for i in range(MAX_UNNAMED_ACCOUNTS):
+        assert client(f"{500000000000 + i}").list_delivery_streams()["DeliveryStreamNames"] == []
+    one_more = client("599999999999")
+    with pytest.raises(one_more.exceptions.LimitExceededException):
+        one_more.list_delivery_streams()
+    assert client("500000000000").list_delivery_streams()["DeliveryStreamNames"] == []
+    assert d.client().list_delivery_streams()["DeliveryStreamNames"] == ["home-stream"]
