@@ -328,6 +328,43 @@ def test_sighup_reloads_the_kinesis_sidecars_certificate(tmp_path: Path) -> None
         proc.wait(15)
 
 
+def test_sighup_reloads_the_daemons_certificate_and_the_daemon_keeps_serving(tmp_path: Path) -> None:
+    """``systemctl reload``: SIGHUP re-reads the certificate of every listener of ``firehose serve`` (the
+    Firehose API and its in-process Kinesis API); the daemon neither stops nor drops what it accepted."""
+    pki = Pki(tmp_path)
+    path = daemon_config(tmp_path / "d", tls=tls_settings(pki), log_level="INFO")
+    settings = load_config(path).settings
+    daemon = DaemonProcess(path, settings.port, tmp_path / "daemon.log")
+    daemon.endpoint = f"https://127.0.0.1:{settings.port}"
+    try:
+        with open(daemon.log_path, "ab") as log:
+            daemon.proc = subprocess.Popen([sys.executable, "-m", "firehose", "serve", "--config", str(path)],
+                                           stdout=log, stderr=log)
+
+        def peer(port: int) -> bytes | None:
+            assert daemon.proc is not None and daemon.proc.poll() is None, daemon.log_path.read_text()
+            try:
+                conn = http.client.HTTPSConnection("127.0.0.1", port, context=pki.context(), timeout=5)
+                _get(conn)
+                return _peer(conn)
+            except OSError:
+                return None
+
+        original = fingerprint(pki.cert.read_bytes())
+        assert wait_until(lambda: peer(settings.port), timeout=30) == original
+        client = firehose(settings.port, "https", verify=str(pki.ca))
+        assert client.put_record(DeliveryStreamName="s", Record={"Data": b"before\n"})["RecordId"]
+        renewed = _replace_certificate(pki, "renewed")
+        assert daemon.proc is not None
+        daemon.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: peer(settings.port) == renewed and peer(settings.kinesis.port) == renewed, timeout=10)
+        assert client.put_record(DeliveryStreamName="s", Record={"Data": b"after\n"})["RecordId"]
+        assert daemon.log_path.read_text().count("Reloaded the TLS certificate.") == 2  # both listeners
+        assert daemon.terminate() == 0
+    finally:
+        daemon.stop()
+
+
 # -- slow and idle clients ----------------------------------------------------------------------------------
 
 

@@ -475,3 +475,14 @@ def test_accounts_callers_bring_are_bounded(start_daemon: Any) -> None:
         one_more.list_delivery_streams()
     assert client("500000000000").list_delivery_streams()["DeliveryStreamNames"] == []
     assert d.client().list_delivery_streams()["DeliveryStreamNames"] == ["home-stream"]
+
+
+def test_the_allowed_clock_skew_is_a_setting(start_daemon: Any) -> None:
+    """auth.clock_skew_seconds, for machines with poor clocks: 15 minutes here instead of AWS's 5."""
+    d = start_daemon([], auth={"mode": "sigv4", "clock_skew_seconds": 900, "principals": [PRINCIPALS["admin"]]})
+    six = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=6)
+    assert send(*sign(d.endpoint + "/", LIST, b"{}", at=six, **_admin()))[0] == 200
+    sixteen = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=16)
+    status, body = send(*sign(d.endpoint + "/", LIST, b"{}", at=sixteen, **_admin()))
+    assert (status, body["__type"]) == (400, "InvalidSignatureException")
+    assert body["message"].endswith(" - 15 min.)"), body["message"]

@@ -419,6 +419,12 @@ def test_per_shard_limits_when_enabled(start_streams_server: Any) -> None:
     with pytest.raises(client.exceptions.ProvisionedThroughputExceededException):
         for _ in range(10):
             it = client.get_records(ShardIterator=it)["NextShardIterator"]
+    # Every refusal is counted: the records PutRecords refused, and each call refused as a whole.
+    metrics = httpx.get(server.endpoint + "/metrics").text
+    counted = {line.split("{")[1].split("}")[0]: float(line.split()[-1]) for line in metrics.splitlines()
+               if line.startswith("kinesis_throttled_requests_total{")}
+    assert counted['operation="PutRecords"'] == failed
+    assert counted['operation="PutRecord"'] == 1 and counted['operation="GetRecords"'] == 1
 
 
 def test_aws_cli_works_unchanged(streams_server: StreamsServer) -> None:
