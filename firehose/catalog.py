@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import secrets
 import time
 from collections.abc import Callable, Iterable
@@ -45,6 +44,7 @@ from firehose.errors import (
     ResourceInUseException,
     ResourceNotFoundException,
 )
+from firehose.storage.atomic import write_atomic
 
 log = logging.getLogger("firehose.catalog")
 
@@ -164,19 +164,8 @@ class Catalog:
             self._streams[state.name] = state
 
     def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
         body = orjson.dumps({"streams": [s.to_json() for s in self._streams.values()]}, option=orjson.OPT_INDENT_2)
-        with open(tmp, "wb") as f:
-            f.write(body)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-        fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        write_atomic(self.path, (body,))
 
     # -- listeners ------------------------------------------------------------
 

@@ -46,7 +46,7 @@ from firehose.processing.transform import WorkerPool
 from firehose.settings import Config, HttpSettings, Settings, check_listener, split_listen
 from firehose.sources.kinesis import KinesisSource, make_client
 from firehose.spool import Spool, StreamSpool
-from firehose.spool.dirlock import DirectoryLock
+from firehose.storage.dirlock import DirectoryLock
 from firehose.streams.server import Sidecar
 from firehose.streams.server import state_dir as kinesis_state_dir
 from firehose.telemetry import Metrics, tune_gc

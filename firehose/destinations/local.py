@@ -16,6 +16,7 @@ from pathlib import Path
 from firehose.destinations.base import DELIVERED, DestinationContext, ObjectDestination, Outcome
 from firehose.errors import DestinationError, DestinationUnavailable
 from firehose.records import ObjectBatch
+from firehose.storage.atomic import write_atomic
 
 _TMP_PREFIX = ".firehose-tmp-"
 
@@ -68,31 +69,10 @@ class LocalDirectoryDestination(ObjectDestination):
         path = self.path_for(batch.key)
         # The temporary name follows from the key: a write cut short by a crash
         # is overwritten when the sealed batch is delivered again, not left behind.
-        tmp = path.with_name(f"{_TMP_PREFIX}{path.name}")
+        parts = (batch.prelude, *batch.parts) if batch.prelude else batch.parts
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            try:
-                for part in (batch.prelude, *batch.parts) if batch.prelude else batch.parts:
-                    view = memoryview(part)
-                    while view:
-                        n = os.write(fd, view)
-                        view = view[n:]
-                os.fsync(fd)
-                # Delivered objects are not read again here: let the kernel reuse
-                # their page cache instead of growing it (as `dd oflag=nocache`).
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
-            dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+            # Delivered objects are not read again here: their page cache is dropped
+            # for the kernel to reuse instead of growing it.
+            write_atomic(path, parts, tmp_name=f"{_TMP_PREFIX}{path.name}", mode=0o644, drop_cache=True)
         except OSError as exc:
-            try:
-                tmp.unlink(missing_ok=True)
-            except OSError:
-                pass
             raise DestinationError(f"writing {path} failed: {exc.strerror or exc}") from exc

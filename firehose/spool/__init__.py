@@ -1,7 +1,8 @@
 """The spool: where acknowledged records live until their destination confirmed them.
 
 ``Spool.append`` returns only once the records are in an fsynced, checksummed
-log (see ``log.py``); that is the moment a PutRecordBatch may be acknowledged.
+log (see ``firehose/storage/log.py``); that is the moment a PutRecordBatch may
+be acknowledged.
 Each delivery stream has its own record log and batch ledger under
 ``<root>/<stream key>/``, so a slow stream never pins another stream's disk
 space. The spool as a whole has a byte limit: an append that would pass it
@@ -20,10 +21,10 @@ from pathlib import Path
 
 from firehose.errors import ServiceUnavailableException, SpoolError
 from firehose.spool import entry
-from firehose.spool.committer import GroupCommitter, commit
 from firehose.spool.entry import Position
 from firehose.spool.ledger import Ledger
-from firehose.spool.log import HEADER_SIZE, Payload, SegmentLog
+from firehose.storage.committer import GroupCommitter, commit
+from firehose.storage.log import HEADER_SIZE, Payload, SegmentLog
 
 __all__ = ["PROC", "RAW", "Position", "Spool", "StreamSpool"]
 

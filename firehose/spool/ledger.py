@@ -44,9 +44,9 @@ from typing import Any
 
 import orjson
 
-from firehose.spool.committer import GroupCommitter, commit
 from firehose.spool.entry import Position
-from firehose.spool.log import SegmentLog
+from firehose.storage.committer import GroupCommitter, commit
+from firehose.storage.log import SegmentLog
 
 log = logging.getLogger("firehose.spool")
 

@@ -2,7 +2,7 @@
 
     hashkeys   partition key → 128-bit hash key; the initial split of the hash space
     sequence   AWS-shaped sequence numbers that encode their shard and position
-    shard      one shard: an append-only, checksummed, fsynced log (the spool's log)
+    shard      one shard: an append-only, checksummed, fsynced log (the storage toolkit's segment log)
     store      streams of shards: create, put, read, trim, reshard; metadata on disk
     iterators  signed, expiring shard iterators
     throttle   per-shard write/read limits (token buckets), when enabled

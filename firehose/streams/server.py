@@ -20,7 +20,7 @@ from firehose.accounts import ACCOUNT_ID, PerAccount, account_directory, stored_
 from firehose.errors import ConfigError
 from firehose.frontdoor.principals import Principals
 from firehose.settings import ACCOUNT_MEMBER, Settings, check_listener
-from firehose.spool.committer import GroupCommitter
+from firehose.storage.committer import GroupCommitter
 from firehose.streams import operations
 from firehose.streams.app import KinesisApp
 from firehose.streams.errors import FirehoseError

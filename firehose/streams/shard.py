@@ -1,6 +1,6 @@
 """One shard: an append-only, checksummed, fsynced log of records, and how to find a position in it.
 
-The shard's data is a ``SegmentLog`` (the same log the delivery spool uses:
+The shard's data is a ``storage.log.SegmentLog`` (the same log the delivery spool uses:
 checksummed frames, fsync before acknowledgement, torn tails cut on
 recovery). One log entry holds the records one PutRecord/PutRecords call
 routed to this shard, all with the same arrival time::
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from firehose.spool.log import SegmentLog
+from firehose.storage.log import SegmentLog
 from firehose.streams import sequence
 
 _HEAD = struct.Struct("<QH")

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import bisect
 import logging
-import os
 import secrets
 import shutil
 import time
@@ -32,9 +31,9 @@ from typing import Any, Literal, NamedTuple
 
 import orjson
 
-from firehose.spool.committer import GroupCommitter, commit
-from firehose.spool.dirlock import DirectoryLock
-from firehose.spool.log import fsync_dir
+from firehose.storage.atomic import write_atomic
+from firehose.storage.committer import GroupCommitter, commit
+from firehose.storage.dirlock import DirectoryLock
 from firehose.streams import hashkeys, iterators, sequence
 from firehose.streams.errors import (
     ExpiredIteratorException,
@@ -234,13 +233,8 @@ class ShardStore:
     def _save(self) -> None:
         meta = {"key": self.key.hex(), "last_epoch": self._last_epoch,
                 "streams": [s.to_json() for s in self.streams.values()]}
-        tmp = self._meta_path.with_suffix(".tmp")
-        with open(tmp, "wb") as f:
-            f.write(orjson.dumps(meta, option=orjson.OPT_INDENT_2))
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(self._meta_path)
-        fsync_dir(self.directory)
+        body = orjson.dumps(meta, option=orjson.OPT_INDENT_2)
+        write_atomic(self._meta_path, (body,), tmp_name="streams.tmp")  # the temporary name it has always had
 
     def _open_data(self, stream: Stream, shard: Shard) -> None:
         prefix = sequence.prefix(stream.epoch, shard.index)

@@ -16,7 +16,7 @@ from firehose.records import FileRange, read_ranges
 from firehose.settings import Settings
 from firehose.spool import entry
 from firehose.spool.buffer import Span
-from firehose.spool.log import SegmentLog
+from firehose.storage.log import SegmentLog
 
 
 def spans_from(log: SegmentLog) -> list[Span]:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from firehose.spool.committer import GroupCommitter
 from firehose.spool.entry import DEFAULT_PARTITION, data_partition
 from firehose.spool.ledger import Ledger
+from firehose.storage.committer import GroupCommitter
 
 P = DEFAULT_PARTITION
 

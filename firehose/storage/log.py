@@ -42,6 +42,7 @@ from typing import NamedTuple
 import xxhash
 
 from firehose.errors import SpoolError
+from firehose.storage.atomic import fsync_dir
 
 log = logging.getLogger("firehose.spool")
 
@@ -75,15 +76,6 @@ def _checksum(seq: int, parts: Payload) -> int:
     for part in parts:
         update(part)
     return h.intdigest()
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a directory entry change (create, rename, unlink) durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass

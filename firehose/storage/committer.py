@@ -22,9 +22,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from firehose.errors import SpoolError
-from firehose.spool.log import Payload, SegmentLog
+from firehose.storage.log import Payload, SegmentLog
 
-log = logging.getLogger("firehose.spool")
+log = logging.getLogger("firehose.storage")
 
 #: Called in the committer thread with the first sequence number, or the error.
 Completion = Callable[[int | BaseException], None]

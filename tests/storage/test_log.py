@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from firehose.errors import SpoolError
-from firehose.spool.committer import GroupCommitter, commit
-from firehose.spool.log import HEADER_SIZE, SegmentLog
+from firehose.storage.committer import GroupCommitter, commit
+from firehose.storage.log import HEADER_SIZE, SegmentLog
 
 
 def payloads(*items: bytes) -> list[list[bytes]]:
@@ -215,7 +215,7 @@ WRITER = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from firehose.spool.log import SegmentLog
+    from firehose.storage.log import SegmentLog
     log = SegmentLog(Path(sys.argv[1]), segment_bytes=64 * 1024)
     i = log.next_seq
     while True:
