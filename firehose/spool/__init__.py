@@ -115,7 +115,7 @@ class Spool:
         ``size`` is the records' total byte count (the caller has it already).
         """
         return await self._append_raw(stream, entry.encode(records, arrival_ms),
-                                      size + 4 * len(records) + 13 + HEADER_SIZE)
+                                      entry.direct_put_size(len(records), size) + HEADER_SIZE)
 
     async def append_sourced(self, stream: StreamSpool, payload: Payload) -> int:
         """Make records read from a source (with their checkpoint) durable, like ``append``."""

@@ -93,6 +93,15 @@ def _from_le(typecode: str, raw: bytes | memoryview) -> array:  # type: ignore[t
     return a
 
 
+def direct_put_size(count: int, data_bytes: int) -> int:
+    """Bytes of the direct-put entry ``encode`` makes of ``count`` records holding ``data_bytes`` bytes.
+
+    Its head (kind, arrival ms, count), a u32 length per record, then the data;
+    the spool charges an append this much before it is written.
+    """
+    return _HEAD.size + 4 * count + data_bytes
+
+
 def encode(records: list[bytes], arrival_ms: int) -> list[bytes]:
     """Payload parts for one direct-put entry (the committer writes them contiguously)."""
     lengths = array("I", [len(r) for r in records])
