@@ -34,7 +34,6 @@ import functools
 import logging
 import random
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from itertools import repeat
@@ -43,19 +42,17 @@ from firehose.destinations import Destination, Failure, ObjectDestination, Outco
 from firehose.errors import DestinationError, SpoolError
 from firehose.pipeline.buffer import Buffer
 from firehose.pipeline.config import StreamConfig
-from firehose.pipeline.objects import DATA, ERRORS, OVERFLOW, RECORDS, ObjectBuilder, Records
+from firehose.pipeline.naming import OVERFLOW_PARTITION, name_batch
+from firehose.pipeline.objects import DATA, RECORDS, ObjectBuilder, Records
 from firehose.processing import failures
 from firehose.records import DeliveryRecord, ObjectBatch, RecordBatch
 from firehose.settings import Settings
 from firehose.spool.cursor import BatchCursor, Seal
-from firehose.spool.entry import Position, RecordEntry, Span, describe_partition, error_partition
+from firehose.spool.entry import Position, RecordEntry, Span, describe_partition
 from firehose.telemetry import Metrics
 
 log = logging.getLogger("firehose.pipeline")
 
-_KEY_NAMESPACE = uuid.UUID("6f1d7c3e-2b0a-4d8e-9a51-3c6b2f0e8a17")
-#: The buffer of records over the active-partition limit.
-_OVERFLOW = error_partition(failures.PARTITIONING_FAILED) + "#overflow"
 
 
 def now_ms() -> int:
@@ -237,7 +234,7 @@ class Deliverer:
         if buf is None:
             keys, error_type = describe_partition(pid.split("#")[0])
             if error_type is None and self._active_data_partitions() >= self._max_partitions:
-                pid = _OVERFLOW
+                pid = OVERFLOW_PARTITION
                 buf = self._buffers.get(pid)
             if buf is None:
                 buf = self._buffers[pid] = Buffer(self._config.size_bytes, self._config.interval_s, self._clock)
@@ -283,41 +280,12 @@ class Deliverer:
         self._start_delivery(seal, spans)
 
     async def _seal(self, pid: str, spans: list[Span]) -> Seal:
-        cfg = self._config
-        start: Position = (spans[0].entry.seq, spans[0].start)
-        end: Position = (spans[-1].entry.seq, spans[-1].end)
-        first_arrival = min(s.entry.first_arrival(s.start, s.end) for s in spans)
         sealed_ms = now_ms()
-        unique = uuid.uuid5(_KEY_NAMESPACE, f"{self.incarnation}/{self.source}/{pid}/{start[0]}/{start[1]}")
-        positions = None
-        meta: dict[str, object] = {"version": cfg.version, "arrival_ms": first_arrival}
-        if pid == _OVERFLOW:
-            kind, prefix = OVERFLOW, cfg.keys.render_error_prefix(first_arrival, failures.PARTITIONING_FAILED)
-            positions = tuple((s.entry.seq, i) for s in spans for i in range(s.start, s.end))
-            meta["reason"] = (f"More than {self._max_partitions} active partitions; this record's partition "
-                              "could not get a buffer.")
-        else:
-            keys, error_type = describe_partition(pid)
-            if error_type is not None:
-                kind, prefix = ERRORS, cfg.keys.render_error_prefix(first_arrival, error_type)
-            elif cfg.records:
-                kind, prefix = RECORDS, cfg.keys.render_prefix(first_arrival)
-                meta["batch_id"] = str(unique)
-                meta["error_key"] = (cfg.keys.render_error_prefix(first_arrival, self._destination.error_output_type)
-                                     + cfg.keys.suffix(self.name, str(cfg.version), sealed_ms,
-                                                       uuid.uuid5(unique, "errors")).removesuffix(cfg.keys.extension))
-            else:
-                kind, prefix = DATA, cfg.keys.render_prefix(first_arrival, partition_keys=keys)
-                if cfg.conversion is not None:
-                    err_unique = uuid.uuid5(unique, failures.FORMAT_CONVERSION_FAILED)
-                    meta["error_key"] = (cfg.keys.render_error_prefix(first_arrival, failures.FORMAT_CONVERSION_FAILED)
-                                         + cfg.keys.suffix(self.name, str(cfg.version), sealed_ms, err_unique)
-                                         .removesuffix(cfg.keys.extension))
-        suffix = cfg.keys.suffix(self.name, str(cfg.version), sealed_ms, unique)
-        if kind != DATA:
-            suffix = suffix.removesuffix(cfg.keys.extension)
-        meta["kind"] = kind
-        return await self._cursor.seal(pid, start, end, prefix + suffix, sealed_ms, meta, positions=positions)
+        name = name_batch(self._config, stream=self.name, incarnation=self.incarnation, source=self.source,
+                          partition=pid, spans=spans, sealed_ms=sealed_ms,
+                          error_output_type=self._destination.error_output_type, max_partitions=self._max_partitions)
+        return await self._cursor.seal(pid, (spans[0].entry.seq, spans[0].start), (spans[-1].entry.seq, spans[-1].end),
+                                       name.key, sealed_ms, name.meta, positions=name.positions)
 
     def _dispatch_replays(self) -> None:
         while self._replay and self._slots() > 0:
