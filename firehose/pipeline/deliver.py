@@ -1,29 +1,25 @@
 """Stage 2 of a stream: spooled records → partition buffers → sealed batches → destination.
 
-    source log ─read─▶ buffer per partition ─ready─▶ seal (ledger, fsync) ─▶ objects ─▶ destination
-                                                                              │ confirmed
-                                                            done (ledger) ◀───┘ → release spool
+    cursor ─read─▶ buffer per partition ─ready─▶ seal (cursor: fsynced) ─▶ objects ─▶ destination
+                                                                            │ confirmed
+                                                       done (cursor: ledger, then release) ◀─┘
 
-* The deliverer reads its source log (``raw``, the records as accepted, or
-  ``proc``, the processing chain's output) at its cursor, never from the
-  ingest path, so a restart replays through the same code and a backlog stays
-  on disk. Memory holds the partition buffers (bounded by
+The deliverer keeps buffers, attempts and retries, and nothing else:
+
+* It reads through its ``BatchCursor`` (``spool/cursor.py``), which owns the
+  sealed-batch protocol: where reading resumes after a restart, which records
+  earlier seals hold, the low watermark, and when spool segments go. The
+  deliverer reports only the oldest record it holds in a buffer.
+* Memory holds the partition buffers (bounded by
   ``processing.max_buffered_bytes``) and at most ``max_inflight_batches``
-  batches being delivered.
-* Each partition has its own size/interval buffer. When one is ready a batch
-  is cut and sealed: partition, span of positions and the full object key
-  (prefix from the oldest record's arrival time and the partition keys; suffix
-  from the seal time and a UUID derived from the spool position) are fsynced
+  batches being delivered. Each partition has its own size/interval buffer; a
+  partition that would exceed ``max_active_partitions`` does not get one: its
+  records go to the error output, named one by one in their seal.
+* When a buffer is ready a batch is cut, named (``naming.py``) and sealed
   before anything is sent, so a re-delivery writes the same key.
-* A partition that would exceed ``max_active_partitions`` does not get a
-  buffer: its records go to the error output, named one by one in their seal.
-* Failed attempts are retried with exponential backoff and jitter for as long
-  as it takes; only after the destination confirmed every object of a batch is
-  it marked done, and only then are spool segments below the low watermark
-  deleted.
-* After a restart, open seals are delivered again, and reading resumes at the
-  persisted low watermark, skipping records a seal (open or done) already
-  holds: nothing is lost and nothing is delivered twice.
+* Failed attempts are retried with backoff for as long as it takes (or the
+  destination's retry duration); only after the destination confirmed every
+  object of a batch is it marked done.
 """
 
 from __future__ import annotations

@@ -4,15 +4,14 @@
             ─ready─▶ chain (built-ins, Lambda in worker processes, partition keys)
             ─▶ processed entry (fsynced, records grouped by partition, with raw_end) ─▶ release raw
 
-The processed entry records ``raw_end``, the raw position processed so far, in
-the same fsync that makes the output durable: after a crash, processing
-resumes exactly there, so no record is processed twice into the processed log
-and none is skipped. A crash in the middle of the chain leaves the raw records
-in the spool and the batch is processed again from the start.
+The feeder reads and writes through its ``ProcessCursor`` (``spool/cursor.py``),
+which states the invariant: a processed entry records ``raw_end`` in the same
+fsync that makes the output durable, and processing resumes exactly there. A
+crash in the middle of the chain leaves the raw records in the spool and the
+batch is processed again from the start.
 
 Batches are processed one at a time, in order, so ``raw_end`` only moves
-forward. Raw segments are deleted once processed, except those an earlier
-mode's open seals still need.
+forward.
 """
 
 from __future__ import annotations
