@@ -31,6 +31,7 @@ from firehose.processing.encrypt import Keyring
 from firehose.processing.transform import WorkerPool
 from firehose.settings import Settings
 from firehose.spool import PROC, RAW, Spool, StreamSpool
+from firehose.spool.cursor import BatchCursor, ProcessCursor
 from firehose.telemetry import Metrics
 
 __all__ = ["DeliveryState", "Pipeline", "StreamConfig"]
@@ -57,8 +58,9 @@ class Pipeline:
         self.mode = PROC if config.plan.active else RAW
         builder = ObjectBuilder(state.name, keyring, convert_pool)
         self.deliverer = Deliverer(
-            name=state.name, incarnation=state.incarnation, source=self.mode, spool=spool, stream_spool=stream_spool,
-            config=config, destination=destination, builder=builder, store=store, settings=settings, metrics=metrics,
+            name=state.name, incarnation=state.incarnation,
+            cursor=BatchCursor(spool, stream_spool, self.mode), config=config,
+            destination=destination, builder=builder, store=store, settings=settings, metrics=metrics,
             clock=clock)
         self.feeder: Feeder | None = None
         if self.mode == PROC:
@@ -66,7 +68,7 @@ class Pipeline:
             source = state.definition.kinesis_stream_source_configuration
             processor = Processor(config.plan, config.keys, workers, stream_arn=arn, region=settings.region,
                                   source_arn=source.kinesis_stream_arn if source else None)
-            self.feeder = Feeder(name=state.name, spool=spool, stream_spool=stream_spool, config=config,
+            self.feeder = Feeder(name=state.name, cursor=ProcessCursor(spool, stream_spool), config=config,
                                  processor=processor, metrics=metrics, clock=clock)
 
     def start(self, *, deliver_after: Awaitable[object] | None = None) -> None:

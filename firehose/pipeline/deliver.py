@@ -1,29 +1,25 @@
 """Stage 2 of a stream: spooled records → partition buffers → sealed batches → destination.
 
-    source log ─read─▶ buffer per partition ─ready─▶ seal (ledger, fsync) ─▶ objects ─▶ destination
-                                                                              │ confirmed
-                                                            done (ledger) ◀───┘ → release spool
+    cursor ─read─▶ buffer per partition ─ready─▶ seal (cursor: fsynced) ─▶ objects ─▶ destination
+                                                                            │ confirmed
+                                                       done (cursor: ledger, then release) ◀─┘
 
-* The deliverer reads its source log (``raw``, the records as accepted, or
-  ``proc``, the processing chain's output) at its cursor, never from the
-  ingest path, so a restart replays through the same code and a backlog stays
-  on disk. Memory holds the partition buffers (bounded by
+The deliverer keeps buffers, attempts and retries, and nothing else:
+
+* It reads through its ``BatchCursor`` (``spool/cursor.py``), which owns the
+  sealed-batch protocol: where reading resumes after a restart, which records
+  earlier seals hold, the low watermark, and when spool segments go. The
+  deliverer reports only the oldest record it holds in a buffer.
+* Memory holds the partition buffers (bounded by
   ``processing.max_buffered_bytes``) and at most ``max_inflight_batches``
-  batches being delivered.
-* Each partition has its own size/interval buffer. When one is ready a batch
-  is cut and sealed: partition, span of positions and the full object key
-  (prefix from the oldest record's arrival time and the partition keys; suffix
-  from the seal time and a UUID derived from the spool position) are fsynced
+  batches being delivered. Each partition has its own size/interval buffer; a
+  partition that would exceed ``max_active_partitions`` does not get one: its
+  records go to the error output, named one by one in their seal.
+* When a buffer is ready a batch is cut, named (``naming.py``) and sealed
   before anything is sent, so a re-delivery writes the same key.
-* A partition that would exceed ``max_active_partitions`` does not get a
-  buffer: its records go to the error output, named one by one in their seal.
-* Failed attempts are retried with exponential backoff and jitter for as long
-  as it takes; only after the destination confirmed every object of a batch is
-  it marked done, and only then are spool segments below the low watermark
-  deleted.
-* After a restart, open seals are delivered again, and reading resumes at the
-  persisted low watermark, skipping records a seal (open or done) already
-  holds: nothing is lost and nothing is delivered twice.
+* Failed attempts are retried with backoff for as long as it takes (or the
+  destination's retry duration); only after the destination confirmed every
+  object of a batch is it marked done.
 """
 
 from __future__ import annotations
@@ -34,30 +30,25 @@ import functools
 import logging
 import random
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from itertools import repeat
 
 from firehose.destinations import Destination, Failure, ObjectDestination, Outcome
 from firehose.errors import DestinationError, SpoolError
+from firehose.pipeline.buffer import Buffer
 from firehose.pipeline.config import StreamConfig
-from firehose.pipeline.objects import DATA, ERRORS, OVERFLOW, RECORDS, ObjectBuilder, Records
+from firehose.pipeline.naming import OVERFLOW_PARTITION, name_batch
+from firehose.pipeline.objects import DATA, RECORDS, ObjectBuilder, Records
 from firehose.processing import failures
 from firehose.records import DeliveryRecord, ObjectBatch, RecordBatch
 from firehose.settings import Settings
-from firehose.spool import PROC, RAW, Spool, StreamSpool, entry
-from firehose.spool.buffer import Buffer, Span
-from firehose.spool.entry import Position, RecordEntry, describe_partition, error_partition
-from firehose.spool.ledger import Seal
+from firehose.spool.cursor import BatchCursor, Seal
+from firehose.spool.entry import Position, RecordEntry, Span, describe_partition
 from firehose.telemetry import Metrics
 
 log = logging.getLogger("firehose.pipeline")
 
-_KEY_NAMESPACE = uuid.UUID("6f1d7c3e-2b0a-4d8e-9a51-3c6b2f0e8a17")
-_READ_CHUNK = 8 * 1024 * 1024
-#: The buffer of records over the active-partition limit.
-_OVERFLOW = error_partition(failures.PARTITIONING_FAILED) + "#overflow"
 
 
 def now_ms() -> int:
@@ -85,21 +76,6 @@ def _delivery_records(incarnation: str, source: str, spans: list[Span]) -> list[
     return out
 
 
-def _sealed_through(cursor: Position, cover: list[Seal]) -> Position:
-    """Where reading can resume: past the records that seals hold without a gap from ``cursor``.
-
-    Only for the ``raw`` log, whose records are all in the default partition, so range seals
-    of it hold every record between their ends. A backlog sealed before a restart is then read
-    once (by its seals), not a second time only to find every record held.
-    """
-    for seal in sorted((s for s in cover if s.positions is None and s.partition == entry.DEFAULT_PARTITION),
-                       key=lambda s: s.start):
-        if seal.start > cursor:
-            break
-        cursor = max(cursor, seal.end)
-    return cursor
-
-
 @dataclass
 class DeliveryState:
     """What /readyz and logs report about a stream's delivery."""
@@ -117,9 +93,7 @@ class Deliverer:
         *,
         name: str,
         incarnation: str,
-        source: str,
-        spool: Spool,
-        stream_spool: StreamSpool,
+        cursor: BatchCursor,
         config: StreamConfig,
         destination: Destination,  # type: ignore[type-arg]
         builder: ObjectBuilder,
@@ -130,10 +104,6 @@ class Deliverer:
     ) -> None:
         self.name = name
         self.incarnation = incarnation
-        self.source = source
-        self._spool = spool
-        self._stream = stream_spool
-        self._log = stream_spool.source(source)
         self._config = config
         self._destination = destination
         self._store = store  # record destinations: where backups and error output go
@@ -143,29 +113,19 @@ class Deliverer:
         self._max_buffered = max(settings.processing.max_buffered_bytes, config.size_bytes)
         self._metrics = metrics
         self._clock = clock
-        ledger = stream_spool.ledger
         self._buffers: dict[str, Buffer] = {}
-        self._cursor: Position = ledger.low.get(source, (self._log.first_seq, 0))
-        cover = list(ledger.covering(source))
-        self._cover_end: Position = max((s.end for s in cover), default=(0, 0))
-        #: What seals left by the previous run hold: ranges within a partition, and single positions
-        #: (overflow seals list theirs), so re-read records are not batched twice.
-        self._cover_ranges = [(s.partition, s.start, s.end) for s in cover if s.positions is None]
-        self._cover_points: dict[int, set[int]] = {}
-        for s in cover:
-            for seq, i in s.positions or ():
-                self._cover_points.setdefault(seq, set()).add(i)
-        if source == RAW:
-            self._cursor = _sealed_through(self._cursor, cover)
+        self._cursor = cursor
+        cursor.holding(self._oldest_buffered)
+        self.source = self._cursor.source
         self._inflight: dict[int, asyncio.Task[None]] = {}
         self._sealing = 0
-        self._replay = list(ledger.pending())  # every source: seals left by a previous mode too
+        self._replay = self._cursor.pending()
         self._wakeup = asyncio.Event()
         self._closing = False
         self._waiting = False  # for what delivery waits for before it begins (Deliverer.start)
         self._task: asyncio.Task[None] | None = None
         self.delivery = DeliveryState(destination.describe())
-        stream_spool.subscribe(self._wakeup.set)
+        self._cursor.subscribe(self._wakeup.set)
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -259,57 +219,18 @@ class Deliverer:
             await asyncio.wait_for(self._wakeup.wait(), timeout)
 
     def _has_unread(self) -> bool:
-        return self._cursor[0] < self._log.committed_next_seq
+        return self._cursor.has_unread()
 
     async def _fill(self) -> None:
         """Read spooled records into partition buffers, up to the memory budget."""
-        room = self._max_buffered - self.buffered_bytes
-        if room <= 0 or not self._has_unread():
-            return
-        seq, index = self._cursor
-        got = await asyncio.to_thread(self._log.read_frames, seq, min(room, _READ_CHUNK))
-        for s, payload, path, offset in got:
-            e = entry.decode(s, payload, (path, offset))
-            first = index if s == seq else 0
-            for pid, start, end in e.partition_ranges():
-                lo = max(start, first)
-                if lo >= end:
-                    continue
-                for a, b in self._uncovered(e, pid, lo, end):
-                    self._add(pid, e, a, b)
-            self._cursor = (s + 1, 0)
-
-    def _uncovered(self, e: RecordEntry, pid: str, start: int, end: int) -> list[tuple[int, int]]:
-        """Index ranges of records not already held by a seal (only matters after a restart)."""
-        if (e.seq, start) >= self._cover_end:
-            return [(start, end)]
-        held: list[tuple[int, int]] = []
-        for part, first, stop in self._cover_ranges:
-            if part != pid or stop <= (e.seq, start) or first >= (e.seq, end):
-                continue
-            held.append((max(start, first[1] if first[0] == e.seq else 0),
-                         min(end, stop[1] if stop[0] == e.seq else end)))
-        points = self._cover_points.get(e.seq)
-        if points:
-            held.extend((i, i + 1) for i in points if start <= i < end)
-        if not held:
-            return [(start, end)]
-        out: list[tuple[int, int]] = []
-        run = start
-        for a, b in sorted(held):
-            if a > run:
-                out.append((run, a))
-            run = max(run, b)
-        if run < end:
-            out.append((run, end))
-        return out
+        await self._cursor.read(self._max_buffered - self.buffered_bytes, self._add)
 
     def _add(self, pid: str, e: RecordEntry, start: int, end: int) -> None:
         buf = self._buffers.get(pid)
         if buf is None:
             keys, error_type = describe_partition(pid.split("#")[0])
             if error_type is None and self._active_data_partitions() >= self._max_partitions:
-                pid = _OVERFLOW
+                pid = OVERFLOW_PARTITION
                 buf = self._buffers.get(pid)
             if buf is None:
                 buf = self._buffers[pid] = Buffer(self._config.size_bytes, self._config.interval_s, self._clock)
@@ -340,19 +261,9 @@ class Deliverer:
 
     # -- sealing --------------------------------------------------------------
 
-    def _low(self, *, without: int | None = None) -> Position:
-        """Every record of this source before this position is delivered (or dropped).
-
-        ``without``: a batch about to be marked done, which no longer holds anything back.
-        """
-        candidates = [self._cursor]
-        candidates += [s.start for s in self._stream.ledger.open.values()
-                       if s.source == self.source and s.batch_id != without]
-        for buf in self._buffers.values():
-            span = buf.first()
-            if span is not None:
-                candidates.append((span.entry.seq, span.start))
-        return min(candidates)
+    def _oldest_buffered(self) -> Position | None:
+        """The oldest record taken from the cursor and not yet sealed (it holds the low watermark)."""
+        return min((p for b in self._buffers.values() if (p := b.oldest()) is not None), default=None)
 
     async def _seal_and_dispatch(self, pid: str, spans: list[Span]) -> None:
         if not spans:
@@ -365,42 +276,12 @@ class Deliverer:
         self._start_delivery(seal, spans)
 
     async def _seal(self, pid: str, spans: list[Span]) -> Seal:
-        cfg = self._config
-        start: Position = (spans[0].entry.seq, spans[0].start)
-        end: Position = (spans[-1].entry.seq, spans[-1].end)
-        first_arrival = min(s.entry.first_arrival(s.start, s.end) for s in spans)
         sealed_ms = now_ms()
-        unique = uuid.uuid5(_KEY_NAMESPACE, f"{self.incarnation}/{self.source}/{pid}/{start[0]}/{start[1]}")
-        positions = None
-        meta: dict[str, object] = {"version": cfg.version, "arrival_ms": first_arrival}
-        if pid == _OVERFLOW:
-            kind, prefix = OVERFLOW, cfg.keys.render_error_prefix(first_arrival, failures.PARTITIONING_FAILED)
-            positions = tuple((s.entry.seq, i) for s in spans for i in range(s.start, s.end))
-            meta["reason"] = (f"More than {self._max_partitions} active partitions; this record's partition "
-                              "could not get a buffer.")
-        else:
-            keys, error_type = describe_partition(pid)
-            if error_type is not None:
-                kind, prefix = ERRORS, cfg.keys.render_error_prefix(first_arrival, error_type)
-            elif cfg.records:
-                kind, prefix = RECORDS, cfg.keys.render_prefix(first_arrival)
-                meta["batch_id"] = str(unique)
-                meta["error_key"] = (cfg.keys.render_error_prefix(first_arrival, self._destination.error_output_type)
-                                     + cfg.keys.suffix(self.name, str(cfg.version), sealed_ms,
-                                                       uuid.uuid5(unique, "errors")).removesuffix(cfg.keys.extension))
-            else:
-                kind, prefix = DATA, cfg.keys.render_prefix(first_arrival, partition_keys=keys)
-                if cfg.conversion is not None:
-                    err_unique = uuid.uuid5(unique, failures.FORMAT_CONVERSION_FAILED)
-                    meta["error_key"] = (cfg.keys.render_error_prefix(first_arrival, failures.FORMAT_CONVERSION_FAILED)
-                                         + cfg.keys.suffix(self.name, str(cfg.version), sealed_ms, err_unique)
-                                         .removesuffix(cfg.keys.extension))
-        suffix = cfg.keys.suffix(self.name, str(cfg.version), sealed_ms, unique)
-        if kind != DATA:
-            suffix = suffix.removesuffix(cfg.keys.extension)
-        meta["kind"] = kind
-        return await self._stream.ledger.seal(self.source, pid, start, end, prefix + suffix, sealed_ms, meta,
-                                              positions=positions, low={self.source: self._low()})
+        name = name_batch(self._config, stream=self.name, incarnation=self.incarnation, source=self.source,
+                          partition=pid, spans=spans, sealed_ms=sealed_ms,
+                          error_output_type=self._destination.error_output_type, max_partitions=self._max_partitions)
+        return await self._cursor.seal(pid, (spans[0].entry.seq, spans[0].start), (spans[-1].entry.seq, spans[-1].end),
+                                       name.key, sealed_ms, name.meta, positions=name.positions)
 
     def _dispatch_replays(self) -> None:
         while self._replay and self._slots() > 0:
@@ -423,11 +304,10 @@ class Deliverer:
         else:
             await self._deliver_objects(seal, spans)
         await self._mark_done(seal)
-        self._release()
 
     async def _spans(self, seal: Seal, spans: list[Span] | None) -> list[Span]:
         if spans is None:
-            spans = await asyncio.to_thread(self._read_sealed, seal)
+            spans = await self._cursor.read_sealed(seal)
             if not spans:
                 log.error("A sealed batch's records are no longer in the spool; skipping it.",
                           extra={"stream": self.name, "key": seal.key})
@@ -577,53 +457,13 @@ class Deliverer:
         attempt = 0
         while True:
             try:
-                await self._stream.ledger.done([seal.batch_id], low={self.source: self._low(without=seal.batch_id)})
+                await self._cursor.done(seal)
                 return
             except SpoolError as exc:
                 attempt += 1
                 log.error("Could not record a delivered batch in the ledger; retrying.",
                           extra={"stream": self.name, "key": seal.key, "error": str(exc)})
                 await asyncio.sleep(self._backoff(attempt))
-
-    def _read_sealed(self, seal: Seal) -> list[Span]:
-        """Re-read a sealed batch's records from the spool (after a restart)."""
-        source_log = self._stream.source(seal.source)
-        explicit = [s for s in self._stream.ledger.covering(seal.source) if s.positions is not None and s is not seal]
-        spans: list[Span] = []
-        added = self._clock()
-        seq = seal.start[0]
-        while seq <= seal.end[0]:
-            got = source_log.read_frames(seq, _READ_CHUNK)
-            if not got:
-                break
-            for s, payload, path, offset in got:
-                if s > seal.end[0]:
-                    break
-                e = entry.decode(s, payload, (path, offset))
-                for pid, lo, hi in e.partition_ranges():
-                    if seal.positions is None and not explicit:
-                        # A range seal with nothing carved out of it: its records in this entry are one
-                        # index range, found without looking at each record (a backlog re-read after a
-                        # restart goes through here, every record of it).
-                        if pid == seal.partition:
-                            first = max(lo, seal.start[1]) if s == seal.start[0] else lo
-                            last = min(hi, seal.end[1]) if s == seal.end[0] else hi
-                            if first < last:
-                                spans.append(Span(e, first, last, added))
-                        continue
-                    run: int | None = None
-                    for i in range(lo, hi):
-                        held = seal.holds(seal.source, pid, (s, i)) and not any(
-                            x.holds(seal.source, pid, (s, i)) for x in explicit)
-                        if held and run is None:
-                            run = i
-                        elif not held and run is not None:
-                            spans.append(Span(e, run, i, added))
-                            run = None
-                    if run is not None:
-                        spans.append(Span(e, run, hi, added))
-            seq = got[-1].seq + 1
-        return spans
 
     def _backoff(self, attempt: int) -> float:
         """Exponential backoff with jitter: half fixed, half random, capped."""
@@ -657,14 +497,6 @@ class Deliverer:
         self._metrics.delivered_records.labels(self.name, dest).inc(batch.record_count)
         self._metrics.delivered_bytes.labels(self.name, dest).inc(batch.size)
         self._metrics.delivered_objects.labels(self.name, dest).inc()
-
-    def _release(self) -> None:
-        """Delete spool segments every record of which is delivered."""
-        ledger = self._stream.ledger
-        self._spool.release(self._stream, self.source, ledger.release_point(self.source))
-        if self.source == RAW:  # a processed log left from an earlier mode: only open seals hold it
-            start = ledger.open_start(PROC)
-            self._spool.release(self._stream, PROC, start or (self._stream.processed.committed_next_seq, 0))
 
     # -- reporting ------------------------------------------------------------
 

@@ -4,15 +4,14 @@
             ─ready─▶ chain (built-ins, Lambda in worker processes, partition keys)
             ─▶ processed entry (fsynced, records grouped by partition, with raw_end) ─▶ release raw
 
-The processed entry records ``raw_end``, the raw position processed so far, in
-the same fsync that makes the output durable: after a crash, processing
-resumes exactly there, so no record is processed twice into the processed log
-and none is skipped. A crash in the middle of the chain leaves the raw records
-in the spool and the batch is processed again from the start.
+The feeder reads and writes through its ``ProcessCursor`` (``spool/cursor.py``),
+which states the invariant: a processed entry records ``raw_end`` in the same
+fsync that makes the output durable, and processing resumes exactly there. A
+crash in the middle of the chain leaves the raw records in the spool and the
+batch is processed again from the start.
 
 Batches are processed one at a time, in order, so ``raw_end`` only moves
-forward. Raw segments are deleted once processed, except those an earlier
-mode's open seals still need.
+forward.
 """
 
 from __future__ import annotations
@@ -24,50 +23,31 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from firehose.pipeline.buffer import Buffer
 from firehose.pipeline.config import StreamConfig
 from firehose.processing.chain import Processor, RawRecord
-from firehose.spool import PROC, RAW, Spool, StreamSpool, entry
-from firehose.spool.buffer import Buffer, Span
-from firehose.spool.entry import Position
+from firehose.spool.cursor import ProcessCursor
+from firehose.spool.entry import Position, Span
 from firehose.telemetry import Metrics
 
 log = logging.getLogger("firehose.pipeline")
 
-_READ_CHUNK = 8 * 1024 * 1024
-
-
-def resume_position(stream: StreamSpool) -> Position:
-    """Where raw processing resumes: after whatever any mode already consumed."""
-    ledger = stream.ledger
-    candidates = [ledger.high.get(RAW, (0, 0)), ledger.low.get(RAW, (0, 0)), (stream.log.first_seq, 0)]
-    last = stream.processed.committed_next_seq - 1
-    if last >= 0:
-        got = stream.processed.read(last, 1)
-        if got:
-            raw_end = entry.decode(got[0][0], got[0][1]).raw_end
-            if raw_end is not None:
-                candidates.append(raw_end)
-    return max(candidates)
-
-
 class Feeder:
-    def __init__(self, *, name: str, spool: Spool, stream_spool: StreamSpool, config: StreamConfig,
+    def __init__(self, *, name: str, cursor: ProcessCursor, config: StreamConfig,
                  processor: Processor, metrics: Metrics, clock: Callable[[], float] = time.monotonic) -> None:
         self.name = name
-        self._spool = spool
-        self._stream = stream_spool
+        self._cursor = cursor
         self.config = config
         self._processor = processor
         self._metrics = metrics
         self._clock = clock
         self._buffer = Buffer(config.plan.buffer_bytes, config.plan.buffer_interval_s, clock)
-        self._cursor = resume_position(stream_spool)
         self._wakeup = asyncio.Event()
         self._closing = False
         self._busy = False
         self._task: asyncio.Task[None] | None = None
         self.last_error: str | None = None
-        stream_spool.subscribe(self._wakeup.set)
+        cursor.subscribe(self._wakeup.set)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"feed-{self.name}")
@@ -105,17 +85,10 @@ class Feeder:
             await asyncio.wait_for(self._wakeup.wait(), timeout)
 
     def _has_unread(self) -> bool:
-        return self._cursor[0] < self._stream.log.committed_next_seq
+        return self._cursor.has_unread()
 
     async def _fill(self) -> None:
-        room = self._buffer.size_bytes - self._buffer.bytes
-        if room <= 0 or not self._has_unread():
-            return
-        seq, index = self._cursor
-        got = await asyncio.to_thread(self._stream.log.read, seq, min(room, _READ_CHUNK))
-        for s, payload in got:
-            self._buffer.add(entry.decode(s, payload), index if s == seq else 0)
-            self._cursor = (s + 1, 0)
+        await self._cursor.read(self._buffer.size_bytes - self._buffer.bytes, self._buffer.add)
 
     async def _process(self, spans: list[Span]) -> None:
         self._busy = True
@@ -126,11 +99,8 @@ class Feeder:
             raw_end: Position = (last.entry.seq, last.end)
             if last.end >= last.entry.count:
                 raw_end = (last.entry.seq + 1, 0)
-            groups = sorted(batch.groups.items())
-            payload = await asyncio.to_thread(entry.encode_processed, groups, raw_end)
-            await self._spool.append_processed(self._stream, payload)
+            await self._cursor.append(sorted(batch.groups.items()), raw_end)
             self._count(batch.dropped, batch.failed)
-            self._release(raw_end)
             self.last_error = None
         finally:
             self._busy = False
@@ -140,10 +110,6 @@ class Feeder:
             self._metrics.processing_dropped.labels(self.name).inc(dropped)
         for kind, n in failed.items():
             self._metrics.processing_failed.labels(self.name, kind).inc(n)
-
-    def _release(self, raw_end: Position) -> None:
-        held = self._stream.ledger.open_start(RAW)
-        self._spool.release(self._stream, RAW, min(raw_end, held) if held else raw_end)
 
     @property
     def buffered_bytes(self) -> int:
@@ -166,4 +132,4 @@ def _kinesis_metadata(meta: list[Any], arrival_ms: int) -> dict[str, Any]:
             "sequenceNumber": sequence_number, "subsequenceNumber": subsequence}
 
 
-__all__ = ["PROC", "Feeder", "resume_position"]
+__all__ = ["Feeder"]

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from firehose.pipeline.config import StreamConfig
 from firehose.processing import convert, encrypt, failures
 from firehose.records import FileRange, ObjectBatch
-from firehose.spool.buffer import Span
+from firehose.spool.entry import Span
 
 #: Kinds of sealed batches.
 DATA = "data"

@@ -192,6 +192,19 @@ class RecordEntry:
         return self.partitions or ((DEFAULT_PARTITION, 0, self.count),)
 
 
+@dataclass(slots=True)
+class Span:
+    """Records [start, end) of one entry: how batches name their records without copying them."""
+
+    entry: RecordEntry
+    start: int
+    end: int
+
+    @property
+    def size(self) -> int:
+        return self.entry.offsets[self.end] - self.entry.offsets[self.start]
+
+
 def decode(seq: int, payload: memoryview, where: tuple[str, int] | None = None) -> RecordEntry:
     """The entry in ``payload``; ``where``: the file and offset the payload was read at."""
     entry = _decode(seq, payload)

@@ -15,16 +15,16 @@ from firehose.processing.encrypt import Keyring
 from firehose.records import FileRange, read_ranges
 from firehose.settings import Settings
 from firehose.spool import entry
-from firehose.spool.buffer import Span
+from firehose.spool.entry import Span
 from firehose.storage.log import SegmentLog
 
 
 def spans_from(log: SegmentLog) -> list[Span]:
     """Every record of the log but the first and last, as the deliverer buffers them."""
     entries = [entry.decode(f.seq, f.payload, (f.path, f.offset)) for f in log.read_frames(0, 1 << 30)]
-    spans = [Span(e, 0, e.count, 0.0) for e in entries]
-    spans[0] = Span(entries[0], 1, entries[0].count, 0.0)
-    spans[-1] = Span(entries[-1], 0, entries[-1].count - 1, 0.0)
+    spans = [Span(e, 0, e.count) for e in entries]
+    spans[0] = Span(entries[0], 1, entries[0].count)
+    spans[-1] = Span(entries[-1], 0, entries[-1].count - 1)
     return spans
 
 
@@ -46,7 +46,7 @@ def test_the_extents_of_a_batch_hold_exactly_its_records(spooled: SegmentLog) ->
     assert read_ranges(extents).count(b"\n") == 6 * 5 - 2
     # Spans that meet in one entry are one range.
     e = records.spans[2].entry
-    assert Records([Span(e, 0, 2, 0.0), Span(e, 2, 5, 0.0)]).extents() == (e.extent(0, 5),)
+    assert Records([Span(e, 0, 2), Span(e, 2, 5)]).extents() == (e.extent(0, 5),)
 
 
 def test_a_range_past_the_end_of_its_file_is_an_error(tmp_path: Path) -> None:

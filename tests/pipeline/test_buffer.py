@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from firehose.pipeline.buffer import Buffer
 from firehose.spool import entry
-from firehose.spool.buffer import Buffer
 
 
 class FakeClock:

@@ -1,4 +1,4 @@
-"""Size-or-interval buffering (Firehose ``BufferingHints``) for one stream.
+"""Size-or-interval buffering (Firehose ``BufferingHints``) for one partition.
 
 A buffer holds spans of spooled records (never copies of them) and is ready
 when its bytes reach the size hint or its oldest span has waited the interval,
@@ -14,25 +14,10 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 
-from firehose.spool.entry import RecordEntry
+from firehose.spool.entry import Position, RecordEntry, Span
 
 Clock = Callable[[], float]
-
-
-@dataclass(slots=True)
-class Span:
-    """Records [start, end) of one spooled entry, and when they entered the buffer."""
-
-    entry: RecordEntry
-    start: int
-    end: int
-    added: float
-
-    @property
-    def size(self) -> int:
-        return self.entry.offsets[self.end] - self.entry.offsets[self.start]
 
 
 class Buffer:
@@ -41,6 +26,7 @@ class Buffer:
         self.interval_s = interval_s
         self._clock = clock
         self._spans: deque[Span] = deque()
+        self._added: deque[float] = deque()  # when each span entered the buffer
         self.bytes = 0
 
     def reconfigure(self, size_bytes: int, interval_s: float) -> None:
@@ -55,25 +41,23 @@ class Buffer:
         end = entry.count if end is None else end
         if start >= end:
             return
-        span = Span(entry, start, end, self._clock())
+        span = Span(entry, start, end)
         self._spans.append(span)
+        self._added.append(self._clock())
         self.bytes += span.size
 
-    def first(self) -> Span | None:
-        """The oldest buffered span."""
-        return self._spans[0] if self._spans else None
-
-    def take_all(self) -> list[Span]:
-        spans = list(self._spans)
-        self._spans.clear()
-        self.bytes = 0
-        return spans
+    def oldest(self) -> Position | None:
+        """Position of the oldest buffered record (None when empty)."""
+        if not self._spans:
+            return None
+        span = self._spans[0]
+        return (span.entry.seq, span.start)
 
     def deadline(self) -> float | None:
         """Monotonic time at which the interval elapses (None when empty)."""
-        if not self._spans:
+        if not self._added:
             return None
-        return self._spans[0].added + self.interval_s
+        return self._added[0] + self.interval_s
 
     def ready(self) -> bool:
         if not self._spans:
@@ -91,11 +75,12 @@ class Buffer:
             span = self._spans[0]
             if span.size <= room:
                 out.append(self._spans.popleft())
+                self._added.popleft()
                 room -= span.size
                 self.bytes -= span.size
                 continue
             # Split the span at the last record that still fits (at least one
-            # record in the batch overall).
+            # record in the batch overall); the rest keeps its time in the buffer.
             offsets = span.entry.offsets
             cut = span.start
             while cut < span.end and offsets[cut + 1] - offsets[span.start] <= room:
@@ -103,7 +88,7 @@ class Buffer:
             if cut == span.start and not out:
                 cut = span.start + 1
             if cut > span.start:
-                head = Span(span.entry, span.start, cut, span.added)
+                head = Span(span.entry, span.start, cut)
                 out.append(head)
                 self.bytes -= head.size
                 span.start = cut
