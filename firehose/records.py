@@ -14,6 +14,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
+#: A record's place in a spooled log: (the entry's sequence number, the record's index in it).
+#: Positions order records exactly as they were spooled.
+Position = tuple[int, int]
+
 
 @dataclass(frozen=True, slots=True)
 class ObjectBatch:

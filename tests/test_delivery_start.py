@@ -75,8 +75,8 @@ def test_a_stream_stopped_before_its_delivery_began_stops_at_once(tmp_path: Path
 def test_reading_resumes_after_the_records_seals_hold_without_a_gap() -> None:
     """After a restart the raw log is read from the end of what seals hold contiguously: a sealed
     backlog is read once, by its seals; a gap (records no seal holds) is read."""
+    from firehose.partitions import DEFAULT_PARTITION
     from firehose.spool.cursor import sealed_through as _sealed_through
-    from firehose.spool.entry import DEFAULT_PARTITION
     from firehose.spool.ledger import Seal
 
     def seal(start: tuple[int, int], end: tuple[int, int], partition: str = DEFAULT_PARTITION,

@@ -15,7 +15,8 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 
-from firehose.spool.entry import Position, RecordEntry, Span
+from firehose.records import Position
+from firehose.spool.entry import RecordEntry, Span
 
 Clock = Callable[[], float]
 

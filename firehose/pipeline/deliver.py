@@ -36,15 +36,16 @@ from itertools import repeat
 
 from firehose.destinations import Destination, Failure, ObjectDestination, Outcome
 from firehose.errors import DestinationError, SpoolError
+from firehose.partitions import describe_partition
 from firehose.pipeline.buffer import Buffer
 from firehose.pipeline.config import StreamConfig
 from firehose.pipeline.naming import OVERFLOW_PARTITION, name_batch
 from firehose.pipeline.objects import DATA, RECORDS, ObjectBuilder, Records
 from firehose.processing import failures
-from firehose.records import DeliveryRecord, ObjectBatch, RecordBatch
+from firehose.records import DeliveryRecord, ObjectBatch, Position, RecordBatch
 from firehose.settings import Settings
 from firehose.spool.cursor import BatchCursor, Seal
-from firehose.spool.entry import Position, RecordEntry, Span, describe_partition
+from firehose.spool.entry import RecordEntry, Span
 from firehose.telemetry import Metrics
 
 log = logging.getLogger("firehose.pipeline")

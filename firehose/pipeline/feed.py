@@ -26,8 +26,9 @@ from typing import Any
 from firehose.pipeline.buffer import Buffer
 from firehose.pipeline.config import StreamConfig
 from firehose.processing.chain import Processor, RawRecord
+from firehose.records import Position
 from firehose.spool.cursor import ProcessCursor
-from firehose.spool.entry import Position, Span
+from firehose.spool.entry import Span
 from firehose.telemetry import Metrics
 
 log = logging.getLogger("firehose.pipeline")

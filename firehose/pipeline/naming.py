@@ -21,10 +21,12 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from firehose.partitions import describe_partition, error_partition
 from firehose.pipeline.config import StreamConfig
 from firehose.pipeline.objects import DATA, ERRORS, OVERFLOW, RECORDS
 from firehose.processing import failures
-from firehose.spool.entry import Position, Span, describe_partition, error_partition
+from firehose.records import Position
+from firehose.spool.entry import Span
 
 _KEY_NAMESPACE = uuid.UUID("6f1d7c3e-2b0a-4d8e-9a51-3c6b2f0e8a17")
 

@@ -30,6 +30,7 @@ import pybase64
 
 from firehose import definitions, objectkeys
 from firehose.definitions import DeliveryStreamDefinition, ExtendedS3DestinationConfiguration
+from firehose.partitions import data_partition, error_partition
 from firehose.processing import builtin, failures, partition
 from firehose.processing.transform import (
     FunctionRef,
@@ -39,8 +40,8 @@ from firehose.processing.transform import (
     WorkerPool,
     resolve_function,
 )
+from firehose.records import Position
 from firehose.settings import Settings
-from firehose.spool.entry import Position, data_partition, error_partition
 
 MiB = 1024 * 1024
 

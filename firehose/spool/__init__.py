@@ -20,8 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from firehose.errors import ServiceUnavailableException, SpoolError
+from firehose.records import Position
 from firehose.spool import entry
-from firehose.spool.entry import Position
 from firehose.spool.ledger import Ledger
 from firehose.storage.committer import GroupCommitter, commit
 from firehose.storage.log import HEADER_SIZE, Payload, SegmentLog

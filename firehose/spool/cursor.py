@@ -45,8 +45,10 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from firehose.partitions import DEFAULT_PARTITION
+from firehose.records import Position
 from firehose.spool import PROC, RAW, Spool, StreamSpool, entry
-from firehose.spool.entry import Position, RecordEntry, Span
+from firehose.spool.entry import RecordEntry, Span
 from firehose.spool.ledger import Seal
 
 log = logging.getLogger("firehose.spool")
@@ -66,7 +68,7 @@ def sealed_through(cursor: Position, cover: Sequence[Seal]) -> Position:
     of it hold every record between their ends. A backlog sealed before a restart is then read
     once (by its seals), not a second time only to find every record held.
     """
-    for seal in sorted((s for s in cover if s.positions is None and s.partition == entry.DEFAULT_PARTITION),
+    for seal in sorted((s for s in cover if s.positions is None and s.partition == DEFAULT_PARTITION),
                        key=lambda s: s.start):
         if seal.start > cursor:
             break

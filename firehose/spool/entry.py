@@ -32,9 +32,8 @@ A record's position is ``(seq, index)``: the entry's sequence number and the
 record's index inside it. Positions order records exactly as they were
 spooled; batch boundaries and object names derive from them.
 
-A partition id is a canonical JSON string: ``{"k":{...}}`` for data
-partitioned by the given keys (``{"k":{}}`` when there is no dynamic
-partitioning) and ``{"e":"<error output type>"}`` for error output.
+Processed and sourced entries group records by partition id
+(``firehose/partitions.py``).
 """
 
 from __future__ import annotations
@@ -49,7 +48,8 @@ from typing import Any
 
 import orjson
 
-from firehose.records import FileRange
+from firehose.partitions import DEFAULT_PARTITION
+from firehose.records import FileRange, Position
 
 KIND_DIRECT_PUT = 1
 KIND_PROCESSED = 2
@@ -57,25 +57,6 @@ KIND_SOURCED = 3
 _HEAD = struct.Struct("<BQI")
 _PROC_HEAD = struct.Struct("<BII")
 assert array("I").itemsize == 4 and array("Q").itemsize == 8
-
-Position = tuple[int, int]
-
-
-def data_partition(keys: Mapping[str, str] | None = None) -> str:
-    return orjson.dumps({"k": dict(keys or {})}, option=orjson.OPT_SORT_KEYS).decode()
-
-
-def error_partition(error_type: str) -> str:
-    return orjson.dumps({"e": error_type}).decode()
-
-
-DEFAULT_PARTITION = data_partition()
-
-
-def describe_partition(partition: str) -> tuple[dict[str, str] | None, str | None]:
-    """(partition keys, None) for data, (None, error output type) for errors."""
-    d = orjson.loads(partition)
-    return (d["k"], None) if "k" in d else (None, d["e"])
 
 
 def _le(a: array) -> bytes:  # type: ignore[type-arg]

@@ -44,7 +44,7 @@ from typing import Any
 
 import orjson
 
-from firehose.spool.entry import Position
+from firehose.records import Position
 from firehose.storage.committer import GroupCommitter, commit
 from firehose.storage.log import SegmentLog
 

@@ -6,11 +6,12 @@ from pathlib import Path
 from typing import Any
 
 from firehose.definitions import DeliveryStreamDefinition
+from firehose.partitions import data_partition, error_partition
 from firehose.pipeline.config import StreamConfig
 from firehose.pipeline.naming import OVERFLOW_PARTITION, name_batch
 from firehose.settings import Settings
 from firehose.spool import entry
-from firehose.spool.entry import Span, data_partition, error_partition
+from firehose.spool.entry import Span
 
 ARRIVAL = 1_700_000_000_000  # 2023-11-14T22:13:20Z
 SEALED = 1_700_000_100_000

@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from firehose.partitions import DEFAULT_PARTITION
+from firehose.records import Position
 from firehose.spool import PROC, RAW, Spool, StreamSpool, entry
 from firehose.spool.cursor import BatchCursor, ProcessCursor
-from firehose.spool.entry import DEFAULT_PARTITION, Position, RecordEntry, Span
+from firehose.spool.entry import RecordEntry, Span
 
 STEPS = ("read", "seal", "send", "done")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from firehose.spool.entry import DEFAULT_PARTITION, data_partition
+from firehose.partitions import DEFAULT_PARTITION, data_partition
 from firehose.spool.ledger import Ledger
 from firehose.storage.committer import GroupCommitter
 
