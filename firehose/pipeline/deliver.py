@@ -39,11 +39,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from itertools import repeat
 
+from firehose import failures
 from firehose.destinations import Destination, Failure, ObjectDestination, Outcome
 from firehose.errors import DestinationError, SpoolError
 from firehose.pipeline.config import StreamConfig
 from firehose.pipeline.objects import DATA, ERRORS, OVERFLOW, RECORDS, ObjectBuilder, Records
-from firehose.processing import failures
 from firehose.records import DeliveryRecord, ObjectBatch, RecordBatch
 from firehose.settings import Settings
 from firehose.spool import PROC, RAW, Spool, StreamSpool, entry

@@ -24,8 +24,9 @@ from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
+from firehose import failures
 from firehose.pipeline.config import StreamConfig
-from firehose.processing import convert, encrypt, failures
+from firehose.processing import convert, encrypt
 from firehose.records import FileRange, ObjectBatch
 from firehose.spool.buffer import Span
 

@@ -28,9 +28,9 @@ from typing import Any, NamedTuple
 
 import pybase64
 
-from firehose import definitions, objectkeys
+from firehose import definitions, failures, objectkeys
 from firehose.definitions import DeliveryStreamDefinition, ExtendedS3DestinationConfiguration
-from firehose.processing import builtin, failures, partition
+from firehose.processing import builtin, partition
 from firehose.processing.transform import (
     FunctionRef,
     LambdaProcessor,
