@@ -16,7 +16,8 @@ from typing import Any
 
 from firehose import definitions, objectkeys
 from firehose.definitions import DeliveryStreamDefinition, ExtendedS3DestinationConfiguration
-from firehose.processing import chain, compress, convert, encrypt
+from firehose.encoding import compress, convert, encrypt
+from firehose.processing import chain
 from firehose.settings import Settings
 
 

@@ -25,8 +25,8 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 
 from firehose import failures
+from firehose.encoding import convert, encrypt
 from firehose.pipeline.config import StreamConfig
-from firehose.processing import convert, encrypt
 from firehose.records import FileRange, ObjectBatch
 from firehose.spool.buffer import Span
 

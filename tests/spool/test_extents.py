@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from firehose.definitions import DeliveryStreamDefinition
+from firehose.encoding.encrypt import Keyring
 from firehose.pipeline.config import StreamConfig
 from firehose.pipeline.objects import DATA, ObjectBuilder, Records
-from firehose.processing.encrypt import Keyring
 from firehose.records import FileRange, read_ranges
 from firehose.settings import Settings
 from firehose.spool import entry

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pyorc
 import pytest
 
-from firehose.processing.convert import (
+from firehose.encoding.convert import (
     ConversionResult,
     DeserializerOptions,
     Schema,
