@@ -503,6 +503,17 @@ def _orc_bloom_filter_columns(schema: Schema, serializer: SerializerOptions) -> 
     return [names[n.lower()] for n in serializer.bloom_filter_columns]
 
 
+@dataclass(frozen=True)
+class Conversion:
+    """One stream's format conversion: the table's schema, the SerDe options, and the table as
+    the error documents of records that do not fit it report it (``dataCatalogTable``)."""
+
+    schema: Schema
+    deserializer: DeserializerOptions
+    serializer: SerializerOptions
+    table: dict[str, Any]
+
+
 # -- timestamps --------------------------------------------------------------------------------
 
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()

@@ -17,16 +17,9 @@ from typing import Any
 from firehose import definitions, objectkeys
 from firehose.definitions import DeliveryStreamDefinition, ExtendedS3DestinationConfiguration
 from firehose.encoding import compress, convert, encrypt
+from firehose.encoding.builder import Encoding
 from firehose.processing import chain
 from firehose.settings import Settings
-
-
-@dataclass(frozen=True)
-class Conversion:
-    schema: convert.Schema
-    deserializer: convert.DeserializerOptions
-    serializer: convert.SerializerOptions
-    table: dict[str, Any]  # dataCatalogTable, as error documents report it
 
 
 @dataclass(frozen=True)
@@ -35,10 +28,11 @@ class StreamConfig:
 
     ``records`` tells the delivery shape: False for object destinations (S3, a
     local directory, Redshift, which stages objects), True for record
-    destinations (OpenSearch, Splunk, HTTP endpoint). ``keys`` and ``codec``
-    are those of the object store: the S3 destination itself, or the
-    ``S3Configuration`` where Redshift stages batches and where record
-    destinations write backups and error output.
+    destinations (OpenSearch, Splunk, HTTP endpoint). ``keys`` and ``encoding``
+    (all the encoding stage needs to turn batches into objects) are those of
+    the object store: the S3 destination itself, or the ``S3Configuration``
+    where Redshift stages batches and where record destinations write backups
+    and error output.
     """
 
     version: int
@@ -49,9 +43,7 @@ class StreamConfig:
     size_bytes: int
     interval_s: float
     plan: chain.Plan
-    codec: compress.Codec
-    conversion: Conversion | None
-    encrypt: bool
+    encoding: Encoding
     backup_all: bool = False
 
     @classmethod
@@ -66,9 +58,9 @@ class StreamConfig:
             keys = objectkeys.KeyTemplate.build(
                 cfg.prefix, cfg.error_output_prefix, custom_time_zone=cfg.custom_time_zone,
                 extension=definitions.file_extension(cfg))
-            return cls(version, definition.destination_member, False, cfg, keys, size, interval,
-                       chain.plan(definition, settings), compress.codec(cfg.compression),
-                       _conversion(cfg, settings), encrypt_store)
+            plan = chain.plan(definition, settings)
+            encoding = Encoding(compress.codec(cfg.compression), _conversion(cfg, settings), encrypt_store)
+            return cls(version, definition.destination_member, False, cfg, keys, size, interval, plan, encoding)
         dest = definition.record_destination
         size, interval = dest.buffering()
         keys = objectkeys.KeyTemplate.build(store.prefix, store.error_output_prefix, custom_time_zone=None,
@@ -83,9 +75,20 @@ class StreamConfig:
             if encrypt_store:
                 raise ValueError("Redshift cannot COPY envelope-encrypted objects: the staging bucket "
                                  f"{store.bucket!r} must not have encrypt: true")
-        return cls(version, definition.destination_member, not redshift, store, keys, size, interval,
-                   chain.plan(definition, settings), compress.codec(store.compression), None, encrypt_store,
+        plan = chain.plan(definition, settings)
+        encoding = Encoding(compress.codec(store.compression), None, encrypt_store)
+        return cls(version, definition.destination_member, not redshift, store, keys, size, interval, plan, encoding,
                    backup_all=dest.backup_all)
+
+    @property
+    def conversion(self) -> convert.Conversion | None:
+        """The format conversion, if the stream converts (the deliverer names an error key for it at seal)."""
+        return self.encoding.conversion
+
+    @property
+    def encrypt(self) -> bool:
+        """Whether the object store encrypts (the daemon then loads the keyring)."""
+        return self.encoding.encrypt
 
     @property
     def destination(self) -> definitions.S3DestinationConfiguration:
@@ -120,7 +123,7 @@ def _check_endpoint(dest: Any, settings: Settings) -> None:
                          + ", ".join(allowed))
 
 
-def _conversion(cfg: ExtendedS3DestinationConfiguration, settings: Settings) -> Conversion | None:
+def _conversion(cfg: ExtendedS3DestinationConfiguration, settings: Settings) -> convert.Conversion | None:
     conv = cfg.format_conversion
     if not conv:
         return None
@@ -145,7 +148,7 @@ def _conversion(cfg: ExtendedS3DestinationConfiguration, settings: Settings) -> 
         "versionId": schema_cfg.get("VersionId") or "LATEST",
         "catalogArn": f"arn:aws:glue:{region}:{catalog}:catalog",
     }
-    return Conversion(schema, deserializer, serializer, info)
+    return convert.Conversion(schema, deserializer, serializer, info)
 
 
 def check_definition(definition: DeliveryStreamDefinition, settings: Settings) -> StreamConfig:
@@ -153,7 +156,7 @@ def check_definition(definition: DeliveryStreamDefinition, settings: Settings) -
     config = StreamConfig.build(definition, 1, settings)
     if not definition.is_s3:
         _check_endpoint(definition.record_destination, settings)
-    if config.encrypt:
+    if config.encoding.encrypt:
         enc = settings.encryption
         if not encrypt.Keyring.load(directory=enc.keys_dir, env_prefix=enc.env_prefix).ids:
             raise ValueError(f"bucket {config.object_store.bucket!r} encrypts, but the keyring is empty: add a "
