@@ -72,12 +72,23 @@ class Encoding:
     """What turns one stream's batches into objects: all the builder needs of its definition.
 
     ``codec`` compresses data objects (never with ``conversion``, whose formats compress
-    inside the file); ``encrypt``: the store envelope-encrypts every object.
+    inside the file); ``encrypt``: the store envelope-encrypts every object. ``extension``
+    ends the data objects' keys: ``FileExtension`` if the definition sets one, else the
+    output format's or the codec's.
     """
 
     codec: compress.Codec
     conversion: convert.Conversion | None
     encrypt: bool
+    extension: str
+
+    @classmethod
+    def of(cls, compression: str, conversion: convert.Conversion | None, *, encrypt: bool,
+           file_extension: str | None = None) -> Encoding:
+        """``compression`` is a ``CompressionFormat`` value (ValueError if unknown)."""
+        codec = compress.codec(compression)
+        default = conversion.serializer.extension if conversion is not None else codec.extension
+        return cls(codec, conversion, encrypt, file_extension or default)
 
 
 class ObjectBuilder:

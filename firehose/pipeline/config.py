@@ -16,7 +16,7 @@ from typing import Any
 
 from firehose import definitions, objectkeys
 from firehose.definitions import DeliveryStreamDefinition, ExtendedS3DestinationConfiguration
-from firehose.encoding import compress, convert, encrypt
+from firehose.encoding import convert, encrypt
 from firehose.encoding.builder import Encoding
 from firehose.processing import chain
 from firehose.settings import Settings
@@ -55,18 +55,14 @@ class StreamConfig:
         if definition.is_s3:
             cfg = definition.destination
             size, interval = definitions.buffering(cfg)
-            keys = objectkeys.KeyTemplate.build(
-                cfg.prefix, cfg.error_output_prefix, custom_time_zone=cfg.custom_time_zone,
-                extension=definitions.file_extension(cfg))
             plan = chain.plan(definition, settings)
-            encoding = Encoding(compress.codec(cfg.compression), _conversion(cfg, settings), encrypt_store)
+            encoding = Encoding.of(cfg.compression, _conversion(cfg, settings), encrypt=encrypt_store,
+                                   file_extension=cfg.file_extension)
+            keys = objectkeys.KeyTemplate.build(cfg.prefix, cfg.error_output_prefix,
+                                                custom_time_zone=cfg.custom_time_zone, extension=encoding.extension)
             return cls(version, definition.destination_member, False, cfg, keys, size, interval, plan, encoding)
         dest = definition.record_destination
         size, interval = dest.buffering()
-        keys = objectkeys.KeyTemplate.build(store.prefix, store.error_output_prefix, custom_time_zone=None,
-                                            extension=definitions.file_extension(
-                                                definitions.ExtendedS3DestinationConfiguration.model_validate(
-                                                    store.dump())))
         redshift = isinstance(dest, definitions.RedshiftDestinationConfiguration)
         if redshift:
             from firehose.destinations import redshift as redshift_destination
@@ -76,7 +72,9 @@ class StreamConfig:
                 raise ValueError("Redshift cannot COPY envelope-encrypted objects: the staging bucket "
                                  f"{store.bucket!r} must not have encrypt: true")
         plan = chain.plan(definition, settings)
-        encoding = Encoding(compress.codec(store.compression), None, encrypt_store)
+        encoding = Encoding.of(store.compression, None, encrypt=encrypt_store)
+        keys = objectkeys.KeyTemplate.build(store.prefix, store.error_output_prefix, custom_time_zone=None,
+                                            extension=encoding.extension)
         return cls(version, definition.destination_member, not redshift, store, keys, size, interval, plan, encoding,
                    backup_all=dest.backup_all)
 
@@ -125,10 +123,10 @@ def _check_endpoint(dest: Any, settings: Settings) -> None:
 
 def _conversion(cfg: ExtendedS3DestinationConfiguration, settings: Settings) -> convert.Conversion | None:
     conv = cfg.format_conversion
-    if not conv:
+    if conv is None:
         return None
-    schema_cfg = conv.get("SchemaConfiguration") or {}
-    database, table = schema_cfg.get("DatabaseName"), schema_cfg.get("TableName")
+    schema_cfg = conv.schema_configuration or definitions.SchemaConfiguration()
+    database, table = schema_cfg.database_name, schema_cfg.table_name
     if not database or not table:
         raise ValueError("DataFormatConversionConfiguration.SchemaConfiguration needs DatabaseName and TableName")
     name = f"{database}.{table}"
@@ -138,14 +136,14 @@ def _conversion(cfg: ExtendedS3DestinationConfiguration, settings: Settings) -> 
                          "(it stands for the Glue table AWS would read)")
     schema = convert.parse_schema([{"Name": c.name, "Type": c.type} for c in declared.columns])
     deserializer, serializer = convert.options_from_aws(conv)
-    catalog = schema_cfg.get("CatalogId") or settings.account_id
-    region = schema_cfg.get("Region") or settings.region
+    catalog = schema_cfg.catalog_id or settings.account_id
+    region = schema_cfg.region or settings.region
     info = {
         "catalogId": catalog,
         "databaseName": database,
         "tableName": table,
         "region": region,
-        "versionId": schema_cfg.get("VersionId") or "LATEST",
+        "versionId": schema_cfg.version_id or "LATEST",
         "catalogArn": f"arn:aws:glue:{region}:{catalog}:catalog",
     }
     return convert.Conversion(schema, deserializer, serializer, info)

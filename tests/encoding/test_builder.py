@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pybase64
 import pytest
 
-from firehose.encoding import compress, convert
+from firehose.encoding import convert
 from firehose.encoding.builder import DATA, ERRORS, OVERFLOW, Encoding, ObjectBuilder
 from firehose.encoding.encrypt import EnvelopeHeader, Keyring, decrypt
 from firehose.records import FileRange, read_ranges
@@ -56,7 +56,7 @@ KEYRING = Keyring({"k1": bytes(range(32))})
 
 
 def plain(codec: str = "UNCOMPRESSED", *, encrypt: bool = False) -> Encoding:
-    return Encoding(compress.codec(codec), None, encrypt)
+    return Encoding.of(codec, None, encrypt=encrypt)
 
 
 def build(encoding: Encoding, kind: str, records: Listed, **kw: str) -> list:  # type: ignore[type-arg]
@@ -131,7 +131,7 @@ def test_a_converting_batch_splits_into_the_file_and_the_records_that_do_not_fit
     table = {"databaseName": "db", "tableName": "events"}
     conversion = convert.Conversion(schema, convert.DeserializerOptions(), convert.SerializerOptions(), table)
     records = Listed([*RECORDS, b'{"id": "x"}'])
-    data, errors = build(Encoding(compress.codec("UNCOMPRESSED"), conversion, False), DATA, records,
+    data, errors = build(Encoding.of("UNCOMPRESSED", conversion, encrypt=False), DATA, records,
                          error_key="errors/format-conversion-failed/k")
     assert data.key == "prefix/orders-1" and data.record_count == 5
     assert pq.read_table(io.BytesIO(data.body())).column("id").to_pylist() == list(range(5))
@@ -139,3 +139,14 @@ def test_a_converting_batch_splits_into_the_file_and_the_records_that_do_not_fit
     [doc] = [orjson.loads(line) for line in errors.body().splitlines()]
     assert pybase64.b64decode(doc["rawData"]) == b'{"id": "x"}'
     assert doc["dataCatalogTable"] == table and doc["arrivalTimestamp"] == ARRIVAL + 5
+
+
+def test_the_extension_is_the_definitions_else_the_formats_else_the_codecs() -> None:
+    schema = convert.parse_schema([{"Name": "id", "Type": "bigint"}])
+    orc = convert.Conversion(schema, convert.DeserializerOptions(), convert.SerializerOptions(kind="orc"), {})
+    parquet = convert.Conversion(schema, convert.DeserializerOptions(), convert.SerializerOptions(), {})
+    assert Encoding.of("UNCOMPRESSED", orc, encrypt=False).extension == ".orc"
+    assert Encoding.of("UNCOMPRESSED", parquet, encrypt=False).extension == ".parquet"
+    assert Encoding.of("UNCOMPRESSED", parquet, encrypt=False, file_extension=".pq").extension == ".pq"
+    assert Encoding.of("ZSTD", None, encrypt=True, file_extension="").extension == ".zst"
+    assert Encoding.of("UNCOMPRESSED", None, encrypt=False).extension == ""
