@@ -16,7 +16,7 @@ and returns the records grouped by partition, with every record that could
 not be processed turned into an error-output document of its category.
 Built-in steps run in a thread, the Lambda in worker processes: never on the
 event loop that answers PutRecordBatch. Format conversion, compression and
-encryption happen later, per object (``pipeline/objects.py``).
+encryption happen later, per object (the encoding stage, ``firehose/encoding``).
 """
 
 from __future__ import annotations
