@@ -2,14 +2,14 @@
 
 On N records of about 1 KiB of JSON each (20 fields), in one run:
 
-* every codec (``processing/compress.py``, streamed over the records as parts)
+* every codec (``encoding/compress.py``, streamed over the records as parts)
   next to the library's one-shot call on the joined body;
 * envelope encryption (64 KiB AES-GCM segments) next to one AES-GCM call;
 * the Lambda step through a worker process (records sent over a pipe, event
   built and response checked in the worker) next to the same contract work in
   process (base64 into the event, the handler, base64 out of the results), for
   the pass-through handler (pure overhead) and the shipped JSON filter;
-* JSON → Parquet and → ORC (``processing/convert.py``) next to parsing the
+* JSON → Parquet and → ORC (``encoding/convert.py``) next to parsing the
   records with orjson and writing the same columns with fastparquet / pyorc;
 * the daemon end to end: PutRecordBatch of 500 such records from a light
   4-connection client for a fixed time, then until every record is delivered,
@@ -43,7 +43,7 @@ sys.path.insert(0, str(REPO))
 
 import orjson  # noqa: E402
 
-from firehose.processing import compress, convert, encrypt  # noqa: E402
+from firehose.encoding import compress, convert, encrypt  # noqa: E402
 from firehose.processing.transform import (  # noqa: E402
     FunctionRef,
     LambdaProcessor,

@@ -155,7 +155,7 @@ def _validate_kinesis_streams(config: Config) -> None:
 
 def _decrypt(args: argparse.Namespace) -> int:
     """Write an encrypted object's plaintext; nothing unauthenticated is ever written to --out."""
-    from firehose.processing import encrypt
+    from firehose.encoding import encrypt
 
     try:
         settings = load_config(_find_config(args.config)).settings

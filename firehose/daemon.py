@@ -35,13 +35,13 @@ from firehose.api.operations import Services
 from firehose.catalog import Catalog, Event, StreamState
 from firehose.definitions import DeliveryStreamDefinition
 from firehose.destinations import Destination, DestinationContext, ObjectDestination
+from firehose.encoding.encrypt import Keyring
 from firehose.errors import ConfigError, DestinationError
 from firehose.frontdoor.operator import OperatorApp, OperatorRoutes
 from firehose.frontdoor.principals import Principals
 from firehose.frontdoor.quotas import Quotas
 from firehose.pipeline import Pipeline, StreamConfig
 from firehose.pipeline.config import check_definition
-from firehose.processing.encrypt import Keyring
 from firehose.processing.transform import WorkerPool
 from firehose.settings import Config, HttpSettings, Settings, check_listener, split_listen
 from firehose.sources.kinesis import KinesisSource, make_client
@@ -75,7 +75,7 @@ def _http_client(http: HttpSettings) -> httpx.AsyncClient:
 
 #: What worker processes run (format conversion, Redshift rows). Each worker imports them when it
 #: starts, so no batch pays for importing pandas, fastparquet or psycopg in a cold worker.
-_WORKER_MODULES = ("firehose.processing.convert", "firehose.destinations.redshift")
+_WORKER_MODULES = ("firehose.encoding.convert", "firehose.destinations.redshift")
 #: How long each warm-up task holds its worker, so that every worker (not one fast one) takes a task.
 _WARM_HOLD_SECONDS = 1.0
 

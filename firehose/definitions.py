@@ -17,7 +17,17 @@ import re
 from typing import Annotated, Any, ClassVar, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_pascal
 
 from firehose import objectkeys
@@ -123,6 +133,93 @@ class DynamicPartitioningConfiguration(Shape):
     enabled: bool | None = None
 
 
+# -- DataFormatConversionConfiguration --------------------------------------------------------------
+#
+# Types only: the values (AWS's ranges and enums, one SerDe on each side, what the Parquet and ORC
+# writers can do) are checked by the converter (``encoding.convert.options_from_aws``) when the stream
+# is built, and only if conversion is enabled, with messages that name the member. Leaf types are
+# strict (a boolean member refuses "yes" and 1, a number refuses "1"), as the converter always refused
+# them; proportions keep an integer as it was written, so a definition dumps back as it was given.
+
+
+class SchemaConfiguration(Shape):
+    """The Glue table records are converted against (its columns come from the daemon's ``schemas:``)."""
+
+    role_arn: str | None = Field(None, alias="RoleARN")
+    catalog_id: str | None = None
+    database_name: str | None = None
+    table_name: str | None = None
+    region: str | None = None
+    version_id: str | None = None
+
+
+class OpenShape(Shape):
+    """A shape that keeps members AWS does not define (``model_extra``) instead of ignoring them, so the
+    converter can refuse a misspelt option rather than convert with its default."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+Proportion = StrictInt | StrictFloat
+
+
+class OpenXJsonSerDe(OpenShape):
+    convert_dots_in_json_keys_to_underscores: StrictBool | None = None
+    case_insensitive: StrictBool | None = None
+    column_to_json_key_mappings: dict[str, str] | None = None
+
+
+class HiveJsonSerDe(OpenShape):
+    timestamp_formats: list[str] | None = None
+
+
+class Deserializer(OpenShape):
+    open_x_json_ser_de: OpenXJsonSerDe | None = Field(None, alias="OpenXJsonSerDe")
+    hive_json_ser_de: HiveJsonSerDe | None = Field(None, alias="HiveJsonSerDe")
+
+
+class InputFormatConfiguration(Shape):
+    deserializer: Deserializer | None = None
+
+
+class ParquetSerDe(OpenShape):
+    block_size_bytes: StrictInt | None = None
+    page_size_bytes: StrictInt | None = None
+    compression: str | None = None
+    enable_dictionary_compression: StrictBool | None = None
+    max_padding_bytes: StrictInt | None = None
+    writer_version: str | None = None
+
+
+class OrcSerDe(OpenShape):
+    stripe_size_bytes: StrictInt | None = None
+    block_size_bytes: StrictInt | None = None
+    row_index_stride: StrictInt | None = None
+    enable_padding: StrictBool | None = None
+    padding_tolerance: Proportion | None = None
+    compression: str | None = None
+    bloom_filter_columns: list[str] | None = None
+    bloom_filter_false_positive_probability: Proportion | None = None
+    dictionary_key_threshold: Proportion | None = None
+    format_version: str | None = None
+
+
+class Serializer(OpenShape):
+    parquet_ser_de: ParquetSerDe | None = Field(None, alias="ParquetSerDe")
+    orc_ser_de: OrcSerDe | None = Field(None, alias="OrcSerDe")
+
+
+class OutputFormatConfiguration(Shape):
+    serializer: Serializer | None = None
+
+
+class DataFormatConversionConfiguration(Shape):
+    schema_configuration: SchemaConfiguration | None = None
+    input_format_configuration: InputFormatConfiguration | None = None
+    output_format_configuration: OutputFormatConfiguration | None = None
+    enabled: bool | None = None
+
+
 _LATER = "is not supported by this daemon yet"
 #: AWS's CompressionFormat values, plus ZSTD (beyond AWS).
 COMPRESSION_FORMATS = ("UNCOMPRESSED", "GZIP", "ZIP", "Snappy", "HADOOP_SNAPPY", "ZSTD")
@@ -168,7 +265,7 @@ class ExtendedS3DestinationConfiguration(S3DestinationConfiguration):
     processing_configuration: ProcessingConfiguration | None = None
     s3_backup_mode: Literal["Disabled", "Enabled"] | None = Field(None, alias="S3BackupMode")
     s3_backup_configuration: S3DestinationConfiguration | None = Field(None, alias="S3BackupConfiguration")
-    data_format_conversion_configuration: dict[str, Any] | None = None
+    data_format_conversion_configuration: DataFormatConversionConfiguration | None = None
     dynamic_partitioning_configuration: DynamicPartitioningConfiguration | None = None
     file_extension: Annotated[str, Field(max_length=128, pattern=r"^$|^\.[0-9a-z!\-_.*'()]+$")] | None = None
     custom_time_zone: Annotated[str, Field(max_length=50, pattern=r"^$|^[a-zA-Z/_]+$")] | None = None
@@ -185,17 +282,18 @@ class ExtendedS3DestinationConfiguration(S3DestinationConfiguration):
         return bool(d and d.enabled)
 
     @property
-    def format_conversion(self) -> dict[str, Any] | None:
-        """The DataFormatConversionConfiguration when it is enabled (Enabled defaults to true)."""
+    def format_conversion(self) -> DataFormatConversionConfiguration | None:
+        """The DataFormatConversionConfiguration when it is enabled (Enabled defaults to true; an empty
+        configuration is none)."""
         conv = self.data_format_conversion_configuration
-        return conv if conv and conv.get("Enabled", True) else None
+        return conv if conv is not None and conv.model_fields_set and conv.enabled is not False else None
 
 
 def _refuse_unsupported(cfg: ExtendedS3DestinationConfiguration) -> None:
     """AWS's cross-field rules, and features this build cannot honour yet (refused, not ignored)."""
     if cfg.s3_backup_mode == "Enabled":
         raise ValueError(f"S3BackupMode Enabled {_LATER}")
-    if cfg.format_conversion:
+    if cfg.format_conversion is not None:
         if cfg.compression != "UNCOMPRESSED":
             raise ValueError("CompressionFormat must be UNCOMPRESSED with DataFormatConversionConfiguration "
                              "(Parquet and ORC compress inside the file)")
@@ -593,22 +691,10 @@ class DeliveryStreamDefinition(Shape):
 def buffering(cfg: S3DestinationConfiguration) -> tuple[int, int]:
     """(size in bytes, interval in seconds) with the AWS defaults for S3 (5 MiB, 300 s; 128 MiB with conversion)."""
     hints = cfg.buffering_hints
-    converting = isinstance(cfg, ExtendedS3DestinationConfiguration) and cfg.format_conversion
+    converting = isinstance(cfg, ExtendedS3DestinationConfiguration) and cfg.format_conversion is not None
     size = hints.size_in_mbs if hints and hints.size_in_mbs is not None else (128 if converting else 5)
     interval = hints.interval_in_seconds if hints and hints.interval_in_seconds is not None else 300
     return size * MiB, interval
-
-
-def file_extension(cfg: ExtendedS3DestinationConfiguration) -> str:
-    """The object suffix's extension: FileExtension if set, else the output format's default."""
-    if cfg.file_extension:
-        return cfg.file_extension
-    conv = cfg.format_conversion
-    if conv:
-        serializer = (conv.get("OutputFormatConfiguration") or {}).get("Serializer") or {}
-        return ".orc" if "OrcSerDe" in serializer else ".parquet"
-    return {"GZIP": ".gz", "ZIP": ".zip", "Snappy": ".snappy", "HADOOP_SNAPPY": ".hsnappy",
-            "ZSTD": ".zst"}.get(cfg.compression, "")
 
 
 #: UpdateDestination member → the CreateDeliveryStream member it updates.
@@ -710,13 +796,13 @@ def _models_in(annotation: Any) -> list[type[BaseModel]]:
 
 __all__ = [
     "BufferingHints",
+    "DataFormatConversionConfiguration",
     "DeliveryStreamDefinition",
     "ExtendedS3DestinationConfiguration",
     "S3DestinationConfiguration",
     "Tag",
     "ValidationError",
     "buffering",
-    "file_extension",
     "apply_destination_update",
     "unknown_members",
 ]

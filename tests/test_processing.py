@@ -307,7 +307,7 @@ def test_definitions_that_cannot_run_are_refused_by_the_api(start_daemon: Any, f
 @pytest.mark.parametrize(("fmt", "ext"), [("GZIP", ".gz"), ("ZSTD", ".zst"), ("Snappy", ".snappy"),
                                           ("HADOOP_SNAPPY", ".hsnappy"), ("ZIP", ".zip")])
 def test_objects_are_compressed_with_the_stream_codec(start_daemon: Any, tmp_path: Path, fmt: str, ext: str) -> None:
-    from firehose.processing.compress import codec
+    from firehose.encoding.compress import codec
 
     daemon = start_daemon([local_stream("z", CompressionFormat=fmt)])
     sent = [b"line %d\n" % i for i in range(200)]

@@ -22,12 +22,12 @@ from concurrent.futures import Executor
 
 from firehose.catalog import StreamState
 from firehose.destinations import Destination, ObjectDestination
+from firehose.encoding.builder import ObjectBuilder
+from firehose.encoding.encrypt import Keyring
 from firehose.pipeline.config import StreamConfig
 from firehose.pipeline.deliver import Deliverer, DeliveryState
 from firehose.pipeline.feed import Feeder
-from firehose.pipeline.objects import ObjectBuilder
 from firehose.processing.chain import Processor
-from firehose.processing.encrypt import Keyring
 from firehose.processing.transform import WorkerPool
 from firehose.settings import Settings
 from firehose.spool import PROC, RAW, Spool, StreamSpool

@@ -16,16 +16,10 @@ from typing import Any
 
 from firehose import definitions, objectkeys
 from firehose.definitions import DeliveryStreamDefinition, ExtendedS3DestinationConfiguration
-from firehose.processing import chain, compress, convert, encrypt
+from firehose.encoding import convert, encrypt
+from firehose.encoding.builder import Encoding
+from firehose.processing import chain
 from firehose.settings import Settings
-
-
-@dataclass(frozen=True)
-class Conversion:
-    schema: convert.Schema
-    deserializer: convert.DeserializerOptions
-    serializer: convert.SerializerOptions
-    table: dict[str, Any]  # dataCatalogTable, as error documents report it
 
 
 @dataclass(frozen=True)
@@ -34,10 +28,11 @@ class StreamConfig:
 
     ``records`` tells the delivery shape: False for object destinations (S3, a
     local directory, Redshift, which stages objects), True for record
-    destinations (OpenSearch, Splunk, HTTP endpoint). ``keys`` and ``codec``
-    are those of the object store: the S3 destination itself, or the
-    ``S3Configuration`` where Redshift stages batches and where record
-    destinations write backups and error output.
+    destinations (OpenSearch, Splunk, HTTP endpoint). ``keys`` and ``encoding``
+    (all the encoding stage needs to turn batches into objects) are those of
+    the object store: the S3 destination itself, or the ``S3Configuration``
+    where Redshift stages batches and where record destinations write backups
+    and error output.
     """
 
     version: int
@@ -48,9 +43,7 @@ class StreamConfig:
     size_bytes: int
     interval_s: float
     plan: chain.Plan
-    codec: compress.Codec
-    conversion: Conversion | None
-    encrypt: bool
+    encoding: Encoding
     backup_all: bool = False
 
     @classmethod
@@ -62,18 +55,14 @@ class StreamConfig:
         if definition.is_s3:
             cfg = definition.destination
             size, interval = definitions.buffering(cfg)
-            keys = objectkeys.KeyTemplate.build(
-                cfg.prefix, cfg.error_output_prefix, custom_time_zone=cfg.custom_time_zone,
-                extension=definitions.file_extension(cfg))
-            return cls(version, definition.destination_member, False, cfg, keys, size, interval,
-                       chain.plan(definition, settings), compress.codec(cfg.compression),
-                       _conversion(cfg, settings), encrypt_store)
+            plan = chain.plan(definition, settings)
+            encoding = Encoding.of(cfg.compression, _conversion(cfg, settings), encrypt=encrypt_store,
+                                   file_extension=cfg.file_extension)
+            keys = objectkeys.KeyTemplate.build(cfg.prefix, cfg.error_output_prefix,
+                                                custom_time_zone=cfg.custom_time_zone, extension=encoding.extension)
+            return cls(version, definition.destination_member, False, cfg, keys, size, interval, plan, encoding)
         dest = definition.record_destination
         size, interval = dest.buffering()
-        keys = objectkeys.KeyTemplate.build(store.prefix, store.error_output_prefix, custom_time_zone=None,
-                                            extension=definitions.file_extension(
-                                                definitions.ExtendedS3DestinationConfiguration.model_validate(
-                                                    store.dump())))
         redshift = isinstance(dest, definitions.RedshiftDestinationConfiguration)
         if redshift:
             from firehose.destinations import redshift as redshift_destination
@@ -82,9 +71,22 @@ class StreamConfig:
             if encrypt_store:
                 raise ValueError("Redshift cannot COPY envelope-encrypted objects: the staging bucket "
                                  f"{store.bucket!r} must not have encrypt: true")
-        return cls(version, definition.destination_member, not redshift, store, keys, size, interval,
-                   chain.plan(definition, settings), compress.codec(store.compression), None, encrypt_store,
+        plan = chain.plan(definition, settings)
+        encoding = Encoding.of(store.compression, None, encrypt=encrypt_store)
+        keys = objectkeys.KeyTemplate.build(store.prefix, store.error_output_prefix, custom_time_zone=None,
+                                            extension=encoding.extension)
+        return cls(version, definition.destination_member, not redshift, store, keys, size, interval, plan, encoding,
                    backup_all=dest.backup_all)
+
+    @property
+    def conversion(self) -> convert.Conversion | None:
+        """The format conversion, if the stream converts (the deliverer names an error key for it at seal)."""
+        return self.encoding.conversion
+
+    @property
+    def encrypt(self) -> bool:
+        """Whether the object store encrypts (the daemon then loads the keyring)."""
+        return self.encoding.encrypt
 
     @property
     def destination(self) -> definitions.S3DestinationConfiguration:
@@ -119,12 +121,12 @@ def _check_endpoint(dest: Any, settings: Settings) -> None:
                          + ", ".join(allowed))
 
 
-def _conversion(cfg: ExtendedS3DestinationConfiguration, settings: Settings) -> Conversion | None:
+def _conversion(cfg: ExtendedS3DestinationConfiguration, settings: Settings) -> convert.Conversion | None:
     conv = cfg.format_conversion
-    if not conv:
+    if conv is None:
         return None
-    schema_cfg = conv.get("SchemaConfiguration") or {}
-    database, table = schema_cfg.get("DatabaseName"), schema_cfg.get("TableName")
+    schema_cfg = conv.schema_configuration or definitions.SchemaConfiguration()
+    database, table = schema_cfg.database_name, schema_cfg.table_name
     if not database or not table:
         raise ValueError("DataFormatConversionConfiguration.SchemaConfiguration needs DatabaseName and TableName")
     name = f"{database}.{table}"
@@ -134,17 +136,17 @@ def _conversion(cfg: ExtendedS3DestinationConfiguration, settings: Settings) -> 
                          "(it stands for the Glue table AWS would read)")
     schema = convert.parse_schema([{"Name": c.name, "Type": c.type} for c in declared.columns])
     deserializer, serializer = convert.options_from_aws(conv)
-    catalog = schema_cfg.get("CatalogId") or settings.account_id
-    region = schema_cfg.get("Region") or settings.region
+    catalog = schema_cfg.catalog_id or settings.account_id
+    region = schema_cfg.region or settings.region
     info = {
         "catalogId": catalog,
         "databaseName": database,
         "tableName": table,
         "region": region,
-        "versionId": schema_cfg.get("VersionId") or "LATEST",
+        "versionId": schema_cfg.version_id or "LATEST",
         "catalogArn": f"arn:aws:glue:{region}:{catalog}:catalog",
     }
-    return Conversion(schema, deserializer, serializer, info)
+    return convert.Conversion(schema, deserializer, serializer, info)
 
 
 def check_definition(definition: DeliveryStreamDefinition, settings: Settings) -> StreamConfig:
@@ -152,7 +154,7 @@ def check_definition(definition: DeliveryStreamDefinition, settings: Settings) -
     config = StreamConfig.build(definition, 1, settings)
     if not definition.is_s3:
         _check_endpoint(definition.record_destination, settings)
-    if config.encrypt:
+    if config.encoding.encrypt:
         enc = settings.encryption
         if not encrypt.Keyring.load(directory=enc.keys_dir, env_prefix=enc.env_prefix).ids:
             raise ValueError(f"bucket {config.object_store.bucket!r} encrypts, but the keyring is empty: add a "

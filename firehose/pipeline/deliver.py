@@ -34,14 +34,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from itertools import repeat
 
+from firehose import failures
 from firehose.destinations import Destination, Failure, ObjectDestination, Outcome
+from firehose.encoding.builder import DATA, RECORDS, ObjectBuilder
 from firehose.errors import DestinationError, SpoolError
 from firehose.partitions import describe_partition
 from firehose.pipeline.buffer import Buffer
 from firehose.pipeline.config import StreamConfig
 from firehose.pipeline.naming import OVERFLOW_PARTITION, name_batch
-from firehose.pipeline.objects import DATA, RECORDS, ObjectBuilder, Records
-from firehose.processing import failures
+from firehose.pipeline.spans import SpanRecords
 from firehose.records import DeliveryRecord, ObjectBatch, Position, RecordBatch
 from firehose.settings import Settings
 from firehose.spool.cursor import BatchCursor, Seal
@@ -327,7 +328,7 @@ class Deliverer:
                     if not spans:
                         return
                     objects = await self._builder.build(
-                        self._config, str(seal.meta.get("kind", DATA)), seal.key, Records(spans),
+                        self._config.encoding, str(seal.meta.get("kind", DATA)), seal.key, SpanRecords(spans),
                         error_key=seal.meta.get("error_key"), reason=str(seal.meta.get("reason", "")))
                 for obj in objects:
                     if obj.key in sent:
@@ -397,7 +398,8 @@ class Deliverer:
         if failed:
             await self._store_errors(seal, batch_records, failed)
         if self._config.backup_all:
-            await self._store_object(seal, await self._builder.backup(self._config, seal.key, Records(spans)))
+            backup = await self._builder.backup(self._config.encoding, seal.key, SpanRecords(spans))
+            await self._store_object(seal, backup)
         if not failed:
             self._note_recovered()
 
@@ -430,7 +432,7 @@ class Deliverer:
                                        extra=dict(f.extra) if f.extra else None)
                      for i, (f, attempts) in sorted(failed.items()))
         first = min(records[i].arrival_ms for i in failed)
-        obj = await self._builder.documents(self._config, str(seal.meta["error_key"]), docs, first)
+        obj = await self._builder.documents(self._config.encoding, str(seal.meta["error_key"]), docs, first)
         await self._store_object(seal, obj)
         self._metrics.delivery_failures.labels(self.name, self._destination.name).inc(len(docs))
         log.warning("Records went to the error output after their retry duration.",

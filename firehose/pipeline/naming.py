@@ -21,10 +21,10 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from firehose import failures
+from firehose.encoding.builder import DATA, ERRORS, OVERFLOW, RECORDS
 from firehose.partitions import describe_partition, error_partition
 from firehose.pipeline.config import StreamConfig
-from firehose.pipeline.objects import DATA, ERRORS, OVERFLOW, RECORDS
-from firehose.processing import failures
 from firehose.records import Position
 from firehose.spool.entry import Span
 

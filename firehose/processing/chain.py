@@ -16,7 +16,7 @@ and returns the records grouped by partition, with every record that could
 not be processed turned into an error-output document of its category.
 Built-in steps run in a thread, the Lambda in worker processes: never on the
 event loop that answers PutRecordBatch. Format conversion, compression and
-encryption happen later, per object (``pipeline/objects.py``).
+encryption happen later, per object (the encoding stage, ``firehose/encoding``).
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ from typing import Any, NamedTuple
 
 import pybase64
 
-from firehose import definitions, objectkeys
+from firehose import definitions, failures, objectkeys
 from firehose.definitions import DeliveryStreamDefinition, ExtendedS3DestinationConfiguration
 from firehose.partitions import data_partition, error_partition
-from firehose.processing import builtin, failures, partition
+from firehose.processing import builtin, partition
 from firehose.processing.transform import (
     FunctionRef,
     LambdaProcessor,

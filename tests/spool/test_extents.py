@@ -3,17 +3,12 @@ batch there (``read_ranges``) instead of being sent it through a pipe."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
 
-from firehose.definitions import DeliveryStreamDefinition
-from firehose.pipeline.config import StreamConfig
-from firehose.pipeline.objects import DATA, ObjectBuilder, Records
-from firehose.processing.encrypt import Keyring
+from firehose.pipeline.spans import SpanRecords
 from firehose.records import FileRange, read_ranges
-from firehose.settings import Settings
 from firehose.spool import entry
 from firehose.spool.entry import Span
 from firehose.storage.log import SegmentLog
@@ -38,7 +33,7 @@ def spooled(tmp_path: Path) -> SegmentLog:
 
 
 def test_the_extents_of_a_batch_hold_exactly_its_records(spooled: SegmentLog) -> None:
-    records = Records(spans_from(spooled))
+    records = SpanRecords(spans_from(spooled))
     extents = records.extents()
     assert extents is not None
     assert len({r.path for r in extents}) > 1
@@ -46,7 +41,7 @@ def test_the_extents_of_a_batch_hold_exactly_its_records(spooled: SegmentLog) ->
     assert read_ranges(extents).count(b"\n") == 6 * 5 - 2
     # Spans that meet in one entry are one range.
     e = records.spans[2].entry
-    assert Records([Span(e, 0, 2), Span(e, 2, 5)]).extents() == (e.extent(0, 5),)
+    assert SpanRecords([Span(e, 0, 2), Span(e, 2, 5)]).extents() == (e.extent(0, 5),)
 
 
 def test_a_range_past_the_end_of_its_file_is_an_error(tmp_path: Path) -> None:
@@ -57,30 +52,3 @@ def test_a_range_past_the_end_of_its_file_is_an_error(tmp_path: Path) -> None:
         read_ranges([FileRange(str(f), 4, 8)])
     with pytest.raises(FileNotFoundError):
         read_ranges([FileRange(str(tmp_path / "gone"), 0, 1)])
-
-
-def stream_config(tmp_path: Path, *, compression: str = "UNCOMPRESSED", encrypt: bool = False) -> StreamConfig:
-    definition = DeliveryStreamDefinition.model_validate({
-        "DeliveryStreamName": "orders", "ExtendedS3DestinationConfiguration": {
-            "RoleARN": "arn:aws:iam::123456789012:role/firehose", "BucketARN": "arn:aws:s3:::out",
-            "CompressionFormat": compression}})
-    settings = Settings.model_validate({"buckets": {"out": {"directory": str(tmp_path / "out"), "encrypt": encrypt}}})
-    return StreamConfig.build(definition, 1, settings)
-
-
-@pytest.mark.parametrize(("compression", "encrypt", "located"),
-                         [("UNCOMPRESSED", False, True), ("GZIP", False, False), ("UNCOMPRESSED", True, False)])
-def test_only_an_object_of_plain_records_carries_extents(
-    spooled: SegmentLog, tmp_path: Path, compression: str, encrypt: bool, located: bool
-) -> None:
-    """A compressed or encrypted object's bytes are not the spooled ones: it is sent as it is."""
-    keyring = Keyring({"k1": bytes(range(32))}) if encrypt else None
-    builder = ObjectBuilder("orders", keyring, None)
-    records = Records(spans_from(spooled))
-    [obj] = asyncio.run(builder.build(stream_config(tmp_path, compression=compression, encrypt=encrypt), DATA,
-                                      "key", records))
-    if located:
-        assert obj.extents is not None
-        assert bytes(read_ranges(obj.extents)) == obj.body()
-    else:
-        assert obj.extents is None

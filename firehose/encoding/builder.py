@@ -14,6 +14,11 @@
 
 Everything CPU-heavy runs in threads (zlib, zstd, AES-GCM release the GIL) or
 the conversion worker processes, never on the event loop.
+
+The builder is handed what it acts on and nothing more: the records through
+the ``Records`` protocol (the pipeline adapts its spool spans to it, without
+copying a byte) and the stream's ``Encoding`` (codec, conversion, whether the
+store encrypts), which the pipeline builds once per definition version.
 """
 
 from __future__ import annotations
@@ -23,11 +28,11 @@ import posixpath
 from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from typing import Protocol
 
-from firehose.pipeline.config import StreamConfig
-from firehose.processing import convert, encrypt, failures
+from firehose import failures
+from firehose.encoding import compress, convert, encrypt
 from firehose.records import FileRange, ObjectBatch
-from firehose.spool.entry import Span
 
 #: Kinds of sealed batches.
 DATA = "data"
@@ -36,85 +41,99 @@ ERRORS = "errors"  # error documents produced by the chain
 OVERFLOW = "overflow"  # records over the active-partition limit
 
 
-@dataclass(frozen=True)
-class Records:
-    """A batch's records, as spans of spooled entries (no copies)."""
+class Records(Protocol):
+    """A sealed batch's records, in order, as the builder reads them.
 
-    spans: Sequence[Span]
+    Implementations hand out views of bytes they already hold (no copies): ``parts`` are
+    contiguous runs of records, concatenated as they are for plain objects; ``each`` and
+    ``arrivals`` are the records one by one with their arrival times (ms since the epoch),
+    for conversion and error documents.
+    """
 
-    def parts(self) -> list[memoryview]:
-        """Contiguous runs of record bytes, for concatenated output."""
-        return [s.entry.span(s.start, s.end) for s in self.spans]
+    @property
+    def count(self) -> int: ...
+
+    @property
+    def first_arrival_ms(self) -> int: ...
+
+    def parts(self) -> Sequence[bytes | memoryview]: ...
 
     def extents(self) -> tuple[FileRange, ...] | None:
-        """Where ``parts`` lie on disk (adjacent ranges merged), or None if some records were not
-        read from a spool file."""
-        out: list[FileRange] = []
-        for s in self.spans:
-            r = s.entry.extent(s.start, s.end)
-            if r is None:
-                return None
-            if out and out[-1].path == r.path and out[-1].offset + out[-1].length == r.offset:
-                r = FileRange(r.path, out[-1].offset, out[-1].length + r.length)
-                out.pop()
-            out.append(r)
-        return tuple(out)
+        """Where ``parts`` lie on disk, or None if they do not all come from a file."""
+        ...
 
-    def each(self) -> list[memoryview]:
-        return [s.entry.record(i) for s in self.spans for i in range(s.start, s.end)]
+    def each(self) -> Sequence[bytes | memoryview]: ...
 
-    def arrivals(self) -> list[int]:
-        return [s.entry.arrival(i) for s in self.spans for i in range(s.start, s.end)]
+    def arrivals(self) -> Sequence[int]: ...
 
-    @property
-    def count(self) -> int:
-        return sum(s.end - s.start for s in self.spans)
 
-    @property
-    def first_arrival_ms(self) -> int:
-        return min((s.entry.first_arrival(s.start, s.end) for s in self.spans), default=0)
+@dataclass(frozen=True)
+class Encoding:
+    """What turns one stream's batches into objects: all the builder needs of its definition.
+
+    ``codec`` compresses data objects (never with ``conversion``, whose formats compress
+    inside the file); ``encrypt``: the store envelope-encrypts every object. ``extension``
+    ends the data objects' keys: ``FileExtension`` if the definition sets one, else the
+    output format's or the codec's.
+    """
+
+    codec: compress.Codec
+    conversion: convert.Conversion | None
+    encrypt: bool
+    extension: str
+
+    @classmethod
+    def of(cls, compression: str, conversion: convert.Conversion | None, *, encrypt: bool,
+           file_extension: str | None = None) -> Encoding:
+        """``compression`` is a ``CompressionFormat`` value (ValueError if unknown)."""
+        codec = compress.codec(compression)
+        default = conversion.serializer.extension if conversion is not None else codec.extension
+        return cls(codec, conversion, encrypt, file_extension or default)
 
 
 class ObjectBuilder:
+    """Builds one stream's objects. ``keyring`` is needed when its encoding encrypts; conversions run
+    in ``convert_pool`` (worker processes; None: the event loop's default executor)."""
+
     def __init__(self, stream: str, keyring: encrypt.Keyring | None, convert_pool: Executor | None) -> None:
         self.stream = stream
         self.keyring = keyring
         self.convert_pool = convert_pool
 
-    async def build(self, config: StreamConfig, kind: str, key: str, records: Records, *,
+    async def build(self, encoding: Encoding, kind: str, key: str, records: Records, *,
                     error_key: str | None = None, reason: str = "") -> list[ObjectBatch]:
-        if kind == DATA and config.conversion is not None:
-            return await self._converted(config, key, records, error_key)
+        if kind == DATA and encoding.conversion is not None:
+            return await self._converted(encoding, key, records, error_key)
         if kind == DATA:
             extents = None
-            if config.codec.name == "UNCOMPRESSED":
+            if encoding.codec.name == "UNCOMPRESSED":
                 parts: tuple[bytes | memoryview, ...] = tuple(records.parts())
                 extents = records.extents()
             else:
                 body = await asyncio.to_thread(
-                    lambda: b"".join(config.codec.compress(records.parts(), entry_name=posixpath.basename(key))))
+                    lambda: b"".join(encoding.codec.compress(records.parts(), entry_name=posixpath.basename(key))))
                 parts = (body,)
-            return [await self._finish(config, key, parts, records.count, records.first_arrival_ms,
-                                       content_encoding=config.codec.content_encoding, extents=extents)]
+            return [await self._finish(encoding, key, parts, records.count, records.first_arrival_ms,
+                                       content_encoding=encoding.codec.content_encoding, extents=extents)]
         if kind == OVERFLOW:
             docs = [failures.document(raw=d, arrival_ms=a, code="DynamicPartitioning.PartitionLimitExceeded",
                                       message=reason) for d, a in zip(records.each(), records.arrivals(), strict=True)]
-            return [await self._finish(config, key, tuple(docs), records.count, records.first_arrival_ms)]
-        return [await self._finish(config, key, tuple(records.parts()), records.count, records.first_arrival_ms)]
+            return [await self._finish(encoding, key, tuple(docs), records.count, records.first_arrival_ms)]
+        return [await self._finish(encoding, key, tuple(records.parts()), records.count, records.first_arrival_ms)]
 
-    async def documents(self, config: StreamConfig, key: str, docs: tuple[bytes, ...],
+    async def documents(self, encoding: Encoding, key: str, docs: tuple[bytes, ...],
                         first_arrival_ms: int) -> ObjectBatch:
         """An error-output object: one JSON document per line, never compressed, encrypted if the store is."""
-        return await self._finish(config, key, docs, len(docs), first_arrival_ms)
+        return await self._finish(encoding, key, docs, len(docs), first_arrival_ms)
 
-    async def backup(self, config: StreamConfig, key: str, records: Records) -> ObjectBatch:
+    async def backup(self, encoding: Encoding, key: str, records: Records) -> ObjectBatch:
         """A copy of every record of a batch (``AllDocuments``/``AllEvents``/``AllData``), compressed
         as the S3Configuration says."""
-        return (await self.build(config, DATA, key, records))[0]
+        return (await self.build(encoding, DATA, key, records))[0]
 
-    async def _converted(self, config: StreamConfig, key: str, records: Records,
+    async def _converted(self, encoding: Encoding, key: str, records: Records,
                          error_key: str | None) -> list[ObjectBatch]:
-        conv = config.conversion
+        conv = encoding.conversion
         assert conv is not None
         datas = [bytes(d) for d in records.each()]
         arrivals = records.arrivals()
@@ -124,22 +143,22 @@ class ObjectBuilder:
         out: list[ObjectBatch] = []
         if result.rows:
             good = len(datas) - len(result.failed)
-            out.append(await self._finish(config, key, (result.body,), good, records.first_arrival_ms))
+            out.append(await self._finish(encoding, key, (result.body,), good, records.first_arrival_ms))
         if result.failed:
             assert error_key is not None, "a converting batch is sealed with its error key"
             ended = failures.now_ms()
             docs = tuple(failures.conversion_document(raw=datas[i], arrival_ms=arrivals[i], message=why,
                                                       table=conv.table, ended_ms=ended) for i, why in result.failed)
             first = min(arrivals[i] for i, _ in result.failed)
-            out.append(await self._finish(config, error_key, docs, len(docs), first))
+            out.append(await self._finish(encoding, error_key, docs, len(docs), first))
         return out
 
-    async def _finish(self, config: StreamConfig, key: str, parts: tuple[bytes | memoryview, ...], count: int,
+    async def _finish(self, encoding: Encoding, key: str, parts: tuple[bytes | memoryview, ...], count: int,
                       first_arrival_ms: int, *, content_encoding: str | None = None,
                       extents: tuple[FileRange, ...] | None = None) -> ObjectBatch:
         metadata = None
         prelude = b""
-        if config.encrypt:
+        if encoding.encrypt:
             extents = None  # the stored bytes are ciphertext, not the spooled records
             if self.keyring is None:
                 raise RuntimeError("the bucket encrypts but the daemon has no keyring")

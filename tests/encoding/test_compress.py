@@ -24,7 +24,7 @@ import pytest
 import snappy
 import zstandard
 
-from firehose.processing.compress import CODECS, HADOOP_SNAPPY_BLOCK_INPUT, SNAPPY_FRAME_INPUT, codec, rechunk
+from firehose.encoding.compress import CODECS, HADOOP_SNAPPY_BLOCK_INPUT, SNAPPY_FRAME_INPUT, codec, rechunk
 
 MiB = 1 << 20
 

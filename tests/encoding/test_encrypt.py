@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from firehose.processing.encrypt import (
+from firehose.encoding.encrypt import (
     SEGMENT_SIZE,
     TAG_SIZE,
     DecryptionError,

@@ -56,7 +56,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
 
-from firehose.processing.compress import Chunk, rechunk
+from firehose.encoding.compress import Chunk, rechunk
 
 VERSION = 1
 ALGORITHM = "AES256-GCM-STREAM"

@@ -74,7 +74,7 @@ from dataclasses import dataclass, replace
 from datetime import date
 from decimal import Decimal
 from functools import lru_cache
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, TypeVar
 
 import numpy as np
 import orjson
@@ -84,6 +84,17 @@ from fastparquet import parquet_thrift
 from fastparquet.util import created_by
 from fastparquet.writer import MARKER, write_column, write_thrift
 from pyorc.converters import ORCConverter
+
+from firehose.definitions import (
+    DataFormatConversionConfiguration,
+    Deserializer,
+    HiveJsonSerDe,
+    OpenShape,
+    OpenXJsonSerDe,
+    OrcSerDe,
+    ParquetSerDe,
+    Serializer,
+)
 
 MIB = 1 << 20
 
@@ -307,50 +318,53 @@ class SerializerOptions:
     dictionary_key_threshold: float = 0.8
     format_version: Literal["V0_11", "V0_12"] = "V0_12"
 
+    @property
+    def extension(self) -> str:
+        """The key extension of this format's files, as AWS names them."""
+        return ".orc" if self.kind == "orc" else ".parquet"
+
 
 _INPUT = "InputFormatConfiguration"
 _OUTPUT = "OutputFormatConfiguration"
 
 
-def options_from_aws(cfg: dict[str, Any]) -> tuple[DeserializerOptions, SerializerOptions]:
+def options_from_aws(cfg: DataFormatConversionConfiguration) -> tuple[DeserializerOptions, SerializerOptions]:
     """AWS ``DataFormatConversionConfiguration`` → options, with AWS's validation rules.
 
-    Unknown keys inside a SerDe are refused (the AWS API refuses them too, and a typo would otherwise
+    The model has checked each member's type; this checks the values: one SerDe on each side, AWS's
+    ranges and enum values, and what the libraries can write. Members AWS does not define are refused
+    inside the SerDe choice and the SerDes (the AWS API refuses them too, and a typo would otherwise
     silently keep a default). ``Enabled`` and ``SchemaConfiguration`` belong to the caller.
     """
-    if not isinstance(cfg, dict):
-        raise ValueError("DataFormatConversionConfiguration must be an object")
-    deserializer = _member(_member(cfg, _INPUT, ""), "Deserializer", _INPUT)
-    kind, body = _exactly_one(deserializer, f"{_INPUT}.Deserializer", ("OpenXJsonSerDe", "HiveJsonSerDe"))
-    path = f"{_INPUT}.Deserializer.{kind}"
-    des = _openx(body, path) if kind == "OpenXJsonSerDe" else _hive(body, path)
-    serializer = _member(_member(cfg, _OUTPUT, ""), "Serializer", _OUTPUT)
-    kind, body = _exactly_one(serializer, f"{_OUTPUT}.Serializer", ("ParquetSerDe", "OrcSerDe"))
-    path = f"{_OUTPUT}.Serializer.{kind}"
-    ser = _parquet(body, path) if kind == "ParquetSerDe" else _orc(body, path)
+    input_format = _required(cfg.input_format_configuration, _INPUT)
+    deserializer = _required(input_format.deserializer, f"{_INPUT}.Deserializer")
+    name, des_body = _exactly_one(deserializer, f"{_INPUT}.Deserializer")
+    path = f"{_INPUT}.Deserializer.{name}"
+    des = _openx(des_body, path) if isinstance(des_body, OpenXJsonSerDe) else _hive(des_body, path)
+    output_format = _required(cfg.output_format_configuration, _OUTPUT)
+    serializer = _required(output_format.serializer, f"{_OUTPUT}.Serializer")
+    name, ser_body = _exactly_one(serializer, f"{_OUTPUT}.Serializer")
+    path = f"{_OUTPUT}.Serializer.{name}"
+    ser = _parquet(ser_body, path) if isinstance(ser_body, ParquetSerDe) else _orc(ser_body, path)
     return des, ser
 
 
-def _openx(body: dict[str, Any], path: str) -> DeserializerOptions:
-    _known(body, path, ("ConvertDotsInJsonKeysToUnderscores", "CaseInsensitive", "ColumnToJsonKeyMappings"))
-    mappings = body.get("ColumnToJsonKeyMappings")
-    if mappings is not None and not (
-        isinstance(mappings, dict)
-        and all(isinstance(k, str) and k and isinstance(v, str) and v for k, v in mappings.items())
-    ):
+def _openx(body: OpenXJsonSerDe, path: str) -> DeserializerOptions:
+    _known(body, path)
+    mappings = body.column_to_json_key_mappings or {}
+    if not all(column and key for column, key in mappings.items()):
         raise ValueError(f"{path}.ColumnToJsonKeyMappings must map column names to non-empty JSON keys")
     return DeserializerOptions(
         kind="openx",
-        case_insensitive=_bool(body, "CaseInsensitive", path, True),
-        convert_dots_in_json_keys_to_underscores=_bool(
-            body, "ConvertDotsInJsonKeysToUnderscores", path, False),
-        column_to_json_key_mappings=tuple(sorted((mappings or {}).items())),
+        case_insensitive=_or(body.case_insensitive, True),
+        convert_dots_in_json_keys_to_underscores=_or(body.convert_dots_in_json_keys_to_underscores, False),
+        column_to_json_key_mappings=tuple(sorted(mappings.items())),
     )
 
 
-def _hive(body: dict[str, Any], path: str) -> DeserializerOptions:
-    _known(body, path, ("TimestampFormats",))
-    formats = _strings(body, "TimestampFormats", path)
+def _hive(body: HiveJsonSerDe, path: str) -> DeserializerOptions:
+    _known(body, path)
+    formats = _strings(body.timestamp_formats, "TimestampFormats", path)
     for i, pattern in enumerate(formats):
         try:
             _timestamp_format(pattern)
@@ -359,117 +373,105 @@ def _hive(body: dict[str, Any], path: str) -> DeserializerOptions:
     return DeserializerOptions(kind="hive", timestamp_formats=formats)
 
 
-def _parquet(body: dict[str, Any], path: str) -> SerializerOptions:
-    _known(body, path, ("BlockSizeBytes", "PageSizeBytes", "Compression", "EnableDictionaryCompression",
-                        "MaxPaddingBytes", "WriterVersion"))
+def _parquet(body: ParquetSerDe, path: str) -> SerializerOptions:
+    _known(body, path)
     return SerializerOptions(
         kind="parquet",
-        block_size_bytes=_int(body, "BlockSizeBytes", path, 256 * MIB, 64 * MIB),
-        page_size_bytes=_int(body, "PageSizeBytes", path, MIB, 64 * 1024),
-        compression=_enum(body, "Compression", path, "SNAPPY", ("UNCOMPRESSED", "GZIP", "SNAPPY")),
-        enable_dictionary_compression=_bool(body, "EnableDictionaryCompression", path, True),
-        max_padding_bytes=_int(body, "MaxPaddingBytes", path, 0, 0),
-        writer_version=_enum(body, "WriterVersion", path, "V1", ("V1", "V2")),  # type: ignore[arg-type]
+        block_size_bytes=_at_least(body.block_size_bytes, "BlockSizeBytes", path, 256 * MIB, 64 * MIB),
+        page_size_bytes=_at_least(body.page_size_bytes, "PageSizeBytes", path, MIB, 64 * 1024),
+        compression=_one_of(body.compression, "Compression", path, "SNAPPY", ("UNCOMPRESSED", "GZIP", "SNAPPY")),
+        enable_dictionary_compression=_or(body.enable_dictionary_compression, True),
+        max_padding_bytes=_at_least(body.max_padding_bytes, "MaxPaddingBytes", path, 0, 0),
+        writer_version=_one_of(body.writer_version, "WriterVersion", path, "V1", ("V1", "V2")),  # type: ignore[arg-type]
     )
 
 
-def _orc(body: dict[str, Any], path: str) -> SerializerOptions:
-    _known(body, path, ("StripeSizeBytes", "BlockSizeBytes", "RowIndexStride", "EnablePadding",
-                        "PaddingTolerance", "Compression", "BloomFilterColumns",
-                        "BloomFilterFalsePositiveProbability", "DictionaryKeyThreshold", "FormatVersion"))
-    fpp = _fraction(body, "BloomFilterFalsePositiveProbability", path, 0.05)
+def _orc(body: OrcSerDe, path: str) -> SerializerOptions:
+    _known(body, path)
+    fpp = _fraction(body.bloom_filter_false_positive_probability, "BloomFilterFalsePositiveProbability", path, 0.05)
     if not 0.0 < fpp < 1.0:
         raise ValueError(f"{path}.BloomFilterFalsePositiveProbability must be greater than 0 and less than 1 "
                          "(an ORC bloom filter cannot be built for 0 or 1)")
-    version = _enum(body, "FormatVersion", path, "V0_12", ("V0_11", "V0_12"))
+    version = _one_of(body.format_version, "FormatVersion", path, "V0_12", ("V0_11", "V0_12"))
     if version == "V0_11":
         raise ValueError(f"{path}.FormatVersion V0_11 is not supported: the ORC writer (pyorc) writes "
                          "format 0.12 only")
     return SerializerOptions(
         kind="orc",
-        stripe_size_bytes=_int(body, "StripeSizeBytes", path, 64 * MIB, 8 * MIB),
-        block_size_bytes=_int(body, "BlockSizeBytes", path, 256 * MIB, 64 * MIB),
-        row_index_stride=_int(body, "RowIndexStride", path, 10_000, 1000),
-        enable_padding=_bool(body, "EnablePadding", path, False),
-        padding_tolerance=_fraction(body, "PaddingTolerance", path, 0.05),
-        compression=_enum(body, "Compression", path, "SNAPPY", ("NONE", "ZLIB", "SNAPPY")),
-        bloom_filter_columns=_strings(body, "BloomFilterColumns", path),
+        stripe_size_bytes=_at_least(body.stripe_size_bytes, "StripeSizeBytes", path, 64 * MIB, 8 * MIB),
+        block_size_bytes=_at_least(body.block_size_bytes, "BlockSizeBytes", path, 256 * MIB, 64 * MIB),
+        row_index_stride=_at_least(body.row_index_stride, "RowIndexStride", path, 10_000, 1000),
+        enable_padding=_or(body.enable_padding, False),
+        padding_tolerance=_fraction(body.padding_tolerance, "PaddingTolerance", path, 0.05),
+        compression=_one_of(body.compression, "Compression", path, "SNAPPY", ("NONE", "ZLIB", "SNAPPY")),
+        bloom_filter_columns=_strings(body.bloom_filter_columns, "BloomFilterColumns", path),
         bloom_filter_false_positive_probability=fpp,
-        dictionary_key_threshold=_fraction(body, "DictionaryKeyThreshold", path, 0.8),
+        dictionary_key_threshold=_fraction(body.dictionary_key_threshold, "DictionaryKeyThreshold", path, 0.8),
         format_version="V0_12",
     )
 
 
-def _member(parent: dict[str, Any], key: str, path: str) -> dict[str, Any]:
-    where = f"{path}.{key}" if path else key
-    value = parent.get(key)
+_Member = TypeVar("_Member")
+
+
+def _required(value: _Member | None, where: str) -> _Member:
     if value is None:
         raise ValueError(f"{where} is required")
-    if not isinstance(value, dict):
-        raise ValueError(f"{where} must be an object")
     return value
 
 
-def _exactly_one(parent: dict[str, Any], path: str, names: tuple[str, ...]) -> tuple[str, dict[str, Any]]:
-    _known(parent, path, names)
-    present = [n for n in names if parent.get(n) is not None]
+def _members(shape: OpenShape) -> dict[str, Any]:
+    """The members AWS defines for a shape, by their AWS names in AWS's order, with their values."""
+    return {field.alias or name: getattr(shape, name) for name, field in type(shape).model_fields.items()}
+
+
+def _exactly_one(choice: Deserializer | Serializer, path: str) -> tuple[str, OpenShape]:
+    """The one SerDe a choice sets, with its AWS name."""
+    _known(choice, path)
+    members = _members(choice)
+    present = [(name, value) for name, value in members.items() if value is not None]
     if len(present) != 1:
-        raise ValueError(f"{path} must set exactly one of {', '.join(names)}")
-    body = parent[present[0]]
-    if not isinstance(body, dict):
-        raise ValueError(f"{path}.{present[0]} must be an object")
-    return present[0], body
+        raise ValueError(f"{path} must set exactly one of {', '.join(members)}")
+    return present[0]
 
 
-def _known(body: dict[str, Any], path: str, allowed: tuple[str, ...]) -> None:
-    for key in body:
-        if key not in allowed:
-            raise ValueError(f"{path}.{key} is not a known field (expected {', '.join(allowed)})")
+def _known(shape: OpenShape, path: str) -> None:
+    for key in shape.model_extra or {}:
+        raise ValueError(f"{path}.{key} is not a known field (expected {', '.join(_members(shape))})")
 
 
-def _bool(body: dict[str, Any], key: str, path: str, default: bool) -> bool:
-    value = body.get(key)
+def _or(value: bool | None, default: bool) -> bool:
+    return default if value is None else value
+
+
+def _at_least(value: int | None, key: str, path: str, default: int, minimum: int) -> int:
     if value is None:
         return default
-    if not isinstance(value, bool):
-        raise ValueError(f"{path}.{key} must be a boolean")
-    return value
-
-
-def _int(body: dict[str, Any], key: str, path: str, default: int, minimum: int) -> int:
-    value = body.get(key)
-    if value is None:
-        return default
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise ValueError(f"{path}.{key} must be an integer")
     if value < minimum:
         raise ValueError(f"{path}.{key} must be at least {minimum}")
     return value
 
 
-def _fraction(body: dict[str, Any], key: str, path: str, default: float) -> float:
-    value = body.get(key)
+def _fraction(value: float | None, key: str, path: str, default: float) -> float:
     if value is None:
         return default
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value <= 1.0:
+    if not 0.0 <= value <= 1.0:
         raise ValueError(f"{path}.{key} must be a number from 0 to 1")
     return float(value)
 
 
-def _enum(body: dict[str, Any], key: str, path: str, default: str, values: tuple[str, ...]) -> str:
-    value = body.get(key)
+def _one_of(value: str | None, key: str, path: str, default: str, values: tuple[str, ...]) -> str:
     if value is None:
         return default
     if value not in values:
         raise ValueError(f"{path}.{key} must be one of {', '.join(values)}")
-    return str(value)
+    return value
 
 
-def _strings(body: dict[str, Any], key: str, path: str) -> tuple[str, ...]:
-    value = body.get(key)
+def _strings(value: list[str] | None, key: str, path: str) -> tuple[str, ...]:
     if value is None:
         return ()
-    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+    if not all(v.strip() for v in value):
         raise ValueError(f"{path}.{key} must be a list of non-empty strings")
     return tuple(value)
 
@@ -501,6 +503,17 @@ def _orc_bloom_filter_columns(schema: Schema, serializer: SerializerOptions) -> 
         raise ValueError(f"BloomFilterColumns names {', '.join(map(repr, missing))}, "
                          "not a column of the schema")
     return [names[n.lower()] for n in serializer.bloom_filter_columns]
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """One stream's format conversion: the table's schema, the SerDe options, and the table as
+    the error documents of records that do not fit it report it (``dataCatalogTable``)."""
+
+    schema: Schema
+    deserializer: DeserializerOptions
+    serializer: SerializerOptions
+    table: dict[str, Any]
 
 
 # -- timestamps --------------------------------------------------------------------------------

@@ -13,7 +13,8 @@ import pyarrow.parquet as pq
 import pyorc
 import pytest
 
-from firehose.processing.convert import (
+from firehose.definitions import DataFormatConversionConfiguration, ValidationError
+from firehose.encoding.convert import (
     ConversionResult,
     DeserializerOptions,
     Schema,
@@ -58,6 +59,11 @@ def aws(deserializer: dict[str, Any] | None = None,
         "InputFormatConfiguration": {"Deserializer": deserializer or {"OpenXJsonSerDe": {}}},
         "OutputFormatConfiguration": {"Serializer": serializer or {"ParquetSerDe": {}}},
     }
+
+
+def options(cfg: dict[str, Any]) -> tuple[DeserializerOptions, SerializerOptions]:
+    """The options of a DataFormatConversionConfiguration as a definition carries it."""
+    return options_from_aws(DataFormatConversionConfiguration.model_validate(cfg))
 
 
 def one(records: list[bytes], sch: Schema, des: DeserializerOptions = OPENX,
@@ -207,7 +213,7 @@ def test_orc_refuses_the_instants_its_timestamp_encoding_shifts_but_parquet_keep
 @BOTH
 def test_hive_timestamp_formats_including_millis_then_the_sql_default(serializer: SerializerOptions) -> None:
     # Formats are tried in order: the 14-digit pattern must come before "millis", which takes any integer.
-    des, _ = options_from_aws(aws({"HiveJsonSerDe": {"TimestampFormats": [
+    des, _ = options(aws({"HiveJsonSerDe": {"TimestampFormats": [
         "yyyyMMddHHmmss", "millis", "yyyy-MM-dd'T'HH:mm:ss.SSSZZ", "dd/MMM/yyyy:HH:mm:ss Z",
     ]}}))
     records = [b'{"ts": %s}' % v for v in (
@@ -237,7 +243,7 @@ def test_hive_without_formats_accepts_only_the_sql_timestamp_form() -> None:
 ])
 def test_invalid_hive_timestamp_formats_are_refused_with_their_index(pattern: str, message: str) -> None:
     with pytest.raises(ValueError, match=rf"HiveJsonSerDe\.TimestampFormats\[1\] .*{message}"):
-        options_from_aws(aws({"HiveJsonSerDe": {"TimestampFormats": ["millis", pattern]}}))
+        options(aws({"HiveJsonSerDe": {"TimestampFormats": ["millis", pattern]}}))
 
 
 # -- decimals, integers, leniency ----------------------------------------------------------------
@@ -318,14 +324,14 @@ def test_openx_matches_keys_case_insensitively_by_default() -> None:
     sch = schema(userid="bigint", Name="string")
     record = [b'{"UserId": 1, "NAME": "a"}']
     assert rows(one(record, sch)) == [{"userid": 1, "Name": "a"}]
-    des, _ = options_from_aws(aws({"OpenXJsonSerDe": {"CaseInsensitive": False}}))
+    des, _ = options(aws({"OpenXJsonSerDe": {"CaseInsensitive": False}}))
     assert rows(one(record + [b'{"userid": 2, "Name": "b"}'], sch, des)) == [
         {"userid": None, "Name": None}, {"userid": 2, "Name": "b"},
     ]
 
 
 def test_openx_dots_to_underscores_and_column_to_key_mappings() -> None:
-    des, _ = options_from_aws(aws({"OpenXJsonSerDe": {
+    des, _ = options(aws({"OpenXJsonSerDe": {
         "ConvertDotsInJsonKeysToUnderscores": True, "ColumnToJsonKeyMappings": {"ts": "timestamp"},
     }}))
     sch = schema(a_b="int", ts="string", x_y="int")
@@ -427,7 +433,7 @@ def _data_page_types(body: bytes) -> set[int]:
 @pytest.mark.parametrize(("version", "page_type"), [("V1", 0), ("V2", 6)])
 def test_parquet_compression_and_writer_version(compression: str, version: str, page_type: int) -> None:
     parquet = {"Compression": compression, "WriterVersion": version}
-    _, ser = options_from_aws(aws(serializer={"ParquetSerDe": parquet}))
+    _, ser = options(aws(serializer={"ParquetSerDe": parquet}))
     sch = schema(s="string", i="bigint", t="timestamp", d="decimal(20,2)")
     records = [b'{"s": "v%d", "i": %d, "t": %d, "d": %d.25}' % (n % 3, n, n, n) for n in range(50)]
     records[7] = b'{"i": 7}'
@@ -475,7 +481,7 @@ def test_parquet_block_size_cuts_row_groups_at_record_boundaries() -> None:
 @pytest.mark.parametrize(("compression", "pyarrow_name"), [("NONE", "UNCOMPRESSED"), ("ZLIB", "ZLIB"),
                                                            ("SNAPPY", "SNAPPY")])
 def test_orc_compression_row_index_stride_and_version(compression: str, pyarrow_name: str) -> None:
-    _, ser = options_from_aws(aws(serializer={"OrcSerDe": {
+    _, ser = options(aws(serializer={"OrcSerDe": {
         "Compression": compression, "RowIndexStride": 2000, "BloomFilterColumns": ["S"],
         "BloomFilterFalsePositiveProbability": 0.01, "DictionaryKeyThreshold": 1, "EnablePadding": True,
     }}))
@@ -501,18 +507,18 @@ def test_orc_stripe_size_bounds_stripes() -> None:
 
 
 def test_options_from_aws_defaults() -> None:
-    des, ser = options_from_aws(aws())
+    des, ser = options(aws())
     assert des == DeserializerOptions(kind="openx", case_insensitive=True)
     assert ser == SerializerOptions(kind="parquet", compression="SNAPPY", block_size_bytes=256 << 20,
                                     page_size_bytes=1 << 20, writer_version="V1")
-    des, ser = options_from_aws(aws({"HiveJsonSerDe": {}}, {"OrcSerDe": {}}))
+    des, ser = options(aws({"HiveJsonSerDe": {}}, {"OrcSerDe": {}}))
     assert des.kind == "hive" and des.timestamp_formats == ()
     assert (ser.kind, ser.compression, ser.stripe_size_bytes, ser.row_index_stride, ser.format_version) == (
         "orc", "SNAPPY", 64 << 20, 10_000, "V0_12")
 
 
 def test_options_from_aws_maps_every_field() -> None:
-    des, ser = options_from_aws(aws(
+    des, ser = options(aws(
         {"OpenXJsonSerDe": {"CaseInsensitive": False, "ConvertDotsInJsonKeysToUnderscores": True,
                             "ColumnToJsonKeyMappings": {"ts": "timestamp"}}},
         {"OrcSerDe": {"StripeSizeBytes": 8 << 20, "BlockSizeBytes": 64 << 20, "RowIndexStride": 1000,
@@ -525,7 +531,7 @@ def test_options_from_aws_maps_every_field() -> None:
         kind="orc", compression="ZLIB", block_size_bytes=64 << 20, stripe_size_bytes=8 << 20,
         row_index_stride=1000, enable_padding=True, padding_tolerance=0.2, bloom_filter_columns=("a",),
         bloom_filter_false_positive_probability=0.5, dictionary_key_threshold=0.0)
-    _, ser = options_from_aws(aws(serializer={"ParquetSerDe": {
+    _, ser = options(aws(serializer={"ParquetSerDe": {
         "BlockSizeBytes": 64 << 20, "PageSizeBytes": 65536, "Compression": "GZIP",
         "EnableDictionaryCompression": False, "MaxPaddingBytes": 10, "WriterVersion": "V2"}}))
     assert ser == SerializerOptions(kind="parquet", compression="GZIP", block_size_bytes=64 << 20,
@@ -551,11 +557,9 @@ ORC_SERDE = "OutputFormatConfiguration.Serializer.OrcSerDe"
      "OutputFormatConfiguration.Serializer must set exactly one of ParquetSerDe, OrcSerDe"),
     (aws(serializer={"AvroSerDe": {}}),
      "OutputFormatConfiguration.Serializer.AvroSerDe is not a known field"),
-    (aws({"OpenXJsonSerDe": {"CaseInsensitive": "yes"}}),
-     f"{X}.CaseInsensitive must be a boolean"),
     (aws({"OpenXJsonSerDe": {"ColumnToJsonKeyMappings": {"a": ""}}}),
      f"{X}.ColumnToJsonKeyMappings must map column names to non-empty JSON keys"),
-    (aws({"HiveJsonSerDe": {"TimestampFormats": "millis"}}),
+    (aws({"HiveJsonSerDe": {"TimestampFormats": ["millis", " "]}}),
      f"{H}.TimestampFormats must be a list of non-empty strings"),
     (aws({"HiveJsonSerDe": {"CaseInsensitive": True}}),
      f"{H}.CaseInsensitive is not a known field"),
@@ -566,9 +570,6 @@ ORC_SERDE = "OutputFormatConfiguration.Serializer.OrcSerDe"
     (aws(serializer={"ParquetSerDe": {"Compression": "ZLIB"}}),
      f"{P}.Compression must be one of UNCOMPRESSED, GZIP, SNAPPY"),
     (aws(serializer={"ParquetSerDe": {"WriterVersion": "V3"}}), f"{P}.WriterVersion must be one of V1, V2"),
-    (aws(serializer={"ParquetSerDe": {"PageSizeBytes": "1MB"}}), f"{P}.PageSizeBytes must be an integer"),
-    (aws(serializer={"ParquetSerDe": {"EnableDictionaryCompression": 1}}),
-     f"{P}.EnableDictionaryCompression must be a boolean"),
     (aws(serializer={"OrcSerDe": {"StripeSizeBytes": (8 << 20) - 1}}),
      f"{ORC_SERDE}.StripeSizeBytes must be at least 8388608"),
     (aws(serializer={"OrcSerDe": {"BlockSizeBytes": 1 << 20}}),
@@ -591,8 +592,35 @@ ORC_SERDE = "OutputFormatConfiguration.Serializer.OrcSerDe"
 ])
 def test_options_from_aws_validation_names_the_field(cfg: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError) as e:
-        options_from_aws(cfg)
+        options(cfg)
     assert str(e.value).startswith(message)
+
+
+@pytest.mark.parametrize(("cfg", "member"), [
+    (aws({"OpenXJsonSerDe": {"CaseInsensitive": "yes"}}), f"{X}.CaseInsensitive"),
+    (aws({"HiveJsonSerDe": {"TimestampFormats": "millis"}}), f"{H}.TimestampFormats"),
+    (aws(serializer={"ParquetSerDe": {"PageSizeBytes": "1MB"}}), f"{P}.PageSizeBytes"),
+    (aws(serializer={"ParquetSerDe": {"EnableDictionaryCompression": 1}}), f"{P}.EnableDictionaryCompression"),
+    (aws(serializer={"OrcSerDe": {"DictionaryKeyThreshold": "0.5"}}), f"{ORC_SERDE}.DictionaryKeyThreshold"),
+    ({"InputFormatConfiguration": {"Deserializer": "OpenXJsonSerDe"}}, "InputFormatConfiguration.Deserializer"),
+])
+def test_the_definition_refuses_a_member_of_the_wrong_type(cfg: dict[str, Any], member: str) -> None:
+    """Types are the model's: a boolean is never 1 or "yes", a number never a string."""
+    with pytest.raises(ValidationError) as e:
+        DataFormatConversionConfiguration.model_validate(cfg)
+    depth = member.count(".") + 1
+    assert {".".join(map(str, err["loc"][:depth])) for err in e.value.errors()} == {member}
+
+
+def test_a_conversion_configuration_dumps_back_as_it_was_given() -> None:
+    """An integer proportion stays an integer and members AWS does not define are kept (and refused by
+    ``options_from_aws``), so a stored definition and its digest do not change when it is read back."""
+    given = {"SchemaConfiguration": {"RoleARN": "arn:aws:iam::123456789012:role/r", "DatabaseName": "db",
+                                     "TableName": "t", "VersionId": "3"},
+             "Enabled": True,
+             **aws({"OpenXJsonSerDe": {"ColumnToJsonKeyMappings": {"ts": "timestamp"}}},
+                   {"OrcSerDe": {"DictionaryKeyThreshold": 0, "PaddingTolerance": 0.5, "Compresion": "ZLIB"}})}
+    assert DataFormatConversionConfiguration.model_validate(given).dump() == given
 
 
 def test_parse_type_is_usable_alone() -> None:

@@ -7,6 +7,11 @@ can be replayed (spec: delivery.md §6.1, transforms.md §4, formats.md §4).
 Field names follow AWS per category: processing and partitioning failures use
 ``errorCode``/``errorMessage``, format-conversion failures ``lastErrorCode``/
 ``lastErrorMessage`` plus the table they were converted against.
+
+Three stages write these documents (the record chain for records it could
+not process or partition, encoding for records that do not fit the table's
+schema or a partition buffer, the deliverer for what a record destination
+refused), so the format lives below all three, among the foundation modules.
 """
 
 from __future__ import annotations
