@@ -36,7 +36,6 @@ import asyncio
 import binascii
 import hmac
 import logging
-import time
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -47,6 +46,7 @@ import pybase64
 from firehose.api import operations, shapes
 from firehose.api.operations import Services
 from firehose.asgi import Receive, Send, send_response
+from firehose.clock import now_ms
 from firehose.errors import (
     AccessDeniedException,
     ExpiredTokenException,
@@ -190,7 +190,7 @@ class HttpEndpointReceiver:
 
 async def _spool(svc: Services, state: Any, records: list[bytes]) -> None:
     """Spool in PutRecordBatch-sized entries; they share one group-commit fsync."""
-    arrival_ms = int(time.time() * 1000)
+    arrival_ms = now_ms()
     chunks: list[list[bytes]] = []
     chunk: list[bytes] = []
     size = 0
@@ -268,7 +268,7 @@ def _records(request: dict[str, Any]) -> list[bytes]:
 
 
 def _answer(request_id: str, error: str | None) -> bytes:
-    body: dict[str, Any] = {"requestId": request_id, "timestamp": int(time.time() * 1000)}
+    body: dict[str, Any] = {"requestId": request_id, "timestamp": now_ms()}
     if error is not None:
         body["errorMessage"] = error[:8192]
     return orjson.dumps(body)

@@ -23,7 +23,6 @@ call, as on AWS.
 from __future__ import annotations
 
 import binascii
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +32,7 @@ from pydantic import ValidationError
 
 from firehose.api import shapes
 from firehose.catalog import DESTINATION_ID, Catalog, StreamState
+from firehose.clock import now_ms
 from firehose.definitions import DeliveryStreamDefinition, validation_message
 from firehose.errors import InvalidArgumentException, ResourceNotFoundException, ServiceUnavailableException
 from firehose.frontdoor.door import Caller, Check, Operation
@@ -191,7 +191,7 @@ def _admit(svc: Services, state: StreamState, good: list[bytes], slots: list[Slo
 
 
 async def put_record_batch(svc: Services, body: Body, check: Check) -> Body:
-    arrival_ms = int(time.time() * 1000)
+    arrival_ms = now_ms()
     name, records = _put_batch_checks(body, check)
     n = len(records)
     good, slots = _decode_all(records, check)  # before the stream is looked up: shape errors come first
@@ -219,7 +219,7 @@ async def put_record_batch(svc: Services, body: Body, check: Check) -> Body:
 
 
 async def put_record(svc: Services, body: Body) -> Body:
-    arrival_ms = int(time.time() * 1000)
+    arrival_ms = now_ms()
     name, record = body["DeliveryStreamName"], body["Record"]
     state = _writable(svc, name)
     raw = _decode(record, 0)

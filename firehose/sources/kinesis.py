@@ -37,6 +37,7 @@ import botocore.exceptions
 from botocore import UNSIGNED
 from botocore.config import Config as BotoConfig
 
+from firehose.clock import now_ms
 from firehose.errors import ServiceUnavailableException
 from firehose.retry import Backoff, retry_until
 from firehose.settings import KinesisSettings
@@ -330,9 +331,9 @@ def _code(exc: botocore.exceptions.ClientError) -> str:
 
 def _millis(value: Any) -> int:
     if value is None:
-        return int(time.time() * 1000)
+        return now_ms()
     if isinstance(value, (int, float)):
         return int(value * 1000)
     with contextlib.suppress(AttributeError):
         return int(value.timestamp() * 1000)
-    return int(time.time() * 1000)
+    return now_ms()

@@ -32,6 +32,7 @@ from typing import Any, Literal, NamedTuple
 
 import orjson
 
+from firehose.clock import now_ms
 from firehose.spool.committer import GroupCommitter, commit
 from firehose.spool.dirlock import DirectoryLock
 from firehose.spool.log import fsync_dir
@@ -60,10 +61,6 @@ MAX_SCALINGS_PER_DAY = 10
 #: Streams that may be CREATING at once in an account.
 MAX_CREATING = 5
 _DAY_MS = 24 * 3600 * 1000
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass
