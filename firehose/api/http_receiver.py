@@ -47,6 +47,7 @@ from firehose.api import operations, shapes
 from firehose.api.operations import Services
 from firehose.asgi import Receive, Send, send_response
 from firehose.clock import now_ms
+from firehose.definitions import delivery_stream_arn
 from firehose.errors import (
     AccessDeniedException,
     ExpiredTokenException,
@@ -58,7 +59,7 @@ from firehose.errors import (
     UnrecognizedClientException,
 )
 from firehose.frontdoor import body as bodies
-from firehose.frontdoor.door import Caller, FrontDoor
+from firehose.frontdoor.door import FrontDoor
 from firehose.frontdoor.sigv4 import wants_payload_hash
 
 log = logging.getLogger("firehose.api")
@@ -144,7 +145,8 @@ class HttpEndpointReceiver:
         if signed:
             caller, principal = self.door.authenticate(scope, digest)
             if principal is not None:
-                self.door.authorize(principal, caller, "PutRecordBatch", _stream_arn(name, caller))
+                arn = delivery_stream_arn(caller.region, caller.account_id, name)
+                self.door.authorize(principal, caller, "PutRecordBatch", arn)
                 return caller.account_id
             if not self.door.principals.required:
                 return caller.account_id
@@ -216,10 +218,6 @@ def _status_of(exc: FirehoseError) -> int:
     if isinstance(exc, ResourceNotFoundException):
         return 404
     return exc.status
-
-
-def _stream_arn(name: str, caller: Caller) -> str:
-    return f"arn:aws:firehose:{caller.region}:{caller.account_id}:deliverystream/{name}"
 
 
 #: A request of 10,000 records has about that many objects and commas; this many more is not one.

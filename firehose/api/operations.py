@@ -33,7 +33,7 @@ from pydantic import ValidationError
 from firehose.api import shapes
 from firehose.catalog import DESTINATION_ID, Catalog, StreamState
 from firehose.clock import now_ms
-from firehose.definitions import DeliveryStreamDefinition, validation_message
+from firehose.definitions import DeliveryStreamDefinition, delivery_stream_arn, validation_message
 from firehose.errors import InvalidArgumentException, ResourceNotFoundException, ServiceUnavailableException
 from firehose.frontdoor.door import Caller, Check, Operation
 from firehose.frontdoor.quotas import Quotas
@@ -61,14 +61,13 @@ class Services:
     quotas: Quotas
 
     def arn(self, name: str) -> str:
-        return f"arn:aws:firehose:{self.settings.region}:{self.account_id}:deliverystream/{name}"
+        return delivery_stream_arn(self.settings.region, self.account_id, name)
 
 
 def stream_arn(body: Body, caller: Caller) -> str:
     """The delivery stream a request names, as the resource it is authorized on."""
     name = body.get("DeliveryStreamName")
-    return (f"arn:aws:firehose:{caller.region}:{caller.account_id}:deliverystream/"
-            f"{name if isinstance(name, str) else ''}")
+    return delivery_stream_arn(caller.region, caller.account_id, name if isinstance(name, str) else "")
 
 
 def _definition(body: Body) -> DeliveryStreamDefinition:
