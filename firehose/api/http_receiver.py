@@ -45,7 +45,7 @@ import pybase64
 
 from firehose.api import operations, shapes
 from firehose.api.operations import Services
-from firehose.asgi import Receive, Send, send_response
+from firehose.asgi import Receive, Scope, Send, send_response
 from firehose.clock import now_ms
 from firehose.definitions import delivery_stream_arn
 from firehose.errors import (
@@ -92,7 +92,7 @@ class HttpEndpointReceiver:
         self._seen: dict[tuple[str, str], OrderedDict[str, None]] = {}
         self._pending: dict[tuple[str, str, str], asyncio.Future[None]] = {}
 
-    async def __call__(self, name: str, scope: dict[str, Any], receive: Receive, send: Send) -> int:
+    async def __call__(self, name: str, scope: Scope, receive: Receive, send: Send) -> int:
         """Answer one delivery request; returns the status sent (0 when the client went away)."""
         headers = dict(scope["headers"])
         request_id = headers.get(b"x-amz-firehose-request-id", b"").decode("latin-1")
@@ -139,7 +139,7 @@ class HttpEndpointReceiver:
         await send_response(send, status, answer, b"application/json", close=close)
         return status
 
-    def _authenticate(self, name: str, scope: dict[str, Any], headers: dict[bytes, bytes], signed: bool,
+    def _authenticate(self, name: str, scope: Scope, headers: dict[bytes, bytes], signed: bool,
                       digest: Any | None) -> str:
         """The account the delivery is for; raises when the sender may not deliver to ``name``."""
         if signed:
