@@ -20,7 +20,7 @@ import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
 from firehose.records import ObjectBatch, RecordBatch
@@ -81,7 +81,6 @@ class DestinationContext:
     #: The daemon's worker processes (made on first use), for CPU-heavy work that would otherwise
     #: hold the GIL against the event loop (Redshift's PostgreSQL mode parses batches there).
     processes: Callable[[], Executor] | None = None
-    extra: dict[str, object] = field(default_factory=dict)
 
     async def run(self, fn: Callable[..., T], *args: object) -> T:
         """Run a blocking call in the destinations' thread pool."""

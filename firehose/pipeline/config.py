@@ -86,11 +86,6 @@ class StreamConfig:
                    chain.plan(definition, settings), compress.codec(store.compression), None, encrypt_store,
                    backup_all=dest.backup_all)
 
-    @property
-    def destination(self) -> definitions.S3DestinationConfiguration:
-        """The object store (kept for code that predates record destinations)."""
-        return self.object_store
-
 
 def endpoint_url(dest: Any, settings: Settings) -> str | None:
     """The URL an HTTP-based destination (HTTP endpoint, Splunk, OpenSearch) sends to, if it is one."""
