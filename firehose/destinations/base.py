@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
 from firehose.records import ObjectBatch, RecordBatch
+from firehose.retry import Since
 from firehose.settings import Settings
 
 P = TypeVar("P")
@@ -99,7 +100,7 @@ class Destination(ABC, Generic[P]):
     retry_seconds: float | None = None
     #: When the retry clock starts: at the first attempt (OpenSearch: the duration covers all
     #: attempts) or at the first failure (Splunk, HTTP endpoint).
-    retry_clock: ClassVar[str] = "first_failure"
+    retry_clock: ClassVar[Since] = "first_failure"
     #: ``!{firehose:error-output-type}`` for records this destination gave up on.
     error_output_type: ClassVar[str] = ""
     #: A module this destination runs in worker processes (``ctx.run_process``): the daemon starts
