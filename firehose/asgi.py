@@ -1,4 +1,4 @@
-"""ASGI plumbing shared by the Firehose API, the Kinesis API and the operator endpoints: answering.
+"""ASGI plumbing shared by the Firehose API, the Kinesis API and the operator endpoints: types, answering.
 
 Every app here is a plain ASGI callable (one route that matters each), so
 reading a request's body is done where its limits are known (the front
@@ -13,6 +13,8 @@ from typing import Any
 
 import pybase64
 
+#: A request's ASGI connection scope (type, method, path, headers, ...).
+Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 

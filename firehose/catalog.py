@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import Any, Literal
 
 import orjson
 
+from firehose.clock import now_ms
 from firehose.definitions import (
     DeliveryStreamDefinition,
     ExtendedS3DestinationConfiguration,
@@ -53,10 +53,6 @@ MAX_TAGS = 50
 
 Origin = Literal["config", "api"]
 Event = Literal["created", "updated", "deleted"]
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def digest(definition: DeliveryStreamDefinition) -> str:

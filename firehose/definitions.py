@@ -41,6 +41,13 @@ KMS_KEY_ARN_PATTERN = r"^arn:.*:kms:[a-zA-Z0-9\-]+:\d{12}:(key|alias)/[a-zA-Z_0-
 KINESIS_ARN_PATTERN = r"^arn:.*:kinesis:[a-zA-Z0-9\-]+:\d{12}:stream/[a-zA-Z0-9_.-]+$"
 
 StreamName = Annotated[str, Field(min_length=1, max_length=64, pattern=STREAM_NAME_PATTERN)]
+
+
+def delivery_stream_arn(region: str, account_id: str, name: str) -> str:
+    """The ARN of delivery stream ``name`` of ``account_id`` in ``region``, as AWS writes it."""
+    return f"arn:aws:firehose:{region}:{account_id}:deliverystream/{name}"
+
+
 RoleARN = Annotated[str, Field(min_length=1, max_length=512, pattern=ROLE_ARN_PATTERN)]
 BucketARN = Annotated[str, Field(min_length=1, max_length=2048, pattern=BUCKET_ARN_PATTERN)]
 PrefixText = Annotated[str, Field(max_length=1024)]

@@ -16,11 +16,12 @@ refused), so the format lives below all three, among the foundation modules.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import orjson
 import pybase64
+
+from firehose.clock import now_ms
 
 PROCESSING_FAILED = "processing-failed"
 FORMAT_CONVERSION_FAILED = "format-conversion-failed"
@@ -28,10 +29,6 @@ DECOMPRESSION_FAILED = "decompression-failed"
 #: Dynamic partitioning failures (key extraction, prefix evaluation, too many active
 #: partitions). AWS files them under the error prefix without naming the type here.
 PARTITIONING_FAILED = "partitioning-failed"
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def document(

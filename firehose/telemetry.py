@@ -88,9 +88,6 @@ class Metrics:
             ["stream", "error_output_type"], registry=r)
         self.buffered_bytes = Gauge(
             "firehose_buffered_bytes", "Bytes waiting in memory buffers.", ["stream"], registry=r)
-        self.data_freshness = Gauge(
-            "firehose_data_freshness_seconds", "Age of the oldest record read from the spool and not yet "
-            "delivered (DeliveryToS3.DataFreshness).", ["stream"], registry=r)
         self.spool_bytes = Gauge("firehose_spool_bytes", "Bytes held in the spool.", registry=r)
         self.spool_limit = Gauge("firehose_spool_limit_bytes", "The spool's byte limit.", registry=r)
         self.spool_commits = Gauge("firehose_spool_commits", "Group-commit fsync rounds so far.", registry=r)

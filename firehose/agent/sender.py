@@ -8,9 +8,11 @@ move to once it is acknowledged.
 ``deliver`` keeps a batch until every record is acknowledged: after a partial
 failure only the failed records are sent again; throttling
 (``ServiceUnavailableException``, ``ProvisionedThroughputExceededException``),
-server errors and network errors back off exponentially with jitter, for as
-long as it takes. The only records ever given up are those the service
-refuses as invalid (they could never be accepted); they are logged and counted.
+server errors and network errors back off exponentially with full jitter
+(``firehose.retry``, from ``retryInitialBackoffMillis`` up to
+``retryMaxBackoffMillis``), for as long as it takes. The only records ever
+given up are those the service refuses as invalid (they could never be
+accepted); they are logged and counted.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from firehose.agent.checkpoints import Position
 from firehose.agent.config import AgentConfig, Flow
+from firehose.retry import Backoff
 
 log = logging.getLogger("firehose.agent")
 
@@ -136,21 +139,6 @@ class Client:
         return [r.get("ErrorCode") for r in results]
 
 
-class Backoff:
-    """Exponential backoff with jitter: delays grow from ``initial`` to ``ceiling`` while failures last."""
-
-    def __init__(self, initial: float, ceiling: float) -> None:
-        self.initial, self.ceiling, self.attempt = initial, ceiling, 0
-
-    def next(self) -> float:
-        base = min(self.ceiling, self.initial * (2 ** min(self.attempt, 30)))
-        self.attempt += 1
-        return base / 2 + random.uniform(0, base / 2)
-
-    def reset(self) -> None:
-        self.attempt = 0
-
-
 def _describe(exc: Exception) -> tuple[str, bool]:
     """An error's name and whether backing off and retrying is the answer (it nearly always is)."""
     if isinstance(exc, ClientError):
@@ -183,6 +171,8 @@ def deliver(client: Client, batch: Batch, flow: Flow, stats: SendStats, stop: th
     """
     pending = batch.records
     backoff = Backoff(flow.retry_initial_backoff_millis / 1000, flow.retry_max_backoff_millis / 1000)
+    # The backoff's step: one more for every call that failed, held where it is while records get through.
+    step = 0
     while pending:
         try:
             stats.calls += 1
@@ -196,7 +186,8 @@ def deliver(client: Client, batch: Batch, flow: Flow, stats: SendStats, stop: th
             if name in ("ServiceUnavailableException", "ProvisionedThroughputExceededException",
                         "ThrottlingException", "LimitExceededException"):
                 stats.throttled += 1
-            delay = backoff.next()
+            step += 1
+            delay = backoff.delay(step)
             log.warning("flow %s: sending %d records failed (%s); retrying in %.2fs", flow.stream, len(pending),
                         stats.last_error[:300], delay)
             if not _sleep(delay, stop, give_up_at):
@@ -218,10 +209,9 @@ def deliver(client: Client, batch: Batch, flow: Flow, stats: SendStats, stop: th
                     stats.throttled += 1
         if not failed:
             return True
-        if len(failed) < len(pending):
-            backoff.attempt = max(0, backoff.attempt - 1)  # progress: do not let the delay run away
+        step = max(step, 1) if len(failed) < len(pending) else step + 1  # progress: the delay does not grow
         pending = failed
-        delay = backoff.next()
+        delay = backoff.delay(step)
         log.info("flow %s: %d records not accepted (throttled or failed); retrying them in %.2fs", flow.stream,
                  len(pending), delay)
         if not _sleep(delay, stop, give_up_at):

@@ -21,7 +21,7 @@ from firehose.api import shapes
 from firehose.api.http_receiver import PATH_PREFIX as RECEIVER_PREFIX
 from firehose.api.http_receiver import HttpEndpointReceiver
 from firehose.api.operations import OPERATIONS, Services
-from firehose.asgi import Receive, Send, send_response
+from firehose.asgi import Receive, Scope, Send, send_response
 from firehose.frontdoor import wire
 from firehose.frontdoor.body import MemoryBudget
 from firehose.frontdoor.door import Api, FrontDoor
@@ -52,7 +52,7 @@ class FirehoseApp:
         self.receiver = HttpEndpointReceiver(services, self.door)
         self.operator = OperatorRoutes(readiness, metrics.registry, principals, self.door.verifier)
 
-    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
         path, method = scope["path"], scope["method"]

@@ -36,7 +36,6 @@ import asyncio
 import binascii
 import hmac
 import logging
-import time
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -46,7 +45,9 @@ import pybase64
 
 from firehose.api import operations, shapes
 from firehose.api.operations import Services
-from firehose.asgi import Receive, Send, send_response
+from firehose.asgi import Receive, Scope, Send, send_response
+from firehose.clock import now_ms
+from firehose.definitions import delivery_stream_arn
 from firehose.errors import (
     AccessDeniedException,
     ExpiredTokenException,
@@ -58,7 +59,7 @@ from firehose.errors import (
     UnrecognizedClientException,
 )
 from firehose.frontdoor import body as bodies
-from firehose.frontdoor.door import Caller, FrontDoor
+from firehose.frontdoor.door import FrontDoor
 from firehose.frontdoor.sigv4 import wants_payload_hash
 
 log = logging.getLogger("firehose.api")
@@ -91,7 +92,7 @@ class HttpEndpointReceiver:
         self._seen: dict[tuple[str, str], OrderedDict[str, None]] = {}
         self._pending: dict[tuple[str, str, str], asyncio.Future[None]] = {}
 
-    async def __call__(self, name: str, scope: dict[str, Any], receive: Receive, send: Send) -> int:
+    async def __call__(self, name: str, scope: Scope, receive: Receive, send: Send) -> int:
         """Answer one delivery request; returns the status sent (0 when the client went away)."""
         headers = dict(scope["headers"])
         request_id = headers.get(b"x-amz-firehose-request-id", b"").decode("latin-1")
@@ -138,13 +139,14 @@ class HttpEndpointReceiver:
         await send_response(send, status, answer, b"application/json", close=close)
         return status
 
-    def _authenticate(self, name: str, scope: dict[str, Any], headers: dict[bytes, bytes], signed: bool,
+    def _authenticate(self, name: str, scope: Scope, headers: dict[bytes, bytes], signed: bool,
                       digest: Any | None) -> str:
         """The account the delivery is for; raises when the sender may not deliver to ``name``."""
         if signed:
             caller, principal = self.door.authenticate(scope, digest)
             if principal is not None:
-                self.door.authorize(principal, caller, "PutRecordBatch", _stream_arn(name, caller))
+                arn = delivery_stream_arn(caller.region, caller.account_id, name)
+                self.door.authorize(principal, caller, "PutRecordBatch", arn)
                 return caller.account_id
             if not self.door.principals.required:
                 return caller.account_id
@@ -190,7 +192,7 @@ class HttpEndpointReceiver:
 
 async def _spool(svc: Services, state: Any, records: list[bytes]) -> None:
     """Spool in PutRecordBatch-sized entries; they share one group-commit fsync."""
-    arrival_ms = int(time.time() * 1000)
+    arrival_ms = now_ms()
     chunks: list[list[bytes]] = []
     chunk: list[bytes] = []
     size = 0
@@ -216,10 +218,6 @@ def _status_of(exc: FirehoseError) -> int:
     if isinstance(exc, ResourceNotFoundException):
         return 404
     return exc.status
-
-
-def _stream_arn(name: str, caller: Caller) -> str:
-    return f"arn:aws:firehose:{caller.region}:{caller.account_id}:deliverystream/{name}"
 
 
 #: A request of 10,000 records has about that many objects and commas; this many more is not one.
@@ -268,7 +266,7 @@ def _records(request: dict[str, Any]) -> list[bytes]:
 
 
 def _answer(request_id: str, error: str | None) -> bytes:
-    body: dict[str, Any] = {"requestId": request_id, "timestamp": int(time.time() * 1000)}
+    body: dict[str, Any] = {"requestId": request_id, "timestamp": now_ms()}
     if error is not None:
         body["errorMessage"] = error[:8192]
     return orjson.dumps(body)

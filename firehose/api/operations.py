@@ -23,7 +23,6 @@ call, as on AWS.
 from __future__ import annotations
 
 import binascii
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -33,7 +32,8 @@ from pydantic import ValidationError
 
 from firehose.api import shapes
 from firehose.catalog import DESTINATION_ID, Catalog, StreamState
-from firehose.definitions import DeliveryStreamDefinition, validation_message
+from firehose.clock import now_ms
+from firehose.definitions import DeliveryStreamDefinition, delivery_stream_arn, validation_message
 from firehose.errors import InvalidArgumentException, ResourceNotFoundException, ServiceUnavailableException
 from firehose.frontdoor.door import Caller, Check, Operation
 from firehose.frontdoor.quotas import Quotas
@@ -61,14 +61,13 @@ class Services:
     quotas: Quotas
 
     def arn(self, name: str) -> str:
-        return f"arn:aws:firehose:{self.settings.region}:{self.account_id}:deliverystream/{name}"
+        return delivery_stream_arn(self.settings.region, self.account_id, name)
 
 
 def stream_arn(body: Body, caller: Caller) -> str:
     """The delivery stream a request names, as the resource it is authorized on."""
     name = body.get("DeliveryStreamName")
-    return (f"arn:aws:firehose:{caller.region}:{caller.account_id}:deliverystream/"
-            f"{name if isinstance(name, str) else ''}")
+    return delivery_stream_arn(caller.region, caller.account_id, name if isinstance(name, str) else "")
 
 
 def _definition(body: Body) -> DeliveryStreamDefinition:
@@ -191,7 +190,7 @@ def _admit(svc: Services, state: StreamState, good: list[bytes], slots: list[Slo
 
 
 async def put_record_batch(svc: Services, body: Body, check: Check) -> Body:
-    arrival_ms = int(time.time() * 1000)
+    arrival_ms = now_ms()
     name, records = _put_batch_checks(body, check)
     n = len(records)
     good, slots = _decode_all(records, check)  # before the stream is looked up: shape errors come first
@@ -219,7 +218,7 @@ async def put_record_batch(svc: Services, body: Body, check: Check) -> Body:
 
 
 async def put_record(svc: Services, body: Body) -> Body:
-    arrival_ms = int(time.time() * 1000)
+    arrival_ms = now_ms()
     name, record = body["DeliveryStreamName"], body["Record"]
     state = _writable(svc, name)
     raw = _decode(record, 0)

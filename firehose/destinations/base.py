@@ -20,10 +20,11 @@ import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
 from firehose.records import ObjectBatch, RecordBatch
+from firehose.retry import Since
 from firehose.settings import Settings
 
 P = TypeVar("P")
@@ -81,7 +82,6 @@ class DestinationContext:
     #: The daemon's worker processes (made on first use), for CPU-heavy work that would otherwise
     #: hold the GIL against the event loop (Redshift's PostgreSQL mode parses batches there).
     processes: Callable[[], Executor] | None = None
-    extra: dict[str, object] = field(default_factory=dict)
 
     async def run(self, fn: Callable[..., T], *args: object) -> T:
         """Run a blocking call in the destinations' thread pool."""
@@ -100,7 +100,7 @@ class Destination(ABC, Generic[P]):
     retry_seconds: float | None = None
     #: When the retry clock starts: at the first attempt (OpenSearch: the duration covers all
     #: attempts) or at the first failure (Splunk, HTTP endpoint).
-    retry_clock: ClassVar[str] = "first_failure"
+    retry_clock: ClassVar[Since] = "first_failure"
     #: ``!{firehose:error-output-type}`` for records this destination gave up on.
     error_output_type: ClassVar[str] = ""
     #: A module this destination runs in worker processes (``ctx.run_process``): the daemon starts

@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import gzip
 import ssl
-import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -65,6 +64,7 @@ import httpx
 import orjson
 import pybase64
 
+from firehose.clock import now_ms
 from firehose.definitions import HttpEndpointDestinationConfiguration
 from firehose.destinations.base import DELIVERED, DestinationContext, Failure, Outcome, RecordDestination
 from firehose.errors import DestinationUnavailable
@@ -332,7 +332,7 @@ class HttpEndpointDestination(RecordDestination):
 
     async def _body(self, request_id: str, records: Sequence[DeliveryRecord]) -> bytes:
         """The encoded request, built in the thread pool when it would hold up the event loop."""
-        timestamp_ms = time.time_ns() // 1_000_000
+        timestamp_ms = now_ms()
         args = (request_id, timestamp_ms, records, self._gzip)
         if self._gzip or sum(len(r.data) for r in records) > INLINE_ENCODE_BYTES:
             return cast(bytes, await self._ctx.run(encode_request, *args))

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from firehose.asgi import Receive, Send, send_response
+from firehose.asgi import Receive, Scope, Send, send_response
 from firehose.errors import (
     AccessDeniedException,
     FirehoseError,
@@ -45,7 +45,6 @@ from firehose.settings import Settings
 
 log = logging.getLogger("firehose.api")
 
-Scope = dict[str, Any]
 Body = dict[str, Any]
 
 #: Decisions remembered per front door (for principals whose policies allow caching).

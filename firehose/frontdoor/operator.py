@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from firehose.asgi import Receive, Send, send_response
+from firehose.asgi import Receive, Scope, Send, send_response
 from firehose.errors import FirehoseError
 from firehose.frontdoor.principals import Principals
 from firehose.frontdoor.sigv4 import Verifier
@@ -45,7 +45,7 @@ class OperatorRoutes:
     def handles(self, path: str, method: str) -> bool:
         return path in ROUTES and method in ("GET", "HEAD")
 
-    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope["path"]
         if path == "/healthz":
             await send_response(send, 200, b'{"status":"ok"}', _JSON)
@@ -67,7 +67,7 @@ class OperatorRoutes:
         else:
             await send_response(send, 200, generate_latest(self.registry), CONTENT_TYPE_LATEST.encode())
 
-    def _is_operator(self, scope: dict[str, Any]) -> bool:
+    def _is_operator(self, scope: Scope) -> bool:
         authorization = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
         if authorization[:7].lower() == b"bearer ":
             return self.principals.bearer_ok(authorization[7:].decode("latin-1").strip())
@@ -89,7 +89,7 @@ class OperatorApp:
     def __init__(self, routes: OperatorRoutes) -> None:
         self.routes = routes
 
-    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
         if self.routes.handles(scope["path"], scope["method"]):

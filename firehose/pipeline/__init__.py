@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 
 from firehose.catalog import StreamState
+from firehose.definitions import delivery_stream_arn
 from firehose.destinations import Destination, ObjectDestination
 from firehose.encoding.builder import ObjectBuilder
 from firehose.encoding.encrypt import Keyring
@@ -64,7 +65,7 @@ class Pipeline:
             clock=clock)
         self.feeder: Feeder | None = None
         if self.mode == PROC:
-            arn = f"arn:aws:firehose:{settings.region}:{state.account_id}:deliverystream/{state.name}"
+            arn = delivery_stream_arn(settings.region, state.account_id, state.name)
             source = state.definition.kinesis_stream_source_configuration
             processor = Processor(config.plan, config.keys, workers, stream_arn=arn, region=settings.region,
                                   source_arn=source.kinesis_stream_arn if source else None)

@@ -88,11 +88,6 @@ class StreamConfig:
         """Whether the object store encrypts (the daemon then loads the keyring)."""
         return self.encoding.encrypt
 
-    @property
-    def destination(self) -> definitions.S3DestinationConfiguration:
-        """The object store (kept for code that predates record destinations)."""
-        return self.object_store
-
 
 def endpoint_url(dest: Any, settings: Settings) -> str | None:
     """The URL an HTTP-based destination (HTTP endpoint, Splunk, OpenSearch) sends to, if it is one."""

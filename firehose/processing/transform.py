@@ -13,9 +13,10 @@ replaced, one that crashes its process is replaced, and the daemon carries on.
 The worker builds the event and checks the response against the contract
 (every recordId exactly once, result Ok/Dropped/ProcessingFailed, valid
 base64, at most 6 MB), so the daemon's process only ships record bytes.
-``LambdaProcessor`` retries a failed invocation ``NumberOfRetries`` times and
-then reports every record of it as failed, so the caller writes them to the
-error output (spec: transforms.md §2-4).
+``LambdaProcessor`` retries a failed invocation ``NumberOfRetries`` times
+(backing off with full jitter, ``firehose.retry``) and then reports every
+record of it as failed, so the caller writes them to the error output (spec:
+transforms.md §2-4).
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pybase64
+
+from firehose.retry import Backoff, RetryExpired, retry_until
 
 log = logging.getLogger("firehose.processing")
 
@@ -316,7 +319,9 @@ class LambdaProcessor:
     stream_arn: str = ""
     region: str = "us-east-1"
     source_arn: str | None = None
+    #: The backoff between retries: up to ``backoff_s``, twice that, ... at most ``max_backoff_s``.
     backoff_s: float = 0.2
+    max_backoff_s: float = 5.0
     invocations: int = field(default=0, init=False)
 
     async def run(self, records: Sequence[TransformInput]) -> TransformResults:
@@ -331,19 +336,26 @@ class LambdaProcessor:
                                 "region": self.region}
         if self.source_arn:
             head["sourceKinesisStreamArn"] = self.source_arn
-        last: InvocationError | None = None
-        for attempt in range(1, self.retries + 2):
+        attempt = 0
+
+        async def invoke() -> TransformResults:
+            nonlocal attempt
+            attempt += 1
             self.invocations += 1
-            try:
-                return TransformResults(*await self.pool.invoke(self.function, head, records), attempts=attempt)
-            except InvocationError as exc:
-                last = exc
-                log.warning("Transform invocation failed.", extra={
-                    "function": self.function.arn, "attempt": attempt, "code": exc.code, "error": exc.message})
-                if attempt <= self.retries:
-                    await asyncio.sleep(min(5.0, self.backoff_s * 2 ** (attempt - 1)))
-        assert last is not None
-        return TransformResults.failed(len(records), last.code, last.message, self.retries + 1)
+            return TransformResults(*await self.pool.invoke(self.function, head, records), attempts=attempt)
+
+        def failed(exc: Exception, number: int) -> None:
+            code = exc.code if isinstance(exc, InvocationError) else type(exc).__name__
+            log.warning("Transform invocation failed.", extra={
+                "function": self.function.arn, "attempt": number, "code": code, "error": str(exc)})
+
+        try:
+            return await retry_until(invoke, backoff=Backoff(self.backoff_s, self.max_backoff_s),
+                                     max_attempts=self.retries + 1, retry_on=(InvocationError,), on_failure=failed)
+        except RetryExpired as gave_up:
+            last = gave_up.last
+            assert isinstance(last, InvocationError)  # the only error retried
+            return TransformResults.failed(len(records), last.code, last.message, gave_up.attempts)
 
 
 def _request_size(records: Sequence[TransformInput]) -> int:

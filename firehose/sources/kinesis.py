@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,7 +37,9 @@ import botocore.exceptions
 from botocore import UNSIGNED
 from botocore.config import Config as BotoConfig
 
+from firehose.clock import now_ms
 from firehose.errors import ServiceUnavailableException
+from firehose.retry import Backoff, retry_until
 from firehose.settings import KinesisSettings
 from firehose.sources.kpl import deaggregate
 from firehose.spool import Spool, StreamSpool
@@ -48,7 +50,10 @@ log = logging.getLogger("firehose.sources")
 #: AWS allows 5 GetRecords calls per second per shard.
 _MIN_CALL_INTERVAL_S = 0.2
 _LIST_INTERVAL_S = 10.0
-_MAX_BACKOFF_S = 10.0
+#: Between failed calls (listing shards, GetRecords, a full spool): up to 0.2 s, 0.4 s, ... 10 s.
+_BACKOFF = Backoff(base=0.2, cap=10.0)
+#: GetRecords answers that mean "too many calls": retried after the backoff, not reported as failures.
+_THROTTLED = frozenset({"ProvisionedThroughputExceededException", "LimitExceededException"})
 
 
 def parse_stream_arn(arn: str) -> tuple[str, str]:
@@ -162,17 +167,10 @@ class KinesisSource:
     # -- shard discovery -----------------------------------------------------------
 
     async def _run(self) -> None:
-        failures = 0
         while True:
-            try:
-                shards = await self._list_shards()
-                failures = 0
-                self._clear_error(None)
-            except Exception as exc:
-                failures += 1
-                self._note_error("Could not list the Kinesis stream's shards; retrying.", exc, failures)
-                await asyncio.sleep(_backoff(failures))
-                continue
+            shards = await retry_until(self._list_shards, backoff=_BACKOFF, on_failure=functools.partial(
+                self._note_error, "Could not list the Kinesis stream's shards; retrying."))
+            self._clear_error(None)
             listed = {s["ShardId"]: s for s in shards}
             for shard_id in list(self._checkpoints):
                 if shard_id not in listed:  # expired with the stream's retention
@@ -230,33 +228,34 @@ class KinesisSource:
         """Read one shard until it is closed and read to its end (then return), or forever."""
         progress = self.state.shards.setdefault(shard_id, ShardProgress())
         iterator: str | None = None
-        failures = 0
+        started = 0.0
+
+        async def get_records() -> dict[str, Any]:
+            nonlocal iterator, started
+            while True:
+                try:
+                    await self._wait_for_room()
+                    if iterator is None:
+                        iterator = await self._iterator(shard_id)
+                    started = time.monotonic()
+                    return await self._call("get_records", ShardIterator=iterator, Limit=10000)
+                except botocore.exceptions.ClientError as exc:
+                    if _code(exc) != "ExpiredIteratorException":
+                        raise
+                    iterator = None  # not a failure: a fresh iterator, at once
+
+        def failed(exc: Exception, failures: int) -> None:
+            nonlocal iterator
+            if isinstance(exc, botocore.exceptions.ClientError) and _code(exc) in _THROTTLED:
+                return  # the same iterator, after the backoff
+            message = "GetRecords failed; retrying." if isinstance(exc, botocore.exceptions.ClientError) \
+                else "Could not reach the Kinesis stream; retrying."
+            self._note_error(message, exc, failures, shard_id)
+            iterator = None
+
         while True:
-            try:
-                await self._wait_for_room()
-                if iterator is None:
-                    iterator = await self._iterator(shard_id)
-                started = time.monotonic()
-                response = await self._call("get_records", ShardIterator=iterator, Limit=10000)
-                failures = 0
-                self._clear_error(shard_id)
-            except botocore.exceptions.ClientError as exc:
-                code = _code(exc)
-                if code == "ExpiredIteratorException":
-                    iterator = None
-                    continue
-                failures += 1
-                if code not in ("ProvisionedThroughputExceededException", "LimitExceededException"):
-                    self._note_error("GetRecords failed; retrying.", exc, failures, shard_id)
-                    iterator = None
-                await asyncio.sleep(_backoff(failures))
-                continue
-            except Exception as exc:
-                failures += 1
-                self._note_error("Could not reach the Kinesis stream; retrying.", exc, failures, shard_id)
-                iterator = None
-                await asyncio.sleep(_backoff(failures))
-                continue
+            response = await retry_until(get_records, backoff=_BACKOFF, on_failure=failed)
+            self._clear_error(shard_id)
             records = response.get("Records", [])
             progress.millis_behind = int(response.get("MillisBehindLatest", 0))
             if records:
@@ -296,21 +295,18 @@ class KinesisSource:
                 arrivals.append(arrival)
                 meta.append([shard_id, user.partition_key, seq, user.subsequence])
         last = records[-1]["SequenceNumber"]
-        failures = 0
-        while True:
-            async with self._append_lock:
+
+        async def append() -> None:
+            async with self._append_lock:  # released while backing off: other shards may append meanwhile
                 checkpoints = {**self._checkpoints, shard_id: last}
                 payload = spool_entry.encode_sourced(datas, arrivals, meta, checkpoints)
-                try:
-                    await self._spool.append_sourced(self._stream, payload)
-                except ServiceUnavailableException as exc:
-                    failures += 1
-                    self._note_error("The spool is full; holding the records read and retrying.", exc, failures,
-                                     shard_id)
-                else:
-                    self._checkpoints[shard_id] = last
-                    break
-            await asyncio.sleep(_backoff(failures))
+                await self._spool.append_sourced(self._stream, payload)
+                self._checkpoints[shard_id] = last
+
+        await retry_until(append, backoff=_BACKOFF, retry_on=(ServiceUnavailableException,),
+                          on_failure=functools.partial(
+                              self._note_error, "The spool is full; holding the records read and retrying.",
+                              shard_id=shard_id))
         if self._on_records is not None:
             self._on_records(len(datas), sum(map(len, datas)))
 
@@ -335,13 +331,9 @@ def _code(exc: botocore.exceptions.ClientError) -> str:
 
 def _millis(value: Any) -> int:
     if value is None:
-        return int(time.time() * 1000)
+        return now_ms()
     if isinstance(value, (int, float)):
         return int(value * 1000)
     with contextlib.suppress(AttributeError):
         return int(value.timestamp() * 1000)
-    return int(time.time() * 1000)
-
-
-def _backoff(failures: int) -> float:
-    return min(_MAX_BACKOFF_S, 0.1 * 2 ** min(failures, 10)) * (0.5 + random.random() / 2)
+    return now_ms()

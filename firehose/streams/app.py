@@ -20,7 +20,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from firehose.asgi import Receive, Send, send_response
+from firehose.asgi import Receive, Scope, Send, send_response
 from firehose.frontdoor import wire
 from firehose.frontdoor.body import MemoryBudget
 from firehose.frontdoor.door import Api, FrontDoor
@@ -33,8 +33,6 @@ from firehose.streams.store import ShardStore
 TARGET_PREFIX = "Kinesis_20131202"
 #: Largest request accepted: a 10 MiB-record stream's PutRecords, base64-encoded, plus framing.
 MAX_BODY_BYTES = 16 * 1024 * 1024
-
-Scope = dict[str, Any]
 
 
 class StreamsMetrics:

@@ -31,6 +31,7 @@ from typing import Any, Literal, NamedTuple
 
 import orjson
 
+from firehose.clock import now_ms
 from firehose.storage.atomic import write_atomic
 from firehose.storage.committer import GroupCommitter, commit
 from firehose.storage.dirlock import DirectoryLock
@@ -59,10 +60,6 @@ MAX_SCALINGS_PER_DAY = 10
 #: Streams that may be CREATING at once in an account.
 MAX_CREATING = 5
 _DAY_MS = 24 * 3600 * 1000
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass

@@ -11,10 +11,12 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
+from firehose.agent import sender
 from firehose.agent.checkpoints import CheckpointStore, Position
 from firehose.agent.config import parse_config
-from firehose.agent.sender import Backoff, Batch, Batcher, Client, SendStats, deliver
+from firehose.agent.sender import Batch, Batcher, Client, SendStats, deliver
 from firehose.errors import ConfigError
+from firehose.retry import Backoff
 
 
 def make_flow(**extra: Any) -> Any:
@@ -84,12 +86,25 @@ def test_a_shutdown_deadline_stops_retrying() -> None:
     assert not ok and time.monotonic() - deadline < 0.5
 
 
-def test_backoff_grows_with_jitter_up_to_the_ceiling() -> None:
-    b = Backoff(0.1, 10.0)
-    delays = [b.next() for _ in range(12)]
-    assert 0.05 <= delays[0] <= 0.1 and 0.1 <= delays[1] <= 0.2
-    assert all(5.0 <= d <= 10.0 for d in delays[8:])
-    assert len({round(d, 6) for d in delays}) == len(delays)
+def test_backoff_doubles_while_calls_fail_up_to_the_flows_maximum_and_holds_while_records_get_through(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    slept: list[float] = []
+    monkeypatch.setattr(sender, "_sleep", lambda delay, stop, give_up_at: slept.append(delay) or True)
+    # Every delay at the top of its full-jitter range, so each is its ceiling.
+    monkeypatch.setattr(sender, "Backoff", lambda base, cap: Backoff(base, cap, uniform=lambda lo, hi: hi))
+    busy = "ServiceUnavailableException"
+    script = [throttled()] * 3 + [[None, busy, busy], [busy, busy], [None, busy]] + [throttled()] * 3 + [None]
+    fake, stats, ok = run(script, [b"a\n", b"b\n", b"c\n"], retryInitialBackoffMillis=2, retryMaxBackoffMillis=20)
+    assert ok and stats.records_sent == 3
+    assert [round(d * 1000, 6) for d in slept] == [2, 4, 8, 8, 16, 16, 20, 20, 20]
+
+
+def test_backoff_delays_are_drawn_below_their_ceiling(monkeypatch: pytest.MonkeyPatch) -> None:
+    slept: list[float] = []
+    monkeypatch.setattr(sender, "_sleep", lambda delay, stop, give_up_at: slept.append(delay) or True)
+    fake, stats, ok = run([throttled()] * 40, [b"x\n"], retryInitialBackoffMillis=8, retryMaxBackoffMillis=8)
+    assert ok and len(slept) == 40 and all(0 <= d <= 0.008 for d in slept)
+    assert len(set(slept)) > 30  # random, not a fixed delay
 
 
 def test_batches_are_cut_by_count_bytes_and_age() -> None:
