@@ -20,7 +20,7 @@ import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
 from firehose.records import ObjectBatch, RecordBatch
@@ -74,14 +74,11 @@ class DestinationContext:
     executor: Executor
     #: Shared HTTP client (TLS verification and CA bundle from ``settings.http``).
     http: Any = None
-    #: Where a destination that stages objects (Redshift) writes them: the S3Configuration bucket.
-    stage: Any = None
     #: The delivery stream's ARN (Firehose sends it to HTTP endpoints).
     stream_arn: str = ""
     #: The daemon's worker processes (made on first use), for CPU-heavy work that would otherwise
     #: hold the GIL against the event loop (Redshift's PostgreSQL mode parses batches there).
     processes: Callable[[], Executor] | None = None
-    extra: dict[str, object] = field(default_factory=dict)
 
     async def run(self, fn: Callable[..., T], *args: object) -> T:
         """Run a blocking call in the destinations' thread pool."""
@@ -103,9 +100,16 @@ class Destination(ABC, Generic[P]):
     retry_clock: ClassVar[str] = "first_failure"
     #: ``!{firehose:error-output-type}`` for records this destination gave up on.
     error_output_type: ClassVar[str] = ""
-    #: A module this destination runs in worker processes (``ctx.run_process``): the daemon starts
-    #: the workers and imports it there when the stream starts, not on the first batch.
-    worker_module: str | None = None
+    #: The module this class runs in worker processes (``ctx.run_process``), if any: every worker
+    #: imports it as it starts (``destinations.worker_modules``), not on its first batch.
+    worker_module: ClassVar[str | None] = None
+
+    @property
+    def uses_workers(self) -> bool:
+        """Whether this destination, as configured, delivers in worker processes: the daemon then
+        starts them with the stream, which delivers once they are up. Only a class with a
+        ``worker_module`` may say True."""
+        return False
 
     @abstractmethod
     async def check(self) -> None: ...

@@ -2,7 +2,7 @@
 
 Firehose loads Redshift in three steps (spec: destinations.md §1), and so does this module:
 
-1. Stage: the batch is written to the ``S3Configuration`` bucket (``ctx.stage``, S3 or a local
+1. Stage: the batch is written to the ``S3Configuration`` bucket (``stage``, S3 or a local
    directory) under its sealed key, so a retry overwrites the same object.
 2. Manifest: a Redshift manifest naming that one object,
    ``{"entries": [{"url": "s3://<bucket>/<key>", "mandatory": true}]}``, is written to the same
@@ -711,23 +711,30 @@ def _columnar(piece: bytes | bytearray, pick: Callable[[Any], tuple[Any, ...]],
 
 class RedshiftDestination(ObjectDestination):
     name = "redshift"
+    #: PostgreSQL mode parses text and JSON batches into rows in worker processes (``load_rows``).
+    worker_module = __name__
 
-    def __init__(self, config: RedshiftDestinationConfiguration, ctx: DestinationContext) -> None:
+    def __init__(self, config: RedshiftDestinationConfiguration, ctx: DestinationContext,
+                 stage: ObjectDestination) -> None:
+        """``stage``: the ``S3Configuration``'s bucket, where batches and manifests are staged."""
         self.config = config
         self.retry_seconds = config.retry_seconds
         self.address = parse_jdbc_url(config.cluster_jdbc_url)
         postgres = self.address.dialect == "postgresql"
         self._format = load_format(config.copy_command.copy_options) if postgres else None
-        if self._format is not None and self._format.kind != "csv":
-            self.worker_module = __name__  # batches are parsed into rows in worker processes
         self._ctx = ctx
-        self._stage: ObjectDestination = ctx.stage
+        self._stage = stage
         self._bucket = config.s3_configuration.bucket
         self._prefix = config.s3_configuration.prefix or ""
         self._copy_lock = asyncio.Lock()
         #: The connection loads reuse (COPYs are serialised, so one is enough); dropped on any error.
         self._conn: psycopg.Connection[Any] | None = None
         self._columns: list[_Column] | None = None
+
+    @property
+    def uses_workers(self) -> bool:
+        """PostgreSQL mode with text or JSON: batches become rows in worker processes."""
+        return self._format is not None and self._format.kind != "csv"
 
     def describe(self) -> str:
         return f"{self.address}, table {self.config.copy_command.data_table_name}"
@@ -742,7 +749,7 @@ class RedshiftDestination(ObjectDestination):
         await self._stage.deliver(batch)
         key = manifest_key(self._prefix, batch.key)
         await self._stage.deliver(self._manifest(batch, key))
-        if self._format is not None and self._format.kind != "csv":
+        if self.uses_workers:
             await self._load_rows(batch)
         else:
             async with self._copy_lock:

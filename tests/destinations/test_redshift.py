@@ -92,7 +92,7 @@ def destination(config: RedshiftDestinationConfiguration, stage_dir: Path, execu
     credentials = {config.cluster_jdbc_url: {"password": password}} if password else {}
     ctx = DestinationContext(stream="orders", settings=Settings(credentials=credentials, **settings),
                              executor=executor)
-    return RedshiftDestination(config, replace(ctx, stage=LocalDirectoryDestination(stage_dir, ctx)))
+    return RedshiftDestination(config, ctx, stage=LocalDirectoryDestination(stage_dir, ctx))
 
 
 def batch(body: bytes, *, gzipped: bool = False) -> ObjectBatch:
