@@ -392,7 +392,7 @@ def test_validate_passes_redshift_options_through_but_checks_gzip_both_ways() ->
 
 def test_the_fast_json_reader_builds_the_rows_the_exact_reader_builds() -> None:
     """One object per line goes through orjson; anything it cannot render exactly takes the exact path."""
-    from firehose.destinations.redshift import _Column, _fast_json_rows, _json_rows
+    from firehose.destinations.redshift.postgres_load import _Column, _fast_json_rows, _json_rows
 
     columns = [_Column("id", False), _Column("price", False), _Column("ratio", False, binary_float=True),
                _Column("label", True), _Column("meta", True), _Column("ok", False)]
@@ -420,10 +420,10 @@ def test_the_column_renderer_writes_what_psycopg_formats_row_by_row(monkeypatch:
     renderer does not handle exactly (a backslash, a missing or differently spelled key, a bool,
     an object, a float for a non-float column, a line that is not one object) is formatted row by
     row. Either way the COPY text is the one psycopg's row formatter makes."""
-    from firehose.destinations import redshift
-    from firehose.destinations.redshift import _Column, _fast_json_rows, _formatted, _json_copy_text
+    from firehose.destinations.redshift import postgres_load
+    from firehose.destinations.redshift.postgres_load import _Column, _fast_json_rows, _formatted, _json_copy_text
 
-    monkeypatch.setattr(redshift, "_COPY_CHUNK", 64)  # a piece every line or two
+    monkeypatch.setattr(postgres_load, "_COPY_CHUNK", 64)  # a piece every line or two
     columns = [_Column("id", False), _Column("name", True), _Column("ratio", False, binary_float=True)]
     plain = [b'{"id": %d, "name": "n%d", "ratio": %s}' % (i, i, v)
              for i, v in enumerate([b"0.5", b"1", b"null", b"1e16", b"-0.0", b"2.5e-7", b"123456789012345678901"])]
@@ -441,11 +441,12 @@ def test_the_column_renderer_writes_what_psycopg_formats_row_by_row(monkeypatch:
     with pytest.raises(DestinationError, match="JSON 'auto' loads JSON objects, found a JSON list"):
         b"".join(_json_copy_text(b"\n".join([*plain, b"[1, 2]"]), columns))
     # The plain lines really take the column path: it renders them the same in one piece, too.
-    monkeypatch.setattr(redshift, "_COPY_CHUNK", 1 << 20)
+    monkeypatch.setattr(postgres_load, "_COPY_CHUNK", 1 << 20)
     data = b"\n".join(plain) + b"\n"
-    assert redshift._columnar(data, lambda d: (d["id"], d["name"], d["ratio"]),
-                              [redshift._EXACT_TYPES, redshift._EXACT_TYPES,
-                               redshift._EXACT_TYPES | {float}]) == b"".join(_formatted(_fast_json_rows(data, columns)))
+    exact = postgres_load._EXACT_TYPES
+    by_rows = b"".join(_formatted(_fast_json_rows(data, columns)))
+    assert postgres_load._columnar(data, lambda d: (d["id"], d["name"], d["ratio"]), [exact, exact, exact | {float}]) \
+        == by_rows
 
 
 def test_a_batch_of_spooled_records_is_read_from_the_spool_files(
