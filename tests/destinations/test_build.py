@@ -81,7 +81,7 @@ def test_redshift_stages_into_the_store_it_comes_with(tmp_path: Path, executor: 
 def test_worker_modules_are_those_of_the_destination_classes() -> None:
     """Redshift's row loads run in workers: the module a worker imports as it starts is the one the
     function it is sent lives in."""
-    from firehose.destinations.redshift import load_rows
+    from firehose.destinations.redshift.postgres_load import load_rows
 
     assert destinations.worker_modules() == (RedshiftDestination.worker_module,)
     assert load_rows.__module__ == RedshiftDestination.worker_module
