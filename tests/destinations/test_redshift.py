@@ -419,7 +419,9 @@ def test_the_fast_json_reader_builds_the_rows_the_exact_reader_builds() -> None:
     assert rows[-2] == ["7", None, "2.5", "p", None, None]
 
 
-def test_the_column_renderer_writes_what_psycopg_formats_row_by_row(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_column_renderer_writes_what_psycopg_formats_row_by_row(
+    monkeypatch: pytest.MonkeyPatch, db: psycopg.Connection[Any]
+) -> None:
     """Pieces of plain lines are rendered a column at a time; any piece with something the fast
     renderer does not handle exactly (a backslash, a missing or differently spelled key, a bool,
     an object, a float for a non-float column, a line that is not one object) is formatted row by
@@ -440,15 +442,15 @@ def test_the_column_renderer_writes_what_psycopg_formats_row_by_row(monkeypatch:
            b'{"id": null, "name": null, "ratio": 3}']
     for lines in (plain, odd, plain + odd + plain, odd[::-1] + plain[::-1]):
         data = b"\n".join(lines) + b"\n"
-        expected = b"".join(_formatted(_fast_json_rows(data, columns)))
-        assert b"".join(_json_copy_text(data, columns)) == expected
+        expected = b"".join(_formatted(_fast_json_rows(data, columns), db))
+        assert b"".join(_json_copy_text(data, columns, db)) == expected
     with pytest.raises(DestinationError, match="JSON 'auto' loads JSON objects, found a JSON list"):
-        b"".join(_json_copy_text(b"\n".join([*plain, b"[1, 2]"]), columns))
+        b"".join(_json_copy_text(b"\n".join([*plain, b"[1, 2]"]), columns, db))
     # The plain lines really take the column path: it renders them the same in one piece, too.
     monkeypatch.setattr(postgres_load, "_COPY_CHUNK", 1 << 20)
     data = b"\n".join(plain) + b"\n"
     exact = postgres_load._EXACT_TYPES
-    by_rows = b"".join(_formatted(_fast_json_rows(data, columns)))
+    by_rows = b"".join(_formatted(_fast_json_rows(data, columns), db))
     assert postgres_load._columnar(data, lambda d: (d["id"], d["name"], d["ratio"]), [exact, exact, exact | {float}]) \
         == by_rows
 

@@ -24,8 +24,8 @@ from typing import Any
 import orjson
 import psycopg
 from psycopg import sql
-from psycopg._copy_base import format_row_text  # the C row formatter write_row uses
-from psycopg.adapt import Transformer
+from psycopg.abc import Buffer
+from psycopg.copy import Copy, Writer
 
 from firehose.definitions import CopyCommand
 from firehose.destinations.redshift import loaded_batches, session
@@ -299,28 +299,46 @@ def _stream_rows(cur: psycopg.Cursor[Any], load: RowLoad, body: bytes | bytearra
     fmt = load.fmt
     data = _skip_lines(_gunzip(body) if fmt.gzip else body, fmt.ignore_header)
     target = sql.SQL(copy_target(load.cmd))
-    pieces = (_json_copy_text(data, load.columns) if fmt.kind == "json"
-              else _formatted(_text_rows(_utf8(data), fmt, load.columns)))
+    conn = cur.connection
+    pieces = (_json_copy_text(data, load.columns, conn) if fmt.kind == "json"
+              else _formatted(_text_rows(_utf8(data), fmt, load.columns), conn))
     with cur.copy(sql.SQL("COPY {} FROM STDIN").format(target)) as copy:
         for piece in pieces:
             copy.write(piece)
 
 
-def _formatted(rows: Iterable[Sequence[Any]]) -> Iterator[bytearray]:
+class _Rendered(Writer):
+    """Where a ``Copy`` that only formats writes: into memory, for the caller to send on."""
+
+    def __init__(self) -> None:
+        self.out = bytearray()
+
+    def write(self, data: Buffer) -> None:
+        self.out += data
+
+
+def _formatted(rows: Iterable[Sequence[Any]], conn: psycopg.Connection[Any]) -> Iterator[bytearray]:
     """Rows as COPY text by psycopg's row formatter, in pieces of about ``_COPY_CHUNK`` bytes:
-    PostgreSQL parses one piece while the next is made."""
-    transformer = Transformer()
-    out = bytearray()
-    for row in rows:
-        format_row_text(row, transformer, out)
-        if len(out) >= _COPY_CHUNK:
-            yield out
-            out = bytearray()
-    if out:
-        yield out
+    PostgreSQL parses one piece while the next is made.
+
+    The formatter is a ``Copy`` of its own, on a fresh cursor of ``conn`` (for its adapters and
+    encoding), that writes to memory rather than to the server: psycopg's public way of
+    formatting COPY data without sending it. It does no I/O, so it may run while ``conn`` is
+    in the middle of the COPY the pieces go to.
+    """
+    rendered = _Rendered()
+    with Copy(conn.cursor(), binary=False, writer=rendered) as formatter:
+        for row in rows:
+            formatter.write_row(row)
+            if len(rendered.out) >= _COPY_CHUNK:
+                yield rendered.out
+                rendered.out = bytearray()
+    if rendered.out:
+        yield rendered.out
 
 
-def _json_copy_text(data: bytes | bytearray, columns: list[Column]) -> Iterator[bytes | bytearray]:
+def _json_copy_text(data: bytes | bytearray, columns: list[Column],
+                    conn: psycopg.Connection[Any]) -> Iterator[bytes | bytearray]:
     """JSON 'auto' lines as COPY text, a piece of about ``_COPY_CHUNK`` bytes of input at a time.
 
     A piece is rendered column by column (``_columnar``) when it can be, else row by row."""
@@ -337,7 +355,7 @@ def _json_copy_text(data: bytes | bytearray, columns: list[Column]) -> Iterator[
         if text is not None:
             yield text
         else:
-            yield from _formatted(_fast_json_rows(piece, columns))
+            yield from _formatted(_fast_json_rows(piece, columns), conn)
 
 
 #: Value types the text format renders the same whatever the column (floats only where the column
