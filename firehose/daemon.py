@@ -34,7 +34,8 @@ from firehose.api.app import FirehoseApp
 from firehose.api.operations import Services
 from firehose.catalog import Catalog, Event, StreamState
 from firehose.definitions import DeliveryStreamDefinition
-from firehose.destinations import Destination, DestinationContext, ObjectDestination
+from firehose.destinations import Destination, DestinationContext
+from firehose.encoding import convert
 from firehose.encoding.encrypt import Keyring
 from firehose.errors import ConfigError, DestinationError
 from firehose.frontdoor.operator import OperatorApp, OperatorRoutes
@@ -73,9 +74,10 @@ def _http_client(http: HttpSettings) -> httpx.AsyncClient:
     )
 
 
-#: What worker processes run (format conversion, Redshift rows). Each worker imports them when it
-#: starts, so no batch pays for importing pandas, fastparquet or psycopg in a cold worker.
-_WORKER_MODULES = ("firehose.encoding.convert", "firehose.destinations.redshift")
+#: What worker processes run (format conversion, the destinations' own: Redshift rows). Each worker
+#: imports them when it starts, so no batch pays for importing pandas, fastparquet or psycopg in a
+#: cold worker.
+_WORKER_MODULES = (convert.__name__, *destinations.worker_modules())
 #: How long each warm-up task holds its worker, so that every worker (not one fast one) takes a task.
 _WARM_HOLD_SECONDS = 1.0
 
@@ -198,12 +200,8 @@ class Daemon:
                                   http=self.http, stream_arn=self.services(state.account_id).arn(state.name),
                                   processes=self._convert_executor)
 
-    def _destination(self, state: StreamState) -> Destination:  # type: ignore[type-arg]
+    def _destination(self, state: StreamState) -> destinations.Built:
         return destinations.build(state.definition, self._context(state))
-
-    def _store(self, state: StreamState, config: StreamConfig) -> ObjectDestination | None:
-        """Record destinations' object store, for backups and error output."""
-        return destinations.build_store(config.object_store, self._context(state)) if config.records else None
 
     def _stream_config(self, state: StreamState) -> StreamConfig | None:
         try:
@@ -222,16 +220,17 @@ class Daemon:
         config = self._stream_config(state)
         if config is None:
             return
-        destination = self._destination(state)
+        built = self._destination(state)
+        destination = built.destination
         pipeline = Pipeline(
             state, config, self.spool, self._stream_spool(state), destination, self.settings, self.metrics,
-            store=self._store(state, config), workers=self.workers, keyring=self._keyring if config.encrypt else None,
+            store=built.store, workers=self.workers, keyring=self._keyring if config.encrypt else None,
             convert_pool=self._convert_executor() if config.conversion else None,
         )
         self.pipelines[state.key] = pipeline
         # A stream whose delivery runs in worker processes starts delivering once they are up:
         # its first batches would only wait in the pool's queue, and /readyz says 200 as it begins.
-        needs_workers = destination.worker_module is not None or config.conversion is not None
+        needs_workers = destination.uses_workers or config.conversion is not None
         pipeline.start(deliver_after=self._warm_workers() if needs_workers else None)
         if state.definition.delivery_stream_type == "KinesisStreamAsSource":
             self._start_source(state)
@@ -294,9 +293,9 @@ class Daemon:
                     self._start_pipeline(state)
                 return
             if pipeline.can_reconfigure(config):
-                destination = self._destination(state)
-                pipeline.reconfigure(config, destination, self._store(state, config))
-                self._spawn(self._check(state.name, destination))
+                built = self._destination(state)
+                pipeline.reconfigure(config, built.destination, built.store)
+                self._spawn(self._check(state.name, built.destination))
             else:
                 self._spawn(self._switch(state, pipeline))
         elif event == "deleted":

@@ -30,7 +30,7 @@ def pipeline(tmp_path: Path, spool: Spool, executor: ThreadPoolExecutor) -> Pipe
                         incarnation="i1", origin="api")
     ctx = DestinationContext(stream="s", settings=settings, executor=executor)
     return Pipeline(state, StreamConfig.build(definition, 1, settings), spool, spool.open_stream(state.spool_key),
-                    destinations.build(definition, ctx), settings, Metrics())
+                    destinations.build(definition, ctx).destination, settings, Metrics())
 
 
 async def started(tmp_path: Path, scenario: Callable[[Pipeline, asyncio.Future[None]], Awaitable[None]]) -> None:

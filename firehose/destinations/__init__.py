@@ -1,15 +1,18 @@
-"""Where batches go. ``build`` picks the destination for a definition; ``build_store`` the object store.
+"""Where batches go. ``build`` makes the destination for a definition, with the object store it needs.
 
 A bucket listed under ``buckets:`` with a ``directory`` is written to that
 directory (the embedded default); any other bucket is S3, through boto3. The
 other destinations each have one module; every one of them also has an
-``S3Configuration``, which ``build_store`` turns into the object store that
-holds its staged objects (Redshift), backups and error output.
+``S3Configuration``, whose bucket is their object store: where Redshift stages
+its objects and where the record destinations write backups and error output.
+Building returns the destination and that store together (``Built``), so the
+store a destination uses and the one the pipeline writes to are one object.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass
+from typing import Any
 
 from firehose.definitions import (
     AmazonOpenSearchServerlessDestinationConfiguration,
@@ -36,6 +39,7 @@ from firehose.destinations.s3 import S3Destination
 from firehose.destinations.splunk import SplunkDestination
 
 __all__ = [
+    "Built",
     "Destination",
     "DestinationContext",
     "Failure",
@@ -43,29 +47,54 @@ __all__ = [
     "Outcome",
     "RecordDestination",
     "build",
-    "build_store",
+    "worker_modules",
 ]
 
 
-def build_store(config: S3DestinationConfiguration, ctx: DestinationContext) -> ObjectDestination:
-    bucket = config.bucket
-    local = ctx.settings.buckets.get(bucket)
+#: Every destination class: what is known of them before any is built (``worker_modules``).
+CLASSES: tuple[type[Destination[Any]], ...] = (
+    LocalDirectoryDestination, S3Destination, RedshiftDestination, ElasticsearchDestination, SplunkDestination,
+    HttpEndpointDestination)
+
+
+def worker_modules() -> tuple[str, ...]:
+    """The modules destinations run in worker processes, for every worker to import as it starts
+    (whichever stream it will serve)."""
+    return tuple(dict.fromkeys(cls.worker_module for cls in CLASSES if cls.worker_module is not None))
+
+
+@dataclass(frozen=True, slots=True)
+class Built:
+    """A destination and its object store: None for an S3 or local destination (it is one), else
+    the ``S3Configuration``'s bucket, which the destination itself writes to (Redshift stages its
+    batches there) and the pipeline writes backups and error output to."""
+
+    destination: Destination[Any]
+    store: ObjectDestination | None
+
+
+def build(definition: DeliveryStreamDefinition, ctx: DestinationContext) -> Built:
+    """The destination a definition delivers to, with its object store (constructors do no I/O)."""
+    if definition.is_s3:
+        return Built(_object_store(definition.destination, ctx), None)
+    config = definition.record_destination
+    store = _object_store(config.s3_configuration, ctx)
+    destination: Destination[Any]
+    if isinstance(config, RedshiftDestinationConfiguration):
+        destination = RedshiftDestination(config, ctx, stage=store)
+    elif isinstance(config, ElasticsearchDestinationConfiguration | AmazonOpenSearchServerlessDestinationConfiguration):
+        destination = ElasticsearchDestination(config, ctx)
+    elif isinstance(config, SplunkDestinationConfiguration):
+        destination = SplunkDestination(config, ctx)
+    elif isinstance(config, HttpEndpointDestinationConfiguration):
+        destination = HttpEndpointDestination(config, ctx)
+    else:
+        raise ValueError(f"{definition.destination_member} has no destination in this build")
+    return Built(destination, store)
+
+
+def _object_store(config: S3DestinationConfiguration, ctx: DestinationContext) -> ObjectDestination:
+    local = ctx.settings.buckets.get(config.bucket)
     if local is not None and local.directory is not None:
         return LocalDirectoryDestination(local.directory, ctx)
-    return S3Destination(bucket, ctx, kms_key_arn=config.kms_key_arn)
-
-
-def build(definition: DeliveryStreamDefinition, ctx: DestinationContext) -> Destination:  # type: ignore[type-arg]
-    """The destination a definition delivers to (constructors do no I/O)."""
-    if definition.is_s3:
-        return build_store(definition.destination, ctx)
-    config = definition.record_destination
-    if isinstance(config, RedshiftDestinationConfiguration):
-        return RedshiftDestination(config, replace(ctx, stage=build_store(config.s3_configuration, ctx)))
-    if isinstance(config, ElasticsearchDestinationConfiguration | AmazonOpenSearchServerlessDestinationConfiguration):
-        return ElasticsearchDestination(config, ctx)
-    if isinstance(config, SplunkDestinationConfiguration):
-        return SplunkDestination(config, ctx)
-    if isinstance(config, HttpEndpointDestinationConfiguration):
-        return HttpEndpointDestination(config, ctx)
-    raise ValueError(f"{definition.destination_member} has no destination in this build")
+    return S3Destination(config.bucket, ctx, kms_key_arn=config.kms_key_arn)

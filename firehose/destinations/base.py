@@ -75,8 +75,6 @@ class DestinationContext:
     executor: Executor
     #: Shared HTTP client (TLS verification and CA bundle from ``settings.http``).
     http: Any = None
-    #: Where a destination that stages objects (Redshift) writes them: the S3Configuration bucket.
-    stage: Any = None
     #: The delivery stream's ARN (Firehose sends it to HTTP endpoints).
     stream_arn: str = ""
     #: The daemon's worker processes (made on first use), for CPU-heavy work that would otherwise
@@ -103,9 +101,16 @@ class Destination(ABC, Generic[P]):
     retry_clock: ClassVar[Since] = "first_failure"
     #: ``!{firehose:error-output-type}`` for records this destination gave up on.
     error_output_type: ClassVar[str] = ""
-    #: A module this destination runs in worker processes (``ctx.run_process``): the daemon starts
-    #: the workers and imports it there when the stream starts, not on the first batch.
-    worker_module: str | None = None
+    #: The module this class runs in worker processes (``ctx.run_process``), if any: every worker
+    #: imports it as it starts (``destinations.worker_modules``), not on its first batch.
+    worker_module: ClassVar[str | None] = None
+
+    @property
+    def uses_workers(self) -> bool:
+        """Whether this destination, as configured, delivers in worker processes: the daemon then
+        starts them with the stream, which delivers once they are up. Only a class with a
+        ``worker_module`` may say True."""
+        return False
 
     @abstractmethod
     async def check(self) -> None: ...

@@ -150,7 +150,7 @@ def _redshift(postgres: PostgresServer, tmp: Path) -> Iterator[Harness]:
             "Username": postgres.user, "Password": postgres.password,
             "CopyCommand": {"DataTableName": "events", "DataTableColumns": "id,name", "CopyOptions": "JSON 'auto'"},
             "S3Configuration": S3_CONFIG})
-        return RedshiftDestination(config, replace(ctx, stage=LocalDirectoryDestination(tmp / "stage", ctx)))
+        return RedshiftDestination(config, ctx, stage=LocalDirectoryDestination(tmp / "stage", ctx))
 
     def read_back() -> list[bytes]:
         with postgres.connect(database) as conn:

@@ -92,7 +92,7 @@ def destination(config: RedshiftDestinationConfiguration, stage_dir: Path, execu
     credentials = {config.cluster_jdbc_url: {"password": password}} if password else {}
     ctx = DestinationContext(stream="orders", settings=Settings(credentials=credentials, **settings),
                              executor=executor)
-    return RedshiftDestination(config, replace(ctx, stage=LocalDirectoryDestination(stage_dir, ctx)))
+    return RedshiftDestination(config, ctx, stage=LocalDirectoryDestination(stage_dir, ctx))
 
 
 def batch(body: bytes, *, gzipped: bool = False) -> ObjectBatch:
@@ -182,11 +182,15 @@ def test_a_batch_delivered_twice_is_loaded_once(
     assert rows(db, "SELECT batch_key, loaded_at IS NOT NULL FROM firehose_loaded_batches") == [(KEY, True)]
 
 
+@pytest.mark.parametrize("options", [None, "CSV"], ids=["rows", "csv"])
 def test_loads_reuse_one_connection_and_survive_it_being_dropped(
-    postgres: Postgres, db: psycopg.Connection[Any], tmp_path: Path, executor: ThreadPoolExecutor
+    postgres: Postgres, db: psycopg.Connection[Any], tmp_path: Path, executor: ThreadPoolExecutor,
+    options: str | None
 ) -> None:
+    """Both ways of loading (rows in a worker, a CSV load in a thread) keep one connection, and
+    replace it when it went stale."""
     db.execute("CREATE TABLE events (id int)")
-    dest = destination(definition(postgres.url()), tmp_path, executor, postgres.password)
+    dest = destination(definition(postgres.url(), options=options), tmp_path, executor, postgres.password)
     sessions = "SELECT pid FROM pg_stat_activity WHERE application_name = 'firehose'"
 
     async def load(*bodies: bytes) -> None:
@@ -392,10 +396,10 @@ def test_validate_passes_redshift_options_through_but_checks_gzip_both_ways() ->
 
 def test_the_fast_json_reader_builds_the_rows_the_exact_reader_builds() -> None:
     """One object per line goes through orjson; anything it cannot render exactly takes the exact path."""
-    from firehose.destinations.redshift import _Column, _fast_json_rows, _json_rows
+    from firehose.destinations.redshift.postgres_load import Column, _fast_json_rows, _json_rows
 
-    columns = [_Column("id", False), _Column("price", False), _Column("ratio", False, binary_float=True),
-               _Column("label", True), _Column("meta", True), _Column("ok", False)]
+    columns = [Column("id", False), Column("price", False), Column("ratio", False, binary_float=True),
+               Column("label", True), Column("meta", True), Column("ok", False)]
     body = (b'{"id": 1, "price": 1.50, "ratio": 0.25, "label": "a", "meta": {"k": [1, "x"]}, "ok": true}\n'
             b'{"ID": 2, "Label": "case", "RATIO": 1e-3}\n'
             b'\n'
@@ -415,16 +419,18 @@ def test_the_fast_json_reader_builds_the_rows_the_exact_reader_builds() -> None:
     assert rows[-2] == ["7", None, "2.5", "p", None, None]
 
 
-def test_the_column_renderer_writes_what_psycopg_formats_row_by_row(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_column_renderer_writes_what_psycopg_formats_row_by_row(
+    monkeypatch: pytest.MonkeyPatch, db: psycopg.Connection[Any]
+) -> None:
     """Pieces of plain lines are rendered a column at a time; any piece with something the fast
     renderer does not handle exactly (a backslash, a missing or differently spelled key, a bool,
     an object, a float for a non-float column, a line that is not one object) is formatted row by
     row. Either way the COPY text is the one psycopg's row formatter makes."""
-    from firehose.destinations import redshift
-    from firehose.destinations.redshift import _Column, _fast_json_rows, _formatted, _json_copy_text
+    from firehose.destinations.redshift import postgres_load
+    from firehose.destinations.redshift.postgres_load import Column, _fast_json_rows, _formatted, _json_copy_text
 
-    monkeypatch.setattr(redshift, "_COPY_CHUNK", 64)  # a piece every line or two
-    columns = [_Column("id", False), _Column("name", True), _Column("ratio", False, binary_float=True)]
+    monkeypatch.setattr(postgres_load, "_COPY_CHUNK", 64)  # a piece every line or two
+    columns = [Column("id", False), Column("name", True), Column("ratio", False, binary_float=True)]
     plain = [b'{"id": %d, "name": "n%d", "ratio": %s}' % (i, i, v)
              for i, v in enumerate([b"0.5", b"1", b"null", b"1e16", b"-0.0", b"2.5e-7", b"123456789012345678901"])]
     plain.append(b'{"id": 20, "name": 7, "ratio": 0.25}')  # a number for a text column: its text
@@ -436,16 +442,17 @@ def test_the_column_renderer_writes_what_psycopg_formats_row_by_row(monkeypatch:
            b'{"id": null, "name": null, "ratio": 3}']
     for lines in (plain, odd, plain + odd + plain, odd[::-1] + plain[::-1]):
         data = b"\n".join(lines) + b"\n"
-        expected = b"".join(_formatted(_fast_json_rows(data, columns)))
-        assert b"".join(_json_copy_text(data, columns)) == expected
+        expected = b"".join(_formatted(_fast_json_rows(data, columns), db))
+        assert b"".join(_json_copy_text(data, columns, db)) == expected
     with pytest.raises(DestinationError, match="JSON 'auto' loads JSON objects, found a JSON list"):
-        b"".join(_json_copy_text(b"\n".join([*plain, b"[1, 2]"]), columns))
+        b"".join(_json_copy_text(b"\n".join([*plain, b"[1, 2]"]), columns, db))
     # The plain lines really take the column path: it renders them the same in one piece, too.
-    monkeypatch.setattr(redshift, "_COPY_CHUNK", 1 << 20)
+    monkeypatch.setattr(postgres_load, "_COPY_CHUNK", 1 << 20)
     data = b"\n".join(plain) + b"\n"
-    assert redshift._columnar(data, lambda d: (d["id"], d["name"], d["ratio"]),
-                              [redshift._EXACT_TYPES, redshift._EXACT_TYPES,
-                               redshift._EXACT_TYPES | {float}]) == b"".join(_formatted(_fast_json_rows(data, columns)))
+    exact = postgres_load._EXACT_TYPES
+    by_rows = b"".join(_formatted(_fast_json_rows(data, columns), db))
+    assert postgres_load._columnar(data, lambda d: (d["id"], d["name"], d["ratio"]), [exact, exact, exact | {float}]) \
+        == by_rows
 
 
 def test_a_batch_of_spooled_records_is_read_from_the_spool_files(
