@@ -28,22 +28,23 @@ import asyncio
 import contextlib
 import functools
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from itertools import repeat
 
-from firehose import failures
+from firehose.clock import now_ms
 from firehose.destinations import Destination, Failure, ObjectDestination, Outcome
 from firehose.encoding.builder import DATA, RECORDS, ObjectBuilder
 from firehose.errors import DestinationError, SpoolError
 from firehose.partitions import describe_partition
 from firehose.pipeline.buffer import Buffer
 from firehose.pipeline.config import StreamConfig
+from firehose.pipeline.erroroutput import ErrorOutput
 from firehose.pipeline.naming import OVERFLOW_PARTITION, name_batch
 from firehose.pipeline.spans import SpanRecords
 from firehose.records import DeliveryRecord, ObjectBatch, Position, RecordBatch
+from firehose.retry import Attempts, Backoff, Deadline, RetryExpired, retry_until
 from firehose.settings import Settings
 from firehose.spool.cursor import BatchCursor, Seal
 from firehose.spool.entry import RecordEntry, Span
@@ -51,10 +52,6 @@ from firehose.telemetry import Metrics
 
 log = logging.getLogger("firehose.pipeline")
 
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 #: DeliveryRecord(id, data, arrival) from a (id, data, arrival) tuple, without a Python-level call.
@@ -111,10 +108,12 @@ class Deliverer:
         self._store = store  # record destinations: where backups and error output go
         self._builder = builder
         self._settings = settings.delivery
+        self._backoff = Backoff(settings.delivery.backoff_base_seconds, settings.delivery.backoff_max_seconds)
         self._max_partitions = settings.processing.max_active_partitions
         self._max_buffered = max(settings.processing.max_buffered_bytes, config.size_bytes)
         self._metrics = metrics
         self._clock = clock
+        self._errors = ErrorOutput(name, builder, metrics, self._backoff, clock)
         self._buffers: dict[str, Buffer] = {}
         self._cursor = cursor
         cursor.holding(self._oldest_buffered)
@@ -316,43 +315,47 @@ class Deliverer:
         return spans
 
     async def _deliver_objects(self, seal: Seal, spans: list[Span] | None) -> None:
+        """S3, a local directory, Redshift: the batch's objects, retried until every one landed
+        (or a destination's retry duration ran out: Redshift files the batch for a manual load)."""
         objects: list[ObjectBatch] | None = None
         sent: set[str] = set()
-        attempt = 0
-        started = self._clock()
         destination = self._destination
-        while True:
-            try:
-                if objects is None:
-                    spans = await self._spans(seal, spans)
-                    if not spans:
-                        return
-                    objects = await self._builder.build(
-                        self._config.encoding, str(seal.meta.get("kind", DATA)), seal.key, SpanRecords(spans),
-                        error_key=seal.meta.get("error_key"), reason=str(seal.meta.get("reason", "")))
-                for obj in objects:
-                    if obj.key in sent:
-                        continue
-                    # Error output of a converting batch goes to the object store, the data to the destination.
-                    target = destination if obj.key == seal.key or self._store is None else self._store
-                    outcome = await target.deliver(obj)
-                    if not outcome.delivered_all:
-                        raise DestinationError(f"{len(outcome.retry) + len(outcome.rejected)} records not written")
-                    sent.add(obj.key)
-                break
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                attempt += 1
-                self._note_failure(seal, exc, attempt)
-                limit = destination.retry_seconds
-                if limit is not None and objects and self._clock() - started >= limit:
-                    # Redshift: the COPY retry duration ran out; the destination files the batch under errors/.
-                    await destination.expired(objects[0], str(exc))
-                    log.error("Gave up on a batch after its retry duration; it was filed for a manual load.",
-                              extra={"stream": self.name, "key": seal.key, "error": str(exc)})
-                    return
-                await asyncio.sleep(self._backoff(attempt))
+
+        async def attempt() -> bool:
+            nonlocal objects, spans
+            if objects is None:
+                spans = await self._spans(seal, spans)
+                if not spans:
+                    return False
+                objects = await self._builder.build(
+                    self._config.encoding, str(seal.meta.get("kind", DATA)), seal.key, SpanRecords(spans),
+                    error_key=seal.meta.get("error_key"), reason=str(seal.meta.get("reason", "")))
+            for obj in objects:
+                if obj.key in sent:
+                    continue
+                # Error output of a converting batch goes to the object store, the data to the destination.
+                target = destination if obj.key == seal.key or self._store is None else self._store
+                outcome = await target.deliver(obj)
+                if not outcome.delivered_all:
+                    raise DestinationError(f"{len(outcome.retry) + len(outcome.rejected)} records not written")
+                sent.add(obj.key)
+            return True
+
+        def deadline() -> Deadline | None:
+            """A destination's retry duration counts once there is something to give up on."""
+            limit = destination.retry_seconds
+            return Deadline(limit) if limit is not None and objects else None
+
+        try:
+            if not await retry_until(attempt, backoff=self._backoff, deadline=deadline,
+                                     on_failure=self._failure_of(seal), clock=self._clock):
+                return
+        except RetryExpired as exc:
+            assert objects
+            await destination.expired(objects[0], str(exc.last))
+            log.error("Gave up on a batch after its retry duration; it was filed for a manual load.",
+                      extra={"stream": self.name, "key": seal.key, "error": str(exc.last)})
+            return
         for obj in objects or []:
             self._note_success(obj)
 
@@ -366,18 +369,16 @@ class Deliverer:
         destination = self._destination
         pending = list(range(len(batch_records)))
         failed: dict[int, tuple[Failure, int]] = {}
-        attempt = 0
-        started = self._clock()
-        first_failure: float | None = None
+        run = Attempts(self._backoff, clock=self._clock)
         while pending:
-            attempt += 1
             batch = RecordBatch(self.name, str(seal.meta["batch_id"]), tuple(batch_records[i] for i in pending))
             outcome = await self._attempt(destination, batch)
+            attempts = run.failures + 1  # this one included
             for f in outcome.rejected:
                 if f.error_output:
-                    failed[pending[f.index]] = (f, attempt)
+                    failed[pending[f.index]] = (f, attempts)
                 else:
-                    self._refused(batch.records[f.index], f)
+                    self._errors.refused(destination.name, batch.records[f.index], f)
             retry = {pending[f.index]: f for f in outcome.retry}
             delivered = len(pending) - len(retry) - len(outcome.rejected)
             if delivered:
@@ -385,31 +386,26 @@ class Deliverer:
             pending = [i for i in pending if i in retry]
             if not pending:
                 break
-            now = self._clock()
-            first_failure = now if first_failure is None else first_failure
+            run.failed()
             some = next(iter(retry.values()))
-            self._note_failure(seal, DestinationError(f"{some.code or 'error'}: {some.reason}"), attempt)
-            clock_start = started if destination.retry_clock == "first_attempt" else first_failure
-            if destination.retry_seconds is not None and now - clock_start >= destination.retry_seconds:
-                failed.update({i: (retry[i], attempt) for i in pending})
+            self._note_failure(seal, DestinationError(f"{some.code or 'error'}: {some.reason}"), attempts)
+            limit = destination.retry_seconds
+            if run.expired(Deadline(limit, destination.retry_clock) if limit is not None else None):
+                failed.update({i: (retry[i], attempts) for i in pending})
                 break
-            await asyncio.sleep(self._backoff(attempt))
+            await run.wait()
             destination = self._destination
+        on_failure = self._failure_of(seal)
         if failed:
-            await self._store_errors(seal, batch_records, failed)
+            assert self._store is not None, "record destinations have an object store"
+            await self._errors.failed(self._store, self._config.encoding, str(seal.meta["error_key"]),
+                                      self._destination.name, batch_records, failed, on_failure)
         if self._config.backup_all:
+            assert self._store is not None, "record destinations have an object store"
             backup = await self._builder.backup(self._config.encoding, seal.key, SpanRecords(spans))
-            await self._store_object(seal, backup)
+            await self._errors.store(self._store, backup, on_failure)
         if not failed:
             self._note_recovered()
-
-    def _refused(self, record: DeliveryRecord, failure: Failure) -> None:
-        """A rejection the protocol keeps out of the error output (HTTP 413 for a lone record)."""
-        self._metrics.refused_records.labels(self.name, self._destination.name, failure.code).inc()
-        log.error("The destination refused a record for good; as its protocol says, it is not written to the "
-                  "error output (a backup mode of AllData keeps a copy).",
-                  extra={"stream": self.name, "record_id": record.record_id, "bytes": len(record.data),
-                         "code": failure.code, "reason": failure.reason})
 
     async def _attempt(self, destination: Destination, batch: RecordBatch) -> Outcome:  # type: ignore[type-arg]
         try:
@@ -424,54 +420,16 @@ class Deliverer:
             reason, code = f"{type(exc).__name__}: {exc}", "InternalError"
         return Outcome(retry=tuple(Failure(i, reason, code=code) for i in range(len(batch.records))))
 
-    async def _store_errors(self, seal: Seal, records: list[DeliveryRecord],
-                            failed: dict[int, tuple[Failure, int]]) -> None:
-        ended = failures.now_ms()
-        docs = tuple(failures.document(raw=records[i].data, arrival_ms=records[i].arrival_ms, code=f.code or "Error",
-                                       message=f.reason, attempts=attempts, ended_ms=ended,
-                                       extra=dict(f.extra) if f.extra else None)
-                     for i, (f, attempts) in sorted(failed.items()))
-        first = min(records[i].arrival_ms for i in failed)
-        obj = await self._builder.documents(self._config.encoding, str(seal.meta["error_key"]), docs, first)
-        await self._store_object(seal, obj)
-        self._metrics.delivery_failures.labels(self.name, self._destination.name).inc(len(docs))
-        log.warning("Records went to the error output after their retry duration.",
-                    extra={"stream": self.name, "records": len(docs), "key": obj.key})
-
-    async def _store_object(self, seal: Seal, obj: ObjectBatch) -> None:
-        """Backups and error output must land: retried for as long as it takes (as Firehose does)."""
-        assert self._store is not None, "record destinations have an object store"
-        attempt = 0
-        while True:
-            try:
-                outcome = await self._store.deliver(obj)
-                if outcome.delivered_all:
-                    self._metrics.delivered_objects.labels(self.name, self._store.name).inc()
-                    return
-                raise DestinationError("the object store did not take the object")
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                attempt += 1
-                self._note_failure(seal, exc, attempt)
-                await asyncio.sleep(self._backoff(attempt))
-
     async def _mark_done(self, seal: Seal) -> None:
-        attempt = 0
-        while True:
-            try:
-                await self._cursor.done(seal)
-                return
-            except SpoolError as exc:
-                attempt += 1
-                log.error("Could not record a delivered batch in the ledger; retrying.",
-                          extra={"stream": self.name, "key": seal.key, "error": str(exc)})
-                await asyncio.sleep(self._backoff(attempt))
+        def failed(exc: Exception, _attempt: int) -> None:
+            log.error("Could not record a delivered batch in the ledger; retrying.",
+                      extra={"stream": self.name, "key": seal.key, "error": str(exc)})
 
-    def _backoff(self, attempt: int) -> float:
-        """Exponential backoff with jitter: half fixed, half random, capped."""
-        ceiling = min(self._settings.backoff_max_seconds, self._settings.backoff_base_seconds * 2 ** (attempt - 1))
-        return ceiling / 2 + random.uniform(0, ceiling / 2)
+        await retry_until(functools.partial(self._cursor.done, seal), backoff=self._backoff, on_failure=failed,
+                          retry_on=(SpoolError,), clock=self._clock)
+
+    def _failure_of(self, seal: Seal) -> Callable[[Exception, int], None]:
+        return functools.partial(self._note_failure, seal)
 
     def _note_failure(self, seal: Seal, exc: Exception, attempt: int) -> None:
         self.delivery.consecutive_failures += 1
