@@ -17,7 +17,7 @@ from firehose.pipeline import Pipeline, StreamConfig
 from firehose.settings import Settings
 from firehose.spool import Spool
 from firehose.telemetry import Metrics
-from tests.conftest import read_local
+from tests.support.delivered import read_local
 
 
 def pipeline(tmp_path: Path, spool: Spool, executor: ThreadPoolExecutor) -> Pipeline:

@@ -11,7 +11,11 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import RunningDaemon, local_stream, read_local, wait_until
+from tests.support.config import local_stream
+from tests.support.daemon import RunningDaemon
+from tests.support.delivered import read_local
+from tests.support.transforms import TRANSFORMS_DIR
+from tests.support.waiting import wait_until
 
 ARN = "arn:aws:lambda:us-east-1:123456789012:function:{}"
 
@@ -459,7 +463,6 @@ def test_the_transform_buffer_interval_is_honoured(start_daemon: Any, fn_dir: Pa
 def test_the_shipped_json_filter_runs_as_a_transform(start_daemon: Any, tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """transforms/json_filter.py, unchanged, partitions and redacts inside the daemon's worker processes."""
-    repo = Path(__file__).resolve().parent.parent
     monkeypatch.setenv("PARTITION_KEYS", "team=owner.team")
     monkeypatch.setenv("REDACT_FIELDS", "password")
     monkeypatch.setenv("DROP_WHEN", "level=debug")
@@ -467,7 +470,7 @@ def test_the_shipped_json_filter_runs_as_a_transform(start_daemon: Any, tmp_path
                           ErrorOutputPrefix="errors/!{firehose:error-output-type}/",
                           DynamicPartitioningConfiguration={"Enabled": True},
                           ProcessingConfiguration=processing(lambda_processor("json_filter")))
-    daemon = start_daemon([stream], transforms_dir=str(repo / "transforms"))
+    daemon = start_daemon([stream], transforms_dir=str(TRANSFORMS_DIR))
     docs = [{"owner": {"team": "red"}, "password": "hunter2", "level": "info"},
             {"owner": {"team": "blue"}, "password": "x", "level": "debug"},
             {"owner": {"team": "blue"}, "password": "y", "level": "info"}]

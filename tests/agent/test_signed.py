@@ -30,8 +30,12 @@ import pytest
 from botocore.config import Config as BotoConfig
 
 from firehose.agent.runner import CHECKPOINT_NAME
-from tests.agent.conftest import AgentProcess, agent_json, delivered_lines, flow
-from tests.conftest import RunningDaemon, free_port, local_stream, wait_until
+from tests.support.agent import AgentProcess, agent_json, flow
+from tests.support.config import local_stream
+from tests.support.daemon import RunningDaemon
+from tests.support.delivered import delivered_lines
+from tests.support.ports import free_port
+from tests.support.waiting import wait_until
 
 REGION = "us-east-1"
 ACCOUNT = "111122223333"
