@@ -136,9 +136,14 @@ def wait_for_error(endpoint: str, stream: str, *needles: str, verify: ssl.SSLCon
         raise AssertionError(f"/readyz never named {needles} for {stream}; last errors seen: {seen[-3:]}") from None
 
 
-def wait_delivered(out: Path, prefix: str, sent: list[bytes], timeout: float = 30) -> None:
+def wait_delivered(daemon: RunningDaemon, out: Path, stream: str, sent: list[bytes], timeout: float = 30) -> None:
+    """Wait until ``stream`` delivered as many records as were sent and is idle, then check each came once.
+
+    A shard is read in order, so a record read twice was read before the last one of its shard; once
+    the stream is idle, everything read has been delivered."""
+    prefix = f"{stream}/"
     wait_until(lambda: len(delivered_records(out, prefix)) >= len(sent), timeout=timeout, interval=0.1)
-    time.sleep(0.5)  # anything read twice would show up by now
+    wait_until(lambda: daemon.idle(stream), timeout=timeout)
     counts = Counter(delivered_records(out, prefix))
     assert set(counts) == set(sent), f"{len(set(sent) - set(counts))} records missing"
     assert max(counts.values()) == 1, f"{sum(n - 1 for n in counts.values())} records delivered twice"
@@ -165,7 +170,7 @@ def test_the_three_read_actions_are_enough_and_each_is_needed(start_daemon: Call
     for name in LACKING.values():
         put(kinesis, name, lines(name, 50))
     out = tmp_path / "out"
-    wait_delivered(out, "from-clicks/", sent)
+    wait_delivered(d, out, "from-clicks", sent)
     assert source_error(d.endpoint, "from-clicks") is None
     for action, name in LACKING.items():
         operation = action.removeprefix("kinesis:")
@@ -209,7 +214,7 @@ def test_refused_keys_deliver_nothing_until_the_right_keys_are_given(
 
     source_keys(monkeypatch, tmp_path, SOURCE["access_key_id"], SOURCE["secret"])
     d = start_daemon([signed_source_stream("from-orders", "orders")], state_dir=state, auth=AUTH, kinesis=settings)
-    wait_delivered(tmp_path / "out", "from-orders/", sent)
+    wait_delivered(d, tmp_path / "out", "from-orders", sent)
     assert source_error(d.endpoint, "from-orders") is None
 
 
@@ -237,7 +242,7 @@ def test_the_source_reads_its_sidecar_over_https_verified_by_the_ca_bundle(
         httpx.post(f"http://127.0.0.1:{port}/", content=b"{}", timeout=5)
     sent = lines("secure", 2000)
     put(producer(f"https://127.0.0.1:{port}", verify=str(ca.cert)), "secure", sent)
-    wait_delivered(tmp_path / "out", "from-secure/", sent)
+    wait_delivered(d, tmp_path / "out", "from-secure", sent)
     endpoint = d.endpoint.replace("http://", "https://")
     details = readiness(endpoint, verify=trust)["streams"]["from-secure"]["source"]
     assert details["last_error"] is None and details["kinesis_stream"] == stream_arn("secure")
