@@ -21,7 +21,7 @@ For each destination, in one run, on loopback, with the same N records of about 
   http_endpoint   the receiver of the tests        httpx: protocol requests (base64 JSON)
   ==============  ===============================  ==========================================
 
-  The Splunk and HTTP endpoint receivers are the Python stand-ins from ``tests/receivers``: the
+  The Splunk and HTTP endpoint receivers are the Python stand-ins from ``tests/support/receivers``: the
   same for both sides, so the ratio compares the senders.
 
     python bench/destinations.py [--records 100000] [--only opensearch,redshift] [--repeat 3]
@@ -227,7 +227,7 @@ def timed(fn: Callable[[], None]) -> float:
 def bench_opensearch(workdir: Path, records: list[bytes]) -> dict[str, Any]:
     from opensearchpy import OpenSearch, helpers
 
-    from tests.servers import OpenSearchServer
+    from tests.support.servers import OpenSearchServer
 
     server = OpenSearchServer()
     port = int(server.url.rsplit(":", 1)[1])
@@ -271,7 +271,7 @@ def bench_opensearch(workdir: Path, records: list[bytes]) -> dict[str, Any]:
 
 
 def bench_redshift(workdir: Path, records: list[bytes]) -> dict[str, Any]:
-    from tests.servers import PostgresServer
+    from tests.support.servers import PostgresServer
 
     port = free_port()
     pg = PostgresServer(port=port)  # the daemon's first attempts find nothing listening there
@@ -324,7 +324,7 @@ def bench_redshift(workdir: Path, records: list[bytes]) -> dict[str, Any]:
 
 
 def bench_splunk(workdir: Path, records: list[bytes]) -> dict[str, Any]:
-    from tests.receivers.splunk import TOKEN, SplunkReceiver
+    from tests.support.receivers.splunk import TOKEN, SplunkReceiver
 
     port = free_port()
     holder: dict[str, SplunkReceiver] = {}
@@ -368,7 +368,7 @@ def bench_splunk(workdir: Path, records: list[bytes]) -> dict[str, Any]:
 
 
 def bench_http_endpoint(workdir: Path, records: list[bytes]) -> dict[str, Any]:
-    from tests.receivers.http_endpoint import HttpEndpointReceiver
+    from tests.support.receivers.http_endpoint import HttpEndpointReceiver
 
     port = free_port()
     holder: dict[str, HttpEndpointReceiver] = {}

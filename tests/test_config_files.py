@@ -12,10 +12,9 @@ import yaml
 
 from firehose.errors import ConfigError
 from firehose.settings import load_config
-from tests.conftest import ROLE, local_stream, write_config
-
-REPO = Path(__file__).resolve().parent.parent
-
+from tests.support.aws import ROLE
+from tests.support.config import local_stream, write_config
+from tests.support.repo import REPO
 
 DAEMON_CONFIGS = sorted(p for p in (REPO / "config").rglob("*.yaml") if "agent" not in p.relative_to(REPO).parts)
 

@@ -20,8 +20,12 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import MotoServer, firehose_client, list_objects, local_stream, wait_until, write_config
-from tests.faultproxy import FaultProxy
+from tests.support.aws import firehose_client
+from tests.support.config import local_stream, write_config
+from tests.support.delivered import list_objects
+from tests.support.faultproxy import FaultProxy
+from tests.support.servers import MotoServer
+from tests.support.waiting import wait_until
 
 
 class Sender(threading.Thread):

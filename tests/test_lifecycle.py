@@ -7,7 +7,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import firehose_client, local_stream, read_local, wait_until, write_config
+from tests.support.aws import firehose_client
+from tests.support.config import local_stream, write_config
+from tests.support.delivered import read_local
+from tests.support.waiting import wait_until
 
 
 def test_sigterm_flushes_buffers_and_exits_cleanly(tmp_path: Path, daemon_process: Any) -> None:
@@ -59,7 +62,7 @@ def test_a_second_daemon_on_the_same_state_directory_refuses_to_start(tmp_path: 
     import subprocess
     import sys
 
-    from tests.conftest import free_port
+    from tests.support.ports import free_port
 
     config = write_config(tmp_path / "f.yaml", {"state_dir": str(tmp_path / "state"), "log_level": "WARNING",
                                                 "buckets": {"local": {"directory": str(tmp_path / "out")}}},

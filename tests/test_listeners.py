@@ -33,9 +33,14 @@ from botocore.config import Config as BotoConfig
 
 from firehose import listeners
 from firehose.settings import LimitsSettings, load_config
-from tests.conftest import CREDS, DaemonProcess, RunningDaemon, free_port, local_stream, wait_until, write_config
-from tests.frontdoor.signing import sign
-from tests.pki import Authority, fingerprint
+from tests.support.aws import CREDS
+from tests.support.config import local_stream, write_config
+from tests.support.daemon import DaemonProcess, RunningDaemon
+from tests.support.jssdk import kinesis_client_script
+from tests.support.pki import Authority, fingerprint
+from tests.support.ports import free_port
+from tests.support.signing import sign
+from tests.support.waiting import wait_until
 
 HEADER, BODY, IDLE = 2.0, 2.0, 2.0
 #: How late after its deadline a connection may be closed: the watchdog's tick plus a loaded machine.
@@ -189,12 +194,8 @@ def test_kinesis_api_over_tls_with_boto3_and_http2(tls_daemon: tuple[RunningDaem
 @pytest.mark.skipif(shutil.which("node") is None or shutil.which("npm") is None, reason="Node.js is not installed")
 def test_javascript_sdk_v3_over_tls_negotiates_http2(tls_daemon: tuple[RunningDaemon, Ports], pki: Pki) -> None:
     """The JavaScript SDK v3's default Kinesis client (NodeHttp2Handler), trusting the private CA."""
-    from tests.streams.test_wire import _js_sdk_dir
-
     _, ports = tls_daemon
-    root = _js_sdk_dir()
-    script = root / "kinesis_client.mjs"  # next to node_modules, so the import resolves
-    shutil.copy(Path(__file__).parent / "streams" / "js" / "kinesis_client.mjs", script)
+    script = kinesis_client_script()
     env = {**os.environ, "NODE_EXTRA_CA_CERTS": str(pki.ca), "AWS_ACCESS_KEY_ID": SIGNER["aws_access_key_id"],
            "AWS_SECRET_ACCESS_KEY": SIGNER["aws_secret_access_key"]}
     out = subprocess.run(["node", str(script), f"https://127.0.0.1:{ports.kinesis}", "js-tls"], capture_output=True,

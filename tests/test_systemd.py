@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from firehose.cli import _parser
+from tests.support.repo import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 UNIT = REPO / "systemd" / "firehose.service"
 
 

@@ -9,8 +9,7 @@ import pytest
 
 from firehose.agent.config import load_agent_config, parse_config
 from firehose.errors import ConfigError
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.repo import REPO
 
 KINESIS_AGENT_JSON = {  # every key from the Kinesis Agent's documentation, as a user would have it
     "checkpointFile": "/var/lib/aws-kinesis-agent/checkpoints",

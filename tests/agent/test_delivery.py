@@ -12,8 +12,11 @@ import boto3
 
 from firehose.agent.runner import QUEUE_DEPTH
 from firehose.agent.tailer import READ_SIZE
-from tests.agent.conftest import agent_json, delivered_lines, duplicates, flow, wait_for_lines
-from tests.conftest import CREDS, local_stream, wait_until, write_config
+from tests.support.agent import agent_json, flow
+from tests.support.aws import CREDS
+from tests.support.config import local_stream, write_config
+from tests.support.delivered import delivered_lines, duplicates, wait_for_lines
+from tests.support.waiting import wait_until
 
 
 def kinesis_records(endpoint: str, stream: str, expected: int) -> list[dict]:

@@ -7,8 +7,9 @@ from pathlib import Path
 
 from firehose.agent.config import ProcessingOption
 from firehose.agent.processing import Pipeline
-from tests.agent.conftest import agent_json, flow, wait_for_lines
-from tests.conftest import local_stream
+from tests.support.agent import agent_json, flow
+from tests.support.config import local_stream
+from tests.support.delivered import wait_for_lines
 
 
 def convert(options: list[dict], *records: bytes) -> list[bytes]:

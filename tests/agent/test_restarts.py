@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.agent.conftest import AgentProcess, agent_json, delivered_lines, flow
-from tests.conftest import wait_until
+from tests.support.agent import AgentProcess, agent_json, flow
+from tests.support.delivered import delivered_lines
+from tests.support.waiting import wait_until
 
 BATCH = 500  # maxBufferSizeRecords: the most one kill -9 may send twice
 

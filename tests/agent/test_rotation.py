@@ -9,8 +9,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from firehose.agent.runner import Agent
-from tests.agent.conftest import agent_json, delivered_lines, duplicates, flow, wait_for_lines
-from tests.conftest import RunningDaemon, local_stream, wait_until
+from tests.support.agent import agent_json, flow
+from tests.support.config import local_stream
+from tests.support.daemon import RunningDaemon
+from tests.support.delivered import delivered_lines, duplicates, wait_for_lines
+from tests.support.waiting import wait_until
 
 
 def numbered(start: int, count: int, tag: str = "line") -> list[bytes]:

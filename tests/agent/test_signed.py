@@ -30,8 +30,12 @@ import pytest
 from botocore.config import Config as BotoConfig
 
 from firehose.agent.runner import CHECKPOINT_NAME
-from tests.agent.conftest import AgentProcess, agent_json, delivered_lines, flow
-from tests.conftest import RunningDaemon, free_port, local_stream, wait_until
+from tests.support.agent import AgentProcess, agent_json, flow
+from tests.support.config import local_stream
+from tests.support.daemon import RunningDaemon
+from tests.support.delivered import delivered_lines
+from tests.support.ports import free_port
+from tests.support.waiting import wait_until
 
 REGION = "us-east-1"
 ACCOUNT = "111122223333"
@@ -122,13 +126,22 @@ def numbered(start: int, count: int) -> list[bytes]:
     return [f"{i:06d} GET /index.html 200 {'x' * 40}\n".encode() for i in range(start, start + count)]
 
 
-def wait_for_all(out: Path, expected: list[bytes], agent: SignedAgent, timeout: float = 30) -> list[bytes]:
+def caught_up(agent: SignedAgent) -> bool:
+    """Every file the agent tails is checkpointed to its end: it has nothing left to send, or to send again."""
+    rows = agent.checkpoints()
+    return bool(rows) and all(Path(path).stat().st_size == offset for _flow, path, offset in rows)
+
+
+def wait_for_all(out: Path, expected: list[bytes], agent: SignedAgent, daemon: RunningDaemon,
+                 timeout: float = 30) -> list[bytes]:
+    """The lines delivered once the agent has caught up and the daemon delivered everything it accepted:
+    a line sent twice would be among them by then."""
     try:
         wait_until(lambda: len(delivered_lines(out)) >= len(expected), timeout=timeout, interval=0.1)
+        wait_until(lambda: caught_up(agent) and daemon.idle(STREAM), timeout=timeout, interval=0.1)
     except AssertionError:
-        raise AssertionError(f"{len(delivered_lines(out))} of {len(expected)} lines delivered\n"
-                             f"{agent.log()[-3000:]}") from None
-    time.sleep(0.5)  # a line sent twice would have arrived by now
+        raise AssertionError(f"{len(delivered_lines(out))} of {len(expected)} lines delivered, checkpoints "
+                             f"{agent.checkpoints()}\n{agent.log()[-3000:]}") from None
     return delivered_lines(out)
 
 
@@ -170,7 +183,7 @@ def test_put_record_batch_on_its_stream_is_all_the_agent_needs(start_daemon, sig
             f.write(b"".join(more[i:i + 500]))
             f.flush()
             time.sleep(0.1)
-    got = wait_for_all(out, first + more, agent)
+    got = wait_for_all(out, first + more, agent, daemon)
     assert_exactly_once(got, first + more)
     assert agent.terminate() == 0, agent.log()[-3000:]
     assert "Exception" not in agent.log()
@@ -210,7 +223,7 @@ def test_refused_keys_deliver_nothing_and_advance_no_checkpoint(start_daemon, si
 
     # The same agent, state and file, now with the right keys: every line, once.
     agent.start(keys("log-agent"))
-    got = wait_for_all(tmp_path / "out", lines, agent)
+    got = wait_for_all(tmp_path / "out", lines, agent, daemon)
     assert_exactly_once(got, lines)
     assert agent.terminate() == 0, agent.log()[-3000:]
     assert [offset for _flow, _path, offset in agent.checkpoints()] == [log.stat().st_size]
@@ -265,9 +278,9 @@ def test_a_kinesis_flow_needs_only_put_records(start_daemon, signed_agent, tmp_p
                           "flows": [kinesis_flow]}).start(keys("kinesis-agent"))
     try:
         got = read_stream(kinesis_endpoint, len(lines))
+        wait_until(lambda: caught_up(agent), timeout=30, interval=0.1)  # nothing left to send again
     except AssertionError:
         raise AssertionError(agent.log()[-3000:]) from None
-    time.sleep(0.5)
     assert_exactly_once(read_stream(kinesis_endpoint, len(lines)), lines)
     assert len(got) == len(lines)
     assert agent.terminate() == 0, agent.log()[-3000:]

@@ -8,7 +8,10 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROLE, local_stream, read_local, wait_until
+from tests.support.aws import ROLE
+from tests.support.config import local_stream
+from tests.support.delivered import read_local
+from tests.support.waiting import wait_until
 
 
 def test_create_describe_and_list(start_daemon: Any) -> None:

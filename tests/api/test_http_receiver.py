@@ -13,7 +13,8 @@ import httpx
 import orjson
 import pytest
 
-from tests.conftest import local_stream, wait_until
+from tests.support.config import local_stream
+from tests.support.waiting import wait_until
 
 
 def _delivery(records: list[bytes], request_id: str | None = None) -> dict[str, Any]:

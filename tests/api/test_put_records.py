@@ -11,7 +11,10 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.conftest import RunningDaemon, assert_delivered_once, local_stream, read_local, wait_until
+from tests.support.config import local_stream
+from tests.support.daemon import RunningDaemon
+from tests.support.delivered import assert_delivered_once, read_local
+from tests.support.waiting import wait_until
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ pipeline owns everything else. So for every destination:
   (Splunk's does not: an ack that is lost means the data may be indexed twice, as on AWS).
 
 The servers are real where one can run here (moto's S3, PostgreSQL, osmem-server); the Splunk HEC
-and the HTTP endpoint are protocol receivers written to their documentation (``tests/receivers``).
+and the HTTP endpoint are protocol receivers written to their documentation (``tests/support/receivers``).
 """
 
 from __future__ import annotations
@@ -49,10 +49,11 @@ from firehose.destinations.splunk import SplunkDestination
 from firehose.errors import DestinationError, DestinationUnavailable
 from firehose.records import DeliveryRecord, ObjectBatch, RecordBatch
 from firehose.settings import Settings
-from tests.conftest import ROLE, MotoServer, free_port, s3_client
-from tests.receivers.http_endpoint import HttpEndpointReceiver
-from tests.receivers.splunk import TOKEN, SplunkReceiver
-from tests.servers import OpenSearchServer, PostgresServer
+from tests.support.aws import ROLE, s3_client
+from tests.support.ports import free_port
+from tests.support.receivers.http_endpoint import HttpEndpointReceiver
+from tests.support.receivers.splunk import TOKEN, SplunkReceiver
+from tests.support.servers import MotoServer, OpenSearchServer, PostgresServer
 
 S3_CONFIG = {"RoleARN": ROLE, "BucketARN": "arn:aws:s3:::stage"}
 GOOD = [b'{"id":1,"name":"one"}\n', b'{"id":2,"name":"two"}\n', b'{"id":3,"name":"three"}\n']

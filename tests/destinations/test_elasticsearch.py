@@ -1,10 +1,10 @@
 """The OpenSearch/Elasticsearch destination against a real OpenSearch-compatible server.
 
 The server is osmem-server (an in-memory OpenSearch 3.x API, no JVM), started once per
-session on a free loopback port (``tests/servers.py``); documents are read back with opensearch-py, an independent
-client. What osmem cannot do is played by a small recording HTTP server: it has no
-authentication (the basic-auth test checks the header on the wire) and no way to make a bulk
-item fail with 429 or 5xx (those tests replay bulk responses recorded from real clusters).
+session on a free loopback port (``tests/support/servers.py``); documents are read back with
+opensearch-py, an independent client. What osmem cannot do is played by a small recording HTTP
+server: it has no authentication (the basic-auth test checks the header on the wire) and no way to
+make a bulk item fail with 429 or 5xx (those tests replay bulk responses recorded from real clusters).
 """
 
 from __future__ import annotations
@@ -35,8 +35,9 @@ from firehose.destinations.elasticsearch import ElasticsearchDestination, index_
 from firehose.errors import DestinationError, DestinationUnavailable
 from firehose.records import DeliveryRecord, RecordBatch
 from firehose.settings import Settings
-from tests.conftest import ROLE, free_port
-from tests.servers import OpenSearchServer
+from tests.support.aws import ROLE
+from tests.support.ports import free_port
+from tests.support.servers import OpenSearchServer
 
 T = TypeVar("T")
 S3 = {"RoleARN": ROLE, "BucketARN": "arn:aws:s3:::errors"}
@@ -50,7 +51,7 @@ def ms(text: str) -> int:
     return (datetime.fromisoformat(text).replace(tzinfo=UTC) - EPOCH) // timedelta(milliseconds=1)
 
 
-# -- osmem-server (tests/servers.py, one per session) ------------------------------------
+# -- osmem-server (tests/support/servers.py, one per session) ------------------------------------
 
 
 @pytest.fixture

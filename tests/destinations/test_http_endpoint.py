@@ -1,4 +1,4 @@
-"""The HTTP endpoint destination against a faithful protocol receiver (tests/receivers/http_endpoint.py).
+"""The HTTP endpoint destination against a faithful protocol receiver (tests/support/receivers/http_endpoint.py).
 
 Each test drives one destination directly, as the pipeline would: one ``deliver`` per attempt, with a
 real ``httpx.AsyncClient`` over loopback (plain HTTP, or TLS with a throwaway certificate).
@@ -40,8 +40,8 @@ from firehose.destinations.http_endpoint import (
 from firehose.errors import DestinationUnavailable
 from firehose.records import DeliveryRecord, RecordBatch
 from firehose.settings import Settings
-from tests.receivers.http_endpoint import Behaviour, HttpEndpointReceiver
-from tests.tls import self_signed, server_context
+from tests.support.receivers.http_endpoint import Behaviour, HttpEndpointReceiver
+from tests.support.tls import self_signed, server_context
 
 STREAM_ARN = "arn:aws:firehose:us-east-1:123456789012:deliverystream/orders"
 BATCH_ID = "ed4acda5-034f-9f42-bba1-f29aea6d7d8f"

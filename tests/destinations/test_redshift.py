@@ -1,5 +1,6 @@
 """The Redshift destination: staging, manifests, the composed COPY, and exactly-once loads into a real
-PostgreSQL server (the ``jdbc:postgresql://`` mode), started once per session with initdb/pg_ctl (``tests/servers.py``).
+PostgreSQL server (the ``jdbc:postgresql://`` mode), started once per session with initdb/pg_ctl
+(``tests/support/servers.py``).
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ from firehose.destinations.redshift import (
 from firehose.errors import DestinationError, DestinationUnavailable
 from firehose.records import ObjectBatch
 from firehose.settings import Settings
-from tests.conftest import free_port, wait_until
-from tests.servers import PostgresServer
+from tests.support.ports import free_port
+from tests.support.servers import PostgresServer
+from tests.support.waiting import wait_until
 
 ROLE = "arn:aws:iam::123456789012:role/firehose"
 NAME = "orders-1-2024-01-02-03-04-05-0b4e7a0e-5b1c-4c55-9d51-8e3c2f0a1b2c"
@@ -41,7 +43,7 @@ ERROR_MANIFEST_KEY = f"errors/manifests/2024/01/02/03/{NAME}"
 MANIFEST = f'{{"entries": [{{"url": "s3://stage-bucket/{KEY}", "mandatory": true}}]}}'
 
 
-# -- the session's PostgreSQL server (tests/servers.py) ------------------------------------
+# -- the session's PostgreSQL server (tests/support/servers.py) ------------------------------------
 
 Postgres = PostgresServer
 

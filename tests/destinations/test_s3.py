@@ -11,7 +11,10 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import MotoServer, assert_delivered_once, list_objects, local_stream, wait_until
+from tests.support.config import local_stream
+from tests.support.delivered import assert_delivered_once, list_objects
+from tests.support.servers import MotoServer
+from tests.support.waiting import wait_until
 
 KEY_RE = re.compile(
     r"^(?P<prefix>(?:.*/)?)(?P<stream>[A-Za-z0-9_.-]+)-(?P<version>\d+)-"

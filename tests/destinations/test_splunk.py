@@ -22,8 +22,8 @@ from firehose.destinations.splunk import SplunkDestination, event_error, split_r
 from firehose.errors import DestinationUnavailable
 from firehose.records import DeliveryRecord, RecordBatch
 from firehose.settings import Settings
-from tests.conftest import free_port
-from tests.receivers.splunk import TOKEN, SplunkReceiver, Token
+from tests.support.ports import free_port
+from tests.support.receivers.splunk import TOKEN, SplunkReceiver, Token
 
 DISABLED = "0d1e5c4b-7a0e-4f55-8b8e-3f7c2d9a0002"
 NO_ACK = "4b7f2a9c-1e3d-4c6a-9f2b-5d8e7a6c0003"

@@ -25,8 +25,13 @@ import httpx
 import pytest
 from botocore.config import Config as BotoConfig
 
-from tests.conftest import ROLE, RunningDaemon, free_port, local_stream, wait_until, write_config
-from tests.frontdoor.signing import call, send, sign
+from tests.support.aws import ROLE
+from tests.support.config import local_stream, write_config
+from tests.support.daemon import RunningDaemon
+from tests.support.jssdk import kinesis_client_script
+from tests.support.ports import free_port
+from tests.support.signing import call, send, sign
+from tests.support.waiting import wait_until
 
 REGION = "us-east-1"
 HOME = "111122223333"
@@ -154,11 +159,7 @@ def test_the_aws_cli_signs_and_is_served(secured: Secured, tmp_path: Path) -> No
 @pytest.mark.skipif(shutil.which("node") is None or shutil.which("npm") is None, reason="Node.js is not installed")
 def test_the_javascript_sdk_signs_over_http2_and_is_served(secured: Secured) -> None:
     """The real JavaScript SDK v3 with its default HTTP/2 handler, signing with a principal's keys."""
-    from tests.streams.test_wire import _js_sdk_dir
-
-    root = _js_sdk_dir()
-    script = root / "kinesis_client.mjs"
-    shutil.copy(Path(__file__).parent.parent / "streams" / "js" / "kinesis_client.mjs", script)
+    script = kinesis_client_script()
     env = {**os.environ, "AWS_ACCESS_KEY_ID": creds("admin")["aws_access_key_id"],
            "AWS_SECRET_ACCESS_KEY": creds("admin")["aws_secret_access_key"]}
     out = subprocess.run(["node", str(script), secured.kinesis_endpoint, "js-signed"], capture_output=True,

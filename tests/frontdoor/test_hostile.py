@@ -53,8 +53,8 @@ from firehose.api.http_receiver import _GROWTH as RECEIVER_GROWTH
 from firehose.api.operations import OPERATIONS as FIREHOSE_OPERATIONS
 from firehose.frontdoor.body import CBOR_GROWTH, JSON_GROWTH
 from firehose.streams.operations import OPERATIONS as KINESIS_OPERATIONS
-from tests.conftest import ROLE, wait_until
-from tests.frontdoor.hostile import (
+from tests.support.aws import ROLE
+from tests.support.hostile import (
     ACCOUNT,
     CBOR,
     FUZZ_DELIVERY_STREAM,
@@ -96,6 +96,7 @@ from tests.frontdoor.hostile import (
     start_kinesis,
     wire_type,
 )
+from tests.support.waiting import wait_until
 
 FUZZ = settings(deadline=None, derandomize=True, database=None, print_blob=False,
                 suppress_health_check=list(HealthCheck))

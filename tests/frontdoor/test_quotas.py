@@ -9,7 +9,8 @@ import pytest
 
 from firehose.frontdoor.quotas import MiB, Quotas, StreamQuota
 from firehose.settings import QuotaSettings
-from tests.conftest import local_stream, wait_until
+from tests.support.config import local_stream
+from tests.support.waiting import wait_until
 
 
 def test_a_call_over_the_request_rate_is_refused_until_a_token_returns() -> None:

@@ -10,35 +10,16 @@ import boto3
 import pytest
 from aws_kinesis_agg.aggregator import RecordAggregator
 
-from tests.conftest import CREDS, ROLE, free_port, local_stream, read_local, wait_until
-
-ARN = "arn:aws:kinesis:us-east-1:123456789012:stream/{}"
-
-
-def source_stream(name: str, kinesis_stream: str, **extra: Any) -> dict[str, Any]:
-    body = local_stream(name, **extra)
-    body["DeliveryStreamType"] = "KinesisStreamAsSource"
-    body["KinesisStreamSourceConfiguration"] = {"KinesisStreamARN": ARN.format(kinesis_stream), "RoleARN": ROLE}
-    body["ExtendedS3DestinationConfiguration"]["Prefix"] = f"{name}/"
-    body["ExtendedS3DestinationConfiguration"]["ErrorOutputPrefix"] = f"errors-{name}/"
-    return body
-
-
-def kinesis_settings(port: int, *streams: tuple[str, int], **extra: Any) -> dict[str, Any]:
-    return {"enabled": True, "port": port, "source_poll_interval_seconds": 0.05,
-            "streams": [{"StreamName": n, "ShardCount": c} for n, c in streams], **extra}
+from tests.support.aws import CREDS, ROLE
+from tests.support.config import local_stream, write_config
+from tests.support.delivered import delivered_records
+from tests.support.kinesis_source import ARN, kinesis_settings, source_stream
+from tests.support.ports import free_port
+from tests.support.waiting import wait_until
 
 
 def kclient(port: int) -> Any:
     return boto3.client("kinesis", endpoint_url=f"http://127.0.0.1:{port}", **CREDS)
-
-
-def delivered_lines(root: Path, prefix: str) -> list[bytes]:
-    lines: list[bytes] = []
-    for key, body in read_local(root).items():
-        if key.startswith(prefix):
-            lines += body.splitlines()
-    return lines
 
 
 def put(client: Any, stream: str, lines: list[bytes], keys: int = 50) -> None:
@@ -56,8 +37,8 @@ def test_reads_every_shard_and_delivers_exactly_once(start_daemon: Any, tmp_path
     sent = [f"line-{i}".encode() for i in range(3000)]
     put(k, "clicks", sent)
     out = tmp_path / "out"
-    wait_until(lambda: len(delivered_lines(out, "fromk/")) >= len(sent), timeout=30)
-    assert sorted(delivered_lines(out, "fromk/")) == sorted(sent)
+    wait_until(lambda: len(delivered_records(out, "fromk/")) >= len(sent), timeout=30)
+    assert sorted(delivered_records(out, "fromk/")) == sorted(sent)
     # Firehose refuses direct puts to a Kinesis-sourced delivery stream
     fh = d.client()
     with pytest.raises(fh.exceptions.InvalidArgumentException) as exc:
@@ -85,16 +66,16 @@ def test_restart_resumes_without_loss_or_duplicates(start_daemon: Any, tmp_path:
     first = [f"a-{i}".encode() for i in range(1000)]
     put(k, "orders", first)
     out = tmp_path / "out"
-    wait_until(lambda: len(delivered_lines(out, "o/")) >= len(first), timeout=30)
+    wait_until(lambda: len(delivered_records(out, "o/")) >= len(first), timeout=30)
     d.stop()
     d = start_daemon([source_stream("o", "orders")], state_dir=state, kinesis=settings)
     second = [f"b-{i}".encode() for i in range(1000)]
     put(kclient(port), "orders", second)
-    wait_until(lambda: len(delivered_lines(out, "o/")) >= len(first) + len(second), timeout=30)
-    import time
-
-    time.sleep(0.5)  # anything read twice would show up by now
-    assert sorted(delivered_lines(out, "o/")) == sorted(first + second)
+    wait_until(lambda: len(delivered_records(out, "o/")) >= len(first) + len(second), timeout=30)
+    # Every record was read, and a shard is read in order: a record read twice was read before the last
+    # one of its shard. Once the stream is idle, everything read has been delivered.
+    wait_until(lambda: d.idle("o"), timeout=30)
+    assert sorted(delivered_records(out, "o/")) == sorted(first + second)
 
 
 def test_resharding_while_reading_keeps_every_record_and_key_order(start_daemon: Any, tmp_path: Path) -> None:
@@ -114,8 +95,8 @@ def test_resharding_while_reading_keeps_every_record_and_key_order(start_daemon:
         elif phase == 2:
             k.update_shard_count(StreamName="resharded", TargetShardCount=4, ScalingType="UNIFORM_SCALING")
     out = tmp_path / "out"
-    wait_until(lambda: len(delivered_lines(out, "r/")) >= len(sent), timeout=40)
-    got = delivered_lines(out, "r/")
+    wait_until(lambda: len(delivered_records(out, "r/")) >= len(sent), timeout=40)
+    got = delivered_records(out, "r/")
     assert sorted(got) == sorted(sent)
 
 
@@ -126,9 +107,9 @@ def test_several_delivery_streams_read_one_stream_independently(start_daemon: An
     sent = [f"s-{i}".encode() for i in range(800)]
     put(kclient(port), "shared", sent)
     out = tmp_path / "out"
-    wait_until(lambda: len(delivered_lines(out, "one/")) >= 800 and len(delivered_lines(out, "two/")) >= 800,
+    wait_until(lambda: len(delivered_records(out, "one/")) >= 800 and len(delivered_records(out, "two/")) >= 800,
                timeout=30)
-    assert sorted(delivered_lines(out, "one/")) == sorted(sent) == sorted(delivered_lines(out, "two/"))
+    assert sorted(delivered_records(out, "one/")) == sorted(sent) == sorted(delivered_records(out, "two/"))
 
 
 def test_kpl_aggregated_records_are_deaggregated(start_daemon: Any, tmp_path: Path) -> None:
@@ -145,8 +126,8 @@ def test_kpl_aggregated_records_are_deaggregated(start_daemon: Any, tmp_path: Pa
     k.put_record(StreamName="kpl", Data=data, PartitionKey=pk)
     k.put_record(StreamName="kpl", Data=b"plain\n", PartitionKey="x")  # not aggregated: passes through
     out = tmp_path / "out"
-    wait_until(lambda: len(delivered_lines(out, "agg/")) >= 101, timeout=30)
-    assert sorted(delivered_lines(out, "agg/")) == sorted([*sent, b"plain"])
+    wait_until(lambda: len(delivered_records(out, "agg/")) >= 101, timeout=30)
+    assert sorted(delivered_records(out, "agg/")) == sorted([*sent, b"plain"])
 
 
 def test_transform_sees_kinesis_metadata(start_daemon: Any, tmp_path: Path) -> None:
@@ -171,8 +152,8 @@ def test_transform_sees_kinesis_metadata(start_daemon: Any, tmp_path: Path) -> N
     k = kclient(port)
     seq = k.put_record(StreamName="meta", Data=b"hello", PartitionKey="pk-1")["SequenceNumber"]
     out = tmp_path / "out"
-    wait_until(lambda: delivered_lines(out, "t/"), timeout=30)
-    doc = json.loads(delivered_lines(out, "t/")[0])
+    wait_until(lambda: delivered_records(out, "t/"), timeout=30)
+    doc = json.loads(delivered_records(out, "t/")[0])
     assert doc["data"] == "hello" and doc["source"] == ARN.format("meta")
     meta = doc["meta"]
     assert meta["shardId"] == "shardId-000000000000" and meta["partitionKey"] == "pk-1"
@@ -189,8 +170,8 @@ def test_reads_a_separate_server_named_by_aws_endpoint_url_kinesis(
     sent = [f"r-{i}".encode() for i in range(500)]
     put(server.client(), "remote", sent)
     out = tmp_path / "out"
-    wait_until(lambda: len(delivered_lines(out, "rem/")) >= 500, timeout=30)
-    assert sorted(delivered_lines(out, "rem/")) == sorted(sent)
+    wait_until(lambda: len(delivered_records(out, "rem/")) >= 500, timeout=30)
+    assert sorted(delivered_records(out, "rem/")) == sorted(sent)
 
 
 def test_source_stream_definitions_are_validated(start_daemon: Any) -> None:
@@ -208,7 +189,6 @@ def test_kill_9_of_daemon_and_sidecar_while_reading_loses_and_repeats_nothing(
     """One process serving both the Kinesis API and the delivery stream that reads it, killed mid-stream."""
     import threading
 
-    from tests.conftest import write_config
 
     kport = free_port()
     out = tmp_path / "out"
@@ -237,16 +217,14 @@ def test_kill_9_of_daemon_and_sidecar_while_reading_loses_and_repeats_nothing(
 
     producer = threading.Thread(target=produce)
     producer.start()
-    wait_until(lambda: len(delivered_lines(out, "k9/")) > 1000, timeout=30)
+    wait_until(lambda: len(delivered_records(out, "k9/")) > 1000, timeout=30)
     d.kill()
     stop.set()
     producer.join(30)
     d.start()
-    wait_until(lambda: len(delivered_lines(out, "k9/")) >= len(acked), timeout=40)
-    import time
-
-    time.sleep(1.5)  # a repeat would have been delivered by now
-    got = delivered_lines(out, "k9/")
+    wait_until(lambda: len(delivered_records(out, "k9/")) >= len(acked), timeout=40)
+    wait_until(lambda: d.idle("k9"), timeout=40)  # a repeat comes before its shard's newer records: delivered now
+    got = delivered_records(out, "k9/")
     assert len(got) == len(set(got)), "a record was delivered twice"
     assert set(acked) <= set(got), "an acknowledged record was lost"
     # the call cut short by the kill may or may not have been stored: never acknowledged, so either is right
@@ -262,13 +240,13 @@ def test_kinesis_endpoint_down_then_back(start_daemon: Any, start_streams_server
     d = start_daemon([source_stream("fl", "flaky")], kinesis={"source_poll_interval_seconds": 0.05})
     put(server.client(), "flaky", [b"before"])
     out = tmp_path / "out"
-    wait_until(lambda: delivered_lines(out, "fl/"), timeout=20)
+    wait_until(lambda: delivered_records(out, "fl/"), timeout=20)
     server.stop()
     wait_until(lambda: json_get(f"{d.endpoint}/readyz")["streams"]["fl"]["source"]["last_error"], timeout=20)
     server.start()
     put(server.client(), "flaky", [b"after"])
-    wait_until(lambda: len(delivered_lines(out, "fl/")) >= 2, timeout=40)
-    assert sorted(delivered_lines(out, "fl/")) == [b"after", b"before"]
+    wait_until(lambda: len(delivered_records(out, "fl/")) >= 2, timeout=40)
+    assert sorted(delivered_records(out, "fl/")) == [b"after", b"before"]
 
 
 def test_a_stalled_destination_pauses_reading_and_bounds_the_spool(start_daemon: Any, tmp_path: Path) -> None:

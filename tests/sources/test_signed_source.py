@@ -33,9 +33,12 @@ import httpx
 import pytest
 from botocore.config import Config as BotoConfig
 
-from tests.conftest import RunningDaemon, free_port, wait_until
-from tests.pki import Authority
-from tests.sources.test_kinesis_source import delivered_lines, source_stream
+from tests.support.daemon import RunningDaemon
+from tests.support.delivered import delivered_records
+from tests.support.kinesis_source import source_stream
+from tests.support.pki import Authority
+from tests.support.ports import free_port
+from tests.support.waiting import wait_until
 
 REGION = "us-east-1"
 ACCOUNT = "111122223333"
@@ -133,10 +136,15 @@ def wait_for_error(endpoint: str, stream: str, *needles: str, verify: ssl.SSLCon
         raise AssertionError(f"/readyz never named {needles} for {stream}; last errors seen: {seen[-3:]}") from None
 
 
-def wait_delivered(out: Path, prefix: str, sent: list[bytes], timeout: float = 30) -> None:
-    wait_until(lambda: len(delivered_lines(out, prefix)) >= len(sent), timeout=timeout, interval=0.1)
-    time.sleep(0.5)  # anything read twice would show up by now
-    counts = Counter(delivered_lines(out, prefix))
+def wait_delivered(daemon: RunningDaemon, out: Path, stream: str, sent: list[bytes], timeout: float = 30) -> None:
+    """Wait until ``stream`` delivered as many records as were sent and is idle, then check each came once.
+
+    A shard is read in order, so a record read twice was read before the last one of its shard; once
+    the stream is idle, everything read has been delivered."""
+    prefix = f"{stream}/"
+    wait_until(lambda: len(delivered_records(out, prefix)) >= len(sent), timeout=timeout, interval=0.1)
+    wait_until(lambda: daemon.idle(stream), timeout=timeout)
+    counts = Counter(delivered_records(out, prefix))
     assert set(counts) == set(sent), f"{len(set(sent) - set(counts))} records missing"
     assert max(counts.values()) == 1, f"{sum(n - 1 for n in counts.values())} records delivered twice"
 
@@ -162,7 +170,7 @@ def test_the_three_read_actions_are_enough_and_each_is_needed(start_daemon: Call
     for name in LACKING.values():
         put(kinesis, name, lines(name, 50))
     out = tmp_path / "out"
-    wait_delivered(out, "from-clicks/", sent)
+    wait_delivered(d, out, "from-clicks", sent)
     assert source_error(d.endpoint, "from-clicks") is None
     for action, name in LACKING.items():
         operation = action.removeprefix("kinesis:")
@@ -171,7 +179,7 @@ def test_the_three_read_actions_are_enough_and_each_is_needed(start_daemon: Call
                 f"resource: {stream_arn(name)} because no identity-based policy allows the {action} action") in error
     time.sleep(1.0)  # dozens of polls
     for name in LACKING.values():
-        assert delivered_lines(out, f"from-{name}/") == [], name
+        assert delivered_records(out, f"from-{name}/") == [], name
     # Without authentication the source's reads would have succeeded; the producer's key cannot read.
     with pytest.raises(kinesis.exceptions.ClientError) as exc:
         kinesis.list_shards(StreamName="clicks")
@@ -201,12 +209,12 @@ def test_refused_keys_deliver_nothing_until_the_right_keys_are_given(
     named = wait_for_error(d.endpoint, "from-orders", error, "the ListShards operation")
     assert message in named
     time.sleep(1.0)
-    assert delivered_lines(tmp_path / "out", "from-orders/") == []
+    assert delivered_records(tmp_path / "out", "from-orders/") == []
     d.stop()
 
     source_keys(monkeypatch, tmp_path, SOURCE["access_key_id"], SOURCE["secret"])
     d = start_daemon([signed_source_stream("from-orders", "orders")], state_dir=state, auth=AUTH, kinesis=settings)
-    wait_delivered(tmp_path / "out", "from-orders/", sent)
+    wait_delivered(d, tmp_path / "out", "from-orders", sent)
     assert source_error(d.endpoint, "from-orders") is None
 
 
@@ -234,7 +242,7 @@ def test_the_source_reads_its_sidecar_over_https_verified_by_the_ca_bundle(
         httpx.post(f"http://127.0.0.1:{port}/", content=b"{}", timeout=5)
     sent = lines("secure", 2000)
     put(producer(f"https://127.0.0.1:{port}", verify=str(ca.cert)), "secure", sent)
-    wait_delivered(tmp_path / "out", "from-secure/", sent)
+    wait_delivered(d, tmp_path / "out", "from-secure", sent)
     endpoint = d.endpoint.replace("http://", "https://")
     details = readiness(endpoint, verify=trust)["streams"]["from-secure"]["source"]
     assert details["last_error"] is None and details["kinesis_stream"] == stream_arn("secure")
@@ -250,7 +258,7 @@ def test_without_the_ca_bundle_the_source_refuses_the_sidecars_certificate(
     endpoint = d.endpoint.replace("http://", "https://")
     wait_for_error(endpoint, "from-secure", "SSL", "CERTIFICATE_VERIFY_FAILED", verify=trust)
     time.sleep(1.0)
-    assert delivered_lines(tmp_path / "out", "from-secure/") == []
+    assert delivered_records(tmp_path / "out", "from-secure/") == []
 
 
 # -- the account in the stream's ARN -------------------------------------------------------------------------
@@ -279,7 +287,7 @@ def test_a_source_reads_the_stream_its_arn_names_not_the_same_name_in_its_keys_a
                           aws_access_key_id=foreign["access_key_id"], aws_secret_access_key=foreign["secret"])
     put(theirs, "shared", lines("other-account", 100))
     time.sleep(2.0)
-    delivered = delivered_lines(tmp_path / "out", "from-shared/")
+    delivered = delivered_records(tmp_path / "out", "from-shared/")
     assert not [line for line in delivered if line.startswith(b"other-account")], (
         f"{len(delivered)} records of account {OTHER_ACCOUNT}'s stream were delivered by a delivery stream "
         f"reading {stream_arn('shared')}")
@@ -302,5 +310,5 @@ def test_readyz_keeps_naming_a_read_error_while_it_lasts(start_daemon: Callable[
     for _ in range(40):
         seen.append(source_error(d.endpoint, "from-no-records"))
         time.sleep(0.05)
-    assert delivered_lines(tmp_path / "out", "from-no-records/") == []
+    assert delivered_records(tmp_path / "out", "from-no-records/") == []
     assert None not in seen, f"/readyz showed no error {seen.count(None)} times in {len(seen)} while nothing was read"

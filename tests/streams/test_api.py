@@ -17,8 +17,8 @@ import httpx
 import pytest
 
 from firehose.streams.hashkeys import MAX_HASH_KEY
-from tests.conftest import CREDS
-from tests.streams.conftest import StreamsServer, read_all, read_shard, unique
+from tests.support.aws import CREDS
+from tests.support.streams import StreamsServer, read_all, read_shard, unique
 
 
 def error_of(exc_info: pytest.ExceptionInfo[botocore.exceptions.ClientError]) -> tuple[str, str, int]:

@@ -11,7 +11,7 @@ import pytest
 
 from firehose.streams import store as store_module
 from firehose.streams.store import ShardStore, StoreOptions
-from tests.streams.conftest import read_all
+from tests.support.streams import read_all
 
 
 def test_acknowledged_records_survive_kill_9(start_streams_server: Any, tmp_path: Path) -> None:
@@ -117,7 +117,7 @@ def test_a_second_server_on_the_same_store_refuses_to_start(start_streams_server
     import subprocess
     import sys
 
-    from tests.conftest import free_port
+    from tests.support.ports import free_port
 
     server = start_streams_server()
     server.client().create_stream(StreamName="mine", ShardCount=1)

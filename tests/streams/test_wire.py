@@ -4,18 +4,17 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import time
-from pathlib import Path
 from typing import Any
 
 import cbor2
 import httpx
 import pytest
 
-from tests.streams.conftest import StreamsServer, unique
+from tests.support.jssdk import kinesis_client_script
+from tests.support.streams import StreamsServer, unique
 
 CBOR = "application/x-amz-cbor-1.1"
 
@@ -78,25 +77,10 @@ def test_http2_with_prior_knowledge(streams_server: StreamsServer) -> None:
         assert resp.http_version == "HTTP/2" and out["StreamDescriptionSummary"]["StreamName"] == name
 
 
-JS_SDK = "@aws-sdk/client-kinesis@3"
-
-
-def _js_sdk_dir() -> Path:
-    """The JavaScript SDK, installed once with npm into a cache directory outside the work tree."""
-    root = Path(os.environ.get("FIREHOSE_TEST_NODE_DIR", Path.home() / ".cache" / "firehose-tests" / "js-sdk"))
-    if not (root / "node_modules" / "@aws-sdk" / "client-kinesis").is_dir():
-        root.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["npm", "install", "--prefix", str(root), "--no-audit", "--no-fund", JS_SDK], check=True,
-                       capture_output=True, timeout=300)
-    return root
-
-
 @pytest.mark.skipif(shutil.which("node") is None or shutil.which("npm") is None, reason="Node.js is not installed")
 def test_javascript_sdk_v3_default_client_over_http2(streams_server: StreamsServer) -> None:
     """The real JavaScript SDK v3, default configuration: its Kinesis client uses HTTP/2 (h2c here)."""
-    root = _js_sdk_dir()
-    script = root / "kinesis_client.mjs"  # next to node_modules, so the import resolves
-    shutil.copy(Path(__file__).parent / "js" / "kinesis_client.mjs", script)
+    script = kinesis_client_script()
     name = unique("js")
     out = subprocess.run(["node", str(script), streams_server.endpoint, name], capture_output=True, text=True,
                          timeout=120)

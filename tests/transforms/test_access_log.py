@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.test_transforms import load
+from tests.support.transforms import load
 
 access_log = load("access_log")
 

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from tests.test_transforms import REPO, load
+from tests.support.transforms import TRANSFORMS_DIR, load
 
-TRANSFORMS = sorted(path.stem for path in (REPO / "transforms").glob("*.py"))
+TRANSFORMS = sorted(path.stem for path in TRANSFORMS_DIR.glob("*.py"))
 RESULTS = {"Ok", "Dropped", "ProcessingFailed"}
 SETTINGS = {
     "CWL_OUTPUT": "json",
@@ -130,7 +130,7 @@ def test_module_runs_unchanged_on_lambda(name: str) -> None:
     module = load(name)
     assert module.handler is module.lambda_handler
     assert module.__doc__
-    tree = ast.parse((REPO / "transforms" / f"{name}.py").read_text())
+    tree = ast.parse((TRANSFORMS_DIR / f"{name}.py").read_text())
     imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     imported |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     assert {module_name.split(".")[0] for module_name in imported} <= sys.stdlib_module_names

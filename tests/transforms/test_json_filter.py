@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.test_transforms import load
+from tests.support.transforms import load
 
 json_filter = load("json_filter")
 

@@ -1,20 +1,10 @@
-"""Shipped transform functions follow the Firehose transformation contract."""
+"""The shipped passthrough transform returns every record Ok and unchanged."""
 
 from __future__ import annotations
 
 import base64
-import importlib.util
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-
-
-def load(name: str):  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location(name, REPO / "transforms" / f"{name}.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.support.transforms import TRANSFORMS_DIR, load
 
 
 def test_passthrough_returns_every_record_ok_and_unchanged() -> None:
@@ -34,4 +24,4 @@ def test_passthrough_returns_every_record_ok_and_unchanged() -> None:
     assert all(r["result"] == "Ok" for r in response["records"])
     assert [base64.b64decode(r["data"]) for r in response["records"]] == [b"record 0", b"record 1", b"record 2"]
     assert module.handler is module.lambda_handler
-    assert "import firehose" not in (REPO / "transforms" / "passthrough.py").read_text()
+    assert "import firehose" not in (TRANSFORMS_DIR / "passthrough.py").read_text()

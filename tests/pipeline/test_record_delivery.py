@@ -3,7 +3,7 @@
 delivered lands in the error output with the reason, after the definition's retry duration.
 
 The Splunk and HTTP endpoint receivers are stand-ins written to the documented protocols
-(``tests/receivers/``): no Splunk server can run here, and an HTTP endpoint is whatever a user writes.
+(``tests/support/receivers/``): no Splunk server can run here, and an HTTP endpoint is whatever a user writes.
 """
 
 from __future__ import annotations
@@ -21,11 +21,15 @@ import httpx
 import pytest
 from opensearchpy import OpenSearch
 
-from tests.conftest import ROLE, RunningDaemon, free_port, read_local, wait_until
-from tests.receivers.http_endpoint import Behaviour, HttpEndpointReceiver
-from tests.receivers.splunk import TOKEN, SplunkReceiver
-from tests.servers import OpenSearchServer, PostgresServer
-from tests.tls import self_signed, server_context
+from tests.support.aws import ROLE
+from tests.support.daemon import RunningDaemon
+from tests.support.delivered import read_local
+from tests.support.ports import free_port
+from tests.support.receivers.http_endpoint import Behaviour, HttpEndpointReceiver
+from tests.support.receivers.splunk import TOKEN, SplunkReceiver
+from tests.support.servers import OpenSearchServer, PostgresServer
+from tests.support.tls import self_signed, server_context
+from tests.support.waiting import wait_until
 
 FAST = {"delivery": {"backoff_base_seconds": 0.05, "backoff_max_seconds": 0.2}}
 S3 = {"RoleARN": ROLE, "BucketARN": "arn:aws:s3:::local"}

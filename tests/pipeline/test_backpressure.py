@@ -6,7 +6,10 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from tests.conftest import MotoServer, list_objects, local_stream, wait_until
+from tests.support.config import local_stream
+from tests.support.delivered import list_objects
+from tests.support.servers import MotoServer
+from tests.support.waiting import wait_until
 
 
 def test_spool_full_answers_503_and_recovers_once_the_destination_drains(start_daemon: Any) -> None:

@@ -1,7 +1,9 @@
-"""Real servers the tests start on loopback: PostgreSQL (initdb/pg_ctl) and osmem-server (OpenSearch API).
+"""Real servers the tests start on loopback: moto's S3 server, PostgreSQL (initdb/pg_ctl) and osmem-server
+(OpenSearch API).
 
-Each is started once per test session by a fixture in ``conftest.py`` and stopped by its own process
-or data directory, never by name.
+Fixtures in ``conftest.py`` start one of each per test session (a test that takes its server down
+starts its own, and so does ``bench/destinations.py``); each is stopped by its own process or data
+directory, never by name.
 
 PostgreSQL runs from the Debian package's binaries (``scripts/system-packages`` installs them), on a
 free port, with its socket and data in a temporary directory, SCRAM password authentication over TCP,
@@ -17,6 +19,7 @@ import glob
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import urllib.request
 from dataclasses import dataclass
@@ -25,7 +28,48 @@ from typing import Any
 
 import psycopg
 
-from tests.conftest import free_port, wait_until
+from tests.support.aws import s3_client
+from tests.support.ports import free_port
+from tests.support.waiting import wait_until
+
+
+class MotoServer:
+    """moto's S3-compatible server as a child process on loopback."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> MotoServer:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        client = s3_client(self.endpoint)
+
+        def up() -> bool:
+            try:
+                client.list_buckets()
+                return True
+            except Exception:
+                return False
+
+        wait_until(up, timeout=30)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+    def client(self) -> Any:
+        return s3_client(self.endpoint)
 
 
 @dataclass

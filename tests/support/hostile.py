@@ -44,8 +44,12 @@ from botocore.loaders import Loader
 from hypothesis import strategies as st
 
 from firehose.frontdoor.shapes import java_regex
-from tests.conftest import ChildProcess, DaemonProcess, free_port, local_stream, wait_until, write_config
-from tests.streams.conftest import StreamsServer
+from tests.support.config import local_stream, write_config
+from tests.support.daemon import DaemonProcess
+from tests.support.ports import free_port
+from tests.support.process import ChildProcess
+from tests.support.streams import StreamsServer
+from tests.support.waiting import wait_until
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"

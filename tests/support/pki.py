@@ -1,6 +1,6 @@
 """A throwaway private CA for TLS tests of the API listeners: server and client certificates it signs.
 
-Unlike ``tests/tls.py`` (one self-signed certificate), clients here trust the CA only, as they
+Unlike ``tests/support/tls.py`` (one self-signed certificate), clients here trust the CA only, as they
 would a real deployment's: the server certificate is checked against it by name (127.0.0.1 and
 localhost), and a client certificate it signs passes mutual TLS.
 """

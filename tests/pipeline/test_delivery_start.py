@@ -17,7 +17,7 @@ from firehose.pipeline import Pipeline, StreamConfig
 from firehose.settings import Settings
 from firehose.spool import Spool
 from firehose.telemetry import Metrics
-from tests.conftest import read_local
+from tests.support.delivered import read_local
 
 
 def pipeline(tmp_path: Path, spool: Spool, executor: ThreadPoolExecutor) -> Pipeline:
@@ -46,15 +46,34 @@ async def started(tmp_path: Path, scenario: Callable[[Pipeline, asyncio.Future[N
     spool.close()
 
 
+async def wait_idle(p: Pipeline, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not p.idle():
+        assert time.monotonic() < deadline, "the pipeline did not become idle"
+        await asyncio.sleep(0.02)
+
+
+async def delivered_by_a_pipeline_told_to_wait_for_nothing(tmp_path: Path) -> None:
+    """The same stream and record, in a spool and output of their own, delivered with no ``deliver_after``:
+    once it is idle, a pipeline that did not wait would have delivered too."""
+    spool = Spool(tmp_path / "spool", max_bytes=1 << 30)
+    with ThreadPoolExecutor(2) as executor:
+        p = pipeline(tmp_path, spool, executor)
+        p.start()
+        await spool.append(spool.open_stream("s-i1"), [b"kept\n"], 1_700_000_000_000, 5)
+        await wait_idle(p)
+        await p.stop(1)
+    spool.close()
+    assert list(read_local(tmp_path / "out").values()) == [b"kept\n"]
+
+
 def test_delivery_waits_for_what_it_is_told_to_then_delivers_what_was_spooled(tmp_path: Path) -> None:
     async def scenario(p: Pipeline, workers_up: asyncio.Future[None]) -> None:
-        await asyncio.sleep(0.3)
+        await delivered_by_a_pipeline_told_to_wait_for_nothing(tmp_path / "control")
         assert read_local(tmp_path / "out") == {}
         assert not p.idle()
         workers_up.set_result(None)
-        deadline = time.monotonic() + 10
-        while not p.idle() and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
+        await wait_idle(p)
         assert list(read_local(tmp_path / "out").values()) == [b"kept\n"]
         await p.stop(1)
 
