@@ -8,7 +8,7 @@ step (its files closed, nothing more written) and a new one is opened on the sam
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -113,35 +113,46 @@ def crash_points() -> Iterator[int]:
     yield from range(2 * len(STEPS) + 1)
 
 
+async def run_until_crash(root: Path, sent: dict[str, list[bytes]], batches: list[list[bytes]],
+                          steps: Callable[[Reader, Spool], Awaitable[None]]) -> None:
+    """Spool ``batches``, run ``steps`` with a reader, then crash: close the files, write nothing more."""
+    spool, stream = open_spool(root)
+    try:
+        await append(spool, stream, batches)
+        await steps(Reader(BatchCursor(spool, stream, RAW), sent), spool)
+    finally:
+        spool.close()
+
+
+async def restart_and_finish(root: Path, sent: dict[str, list[bytes]], *, more: list[list[bytes]] | None = None,
+                             check: Callable[[BatchCursor], None] | None = None) -> None:
+    """Open the spool again, as the next start does, and deliver everything (``more`` spooled first)."""
+    spool, stream = open_spool(root)
+    try:
+        cursor = BatchCursor(spool, stream, RAW)
+        if check is not None:
+            check(cursor)
+        await append(spool, stream, more or [])
+        await Reader(cursor, sent).finish()
+        assert not stream.ledger.pending()
+    finally:
+        spool.close()
+
+
 @pytest.mark.parametrize("crash_after", list(crash_points()))
 def test_a_crash_between_any_two_steps_loses_nothing_and_repeats_nothing(tmp_path: Path, crash_after: int) -> None:
     batches = all_records()
     sent: dict[str, list[bytes]] = {}
 
-    async def first_run() -> None:
-        spool, stream = open_spool(tmp_path)
-        await append(spool, stream, batches)
-        reader = Reader(BatchCursor(spool, stream, RAW), sent)
-        steps = [reader.read, lambda: reader.seal(7), reader.send, reader.done] * 2
-        try:
-            for step in steps[:crash_after]:
-                result = step()
-                if asyncio.iscoroutine(result):
-                    await result
-        finally:
-            spool.close()  # closes files only, writes nothing: what kill -9 leaves
+    async def steps(reader: Reader, _spool: Spool) -> None:
+        for step in ([reader.read, lambda: reader.seal(7), reader.send, reader.done] * 2)[:crash_after]:
+            result = step()
+            if asyncio.iscoroutine(result):
+                await result
 
-    async def second_run() -> None:
-        spool, stream = open_spool(tmp_path)
-        try:
-            await Reader(BatchCursor(spool, stream, RAW), sent).finish()
-            assert not stream.ledger.pending()
-        finally:
-            spool.close()
-
-    asyncio.run(first_run())
+    asyncio.run(run_until_crash(tmp_path, sent, batches, steps))
     keys_before = dict(sent)
-    asyncio.run(second_run())
+    asyncio.run(restart_and_finish(tmp_path, sent))
     assert_each_record_once(sent, batches)
     for key, records in keys_before.items():  # a batch sent again went under the same key, byte-identical
         assert sent[key] == records
@@ -152,26 +163,18 @@ def test_a_seal_torn_by_a_crash_is_as_if_never_made(tmp_path: Path) -> None:
     batches = all_records()
     sent: dict[str, list[bytes]] = {}
 
-    async def first_run() -> None:
-        spool, stream = open_spool(tmp_path)
-        await append(spool, stream, batches)
-        reader = Reader(BatchCursor(spool, stream, RAW), sent)
+    async def steps(reader: Reader, _spool: Spool) -> None:
         await reader.read()
         await reader.seal(7)
-        spool.close()
 
-    asyncio.run(first_run())
+    asyncio.run(run_until_crash(tmp_path, sent, batches, steps))
     [segment] = sorted((tmp_path / "s" / "ledger").glob("*.seg"))
     segment.write_bytes(segment.read_bytes()[:-3])  # the seal's frame, cut short
 
-    async def second_run() -> None:
-        spool, stream = open_spool(tmp_path)
-        cursor = BatchCursor(spool, stream, RAW)
+    def unsealed(cursor: BatchCursor) -> None:
         assert cursor.pending() == [] and cursor.position == (0, 0)
-        await Reader(cursor, sent).finish()
-        spool.close()
 
-    asyncio.run(second_run())
+    asyncio.run(restart_and_finish(tmp_path, sent, check=unsealed))
     assert_each_record_once(sent, batches)
 
 
@@ -180,10 +183,7 @@ def test_done_is_durable_before_a_segment_is_deleted(tmp_path: Path) -> None:
     batches = all_records()
     sent: dict[str, list[bytes]] = {}
 
-    async def first_run() -> None:
-        spool, stream = open_spool(tmp_path)
-        await append(spool, stream, batches)
-        reader = Reader(BatchCursor(spool, stream, RAW), sent)
+    async def steps(reader: Reader, spool: Spool) -> None:
         await reader.read()
         await reader.seal(20)
         reader.send()
@@ -193,21 +193,15 @@ def test_done_is_durable_before_a_segment_is_deleted(tmp_path: Path) -> None:
         spool.release = crash  # type: ignore[method-assign]
         with pytest.raises(Crash):
             await reader.done()
-        spool.close()
 
-    asyncio.run(first_run())
+    asyncio.run(run_until_crash(tmp_path, sent, batches, steps))
     segments = sorted((tmp_path / "s" / "records").glob("*.seg"))
     assert len(segments) > 1, "the records are still on disk"
 
-    async def second_run() -> None:
-        spool, stream = open_spool(tmp_path)
-        cursor = BatchCursor(spool, stream, RAW)
+    def done_already(cursor: BatchCursor) -> None:
         assert cursor.pending() == [] and not cursor.has_unread()
-        await append(spool, stream, [[b"later"]])
-        await Reader(cursor, sent).finish()
-        spool.close()
 
-    asyncio.run(second_run())
+    asyncio.run(restart_and_finish(tmp_path, sent, more=[[b"later"]], check=done_already))
     assert_each_record_once(sent, [*batches, [b"later"]])
     assert not set(segments) & set((tmp_path / "s" / "records").glob("*.seg")), "released with the next batch"
 
@@ -217,27 +211,18 @@ def test_the_low_watermark_never_passes_a_buffered_record(tmp_path: Path) -> Non
     batches = all_records()
     sent: dict[str, list[bytes]] = {}
 
-    async def first_run() -> None:
-        spool, stream = open_spool(tmp_path)
-        await append(spool, stream, batches)
-        reader = Reader(BatchCursor(spool, stream, RAW), sent)
+    async def steps(reader: Reader, spool: Spool) -> None:
         await reader.read()
         await reader.seal(3)
         reader.send()
         await reader.done()  # moves the watermark, but only to the oldest buffered record
-        assert stream.ledger.low[RAW] == (0, 3)
-        spool.close()
+        assert spool.open_stream("s").ledger.low[RAW] == (0, 3)
 
-    asyncio.run(first_run())
-
-    async def second_run() -> None:
-        spool, stream = open_spool(tmp_path)
-        cursor = BatchCursor(spool, stream, RAW)
+    def resumes_at_the_buffer(cursor: BatchCursor) -> None:
         assert cursor.position == (0, 3)
-        await Reader(cursor, sent).finish()
-        spool.close()
 
-    asyncio.run(second_run())
+    asyncio.run(run_until_crash(tmp_path, sent, batches, steps))
+    asyncio.run(restart_and_finish(tmp_path, sent, check=resumes_at_the_buffer))
     assert_each_record_once(sent, batches)
 
 
