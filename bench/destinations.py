@@ -118,16 +118,19 @@ def merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 class Daemon:
-    def __init__(self, workdir: Path, stream: dict[str, Any]) -> None:
+    """``firehose serve`` as a child process with one delivery stream; ``settings`` (then ``--settings``)
+    are laid over the benchmark's own."""
+
+    def __init__(self, workdir: Path, stream: dict[str, Any], settings: dict[str, Any] | None = None) -> None:
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         workdir.mkdir(parents=True, exist_ok=True)
         self.config = workdir / "firehose.json"
-        self.config.write_text(json.dumps(merged({
+        self.config.write_text(json.dumps(merged(merged({
             "port": self.port, "state_dir": str(workdir / "state"), "log_level": "ERROR",
             "spool": {"max_bytes": "8GiB"}, "buckets": {"stage": {"directory": str(workdir / "stage")}},
             "delivery": {"shutdown_timeout_seconds": 0, "backoff_max_seconds": 0.5},
-            "delivery_streams": [stream]}, SETTINGS)))
+            "delivery_streams": [stream]}, settings or {}), SETTINGS)))
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> float:

@@ -1,20 +1,26 @@
 """The floor server for the ingest benchmark: the least work a PutRecordBatch server can do.
 
-It reads the body, parses it with orjson, base64-decodes every record with the
-standard library and answers a per-record reply, and does nothing else: no
-durability, no delivery. The daemon's CPU per 1,000 records is reported as a
-ratio to this server's, measured in the same run under the same load.
+It reads the body, parses it with orjson, base64-decodes every record with
+``pybase64`` (SIMD, strict alphabet as the daemon checks it) and answers a
+per-record reply, and does nothing else: no durability, no delivery. The
+daemon's records/s and CPU per 1,000 records are reported as ratios to this
+server's, measured in the same run under the same load.
+
+It is lean on purpose: the standard library's ``base64`` costs about four times
+what ``pybase64`` (which the daemon itself uses) does (3.7 against 0.9 ms of CPU
+per 1,000 records of 1 KiB, measured alone), and a floor that spends that
+flatters the daemon's ratios.
 
     python bench/floor.py PORT
 """
 
 from __future__ import annotations
 
-import base64
 import sys
 import uuid
 
 import orjson
+import pybase64
 import uvicorn
 
 
@@ -34,7 +40,7 @@ async def app(scope, receive, send):  # type: ignore[no-untyped-def]
         return
     body = orjson.loads(raw)
     records = body.get("Records") or [body.get("Record")]
-    decoded = [base64.b64decode(r["Data"]) for r in records]
+    decoded = [pybase64.b64decode(r["Data"], validate=True) for r in records]
     reply = orjson.dumps({
         "FailedPutCount": 0,
         "Encrypted": False,
