@@ -70,7 +70,7 @@ from destinations import Daemon, tree_cpu_seconds  # noqa: E402
 from ingest import cpu_seconds, free_port  # noqa: E402
 from processing import make_records  # noqa: E402
 
-from firehose.processing.compress import ZSTD_LEVEL  # noqa: E402
+from firehose.encoding.compress import ZSTD_LEVEL  # noqa: E402
 
 ROLE = "arn:aws:iam::123456789012:role/bench"
 CREDS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "region_name": "us-east-1"}
