@@ -85,7 +85,7 @@ def direct_put_size(count: int, data_bytes: int) -> int:
 
 def encode(records: list[bytes], arrival_ms: int) -> list[bytes]:
     """Payload parts for one direct-put entry (the committer writes them contiguously)."""
-    lengths = array("I", [len(r) for r in records])
+    lengths = array("I", map(len, records))
     return [_HEAD.pack(KIND_DIRECT_PUT, arrival_ms, len(records)), _le(lengths), *records]
 
 
