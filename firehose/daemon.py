@@ -223,7 +223,7 @@ class Daemon:
         built = self._destination(state)
         destination = built.destination
         pipeline = Pipeline(
-            state, config, self.spool, self._stream_spool(state), destination, self.settings, self.metrics,
+            state, config, self._stream_spool(state), destination, self.settings, self.metrics,
             store=built.store, workers=self.workers, keyring=self._keyring if config.encrypt else None,
             convert_pool=self._convert_executor() if config.conversion else None,
         )

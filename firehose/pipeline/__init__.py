@@ -31,7 +31,7 @@ from firehose.pipeline.feed import Feeder
 from firehose.processing.chain import Processor
 from firehose.processing.transform import WorkerPool
 from firehose.settings import Settings
-from firehose.spool import PROC, RAW, Spool, StreamSpool
+from firehose.spool import PROC, RAW, StreamSpool
 from firehose.spool.cursor import BatchCursor, ProcessCursor
 from firehose.telemetry import Metrics
 
@@ -43,7 +43,6 @@ class Pipeline:
         self,
         state: StreamState,
         config: StreamConfig,
-        spool: Spool,
         stream_spool: StreamSpool,
         destination: Destination,  # type: ignore[type-arg]
         settings: Settings,
@@ -60,7 +59,7 @@ class Pipeline:
         builder = ObjectBuilder(state.name, keyring, convert_pool)
         self.deliverer = Deliverer(
             name=state.name, incarnation=state.incarnation,
-            cursor=BatchCursor(spool, stream_spool, self.mode), config=config,
+            cursor=BatchCursor(stream_spool, self.mode), config=config,
             destination=destination, builder=builder, store=store, settings=settings, metrics=metrics,
             clock=clock)
         self.feeder: Feeder | None = None
@@ -69,7 +68,7 @@ class Pipeline:
             source = state.definition.kinesis_stream_source_configuration
             processor = Processor(config.plan, config.keys, workers, stream_arn=arn, region=settings.region,
                                   source_arn=source.kinesis_stream_arn if source else None)
-            self.feeder = Feeder(name=state.name, cursor=ProcessCursor(spool, stream_spool), config=config,
+            self.feeder = Feeder(name=state.name, cursor=ProcessCursor(stream_spool), config=config,
                                  processor=processor, metrics=metrics, clock=clock)
 
     def start(self, *, deliver_after: Awaitable[object] | None = None) -> None:

@@ -44,8 +44,11 @@ class StreamSpool:
     for records already processed.
     """
 
-    def __init__(self, key: str, directory: Path, committer: GroupCommitter, segment_bytes: int) -> None:
+    def __init__(self, key: str, directory: Path, committer: GroupCommitter, segment_bytes: int,
+                 owner: Spool) -> None:
         self.key = key
+        #: The spool this stream's bytes count against (appends and releases go through it).
+        self.owner = owner
         self.directory = directory
         self.log = SegmentLog(directory / "records", segment_bytes=segment_bytes)
         self.processed = SegmentLog(directory / "processed", segment_bytes=segment_bytes)
@@ -90,7 +93,7 @@ class Spool:
         """Open (recovering if needed) the spool of one stream."""
         stream = self._streams.get(key)
         if stream is None:
-            stream = StreamSpool(key, self.root / key, self.committer, self.segment_bytes)
+            stream = StreamSpool(key, self.root / key, self.committer, self.segment_bytes, self)
             self._streams[key] = stream
             with self._lock:
                 self._used += stream.log.size_bytes + stream.processed.size_bytes

@@ -47,7 +47,7 @@ from typing import Any
 
 from firehose.partitions import DEFAULT_PARTITION
 from firehose.records import Position
-from firehose.spool import PROC, RAW, Spool, StreamSpool, entry
+from firehose.spool import PROC, RAW, StreamSpool, entry
 from firehose.spool.entry import RecordEntry, Span
 from firehose.spool.ledger import Seal
 
@@ -121,8 +121,8 @@ class _Cover:
 class BatchCursor:
     """One stream's sealed-batch protocol over the log of ``source`` (``raw`` or ``proc``)."""
 
-    def __init__(self, spool: Spool, stream: StreamSpool, source: str) -> None:
-        self._spool = spool
+    def __init__(self, stream: StreamSpool, source: str) -> None:
+        self._spool = stream.owner
         self._stream = stream
         self.source = source
         self._log = stream.source(source)
@@ -280,8 +280,8 @@ class ProcessCursor:
     are released once processed, except those an earlier mode's open seals still need.
     """
 
-    def __init__(self, spool: Spool, stream: StreamSpool) -> None:
-        self._spool = spool
+    def __init__(self, stream: StreamSpool) -> None:
+        self._spool = stream.owner
         self._stream = stream
         self._position = self._resume()
 

@@ -29,7 +29,7 @@ def pipeline(tmp_path: Path, spool: Spool, executor: ThreadPoolExecutor) -> Pipe
     state = StreamState(name="s", definition=definition, version_id=1, created_ms=0, updated_ms=0, active_ms=0,
                         incarnation="i1", origin="api")
     ctx = DestinationContext(stream="s", settings=settings, executor=executor)
-    return Pipeline(state, StreamConfig.build(definition, 1, settings), spool, spool.open_stream(state.spool_key),
+    return Pipeline(state, StreamConfig.build(definition, 1, settings), spool.open_stream(state.spool_key),
                     destinations.build(definition, ctx).destination, settings, Metrics())
 
 

@@ -119,7 +119,7 @@ async def run_until_crash(root: Path, sent: dict[str, list[bytes]], batches: lis
     spool, stream = open_spool(root)
     try:
         await append(spool, stream, batches)
-        await steps(Reader(BatchCursor(spool, stream, RAW), sent), spool)
+        await steps(Reader(BatchCursor(stream, RAW), sent), spool)
     finally:
         spool.close()
 
@@ -129,7 +129,7 @@ async def restart_and_finish(root: Path, sent: dict[str, list[bytes]], *, more: 
     """Open the spool again, as the next start does, and deliver everything (``more`` spooled first)."""
     spool, stream = open_spool(root)
     try:
-        cursor = BatchCursor(spool, stream, RAW)
+        cursor = BatchCursor(stream, RAW)
         if check is not None:
             check(cursor)
         await append(spool, stream, more or [])
@@ -233,13 +233,13 @@ def test_a_sealed_backlog_is_read_once_after_a_restart(tmp_path: Path) -> None:
     async def scenario() -> None:
         spool, stream = open_spool(tmp_path)
         await append(spool, stream, batches)
-        reader = Reader(BatchCursor(spool, stream, RAW), {})
+        reader = Reader(BatchCursor(stream, RAW), {})
         await reader.read()
         await reader.seal(5)
         await reader.seal(5)  # two open seals: entries 0 and 1 whole
         spool.close()
         spool, stream = open_spool(tmp_path)
-        cursor = BatchCursor(spool, stream, RAW)
+        cursor = BatchCursor(stream, RAW)
         assert cursor.position == (1, 5)  # the end of the second seal: entry 2 is next
         assert [s.key for s in cursor.pending()] == ["key-0-0", "key-1-0"]
         assert cursor.pending() == [], "each open seal is handed out once"
@@ -256,25 +256,25 @@ def test_processing_resumes_after_the_last_processed_entry(tmp_path: Path) -> No
     async def scenario() -> None:
         spool, stream = open_spool(tmp_path)
         await append(spool, stream, batches)
-        feeder = ProcessCursor(spool, stream)
+        feeder = ProcessCursor(stream)
         taken: list[tuple[RecordEntry, int]] = []
         await feeder.read(1 << 20, lambda e, first: taken.append((e, first)))
         assert [e.seq for e, _ in taken] == [0, 1, 2, 3] and feeder.position == (4, 0)
         spool.close()  # crash before the processed entry: nothing was consumed
 
         spool, stream = open_spool(tmp_path)
-        feeder = ProcessCursor(spool, stream)
+        feeder = ProcessCursor(stream)
         assert feeder.position == (0, 0)
         groups = [(DEFAULT_PARTITION, [(b"x", 1)])]
         await feeder.append(groups, (2, 0))  # the first two raw entries, processed
         spool.close()
 
         spool, stream = open_spool(tmp_path)
-        feeder = ProcessCursor(spool, stream)
+        feeder = ProcessCursor(stream)
         assert feeder.position == (2, 0)
         got = stream.processed.read(0, 1 << 20)
         assert [entry.decode(s, p).raw_end for s, p in got] == [(2, 0)]
-        cursor = BatchCursor(spool, stream, PROC)
+        cursor = BatchCursor(stream, PROC)
         assert cursor.has_unread()
         spool.close()
 
