@@ -6,6 +6,18 @@ import signal
 import subprocess
 
 
+def stop_gently(proc: subprocess.Popen[bytes] | None, timeout: float = 10) -> None:
+    """SIGTERM a process that is still running, SIGKILL it if it does not end within ``timeout``."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
 class ChildProcess:
     """A process the tests started, stopped only by its own pid."""
 

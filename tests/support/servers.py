@@ -30,6 +30,7 @@ import psycopg
 
 from tests.support.aws import s3_client
 from tests.support.ports import free_port
+from tests.support.process import stop_gently
 from tests.support.waiting import wait_until
 
 
@@ -59,13 +60,7 @@ class MotoServer:
         return self
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_gently(self.proc)
         self.proc = None
 
     def client(self) -> Any:

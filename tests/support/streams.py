@@ -16,7 +16,7 @@ from botocore.config import Config as BotoConfig
 
 from tests.support.aws import CREDS
 from tests.support.ports import free_port
-from tests.support.process import ChildProcess
+from tests.support.process import ChildProcess, stop_gently
 from tests.support.waiting import wait_until
 
 
@@ -55,13 +55,7 @@ class StreamsServer(ChildProcess):
         return boto3.client("kinesis", endpoint_url=self.endpoint, config=BotoConfig(**config), **CREDS)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_gently(self.proc, 15)
 
     def log(self) -> str:
         return self.log_path.read_text()
