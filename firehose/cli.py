@@ -199,7 +199,7 @@ def _serve(args: argparse.Namespace) -> int:
     setup_logging(config.settings.log_level)
     if path is None:
         log.info("No config file found; running on built-in defaults with no declared streams.")
-    return _run(config)
+    return _run(config, lambda: load_config(path, overrides))
 
 
 def _streams_serve(args: argparse.Namespace) -> int:
@@ -252,11 +252,12 @@ def _loop_factory() -> Any:
         return None
 
 
-def _run(config: Config) -> int:
+def _run(config: Config, reread: Callable[[], Config] | None = None) -> int:
+    """Serve ``config``; ``reread`` loads it again the same way, for a reload (SIGHUP)."""
     from firehose.daemon import Daemon  # imported late: `validate` needs none of it
 
     def main() -> Coroutine[Any, Any, None]:
-        daemon = Daemon(config)
+        daemon = Daemon(config, reread=reread)
         tune_gc()
         return daemon.serve()
 

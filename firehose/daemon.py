@@ -23,6 +23,7 @@ import os
 import signal
 import ssl
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
 
@@ -99,10 +100,17 @@ def _hold_worker(seconds: float) -> None:
 #: uvicorn on a hardened listener, without signal capture (the daemon installs its own handlers).
 _Server = listeners.UvicornServer
 
+#: Settings a reload applies in place (``Daemon.reload``); a change to any other waits for a restart.
+#: ``tls`` is re-read from its files on every reload; ``auth`` holds the principals and policies.
+_RELOADABLE_SETTINGS = frozenset({"auth", "tls", "log_level"})
+
 
 class Daemon:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, reread: Callable[[], Config] | None = None) -> None:
+        """``reread`` loads the config again as it was loaded at start (same file, same flags): what
+        ``reload`` (SIGHUP) applies. Without it a reload only re-reads the TLS certificates."""
         self.config = config
+        self._reread = reread
         self.settings: Settings = config.settings
         self.metrics = Metrics()
         #: Running streams by (account, name).
@@ -413,8 +421,8 @@ class Daemon:
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(sig, self.request_stop)
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            # SIGHUP re-reads the listeners' TLS certificates (open connections keep theirs).
-            loop.add_signal_handler(signal.SIGHUP, listeners.reload_tls)
+            # SIGHUP (systemctl reload) re-reads the config and the TLS certificates, without a restart.
+            loop.add_signal_handler(signal.SIGHUP, self.reload)
         serving = asyncio.create_task(server.serve())
         while not server.started and not serving.done():
             await asyncio.sleep(0.01)
@@ -446,6 +454,56 @@ class Daemon:
         self._metrics_server = await listeners.start_uvicorn(OperatorApp(routes), host, port, self.settings.limits,
                                                              name="metrics listener")
         log.info("Metrics listening.", extra={"host": host, "port": self._metrics_server.listener.port})
+
+    def reload(self) -> bool:
+        """Apply the config file again (SIGHUP), without a restart; whether it was applied.
+
+        What changes in place: the declared delivery streams (added, changed: a new version, what
+        is buffered delivered under the old one first; removed), the principals, their policies and
+        the scrapers' bearer tokens, and the TLS certificates (open connections keep theirs). An
+        invalid config is refused as a whole, with a log line naming the file and what is wrong,
+        and the daemon runs on as it was. Other settings (listeners, spool, buckets, ...) apply at
+        the next start; a reload that changes them says which. Acknowledged records are never
+        touched: a reload only changes catalogs, as the control-plane API does.
+        """
+        listeners.reload_tls()
+        if self._reread is None or self._stopping:
+            return False
+        source = self.config.source
+        try:
+            new = self._reread()
+            auth = new.settings.auth
+            # The mode and the clock skew stay as started (the listeners were checked against the mode).
+            principals = Principals(auth.model_copy(update={"mode": self.settings.auth.mode}),
+                                    self.settings.account_id)
+            for definition in new.streams:
+                try:
+                    self.validate(definition)
+                except ValueError as exc:
+                    raise ConfigError(f"{new.source}: delivery stream {definition.delivery_stream_name!r}: "
+                                      f"{exc}") from exc
+        except ConfigError as exc:
+            log.error("Reload refused: the config is invalid; running on as before.",
+                      extra={"config": source, "error": str(exc)})
+            return False
+        restart = sorted(k for k in type(self.settings).model_fields if k not in _RELOADABLE_SETTINGS
+                         and getattr(new.settings, k) != getattr(self.settings, k))
+        restart += [f"auth.{k}" for k in ("mode", "clock_skew_seconds")
+                    if getattr(auth, k) != getattr(self.settings.auth, k)]
+        if restart:
+            log.warning("Settings changed that apply at the next start; the rest of the config is applied.",
+                        extra={"config": source, "settings": restart})
+        self.principals.replace(principals)
+        if new.settings.log_level != self.settings.log_level:
+            logging.getLogger().setLevel(new.settings.log_level.upper())
+        declared = new.by_account()
+        for account in declared:
+            self.catalogs.get(account)
+        for account, catalog in self.catalogs:
+            catalog.apply_config(declared.get(account, []))
+        self.config = new
+        log.info("Reloaded the config.", extra={"config": source, "streams": len(new.streams)})
+        return True
 
     def request_stop(self) -> None:
         if not self._stopping:

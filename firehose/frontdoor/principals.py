@@ -75,6 +75,12 @@ class Principals:
         self._by_key = {p.access_key_id: _principal(p) for p in auth.principals}
         self._bearer = [t.encode() for t in auth.bearer_tokens]
 
+    def replace(self, other: Principals) -> None:
+        """Take ``other``'s principals, policies and bearer tokens, in place (a config reload):
+        whoever holds this object sees the new ones from the next request on."""
+        self._by_key = other._by_key
+        self._bearer = other._bearer
+
     def get(self, access_key_id: str) -> Principal | None:
         return self._by_key.get(access_key_id)
 
