@@ -51,6 +51,7 @@ from firehose.spool import Spool, StreamSpool
 from firehose.storage.dirlock import DirectoryLock
 from firehose.streams.server import Sidecar
 from firehose.streams.server import state_dir as kinesis_state_dir
+from firehose.systemd import Notifier
 from firehose.telemetry import Metrics, tune_gc
 
 log = logging.getLogger("firehose.daemon")
@@ -111,6 +112,8 @@ class Daemon:
         ``reload`` (SIGHUP) applies. Without it a reload only re-reads the TLS certificates."""
         self.config = config
         self._reread = reread
+        #: systemd's notification socket and watchdog (nothing outside systemd).
+        self.notifier = Notifier()
         self.settings: Settings = config.settings
         self.metrics = Metrics()
         #: Running streams by (account, name).
@@ -442,6 +445,9 @@ class Daemon:
         self._started = True
         host, port = listener.address
         log.info("Listening.", extra={"host": host, "port": port, "streams": len(self.pipelines)})
+        # The spool is replayed and every listener bound: now systemd may start what depends on us.
+        self.notifier.ready(self._status())
+        self._spawn(self.notifier.keep_alive())
         await serving
         await self.shutdown()
 
@@ -455,7 +461,19 @@ class Daemon:
                                                              name="metrics listener")
         log.info("Metrics listening.", extra={"host": host, "port": self._metrics_server.listener.port})
 
+    def _status(self) -> str:
+        """The one line ``systemctl status`` shows."""
+        return f"Serving {len(self.pipelines)} delivery streams on port {self.settings.port}."
+
     def reload(self) -> bool:
+        """SIGHUP: ``apply_config``, told to systemd as a reload (RELOADING=1, then READY=1)."""
+        self.notifier.reloading()
+        try:
+            return self.apply_config()
+        finally:
+            self.notifier.ready(self._status())
+
+    def apply_config(self) -> bool:
         """Apply the config file again (SIGHUP), without a restart; whether it was applied.
 
         What changes in place: the declared delivery streams (added, changed: a new version, what
@@ -508,6 +526,7 @@ class Daemon:
     def request_stop(self) -> None:
         if not self._stopping:
             log.info("Stopping: no longer accepting requests; delivering what is buffered.")
+            self.notifier.stopping()
         self._stopping = True
         if self._server is not None:
             self._server.should_exit = True
