@@ -323,14 +323,15 @@ class Daemon:
             self._start_pipeline(current)
 
     async def _retire(self, state: StreamState, pipeline: Pipeline | None) -> None:
-        """A deleted stream: deliver what is buffered (bounded wait), then drop its spool."""
+        """A deleted stream stops at once, as on AWS: what it had not delivered goes with its spool."""
         await self._stop_source(state.key)
         self.quotas.forget(state.key)
         if pipeline is not None:
-            await pipeline.stop(self.settings.delivery.shutdown_timeout_seconds)
-            if not pipeline.idle():
-                log.warning("Deleted a delivery stream before all of its records were delivered.",
-                            extra={"stream": state.name})
+            undelivered = not pipeline.idle()
+            await pipeline.discard()
+            if undelivered:
+                log.warning("Deleted a delivery stream before all of its records were delivered; "
+                            "they are dropped with it.", extra={"stream": state.name})
         self.spool.remove_stream(state.spool_key)
         log.info("Deleted a delivery stream.", extra={"stream": state.name})
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -73,3 +74,39 @@ def test_a_second_daemon_on_the_same_state_directory_refuses_to_start(tmp_path: 
     assert out.returncode == 1
     assert f"the state directory {tmp_path / 'state'} is in use by another process" in out.stderr
     assert first.proc is not None and first.proc.poll() is None  # the first one is untouched
+
+
+def test_a_deleted_stream_stops_at_once_even_while_its_destination_fails(tmp_path: Path,
+                                                                         daemon_process: Any) -> None:
+    """DeleteDeliveryStream does not wait out a retry loop, and says what happened to the records
+    it had not delivered (not that they are delivered after the next start: its spool is gone)."""
+    out = tmp_path / "out"
+    out.write_text("a file where the directory should be")  # the destination cannot be written
+    config = write_config(
+        tmp_path / "c.yaml",
+        {"state_dir": str(tmp_path / "state"), "buckets": {"local": {"directory": str(out)}},
+         "delivery": {"shutdown_timeout_seconds": 20, "backoff_base_seconds": 0.1}},
+        [],
+    )
+    daemon = daemon_process(config).start()
+    client = firehose_client(daemon.endpoint)
+    client.create_delivery_stream(DeliveryStreamName="s", ExtendedS3DestinationConfiguration={
+        "RoleARN": "arn:aws:iam::123456789012:role/firehose", "BucketARN": "arn:aws:s3:::local",
+        "BufferingHints": {"SizeInMBs": 1, "IntervalInSeconds": 0}})
+    wait_until(lambda: client.describe_delivery_stream(DeliveryStreamName="s")
+               ["DeliveryStreamDescription"]["DeliveryStreamStatus"] == "ACTIVE")
+    client.put_record(DeliveryStreamName="s", Record={"Data": b"doomed\n"})
+
+    def failing() -> bool:
+        with urllib.request.urlopen(daemon.endpoint + "/readyz") as r:
+            return json.loads(r.read())["streams"]["s"]["consecutive_failures"] > 0
+
+    wait_until(failing)
+    started = time.monotonic()
+    client.delete_delivery_stream(DeliveryStreamName="s")
+    wait_until(lambda: "Deleted a delivery stream." in daemon.log_path.read_text(), timeout=10)
+    assert time.monotonic() - started < 5, "no 20 s wait for a retry loop"
+    log = daemon.log_path.read_text()
+    assert "they are dropped with it" in log and "Left undelivered batches" not in log
+    assert not (tmp_path / "state" / "spool").exists() or not any((tmp_path / "state" / "spool").iterdir())
+    assert daemon.terminate() == 0

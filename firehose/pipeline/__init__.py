@@ -86,6 +86,12 @@ class Pipeline:
                     store: ObjectDestination | None = None) -> None:
         self.deliverer.reconfigure(config, destination, store)
 
+    async def discard(self) -> None:
+        """Stop at once without delivering what is left (the stream was deleted, its spool goes)."""
+        if self.feeder is not None:
+            await self.feeder.discard()
+        await self.deliverer.discard()
+
     async def stop(self, timeout: float) -> None:
         if self.feeder is not None:
             await self.feeder.stop()

@@ -184,6 +184,17 @@ class Deliverer:
                             extra={"stream": self.name, "batches": len(not_done)})
         await self._destination.aclose()
 
+    async def discard(self) -> None:
+        """Stop at once, sealing nothing and cancelling every attempt in flight (a deleted stream:
+        its spool goes with it, so nothing is left to deliver later)."""
+        self._closing = True
+        tasks = [t for t in (self._task, *self._inflight.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._buffers.clear()
+        await self._destination.aclose()
+
     # -- the loop -------------------------------------------------------------
 
     async def _run(self, after: Awaitable[object] | None) -> None:

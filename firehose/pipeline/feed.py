@@ -61,6 +61,14 @@ class Feeder:
             with contextlib.suppress(Exception):
                 await self._task
 
+    async def discard(self) -> None:
+        """Stop at once, the batch being processed too (a deleted stream)."""
+        self._closing = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await self._task
+
     async def _run(self) -> None:
         while not self._closing:
             try:
