@@ -100,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
 def _validate(path: Path) -> int:
     from firehose.pipeline.config import check_definition
 
+    if _is_agent_config(path):
+        return _validate_agent(path)
     try:
         config = load_config(path)
         _validate_access(config)
@@ -114,6 +116,32 @@ def _validate(path: Path) -> int:
         return 1
     names = ", ".join(s.delivery_stream_name for s in config.streams) or "none"
     print(f"ok: {path}: {len(config.streams)} delivery stream(s): {names}")
+    return 0
+
+
+def _is_agent_config(path: Path) -> bool:
+    """Whether ``path`` is the agent's config (``agent.json`` or its YAML form: it has ``flows``)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text())  # JSON is YAML too
+    except (OSError, yaml.YAMLError):
+        return False
+    return isinstance(data, dict) and "flows" in data
+
+
+def _validate_agent(path: Path) -> int:
+    """``firehose validate agent.json``: the agent's config, checked as ``firehose agent`` reads it."""
+    from firehose.agent.config import load_agent_config
+
+    try:
+        config, ignored = load_agent_config(path)
+    except ConfigError as exc:
+        print(f"invalid: {exc}", file=sys.stderr)
+        return 1
+    targets = ", ".join(sorted({f.delivery_stream or f.kinesis_stream or "?" for f in config.flows}))
+    print(f"ok: {path}: an agent config (for `firehose agent`): {len(config.flows)} flow(s) to {targets}"
+          + (f"; accepted but ignored: {', '.join(ignored)}" if ignored else ""))
     return 0
 
 

@@ -47,6 +47,18 @@ def test_validate_command_accepts_a_good_file(tmp_path: Path) -> None:
     assert "clicks" in out.stdout
 
 
+def test_validate_recognises_an_agent_config_and_checks_it_as_the_agent_does(tmp_path: Path) -> None:
+    shipped = REPO / "config" / "agent" / "agent.json"
+    out = subprocess.run([sys.executable, "-m", "firehose", "validate", str(shipped)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "an agent config" in out.stdout and "2 flow(s) to default" in out.stdout
+    bad = tmp_path / "agent.json"
+    bad.write_text('{"flows": [{"filePattern": "/var/log/x.log", "deliveryStream": "d", "bogus": 1}]}')
+    out = subprocess.run([sys.executable, "-m", "firehose", "validate", str(bad)], capture_output=True, text=True)
+    assert out.returncode == 1
+    assert "flows[0]" in out.stderr and "bogus: unknown key" in out.stderr
+
+
 def _error(tmp_path: Path, settings: dict, streams: list) -> str:  # type: ignore[type-arg]
     path = write_config(tmp_path / "bad.yaml", settings, streams)
     with pytest.raises(ConfigError) as info:
