@@ -224,7 +224,7 @@ def _serve(args: argparse.Namespace) -> int:
         setup_logging("INFO")
         log.error("Invalid configuration: %s", exc)
         return 2
-    setup_logging(config.settings.log_level)
+    setup_logging(config.settings.log_level, config.settings.log.format)
     if path is None:
         log.info("No config file found; running on built-in defaults with no declared streams.")
     return _run(config, lambda: load_config(path, overrides))
@@ -242,7 +242,7 @@ def _streams_serve(args: argparse.Namespace) -> int:
         log.error("Invalid configuration: %s", exc)
         return 2
     settings = config.settings
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log.format)
     k = settings.kinesis
     host = args.host or k.host or settings.host
     port = args.port if args.port is not None else k.port

@@ -52,7 +52,7 @@ from firehose.storage.dirlock import DirectoryLock
 from firehose.streams.server import Sidecar
 from firehose.streams.server import state_dir as kinesis_state_dir
 from firehose.systemd import Notifier
-from firehose.telemetry import Metrics, tune_gc
+from firehose.telemetry import Metrics, setup_logging, tune_gc
 
 log = logging.getLogger("firehose.daemon")
 
@@ -103,7 +103,7 @@ _Server = listeners.UvicornServer
 
 #: Settings a reload applies in place (``Daemon.reload``); a change to any other waits for a restart.
 #: ``tls`` is re-read from its files on every reload; ``auth`` holds the principals and policies.
-_RELOADABLE_SETTINGS = frozenset({"auth", "tls", "log_level"})
+_RELOADABLE_SETTINGS = frozenset({"auth", "tls", "log_level", "log"})
 
 
 class Daemon:
@@ -513,8 +513,8 @@ class Daemon:
             log.warning("Settings changed that apply at the next start; the rest of the config is applied.",
                         extra={"config": source, "settings": restart})
         self.principals.replace(principals)
-        if new.settings.log_level != self.settings.log_level:
-            logging.getLogger().setLevel(new.settings.log_level.upper())
+        if (new.settings.log_level, new.settings.log) != (self.settings.log_level, self.settings.log):
+            setup_logging(new.settings.log_level, new.settings.log.format)
         declared = new.by_account()
         for account in declared:
             self.catalogs.get(account)

@@ -291,6 +291,15 @@ class TlsSettings(_Settings):
         return self
 
 
+class LogSettings(_Settings):
+    #: ``text``: one sentence and ``key=value`` fields per line, for people; ``json``: one JSON object
+    #: per line (``time``, ``level``, ``logger``, ``message`` and the same fields), for log systems.
+    format: Literal["text", "json"] = "text"
+    #: Each stream logs at most one line per this many seconds about what it delivered (and one about
+    #: records sent to the error output), with counts, instead of one line per object or record.
+    summary_seconds: Annotated[float, Field(gt=0)] = 10.0
+
+
 class MetricsSettings(_Settings):
     #: ``host:port`` of a separate plain-HTTP listener for /metrics, /healthz and /readyz that needs no
     #: authentication (keep it on loopback or a private network); unset: only the API listeners serve them.
@@ -382,6 +391,7 @@ class Settings(_Settings):
     create_delay_seconds: Annotated[float, Field(ge=0)] = 0.0
     max_delivery_streams: Annotated[int, Field(ge=1)] = 5000
     log_level: str = "INFO"
+    log: LogSettings = LogSettings()
     spool: SpoolSettings = SpoolSettings()
     s3: S3Settings = S3Settings()
     buckets: dict[str, BucketSettings] = {}

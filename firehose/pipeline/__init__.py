@@ -25,6 +25,7 @@ from firehose.definitions import delivery_stream_arn
 from firehose.destinations import Destination, ObjectDestination
 from firehose.encoding.builder import ObjectBuilder
 from firehose.encoding.encrypt import Keyring
+from firehose.pipeline.activity import ActivityLog
 from firehose.pipeline.config import StreamConfig
 from firehose.pipeline.deliver import Deliverer, DeliveryState
 from firehose.pipeline.feed import Feeder
@@ -57,11 +58,12 @@ class Pipeline:
         self.name = state.name
         self.mode = PROC if config.plan.active else RAW
         builder = ObjectBuilder(state.name, keyring, convert_pool)
+        self.activity = ActivityLog(state.name, settings.log.summary_seconds)
         self.deliverer = Deliverer(
             name=state.name, incarnation=state.incarnation,
             cursor=BatchCursor(stream_spool, self.mode), config=config,
             destination=destination, builder=builder, store=store, settings=settings, metrics=metrics,
-            clock=clock)
+            activity=self.activity, clock=clock)
         self.feeder: Feeder | None = None
         if self.mode == PROC:
             arn = delivery_stream_arn(settings.region, state.account_id, state.name)
@@ -69,7 +71,7 @@ class Pipeline:
             processor = Processor(config.plan, config.keys, workers, stream_arn=arn, region=settings.region,
                                   source_arn=source.kinesis_stream_arn if source else None)
             self.feeder = Feeder(name=state.name, cursor=ProcessCursor(stream_spool), config=config,
-                                 processor=processor, metrics=metrics, clock=clock)
+                                 processor=processor, metrics=metrics, activity=self.activity, clock=clock)
 
     def start(self, *, deliver_after: Awaitable[object] | None = None) -> None:
         """``deliver_after``: what delivery waits for first (the worker processes it needs)."""
@@ -91,11 +93,13 @@ class Pipeline:
         if self.feeder is not None:
             await self.feeder.discard()
         await self.deliverer.discard()
+        self.activity.flush()
 
     async def stop(self, timeout: float) -> None:
         if self.feeder is not None:
             await self.feeder.stop()
         await self.deliverer.stop(timeout)
+        self.activity.flush()
 
     @property
     def delivery(self) -> DeliveryState:

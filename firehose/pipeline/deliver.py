@@ -33,11 +33,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from itertools import repeat
 
+from firehose import failures
 from firehose.clock import now_ms
 from firehose.destinations import Destination, Failure, ObjectDestination, Outcome
-from firehose.encoding.builder import DATA, RECORDS, ObjectBuilder
+from firehose.encoding.builder import DATA, OVERFLOW, RECORDS, ObjectBuilder
 from firehose.errors import DestinationError, SpoolError
 from firehose.partitions import describe_partition
+from firehose.pipeline.activity import ActivityLog
 from firehose.pipeline.buffer import Buffer
 from firehose.pipeline.config import StreamConfig
 from firehose.pipeline.erroroutput import ErrorOutput
@@ -99,6 +101,7 @@ class Deliverer:
         store: ObjectDestination | None = None,
         settings: Settings,
         metrics: Metrics,
+        activity: ActivityLog | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name
@@ -112,6 +115,7 @@ class Deliverer:
         self._max_partitions = settings.processing.max_active_partitions
         self._max_buffered = max(settings.processing.max_buffered_bytes, config.size_bytes)
         self._metrics = metrics
+        self._activity = activity or ActivityLog(name, settings.log.summary_seconds)
         self._clock = clock
         self._errors = ErrorOutput(name, builder, metrics, self._backoff, clock)
         self._buffers: dict[str, Buffer] = {}
@@ -367,8 +371,15 @@ class Deliverer:
             log.error("Gave up on a batch after its retry duration; it was filed for a manual load.",
                       extra={"stream": self.name, "key": seal.key, "error": str(exc.last)})
             return
+        kind = seal.meta.get("kind", DATA)
         for obj in objects or []:
             self._note_success(obj)
+            if kind == OVERFLOW:
+                self._activity.failed(failures.PARTITIONING_FAILED, obj.record_count)
+            elif kind == DATA and obj.key != seal.key:
+                self._activity.failed(failures.FORMAT_CONVERSION_FAILED, obj.record_count)
+            elif kind == DATA:
+                self._activity.delivered(self._destination.name, obj.key, obj.record_count, obj.size)
 
     async def _deliver_records(self, seal: Seal, spans: list[Span] | None) -> None:
         """OpenSearch, Splunk, HTTP endpoint: only the records that failed are retried, until the
@@ -394,6 +405,9 @@ class Deliverer:
             delivered = len(pending) - len(retry) - len(outcome.rejected)
             if delivered:
                 self._metrics.delivered_records.labels(self.name, destination.name).inc(delivered)
+                not_ok = retry.keys() | {pending[f.index] for f in outcome.rejected}
+                self._activity.delivered(destination.name, str(seal.meta["batch_id"]), delivered,
+                                         sum(len(batch_records[i].data) for i in pending if i not in not_ok))
             pending = [i for i in pending if i in retry]
             if not pending:
                 break
@@ -411,6 +425,7 @@ class Deliverer:
             assert self._store is not None, "record destinations have an object store"
             await self._errors.failed(self._store, self._config.encoding, str(seal.meta["error_key"]),
                                       self._destination.name, batch_records, failed, on_failure)
+            self._activity.failed(self._destination.error_output_type, len(failed))
         if self._config.backup_all:
             assert self._store is not None, "record destinations have an object store"
             backup = await self._builder.backup(self._config.encoding, seal.key, SpanRecords(spans))

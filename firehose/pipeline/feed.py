@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from firehose.pipeline.activity import ActivityLog
 from firehose.pipeline.buffer import Buffer
 from firehose.pipeline.config import StreamConfig
 from firehose.processing.chain import Processor, RawRecord
@@ -35,12 +36,14 @@ log = logging.getLogger("firehose.pipeline")
 
 class Feeder:
     def __init__(self, *, name: str, cursor: ProcessCursor, config: StreamConfig,
-                 processor: Processor, metrics: Metrics, clock: Callable[[], float] = time.monotonic) -> None:
+                 processor: Processor, metrics: Metrics, activity: ActivityLog | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.name = name
         self._cursor = cursor
         self.config = config
         self._processor = processor
         self._metrics = metrics
+        self._activity = activity
         self._clock = clock
         self._buffer = Buffer(config.plan.buffer_bytes, config.plan.buffer_interval_s, clock)
         self._wakeup = asyncio.Event()
@@ -119,6 +122,8 @@ class Feeder:
             self._metrics.processing_dropped.labels(self.name).inc(dropped)
         for kind, n in failed.items():
             self._metrics.processing_failed.labels(self.name, kind).inc(n)
+            if self._activity is not None:
+                self._activity.failed(kind, n)
 
     @property
     def buffered_bytes(self) -> int:
