@@ -153,6 +153,11 @@ class Flow(_Model):
         return self.kinesis_stream or self.delivery_stream or ""
 
     @property
+    def label(self) -> str:
+        """How logs name the flow: its stream and its files (two flows to one stream differ)."""
+        return f"{self.stream} <- {self.file_pattern}"
+
+    @property
     def flow_id(self) -> str:
         """Stable across restarts: the checkpoints of a flow are found by it."""
         kind = "kds" if self.is_kinesis else "fh"

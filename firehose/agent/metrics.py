@@ -46,7 +46,7 @@ class Snapshot:
 
 
 def progress_line(flow: FlowRunner, previous: Snapshot | None) -> tuple[str, Snapshot]:
-    """``flow clicks: lines read 1200 (+200), records sent 1150 (+190), behind: /var/log/a.log 512 B``."""
+    """``flow clicks <- /var/log/app/*.log: lines read 1200 (+200), records sent 1150 (+190), behind: /var/log/a.log 512 B``."""
     s = flow.stats
     behind = flow.bytes_behind()
     now = Snapshot(flow.flow.stream, s.lines_read, s.send.records_sent, behind)
@@ -58,7 +58,7 @@ def progress_line(flow: FlowRunner, previous: Snapshot | None) -> tuple[str, Sna
         extra += f", refused as invalid {s.send.records_failed_permanently}"
     if s.send.last_error and s.send.errors:
         extra += f", send errors {s.send.errors} (last: {s.send.last_error[:120]})"
-    line = (f"flow {flow.flow.stream}: lines read {s.lines_read} (+{d_read}), records sent {s.send.records_sent} "
+    line = (f"flow {flow.flow.label}: lines read {s.lines_read} (+{d_read}), records sent {s.send.records_sent} "
             f"(+{d_sent}), behind: {files}{extra}")
     return line, now
 

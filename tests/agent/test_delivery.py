@@ -116,6 +116,7 @@ def test_progress_line_and_prometheus_metrics(start_daemon, run_agent, tmp_path:
     wait_until(lambda: any("records sent 123" in r.getMessage() for r in caplog.records))
     line = next(r.getMessage() for r in caplog.records if "records sent 123" in r.getMessage())
     assert "lines read 123" in line and f"{log} 0 B" in line
+    assert line.startswith(f"flow logs <- {log}: "), "the flow is named by its stream and its files"
     assert agent.metrics is not None
     with urllib.request.urlopen(f"http://127.0.0.1:{agent.metrics.port}/metrics", timeout=5) as resp:
         text = resp.read().decode()
