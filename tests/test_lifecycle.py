@@ -31,23 +31,27 @@ def test_sigterm_flushes_buffers_and_exits_cleanly(tmp_path: Path, daemon_proces
     assert "Stopping" in log and "Stopped." in log
 
 
+def unwritable_destination(tmp_path: Path, out: Path, *, shutdown_timeout: float,
+                           streams: list[dict[str, Any]]) -> Path:
+    """A config whose local bucket cannot be written (a file stands where its directory should be)."""
+    out.write_text("a file where the directory should be")
+    return write_config(tmp_path / "c.yaml", {
+        "state_dir": str(tmp_path / "state"), "buckets": {"local": {"directory": str(out)}},
+        "delivery": {"shutdown_timeout_seconds": shutdown_timeout, "backoff_base_seconds": 0.1}}, streams)
+
+
+def failing(daemon: Any, stream: str) -> bool:
+    """Whether ``/readyz`` shows the stream's delivery failing."""
+    with urllib.request.urlopen(daemon.endpoint + "/readyz") as r:
+        return bool(json.loads(r.read())["streams"][stream]["consecutive_failures"] > 0)
+
+
 def test_undeliverable_data_stays_in_the_spool_across_a_restart(tmp_path: Path, daemon_process: Any) -> None:
     out = tmp_path / "out"
-    out.write_text("a file where the directory should be")  # the destination cannot be written
-    config = write_config(
-        tmp_path / "c.yaml",
-        {"state_dir": str(tmp_path / "state"), "buckets": {"local": {"directory": str(out)}},
-         "delivery": {"shutdown_timeout_seconds": 1, "backoff_base_seconds": 0.1}},
-        [local_stream("s", interval=0)],
-    )
+    config = unwritable_destination(tmp_path, out, shutdown_timeout=1, streams=[local_stream("s", interval=0)])
     daemon = daemon_process(config).start()
     firehose_client(daemon.endpoint).put_record(DeliveryStreamName="s", Record={"Data": b"kept\n"})
-
-    def failing() -> bool:
-        with urllib.request.urlopen(daemon.endpoint + "/readyz") as r:
-            return json.loads(r.read())["streams"]["s"]["consecutive_failures"] > 0
-
-    wait_until(failing)
+    wait_until(lambda: failing(daemon, "s"))
     assert daemon.terminate() == 0
     assert "Left undelivered batches in the spool" in daemon.log_path.read_text()
 
@@ -80,14 +84,7 @@ def test_a_deleted_stream_stops_at_once_even_while_its_destination_fails(tmp_pat
                                                                          daemon_process: Any) -> None:
     """DeleteDeliveryStream does not wait out a retry loop, and says what happened to the records
     it had not delivered (not that they are delivered after the next start: its spool is gone)."""
-    out = tmp_path / "out"
-    out.write_text("a file where the directory should be")  # the destination cannot be written
-    config = write_config(
-        tmp_path / "c.yaml",
-        {"state_dir": str(tmp_path / "state"), "buckets": {"local": {"directory": str(out)}},
-         "delivery": {"shutdown_timeout_seconds": 20, "backoff_base_seconds": 0.1}},
-        [],
-    )
+    config = unwritable_destination(tmp_path, tmp_path / "out", shutdown_timeout=20, streams=[])
     daemon = daemon_process(config).start()
     client = firehose_client(daemon.endpoint)
     client.create_delivery_stream(DeliveryStreamName="s", ExtendedS3DestinationConfiguration={
@@ -96,12 +93,7 @@ def test_a_deleted_stream_stops_at_once_even_while_its_destination_fails(tmp_pat
     wait_until(lambda: client.describe_delivery_stream(DeliveryStreamName="s")
                ["DeliveryStreamDescription"]["DeliveryStreamStatus"] == "ACTIVE")
     client.put_record(DeliveryStreamName="s", Record={"Data": b"doomed\n"})
-
-    def failing() -> bool:
-        with urllib.request.urlopen(daemon.endpoint + "/readyz") as r:
-            return json.loads(r.read())["streams"]["s"]["consecutive_failures"] > 0
-
-    wait_until(failing)
+    wait_until(lambda: failing(daemon, "s"))
     started = time.monotonic()
     client.delete_delivery_stream(DeliveryStreamName="s")
     wait_until(lambda: "Deleted a delivery stream." in daemon.log_path.read_text(), timeout=10)

@@ -14,7 +14,7 @@ import pytest
 from tests.support.config import local_stream
 from tests.support.daemon import RunningDaemon
 from tests.support.delivered import read_local
-from tests.support.transforms import TRANSFORMS_DIR
+from tests.support.transforms import TRANSFORMS_DIR, verdicts, write_function
 from tests.support.waiting import wait_until
 
 ARN = "arn:aws:lambda:us-east-1:123456789012:function:{}"
@@ -29,27 +29,7 @@ def processing(*processors: dict[str, Any]) -> dict[str, Any]:
     return {"Enabled": True, "Processors": list(processors)}
 
 
-def write_function(directory: Path, name: str, body: str) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / f"{name}.py").write_text(textwrap.dedent(body))
-
-
-UPPER = """
-    import base64
-
-    def lambda_handler(event, context):
-        out = []
-        for r in event["records"]:
-            data = base64.b64decode(r["data"])
-            if data.startswith(b"drop"):
-                out.append({"recordId": r["recordId"], "result": "Dropped", "data": ""})
-            elif data.startswith(b"fail"):
-                out.append({"recordId": r["recordId"], "result": "ProcessingFailed", "data": r["data"]})
-            else:
-                out.append({"recordId": r["recordId"], "result": "Ok",
-                            "data": base64.b64encode(data.upper()).decode()})
-        return {"records": out}
-"""
+UPPER = verdicts("data.upper()")
 
 
 def objects(root: Path, part: str = "") -> dict[str, bytes]:

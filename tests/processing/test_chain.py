@@ -10,7 +10,6 @@ import asyncio
 import base64
 import gzip
 import json
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from firehose.processing.chain import Plan, ProcessedBatch, Processor, RawRecord
 from firehose.processing.transform import WorkerPool
 from firehose.settings import Settings
 from tests.support.config import local_stream
+from tests.support.transforms import verdicts, write_function
 
 ARN = "arn:aws:lambda:us-east-1:123456789012:function:{}"
 STREAM_ARN = "arn:aws:firehose:us-east-1:123456789012:deliverystream/s"
@@ -53,10 +53,6 @@ def fn_dir(tmp_path: Path) -> Path:
     directory = tmp_path / "fns"
     directory.mkdir()
     return directory
-
-
-def write_function(fn_dir: Path, name: str, body: str) -> None:
-    (fn_dir / f"{name}.py").write_text(textwrap.dedent(body))
 
 
 @pytest.fixture
@@ -220,23 +216,8 @@ def test_the_steps_run_in_aws_order_whatever_order_the_definition_lists_them(fn_
 
 # -- running a batch: the Lambda ------------------------------------------------------------------------------
 
-VERDICTS = """
-    import base64, json
-
-    def lambda_handler(event, context):
-        out = []
-        for r in event["records"]:
-            data = base64.b64decode(r["data"])
-            if data.startswith(b"drop"):
-                out.append({"recordId": r["recordId"], "result": "Dropped", "data": ""})
-            elif data.startswith(b"fail"):
-                out.append({"recordId": r["recordId"], "result": "ProcessingFailed", "data": r["data"]})
-            else:
-                seen = {"id": r["recordId"], "data": data.decode(), "kinesis": r.get("kinesisRecordMetadata")}
-                out.append({"recordId": r["recordId"], "result": "Ok",
-                            "data": base64.b64encode(json.dumps(seen).encode()).decode()})
-        return {"records": out}
-"""
+VERDICTS = verdicts('json.dumps({"id": r["recordId"], "data": data.decode(), '
+                    '"kinesis": r.get("kinesisRecordMetadata")}).encode()')
 
 
 def test_lambda_results_ok_dropped_and_processing_failed_each_go_their_way(fn_dir: Path, pool: WorkerPool) -> None:
