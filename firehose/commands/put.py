@@ -156,12 +156,12 @@ class Summary:
 
     def line(self) -> str:
         """The one-line summary a person reads."""
-        text = (f"{self.stream}: {self.accepted} of {self.records} records accepted "
+        text = (f"{self.stream}: {self.accepted:,} of {self.records:,} records accepted "
                 f"({units.size(self.accepted_bytes)}) in {units.duration(self.seconds)}, "
                 f"{units.rate(self.accepted, self.seconds):,.0f} records/s, "
-                f"{units.size(units.rate(self.accepted_bytes, self.seconds))}/s; {self.failed} failed")
+                f"{units.size(units.rate(self.accepted_bytes, self.seconds))}/s; {self.failed:,} failed")
         if self.resent:
-            text += f", {self.resent} resent"
+            text += f", {self.resent:,} resent"
         if self.stopped:
             text += f"; stopped: {self.stopped}"
         return text
