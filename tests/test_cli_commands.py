@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,9 +24,11 @@ from tests.support.delivered import assert_delivered_once, read_local
 from tests.support.waiting import wait_until
 
 
-def firehose(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
-    """``python -m firehose ARGS`` with ``stdin`` as its input; its output is not a terminal."""
-    done = subprocess.run([sys.executable, "-m", "firehose", *args], input=stdin, capture_output=True, timeout=120)
+def firehose(*args: str, stdin: bytes | None = None, env: dict[str, str] | None = None
+             ) -> subprocess.CompletedProcess[str]:
+    """``python -m firehose ARGS`` with ``stdin`` as its input (and ``env`` added); its output is not a terminal."""
+    done = subprocess.run([sys.executable, "-m", "firehose", *args], input=stdin, capture_output=True, timeout=120,
+                          env={**os.environ, **(env or {})})
     return subprocess.CompletedProcess(done.args, done.returncode, done.stdout.decode(), done.stderr.decode())
 
 
@@ -142,6 +145,29 @@ def test_describe_of_a_missing_stream_says_so_with_status_1(start_daemon: Any) -
     assert firehose("ls", "--endpoint-url", d.endpoint).stdout.strip() == "No delivery streams."
 
 
+def test_with_authentication_on_the_figures_come_from_a_signed_readyz(start_daemon: Any) -> None:
+    def principal(name: str, account: str) -> dict[str, Any]:
+        return {"access_key_id": f"AKIA{name.upper():0<16}", "secret": f"{name}-secret", "account_id": account,
+                "name": name, "policies": [{"Version": "2012-10-17", "Statement": [
+                    {"Effect": "Allow", "Action": "firehose:*", "Resource": "*"}]}]}
+
+    home, other = principal("home", "111122223333"), principal("other", "444455556666")
+    d = start_daemon([local_stream("mine"), {**local_stream("theirs"), "AccountId": "444455556666"}],
+                     auth={"mode": "sigv4", "principals": [home, other]})
+
+    def as_(p: dict[str, Any]) -> dict[str, str]:
+        return {"AWS_ACCESS_KEY_ID": p["access_key_id"], "AWS_SECRET_ACCESS_KEY": p["secret"]}
+
+    mine = json.loads(firehose("describe", "mine", "--endpoint-url", d.endpoint, "--json", env=as_(home)).stdout)
+    assert mine["daemon"]["idle"] is True
+    # Another account's stream: /readyz names it account/name; the command finds it by its ARN's account.
+    theirs = json.loads(firehose("describe", "theirs", "--endpoint-url", d.endpoint, "--json", env=as_(other)).stdout)
+    assert theirs["arn"].split(":")[4] == "444455556666" and theirs["daemon"]["backlog_bytes"] == 0
+    refused = firehose("ls", "--endpoint-url", d.endpoint, env={"AWS_ACCESS_KEY_ID": "AKIANOBODY", **{
+        "AWS_SECRET_ACCESS_KEY": "wrong"}})
+    assert refused.returncode == 1 and refused.stdout == ""
+
+
 # -- the parts -------------------------------------------------------------------------------
 
 
@@ -194,6 +220,25 @@ def test_a_partial_failure_resends_only_the_failed_records_and_gives_up_on_inval
     assert client.calls[1] == [b"r1\n", b"r3\n", b"r5\n"]  # the throttled ones, not the invalid r0
     assert (result.accepted, result.failed, result.resent) == (5, 1, 3)
     assert result.failures[0].record == 1 and result.failures[0].error.startswith("InvalidArgumentException")
+
+
+def test_a_throttled_call_is_sent_again_whole() -> None:
+    from botocore.exceptions import ClientError
+
+    class ThrottledOnce:
+        calls = 0
+
+        def put_record_batch(self, DeliveryStreamName: str, Records: list[dict[str, bytes]]) -> dict[str, Any]:
+            self.calls += 1
+            if self.calls == 1:
+                raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"},
+                                   "ResponseMetadata": {"HTTPStatusCode": 400}}, "PutRecordBatch")
+            return {"FailedPutCount": 0, "RequestResponses": [{"RecordId": "x"} for _ in Records]}
+
+    result = Summary("s")
+    asyncio.run(Sender(Connection(ThrottledOnce(), None, "us-east-1"), "s", result, retry_seconds=60).send(
+        [(1, b"a\n"), (2, b"b\n")]))
+    assert (result.accepted, result.failed, result.resent, result.ok) == (2, 0, 2, True)
 
 
 def test_throttled_records_count_as_failed_once_the_retry_time_is_up() -> None:
