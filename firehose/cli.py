@@ -5,6 +5,12 @@
     firehose agent --config FILE [--state-dir DIR] [--log-level L]
     firehose decrypt FILE|s3://BUCKET/KEY [--out FILE] [--config FILE]
     firehose streams serve [--config FILE] [--host H] [--port P] [--state-dir DIR]
+    firehose put STREAM [FILE|-] [--delimiter D] [--batch-records N] [--retry-seconds S] [--json] [ENDPOINT]
+    firehose ls [--json] [ENDPOINT]
+    firehose describe STREAM [--json] [ENDPOINT]
+
+ENDPOINT is ``[--endpoint-url URL] [--region R] [--profile P]``: those commands are clients of the
+public Firehose API (``firehose.commands``), so they work against AWS as well as this daemon.
 
 Without ``--config``, ``serve`` reads ``$FIREHOSE_CONFIG``, else
 ``./config/firehose.yaml``, else ``/etc/firehose/firehose.yaml``, else runs on
@@ -24,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from firehose import __version__
+from firehose.commands import connection
 from firehose.errors import ConfigError
 from firehose.settings import Config, load_config
 from firehose.telemetry import setup_logging, tune_gc
@@ -70,6 +77,26 @@ def _parser() -> argparse.ArgumentParser:
     _listener_arguments(streams_serve, config="config file (YAML); its kinesis: section applies",
                         settings="kinesis.host / kinesis.port",
                         state="shard store directory (overrides kinesis.state_dir)")
+
+    put = sub.add_parser("put", help="send the lines (or delimited records) of a file to a delivery stream")
+    put.add_argument("stream", help="the delivery stream's name")
+    put.add_argument("file", nargs="?", default="-", help="the input (default, or -: standard input)")
+    put.add_argument("--delimiter", default="\\n",
+                     help="what ends a record, kept as part of it; escapes \\n \\r \\t \\0 \\xHH (default \\n)")
+    put.add_argument("--batch-records", type=int, default=500, help="records per PutRecordBatch, 1 to 500 (500)")
+    put.add_argument("--retry-seconds", type=float, default=120.0,
+                     help="how long a batch's failed records are retried before they count as failed (120)")
+    put.add_argument("--json", action="store_true", help="print the summary as JSON")
+    connection.add_arguments(put)
+
+    ls = sub.add_parser("ls", help="list the delivery streams with their status, destination and backlog")
+    ls.add_argument("--json", action="store_true", help="print a JSON list")
+    connection.add_arguments(ls)
+
+    describe = sub.add_parser("describe", help="one delivery stream's definition, status and backlog")
+    describe.add_argument("stream", help="the delivery stream's name")
+    describe.add_argument("--json", action="store_true", help="print a JSON object")
+    connection.add_arguments(describe)
     return parser
 
 
@@ -94,6 +121,14 @@ def main(argv: list[str] | None = None) -> int:
         return _decrypt(args)
     if args.command == "streams":
         return _streams_serve(args)
+    if args.command == "put":
+        from firehose.commands.put import run as put
+
+        return put(args)
+    if args.command in ("ls", "describe"):
+        from firehose.commands.streams import run_describe, run_ls
+
+        return run_ls(args) if args.command == "ls" else run_describe(args)
     return _serve(args)
 
 
