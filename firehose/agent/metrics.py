@@ -46,7 +46,8 @@ class Snapshot:
 
 
 def progress_line(flow: FlowRunner, previous: Snapshot | None) -> tuple[str, Snapshot]:
-    """``flow clicks <- /var/log/app/*.log: lines read 1200 (+200), records sent 1150 (+190), behind: /var/log/a.log 512 B``."""
+    """``flow clicks <- /var/log/app/*.log: lines read 1200 (+200), records sent 1150 (+190),
+    behind: /var/log/a.log 512 B``."""
     s = flow.stats
     behind = flow.bytes_behind()
     now = Snapshot(flow.flow.stream, s.lines_read, s.send.records_sent, behind)
