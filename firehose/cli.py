@@ -32,7 +32,7 @@ from typing import Any
 from firehose import __version__
 from firehose.commands import connection
 from firehose.errors import ConfigError
-from firehose.settings import Config, load_config
+from firehose.settings import Config, Settings, load_config
 from firehose.telemetry import setup_logging, tune_gc
 
 log = logging.getLogger("firehose")
@@ -283,8 +283,11 @@ def _streams_serve(args: argparse.Namespace) -> int:
     port = args.port if args.port is not None else k.port
     directory = Path(args.state_dir) if args.state_dir else server.state_dir(settings)
     tune_gc()  # parsing a request of many small objects would otherwise spend most of its time in the collector
+    def reread() -> Settings:
+        return load_config(path, {"log_level": args.log_level}).settings
+
     return _run_until_stopped(lambda: server.run(settings, host=host, port=port, directory=directory,
-                                                 source=config.source))
+                                                 source=config.source, reread=reread))
 
 
 def _run_until_stopped(main: Callable[[], Coroutine[Any, Any, None]]) -> int:

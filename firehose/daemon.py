@@ -521,8 +521,18 @@ class Daemon:
         for account, catalog in self.catalogs:
             catalog.apply_config(declared.get(account, []))
         self.config = new
+        if self.sidecar is not None:  # the in-process Kinesis API: its declared streams and principals
+            self._spawn(self._reload_sidecar(new.settings))
         log.info("Reloaded the config.", extra={"config": source, "streams": len(new.streams)})
         return True
+
+    async def _reload_sidecar(self, settings: Settings) -> None:
+        assert self.sidecar is not None
+        try:
+            await self.sidecar.apply(settings)
+        except ConfigError as exc:
+            log.error("Reload of the Kinesis streams refused; they run on as before.",
+                      extra={"config": self.config.source, "error": str(exc)})
 
     def request_stop(self) -> None:
         if not self._stopping:

@@ -14,6 +14,7 @@ from typing import Any
 
 import boto3
 import pytest
+import yaml
 from botocore.exceptions import ClientError
 
 from tests.support.aws import REGION, firehose_client
@@ -123,3 +124,22 @@ def test_a_reload_replaces_the_principals_keys_in_place(tmp_path: Path) -> None:
         assert refused.value.response["Error"]["Code"] == "InvalidSignatureException"
     finally:
         daemon.terminate()
+
+
+def test_sighup_makes_the_kinesis_sidecar_create_newly_declared_streams(tmp_path: Path,
+                                                                         start_streams_server: Any) -> None:
+    """``firehose streams serve`` reloads too: a stream added to ``kinesis.streams`` exists after
+    SIGHUP, existing streams are left as they are, and an invalid declaration is refused."""
+    server = start_streams_server({"kinesis": {"streams": [{"StreamName": "first", "ShardCount": 1}]}})
+    assert server.config is not None and server.proc is not None
+    client = server.client()
+    assert client.list_streams()["StreamNames"] == ["first"]
+    server.config.write_text(yaml.safe_dump({"kinesis": {"streams": [
+        {"StreamName": "first", "ShardCount": 1}, {"StreamName": "second", "ShardCount": 2}]}}))
+    server.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: client.list_streams()["StreamNames"] == ["first", "second"], timeout=20)
+    server.config.write_text(yaml.safe_dump({"kinesis": {"streams": [{"StreamName": "third", "ShardCount": 0}]}}))
+    server.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: "Reload refused" in server.log(), timeout=20)
+    assert client.list_streams()["StreamNames"] == ["first", "second"]
+    assert server.proc.poll() is None

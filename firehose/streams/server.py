@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 from firehose import listeners
@@ -118,6 +119,15 @@ class Sidecar:
         log.info("Kinesis API listening.", extra={"host": self.host, "port": self.port,
                                                   "streams": sum(len(s.streams) for s in self.stores.values())})
 
+    async def apply(self, settings: Settings) -> None:
+        """A reloaded config: the streams it declares that do not exist yet are created, and its
+        principals, policies and bearer tokens replace the running ones (the auth mode stays as
+        started). Raises ConfigError, with nothing changed, when a declaration or policy is invalid."""
+        principals = Principals(settings.auth.model_copy(update={"mode": self.settings.auth.mode}),
+                                self.settings.account_id)
+        await declare_streams(self.stores, settings, self.source)
+        self.principals.replace(principals)
+
     async def _wait_listening(self) -> None:
         """The socket is bound and listening before the server task starts (so no other process on the
         port can pass for this one): let the task begin accepting, and raise if it failed at once."""
@@ -140,17 +150,38 @@ class Sidecar:
             self.committer.stop()
 
 
-async def run(settings: Settings, *, host: str, port: int, directory: Path, source: str) -> None:
-    """``firehose streams serve``: until SIGTERM or SIGINT; SIGHUP reloads the TLS certificate."""
+async def run(settings: Settings, *, host: str, port: int, directory: Path, source: str,
+              reread: Callable[[], Settings] | None = None) -> None:
+    """``firehose streams serve``: until SIGTERM or SIGINT. SIGHUP reloads the TLS certificate and,
+    given ``reread`` (the config loaded again as at start), applies the config (``Sidecar.apply``)."""
     sidecar = Sidecar(settings, host=host, port=port, directory=directory, source=source)
     loop = asyncio.get_running_loop()
+    reloads: set[asyncio.Task[None]] = set()
+
+    async def reload() -> None:
+        if reread is None:
+            return
+        try:
+            await sidecar.apply(reread())
+        except ConfigError as exc:
+            log.error("Reload refused: the config is invalid; running on as before.",
+                      extra={"config": source, "error": str(exc)})
+            return
+        log.info("Reloaded the config.", extra={"config": source})
+
+    def on_hup() -> None:
+        listeners.reload_tls()  # a renewed certificate; logs it
+        task = loop.create_task(reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, sidecar._stop.set)
     try:
         await sidecar.start()
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(signal.SIGHUP, listeners.reload_tls)  # a renewed certificate; logs it
+            loop.add_signal_handler(signal.SIGHUP, on_hup)
         await sidecar.wait()
     finally:
         await sidecar.stop()
