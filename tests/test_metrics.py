@@ -5,6 +5,7 @@ docs/metrics.md maps each CloudWatch name to the Prometheus name asserted here.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,17 +14,51 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.pipeline.test_processing import UPPER, lambda_processor, processing, write_function
-from tests.pipeline.test_record_delivery import FAST, http_stream
+from tests.support.aws import ROLE
 from tests.support.config import local_stream
 from tests.support.daemon import RunningDaemon
 from tests.support.receivers.http_endpoint import Behaviour, HttpEndpointReceiver
 from tests.support.waiting import wait_until
 
+FAST = {"delivery": {"backoff_base_seconds": 0.05, "backoff_max_seconds": 0.2}}
+S3 = {"RoleARN": ROLE, "BucketARN": "arn:aws:s3:::local"}
+
+#: Drops records starting "drop", fails those starting "fail", upper-cases the rest.
+UPPER = """
+    import base64
+
+    def lambda_handler(event, context):
+        out = []
+        for r in event["records"]:
+            data = base64.b64decode(r["data"])
+            if data.startswith(b"drop"):
+                out.append({"recordId": r["recordId"], "result": "Dropped", "data": ""})
+            elif data.startswith(b"fail"):
+                out.append({"recordId": r["recordId"], "result": "ProcessingFailed", "data": r["data"]})
+            else:
+                out.append({"recordId": r["recordId"], "result": "Ok",
+                            "data": base64.b64encode(data.upper()).decode()})
+        return {"records": out}
+"""
+
 FAILS = """
     def lambda_handler(event, context):
         raise RuntimeError("this function always fails")
 """
+
+
+def lambda_processing(name: str, **params: str) -> dict[str, Any]:
+    values = {"LambdaArn": f"arn:aws:lambda:us-east-1:123456789012:function:{name}", "BufferIntervalInSeconds": "0",
+              **params}
+    return {"Enabled": True, "Processors": [{"Type": "Lambda", "Parameters": [
+        {"ParameterName": k, "ParameterValue": v} for k, v in values.items()]}]}
+
+
+def http_stream(name: str, url: str, *, retry: int) -> dict[str, Any]:
+    return {"DeliveryStreamName": name, "HttpEndpointDestinationConfiguration": {
+        "EndpointConfiguration": {"Url": url, "Name": "sink", "AccessKey": "k-123"},
+        "BufferingHints": {"SizeInMBs": 1, "IntervalInSeconds": 0},
+        "RetryOptions": {"DurationInSeconds": retry}, "S3BackupMode": "FailedDataOnly", "S3Configuration": S3}}
 
 
 def scrape(d: RunningDaemon) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -46,12 +81,12 @@ def endpoint() -> Iterator[HttpEndpointReceiver]:
 def test_an_s3_stream_with_a_lambda_counts_incoming_processing_delivery_and_the_error_output(
         start_daemon: Any, tmp_path: Path) -> None:
     fn_dir = tmp_path / "fns"
-    write_function(fn_dir, "upper", UPPER)
-    write_function(fn_dir, "fails", FAILS)
+    fn_dir.mkdir()
+    (fn_dir / "upper.py").write_text(textwrap.dedent(UPPER))
+    (fn_dir / "fails.py").write_text(textwrap.dedent(FAILS))
     streams = [
-        local_stream("t", ProcessingConfiguration=processing(lambda_processor("upper"))),
-        local_stream("broken", ProcessingConfiguration=processing(lambda_processor(
-            "fails", NumberOfRetries="0"))),
+        local_stream("t", ProcessingConfiguration=lambda_processing("upper")),
+        local_stream("broken", ProcessingConfiguration=lambda_processing("fails", NumberOfRetries="0")),
     ]
     d = start_daemon(streams, transforms_dir=str(fn_dir))
     client = d.client()
@@ -111,7 +146,7 @@ def test_an_s3_stream_with_a_lambda_counts_incoming_processing_delivery_and_the_
 def test_an_http_endpoint_that_fails_counts_attempts_not_deliveries_and_freshness_grows(
         start_daemon: Any, endpoint: HttpEndpointReceiver) -> None:
     endpoint.behaviour = Behaviour(status=503, error_message="maintenance")
-    d = start_daemon([http_stream("down", endpoint.url, retry=60, AccessKey="k-123")], **FAST)
+    d = start_daemon([http_stream("down", endpoint.url, retry=60)], **FAST)
     d.client().put_record_batch(DeliveryStreamName="down", Records=[{"Data": b"r%d" % i} for i in range(3)])
 
     def failing() -> bool:
@@ -130,7 +165,7 @@ def test_an_http_endpoint_that_fails_counts_attempts_not_deliveries_and_freshnes
 def test_records_an_http_endpoint_never_took_go_to_the_error_output_and_are_not_delivered(
         start_daemon: Any, endpoint: HttpEndpointReceiver) -> None:
     endpoint.behaviour = Behaviour(status=503, error_message="maintenance")
-    d = start_daemon([http_stream("gone", endpoint.url, retry=1, AccessKey="k-123")], **FAST)
+    d = start_daemon([http_stream("gone", endpoint.url, retry=1)], **FAST)
     d.client().put_record_batch(DeliveryStreamName="gone", Records=[{"Data": b"r%d" % i} for i in range(3)])
     wait_until(lambda: d.idle("gone"), timeout=30)
     m = scrape(d)
