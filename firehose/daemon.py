@@ -52,7 +52,7 @@ from firehose.storage.dirlock import DirectoryLock
 from firehose.streams.server import Sidecar
 from firehose.streams.server import state_dir as kinesis_state_dir
 from firehose.systemd import Notifier
-from firehose.telemetry import Metrics, setup_logging, tune_gc
+from firehose.telemetry import Metrics, MetricsHistory, setup_logging, tune_gc
 
 log = logging.getLogger("firehose.daemon")
 
@@ -116,6 +116,7 @@ class Daemon:
         self.notifier = Notifier()
         self.settings: Settings = config.settings
         self.metrics = Metrics()
+        self.history = MetricsHistory(self.metrics.registry)
         #: Running streams by (account, name).
         self.pipelines: dict[tuple[str, str], Pipeline] = {}
         self.sources: dict[tuple[str, str], KinesisSource] = {}
@@ -145,11 +146,17 @@ class Daemon:
         self._keyring: Keyring | None = None
         self.metrics.spool_bytes.set_function(lambda: self.spool.used_bytes)
         self.metrics.spool_limit.set(s.spool.max_bytes)
-        self.metrics.spool_commits.set_function(lambda: self.spool.committer.commits)
+        self.metrics.spool_commits = lambda: self.spool.committer.commits
+        self.metrics.delivery_streams = lambda: len(self.pipelines)
+        quotas = s.quotas
+        limits = (float(quotas.records_per_second), quotas.mib_per_second * 1024 * 1024,
+                  float(quotas.requests_per_second))
+        self.metrics.quota_limits = lambda _stream: limits if self.settings.quotas.enabled else None
         self._services: dict[str, Services] = {}
         self.quotas = Quotas(s.quotas)
         self.principals = Principals(s.auth, s.account_id)
-        self.app = FirehoseApp(self.services, self.readiness, s, self.principals, self.metrics)
+        self.app = FirehoseApp(self.services, self.readiness, s, self.principals, self.metrics,
+                               history=self.history)
 
     @property
     def catalog(self) -> Catalog:
@@ -239,6 +246,7 @@ class Daemon:
             convert_pool=self._convert_executor() if config.conversion else None,
         )
         self.pipelines[state.key] = pipeline
+        self.metrics.watch(state.name, pipeline.levels)
         # A stream whose delivery runs in worker processes starts delivering once they are up:
         # its first batches would only wait in the pool's queue, and /readyz says 200 as it begins.
         needs_workers = destination.uses_workers or config.conversion is not None
@@ -258,13 +266,24 @@ class Daemon:
         verify: bool | str = str(self.settings.http.ca_bundle) if self.settings.http.ca_bundle else True
         kinesis = self.settings.kinesis
 
+        m = self.metrics
+        ingest = m.ingest(state.name)
+        read_records, read_bytes = m.kinesis_read_records.labels(state.name), m.kinesis_read_bytes.labels(state.name)
+        behind = m.kinesis_behind.labels(state.name)
+
         def count(records: int, size: int) -> None:
-            self.metrics.incoming_records.labels(state.name).inc(records)
-            self.metrics.incoming_bytes.labels(state.name).inc(size)
+            ingest.records.inc(records)
+            ingest.bytes.inc(size)
+            read_records.inc(records)
+            read_bytes.inc(size)
+
+        def throttled(operation: str) -> None:
+            m.source_throttled.labels(state.name, operation).inc()
 
         source = KinesisSource(name=state.name, stream_arn=arn, spool=self.spool, stream=self._stream_spool(state),
                                settings=kinesis, client_factory=lambda: make_client(arn, kinesis, local, verify),
-                               on_records=count)
+                               on_records=count, on_throttled=throttled,
+                               on_behind=lambda ms: behind.set(ms / 1000))
         self.sources[state.key] = source
         source.start()
         log.info("Reading a Kinesis stream.", extra={"stream": state.name, "kinesis_stream": arn})
@@ -327,6 +346,7 @@ class Daemon:
         await self._stop_source(state.key)
         self.quotas.forget(state.key)
         if pipeline is not None:
+            self.metrics.forget(state.name, pipeline.levels)
             undelivered = not pipeline.idle()
             await pipeline.discard()
             if undelivered:
@@ -444,6 +464,7 @@ class Daemon:
         if self._workers_up is not None:
             await asyncio.shield(self._workers_up)
         self._started = True
+        self._spawn(self.history.run())
         host, port = listener.address
         log.info("Listening.", extra={"host": host, "port": port, "streams": len(self.pipelines)})
         # The spool is replayed and every listener bound: now systemd may start what depends on us.
@@ -457,7 +478,8 @@ class Daemon:
         if self.settings.metrics.listen is None:
             return
         host, port = split_listen(self.settings.metrics.listen)
-        routes = OperatorRoutes(self.readiness, self.metrics.registry, self.principals, None, open_to_all=True)
+        routes = OperatorRoutes(self.readiness, self.metrics.registry, self.principals, None, open_to_all=True,
+                                history=self.history)
         self._metrics_server = await listeners.start_uvicorn(OperatorApp(routes), host, port, self.settings.limits,
                                                              name="metrics listener")
         log.info("Metrics listening.", extra={"host": host, "port": self._metrics_server.listener.port})

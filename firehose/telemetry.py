@@ -8,14 +8,21 @@ process) and are exposed at ``/metrics``.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import sys
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime", "taskName"}
 
@@ -64,53 +71,422 @@ def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+#: CloudWatch's ``DeliveryTo<X>`` for a destination (by its name and error output type), in snake case.
+_DELIVERY_FAMILY = {
+    "s3": "s3", "local": "s3", "redshift": "redshift", "splunk": "splunk", "http_endpoint": "http_endpoint",
+    "elasticsearch-failed": "elasticsearch", "AmazonOpenSearchService-failed": "amazon_opensearch_service",
+    "AmazonOpenSearchServerless-failed": "amazon_opensearch_serverless",
+}
+
+_LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+#: How far back a ``…_success_ratio`` gauge looks (the spec's "last 60 s").
+RATIO_WINDOW_S = 60
+
+
+def delivery_family(name: str, error_output_type: str = "") -> str:
+    """The ``x`` of ``firehose_delivery_to_x_*`` for a destination (a local directory stands in for S3;
+    the search destinations are told apart by their error output type)."""
+    if name == "elasticsearch":
+        return _DELIVERY_FAMILY.get(error_output_type, "amazon_opensearch_service")
+    return _DELIVERY_FAMILY.get(name, name)
+
+
+class WindowRatio:
+    """Successes over attempts in the last ``RATIO_WINDOW_S`` seconds, in one-second buckets.
+
+    With no attempt in the window it keeps the last ratio seen (``None`` before the first attempt):
+    an idle stream did not start failing.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._buckets: deque[list[float]] = deque()  # [second, successes, attempts]
+        self._last: float | None = None
+
+    def add(self, successes: float, attempts: float) -> None:
+        second = int(self._clock())
+        if self._buckets and self._buckets[-1][0] == second:
+            bucket = self._buckets[-1]
+            bucket[1] += successes
+            bucket[2] += attempts
+        else:
+            self._buckets.append([second, successes, attempts])
+
+    def value(self) -> float | None:
+        floor = int(self._clock()) - RATIO_WINDOW_S
+        while self._buckets and self._buckets[0][0] <= floor:
+            self._buckets.popleft()
+        attempts = sum(b[2] for b in self._buckets)
+        if attempts:
+            self._last = sum(b[1] for b in self._buckets) / attempts
+        return self._last
+
+
+@dataclass
+class StreamLevels:
+    """A stream's sampled levels, read on each scrape from its pipeline (no work on the hot path)."""
+
+    #: ``x`` of ``firehose_delivery_to_x_*`` (``delivery_family``).
+    destination: str
+    #: Arrival (epoch ms) of the oldest record not yet delivered; None when nothing is held.
+    oldest_arrival_ms: int | None
+    buffered_bytes: int
+    #: Dynamic partitioning only: active partitions, their limit, and whether the limit is breached.
+    partitions: int | None = None
+    partitions_limit: int | None = None
+    partitions_exceeded: bool = False
+
+
+class Delivery:
+    """The ``firehose_delivery_to_x_*`` children of one stream and destination family.
+
+    Attempt units follow CloudWatch's ``.Success``: an object PUT (S3, Redshift COPY) or one
+    request (HTTP endpoint), one indexed record (OpenSearch, Splunk).
+    """
+
+    def __init__(self, metrics: Metrics, stream: str, family: str) -> None:
+        f = metrics.delivery_families(family)
+        self.records = f["records"].labels(stream)
+        self.bytes = f["bytes"].labels(stream)
+        self._success = f["success"].labels(stream)
+        self._attempts = f["attempts"].labels(stream)
+        self.ratio = WindowRatio()
+
+    def attempted(self, successes: int, attempts: int) -> None:
+        if attempts:
+            self._success.inc(successes)
+            self._attempts.inc(attempts)
+            self.ratio.add(successes, attempts)
+
+
+class Ingest:
+    """The per-stream children PutRecord/PutRecordBatch touch, looked up once per stream."""
+
+    def __init__(self, metrics: Metrics, stream: str) -> None:
+        self.records = metrics.incoming_records.labels(stream)
+        self.bytes = metrics.incoming_bytes.labels(stream)
+        self.put_requests = metrics.incoming_put_requests.labels(stream)
+        self.put_record_bytes = metrics.put_record_bytes.labels(stream)
+        self.batch_bytes = metrics.put_record_batch_bytes.labels(stream)
+        self.batch_records = metrics.put_record_batch_records.labels(stream)
+        self.throttled = metrics.throttled_records.labels(stream)
+
+
 class Metrics:
-    """Every metric the daemon exports, in one registry."""
+    """Every metric the daemon exports, in one registry, under the names of docs/metrics.md.
+
+    The names are AWS/Firehose's CloudWatch metrics in Prometheus form (``observability`` spec §5):
+    amounts are ``…_total`` counters, ``.Success`` ratios are a ``…_success_total`` and an
+    ``…_attempts_total`` counter (plus a ``…_success_ratio`` gauge over the last minute), ages
+    and levels are gauges in seconds, latencies histograms in seconds. The delivery stream is the
+    ``delivery_stream`` label. Counters count where AWS emits the data point: ``incoming`` after
+    throttling, ``delivery_to`` after the destination acknowledged (records sent to the error
+    output are not delivered).
+    """
 
     def __init__(self) -> None:
         self.registry = r = CollectorRegistry()
+        ds = ["delivery_stream"]
+        # -- ingestion (Direct PUT) ------------------------------------------------------------
         self.incoming_records = Counter(
-            "firehose_incoming_records", "Records accepted (durably spooled).", ["stream"], registry=r)
+            "firehose_incoming_records", "IncomingRecords: records accepted (durably spooled) after throttling, "
+            "from PutRecord, PutRecordBatch, an HTTP endpoint delivery or a Kinesis source.", ds, registry=r)
         self.incoming_bytes = Counter(
-            "firehose_incoming_bytes", "Bytes of record data accepted.", ["stream"], registry=r)
-        self.requests = Counter(
-            "firehose_requests", "API requests by operation and result.", ["operation", "result"], registry=r)
-        self.failed_records = Counter(
-            "firehose_failed_put_records", "Records refused inside PutRecordBatch.", ["stream", "code"],
+            "firehose_incoming_bytes", "IncomingBytes: bytes of record data accepted after throttling.", ds,
             registry=r)
+        self.incoming_put_requests = Counter(
+            "firehose_incoming_put_requests", "IncomingPutRequests: successful PutRecord and PutRecordBatch calls.",
+            ds, registry=r)
         self.throttled_records = Counter(
-            "firehose_throttled_records", "Records refused with ServiceUnavailableException \"Slow down.\" by the "
-            "stream's throughput quota (quotas:).", ["stream"], registry=r)
+            "firehose_throttled_records", "ThrottledRecords: records refused with ServiceUnavailableException "
+            "\"Slow down.\" by the stream's throughput quota (quotas:).", ds, registry=r)
+        self.put_record_bytes = Counter(
+            "firehose_put_record_bytes", "PutRecord.Bytes: bytes accepted by PutRecord.", ds, registry=r)
+        self.put_record_batch_bytes = Counter(
+            "firehose_put_record_batch_bytes", "PutRecordBatch.Bytes: bytes accepted by PutRecordBatch.", ds,
+            registry=r)
+        self.put_record_batch_records = Counter(
+            "firehose_put_record_batch_records", "PutRecordBatch.Records: records accepted by PutRecordBatch.", ds,
+            registry=r)
+        self.failed_records = Counter(
+            "firehose_failed_put_records", "Records refused one by one inside PutRecordBatch (not CloudWatch).",
+            ["delivery_stream", "code"], registry=r)
         self.receiver_duplicates = Counter(
             "firehose_http_endpoint_duplicate_requests", "HTTP endpoint deliveries received again with a request "
-            "id already accepted (answered without spooling twice).", ["stream"], registry=r)
-        self.put_latency = Histogram(
-            "firehose_put_latency_seconds", "Time to durably accept a put.", ["operation"], registry=r,
-            buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
-        self.delivered_records = Counter(
-            "firehose_delivered_records", "Records delivered.", ["stream", "destination"], registry=r)
-        self.delivered_bytes = Counter(
-            "firehose_delivered_bytes", "Bytes delivered (before compression).", ["stream", "destination"],
+            "id already accepted (answered without spooling twice; not CloudWatch).", ds, registry=r)
+        self.api_requests = Counter(
+            "firehose_api_requests", "<Operation>.Requests: API calls by operation and outcome.",
+            ["operation", "outcome"], registry=r)
+        self.api_duration = Histogram(
+            "firehose_api_request_duration_seconds", "<Operation>.Latency: time to answer a successful call.",
+            ["operation"], registry=r, buckets=_LATENCY_BUCKETS)
+        # -- Kinesis Data Streams source --------------------------------------------------------
+        self.kinesis_read_records = Counter(
+            "firehose_data_read_from_kinesis_stream_records", "DataReadFromKinesisStream.Records.", ds, registry=r)
+        self.kinesis_read_bytes = Counter(
+            "firehose_data_read_from_kinesis_stream_bytes", "DataReadFromKinesisStream.Bytes.", ds, registry=r)
+        self.source_throttled = Counter(
+            "firehose_source_throttled_calls", "ThrottledGetRecords / ThrottledGetShardIterator / "
+            "ThrottledDescribeStream: source calls answered with a throttling error.", ["delivery_stream", "operation"],
             registry=r)
-        self.delivered_objects = Counter(
-            "firehose_delivered_objects", "Objects/batches delivered.", ["stream", "destination"], registry=r)
-        self.delivery_failures = Counter(
-            "firehose_delivery_failures", "Failed delivery attempts.", ["stream", "destination"], registry=r)
-        self.refused_records = Counter(
-            "firehose_destination_refused_records", "Records a destination refused for good in a way its "
-            "protocol keeps out of the error output (an HTTP endpoint's 413).", ["stream", "destination", "code"],
+        self.kinesis_behind = Gauge(
+            "firehose_kinesis_behind_latest_seconds", "KinesisMillisBehindLatest (in seconds): how far the last "
+            "record read lags the source's newest record, the largest over its shards.", ds, registry=r)
+        # -- processing ---------------------------------------------------------------------------
+        self.processing_duration = Histogram(
+            "firehose_execute_processing_duration_seconds", "ExecuteProcessing.Duration: time of each Lambda "
+            "invocation.", ds, registry=r, buckets=_LATENCY_BUCKETS)
+        self.processing_success = Counter(
+            "firehose_execute_processing_success", "ExecuteProcessing.Success (Sum): successful Lambda invocations.",
+            ds, registry=r)
+        self.processing_invocations = Counter(
+            "firehose_execute_processing_invocations", "ExecuteProcessing.Success (SampleCount): Lambda invocations.",
+            ds, registry=r)
+        self.succeed_processing_records = Counter(
+            "firehose_succeed_processing_records", "SucceedProcessing.Records: records the processing chain "
+            "passed on (neither dropped nor failed).", ds, registry=r)
+        self.succeed_processing_bytes = Counter(
+            "firehose_succeed_processing_bytes", "SucceedProcessing.Bytes: their bytes, after processing.", ds,
             registry=r)
         self.processing_dropped = Counter(
             "firehose_processing_dropped_records", "Records a transform returned as Dropped (or CWL control "
-            "messages).", ["stream"], registry=r)
+            "messages; not CloudWatch).", ds, registry=r)
         self.processing_failed = Counter(
-            "firehose_processing_failed_records", "Records sent to the error output by the processing chain.",
-            ["stream", "error_output_type"], registry=r)
-        self.buffered_bytes = Gauge(
-            "firehose_buffered_bytes", "Bytes waiting in memory buffers.", ["stream"], registry=r)
+            "firehose_processing_failed_records", "Records sent to the error output by the processing chain "
+            "(not CloudWatch).", ["delivery_stream", "error_output_type"], registry=r)
+        self.succeed_conversion_records = Counter(
+            "firehose_succeed_conversion_records", "SucceedConversion.Records: records converted to Parquet/ORC.",
+            ds, registry=r)
+        self.succeed_conversion_bytes = Counter(
+            "firehose_succeed_conversion_bytes", "SucceedConversion.Bytes: size of the converted objects.", ds,
+            registry=r)
+        self.failed_conversion_records = Counter(
+            "firehose_failed_conversion_records", "FailedConversion.Records: records that failed conversion "
+            "(sent to the error output).", ds, registry=r)
+        self.failed_conversion_bytes = Counter(
+            "firehose_failed_conversion_bytes", "FailedConversion.Bytes: size of their error output.", ds,
+            registry=r)
+        # -- delivery -------------------------------------------------------------------------------
+        self._families: dict[str, dict[str, Counter]] = {}
+        self._deliveries: dict[tuple[str, str], Delivery] = {}
+        self._ingest: dict[str, Ingest] = {}
+        self.objects = Counter(
+            "firehose_delivery_to_s3_objects", "DeliveryToS3.ObjectCount: objects written to the S3 destination "
+            "or a stream's backup bucket (data, error output, backups).", ds, registry=r)
+        self.backup_records = Counter(
+            "firehose_backup_to_s3_records", "BackupToS3.Records: records copied to the backup bucket "
+            "(S3BackupMode AllData).", ds, registry=r)
+        self.backup_bytes = Counter(
+            "firehose_backup_to_s3_bytes", "BackupToS3.Bytes.", ds, registry=r)
+        self.backup_success = Counter(
+            "firehose_backup_to_s3_success", "BackupToS3.Success (Sum): backup PUTs that succeeded.", ds, registry=r)
+        self.backup_attempts = Counter(
+            "firehose_backup_to_s3_attempts", "BackupToS3.Success (SampleCount): backup PUTs attempted.", ds,
+            registry=r)
+        self.error_output_records = Counter(
+            "firehose_error_output_records", "Records written to the error output, by its error type "
+            "(not CloudWatch; these are not counted as delivered).", ["delivery_stream", "error_output_type"],
+            registry=r)
+        self.refused_records = Counter(
+            "firehose_destination_refused_records", "Records a destination refused for good in a way its "
+            "protocol keeps out of the error output (an HTTP endpoint's 413; not CloudWatch).",
+            ["delivery_stream", "destination", "code"], registry=r)
+        # -- the daemon -----------------------------------------------------------------------------
         self.spool_bytes = Gauge("firehose_spool_bytes", "Bytes held in the spool.", registry=r)
         self.spool_limit = Gauge("firehose_spool_limit_bytes", "The spool's byte limit.", registry=r)
-        self.spool_commits = Gauge("firehose_spool_commits", "Group-commit fsync rounds so far.", registry=r)
+        self.spool_commits: Callable[[], float] = lambda: 0.0
+        self.delivery_streams: Callable[[], int] = lambda: 0
+        self.quota_limits: Callable[[str], tuple[float, float, float] | None] = lambda _stream: None
+        self._levels: dict[str, Callable[[], StreamLevels]] = {}
+        r.register(_Sampled(self))
+
+    def ingest(self, stream: str) -> Ingest:
+        """The ingest children of ``stream`` (cached: one dict lookup per call on the hot path)."""
+        children = self._ingest.get(stream)
+        if children is None:
+            children = self._ingest[stream] = Ingest(self, stream)
+        return children
+
+    def delivery(self, stream: str, family: str) -> Delivery:
+        """The ``firehose_delivery_to_<family>_*`` children of ``stream`` (cached)."""
+        key = (stream, family)
+        children = self._deliveries.get(key)
+        if children is None:
+            children = self._deliveries[key] = Delivery(self, stream, family)
+        return children
+
+    def delivery_families(self, family: str) -> dict[str, Counter]:
+        """The counter families of one destination, registered the first time a stream uses it."""
+        f = self._families.get(family)
+        if f is None:
+            cw = _CLOUDWATCH_NAMES.get(family, family)
+            name = f"firehose_delivery_to_{family}"
+            ds = ["delivery_stream"]
+            f = self._families[family] = {
+                "records": Counter(f"{name}_records", f"DeliveryTo{cw}.Records: records the destination "
+                                   "acknowledged (error output excluded).", ds, registry=self.registry),
+                "bytes": Counter(f"{name}_bytes", f"DeliveryTo{cw}.Bytes: their bytes (before compression).", ds,
+                                 registry=self.registry),
+                "success": Counter(f"{name}_success", f"DeliveryTo{cw}.Success (Sum): successful attempts.", ds,
+                                   registry=self.registry),
+                "attempts": Counter(f"{name}_attempts", f"DeliveryTo{cw}.Success (SampleCount): attempts.", ds,
+                                    registry=self.registry),
+            }
+        return f
+
+    def watch(self, stream: str, levels: Callable[[], StreamLevels]) -> None:
+        """Sample ``levels`` of ``stream`` on each scrape (freshness, partitions, buffered bytes)."""
+        self._levels[stream] = levels
+
+    def forget(self, stream: str, levels: Callable[[], StreamLevels] | None = None) -> None:
+        """Stop sampling ``stream`` (only if ``levels`` is still the one watched, when given)."""
+        if levels is None or self._levels.get(stream) == levels:  # bound methods: equal, not identical
+            self._levels.pop(stream, None)
+
+
+_CLOUDWATCH_NAMES = {
+    "s3": "S3", "redshift": "Redshift", "splunk": "Splunk", "http_endpoint": "HttpEndpoint",
+    "elasticsearch": "Elasticsearch", "amazon_opensearch_service": "AmazonOpenSearchService",
+    "amazon_opensearch_serverless": "AmazonOpenSearchServerless",
+}
+
+
+class _Sampled(Collector):
+    """The levels computed on scrape: freshness, success ratios, partitions, limits, spool commits."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._m = metrics
+
+    def describe(self) -> list[Metric]:
+        return []  # sampled families vary with the streams: not checked for clashes at registration
+
+    def collect(self) -> Iterator[Metric]:
+        m = self._m
+        commits = CounterMetricFamily("firehose_spool_commits", "Group-commit fsync rounds so far.")
+        commits.add_metric([], m.spool_commits())
+        yield commits
+        streams = GaugeMetricFamily("firehose_delivery_streams", "ResourceCount (AWS/Usage, DeliveryStreams): "
+                                    "delivery streams the daemon hosts.")
+        streams.add_metric([], m.delivery_streams())
+        yield streams
+        ds = ["delivery_stream"]
+        buffered = GaugeMetricFamily("firehose_buffered_bytes", "Bytes waiting in memory buffers (not CloudWatch).",
+                                     labels=ds)
+        partitions = GaugeMetricFamily("firehose_partitions", "PartitionCount: active partitions buffered.",
+                                       labels=ds)
+        limit = GaugeMetricFamily("firehose_active_partitions_limit", "ActivePartitionsLimit.", labels=ds)
+        exceeded = GaugeMetricFamily("firehose_partition_count_exceeded", "PartitionCountExceeded: 1 while "
+                                     "records go to the error output for want of a partition.", labels=ds)
+        freshness: dict[str, GaugeMetricFamily] = {}
+        now = time.time() * 1000
+        for stream, probe in list(m._levels.items()):
+            lv = probe()
+            buffered.add_metric([stream], lv.buffered_bytes)
+            if lv.partitions is not None:
+                partitions.add_metric([stream], lv.partitions)
+                limit.add_metric([stream], lv.partitions_limit or 0)
+                exceeded.add_metric([stream], 1 if lv.partitions_exceeded else 0)
+            fam = freshness.get(lv.destination)
+            if fam is None:
+                cw = _CLOUDWATCH_NAMES.get(lv.destination, lv.destination)
+                fam = freshness[lv.destination] = GaugeMetricFamily(
+                    f"firehose_delivery_to_{lv.destination}_data_freshness_seconds",
+                    f"DeliveryTo{cw}.DataFreshness: age of the oldest record not yet delivered (0 when none).",
+                    labels=ds)
+            age = 0.0 if lv.oldest_arrival_ms is None else max(0.0, (now - lv.oldest_arrival_ms) / 1000)
+            fam.add_metric([stream], age)
+        yield buffered
+        yield partitions
+        yield limit
+        yield exceeded
+        yield from freshness.values()
+        ratios: dict[str, GaugeMetricFamily] = {}
+        for (stream, family), d in list(m._deliveries.items()):
+            value = d.ratio.value()
+            if value is None:
+                continue
+            fam = ratios.get(family)
+            if fam is None:
+                cw = _CLOUDWATCH_NAMES.get(family, family)
+                fam = ratios[family] = GaugeMetricFamily(
+                    f"firehose_delivery_to_{family}_success_ratio",
+                    f"DeliveryTo{cw}.Success (Average) over the last {RATIO_WINDOW_S} s of attempts.", labels=ds)
+            fam.add_metric([stream], value)
+        yield from ratios.values()
+        names = ("firehose_records_per_second_limit", "firehose_bytes_per_second_limit",
+                 "firehose_put_requests_per_second_limit")
+        helps = ("RecordsPerSecondLimit: the stream's record-rate quota (quotas:).",
+                 "BytesPerSecondLimit: the stream's byte-rate quota.",
+                 "PutRequestsPerSecondLimit: the stream's call-rate quota.")
+        limits = [GaugeMetricFamily(n, h, labels=ds) for n, h in zip(names, helps, strict=True)]
+        for stream in list(m._levels):
+            quota = m.quota_limits(stream)
+            if quota is not None:
+                for fam, value in zip(limits, quota, strict=True):
+                    fam.add_metric([stream], value)
+        yield from limits
+
+
+#: Label names that say which thing a sample is about, in the order they are looked for.
+_SUBJECTS = (("delivery_stream", "delivery_streams"), ("stream", "kinesis_streams"))
+
+
+def snapshot(registry: CollectorRegistry) -> dict[str, Any]:
+    """The registry's current values as JSON-ready figures, grouped by what they measure.
+
+    ``{"delivery_streams": {name: {sample: value}}, "kinesis_streams": {...}, "daemon": {...}}``.
+    A sample is named as on ``/metrics``, with its other labels appended in braces
+    (``firehose_api_requests_total{operation=PutRecord,outcome=success}``); a histogram gives its
+    ``_sum`` and ``_count`` only (enough for an average), not its buckets.
+    """
+    out: dict[str, Any] = {"delivery_streams": {}, "kinesis_streams": {}, "daemon": {}}
+    for family in registry.collect():
+        for sample in family.samples:
+            if sample.name.endswith(("_bucket", "_created")):
+                continue
+            labels = dict(sample.labels)
+            group: dict[str, Any] = out["daemon"]
+            for label, section in _SUBJECTS:
+                if label in labels:
+                    group = out[section].setdefault(labels.pop(label), {})
+                    break
+            name = sample.name
+            if labels:
+                name += "{" + ",".join(f"{k}={v}" for k, v in sorted(labels.items())) + "}"
+            group[name] = sample.value
+    return out
+
+
+class MetricsHistory:
+    """The last ``window_s`` seconds of ``snapshot``s, one every ``every_s`` seconds, in memory.
+
+    What ``/metrics.json`` serves, so that a page opened now draws the last quarter of an hour at
+    once. Counters stay cumulative: a reader charts the difference between neighbouring samples.
+    """
+
+    def __init__(self, registry: CollectorRegistry, *, every_s: float = 5.0, window_s: float = 900.0) -> None:
+        self.registry = registry
+        self.every_s = every_s
+        self.samples: deque[dict[str, Any]] = deque(maxlen=max(1, int(window_s / every_s)))
+
+    def sample(self) -> dict[str, Any]:
+        taken = {"time_ms": int(time.time() * 1000), **snapshot(self.registry)}
+        self.samples.append(taken)
+        return taken
+
+    def document(self, *, history: bool = True) -> dict[str, Any]:
+        """Current figures (taken now) and, when asked, the samples of the window before them."""
+        now = {"time_ms": int(time.time() * 1000), **snapshot(self.registry)}
+        doc: dict[str, Any] = {"interval_seconds": self.every_s, "current": now}
+        if history:
+            doc["history"] = list(self.samples)
+        return doc
+
+    async def run(self) -> None:
+        """Sample every ``every_s`` seconds until cancelled."""
+        while True:
+            self.sample()
+            await asyncio.sleep(self.every_s)
 
 
 def tune_gc() -> None:

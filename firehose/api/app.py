@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from prometheus_client import Counter, Histogram
+
 from firehose.api import shapes
 from firehose.api.http_receiver import PATH_PREFIX as RECEIVER_PREFIX
 from firehose.api.http_receiver import HttpEndpointReceiver
@@ -28,15 +30,15 @@ from firehose.frontdoor.door import Api, FrontDoor
 from firehose.frontdoor.operator import OperatorRoutes, ReadinessProbe
 from firehose.frontdoor.principals import Principals
 from firehose.settings import Settings
-from firehose.telemetry import Metrics
+from firehose.telemetry import Metrics, MetricsHistory
 
 TARGET_PREFIX = "Firehose_20150804"
-_HOT = frozenset({"PutRecord", "PutRecordBatch"})
 
 
 class FirehoseApp:
     def __init__(self, services: Callable[[str], Services], readiness: ReadinessProbe, settings: Settings,
-                 principals: Principals, metrics: Metrics, *, max_body_bytes: int = shapes.MAX_BODY_BYTES) -> None:
+                 principals: Principals, metrics: Metrics, *, history: MetricsHistory | None = None,
+                 max_body_bytes: int = shapes.MAX_BODY_BYTES) -> None:
         self.services = services
         self.settings = settings
         self.metrics = metrics
@@ -50,7 +52,9 @@ class FirehoseApp:
         )
         self.door = FrontDoor(api, settings, principals, self.budget)
         self.receiver = HttpEndpointReceiver(services, self.door)
-        self.operator = OperatorRoutes(readiness, metrics.registry, principals, self.door.verifier)
+        self.operator = OperatorRoutes(readiness, metrics.registry, principals, self.door.verifier, history=history)
+        #: (operation, status) → the request counter and duration histogram children (no .labels() per call).
+        self._api: dict[tuple[str, int], tuple[Counter, Histogram | None]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -71,8 +75,13 @@ class FirehoseApp:
 
     def _observe(self, operation: str | None, status: int, started: float, _result: Any, _error: str | None
                  ) -> None:
-        m = self.metrics
         op = operation if operation in OPERATIONS or operation == "HttpEndpointDelivery" else "unknown"
-        m.requests.labels(op, str(status)).inc()
-        if status == 200 and op in _HOT:
-            m.put_latency.labels(op).observe(time.perf_counter() - started)
+        children = self._api.get((op, status))
+        if children is None:
+            children = self._api[(op, status)] = (
+                self.metrics.api_requests.labels(op, "success" if status == 200 else "failure"),
+                self.metrics.api_duration.labels(op) if status == 200 else None)
+        requests, duration = children
+        requests.inc()
+        if duration is not None:
+            duration.observe(time.perf_counter() - started)

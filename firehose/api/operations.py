@@ -164,8 +164,9 @@ async def _accept(svc: Services, state: StreamState, records: list[bytes], arriv
     create), entry sequence number, index in the entry.
     """
     seq = await svc.spool.append(svc.stream_spool(state), records, arrival_ms, total)
-    svc.metrics.incoming_records.labels(state.name).inc(len(records))
-    svc.metrics.incoming_bytes.labels(state.name).inc(total)
+    ingest = svc.metrics.ingest(state.name)
+    ingest.records.inc(len(records))
+    ingest.bytes.inc(total)
     return f"{state.incarnation}{seq:016x}"
 
 
@@ -177,12 +178,12 @@ def _admit(svc: Services, state: StreamState, good: list[bytes], slots: list[Slo
     if quota is None:
         return good, slots
     if not quota.admit_call():
-        svc.metrics.throttled_records.labels(state.name).inc(len(good))
+        svc.metrics.ingest(state.name).throttled.inc(len(good))
         raise ServiceUnavailableException(_SLOW_DOWN)
     admitted = quota.admit_records([len(r) for r in good])
     if admitted == len(good):
         return good, slots
-    svc.metrics.throttled_records.labels(state.name).inc(len(good) - admitted)
+    svc.metrics.ingest(state.name).throttled.inc(len(good) - admitted)
     if slots is None:
         slots = list(range(len(good)))
     slots = [_THROTTLED if isinstance(slot, int) and slot >= admitted else slot for slot in slots]
@@ -202,7 +203,12 @@ async def put_record_batch(svc: Services, body: Body, check: Check) -> Body:
             "bytes per call.")
     invalid = n - len(good)
     good, slots = _admit(svc, state, good, slots)
-    base = await _accept(svc, state, good, arrival_ms, sum(map(len, good))) if good else ""
+    accepted = sum(map(len, good))
+    base = await _accept(svc, state, good, arrival_ms, accepted) if good else ""
+    ingest = svc.metrics.ingest(state.name)
+    ingest.put_requests.inc()
+    ingest.batch_records.inc(len(good))
+    ingest.batch_bytes.inc(accepted)
     failed = n - len(good)
     if invalid:
         svc.metrics.failed_records.labels(name, "InvalidArgumentException").inc(invalid)
@@ -228,6 +234,9 @@ async def put_record(svc: Services, body: Body) -> Body:
     if not good:
         raise ServiceUnavailableException(_SLOW_DOWN)
     base = await _accept(svc, state, good, arrival_ms, len(raw))
+    ingest = svc.metrics.ingest(state.name)
+    ingest.put_requests.inc()
+    ingest.put_record_bytes.inc(len(raw))
     return {"RecordId": base + _ID_SUFFIXES[0], "Encrypted": False}
 
 

@@ -1,10 +1,11 @@
-"""The operator's endpoints on an API listener: ``/healthz``, ``/readyz`` and ``/metrics``, and who may read them.
+"""The operator's endpoints on an API listener: ``/healthz``, ``/readyz``, ``/metrics`` (and the same figures as
+JSON at ``/metrics.json``), and who may read them.
 
 With authentication off every caller sees everything, as before. With
 ``auth.mode: sigv4`` a load balancer still gets ``/healthz`` and a minimal
 ``/readyz`` (the status and, when not ready, the reason; no destination URLs,
-stream names or error texts), while the detailed ``/readyz`` and ``/metrics``
-need an operator: a request signed by any configured principal, or
+stream names or error texts), while the detailed ``/readyz``, ``/metrics`` and
+``/metrics.json`` need an operator: a request signed by any configured principal, or
 ``Authorization: Bearer <token>`` with one of ``auth.bearer_tokens`` (for
 scrapers that cannot sign). A separate listener (``metrics.listen``) serves
 them all without authentication, for a private network.
@@ -22,22 +23,27 @@ from firehose.asgi import Receive, Scope, Send, send_response
 from firehose.errors import FirehoseError
 from firehose.frontdoor.principals import Principals
 from firehose.frontdoor.sigv4 import Verifier
+from firehose.telemetry import MetricsHistory
 
 #: Returns (ready, details) for /readyz; details may name streams, destinations and errors.
 ReadinessProbe = Callable[[], tuple[bool, dict[str, Any]]]
 
 _JSON = b"application/json"
 EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
+#: The figures of /metrics as JSON for the console, with the last 15 minutes of samples (``?history=0``: not).
+METRICS_JSON = "/metrics.json"
+ROUTES = frozenset({"/healthz", "/readyz", "/metrics", METRICS_JSON})
 
 
 class OperatorRoutes:
     """``GET``/``HEAD`` of the three operator paths for one listener."""
 
     def __init__(self, readiness: ReadinessProbe, registry: CollectorRegistry, principals: Principals,
-                 verifier: Verifier | None, *, open_to_all: bool = False) -> None:
+                 verifier: Verifier | None, *, open_to_all: bool = False, history: MetricsHistory | None = None
+                 ) -> None:
         self.readiness = readiness
         self.registry = registry
+        self.history = history or MetricsHistory(registry)
         self.principals = principals
         self.verifier = verifier
         self.open_to_all = open_to_all or not principals.required
@@ -64,6 +70,9 @@ class OperatorRoutes:
                 "__type": "MissingAuthenticationTokenException",
                 "message": "Metrics need a signed request or a bearer token (auth.bearer_tokens)."}), _JSON,
                 extra=[(b"www-authenticate", b'Bearer realm="firehose"')])
+        elif path == METRICS_JSON:
+            history = b"history=0" not in scope.get("query_string", b"")
+            await send_response(send, 200, orjson.dumps(self.history.document(history=history)), _JSON)
         else:
             await send_response(send, 200, generate_latest(self.registry), CONTENT_TYPE_LATEST.encode())
 
@@ -95,5 +104,5 @@ class OperatorApp:
         if self.routes.handles(scope["path"], scope["method"]):
             await self.routes(scope, receive, send)
         else:
-            await send_response(send, 404, b'{"message":"Not found: /healthz, /readyz and /metrics are served here."}',
-                                _JSON)
+            await send_response(send, 404, b'{"message":"Not found: /healthz, /readyz, /metrics and /metrics.json '
+                                b'are served here."}', _JSON)

@@ -34,7 +34,7 @@ from firehose.processing.transform import WorkerPool
 from firehose.settings import Settings
 from firehose.spool import PROC, RAW, StreamSpool
 from firehose.spool.cursor import BatchCursor, ProcessCursor
-from firehose.telemetry import Metrics
+from firehose.telemetry import Metrics, StreamLevels
 
 __all__ = ["DeliveryState", "Pipeline", "StreamConfig"]
 
@@ -68,8 +68,18 @@ class Pipeline:
         if self.mode == PROC:
             arn = delivery_stream_arn(settings.region, state.account_id, state.name)
             source = state.definition.kinesis_stream_source_configuration
+            duration = metrics.processing_duration.labels(state.name)
+            invocations = metrics.processing_invocations.labels(state.name)
+            successes = metrics.processing_success.labels(state.name)
+
+            def invoked(seconds: float, ok: bool) -> None:
+                duration.observe(seconds)
+                invocations.inc()
+                if ok:
+                    successes.inc()
+
             processor = Processor(config.plan, config.keys, workers, stream_arn=arn, region=settings.region,
-                                  source_arn=source.kinesis_stream_arn if source else None)
+                                  source_arn=source.kinesis_stream_arn if source else None, on_invocation=invoked)
             self.feeder = Feeder(name=state.name, cursor=ProcessCursor(stream_spool), config=config,
                                  processor=processor, metrics=metrics, activity=self.activity, clock=clock)
 
@@ -112,6 +122,15 @@ class Pipeline:
     @property
     def inflight(self) -> int:
         return self.deliverer.inflight
+
+    def levels(self) -> StreamLevels:
+        """The deliverer's levels, with the oldest record still waiting for the processing chain."""
+        levels = self.deliverer.levels()
+        waiting = self.feeder.oldest_arrival_ms() if self.feeder is not None else None
+        if waiting is not None and (levels.oldest_arrival_ms is None or waiting < levels.oldest_arrival_ms):
+            levels.oldest_arrival_ms = waiting
+        levels.buffered_bytes = self.buffered_bytes
+        return levels
 
     def idle(self) -> bool:
         return self.deliverer.idle() and (self.feeder is None or self.feeder.idle())

@@ -54,6 +54,13 @@ class Buffer:
         span = self._spans[0]
         return (span.entry.seq, span.start)
 
+    def oldest_arrival_ms(self) -> int | None:
+        """Arrival (epoch ms) of the oldest buffered record (None when empty)."""
+        if not self._spans:
+            return None
+        span = self._spans[0]
+        return span.entry.arrival(span.start)
+
     def deadline(self) -> float | None:
         """Monotonic time at which the interval elapses (None when empty)."""
         if not self._added:

@@ -50,7 +50,7 @@ from firehose.retry import Attempts, Backoff, Deadline, RetryExpired, retry_unti
 from firehose.settings import Settings
 from firehose.spool.cursor import BatchCursor, Seal
 from firehose.spool.entry import RecordEntry, Span
-from firehose.telemetry import Metrics
+from firehose.telemetry import Delivery, Metrics, StreamLevels, delivery_family
 
 log = logging.getLogger("firehose.pipeline")
 
@@ -123,6 +123,10 @@ class Deliverer:
         cursor.holding(self._oldest_buffered)
         self.source = self._cursor.source
         self._inflight: dict[int, asyncio.Task[None]] = {}
+        #: Arrival (epoch ms) of the first record of each batch in flight or waiting to be re-delivered.
+        self._held_arrivals: dict[int, int] = {}
+        self._unread_since_ms: int | None = None
+        self._figure_cache: dict[tuple[str, str], Delivery] = {}
         self._sealing = 0
         self._replay = self._cursor.pending()
         self._wakeup = asyncio.Event()
@@ -131,6 +135,8 @@ class Deliverer:
         self._task: asyncio.Task[None] | None = None
         self.delivery = DeliveryState(destination.describe())
         self._cursor.subscribe(self._wakeup.set)
+        for seal in self._replay:
+            self._held_arrivals[seal.batch_id] = _arrival_of(seal)
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -152,6 +158,7 @@ class Deliverer:
             buf.reconfigure(config.size_bytes, config.interval_s)
         self._destination = destination
         self.delivery.destination = destination.describe()
+
         if old is not destination:
             asyncio.get_running_loop().create_task(self._close_later(old))
         self._wakeup.set()
@@ -217,7 +224,6 @@ class Deliverer:
                 log.exception("Delivery loop error; retrying shortly.", extra={"stream": self.name})
                 self.delivery.last_error = str(exc)
                 await asyncio.sleep(1)
-            self._metrics.buffered_bytes.labels(self.name).set(self.buffered_bytes)
             await self._wait()
 
     def _slots(self) -> int:
@@ -304,12 +310,14 @@ class Deliverer:
             self._start_delivery(self._replay.pop(0), None)
 
     def _start_delivery(self, seal: Seal, spans: list[Span] | None) -> None:
+        self._held_arrivals[seal.batch_id] = _arrival_of(seal)
         task = asyncio.create_task(self._deliver(seal, spans), name=f"deliver-{self.name}-{seal.batch_id}")
         self._inflight[seal.batch_id] = task
         task.add_done_callback(lambda _t, bid=seal.batch_id: self._finished(bid))
 
     def _finished(self, batch_id: int) -> None:
         self._inflight.pop(batch_id, None)
+        self._held_arrivals.pop(batch_id, None)
         self._wakeup.set()
 
     # -- one batch ------------------------------------------------------------
@@ -350,7 +358,13 @@ class Deliverer:
                     continue
                 # Error output of a converting batch goes to the object store, the data to the destination.
                 target = destination if obj.key == seal.key or self._store is None else self._store
-                outcome = await target.deliver(obj)
+                figures = self._figures(target.name, target.error_output_type)
+                try:
+                    outcome = await target.deliver(obj)
+                except BaseException:
+                    figures.attempted(0, 1)
+                    raise
+                figures.attempted(1 if outcome.delivered_all else 0, 1)
                 if not outcome.delivered_all:
                     raise DestinationError(f"{len(outcome.retry) + len(outcome.rejected)} records not written")
                 sent.add(obj.key)
@@ -371,9 +385,10 @@ class Deliverer:
             log.error("Gave up on a batch after its retry duration; it was filed for a manual load.",
                       extra={"stream": self.name, "key": seal.key, "error": str(exc.last)})
             return
+        self._note_recovered()
         kind = seal.meta.get("kind", DATA)
         for obj in objects or []:
-            self._note_success(obj)
+            self._count_object(seal, obj, destination if obj.key == seal.key or self._store is None else self._store)
             if kind == OVERFLOW:
                 self._activity.failed(failures.PARTITIONING_FAILED, obj.record_count)
             elif kind == DATA and obj.key != seal.key:
@@ -402,9 +417,9 @@ class Deliverer:
                 else:
                     self._errors.refused(destination.name, batch.records[f.index], f)
             retry = {pending[f.index]: f for f in outcome.retry}
+            self._count_records(destination, batch, outcome)
             delivered = len(pending) - len(retry) - len(outcome.rejected)
             if delivered:
-                self._metrics.delivered_records.labels(self.name, destination.name).inc(delivered)
                 not_ok = retry.keys() | {pending[f.index] for f in outcome.rejected}
                 self._activity.delivered(destination.name, str(seal.meta["batch_id"]), delivered,
                                          sum(len(batch_records[i].data) for i in pending if i not in not_ok))
@@ -424,12 +439,12 @@ class Deliverer:
         if failed:
             assert self._store is not None, "record destinations have an object store"
             await self._errors.failed(self._store, self._config.encoding, str(seal.meta["error_key"]),
-                                      self._destination.name, batch_records, failed, on_failure)
+                                      self._destination.error_output_type, batch_records, failed, on_failure)
             self._activity.failed(self._destination.error_output_type, len(failed))
         if self._config.backup_all:
             assert self._store is not None, "record destinations have an object store"
             backup = await self._builder.backup(self._config.encoding, seal.key, SpanRecords(spans))
-            await self._errors.store(self._store, backup, on_failure)
+            await self._errors.store(self._store, backup, on_failure, backup=True)
         if not failed:
             self._note_recovered()
 
@@ -460,7 +475,6 @@ class Deliverer:
     def _note_failure(self, seal: Seal, exc: Exception, attempt: int) -> None:
         self.delivery.consecutive_failures += 1
         self.delivery.last_error = str(exc)
-        self._metrics.delivery_failures.labels(self.name, self._destination.name).inc()
         if isinstance(exc, DestinationError):
             if attempt > 3 and attempt % 10:  # a long outage logs every tenth attempt, not every one
                 return
@@ -478,12 +492,85 @@ class Deliverer:
         self.delivery.last_error = None
         self.delivery.last_success_ms = now_ms()
 
-    def _note_success(self, batch: ObjectBatch) -> None:
-        self._note_recovered()
-        dest = self._destination.name
-        self._metrics.delivered_records.labels(self.name, dest).inc(batch.record_count)
-        self._metrics.delivered_bytes.labels(self.name, dest).inc(batch.size)
-        self._metrics.delivered_objects.labels(self.name, dest).inc()
+    # -- figures (docs/metrics.md) -------------------------------------------------
+
+    def _figures(self, name: str, error_output_type: str) -> Delivery:
+        """The counters of a destination (cached per deliverer: no ``.labels()`` per batch)."""
+        key = (name, error_output_type)
+        figures = self._figure_cache.get(key)
+        if figures is None:
+            figures = self._figure_cache[key] = self._metrics.delivery(self.name,
+                                                                       delivery_family(name, error_output_type))
+        return figures
+
+    def _count_records(self, destination: Destination, batch: RecordBatch,  # type: ignore[type-arg]
+                       outcome: Outcome) -> None:
+        """One attempt of a record destination: an HTTP endpoint's ``.Success`` counts the request,
+        OpenSearch's and Splunk's each record; ``.Records``/``.Bytes`` count what it acknowledged."""
+        figures = self._figures(destination.name, destination.error_output_type)
+        n = len(batch.records)
+        not_taken = {f.index for f in outcome.retry} | {f.index for f in outcome.rejected}
+        if destination.name == "http_endpoint":
+            figures.attempted(0 if not_taken else 1, 1)
+        else:
+            figures.attempted(n - len(not_taken), n)
+        if len(not_taken) < n:
+            figures.records.inc(n - len(not_taken))
+            figures.bytes.inc(sum(len(r.data) for i, r in enumerate(batch.records) if i not in not_taken))
+
+    def _count_object(self, seal: Seal, obj: ObjectBatch, target: Destination) -> None:  # type: ignore[type-arg]
+        """An object the destination confirmed: data is delivered; error output is not."""
+        m = self._metrics
+        family = delivery_family(target.name, target.error_output_type)
+        if family == "s3":
+            m.objects.labels(self.name).inc()
+        kind = seal.meta.get("kind", DATA)
+        converting = self._config.encoding.conversion is not None
+        if kind == DATA and obj.key == seal.key:
+            figures = self._figures(target.name, target.error_output_type)
+            figures.records.inc(obj.record_count)
+            figures.bytes.inc(obj.size)
+            if converting:
+                m.succeed_conversion_records.labels(self.name).inc(obj.record_count)
+                m.succeed_conversion_bytes.labels(self.name).inc(obj.size)
+            return
+        if kind == DATA:  # the error documents of a converting batch
+            error_type = failures.FORMAT_CONVERSION_FAILED
+            m.failed_conversion_records.labels(self.name).inc(obj.record_count)
+            m.failed_conversion_bytes.labels(self.name).inc(obj.size)
+        elif kind == OVERFLOW:
+            error_type = failures.PARTITIONING_FAILED
+        else:
+            error_type = describe_partition(seal.partition.split("#")[0])[1] or failures.PROCESSING_FAILED
+        m.error_output_records.labels(self.name, error_type).inc(obj.record_count)
+
+    def levels(self) -> StreamLevels:
+        """What a scrape samples: the oldest record not yet delivered, buffers and partitions.
+
+        The oldest record is the oldest of the partition buffers and of the batches sealed and not
+        yet confirmed. Records still unread in the spool are not looked at (that would mean reading
+        it): while there are some and nothing older is held, their age counts from when the
+        deliverer first saw unread records, which may be younger than they are.
+        """
+        oldest = min(self._held_arrivals.values(), default=None)
+        for buf in self._buffers.values():
+            arrival = buf.oldest_arrival_ms()
+            if arrival is not None and (oldest is None or arrival < oldest):
+                oldest = arrival
+        if self._has_unread():
+            if self._unread_since_ms is None:
+                self._unread_since_ms = now_ms()
+            if oldest is None:
+                oldest = self._unread_since_ms
+        else:
+            self._unread_since_ms = None
+        levels = StreamLevels(delivery_family(self._destination.name, self._destination.error_output_type),
+                              oldest, self.buffered_bytes)
+        if self._config.plan.dynamic_partitioning:
+            levels.partitions = self._active_data_partitions()
+            levels.partitions_limit = self._max_partitions
+            levels.partitions_exceeded = bool(self._buffers.get(OVERFLOW_PARTITION))
+        return levels
 
     # -- reporting ------------------------------------------------------------
 
@@ -499,3 +586,8 @@ class Deliverer:
         """Nothing buffered, nothing in flight, nothing unread in the spool."""
         return (not any(self._buffers.values()) and not self._inflight and not self._sealing
                 and not self._replay and not self._has_unread())
+
+
+def _arrival_of(seal: Seal) -> int:
+    """The arrival of a sealed batch's oldest record (sealed in its meta; its seal time for old seals)."""
+    return int(seal.meta.get("arrival_ms", seal.sealed_ms))

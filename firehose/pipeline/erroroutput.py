@@ -42,7 +42,7 @@ class ErrorOutput:
         self._backoff = backoff
         self._clock = clock
 
-    async def failed(self, store: ObjectDestination, encoding: Encoding, key: str, destination: str,
+    async def failed(self, store: ObjectDestination, encoding: Encoding, key: str, error_output_type: str,
                      records: Sequence[DeliveryRecord], failed: dict[int, tuple[Failure, int]],
                      on_failure: Callable[[Exception, int], object]) -> None:
         """Write the records ``failed`` names (index → last failure, attempts) under ``key``."""
@@ -54,20 +54,32 @@ class ErrorOutput:
         first = min(records[i].arrival_ms for i in failed)
         obj = await self._builder.documents(encoding, key, docs, first)
         await self.store(store, obj, on_failure)
-        self._metrics.delivery_failures.labels(self._stream, destination).inc(len(docs))
+        self._metrics.error_output_records.labels(self._stream, error_output_type).inc(len(docs))
         log.warning("Records went to the error output after their retry duration.",
                     extra={"stream": self._stream, "records": len(docs), "key": obj.key})
 
     async def store(self, store: ObjectDestination, obj: ObjectBatch,
-                    on_failure: Callable[[Exception, int], object]) -> None:
-        """Write one object (a backup, error documents) to the object store, retrying until it lands."""
+                    on_failure: Callable[[Exception, int], object], *, backup: bool = False) -> None:
+        """Write one object (a backup, error documents) to the object store, retrying until it lands.
+
+        A backup counts as ``BackupToS3`` (its attempts too); error documents are not deliveries.
+        """
+        m = self._metrics
+
         async def attempt() -> None:
+            if backup:
+                m.backup_attempts.labels(self._stream).inc()
             outcome = await store.deliver(obj)
             if not outcome.delivered_all:
                 raise DestinationError("the object store did not take the object")
+            if backup:
+                m.backup_success.labels(self._stream).inc()
 
         await retry_until(attempt, backoff=self._backoff, on_failure=on_failure, clock=self._clock)
-        self._metrics.delivered_objects.labels(self._stream, store.name).inc()
+        m.objects.labels(self._stream).inc()
+        if backup:
+            m.backup_records.labels(self._stream).inc(obj.record_count)
+            m.backup_bytes.labels(self._stream).inc(obj.size)
 
     def refused(self, destination: str, record: DeliveryRecord, failure: Failure) -> None:
         """A rejection the protocol keeps out of the error output (HTTP 413 for a lone record)."""

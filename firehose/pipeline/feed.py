@@ -26,7 +26,7 @@ from typing import Any
 from firehose.pipeline.activity import ActivityLog
 from firehose.pipeline.buffer import Buffer
 from firehose.pipeline.config import StreamConfig
-from firehose.processing.chain import Processor, RawRecord
+from firehose.processing.chain import ProcessedBatch, Processor, RawRecord
 from firehose.records import Position
 from firehose.spool.cursor import ProcessCursor
 from firehose.spool.entry import Span
@@ -112,18 +112,27 @@ class Feeder:
             if last.end >= last.entry.count:
                 raw_end = (last.entry.seq + 1, 0)
             await self._cursor.append(sorted(batch.groups.items()), raw_end)
-            self._count(batch.dropped, batch.failed)
+            self._count(batch)
             self.last_error = None
         finally:
             self._busy = False
 
-    def _count(self, dropped: int, failed: dict[str, int]) -> None:
-        if dropped:
-            self._metrics.processing_dropped.labels(self.name).inc(dropped)
-        for kind, n in failed.items():
-            self._metrics.processing_failed.labels(self.name, kind).inc(n)
+    def _count(self, batch: ProcessedBatch) -> None:
+        m = self._metrics
+        if batch.dropped:
+            m.processing_dropped.labels(self.name).inc(batch.dropped)
+        for kind, n in batch.failed.items():
+            m.processing_failed.labels(self.name, kind).inc(n)
             if self._activity is not None:
                 self._activity.failed(kind, n)
+        records, size = batch.succeeded()
+        if records:
+            m.succeed_processing_records.labels(self.name).inc(records)
+            m.succeed_processing_bytes.labels(self.name).inc(size)
+
+    def oldest_arrival_ms(self) -> int | None:
+        """Arrival (epoch ms) of the oldest record waiting for the chain (None when none is buffered)."""
+        return self._buffer.oldest_arrival_ms()
 
     @property
     def buffered_bytes(self) -> int:

@@ -22,7 +22,7 @@ encryption happen later, per object (the encoding stage, ``firehose/encoding``).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -223,12 +223,23 @@ class ProcessedBatch:
         self.add(error_partition(error_type), document, arrival_ms)
         self.failed[error_type] = self.failed.get(error_type, 0) + 1
 
+    def succeeded(self) -> tuple[int, int]:
+        """Records passed on (not dropped, not failed) and their bytes: SucceedProcessing."""
+        errors = {error_partition(t) for t in self.failed}
+        records = size = 0
+        for pid, group in self.groups.items():
+            if pid not in errors:
+                records += len(group)
+                size += sum(len(data) for data, _ in group)
+        return records, size
+
 
 class Processor:
     """Runs one stream's chain on batches of raw records."""
 
     def __init__(self, chain: Plan, keys: objectkeys.KeyTemplate, pool: WorkerPool | None, *, stream_arn: str,
-                 region: str, source_arn: str | None = None) -> None:
+                 region: str, source_arn: str | None = None,
+                 on_invocation: Callable[[float, bool], None] | None = None) -> None:
         self.plan = chain
         self.keys = keys
         self._metadata = partition.MetadataExtraction(chain.metadata_query) if chain.metadata_query else None
@@ -236,7 +247,8 @@ class Processor:
         if chain.transform is not None:
             assert pool is not None, "a Lambda step needs the worker pool"
             self._lambda = LambdaProcessor(chain.transform.function, pool, retries=chain.transform.retries,
-                                           stream_arn=stream_arn, region=region, source_arn=source_arn)
+                                           stream_arn=stream_arn, region=region, source_arn=source_arn,
+                                           on_invocation=on_invocation)
 
     async def process(self, records: Sequence[RawRecord]) -> ProcessedBatch:
         out = ProcessedBatch()

@@ -34,7 +34,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -322,6 +322,8 @@ class LambdaProcessor:
     #: The backoff between retries: up to ``backoff_s``, twice that, ... at most ``max_backoff_s``.
     backoff_s: float = 0.2
     max_backoff_s: float = 5.0
+    #: Told of each invocation: its duration in seconds and whether it succeeded (ExecuteProcessing).
+    on_invocation: Callable[[float, bool], None] | None = None
     invocations: int = field(default=0, init=False)
 
     async def run(self, records: Sequence[TransformInput]) -> TransformResults:
@@ -342,7 +344,15 @@ class LambdaProcessor:
             nonlocal attempt
             attempt += 1
             self.invocations += 1
-            return TransformResults(*await self.pool.invoke(self.function, head, records), attempts=attempt)
+            started = time.perf_counter()
+            ok = False
+            try:
+                checked = await self.pool.invoke(self.function, head, records)
+                ok = True
+            finally:
+                if self.on_invocation is not None:
+                    self.on_invocation(time.perf_counter() - started, ok)
+            return TransformResults(*checked, attempts=attempt)
 
         def failed(exc: Exception, number: int) -> None:
             code = exc.code if isinstance(exc, InvocationError) else type(exc).__name__

@@ -117,7 +117,12 @@ class SourceState:
 class KinesisSource:
     def __init__(self, *, name: str, stream_arn: str, spool: Spool, stream: StreamSpool,
                  settings: KinesisSettings, client_factory: Callable[[], Any],
-                 on_records: Callable[[int, int], None] | None = None) -> None:
+                 on_records: Callable[[int, int], None] | None = None,
+                 on_throttled: Callable[[str], None] | None = None,
+                 on_behind: Callable[[int], None] | None = None) -> None:
+        """``on_records(records, bytes)`` after records are spooled; ``on_throttled(operation)`` when a
+        call is throttled (ThrottledGetRecords, ...); ``on_behind(ms)`` with KinesisMillisBehindLatest,
+        the largest over the shards being read, after each GetRecords."""
         self.name = name
         self.stream_arn = stream_arn
         self.stream_name = parse_stream_arn(stream_arn)[1]
@@ -127,6 +132,8 @@ class KinesisSource:
         self._client_factory = client_factory
         self._client: Any = None
         self._on_records = on_records
+        self._on_throttled = on_throttled
+        self._on_behind = on_behind
         self._checkpoints: dict[str, str] = {}
         self._finished: set[str] = set()
         #: Failures still in force, by shard (None: listing shards), newest last; /readyz shows the newest.
@@ -247,6 +254,8 @@ class KinesisSource:
         def failed(exc: Exception, failures: int) -> None:
             nonlocal iterator
             if isinstance(exc, botocore.exceptions.ClientError) and _code(exc) in _THROTTLED:
+                if self._on_throttled is not None:
+                    self._on_throttled(exc.operation_name)
                 return  # the same iterator, after the backoff
             message = "GetRecords failed; retrying." if isinstance(exc, botocore.exceptions.ClientError) \
                 else "Could not reach the Kinesis stream; retrying."
@@ -258,6 +267,8 @@ class KinesisSource:
             self._clear_error(shard_id)
             records = response.get("Records", [])
             progress.millis_behind = int(response.get("MillisBehindLatest", 0))
+            if self._on_behind is not None:
+                self._on_behind(max(p.millis_behind for p in self.state.shards.values()))
             if records:
                 await self._spool_records(shard_id, records)
                 progress.records += len(records)

@@ -75,7 +75,7 @@ def test_a_retried_request_id_is_not_spooled_twice(start_daemon: Any, tmp_path: 
     wait_until(lambda: d.idle("edge"))
     assert sorted(b"".join(_delivered(tmp_path / "out")).splitlines()) == [b"once", b"twice"]
     metrics = httpx.get(f"{d.endpoint}/metrics").text
-    assert 'firehose_http_endpoint_duplicate_requests_total{stream="edge"} 2.0' in metrics
+    assert 'firehose_http_endpoint_duplicate_requests_total{delivery_stream="edge"} 2.0' in metrics
 
 
 def test_access_keys_are_checked_when_configured(start_daemon: Any) -> None:

@@ -376,6 +376,9 @@ def test_health_is_open_and_details_need_an_operator(secured: Secured) -> None:
     assert b"firehose_incoming_records" in httpx.get(secured.endpoint + "/metrics", headers=bearer).content
     url, headers, _ = sign(secured.endpoint + "/metrics", None, b"", method="GET", **_admin())
     assert httpx.get(url, headers=headers).status_code == 200
+    assert httpx.get(secured.endpoint + "/metrics.json").status_code == 401
+    assert "delivery_streams" in httpx.get(secured.endpoint + "/metrics.json", headers=bearer).json()["current"]
+    assert "current" in httpx.get(secured.metrics_endpoint + "/metrics.json").json()
     # The separate listener serves everything to whoever can reach it (keep it private).
     assert "streams" in httpx.get(secured.metrics_endpoint + "/readyz").json()
     assert b"firehose_incoming_records" in httpx.get(secured.metrics_endpoint + "/metrics").content

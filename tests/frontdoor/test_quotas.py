@@ -60,7 +60,7 @@ def test_a_producer_over_quota_is_told_to_slow_down(start_daemon: Any) -> None:
         pytest.fail("a fifth call within a second was not refused")
     with urllib.request.urlopen(d.endpoint + "/metrics") as r:
         metrics = r.read().decode()
-    series = 'firehose_throttled_records_total{stream="limited"}'
+    series = 'firehose_throttled_records_total{delivery_stream="limited"}'
     throttled = [line for line in metrics.splitlines() if line.startswith(series)]
     assert throttled and float(throttled[0].split()[-1]) >= 51
     wait_until(lambda: d.idle("limited"))

@@ -137,7 +137,7 @@ def test_a_lone_record_the_endpoint_refuses_with_413_is_not_written_to_the_error
     assert read_local(tmp_path / "out") == {}
     metrics = httpx.get(f"{d.endpoint}/metrics").text
     assert ('firehose_destination_refused_records_total{code="HttpEndpoint.RequestEntityTooLarge",'
-            'destination="http_endpoint",stream="hooks"} 1.0') in metrics
+            'delivery_stream="hooks",destination="http_endpoint"} 1.0') in metrics
 
 
 def test_tls_is_verified_and_a_ca_bundle_setting_trusts_a_private_certificate(start_daemon: Any,
