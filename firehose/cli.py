@@ -97,6 +97,13 @@ def _parser() -> argparse.ArgumentParser:
     describe.add_argument("stream", help="the delivery stream's name")
     describe.add_argument("--json", action="store_true", help="print a JSON object")
     connection.add_arguments(describe)
+
+    top = sub.add_parser("top", help="each delivery stream's rates, freshness and backlog, refreshed every second")
+    top.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes (1)")
+    top.add_argument("--once", action="store_true", help="print one table (rates need two reads: taken --interval "
+                                                         "apart) and exit")
+    top.add_argument("--iterations", type=int, help="stop after this many refreshes")
+    connection.add_arguments(top)
     return parser
 
 
@@ -129,6 +136,10 @@ def main(argv: list[str] | None = None) -> int:
         from firehose.commands.streams import run_describe, run_ls
 
         return run_ls(args) if args.command == "ls" else run_describe(args)
+    if args.command == "top":
+        from firehose.commands.top import run as top
+
+        return top(args)
     return _serve(args)
 
 

@@ -101,7 +101,15 @@ def daemon_streams(connection: Connection) -> dict[str, dict[str, Any]] | None:
     with authentication on shows the details to a principal it knows, as it does for metrics.
     Any failure (AWS, a timeout, a minimal answer) is None: the details are optional extras.
     """
-    url = connection.endpoint_url.rstrip("/") + "/readyz"
+    doc = daemon_json(connection, "/readyz")
+    streams = doc.get("streams") if isinstance(doc, dict) else None
+    return streams if isinstance(streams, dict) else None
+
+
+def daemon_json(connection: Connection, path: str) -> Any:
+    """A signed ``GET path`` of this daemon's operator JSON (``/readyz``, ``/metrics.json``); None when
+    the endpoint is AWS, does not answer, or answers something that is not JSON."""
+    url = connection.endpoint_url.rstrip("/") + path
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or (parts.hostname or "").endswith(_AWS_HOSTS):
         return None
@@ -117,10 +125,9 @@ def daemon_streams(connection: Connection) -> dict[str, dict[str, Any]] | None:
     except (OSError, ValueError):
         return None
     try:
-        streams = json.loads(body).get("streams")
-    except (ValueError, AttributeError):
+        return json.loads(body)
+    except ValueError:
         return None
-    return streams if isinstance(streams, dict) else None
 
 
 def _signed_headers(connection: Connection, url: str) -> dict[str, str]:
