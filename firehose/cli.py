@@ -104,6 +104,14 @@ def _parser() -> argparse.ArgumentParser:
                                                          "apart) and exit")
     top.add_argument("--iterations", type=int, help="stop after this many refreshes")
     connection.add_arguments(top)
+
+    tap = sub.add_parser("tap", help="follow the records a delivery stream delivers, live")
+    tap.add_argument("stream", help="the delivery stream's name")
+    tap.add_argument("--errors", action="store_true", help="also the records sent to the error output")
+    tap.add_argument("--sample", type=float, default=1.0, help="the share of records shown, 0 < RATE <= 1 (1)")
+    tap.add_argument("--limit", type=int, help="stop after this many records")
+    tap.add_argument("--json", action="store_true", help="print the daemon's JSON lines")
+    connection.add_arguments(tap)
     return parser
 
 
@@ -136,6 +144,10 @@ def main(argv: list[str] | None = None) -> int:
         from firehose.commands.streams import run_describe, run_ls
 
         return run_ls(args) if args.command == "ls" else run_describe(args)
+    if args.command == "tap":
+        from firehose.commands.tap import run as tap
+
+        return tap(args)
     if args.command == "top":
         from firehose.commands.top import run as top
 

@@ -52,6 +52,7 @@ from firehose.storage.dirlock import DirectoryLock
 from firehose.streams.server import Sidecar
 from firehose.streams.server import state_dir as kinesis_state_dir
 from firehose.systemd import Notifier
+from firehose.tap import Taps
 from firehose.telemetry import Metrics, MetricsHistory, setup_logging, tune_gc
 
 log = logging.getLogger("firehose.daemon")
@@ -155,8 +156,10 @@ class Daemon:
         self._services: dict[str, Services] = {}
         self.quotas = Quotas(s.quotas)
         self.principals = Principals(s.auth, s.account_id)
+        #: Live copies of delivered records for ``firehose tap`` (nothing is copied while no one follows).
+        self.taps = Taps()
         self.app = FirehoseApp(self.services, self.readiness, s, self.principals, self.metrics,
-                               history=self.history)
+                               history=self.history, taps=self.taps)
 
     @property
     def catalog(self) -> Catalog:
@@ -243,7 +246,7 @@ class Daemon:
         pipeline = Pipeline(
             state, config, self._stream_spool(state), destination, self.settings, self.metrics,
             store=built.store, workers=self.workers, keyring=self._keyring if config.encrypt else None,
-            convert_pool=self._convert_executor() if config.conversion else None,
+            convert_pool=self._convert_executor() if config.conversion else None, taps=self.taps,
         )
         self.pipelines[state.key] = pipeline
         self.metrics.watch(state.name, pipeline.levels)
@@ -479,7 +482,7 @@ class Daemon:
             return
         host, port = split_listen(self.settings.metrics.listen)
         routes = OperatorRoutes(self.readiness, self.metrics.registry, self.principals, None, open_to_all=True,
-                                history=self.history)
+                                history=self.history, taps=self.taps)
         self._metrics_server = await listeners.start_uvicorn(OperatorApp(routes), host, port, self.settings.limits,
                                                              name="metrics listener")
         log.info("Metrics listening.", extra={"host": host, "port": self._metrics_server.listener.port})

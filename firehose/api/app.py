@@ -30,6 +30,7 @@ from firehose.frontdoor.door import Api, FrontDoor
 from firehose.frontdoor.operator import OperatorRoutes, ReadinessProbe
 from firehose.frontdoor.principals import Principals
 from firehose.settings import Settings
+from firehose.tap import Taps
 from firehose.telemetry import Metrics, MetricsHistory
 
 TARGET_PREFIX = "Firehose_20150804"
@@ -38,7 +39,7 @@ TARGET_PREFIX = "Firehose_20150804"
 class FirehoseApp:
     def __init__(self, services: Callable[[str], Services], readiness: ReadinessProbe, settings: Settings,
                  principals: Principals, metrics: Metrics, *, history: MetricsHistory | None = None,
-                 max_body_bytes: int = shapes.MAX_BODY_BYTES) -> None:
+                 taps: Taps | None = None, max_body_bytes: int = shapes.MAX_BODY_BYTES) -> None:
         self.services = services
         self.settings = settings
         self.metrics = metrics
@@ -52,7 +53,8 @@ class FirehoseApp:
         )
         self.door = FrontDoor(api, settings, principals, self.budget)
         self.receiver = HttpEndpointReceiver(services, self.door)
-        self.operator = OperatorRoutes(readiness, metrics.registry, principals, self.door.verifier, history=history)
+        self.operator = OperatorRoutes(readiness, metrics.registry, principals, self.door.verifier, history=history,
+                                       taps=taps)
         #: (operation, status) → the request counter and duration histogram children (no .labels() per call).
         self._api: dict[tuple[str, int], tuple[Counter, Histogram | None]] = {}
 

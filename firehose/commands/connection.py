@@ -109,16 +109,12 @@ def daemon_streams(connection: Connection) -> dict[str, dict[str, Any]] | None:
 def daemon_json(connection: Connection, path: str) -> Any:
     """A signed ``GET path`` of this daemon's operator JSON (``/readyz``, ``/metrics.json``); None when
     the endpoint is AWS, does not answer, or answers something that is not JSON."""
-    url = connection.endpoint_url.rstrip("/") + path
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or (parts.hostname or "").endswith(_AWS_HOSTS):
+    opened = daemon_request(connection, path)
+    if opened is None:
         return None
-    headers = _signed_headers(connection, url)
-    context = ssl.create_default_context(cafile=os.environ.get("AWS_CA_BUNDLE")) if parts.scheme == "https" \
-        else None
+    request, context = opened
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=_READYZ_TIMEOUT,
-                                    context=context) as response:
+        with urllib.request.urlopen(request, timeout=_READYZ_TIMEOUT, context=context) as response:
             body = response.read()
     except urllib.error.HTTPError as err:  # 503 while starting, stopping or with the spool full: details still come
         body = err.read()
@@ -128,6 +124,19 @@ def daemon_json(connection: Connection, path: str) -> Any:
         return json.loads(body)
     except ValueError:
         return None
+
+
+def daemon_request(connection: Connection,
+                   path: str) -> tuple[urllib.request.Request, ssl.SSLContext | None] | None:
+    """A signed ``GET path`` for this daemon's operator endpoints and the TLS context to open it with;
+    None when the endpoint is AWS's (which has no such paths)."""
+    url = connection.endpoint_url.rstrip("/") + path
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or (parts.hostname or "").endswith(_AWS_HOSTS):
+        return None
+    context = ssl.create_default_context(cafile=os.environ.get("AWS_CA_BUNDLE")) if parts.scheme == "https" \
+        else None
+    return urllib.request.Request(url, headers=_signed_headers(connection, url)), context
 
 
 def _signed_headers(connection: Connection, url: str) -> dict[str, str]:

@@ -13,8 +13,11 @@ them all without authentication, for a private network.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import parse_qs
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -23,6 +26,7 @@ from firehose.asgi import Receive, Scope, Send, send_response
 from firehose.errors import FirehoseError
 from firehose.frontdoor.principals import Principals
 from firehose.frontdoor.sigv4 import Verifier
+from firehose.tap import Taps
 from firehose.telemetry import MetricsHistory
 
 #: Returns (ready, details) for /readyz; details may name streams, destinations and errors.
@@ -32,21 +36,24 @@ _JSON = b"application/json"
 EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 #: The figures of /metrics as JSON for the console, with the last 15 minutes of samples (``?history=0``: not).
 METRICS_JSON = "/metrics.json"
-ROUTES = frozenset({"/healthz", "/readyz", "/metrics", METRICS_JSON})
+#: A stream's delivered records as they go (``?stream=NAME&errors=1&sample=0.1``), JSON lines, for ``firehose tap``.
+TAP = "/tap"
+ROUTES = frozenset({"/healthz", "/readyz", "/metrics", METRICS_JSON, TAP})
 
 
 class OperatorRoutes:
     """``GET``/``HEAD`` of the three operator paths for one listener."""
 
     def __init__(self, readiness: ReadinessProbe, registry: CollectorRegistry, principals: Principals,
-                 verifier: Verifier | None, *, open_to_all: bool = False, history: MetricsHistory | None = None
-                 ) -> None:
+                 verifier: Verifier | None, *, open_to_all: bool = False, history: MetricsHistory | None = None,
+                 taps: Taps | None = None) -> None:
         self.readiness = readiness
         self.registry = registry
         self.history = history or MetricsHistory(registry)
         self.principals = principals
         self.verifier = verifier
         self.open_to_all = open_to_all or not principals.required
+        self.taps = taps
 
     def handles(self, path: str, method: str) -> bool:
         return path in ROUTES and method in ("GET", "HEAD")
@@ -70,11 +77,51 @@ class OperatorRoutes:
                 "__type": "MissingAuthenticationTokenException",
                 "message": "Metrics need a signed request or a bearer token (auth.bearer_tokens)."}), _JSON,
                 extra=[(b"www-authenticate", b'Bearer realm="firehose"')])
+        elif path == TAP:
+            await self._tap(scope, receive, send)
         elif path == METRICS_JSON:
             history = b"history=0" not in scope.get("query_string", b"")
             await send_response(send, 200, orjson.dumps(self.history.document(history=history)), _JSON)
         else:
             await send_response(send, 200, generate_latest(self.registry), CONTENT_TYPE_LATEST.encode())
+
+    async def _tap(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Stream a delivery stream's records (``firehose tap``) until the client goes away."""
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        stream = (query.get("stream") or [""])[0]
+        try:
+            sample = float((query.get("sample") or ["1"])[0])
+        except ValueError:
+            sample = -1.0
+        if self.taps is None or not stream or not 0 < sample <= 1:
+            await send_response(send, 400, orjson.dumps({
+                "__type": "InvalidArgumentException",
+                "message": "GET /tap?stream=NAME[&errors=1][&sample=RATE], 0 < RATE <= 1."}), _JSON)
+            return
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/x-ndjson"), (b"cache-control", b"no-store")]})
+        lines = self.taps.follow(stream, errors=(query.get("errors") or ["0"])[0] in ("1", "true"), sample=sample)
+
+        async def until_gone() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+
+        gone = asyncio.ensure_future(until_gone())
+        try:
+            while not gone.done():
+                nxt = asyncio.ensure_future(anext(lines))
+                await asyncio.wait({nxt, gone}, return_when=asyncio.FIRST_COMPLETED)
+                if not nxt.done():
+                    nxt.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                        await nxt  # the generator must not be running when it is closed
+                    break
+                await send({"type": "http.response.body", "body": nxt.result(), "more_body": True})
+        except OSError:
+            pass  # the client went away mid-write
+        finally:
+            gone.cancel()
+            await lines.aclose()
 
     def _is_operator(self, scope: Scope) -> bool:
         authorization = next((v for k, v in scope["headers"] if k == b"authorization"), b"")

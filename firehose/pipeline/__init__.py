@@ -34,6 +34,7 @@ from firehose.processing.transform import WorkerPool
 from firehose.settings import Settings
 from firehose.spool import PROC, RAW, StreamSpool
 from firehose.spool.cursor import BatchCursor, ProcessCursor
+from firehose.tap import Taps
 from firehose.telemetry import Metrics, StreamLevels
 
 __all__ = ["DeliveryState", "Pipeline", "StreamConfig"]
@@ -53,6 +54,7 @@ class Pipeline:
         workers: WorkerPool | None = None,
         convert_pool: Executor | None = None,
         keyring: Keyring | None = None,
+        taps: Taps | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = state.name
@@ -63,7 +65,7 @@ class Pipeline:
             name=state.name, incarnation=state.incarnation,
             cursor=BatchCursor(stream_spool, self.mode), config=config,
             destination=destination, builder=builder, store=store, settings=settings, metrics=metrics,
-            activity=self.activity, clock=clock)
+            activity=self.activity, taps=taps, clock=clock)
         self.feeder: Feeder | None = None
         if self.mode == PROC:
             arn = delivery_stream_arn(settings.region, state.account_id, state.name)

@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from itertools import repeat
 
-from firehose import failures
+from firehose import failures, tap
 from firehose.clock import now_ms
 from firehose.destinations import Destination, Failure, ObjectDestination, Outcome
 from firehose.encoding.builder import DATA, OVERFLOW, RECORDS, ObjectBuilder
@@ -50,6 +50,7 @@ from firehose.retry import Attempts, Backoff, Deadline, RetryExpired, retry_unti
 from firehose.settings import Settings
 from firehose.spool.cursor import BatchCursor, Seal
 from firehose.spool.entry import RecordEntry, Span
+from firehose.tap import Taps
 from firehose.telemetry import Delivery, Metrics, StreamLevels, delivery_family
 
 log = logging.getLogger("firehose.pipeline")
@@ -102,6 +103,7 @@ class Deliverer:
         settings: Settings,
         metrics: Metrics,
         activity: ActivityLog | None = None,
+        taps: Taps | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name
@@ -116,6 +118,7 @@ class Deliverer:
         self._max_buffered = max(settings.processing.max_buffered_bytes, config.size_bytes)
         self._metrics = metrics
         self._activity = activity or ActivityLog(name, settings.log.summary_seconds)
+        self._taps = taps or Taps()
         self._clock = clock
         self._errors = ErrorOutput(name, builder, metrics, self._backoff, clock)
         self._buffers: dict[str, Buffer] = {}
@@ -395,6 +398,8 @@ class Deliverer:
                 self._activity.failed(failures.FORMAT_CONVERSION_FAILED, obj.record_count)
             elif kind == DATA:
                 self._activity.delivered(self._destination.name, obj.key, obj.record_count, obj.size)
+        if spans and self._taps.watching(self.name):  # firehose tap: the records as the destination got them
+            self._taps.publish(self.name, tap.DELIVERED if kind == DATA else tap.ERROR, SpanRecords(spans).each())
 
     async def _deliver_records(self, seal: Seal, spans: list[Span] | None) -> None:
         """OpenSearch, Splunk, HTTP endpoint: only the records that failed are retried, until the
@@ -421,6 +426,9 @@ class Deliverer:
             delivered = len(pending) - len(retry) - len(outcome.rejected)
             if delivered:
                 not_ok = retry.keys() | {pending[f.index] for f in outcome.rejected}
+                if self._taps.watching(self.name):
+                    self._taps.publish(self.name, tap.DELIVERED,
+                                       (batch_records[i].data for i in pending if i not in not_ok))
                 self._activity.delivered(destination.name, str(seal.meta["batch_id"]), delivered,
                                          sum(len(batch_records[i].data) for i in pending if i not in not_ok))
             pending = [i for i in pending if i in retry]
@@ -441,6 +449,8 @@ class Deliverer:
             await self._errors.failed(self._store, self._config.encoding, str(seal.meta["error_key"]),
                                       self._destination.error_output_type, batch_records, failed, on_failure)
             self._activity.failed(self._destination.error_output_type, len(failed))
+            if self._taps.watching(self.name):
+                self._taps.publish(self.name, tap.ERROR, (batch_records[i].data for i in sorted(failed)))
         if self._config.backup_all:
             assert self._store is not None, "record destinations have an object store"
             backup = await self._builder.backup(self._config.encoding, seal.key, SpanRecords(spans))
