@@ -56,7 +56,8 @@ class OperatorRoutes:
         self.taps = taps
 
     def handles(self, path: str, method: str) -> bool:
-        return path in ROUTES and method in ("GET", "HEAD")
+        """Whether this is an operator request (``/tap`` only where there are delivery streams to tap)."""
+        return path in ROUTES and method in ("GET", "HEAD") and (path != TAP or self.taps is not None)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope["path"]
@@ -93,7 +94,7 @@ class OperatorRoutes:
             sample = float((query.get("sample") or ["1"])[0])
         except ValueError:
             sample = -1.0
-        if self.taps is None or not stream or not 0 < sample <= 1:
+        if self.taps is None or not stream or not 0 < sample <= 1:  # (no taps: handles() said no)
             await send_response(send, 400, orjson.dumps({
                 "__type": "InvalidArgumentException",
                 "message": "GET /tap?stream=NAME[&errors=1][&sample=RATE], 0 < RATE <= 1."}), _JSON)
