@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.pipeline.test_record_delivery import FAST, http_stream
+from tests.support.aws import ROLE
 from tests.support.config import local_stream
 from tests.support.daemon import RunningDaemon
 from tests.support.receivers.http_endpoint import Behaviour, HttpEndpointReceiver
@@ -24,7 +24,16 @@ from tests.support.waiting import wait_until
 
 BROWSER = "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8"
 #: Would set window.pwned if the page ever parsed it as HTML.
+#: Quick retries, so that the failing endpoint's error shows at once.
+FAST = {"delivery": {"backoff_base_seconds": 0.05, "backoff_max_seconds": 0.2}}
 HOSTILE = '<img src=x onerror="window.pwned=1"><script>window.pwned=2</script>'
+
+
+def http_stream(name: str, url: str) -> dict[str, Any]:
+    return {"DeliveryStreamName": name, "HttpEndpointDestinationConfiguration": {
+        "EndpointConfiguration": {"Url": url, "Name": "sink", "AccessKey": "k-123"},
+        "BufferingHints": {"SizeInMBs": 1, "IntervalInSeconds": 0},
+        "S3Configuration": {"RoleARN": ROLE, "BucketARN": "arn:aws:s3:::local"}}}
 
 
 @pytest.fixture
@@ -79,7 +88,7 @@ def test_the_console_in_headless_chromium_lists_streams_numbers_charts_and_shows
     chromium = _chromium()
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (the test extra) drives Chromium")
     endpoint.behaviour = Behaviour(status=500, error_message=HOSTILE)
-    d: RunningDaemon = start_daemon([local_stream("orders"), http_stream("hooks", endpoint.url, AccessKey="k-123")],
+    d: RunningDaemon = start_daemon([local_stream("orders"), http_stream("hooks", endpoint.url)],
                                     **FAST)
     client = d.client()
     client.put_record_batch(DeliveryStreamName="orders", Records=[{"Data": b"first %d\n" % i} for i in range(10)])
