@@ -29,7 +29,7 @@ from typing import Any
 
 import httpx
 
-from firehose import destinations, listeners
+from firehose import definitions, destinations, listeners
 from firehose.accounts import PerAccount, account_directory, stored_accounts
 from firehose.api.app import FirehoseApp
 from firehose.api.operations import Services
@@ -159,7 +159,7 @@ class Daemon:
         #: Live copies of delivered records for ``firehose tap`` (nothing is copied while no one follows).
         self.taps = Taps()
         self.app = FirehoseApp(self.services, self.readiness, s, self.principals, self.metrics,
-                               history=self.history, taps=self.taps)
+                               history=self.history, taps=self.taps, streams=self.console_streams)
 
     @property
     def catalog(self) -> Catalog:
@@ -396,6 +396,40 @@ class Daemon:
             details["reason"] = reason
         return ready, details
 
+    def console_streams(self) -> dict[str, Any]:
+        """Every delivery stream as the console lists it (``/console/api/streams``), named as /readyz names it.
+
+        What a stream is (source, destination, buffering, processing steps, version, status): read
+        from the catalogs, so a stream whose pipeline cannot run is listed too.
+        """
+        listed = []
+        for _account, catalog in self.catalogs:
+            for state in catalog.all():
+                d = state.definition
+                store = d.object_store
+                size, interval = definitions.buffering(d.destination) if d.is_s3 else d.record_destination.buffering()
+                processing = d.processing
+                steps = [p.type for p in processing.processors or []] if processing and processing.enabled else []
+                if d.is_s3 and d.destination.dynamic_partitioning:
+                    steps.append("DynamicPartitioning")
+                if d.is_s3 and d.destination.format_conversion is not None:
+                    steps.append("DataFormatConversion")
+                kinesis = d.kinesis_stream_source_configuration
+                pipeline = self.pipelines.get(state.key)
+                listed.append({
+                    "name": self._shown(state.key),
+                    "status": state.status,
+                    "version": state.version_id,
+                    "source": {"type": d.delivery_stream_type,
+                               "kinesis_stream": kinesis.kinesis_stream_arn if kinesis else None},
+                    "destination": {"type": d.destination_member.removesuffix("DestinationConfiguration"),
+                                    "target": pipeline.delivery.destination if pipeline else None,
+                                    "bucket": store.bucket_arn},
+                    "buffering": {"size_bytes": size, "interval_seconds": interval},
+                    "processing": steps,
+                })
+        return {"delivery_streams": listed}
+
     # -- run --------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -482,7 +516,7 @@ class Daemon:
             return
         host, port = split_listen(self.settings.metrics.listen)
         routes = OperatorRoutes(self.readiness, self.metrics.registry, self.principals, None, open_to_all=True,
-                                history=self.history, taps=self.taps)
+                                history=self.history, taps=self.taps, streams=self.console_streams)
         self._metrics_server = await listeners.start_uvicorn(OperatorApp(routes), host, port, self.settings.limits,
                                                              name="metrics listener")
         log.info("Metrics listening.", extra={"host": host, "port": self._metrics_server.listener.port})

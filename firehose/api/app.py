@@ -4,7 +4,8 @@ Transport only. ``POST /`` goes through the front door shared with the Kinesis
 API (``firehose.frontdoor``: size, encoding, content type, target, parse,
 SigV4, IAM policies, the AWS model's validation) to an operation in
 ``operations.py``; ``POST /http-endpoint/<stream>`` to the HTTP endpoint
-receiver; ``/healthz``, ``/readyz`` and ``/metrics`` to the operator routes.
+receiver; ``/healthz``, ``/readyz``, ``/metrics`` and the console (``/console``, ``GET /`` from a
+browser) to the operator routes.
 
 Collaborators come from the daemon: the per-account services the operations
 take, a readiness probe and the metrics. The API never imports the pipeline
@@ -27,7 +28,7 @@ from firehose.asgi import Receive, Scope, Send, send_response
 from firehose.frontdoor import wire
 from firehose.frontdoor.body import MemoryBudget
 from firehose.frontdoor.door import Api, FrontDoor
-from firehose.frontdoor.operator import OperatorRoutes, ReadinessProbe
+from firehose.frontdoor.operator import OperatorRoutes, ReadinessProbe, StreamsProbe
 from firehose.frontdoor.principals import Principals
 from firehose.settings import Settings
 from firehose.tap import Taps
@@ -39,7 +40,8 @@ TARGET_PREFIX = "Firehose_20150804"
 class FirehoseApp:
     def __init__(self, services: Callable[[str], Services], readiness: ReadinessProbe, settings: Settings,
                  principals: Principals, metrics: Metrics, *, history: MetricsHistory | None = None,
-                 taps: Taps | None = None, max_body_bytes: int = shapes.MAX_BODY_BYTES) -> None:
+                 taps: Taps | None = None, streams: StreamsProbe | None = None,
+                 max_body_bytes: int = shapes.MAX_BODY_BYTES) -> None:
         self.services = services
         self.settings = settings
         self.metrics = metrics
@@ -54,7 +56,7 @@ class FirehoseApp:
         self.door = FrontDoor(api, settings, principals, self.budget)
         self.receiver = HttpEndpointReceiver(services, self.door)
         self.operator = OperatorRoutes(readiness, metrics.registry, principals, self.door.verifier, history=history,
-                                       taps=taps)
+                                       taps=taps, streams=streams)
         #: (operation, status) → the request counter and duration histogram children (no .labels() per call).
         self._api: dict[tuple[str, int], tuple[Counter, Histogram | None]] = {}
 
@@ -69,7 +71,7 @@ class FirehoseApp:
             started = time.perf_counter()
             status = await self.receiver(path[len(RECEIVER_PREFIX):], scope, receive, send)
             self._observe("HttpEndpointDelivery", status, started, None, None)
-        elif self.operator.handles(path, method):
+        elif self.operator.handles(scope):
             await self.operator(scope, receive, send)
         else:
             await send_response(send, 404, wire.error("UnknownOperationException", f"No route for {method} {path}."),

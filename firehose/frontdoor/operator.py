@@ -1,5 +1,5 @@
 """The operator's endpoints on an API listener: ``/healthz``, ``/readyz``, ``/metrics`` (and the same figures as
-JSON at ``/metrics.json``), and who may read them.
+JSON at ``/metrics.json``), the live console (``/console``, and ``/`` for a browser), and who may read them.
 
 With authentication off every caller sees everything, as before. With
 ``auth.mode: sigv4`` a load balancer still gets ``/healthz`` and a minimal
@@ -7,7 +7,10 @@ With authentication off every caller sees everything, as before. With
 stream names or error texts), while the detailed ``/readyz``, ``/metrics`` and
 ``/metrics.json`` need an operator: a request signed by any configured principal, or
 ``Authorization: Bearer <token>`` with one of ``auth.bearer_tokens`` (for
-scrapers that cannot sign). A separate listener (``metrics.listen``) serves
+scrapers that cannot sign). The console's files hold no data and are served to
+anyone; the JSON it reads (``/metrics.json``, the detailed ``/readyz``,
+``/console/api/streams``) is gated as above, so in ``sigv4`` mode the page asks
+for a bearer token. A separate listener (``metrics.listen``) serves
 them all without authentication, for a private network.
 """
 
@@ -22,6 +25,7 @@ from urllib.parse import parse_qs
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from firehose import console
 from firehose.asgi import Receive, Scope, Send, send_response
 from firehose.errors import FirehoseError
 from firehose.frontdoor.principals import Principals
@@ -31,23 +35,33 @@ from firehose.telemetry import MetricsHistory
 
 #: Returns (ready, details) for /readyz; details may name streams, destinations and errors.
 ReadinessProbe = Callable[[], tuple[bool, dict[str, Any]]]
+#: Returns the console's view of the delivery streams (definitions, recent error records); see ``console``.
+StreamsProbe = Callable[[], dict[str, Any]]
 
 _JSON = b"application/json"
+#: The console's files: its own script and style only (no inline script, nothing from elsewhere), not framed.
+_PAGE_HEADERS = [
+    (b"content-security-policy", b"default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"),
+    (b"x-content-type-options", b"nosniff"), (b"cache-control", b"no-cache")]
 EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 #: The figures of /metrics as JSON for the console, with the last 15 minutes of samples (``?history=0``: not).
 METRICS_JSON = "/metrics.json"
 #: A stream's delivered records as they go (``?stream=NAME&errors=1&sample=0.1``), JSON lines, for ``firehose tap``.
 TAP = "/tap"
-ROUTES = frozenset({"/healthz", "/readyz", "/metrics", METRICS_JSON, TAP})
+ROUTES = frozenset({"/healthz", "/readyz", "/metrics", METRICS_JSON, TAP, console.STREAMS_JSON})
 
 
 class OperatorRoutes:
-    """``GET``/``HEAD`` of the three operator paths for one listener."""
+    """``GET``/``HEAD`` of the operator paths and the console for one listener."""
 
     def __init__(self, readiness: ReadinessProbe, registry: CollectorRegistry, principals: Principals,
                  verifier: Verifier | None, *, open_to_all: bool = False, history: MetricsHistory | None = None,
-                 taps: Taps | None = None) -> None:
+                 taps: Taps | None = None, streams: StreamsProbe | None = None, console: bool = True) -> None:
+        """``console``: serve the console's page and its streams JSON (the Kinesis sidecar does not);
+        ``taps``: serve ``/tap`` (where there are delivery streams)."""
         self.readiness = readiness
+        self.console = console
+        self.streams = streams or (lambda: {"delivery_streams": []})
         self.registry = registry
         self.history = history or MetricsHistory(registry)
         self.principals = principals
@@ -55,12 +69,28 @@ class OperatorRoutes:
         self.open_to_all = open_to_all or not principals.required
         self.taps = taps
 
-    def handles(self, path: str, method: str) -> bool:
-        """Whether this is an operator request (``/tap`` only where there are delivery streams to tap)."""
-        return path in ROUTES and method in ("GET", "HEAD") and (path != TAP or self.taps is not None)
+    def handles(self, scope: Scope) -> bool:
+        """An operator path, a console file, or ``GET /`` from a browser (``Accept`` prefers HTML);
+        ``/tap`` only where there are delivery streams to tap."""
+        path = scope["path"]
+        if scope["method"] not in ("GET", "HEAD"):
+            return False
+        if path == TAP:
+            return self.taps is not None
+        if not self.console:
+            return path in ROUTES and path != console.STREAMS_JSON
+        if path == "/":
+            accept = next((v for k, v in scope["headers"] if k == b"accept"), b"")
+            return console.wants_html(accept)
+        return path in ROUTES or console.is_asset(path)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope["path"]
+        page = console.asset(console.PAGE if path == "/" else path) if self.console else None
+        if page is not None:
+            body, content_type = page
+            await send_response(send, 200, body, content_type, extra=_PAGE_HEADERS)
+            return
         if path == "/healthz":
             await send_response(send, 200, b'{"status":"ok"}', _JSON)
             return
@@ -80,6 +110,8 @@ class OperatorRoutes:
                 extra=[(b"www-authenticate", b'Bearer realm="firehose"')])
         elif path == TAP:
             await self._tap(scope, receive, send)
+        elif path == console.STREAMS_JSON:
+            await send_response(send, 200, orjson.dumps(self.streams()), _JSON)
         elif path == METRICS_JSON:
             history = b"history=0" not in scope.get("query_string", b"")
             await send_response(send, 200, orjson.dumps(self.history.document(history=history)), _JSON)
@@ -149,8 +181,8 @@ class OperatorApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        if self.routes.handles(scope["path"], scope["method"]):
+        if self.routes.handles(scope):
             await self.routes(scope, receive, send)
         else:
-            await send_response(send, 404, b'{"message":"Not found: /healthz, /readyz, /metrics and /metrics.json '
-                                b'are served here."}', _JSON)
+            await send_response(send, 404, b'{"message":"Not found: /healthz, /readyz, /metrics, /metrics.json '
+                                b'and /console are served here."}', _JSON)

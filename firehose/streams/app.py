@@ -66,7 +66,8 @@ class KinesisApp:
             observe=self._observe,
         )
         self.door = FrontDoor(api, settings, principals, MemoryBudget(settings.limits.max_request_memory))
-        self.operator = OperatorRoutes(_ready, self.metrics.registry, principals, self.door.verifier)
+        self.operator = OperatorRoutes(_ready, self.metrics.registry, principals, self.door.verifier,
+                                       console=False)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -77,7 +78,7 @@ class KinesisApp:
         path, method = scope["path"], scope["method"]
         if path == "/" and method == "POST":
             await self.door(scope, receive, send)
-        elif self.operator.handles(path, method):
+        elif self.operator.handles(scope):
             await self.operator(scope, receive, send)
         else:
             await send_response(send, 404, wire.error("UnknownOperationException", f"No route for {method} {path}."),
