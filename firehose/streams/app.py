@@ -18,8 +18,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
-
 from firehose.asgi import Receive, Scope, Send, send_response
 from firehose.frontdoor import wire
 from firehose.frontdoor.body import MemoryBudget
@@ -27,28 +25,13 @@ from firehose.frontdoor.door import Api, FrontDoor
 from firehose.frontdoor.operator import OperatorRoutes
 from firehose.frontdoor.principals import Principals
 from firehose.settings import Settings
+from firehose.streams.metrics import StreamsMetrics
 from firehose.streams.operations import OPERATIONS, SHAPES
 from firehose.streams.store import ShardStore
 
 TARGET_PREFIX = "Kinesis_20131202"
 #: Largest request accepted: a 10 MiB-record stream's PutRecords, base64-encoded, plus framing.
 MAX_BODY_BYTES = 16 * 1024 * 1024
-
-
-class StreamsMetrics:
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.requests = Counter("kinesis_requests", "Kinesis API requests by operation and HTTP status.",
-                                ["operation", "status"], registry=self.registry)
-        self.records_put = Counter("kinesis_records_put", "Records stored by PutRecord/PutRecords.",
-                                   registry=self.registry)
-        self.records_read = Counter("kinesis_records_read", "Records returned by GetRecords.",
-                                    registry=self.registry)
-        self.throttled = Counter("kinesis_throttled_requests", "Records and calls refused with "
-                                 "ProvisionedThroughputExceededException (kinesis.enforce_limits), by operation.",
-                                 ["operation"], registry=self.registry)
-        self.latency = Histogram("kinesis_request_seconds", "Kinesis API latency by operation.", ["operation"],
-                                 registry=self.registry)
 
 
 def _ready() -> tuple[bool, dict[str, Any]]:
@@ -59,10 +42,11 @@ class KinesisApp:
     def __init__(self, stores: Callable[[str], ShardStore], settings: Settings, principals: Principals,
                  metrics: StreamsMetrics | None = None) -> None:
         self.metrics = metrics or StreamsMetrics()
+        self._stores = stores
         api = Api(
             target_prefix=TARGET_PREFIX, signing_name="kinesis", operations=OPERATIONS,
             shapes=SHAPES,
-            max_body_bytes=MAX_BODY_BYTES, services=lambda caller: stores(caller.account_id), cbor=True,
+            max_body_bytes=MAX_BODY_BYTES, services=lambda caller: self._store(caller.account_id), cbor=True,
             observe=self._observe,
         )
         self.door = FrontDoor(api, settings, principals, MemoryBudget(settings.limits.max_request_memory))
@@ -86,21 +70,18 @@ class KinesisApp:
 
     def _observe(self, operation: str | None, status: int, started: float, result: dict[str, Any] | None,
                  error: str | None) -> None:
+        """Every call's outcome and latency; what it stored or read is reported by the operations."""
         op = operation if operation in OPERATIONS else "unknown"
         self.metrics.requests.labels(op, str(status)).inc()
         self.metrics.latency.labels(op).observe(time.perf_counter() - started)
-        if error == "ProvisionedThroughputExceededException":
-            self.metrics.throttled.labels(op).inc()
-        if result is None:
-            return
-        if operation == "PutRecords":
-            self.metrics.records_put.inc(len(result["Records"]) - result["FailedRecordCount"])
-            if result["FailedRecordCount"]:
-                self.metrics.throttled.labels(op).inc(result["FailedRecordCount"])
-        elif operation == "PutRecord":
-            self.metrics.records_put.inc()
-        elif operation == "GetRecords":
-            self.metrics.records_read.inc(len(result["Records"]))
+        succeeded = result is not None and (op != "PutRecords" or result["FailedRecordCount"] < len(result["Records"]))
+        self.metrics.call(op, succeeded)
+
+    def _store(self, account: str) -> ShardStore:
+        """An account's store, reporting what its operations store and read to this app's metrics."""
+        store = self._stores(account)
+        store.metrics = self.metrics
+        return store
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:

@@ -30,6 +30,7 @@ from typing import Any
 import orjson
 import pybase64
 
+from firehose.clock import now_ms
 from firehose.frontdoor.door import Caller, Operation
 from firehose.frontdoor.shapes import ServiceShapes
 from firehose.streams import hashkeys, iterators
@@ -410,6 +411,12 @@ async def put_record(store: ShardStore, request: Request) -> dict[str, Any]:
     stream = store.stream(name, data_op=True)
     record = _record(stream, request, "")
     (result,) = await store.put(name, [record])
+    size = len(record[0]) + len(record[1])
+    if store.metrics is not None:
+        stored = result.error_code is None
+        store.metrics.stored(name, int(stored), size if stored else 0, int(not stored))
+        if stored:
+            store.metrics.put_record_bytes.labels(name).inc(size)
     if result.error_code is not None:
         raise ProvisionedThroughputExceededException(result.error_message or "Rate exceeded.")
     return {"ShardId": result.shard_id, "SequenceNumber": result.sequence_number, "EncryptionType": "NONE"}
@@ -436,6 +443,17 @@ async def put_records(store: ShardStore, request: Request, check: Check) -> dict
         else:
             failed += 1
             out.append({"ErrorCode": r.error_code, "ErrorMessage": r.error_message})
+    m = store.metrics
+    if m is not None:
+        size = sum(len(k) + len(d) for (k, d, _h), r in zip(records, results, strict=True) if r.error_code is None)
+        throttled = sum(r.error_code == "ProvisionedThroughputExceededException" for r in results)
+        m.stored(name, len(results) - failed, size, throttled)
+        m.put_records_records.labels(name).inc(len(results))
+        m.put_records_successful.labels(name).inc(len(results) - failed)
+        m.put_records_bytes.labels(name).inc(size)
+        if failed:
+            m.put_records_failed.labels(name).inc(failed)
+            m.put_records_throttled.labels(name).inc(throttled)
     return {"FailedRecordCount": failed, "Records": out, "EncryptionType": "NONE"}
 
 
@@ -462,7 +480,17 @@ async def get_shard_iterator(store: ShardStore, request: Request) -> dict[str, A
 
 
 async def get_records(store: ShardStore, request: Request) -> dict[str, Any]:
-    result = store.get_records(request["ShardIterator"], request.get("Limit") or 10000)
+    try:
+        result = store.get_records(request["ShardIterator"], request.get("Limit") or 10000)
+    except ProvisionedThroughputExceededException:
+        if store.metrics is not None:
+            store.metrics.read_exceeded.labels(iterators.stream_of(request["ShardIterator"]) or "").inc()
+        raise
+    if store.metrics is not None and result.shard_id is not None:
+        last = result.records[-1].arrival_ms if result.records else None
+        store.metrics.read(result.stream, result.shard_id, len(result.records),
+                           sum(len(r.data) + len(r.partition_key) for r in result.records),
+                           max(0, now_ms() - last) if last is not None else result.millis_behind)
     out: dict[str, Any] = {
         "Records": [{"SequenceNumber": r.sequence_number, "ApproximateArrivalTimestamp": r.arrival_ms / 1000,
                      "Data": r.data, "PartitionKey": r.partition_key} for r in result.records],

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import orjson
 
@@ -47,6 +47,9 @@ from firehose.streams.errors import (
 )
 from firehose.streams.shard import Position, ReadRecord, ShardData, encode_entry
 from firehose.streams.throttle import ShardLimits
+
+if TYPE_CHECKING:
+    from firehose.streams.metrics import StreamsMetrics
 
 log = logging.getLogger("firehose.streams")
 
@@ -166,6 +169,9 @@ class GetResult:
     next_iterator: str | None
     millis_behind: int
     children: list[ChildShard] | None
+    #: The stream and shard read (for the metrics).
+    stream: str = ""
+    shard_id: str | None = None
 
 
 @dataclass
@@ -189,6 +195,8 @@ class ShardStore:
         self._own_committer = committer is None
         self.committer = committer or GroupCommitter("shard-commit")
         self.streams: dict[str, Stream] = {}
+        #: Where the operations report what they store and read (set by the API app serving the store).
+        self.metrics: StreamsMetrics | None = None
         self.key = b""
         self._last_epoch = 0
         self._timers: list[asyncio.TimerHandle] = []
@@ -642,10 +650,10 @@ class ShardStore:
         if not shard.is_open and result.at_end:
             children = [ChildShard(s.shard_id, [p for p in (s.parent, s.adjacent_parent) if p], s.start, s.end)
                         for s in stream.shards if shard_id in (s.parent, s.adjacent_parent)]
-            return GetResult(result.records, None, behind, children)
+            return GetResult(result.records, None, behind, children, stream.name, shard_id)
         token = iterators.issue(self.key, iterators.Iterator(now, stream.name, stream.created_ms, shard.index,
                                                              *result.next))
-        return GetResult(result.records, token, behind, None)
+        return GetResult(result.records, token, behind, None, stream.name, shard_id)
 
 
 def _iso(ms: int) -> str:

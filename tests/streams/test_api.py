@@ -419,12 +419,16 @@ def test_per_shard_limits_when_enabled(start_streams_server: Any) -> None:
     with pytest.raises(client.exceptions.ProvisionedThroughputExceededException):
         for _ in range(10):
             it = client.get_records(ShardIterator=it)["NextShardIterator"]
-    # Every refusal is counted: the records PutRecords refused, and each call refused as a whole.
+    # Every refusal is counted, as CloudWatch names them: the records refused (PutRecords' and the
+    # PutRecord call's) and each GetRecords call refused as a whole.
     metrics = httpx.get(server.endpoint + "/metrics").text
-    counted = {line.split("{")[1].split("}")[0]: float(line.split()[-1]) for line in metrics.splitlines()
-               if line.startswith("kinesis_throttled_requests_total{")}
-    assert counted['operation="PutRecords"'] == failed
-    assert counted['operation="PutRecord"'] == 1 and counted['operation="GetRecords"'] == 1
+
+    def value(name: str) -> float:
+        return sum(float(line.split()[-1]) for line in metrics.splitlines() if line.startswith(name + "{"))
+
+    assert value("kinesis_write_throughput_exceeded_total") == failed + 1
+    assert value("kinesis_put_records_throttled_records_total") == failed
+    assert value("kinesis_read_throughput_exceeded_total") == 1
 
 
 def test_aws_cli_works_unchanged(streams_server: StreamsServer) -> None:
@@ -489,3 +493,33 @@ def test_get_records_answers_at_most_10_mib(kinesis: Any) -> None:
     assert 0 < len(first["Records"]) < 12 and first["MillisBehindLatest"] > 0
     rest = kinesis.get_records(ShardIterator=first["NextShardIterator"])
     assert len(first["Records"]) + len(rest["Records"]) == 12
+
+
+def test_metrics_carry_cloudwatchs_names_per_stream_and_shard(streams_server: StreamsServer) -> None:
+    """IncomingRecords/Bytes per stream, OutgoingRecords and IteratorAge per shard, PutRecords.* and
+    GetRecords.Success, under the names docs/metrics.md gives them."""
+    client = streams_server.client()
+    name = unique()
+    client.create_stream(StreamName=name, ShardCount=1)
+    client.get_waiter("stream_exists").wait(StreamName=name, WaiterConfig={"Delay": 0.1})
+    client.put_records(StreamName=name, Records=[{"Data": b"x" * 10, "PartitionKey": "k"} for _ in range(5)])
+    client.put_record(StreamName=name, Data=b"y" * 20, PartitionKey="k")
+    shard = "shardId-000000000000"
+    it = client.get_shard_iterator(StreamName=name, ShardId=shard, ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+    got = client.get_records(ShardIterator=it)["Records"]
+    assert len(got) == 6
+    metrics = httpx.get(streams_server.endpoint + "/metrics").text
+
+    def value(sample: str) -> float:
+        return next(float(line.split()[-1]) for line in metrics.splitlines() if line.startswith(sample + " "))
+
+    assert value(f'kinesis_incoming_records_total{{stream="{name}"}}') == 6
+    assert value(f'kinesis_incoming_bytes_total{{stream="{name}"}}') == 5 * 11 + 21
+    assert value(f'kinesis_put_records_records_total{{stream="{name}"}}') == 5
+    assert value(f'kinesis_put_records_successful_records_total{{stream="{name}"}}') == 5
+    assert value(f'kinesis_put_record_bytes_total{{stream="{name}"}}') == 21
+    assert value(f'kinesis_outgoing_records_total{{shard_id="{shard}",stream="{name}"}}') == 6
+    assert value(f'kinesis_get_records_bytes_total{{stream="{name}"}}') == 5 * 11 + 21
+    assert 0 <= value(f'kinesis_iterator_age_seconds{{shard_id="{shard}",stream="{name}"}}') < 60
+    assert value("kinesis_get_records_success_total") >= 1
+    assert value("kinesis_get_records_attempts_total") >= value("kinesis_get_records_success_total")
