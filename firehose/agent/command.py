@@ -25,7 +25,8 @@ def run(config_path: Path, state_dir: str | None, log_level: str | None) -> int:
     if ignored:
         log.info("accepted but not used by this agent: %s", ", ".join(ignored))
     try:
-        agent = Agent(config, Path(state_dir) if state_dir else DEFAULT_STATE_DIR)
+        agent = Agent(config, Path(state_dir) if state_dir else DEFAULT_STATE_DIR,
+                      reread=lambda: load_agent_config(config_path)[0])
     except ConfigError as exc:
         log.error("Invalid configuration: %s", exc)
         return 2

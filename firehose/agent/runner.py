@@ -206,12 +206,14 @@ class Agent:
     """Every flow, the checkpoint store, the progress line and the metrics server."""
 
     def __init__(self, config: AgentConfig, state_dir: Path = DEFAULT_STATE_DIR,
-                 client_factory: ClientFactory = make_boto_client) -> None:
+                 client_factory: ClientFactory = make_boto_client,
+                 reread: Callable[[], AgentConfig] | None = None) -> None:
+        """``reread`` loads the config again as at start: what a reload (SIGHUP) applies."""
         self.config = config
-        ids = [f.flow_id for f in config.flows]
-        dupes = {i for i in ids if ids.count(i) > 1}
-        if dupes:
-            raise ConfigError(f"two flows read {sorted(dupes)[0]!r}: each file pattern and destination once")
+        _check_flows(config)
+        self._client_factory = client_factory
+        self._reread = reread
+        self._reload = threading.Event()
         path = Path(config.checkpoint_file) if config.checkpoint_file else Path(CHECKPOINT_NAME)
         if not path.is_absolute():
             path = state_dir / path
@@ -228,6 +230,43 @@ class Agent:
 
     def request_stop(self, *_: Any) -> None:
         self._stop.set()
+
+    def request_reload(self, *_: Any) -> None:
+        """SIGHUP: reload at the main loop's next turn (a signal handler must not stop threads)."""
+        self._reload.set()
+
+    def reload(self) -> bool:
+        """Apply the config again without a restart: flows added start, flows removed or changed stop
+        (sending what they read, within ``shutdownTimeoutMillis``, their checkpoints kept) and changed
+        ones start anew from their checkpoints; flows left as they were run on untouched. An invalid
+        config is refused whole, with a log line. Settings outside ``flows`` apply at the next start."""
+        if self._reread is None:
+            return False
+        try:
+            new = self._reread()
+            _check_flows(new)
+        except ConfigError as exc:
+            log.error("Reload refused: the config is invalid; running on as before.", extra={"error": str(exc)})
+            return False
+        if new.model_copy(update={"flows": []}) != self.config.model_copy(update={"flows": []}):
+            log.warning("Settings outside flows changed; they apply at the next start.")
+        wanted = {f.flow_id: f for f in new.flows}
+        timeout = self.config.shutdown_timeout_millis / 1000
+        leaving = [r for r in self.flows if wanted.get(r.flow.flow_id) != r.flow]
+        for runner in leaving:
+            runner.deadline = time.monotonic() + timeout
+            runner.stop_reading.set()
+        for runner in leaving:
+            runner.stop(timeout)
+            self.flows.remove(runner)  # the list the progress line and the metrics read
+        running = {r.flow.flow_id for r in self.flows}
+        for flow_id, flow in wanted.items():
+            if flow_id not in running:
+                runner = FlowRunner(self.config, flow, self.store, self._client_factory, self._failed)
+                self.flows.append(runner)
+                runner.start()
+        log.info("Reloaded the config.", extra={"flows": len(self.flows), "stopped": len(leaving)})
+        return True
 
     def start(self) -> None:
         log.info("checkpoints in %s", self.store.path)
@@ -258,13 +297,24 @@ class Agent:
     def run(self) -> int:
         """Run until SIGTERM or SIGINT (or a flow fails); 0 after a clean stop."""
         previous = {s: signal.signal(s, self.request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self.request_reload)
         try:
             self.start()
             while not self._stop.wait(0.5):
-                pass
+                if self._reload.is_set():
+                    self._reload.clear()
+                    self.reload()
             log.info("stopping")
         finally:
             self.stop()
             for s, handler in previous.items():
                 signal.signal(s, handler)
         return 1 if any(f.failed for f in self.flows) else 0
+
+
+def _check_flows(config: AgentConfig) -> None:
+    """Each file pattern and destination once (two flows would share checkpoints)."""
+    ids = [f.flow_id for f in config.flows]
+    dupes = {i for i in ids if ids.count(i) > 1}
+    if dupes:
+        raise ConfigError(f"two flows read {sorted(dupes)[0]!r}: each file pattern and destination once")
