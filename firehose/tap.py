@@ -6,8 +6,9 @@ them to whoever follows the stream, one JSON line per record. It is built to cos
 one watches and never to slow delivery down when someone does:
 
 * ``watching`` is one dict lookup: the deliverer builds nothing to publish unless it is true;
-* each follower has a bounded queue; a record that does not fit is counted and dropped, never
-  waited for, and the follower is told how many it missed;
+* each follower has a queue bounded in records and bytes, and there are at most ``MAX_FOLLOWERS``;
+  a record that does not fit is counted and dropped, never waited for, and the follower is told
+  how many it missed;
 * ``sample`` (0 < rate <= 1) keeps that share of the records, chosen at random.
 """
 
@@ -21,8 +22,12 @@ from dataclasses import dataclass
 import orjson
 import pybase64
 
-#: Records a follower may be behind before the ones after are dropped (and counted).
+#: Records, and bytes of them, a follower may be behind before the ones after are dropped (and counted):
+#: a record is up to 1,000 KiB, so the byte bound is what keeps a follower's memory small.
 QUEUE_RECORDS = 1000
+QUEUE_BYTES = 4 * 1024 * 1024
+#: Followers at once, over every stream: with the queue bounds, what taps can hold is bounded too.
+MAX_FOLLOWERS = 16
 #: An empty line after this many quiet seconds keeps the connection (and its proxies) alive.
 HEARTBEAT_SECONDS = 5.0
 
@@ -36,6 +41,11 @@ class _Follower:
     errors: bool
     sample: float
     dropped: int = 0
+    queued_bytes: int = 0
+
+
+class TooManyFollowers(Exception):
+    """``MAX_FOLLOWERS`` already follow; the caller should answer 503 and let the client retry."""
 
 
 class Taps:
@@ -46,6 +56,10 @@ class Taps:
 
     def watching(self, stream: str) -> bool:
         return stream in self._followers
+
+    def full(self) -> bool:
+        """Whether ``MAX_FOLLOWERS`` already follow (a new one would be refused)."""
+        return sum(map(len, self._followers.values())) >= MAX_FOLLOWERS
 
     def publish(self, stream: str, kind: str, records: Iterable[bytes | memoryview]) -> None:
         """Offer ``records`` of ``stream`` (``delivered`` or ``error``) to its followers."""
@@ -59,10 +73,11 @@ class Taps:
                     continue
                 if line is None:
                     line = _line(stream, kind, bytes(data))
-                try:
-                    follower.queue.put_nowait(line)
-                except asyncio.QueueFull:
+                if follower.queued_bytes + len(line) > QUEUE_BYTES or follower.queue.full():
                     follower.dropped += 1
+                    continue
+                follower.queue.put_nowait(line)
+                follower.queued_bytes += len(line)
 
     async def follow(self, stream: str, *, errors: bool = False, sample: float = 1.0) -> AsyncIterator[bytes]:
         """JSON lines of ``stream``'s records as they are delivered, until the caller stops iterating.
@@ -70,12 +85,15 @@ class Taps:
         A line ``{"dropped": n}`` says that ``n`` records were skipped because the reader fell behind;
         an empty line is a heartbeat.
         """
+        if self.full():
+            raise TooManyFollowers(f"{MAX_FOLLOWERS} readers already follow delivery streams")
         follower = _Follower(asyncio.Queue(QUEUE_RECORDS), errors, sample)
         self._followers.setdefault(stream, []).append(follower)
         try:
             while True:
                 try:
                     line = await asyncio.wait_for(follower.queue.get(), HEARTBEAT_SECONDS)
+                    follower.queued_bytes -= len(line)
                 except TimeoutError:
                     line = b"\n"
                 if follower.dropped:

@@ -94,3 +94,40 @@ def test_a_follower_that_falls_behind_is_told_how_many_records_it_missed() -> No
     dropped, record = asyncio.run(scenario())
     assert dropped == {"stream": "s", "dropped": 5}
     assert record == {"stream": "s", "kind": "delivered", "data": "r0"}
+
+
+def test_what_taps_hold_is_bounded_in_bytes_and_followers() -> None:
+    """A follower holds at most QUEUE_BYTES of lines however large the records; at most MAX_FOLLOWERS follow."""
+    import asyncio
+
+    import pytest
+
+    from firehose.tap import MAX_FOLLOWERS, QUEUE_BYTES, Taps, TooManyFollowers
+
+    async def scenario() -> None:
+        taps = Taps()
+        lines = [taps.follow(f"s{i}") for i in range(MAX_FOLLOWERS)]
+        firsts = [asyncio.ensure_future(anext(g)) for g in lines]
+        await asyncio.sleep(0)
+        assert taps.full()
+        with pytest.raises(TooManyFollowers):
+            await anext(taps.follow("one-more"))
+        big = b"x" * 1_000_000
+        taps.publish("s0", "delivered", [big] * 10)
+        received = [await firsts[0]]
+        while len(received) < 10:
+            try:
+                received.append(await asyncio.wait_for(anext(lines[0]), 0.1))
+            except TimeoutError:
+                break
+        records = [r for r in received if b'"data"' in r]
+        assert sum(map(len, records)) <= QUEUE_BYTES and len(records) < 10
+        assert any(b'"dropped"' in r for r in received)
+        for f in firsts[1:]:
+            f.cancel()
+        await asyncio.gather(*firsts[1:], return_exceptions=True)
+        for g in lines:
+            await g.aclose()
+        assert not taps.full()
+
+    asyncio.run(scenario())

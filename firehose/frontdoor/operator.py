@@ -30,7 +30,7 @@ from firehose.asgi import Receive, Scope, Send, send_response
 from firehose.errors import FirehoseError
 from firehose.frontdoor.principals import Principals
 from firehose.frontdoor.sigv4 import Verifier
-from firehose.tap import Taps
+from firehose.tap import MAX_FOLLOWERS, Taps, TooManyFollowers
 from firehose.telemetry import MetricsHistory
 
 #: Returns (ready, details) for /readyz; details may name streams, destinations and errors.
@@ -131,6 +131,11 @@ class OperatorRoutes:
                 "__type": "InvalidArgumentException",
                 "message": "GET /tap?stream=NAME[&errors=1][&sample=RATE], 0 < RATE <= 1."}), _JSON)
             return
+        if self.taps.full():
+            await send_response(send, 503, orjson.dumps({
+                "__type": "ServiceUnavailableException",
+                "message": f"{MAX_FOLLOWERS} readers already follow delivery streams; retry later."}), _JSON)
+            return
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"application/x-ndjson"), (b"cache-control", b"no-store")]})
         lines = self.taps.follow(stream, errors=(query.get("errors") or ["0"])[0] in ("1", "true"), sample=sample)
@@ -150,11 +155,13 @@ class OperatorRoutes:
                         await nxt  # the generator must not be running when it is closed
                     break
                 await send({"type": "http.response.body", "body": nxt.result(), "more_body": True})
-        except OSError:
-            pass  # the client went away mid-write
+        except (OSError, TooManyFollowers, StopAsyncIteration):
+            pass  # the client went away mid-write; or another reader took the last place meanwhile
         finally:
             gone.cancel()
             await lines.aclose()
+            with contextlib.suppress(Exception):  # end the response; the client may be gone already
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     def _is_operator(self, scope: Scope) -> bool:
         authorization = next((v for k, v in scope["headers"] if k == b"authorization"), b"")

@@ -377,6 +377,7 @@ def test_health_is_open_and_details_need_an_operator(secured: Secured) -> None:
     url, headers, _ = sign(secured.endpoint + "/metrics", None, b"", method="GET", **_admin())
     assert httpx.get(url, headers=headers).status_code == 200
     assert httpx.get(secured.endpoint + "/metrics.json").status_code == 401
+    assert httpx.get(secured.endpoint + "/tap?stream=app-events").status_code == 401  # records: operators only
     assert "delivery_streams" in httpx.get(secured.endpoint + "/metrics.json", headers=bearer).json()["current"]
     assert "current" in httpx.get(secured.metrics_endpoint + "/metrics.json").json()
     # The separate listener serves everything to whoever can reach it (keep it private).
