@@ -103,8 +103,9 @@ def _hold_worker(seconds: float) -> None:
 _Server = listeners.UvicornServer
 
 #: Settings a reload applies in place (``Daemon.reload``); a change to any other waits for a restart.
-#: ``tls`` is re-read from its files on every reload; ``auth`` holds the principals and policies.
-_RELOADABLE_SETTINGS = frozenset({"auth", "tls", "log_level", "log"})
+#: ``auth`` holds the principals and policies. ``tls`` is not among them: every reload re-reads the
+#: certificate and key from the files the listeners were started with, but new paths need a restart.
+_RELOADABLE_SETTINGS = frozenset({"auth", "log_level", "log"})
 
 
 class Daemon:
