@@ -51,12 +51,14 @@ def document(
 
 def conversion_document(
     *, raw: bytes | memoryview, arrival_ms: int, message: str, table: dict[str, Any], ended_ms: int,
+    code: str = "DataFormatConversion.MalformedData",
 ) -> bytes:
-    """A format-conversion failure (the record did not fit the table's schema)."""
+    """A format-conversion failure (the record did not fit the table's schema, or the batch could
+    not be written in the output format: ``code`` says which)."""
     doc = {
         "attemptsMade": 1,
         "arrivalTimestamp": arrival_ms,
-        "lastErrorCode": "DataFormatConversion.MalformedData",
+        "lastErrorCode": code,
         "lastErrorMessage": message,
         "attemptEndingTimestamp": ended_ms,
         "rawData": pybase64.b64encode(bytes(raw)).decode(),

@@ -43,6 +43,9 @@ class ObjectBatch:
     #: (uncompressed, unencrypted): a worker process reads them there (``read_ranges``) instead
     #: of being sent the body through a pipe.
     extents: tuple[FileRange, ...] | None = None
+    #: For an object of error documents: why its records went to the error output (the first
+    #: reason when they differ), for the stream's log.
+    reason: str = ""
 
     def body(self) -> bytes:
         return b"".join(self.parts)

@@ -4,8 +4,10 @@
   file (in a worker process) and the records that do not fit the schema become
   a second object of error documents under the ``format-conversion-failed``
   error prefix, at a key fixed when the batch was sealed; the rest of the batch
-  is still delivered. Otherwise the records are concatenated and compressed
-  with the stream's codec.
+  is still delivered. A schema the writer cannot write, or a writer that fails
+  for the batch, sends every record of it there at once, with the reason:
+  retrying cannot change the outcome, so it must not hold up the stream.
+  Otherwise the records are concatenated and compressed with the stream's codec.
 * Error batches (records the chain could not process) are already error
   documents, one JSON line each; batches of records over the active-partition
   limit are turned into such documents here.
@@ -27,7 +29,7 @@ import asyncio
 import posixpath
 from collections.abc import Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from firehose import failures
@@ -144,13 +146,16 @@ class ObjectBuilder:
         if result.rows:
             good = len(datas) - len(result.failed)
             out.append(await self._finish(encoding, key, (result.body,), good, records.first_arrival_ms))
-        if result.failed:
+        failed = result.failures(len(datas))
+        if failed:
             assert error_key is not None, "a converting batch is sealed with its error key"
             ended = failures.now_ms()
-            docs = tuple(failures.conversion_document(raw=datas[i], arrival_ms=arrivals[i], message=why,
-                                                      table=conv.table, ended_ms=ended) for i, why in result.failed)
-            first = min(arrivals[i] for i, _ in result.failed)
-            out.append(await self._finish(encoding, error_key, docs, len(docs), first))
+            docs = tuple(failures.conversion_document(raw=datas[i], arrival_ms=arrivals[i], message=why, code=code,
+                                                      table=conv.table, ended_ms=ended) for i, code, why in failed)
+            first = min(arrivals[i] for i, _, _ in failed)
+            reason = (f"{result.batch_failure.code}: {result.batch_failure.message}" if result.batch_failure
+                      else f"{failed[0][1]}: {failed[0][2]}")
+            out.append(replace(await self._finish(encoding, error_key, docs, len(docs), first), reason=reason))
         return out
 
     async def _finish(self, encoding: Encoding, key: str, parts: tuple[bytes | memoryview, ...], count: int,

@@ -40,7 +40,8 @@ and ignored:
   dtypes and cannot express DATE, an exact DECIMAL or a per-file data page version. Types follow
   Hive's Parquet writer: strings UTF8, tinyint/smallint INT32 with INT_8/INT_16, timestamp INT96,
   date INT32 DATE, decimal FIXED_LEN_BYTE_ARRAY DECIMAL. fastparquet writes flat schemas only
-  ("no nested field handling"), so array, map and struct columns are refused for Parquet.
+  ("no nested field handling"), so array, map and struct columns are refused for Parquet: every
+  record of such a stream goes to the error output (``DataFormatConversion.InvalidSchema``).
   Options: Compression → the column codec; WriterVersion → data page v1/v2;
   EnableDictionaryCompression → string and binary columns are dictionary-encoded (fastparquet
   dictionary-encodes pandas categoricals only, so numbers stay plain) unless their distinct values
@@ -479,8 +480,8 @@ def _strings(value: list[str] | None, key: str, path: str) -> tuple[str, ...]:
 def check_schema(schema: Schema, deserializer: DeserializerOptions, serializer: SerializerOptions) -> None:
     """Refuse a schema (or options) that cannot be converted faithfully: ValueError naming the column.
 
-    Run it when a stream's table is loaded; ``convert`` runs it too, so a bad pairing fails loudly
-    instead of producing a file that misrepresents the data.
+    ``convert`` runs it on every batch, so a bad pairing fails every record (to the error output,
+    with this reason) instead of producing a file that misrepresents the data.
     """
     for column in schema.columns:
         if serializer.kind == "parquet" and column.type.nested:
@@ -1028,11 +1029,38 @@ def _objects(record: bytes | memoryview) -> list[dict[str, Any]]:
 # -- conversion --------------------------------------------------------------------------------
 
 
+#: errorCodes of format-conversion error documents (AWS's names): a record that does not fit the
+#: schema; a schema the serializer cannot write (every record of every batch fails alike).
+MALFORMED_DATA = "DataFormatConversion.MalformedData"
+INVALID_SCHEMA = "DataFormatConversion.InvalidSchema"
+
+
+@dataclass(frozen=True, slots=True)
+class BatchFailure:
+    """Why no record of a batch (beyond those ``failed`` names) could be converted: a schema the
+    writer cannot write, or the writer raising for the batch. Retrying cannot change it."""
+
+    code: str
+    message: str
+
+
 @dataclass(frozen=True, slots=True)
 class ConversionResult:
     body: bytes  # one complete Parquet or ORC file with every converted row; b"" when none converted
     rows: int
     failed: list[tuple[int, str]]  # (index of the input record, reason)
+    #: Set when the batch failed as a whole: then ``body`` is empty and every record not in
+    #: ``failed`` failed for this reason.
+    batch_failure: BatchFailure | None = None
+
+    def failures(self, count: int) -> list[tuple[int, str, str]]:
+        """Every failed record of a batch of ``count``, in order: (index, errorCode, reason)."""
+        out = [(i, MALFORMED_DATA, why) for i, why in self.failed]
+        if self.batch_failure is not None:
+            named = {i for i, _ in self.failed}
+            out += [(i, self.batch_failure.code, self.batch_failure.message) for i in range(count) if i not in named]
+            out.sort()
+        return out
 
 
 class _Slot(NamedTuple):
@@ -1052,9 +1080,17 @@ def convert(
     serializer: SerializerOptions,
 ) -> ConversionResult:
     """Convert a batch: every record that fits the schema becomes rows of one file, the others are
-    reported by index with the reason. Raises ValueError only for a schema/options mismatch
-    (``check_schema``), which is a configuration error rather than bad data."""
-    check_schema(schema, deserializer, serializer)
+    reported by index with the reason.
+
+    Never raises for the data or the schema: a schema/options pairing the writer cannot do
+    (``check_schema``) or a writer that raises for the batch fails every record of the batch, with
+    the reason (``batch_failure``), so the pipeline sends them to the error output at once instead
+    of retrying a batch that can never convert.
+    """
+    try:
+        check_schema(schema, deserializer, serializer)
+    except ValueError as e:
+        return ConversionResult(b"", 0, [], BatchFailure(INVALID_SCHEMA, f"The schema is invalid: {e}"))
     rules = _Rules(
         openx=deserializer.kind == "openx",
         normalize=_normalizer(deserializer),
@@ -1081,10 +1117,15 @@ def convert(
     if not rows:
         return ConversionResult(b"", 0, failed)
     columns = [slot.values for slot in slots]
-    if serializer.kind == "parquet":
-        body = _parquet_file(schema, columns, _row_groups(extents, serializer.block_size_bytes), serializer)
-    else:
-        body = _orc_file(schema, columns, serializer)
+    try:
+        if serializer.kind == "parquet":
+            body = _parquet_file(schema, columns, _row_groups(extents, serializer.block_size_bytes), serializer)
+        else:
+            body = _orc_file(schema, columns, serializer)
+    except Exception as e:  # the writer refused values the coercions let through: the same on every try
+        writer = "Parquet (fastparquet)" if serializer.kind == "parquet" else "ORC (pyorc)"
+        return ConversionResult(b"", 0, failed, BatchFailure(
+            MALFORMED_DATA, f"The {writer} writer could not write the batch: {type(e).__name__}: {e}"))
     return ConversionResult(body, rows, failed)
 
 

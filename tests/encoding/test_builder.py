@@ -141,6 +141,20 @@ def test_a_converting_batch_splits_into_the_file_and_the_records_that_do_not_fit
     assert doc["dataCatalogTable"] == table and doc["arrivalTimestamp"] == ARRIVAL + 5
 
 
+def test_a_batch_the_writer_cannot_write_is_all_error_documents_with_the_reason() -> None:
+    """A nested column for Parquet: no data object, every record an error document at once."""
+    schema = convert.parse_schema([{"Name": "tags", "Type": "array<string>"}])
+    conversion = convert.Conversion(schema, convert.DeserializerOptions(), convert.SerializerOptions(), {})
+    [errors] = build(Encoding.of("UNCOMPRESSED", conversion, encrypt=False), DATA, Listed(RECORDS),
+                     error_key="errors/format-conversion-failed/k")
+    assert errors.key == "errors/format-conversion-failed/k" and errors.record_count == len(RECORDS)
+    docs = [orjson.loads(line) for line in errors.body().splitlines()]
+    assert [pybase64.b64decode(d["rawData"]) for d in docs] == RECORDS
+    assert {d["lastErrorCode"] for d in docs} == {"DataFormatConversion.InvalidSchema"}
+    assert "fastparquet cannot write nested Parquet types" in docs[0]["lastErrorMessage"]
+    assert errors.reason.startswith("DataFormatConversion.InvalidSchema: The schema is invalid: column 'tags'")
+
+
 def test_the_extension_is_the_definitions_else_the_formats_else_the_codecs() -> None:
     schema = convert.parse_schema([{"Name": "id", "Type": "bigint"}])
     orc = convert.Conversion(schema, convert.DeserializerOptions(), convert.SerializerOptions(kind="orc"), {})

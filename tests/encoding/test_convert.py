@@ -14,6 +14,7 @@ import pyorc
 import pytest
 
 from firehose.definitions import DataFormatConversionConfiguration, ValidationError
+from firehose.encoding import convert as convert_module
 from firehose.encoding.convert import (
     ConversionResult,
     DeserializerOptions,
@@ -120,8 +121,6 @@ def test_check_schema_refuses_what_the_writers_or_serde_cannot_do() -> None:
     nested = schema(tags="array<int>")
     with pytest.raises(ValueError, match="column 'tags' has type array<int>: fastparquet cannot write"):
         check_schema(nested, OPENX, PARQUET)
-    with pytest.raises(ValueError, match="fastparquet cannot write nested"):
-        convert([b'{"tags": [1]}'], nested, OPENX, PARQUET)
     check_schema(nested, OPENX, ORC)
     with pytest.raises(ValueError, match="column 'a.b': HiveJsonSerDe does not allow dots"):
         check_schema(schema(**{"a.b": "int"}), HIVE, ORC)
@@ -129,6 +128,35 @@ def test_check_schema_refuses_what_the_writers_or_serde_cannot_do() -> None:
         check_schema(schema(a="int"), OPENX, SerializerOptions(kind="orc", bloom_filter_columns=("nope",)))
     with pytest.raises(ValueError, match="ORC FormatVersion V0_11 is not supported"):
         check_schema(schema(a="int"), OPENX, SerializerOptions(kind="orc", format_version="V0_11"))
+
+
+def test_a_schema_the_writer_cannot_write_fails_every_record_of_the_batch_with_the_reason() -> None:
+    """Not an exception (a batch that raises is retried, and this one never converts): every record
+    is reported failed, with AWS's errorCode for an invalid schema, also those that hold bad JSON."""
+    result = convert([b'{"tags": [1]}', b"not json", b'{"tags": []}'], schema(tags="array<int>"), OPENX, PARQUET)
+    assert result.body == b"" and result.rows == 0
+    assert result.batch_failure is not None and result.batch_failure.code == "DataFormatConversion.InvalidSchema"
+    assert "column 'tags' has type array<int>: fastparquet cannot write" in result.batch_failure.message
+    assert [(i, code) for i, code, _ in result.failures(3)] == [
+        (0, "DataFormatConversion.InvalidSchema"), (1, "DataFormatConversion.InvalidSchema"),
+        (2, "DataFormatConversion.InvalidSchema")]
+
+
+@BOTH
+def test_a_writer_that_raises_for_the_batch_fails_each_record_and_keeps_record_level_reasons(
+        serializer: SerializerOptions, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*_args: Any) -> bytes:
+        raise OverflowError("value too large for the column's encoding")
+
+    monkeypatch.setattr(convert_module, "_parquet_file" if serializer.kind == "parquet" else "_orc_file", broken)
+    result = convert([b'{"a": 1}', b'{"a": "x"}', b'{"a": 3}'], schema(a="int"), HIVE, serializer)
+    assert result.body == b"" and result.rows == 0
+    failures = result.failures(3)
+    assert [(i, code) for i, code, _ in failures] == [
+        (0, "DataFormatConversion.MalformedData"), (1, "DataFormatConversion.MalformedData"),
+        (2, "DataFormatConversion.MalformedData")]
+    assert "could not write the batch: OverflowError: value too large" in failures[0][2]
+    assert "field 'a'" in failures[1][2], "a record that did not fit keeps its own reason"
 
 
 # -- values of every type ------------------------------------------------------------------------
