@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib
 import logging
 import multiprocessing
@@ -45,6 +46,7 @@ from firehose.frontdoor.quotas import Quotas
 from firehose.pipeline import Pipeline, StreamConfig
 from firehose.pipeline.config import check_definition
 from firehose.processing.transform import WorkerPool
+from firehose.processpool import RenewingProcessPool
 from firehose.settings import Config, HttpSettings, Settings, check_listener, split_listen
 from firehose.sources.kinesis import KinesisSource, make_client
 from firehose.spool import Spool, StreamSpool
@@ -143,7 +145,7 @@ class Daemon:
         self.executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="destination")
         self.http = _http_client(s.http)
         self.workers = WorkerPool(s.processing.workers, nice=s.processing.worker_nice)
-        self._convert_pool: ProcessPoolExecutor | None = None
+        self._convert_pool: RenewingProcessPool | None = None
         self._workers_up: asyncio.Future[Any] | None = None
         self._keyring: Keyring | None = None
         self.metrics.spool_bytes.set_function(lambda: self.spool.used_bytes)
@@ -203,15 +205,16 @@ class Daemon:
     def _pool_size(self) -> int:
         return self.settings.processing.workers
 
-    def _convert_executor(self) -> ProcessPoolExecutor:
+    def _convert_executor(self) -> RenewingProcessPool:
         if self._convert_pool is None:
             p = self.settings.processing
             # No more processes than processing.workers, even for loads into a database: a loading
             # worker streams rows while the server parses the previous piece, so it hardly waits,
             # and every process more competes with the server for the same cores (measured: a pool
             # of 3 on 2 cores delivered a tenth less than a pool of 2).
-            self._convert_pool = ProcessPoolExecutor(self._pool_size(), mp_context=multiprocessing.get_context("spawn"),
-                                                     initializer=_init_worker, initargs=(p.worker_nice,))
+            self._convert_pool = RenewingProcessPool(functools.partial(
+                ProcessPoolExecutor, self._pool_size(), mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init_worker, initargs=(p.worker_nice,)))
         return self._convert_pool
 
     def _stream_spool(self, state: StreamState) -> StreamSpool:

@@ -30,7 +30,17 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
+from firehose.errors import SpoolError
+
 T = TypeVar("T")
+
+#: Failures that say nothing about the work being retried and heal by themselves (the spool
+#: cannot write, no file descriptors or memory for now): retried for as long as they last.
+HEALING = (SpoolError, OSError, MemoryError)
+#: Attempts at work that is a pure function of its input (building a batch's objects, running
+#: the processing chain on it) before an unexpected error is taken to be the input's: retrying
+#: it for ever would hold up everything behind it, so its records go to the error output.
+POISON_ATTEMPTS = 3
 
 #: Where a deadline is measured from: the run's first attempt, or its first failure.
 Since = Literal["first_attempt", "first_failure"]

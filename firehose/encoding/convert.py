@@ -1111,6 +1111,10 @@ def convert(
             for slot in slots:
                 del slot.values[start:]
             failed.append((index, str(e)))
+        except Exception as e:  # a value no rule foresaw: this record fails, the batch goes on
+            for slot in slots:
+                del slot.values[start:]
+            failed.append((index, f"the record could not be converted: {type(e).__name__}: {e}"))
         else:
             extents.append((len(slots[0].values) - start, len(record)))
     rows = len(slots[0].values)

@@ -5,9 +5,10 @@ thousands of records: one log line each would drown everything else. So the
 deliverer and the feeder report here, and each stream logs at most one INFO
 line per ``log.summary_seconds`` about what it delivered (objects, records,
 bytes, the last key) and at most one WARNING per window about records that
-went to the error output (processing, conversion, partitioning), with counts
-by cause. A window's line is written when the window ends, so the last
-deliveries before a quiet spell are not held back.
+went to the error output (processing, conversion, partitioning, a destination
+that gave up), with counts by cause and the latest reason for each. A
+window's line is written when the window ends, so the last deliveries before a
+quiet spell are not held back.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class ActivityLog:
         self._last_key = ""
         self._destination = ""
         self._failed: Counter[str] = Counter()
+        self._reasons: dict[str, str] = {}
         self._timer: asyncio.TimerHandle | None = None
 
     def delivered(self, destination: str, key: str, records: int, size: int) -> None:
@@ -39,10 +41,13 @@ class ActivityLog:
         self._destination = destination
         self._schedule()
 
-    def failed(self, cause: str, records: int) -> None:
-        """``records`` went to the error output because of ``cause`` (an error output type)."""
+    def failed(self, cause: str, records: int, reason: str = "") -> None:
+        """``records`` went to the error output because of ``cause`` (an error output type);
+        ``reason``, when known, says why (the window's line shows the latest one per cause)."""
         if records:
             self._failed[cause] += records
+            if reason:
+                self._reasons[cause] = reason
             self._schedule()
 
     def _schedule(self) -> None:
@@ -60,6 +65,9 @@ class ActivityLog:
                                           "bytes": self._bytes, "last_key": self._last_key})
             self._objects = self._records = self._bytes = 0
         if self._failed:
+            reasons = {"reasons": dict(sorted(self._reasons.items()))} if self._reasons else {}
             log.warning("Records went to the error output.",
-                        extra={"stream": self._stream, **{cause: n for cause, n in sorted(self._failed.items())}})
+                        extra={"stream": self._stream, **{cause: n for cause, n in sorted(self._failed.items())},
+                               **reasons})
             self._failed.clear()
+            self._reasons.clear()

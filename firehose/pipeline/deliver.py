@@ -30,7 +30,7 @@ import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import repeat
 
 from firehose import failures, tap
@@ -43,10 +43,10 @@ from firehose.pipeline.activity import ActivityLog
 from firehose.pipeline.buffer import Buffer
 from firehose.pipeline.config import StreamConfig
 from firehose.pipeline.erroroutput import ErrorOutput
-from firehose.pipeline.naming import OVERFLOW_PARTITION, name_batch
+from firehose.pipeline.naming import OVERFLOW_PARTITION, name_batch, unbuilt_key
 from firehose.pipeline.spans import SpanRecords
 from firehose.records import DeliveryRecord, ObjectBatch, Position, RecordBatch
-from firehose.retry import Attempts, Backoff, Deadline, RetryExpired, retry_until
+from firehose.retry import HEALING, POISON_ATTEMPTS, Attempts, Backoff, Deadline, RetryExpired, retry_until
 from firehose.settings import Settings
 from firehose.spool.cursor import BatchCursor, Seal
 from firehose.spool.entry import RecordEntry, Span
@@ -55,6 +55,9 @@ from firehose.telemetry import Delivery, Metrics, StreamLevels, delivery_family
 
 log = logging.getLogger("firehose.pipeline")
 
+#: errorCodes of the records of a batch that could not be built.
+INTERNAL_CONVERSION_ERROR = "DataFormatConversion.InternalError"
+INTERNAL_PROCESSING_ERROR = "Processing.InternalError"
 
 
 #: DeliveryRecord(id, data, arrival) from a (id, data, arrival) tuple, without a Python-level call.
@@ -346,16 +349,27 @@ class Deliverer:
         objects: list[ObjectBatch] | None = None
         sent: set[str] = set()
         destination = self._destination
+        build_failures = 0
+        #: The error output type, when the batch could not be built and its records went there instead.
+        unbuilt: str | None = None
 
         async def attempt() -> bool:
-            nonlocal objects, spans
+            nonlocal objects, spans, build_failures, unbuilt
             if objects is None:
                 spans = await self._spans(seal, spans)
                 if not spans:
                     return False
-                objects = await self._builder.build(
-                    self._config.encoding, str(seal.meta.get("kind", DATA)), seal.key, SpanRecords(spans),
-                    error_key=seal.meta.get("error_key"), reason=str(seal.meta.get("reason", "")))
+                try:
+                    objects = await self._builder.build(
+                        self._config.encoding, str(seal.meta.get("kind", DATA)), seal.key, SpanRecords(spans),
+                        error_key=seal.meta.get("error_key"), reason=str(seal.meta.get("reason", "")))
+                except HEALING:
+                    raise
+                except Exception as exc:
+                    build_failures += 1
+                    if build_failures < POISON_ATTEMPTS or seal.meta.get("kind", DATA) != DATA:
+                        raise
+                    unbuilt, objects = await self._unbuildable(seal, spans, exc, build_failures)
             for obj in objects:
                 if obj.key in sent:
                     continue
@@ -391,15 +405,49 @@ class Deliverer:
         self._note_recovered()
         kind = seal.meta.get("kind", DATA)
         for obj in objects or []:
-            self._count_object(seal, obj, destination if obj.key == seal.key or self._store is None else self._store)
-            if kind == OVERFLOW:
+            self._count_object(seal, obj, destination if obj.key == seal.key or self._store is None else self._store,
+                               unbuilt)
+            if unbuilt is not None:
+                self._activity.failed(unbuilt, obj.record_count, obj.reason)
+            elif kind == OVERFLOW:
                 self._activity.failed(failures.PARTITIONING_FAILED, obj.record_count)
             elif kind == DATA and obj.key != seal.key:
-                self._activity.failed(failures.FORMAT_CONVERSION_FAILED, obj.record_count)
+                self._activity.failed(failures.FORMAT_CONVERSION_FAILED, obj.record_count, obj.reason)
             elif kind == DATA:
                 self._activity.delivered(self._destination.name, obj.key, obj.record_count, obj.size)
         if spans and self._taps.watching(self.name):  # firehose tap: the records as the destination got them
-            self._taps.publish(self.name, tap.DELIVERED if kind == DATA else tap.ERROR, SpanRecords(spans).each())
+            delivered = kind == DATA and any(obj.key == seal.key for obj in objects or [])
+            self._taps.publish(self.name, tap.DELIVERED if delivered else tap.ERROR, SpanRecords(spans).each())
+
+    async def _unbuildable(self, seal: Seal, spans: list[Span], exc: Exception,
+                           attempts: int) -> tuple[str, list[ObjectBatch]]:
+        """A data batch whose objects could not be built ``attempts`` times (a bug, or a conversion
+        worker that died on it): its records, as error documents with the reason, under the error
+        output (``format-conversion-failed`` for a converting stream, else ``processing-failed``),
+        so that one batch cannot hold up the stream. Raises if even those cannot be built."""
+        conversion = self._config.encoding.conversion
+        error_type = failures.FORMAT_CONVERSION_FAILED if conversion is not None else failures.PROCESSING_FAILED
+        key = str(seal.meta.get("error_key") or "") or unbuilt_key(
+            self._config, stream=self.name, batch_key=seal.key, arrival_ms=_arrival_of(seal),
+            sealed_ms=seal.sealed_ms, version=int(seal.meta.get("version", self._config.version)),
+            error_type=error_type)
+        message = f"The batch could not be built after {attempts} attempts: {type(exc).__name__}: {exc}"
+        records = SpanRecords(spans)
+        ended = now_ms()
+        if conversion is not None:
+            docs = tuple(failures.conversion_document(
+                raw=d, arrival_ms=a, message=message, table=conversion.table, ended_ms=ended,
+                code=INTERNAL_CONVERSION_ERROR) for d, a in zip(records.each(), records.arrivals(), strict=True))
+        else:
+            docs = tuple(failures.document(raw=d, arrival_ms=a, code=INTERNAL_PROCESSING_ERROR, message=message,
+                                           attempts=attempts, ended_ms=ended)
+                         for d, a in zip(records.each(), records.arrivals(), strict=True))
+        obj = await self._builder.documents(self._config.encoding, key, docs, records.first_arrival_ms)
+        log.error("Gave up building a batch; its records go to the error output.",
+                  extra={"stream": self.name, "key": seal.key, "error_key": key, "records": len(docs),
+                         "attempts": attempts, "error": f"{type(exc).__name__}: {exc}"})
+        code = INTERNAL_CONVERSION_ERROR if conversion is not None else INTERNAL_PROCESSING_ERROR
+        return error_type, [replace(obj, reason=f"{code}: {message}")]
 
     async def _deliver_records(self, seal: Seal, spans: list[Span] | None) -> None:
         """OpenSearch, Splunk, HTTP endpoint: only the records that failed are retried, until the
@@ -483,16 +531,19 @@ class Deliverer:
         return functools.partial(self._note_failure, seal)
 
     def _note_failure(self, seal: Seal, exc: Exception, attempt: int) -> None:
+        """Count and log a failed attempt: an unexpected error's traceback once (at a batch's first
+        failure), and then, like any failure, the first three attempts and every tenth after."""
         self.delivery.consecutive_failures += 1
         self.delivery.last_error = str(exc)
-        if isinstance(exc, DestinationError):
-            if attempt > 3 and attempt % 10:  # a long outage logs every tenth attempt, not every one
-                return
-            log.warning("Delivery failed; the batch stays in the spool and will be retried.",
-                        extra={"stream": self.name, "key": seal.key, "attempt": attempt, "error": exc.message})
-        else:
+        if not isinstance(exc, DestinationError) and attempt == 1:
             log.error("Unexpected error while delivering; the batch will be retried.",
                       exc_info=exc, extra={"stream": self.name, "key": seal.key, "attempt": attempt})
+            return
+        if attempt > 3 and attempt % 10:  # a long outage logs every tenth attempt, not every one
+            return
+        error = exc.message if isinstance(exc, DestinationError) else f"{type(exc).__name__}: {exc}"
+        log.warning("Delivery failed; the batch stays in the spool and will be retried.",
+                    extra={"stream": self.name, "key": seal.key, "attempt": attempt, "error": error})
 
     def _note_recovered(self) -> None:
         if self.delivery.consecutive_failures:
@@ -528,14 +579,19 @@ class Deliverer:
             figures.records.inc(n - len(not_taken))
             figures.bytes.inc(sum(len(r.data) for i, r in enumerate(batch.records) if i not in not_taken))
 
-    def _count_object(self, seal: Seal, obj: ObjectBatch, target: Destination) -> None:  # type: ignore[type-arg]
-        """An object the destination confirmed: data is delivered; error output is not."""
+    def _count_object(self, seal: Seal, obj: ObjectBatch, target: Destination,  # type: ignore[type-arg]
+                      unbuilt: str | None = None) -> None:
+        """An object the destination confirmed: data is delivered; error output is not. ``unbuilt``:
+        the error output type the records of a batch that could not be built went to."""
         m = self._metrics
         family = delivery_family(target.name, target.error_output_type)
         if family == "s3":
             m.objects.labels(self.name).inc()
         kind = seal.meta.get("kind", DATA)
         converting = self._config.encoding.conversion is not None
+        if unbuilt == failures.PROCESSING_FAILED:
+            m.error_output_records.labels(self.name, unbuilt).inc(obj.record_count)
+            return
         if kind == DATA and obj.key == seal.key:
             figures = self._figures(target.name, target.error_output_type)
             figures.records.inc(obj.record_count)

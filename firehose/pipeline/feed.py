@@ -11,7 +11,13 @@ crash in the middle of the chain leaves the raw records in the spool and the
 batch is processed again from the start.
 
 Batches are processed one at a time, in order, so ``raw_end`` only moves
-forward.
+forward. A batch taken from the buffer stays the feeder's until its output is
+durable: a failed attempt (the spool cannot write, the chain raised) is retried
+with the same records, never skipped. An unexpected error from the chain itself
+is retried ``POISON_ATTEMPTS`` times (its traceback logged once); then every
+record of the batch goes to the error output as ``processing-failed``, so one
+batch cannot hold up the stream. Failures that heal (the spool, file
+descriptors, memory) are retried for as long as they last.
 """
 
 from __future__ import annotations
@@ -26,8 +32,9 @@ from typing import Any
 from firehose.pipeline.activity import ActivityLog
 from firehose.pipeline.buffer import Buffer
 from firehose.pipeline.config import StreamConfig
-from firehose.processing.chain import ProcessedBatch, Processor, RawRecord
+from firehose.processing.chain import ProcessedBatch, Processor, RawRecord, unprocessable
 from firehose.records import Position
+from firehose.retry import HEALING, POISON_ATTEMPTS
 from firehose.spool.cursor import ProcessCursor
 from firehose.spool.entry import Span
 from firehose.telemetry import Metrics
@@ -51,6 +58,11 @@ class Feeder:
         self._busy = False
         self._task: asyncio.Task[None] | None = None
         self.last_error: str | None = None
+        #: The batch taken from the buffer and not yet durable, with its chain output once it ran.
+        self._pending: list[Span] | None = None
+        self._output: ProcessedBatch | None = None
+        self._failures = 0  # failed attempts at the pending batch
+        self._chain_failures = 0  # of which the chain raised an unexpected error
         cursor.subscribe(self._wakeup.set)
 
     def start(self) -> None:
@@ -76,14 +88,23 @@ class Feeder:
         while not self._closing:
             try:
                 await self._fill()
-                if self._buffer.ready():
-                    await self._process(self._buffer.take())
+                if self._pending is None and self._buffer.ready():
+                    self._pending = self._buffer.take()
+                if self._pending is not None:
+                    await self._process(self._pending)
+                    self._pending, self._output, self._failures, self._chain_failures = None, None, 0, 0
                     continue
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.exception("Processing loop error; retrying shortly.", extra={"stream": self.name})
-                self.last_error = str(exc)
+                self._failures += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                if self._failures == 1:
+                    log.exception("Processing failed; the batch stays in the spool and is retried shortly.",
+                                  extra={"stream": self.name})
+                elif self._failures <= 3 or self._failures % 10 == 0:
+                    log.warning("Processing failed again; the batch stays in the spool and is retried shortly.",
+                                extra={"stream": self.name, "attempt": self._failures, "error": self.last_error})
                 await asyncio.sleep(1)
             await self._wait()
 
@@ -105,8 +126,10 @@ class Feeder:
     async def _process(self, spans: list[Span]) -> None:
         self._busy = True
         try:
-            records = await asyncio.to_thread(_raw_records, spans)
-            batch = await self._processor.process(records)
+            batch = self._output
+            if batch is None:
+                records = await asyncio.to_thread(_raw_records, spans)
+                batch = self._output = await self._run_chain(records)
             last = spans[-1]
             raw_end: Position = (last.entry.seq, last.end)
             if last.end >= last.entry.count:
@@ -117,6 +140,22 @@ class Feeder:
         finally:
             self._busy = False
 
+    async def _run_chain(self, records: list[RawRecord]) -> ProcessedBatch:
+        """The chain's output; after ``POISON_ATTEMPTS`` unexpected errors, every record as failed."""
+        try:
+            return await self._processor.process(records)
+        except HEALING:
+            raise
+        except Exception as exc:
+            self._chain_failures += 1
+            if self._chain_failures < POISON_ATTEMPTS:
+                raise
+            message = (f"The processing chain failed on the batch {POISON_ATTEMPTS} times: "
+                       f"{type(exc).__name__}: {exc}")
+            log.error("Gave up processing a batch; its records go to the error output.",
+                      extra={"stream": self.name, "records": len(records), "error": f"{type(exc).__name__}: {exc}"})
+            return unprocessable(records, message, POISON_ATTEMPTS)
+
     def _count(self, batch: ProcessedBatch) -> None:
         m = self._metrics
         if batch.dropped:
@@ -124,7 +163,7 @@ class Feeder:
         for kind, n in batch.failed.items():
             m.processing_failed.labels(self.name, kind).inc(n)
             if self._activity is not None:
-                self._activity.failed(kind, n)
+                self._activity.failed(kind, n, batch.reasons.get(kind, ""))
         records, size = batch.succeeded()
         if records:
             m.succeed_processing_records.labels(self.name).inc(records)
@@ -132,14 +171,18 @@ class Feeder:
 
     def oldest_arrival_ms(self) -> int | None:
         """Arrival (epoch ms) of the oldest record waiting for the chain (None when none is buffered)."""
-        return self._buffer.oldest_arrival_ms()
+        buffered = self._buffer.oldest_arrival_ms()
+        if self._pending is None:
+            return buffered
+        pending = min(s.entry.first_arrival(s.start, s.end) for s in self._pending)
+        return pending if buffered is None else min(pending, buffered)
 
     @property
     def buffered_bytes(self) -> int:
         return self._buffer.bytes
 
     def idle(self) -> bool:
-        return not self._buffer and not self._busy and not self._has_unread()
+        return not self._buffer and self._pending is None and not self._busy and not self._has_unread()
 
 
 def _raw_records(spans: list[Span]) -> list[RawRecord]:

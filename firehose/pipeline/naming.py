@@ -81,3 +81,14 @@ def name_batch(cfg: StreamConfig, *, stream: str, incarnation: str, source: str,
         suffix = suffix.removesuffix(keys.extension)
     meta["kind"] = kind
     return BatchName(prefix + suffix, meta, positions)
+
+
+def unbuilt_key(cfg: StreamConfig, *, stream: str, batch_key: str, arrival_ms: int, sealed_ms: int, version: int,
+                error_type: str) -> str:
+    """Where the records of a data batch that could not be built go, under ``error_type``: a pure
+    function of its seal (key, oldest arrival, seal time, version), so a retry after a restart
+    writes the same key. Named only when it is needed, not in every seal."""
+    keys = cfg.keys
+    unique = uuid.uuid5(_KEY_NAMESPACE, f"{batch_key}/{error_type}")
+    return (keys.render_error_prefix(arrival_ms, error_type)
+            + keys.suffix(stream, str(version), sealed_ms, unique).removesuffix(keys.extension))

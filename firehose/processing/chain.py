@@ -215,13 +215,17 @@ class ProcessedBatch:
     groups: dict[str, list[tuple[bytes, int]]] = field(default_factory=dict)
     dropped: int = 0
     failed: dict[str, int] = field(default_factory=dict)
+    #: The first reason given per error type (for the stream's log).
+    reasons: dict[str, str] = field(default_factory=dict)
 
     def add(self, partition_id: str, data: bytes, arrival_ms: int) -> None:
         self.groups.setdefault(partition_id, []).append((data, arrival_ms))
 
-    def fail(self, error_type: str, document: bytes, arrival_ms: int) -> None:
+    def fail(self, error_type: str, document: bytes, arrival_ms: int, reason: str = "") -> None:
         self.add(error_partition(error_type), document, arrival_ms)
         self.failed[error_type] = self.failed.get(error_type, 0) + 1
+        if reason and error_type not in self.reasons:
+            self.reasons[error_type] = reason
 
     def succeeded(self) -> tuple[int, int]:
         """Records passed on (not dropped, not failed) and their bytes: SucceedProcessing."""
@@ -232,6 +236,22 @@ class ProcessedBatch:
                 records += len(group)
                 size += sum(len(data) for data, _ in group)
         return records, size
+
+
+#: errorCode of records a chain could not run on (an unexpected error, not the records' content).
+INTERNAL_ERROR = "Processing.InternalError"
+
+
+def unprocessable(records: Sequence[RawRecord], message: str, attempts: int) -> ProcessedBatch:
+    """Every record of a batch the chain failed on ``attempts`` times, as ``processing-failed``
+    error documents with ``message``: the batch goes to the error output instead of being retried
+    for ever in front of the rest of the stream."""
+    out = ProcessedBatch()
+    for r in records:
+        out.fail(failures.PROCESSING_FAILED, failures.document(
+            raw=r.data, arrival_ms=r.arrival_ms, code=INTERNAL_ERROR, message=message, attempts=attempts),
+            r.arrival_ms, f"{INTERNAL_ERROR}: {message}")
+    return out
 
 
 class Processor:
@@ -315,7 +335,8 @@ class Processor:
             if result == "ProcessingFailed":
                 out.fail(failures.PROCESSING_FAILED, failures.document(
                     raw=d.data, arrival_ms=d.arrival_ms, code=results.code[i], message=results.message[i],
-                    attempts=results.attempts, extra={"lambdaArn": arn} if arn else None), d.arrival_ms)
+                    attempts=results.attempts, extra={"lambdaArn": arn} if arn else None), d.arrival_ms,
+                    f"{results.code[i]}: {results.message[i]}")
                 continue
             data = results.data[i]
             pid = default
