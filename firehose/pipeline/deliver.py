@@ -496,7 +496,9 @@ class Deliverer:
             assert self._store is not None, "record destinations have an object store"
             await self._errors.failed(self._store, self._config.encoding, str(seal.meta["error_key"]),
                                       self._destination.error_output_type, batch_records, failed, on_failure)
-            self._activity.failed(self._destination.error_output_type, len(failed))
+            some = next(iter(failed.values()))[0]
+            self._activity.failed(self._destination.error_output_type, len(failed),
+                                  f"{some.code or 'error'}: {some.reason}")
             if self._taps.watching(self.name):
                 self._taps.publish(self.name, tap.ERROR, (batch_records[i].data for i in sorted(failed)))
         if self._config.backup_all:

@@ -55,7 +55,8 @@ class ErrorOutput:
         obj = await self._builder.documents(encoding, key, docs, first)
         await self.store(store, obj, on_failure)
         self._metrics.error_output_records.labels(self._stream, error_output_type).inc(len(docs))
-        log.warning("Records went to the error output after their retry duration.",
+        # The stream's WARNING about it is its activity summary (at most one a window, with the reason).
+        log.info("Records went to the error output after their retry duration.",
                     extra={"stream": self._stream, "records": len(docs), "key": obj.key})
 
     async def store(self, store: ObjectDestination, obj: ObjectBatch,

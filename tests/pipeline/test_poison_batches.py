@@ -1,0 +1,220 @@
+"""No batch holds up its stream: what can never succeed goes to the error output, with the reason, a
+metric and a WARNING, while what can succeed later (a destination that is down) waits in the spool.
+
+* A schema the Parquet writer cannot write fails every record at once (``format-conversion-failed``).
+* A batch whose objects cannot be built, or that the processing chain keeps failing on, goes to the
+  error output after a few attempts, with its traceback logged once; later batches are delivered.
+* An HTTP endpoint that keeps refusing a batch (a 400) gets it for ``RetryOptions.DurationInSeconds``,
+  then the records go to ``http-endpoint-failed``; one that is down (503) for less than that gets it
+  once it is back, and nothing reaches the error output.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pyarrow.parquet as pq
+import pytest
+
+from firehose.encoding.builder import ObjectBuilder
+from firehose.processing.chain import Processor
+from tests.support.aws import ROLE
+from tests.support.config import local_stream
+from tests.support.daemon import RunningDaemon
+from tests.support.delivered import read_local
+from tests.support.receivers.http_endpoint import Behaviour, HttpEndpointReceiver
+from tests.support.waiting import wait_until
+
+FAST = {"delivery": {"backoff_base_seconds": 0.05, "backoff_max_seconds": 0.2}, "log": {"summary_seconds": 0.2}}
+ERRORS = "errors/!{firehose:error-output-type}/"
+SCHEMAS = {"db.nested": {"columns": [{"Name": "id", "Type": "int"}, {"Name": "tags", "Type": "array<string>"}]},
+           "db.flat": {"columns": [{"Name": "id", "Type": "int"}, {"Name": "tags", "Type": "string"}]}}
+
+
+def conversion(table: str) -> dict[str, Any]:
+    return {"SchemaConfiguration": {"DatabaseName": "db", "TableName": table, "RoleARN": ROLE},
+            "InputFormatConfiguration": {"Deserializer": {"OpenXJsonSerDe": {}}},
+            "OutputFormatConfiguration": {"Serializer": {"ParquetSerDe": {}}}}
+
+
+def error_docs(root: Path, kind: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for key, body in read_local(root).items() if key.startswith(f"errors/{kind}/")
+            for line in body.splitlines()]
+
+
+def data_objects(root: Path) -> dict[str, bytes]:
+    return {k: v for k, v in read_local(root).items() if not k.startswith("errors/")}
+
+
+def put(d: RunningDaemon, stream: str, records: list[bytes]) -> None:
+    assert d.client().put_record_batch(DeliveryStreamName=stream,
+                                       Records=[{"Data": r} for r in records])["FailedPutCount"] == 0
+
+
+def metric(d: RunningDaemon, line_start: str) -> float:
+    for line in httpx.get(f"{d.endpoint}/metrics").text.splitlines():
+        if line.startswith(line_start):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def summaries(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.getMessage() == "Records went to the error output."]
+
+
+def test_a_schema_parquet_cannot_write_sends_every_record_to_format_conversion_failed_at_once(
+        start_daemon: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="firehose")
+    stream = local_stream("nested", size_mb=64, ErrorOutputPrefix=ERRORS,
+                          DataFormatConversionConfiguration=conversion("nested"))
+    d = start_daemon([stream], schemas=SCHEMAS, **FAST)
+    batches = [[b'{"id": %d, "tags": ["a", "b"]}' % (10 * b + i) for i in range(3)] for b in range(6)]
+    for batch in batches:  # more batches than may be in flight at once: none of them may hold up the next
+        put(d, "nested", batch)
+        wait_until(lambda: d.idle("nested"), timeout=20)
+    out = tmp_path / "out"
+    docs = error_docs(out, "format-conversion-failed")
+    assert sorted(base64.b64decode(doc["rawData"]) for doc in docs) == sorted(r for b in batches for r in b)
+    assert {doc["lastErrorCode"] for doc in docs} == {"DataFormatConversion.InvalidSchema"}
+    assert "column 'tags' has type array<string>: fastparquet cannot write" in docs[0]["lastErrorMessage"]
+    assert docs[0]["attemptsMade"] == 1 and docs[0]["dataCatalogTable"]["tableName"] == "nested"
+    assert data_objects(out) == {}
+    assert not [r for r in caplog.records if r.exc_info], "no traceback: the failure is final, not retried"
+    assert metric(d, 'firehose_failed_conversion_records_total{delivery_stream="nested"}') == 18
+    assert metric(d, 'firehose_error_output_records_total{delivery_stream="nested",'
+                     'error_output_type="format-conversion-failed"}') == 18
+    wait_until(lambda: summaries(caplog), timeout=5)
+    line = summaries(caplog)[0]
+    assert line.levelno == logging.WARNING and line.__dict__["format-conversion-failed"] >= 3
+    assert "fastparquet cannot write" in line.__dict__["reasons"]["format-conversion-failed"]
+
+    # The stream is not stuck: pointed at a table Parquet can write, it delivers what comes next.
+    client = d.client()
+    desc = client.describe_delivery_stream(DeliveryStreamName="nested")["DeliveryStreamDescription"]
+    client.update_destination(DeliveryStreamName="nested", CurrentDeliveryStreamVersionId=desc["VersionId"],
+                              DestinationId=desc["Destinations"][0]["DestinationId"],
+                              ExtendedS3DestinationUpdate={"DataFormatConversionConfiguration": conversion("flat")})
+    put(d, "nested", [b'{"id": 100, "tags": "x"}', b'{"id": 101}'])
+    wait_until(lambda: data_objects(out), timeout=20)
+    [body] = data_objects(out).values()
+    assert pq.read_table(io.BytesIO(body)).to_pylist() == [{"id": 100, "tags": "x"}, {"id": 101, "tags": None}]
+
+
+def test_a_batch_whose_objects_cannot_be_built_goes_to_processing_failed_after_a_few_attempts(
+        start_daemon: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug that raises for one batch, every time: the batch goes to the error output with the reason
+    (its traceback logged once, not on every attempt) and the batches after it are delivered."""
+    build = ObjectBuilder.build
+
+    async def broken(self: ObjectBuilder, encoding: Any, kind: str, key: str, records: Any, **kw: Any) -> Any:
+        if any(b"poison" in bytes(r) for r in records.each()):
+            raise KeyError("a bug")
+        return await build(self, encoding, kind, key, records, **kw)
+
+    monkeypatch.setattr(ObjectBuilder, "build", broken)
+    caplog.set_level(logging.INFO, logger="firehose")
+    d = start_daemon([local_stream("s", ErrorOutputPrefix=ERRORS)], **FAST)
+    put(d, "s", [b"poison-1\n", b"poison-2\n"])
+    wait_until(lambda: d.idle("s"), timeout=20)
+    put(d, "s", [b"good\n"])
+    wait_until(lambda: d.idle("s"), timeout=20)
+    out = tmp_path / "out"
+    assert list(data_objects(out).values()) == [b"good\n"]
+    docs = error_docs(out, "processing-failed")
+    assert [base64.b64decode(doc["rawData"]) for doc in docs] == [b"poison-1\n", b"poison-2\n"]
+    assert {doc["errorCode"] for doc in docs} == {"Processing.InternalError"}
+    assert docs[0]["errorMessage"] == "The batch could not be built after 3 attempts: KeyError: 'a bug'"
+    assert docs[0]["attemptsMade"] == 3
+    assert len([r for r in caplog.records if r.exc_info]) == 1, "the traceback is logged once"
+    assert metric(d, 'firehose_error_output_records_total{delivery_stream="s",'
+                     'error_output_type="processing-failed"}') == 2
+    wait_until(lambda: summaries(caplog), timeout=5)
+    assert "KeyError: 'a bug'" in summaries(caplog)[0].__dict__["reasons"]["processing-failed"]
+
+
+def test_a_batch_the_processing_chain_keeps_failing_on_goes_to_processing_failed_and_nothing_is_lost(
+        start_daemon: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    process = Processor.process
+
+    async def broken(self: Processor, records: Any) -> Any:
+        if any(b"poison" in r.data for r in records):
+            raise TypeError("a bug in the chain")
+        return await process(self, records)
+
+    monkeypatch.setattr(Processor, "process", broken)
+    caplog.set_level(logging.INFO, logger="firehose")
+    stream = local_stream("p", ErrorOutputPrefix=ERRORS,
+                          ProcessingConfiguration={"Enabled": True,
+                                                   "Processors": [{"Type": "AppendDelimiterToRecord"}]})
+    d = start_daemon([stream], **FAST)
+    put(d, "p", [b"before"])
+    wait_until(lambda: d.idle("p"), timeout=20)
+    put(d, "p", [b"poison"])
+    put(d, "p", [b"after"])
+    wait_until(lambda: d.idle("p") and len(data_objects(tmp_path / "out")) == 2, timeout=30)
+    delivered = b"".join(data_objects(tmp_path / "out").values())
+    assert sorted(delivered.splitlines()) == [b"after", b"before"], "the records after the poison are delivered"
+    docs = error_docs(tmp_path / "out", "processing-failed")
+    assert [base64.b64decode(doc["rawData"]) for doc in docs] == [b"poison"]
+    assert docs[0]["errorCode"] == "Processing.InternalError" and "TypeError: a bug in the chain" in \
+        docs[0]["errorMessage"]
+    assert len([r for r in caplog.records if r.exc_info]) == 1, "the traceback is logged once"
+    assert metric(d, 'firehose_processing_failed_records_total{delivery_stream="p",'
+                     'error_output_type="processing-failed"}') == 1
+
+
+def http_stream(name: str, url: str, retry: int) -> dict[str, Any]:
+    return {"DeliveryStreamName": name, "HttpEndpointDestinationConfiguration": {
+        "EndpointConfiguration": {"Url": url, "Name": "sink"},
+        "BufferingHints": {"SizeInMBs": 1, "IntervalInSeconds": 0},
+        "RetryOptions": {"DurationInSeconds": retry},
+        "S3BackupMode": "FailedDataOnly",
+        "S3Configuration": {"RoleARN": ROLE, "BucketARN": "arn:aws:s3:::local",
+                            "ErrorOutputPrefix": ERRORS}}}
+
+
+def test_an_endpoint_that_keeps_refusing_a_batch_gets_it_for_the_retry_duration_then_the_error_output_does(
+        start_daemon: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="firehose")
+    with HttpEndpointReceiver() as endpoint:
+        endpoint.behaviour = Behaviour(status=400, error_message="field 'user' is required")
+        d = start_daemon([http_stream("hooks", endpoint.url, retry=2)], **FAST)
+        put(d, "hooks", [b"a\n", b"b\n"])
+        wait_until(lambda: d.idle("hooks"), timeout=20)
+        docs = error_docs(tmp_path / "out", "http-endpoint-failed")
+        assert [base64.b64decode(doc["rawData"]) for doc in docs] == [b"a\n", b"b\n"]
+        assert {doc["errorCode"] for doc in docs} == {"HttpEndpoint.DestinationException"}
+        assert docs[0]["errorMessage"] == "HTTP 400: field 'user' is required"
+        # Retried for the whole duration (measured from the first failure), then given up.
+        sent = [r.timestamp for r in endpoint.requests if r.timestamp is not None]
+        assert docs[0]["attemptsMade"] == len(sent) >= 2
+        assert 2000 <= max(sent) - min(sent) < 10_000
+        assert endpoint.accepted() == []
+    assert metric(d, "firehose_error_output_records_total"
+                     '{delivery_stream="hooks",error_output_type="http-endpoint-failed"}') == 2
+    wait_until(lambda: summaries(caplog), timeout=5)
+    line = summaries(caplog)[0]
+    assert line.levelno == logging.WARNING and line.__dict__["http-endpoint-failed"] == 2
+    assert "HTTP 400: field 'user' is required" in line.__dict__["reasons"]["http-endpoint-failed"]
+
+
+def test_an_endpoint_that_is_down_for_less_than_the_retry_duration_gets_the_batch_when_it_is_back(
+        start_daemon: Any, tmp_path: Path) -> None:
+    with HttpEndpointReceiver() as endpoint:
+        endpoint.behaviour = Behaviour(status=503, error_message="maintenance")
+        d = start_daemon([http_stream("hooks", endpoint.url, retry=60)], **FAST)
+        put(d, "hooks", [b"a\n", b"b\n"])
+        wait_until(lambda: len(endpoint.requests) >= 5, timeout=20)
+        assert not d.idle("hooks"), "the batch waits in the spool"
+        assert read_local(tmp_path / "out") == {}
+        endpoint.behaviour = Behaviour()
+        wait_until(lambda: d.idle("hooks"), timeout=20)
+        assert endpoint.accepted() == [b"a\n", b"b\n"]
+        assert len({r.request_id for r in endpoint.requests}) == 1
+    assert read_local(tmp_path / "out") == {}, "nothing reached the error output"
