@@ -380,6 +380,7 @@ class Daemon:
                 "inflight_batches": p.inflight,
                 "consecutive_failures": p.delivery.consecutive_failures,
                 "last_error": p.delivery.last_error,
+                "last_error_record": p.deliverer.error_records.newest(),
                 "last_delivery_ms": p.delivery.last_success_ms,
                 "idle": p.idle(),
             }
@@ -401,7 +402,8 @@ class Daemon:
         """Every delivery stream as the console lists it (``/console/api/streams``), named as /readyz names it.
 
         What a stream is (source, destination, buffering, processing steps, version, status): read
-        from the catalogs, so a stream whose pipeline cannot run is listed too.
+        from the catalogs, so a stream whose pipeline cannot run is listed too; and the newest error
+        documents its error output received while running (``pipeline.errorrecords``), newest first.
         """
         listed = []
         for _account, catalog in self.catalogs:
@@ -428,6 +430,7 @@ class Daemon:
                                     "bucket": store.bucket_arn},
                     "buffering": {"size_bytes": size, "interval_seconds": interval},
                     "processing": steps,
+                    "error_records": pipeline.deliverer.error_records.newest_first() if pipeline else [],
                 })
         return {"delivery_streams": listed}
 

@@ -43,6 +43,9 @@ class ObjectBatch:
     #: (uncompressed, unencrypted): a worker process reads them there (``read_ranges``) instead
     #: of being sent the body through a pipe.
     extents: tuple[FileRange, ...] | None = None
+    #: An error-output object: its last few error documents, unencrypted (``failures.tail``), for
+    #: the console's recent error records; empty for data.
+    documents: tuple[bytes, ...] = ()
 
     def body(self) -> bytes:
         return b"".join(self.parts)

@@ -3,7 +3,8 @@
 Chromium is the system's (Debian's ``chromium``, installed by ``scripts/system-packages``), driven by
 Playwright with ``executable_path``: no browser is downloaded. Stream names cannot hold markup (the
 AWS name pattern), so the hostile text the page must show as text comes from a destination's error
-message, which /readyz reports as the stream's last error.
+message, which /readyz reports as the stream's last error, and from a record's data, which its
+error record shows.
 """
 
 from __future__ import annotations
@@ -30,9 +31,10 @@ HOSTILE = '<img src=x onerror="window.pwned=1"><script>window.pwned=2</script>'
 
 
 def http_stream(name: str, url: str) -> dict[str, Any]:
+    """An HTTP endpoint stream that gives up at once: what fails lands in the error output at the first attempt."""
     return {"DeliveryStreamName": name, "HttpEndpointDestinationConfiguration": {
         "EndpointConfiguration": {"Url": url, "Name": "sink", "AccessKey": "k-123"},
-        "BufferingHints": {"SizeInMBs": 1, "IntervalInSeconds": 0},
+        "BufferingHints": {"SizeInMBs": 1, "IntervalInSeconds": 0}, "RetryOptions": {"DurationInSeconds": 0},
         "S3Configuration": {"RoleARN": ROLE, "BucketARN": "arn:aws:s3:::local"}}}
 
 
@@ -93,6 +95,7 @@ def test_the_console_in_headless_chromium_lists_streams_numbers_charts_and_shows
     client = d.client()
     client.put_record_batch(DeliveryStreamName="orders", Records=[{"Data": b"first %d\n" % i} for i in range(10)])
     client.put_record(DeliveryStreamName="hooks", Record={"Data": b"never taken"})
+    client.put_record(DeliveryStreamName="hooks", Record={"Data": HOSTILE.encode()})
     wait_until(lambda: d.idle("orders"), timeout=20)
 
     with sync_api.sync_playwright() as p:
@@ -127,6 +130,15 @@ def test_the_console_in_headless_chromium_lists_streams_numbers_charts_and_shows
                 """() => (document.querySelector('section.stream[data-stream="hooks"] .last-error pre')
                           ?.textContent || "").includes("<script>")""", timeout=30_000)
             assert "onerror" in hooks.locator(".last-error pre").inner_text()
+            # Its error records, newest first: the reason, and the record's HTML-looking data as text.
+            records = hooks.locator(".error-records li")
+            page.wait_for_function("""() => document.querySelectorAll(
+                'section.stream[data-stream="hooks"] .error-records li').length === 2""", timeout=30_000)
+            assert records.nth(0).locator("pre.data").inner_text() == HOSTILE
+            assert records.nth(1).locator("pre.data").inner_text() == "never taken"
+            assert records.nth(0).locator(".code").inner_text() == "HttpEndpoint.DestinationException"
+            assert "<script>" in records.nth(0).locator(".message").inner_text()
+            assert "http-endpoint-failed" in records.nth(0).locator(".facts").inner_text()
             assert page.evaluate("() => window.pwned") is None
             assert page.locator("section.stream img, section.stream script").count() == 0
             page.screenshot(path=str(tmp_path / "console.png"), full_page=True)

@@ -118,13 +118,15 @@ class ObjectBuilder:
         if kind == OVERFLOW:
             docs = [failures.document(raw=d, arrival_ms=a, code="DynamicPartitioning.PartitionLimitExceeded",
                                       message=reason) for d, a in zip(records.each(), records.arrivals(), strict=True)]
-            return [await self._finish(encoding, key, tuple(docs), records.count, records.first_arrival_ms)]
-        return [await self._finish(encoding, key, tuple(records.parts()), records.count, records.first_arrival_ms)]
+            return [await self._finish(encoding, key, tuple(docs), records.count, records.first_arrival_ms,
+                                       documents=failures.tail(docs))]
+        return [await self._finish(encoding, key, tuple(records.parts()), records.count, records.first_arrival_ms,
+                                   documents=failures.tail(records.each()))]
 
     async def documents(self, encoding: Encoding, key: str, docs: tuple[bytes, ...],
                         first_arrival_ms: int) -> ObjectBatch:
         """An error-output object: one JSON document per line, never compressed, encrypted if the store is."""
-        return await self._finish(encoding, key, docs, len(docs), first_arrival_ms)
+        return await self._finish(encoding, key, docs, len(docs), first_arrival_ms, documents=failures.tail(docs))
 
     async def backup(self, encoding: Encoding, key: str, records: Records) -> ObjectBatch:
         """A copy of every record of a batch (``AllDocuments``/``AllEvents``/``AllData``), compressed
@@ -150,12 +152,12 @@ class ObjectBuilder:
             docs = tuple(failures.conversion_document(raw=datas[i], arrival_ms=arrivals[i], message=why,
                                                       table=conv.table, ended_ms=ended) for i, why in result.failed)
             first = min(arrivals[i] for i, _ in result.failed)
-            out.append(await self._finish(encoding, error_key, docs, len(docs), first))
+            out.append(await self._finish(encoding, error_key, docs, len(docs), first, documents=failures.tail(docs)))
         return out
 
     async def _finish(self, encoding: Encoding, key: str, parts: tuple[bytes | memoryview, ...], count: int,
                       first_arrival_ms: int, *, content_encoding: str | None = None,
-                      extents: tuple[FileRange, ...] | None = None) -> ObjectBatch:
+                      extents: tuple[FileRange, ...] | None = None, documents: tuple[bytes, ...] = ()) -> ObjectBatch:
         metadata = None
         prelude = b""
         if encoding.encrypt:
@@ -171,6 +173,7 @@ class ObjectBuilder:
             stream=self.stream, key=key, parts=parts, size=sum(len(p) for p in parts),
             record_count=count, first_arrival_ms=first_arrival_ms,
             content_encoding=content_encoding, metadata=metadata, prelude=prelude, extents=extents,
+            documents=documents,
         )
 
 

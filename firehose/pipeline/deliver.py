@@ -43,6 +43,7 @@ from firehose.pipeline.activity import ActivityLog
 from firehose.pipeline.buffer import Buffer
 from firehose.pipeline.config import StreamConfig
 from firehose.pipeline.erroroutput import ErrorOutput
+from firehose.pipeline.errorrecords import RecentErrors
 from firehose.pipeline.naming import OVERFLOW_PARTITION, name_batch
 from firehose.pipeline.spans import SpanRecords
 from firehose.records import DeliveryRecord, ObjectBatch, Position, RecordBatch
@@ -120,7 +121,9 @@ class Deliverer:
         self._activity = activity or ActivityLog(name, settings.log.summary_seconds)
         self._taps = taps or Taps()
         self._clock = clock
-        self._errors = ErrorOutput(name, builder, metrics, self._backoff, clock)
+        #: The newest error documents written to the error output (the console's error records).
+        self.error_records = RecentErrors()
+        self._errors = ErrorOutput(name, builder, metrics, self._backoff, clock, self.error_records)
         self._buffers: dict[str, Buffer] = {}
         self._cursor = cursor
         cursor.holding(self._oldest_buffered)
@@ -553,6 +556,7 @@ class Deliverer:
         else:
             error_type = describe_partition(seal.partition.split("#")[0])[1] or failures.PROCESSING_FAILED
         m.error_output_records.labels(self.name, error_type).inc(obj.record_count)
+        self.error_records.add(error_type, obj.key, obj.documents)
 
     def levels(self) -> StreamLevels:
         """What a scrape samples: the oldest record not yet delivered, buffers and partitions.

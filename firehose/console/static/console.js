@@ -202,10 +202,25 @@ function renderStream(stream, ready, figures, now) {
   if (records.length) {
     const block = card.querySelector(".error-records");
     block.hidden = false;
-    const list = block.querySelector("ol");
-    for (const record of records) list.append(el("li", JSON.stringify(record)));
+    block.querySelector("ol").append(...records.map(errorRecord));
   }
   return [card, pending];
+}
+
+/** One error document (newest first from the daemon): when, why, where it was written, and its data as text. */
+function errorRecord(record) {
+  const item = el("li", null, "error-record");
+  const head = el("div", null, "reason");
+  head.append(el("b", record.code || "Error", "code"), el("span", " " + (record.message || ""), "message"));
+  const facts = [record.error_output_type, record.time_ms ? new Date(record.time_ms).toLocaleString() : null,
+    record.attempts ? record.attempts + (record.attempts === 1 ? " attempt" : " attempts") : null, record.key]
+    .filter((fact) => fact);
+  const data = record.data || {};
+  const size = human(data.bytes || 0, true) + (data.truncated ? ", truncated" : "");
+  const body = "text" in data ? el("pre", data.text, "data")
+    : el("pre", "base64 (not printable): " + (data.base64 || ""), "data binary");
+  item.append(head, el("div", facts.join(" · ") + " · " + size, "muted facts"), body);
+  return item;
 }
 
 async function refresh() {
