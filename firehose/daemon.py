@@ -29,7 +29,7 @@ from typing import Any
 
 import httpx
 
-from firehose import definitions, destinations, listeners
+from firehose import console, definitions, destinations, listeners
 from firehose.accounts import PerAccount, account_directory, stored_accounts
 from firehose.api.app import FirehoseApp
 from firehose.api.operations import Services
@@ -159,8 +159,11 @@ class Daemon:
         self.principals = Principals(s.auth, s.account_id)
         #: Live copies of delivered records for ``firehose tap`` (nothing is copied while no one follows).
         self.taps = Taps()
+        #: The console's other JSON: the Kinesis sidecar's streams (when it runs here).
+        self.console_views = {console.KINESIS_JSON: self.kinesis_overview}
         self.app = FirehoseApp(self.services, self.readiness, s, self.principals, self.metrics,
-                               history=self.history, taps=self.taps, streams=self.console_streams)
+                               history=self.history, taps=self.taps, streams=self.console_streams,
+                               views=self.console_views)
 
     @property
     def catalog(self) -> Catalog:
@@ -434,6 +437,11 @@ class Daemon:
                 })
         return {"delivery_streams": listed}
 
+    async def kinesis_overview(self) -> dict[str, Any]:
+        """The sidecar's streams, shards, lag and throughput (``/console/api/kinesis``); not enabled
+        when the sidecar does not run in this process (the page then hides its section)."""
+        return self.sidecar.overview() if self.sidecar is not None else {"enabled": False, "streams": []}
+
     # -- run --------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -520,7 +528,8 @@ class Daemon:
             return
         host, port = split_listen(self.settings.metrics.listen)
         routes = OperatorRoutes(self.readiness, self.metrics.registry, self.principals, None, open_to_all=True,
-                                history=self.history, taps=self.taps, streams=self.console_streams)
+                                history=self.history, taps=self.taps, streams=self.console_streams,
+                                views=self.console_views)
         self._metrics_server = await listeners.start_uvicorn(OperatorApp(routes), host, port, self.settings.limits,
                                                              name="metrics listener")
         log.info("Metrics listening.", extra={"host": host, "port": self._metrics_server.listener.port})

@@ -14,12 +14,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
 import httpx
 import pytest
 
-from tests.support.aws import ROLE
+from tests.support.aws import CREDS, ROLE
 from tests.support.config import local_stream
 from tests.support.daemon import RunningDaemon
+from tests.support.kinesis_source import kinesis_settings, source_stream
+from tests.support.ports import free_port
 from tests.support.receivers.http_endpoint import Behaviour, HttpEndpointReceiver
 from tests.support.waiting import wait_until
 
@@ -58,6 +61,32 @@ def test_get_root_serves_the_page_to_a_browser_only(start_daemon: Any) -> None:
     listing = httpx.get(f"{d.endpoint}/console/api/streams").json()["delivery_streams"]
     assert [(s["name"], s["destination"]["type"], s["version"], s["buffering"]["interval_seconds"])
             for s in listing] == [("t", "ExtendedS3", 1, 0)]
+    assert httpx.get(f"{d.endpoint}/console/api/kinesis").json() == {"enabled": False, "streams": []}
+
+
+def _kinesis(d: RunningDaemon) -> dict[str, Any]:
+    view = httpx.get(f"{d.endpoint}/console/api/kinesis").json()
+    return {s["name"]: s for s in view["streams"]}
+
+
+def test_the_kinesis_view_gives_each_shard_its_lag_and_throughput(start_daemon: Any) -> None:
+    port = free_port()
+    d: RunningDaemon = start_daemon([source_stream("fromk", "clicks")],
+                                    kinesis=kinesis_settings(port, ("clicks", 2), ("idle", 1)))
+    kinesis = boto3.client("kinesis", endpoint_url=f"http://127.0.0.1:{port}", **CREDS)
+    records = [{"Data": b"r%d" % i, "PartitionKey": f"k{i}"} for i in range(200)]
+    assert kinesis.put_records(StreamName="clicks", Records=records)["FailedRecordCount"] == 0
+    wait_until(lambda: sum(s["outgoing_records"] for s in _kinesis(d)["clicks"]["shards"]) == 200, timeout=30)
+    clicks, idle = _kinesis(d)["clicks"], _kinesis(d)["idle"]
+    assert (clicks["status"], clicks["open_shards"], clicks["incoming_records"]) == ("ACTIVE", 2, 200)
+    shards = clicks["shards"]
+    assert [s["shard_id"] for s in shards] == ["shardId-000000000000", "shardId-000000000001"]
+    assert all(s["incoming_records"] > 0 for s in shards), "200 keys land on both shards"
+    assert sum(s["incoming_records"] for s in shards) == 200
+    assert [s["incoming_records"] for s in shards] == [s["outgoing_records"] for s in shards]
+    assert sum(s["incoming_bytes"] for s in shards) == clicks["incoming_bytes"] > 0
+    assert all(s["iterator_age_seconds"] is not None and 0 <= s["iterator_age_seconds"] < 60 for s in shards)
+    assert (idle["incoming_records"], idle["shards"][0]["iterator_age_seconds"]) == (0, None), "no reader: no lag"
 
 
 def test_the_console_gates_its_data_like_metrics_and_serves_its_files(start_daemon: Any) -> None:
@@ -90,12 +119,18 @@ def test_the_console_in_headless_chromium_lists_streams_numbers_charts_and_shows
     chromium = _chromium()
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (the test extra) drives Chromium")
     endpoint.behaviour = Behaviour(status=500, error_message=HOSTILE)
-    d: RunningDaemon = start_daemon([local_stream("orders"), http_stream("hooks", endpoint.url)],
-                                    **FAST)
+    kport = free_port()
+    d: RunningDaemon = start_daemon([local_stream("orders"), http_stream("hooks", endpoint.url),
+                                     source_stream("fromk", "clicks")],
+                                    kinesis=kinesis_settings(kport, ("clicks", 2)), **FAST)
+    plain: RunningDaemon = start_daemon([local_stream("t")], state_dir=tmp_path / "plain")
+    kinesis = boto3.client("kinesis", endpoint_url=f"http://127.0.0.1:{kport}", **CREDS)
     client = d.client()
     client.put_record_batch(DeliveryStreamName="orders", Records=[{"Data": b"first %d\n" % i} for i in range(10)])
     client.put_record(DeliveryStreamName="hooks", Record={"Data": b"never taken"})
     client.put_record(DeliveryStreamName="hooks", Record={"Data": HOSTILE.encode()})
+    kinesis.put_records(StreamName="clicks", Records=[{"Data": b"k%d\n" % i, "PartitionKey": f"p{i}"}
+                                                     for i in range(40)])
     wait_until(lambda: d.idle("orders"), timeout=20)
 
     with sync_api.sync_playwright() as p:
@@ -141,7 +176,23 @@ def test_the_console_in_headless_chromium_lists_streams_numbers_charts_and_shows
             assert "http-endpoint-failed" in records.nth(0).locator(".facts").inner_text()
             assert page.evaluate("() => window.pwned") is None
             assert page.locator("section.stream img, section.stream script").count() == 0
+
+            # The sidecar runs here: its streams with their shards, lag and throughput.
+            shard = 'section#kinesis [data-kinesis-stream="clicks"] tr[data-shard="shardId-000000000000"]'
+            page.wait_for_function(f"""() => Number(document.querySelector('{shard} [data-field="outgoing_records"]')
+                                       ?.textContent) > 0""", timeout=30_000)
+            clicks = page.locator('section#kinesis [data-kinesis-stream="clicks"]')
+            assert page.locator("section#kinesis").is_visible()
+            assert clicks.locator("tr[data-shard]").count() == 2
+            assert "2 open shards" in clicks.locator("h3").inner_text()
+            assert clicks.locator('tr[data-shard] [data-field="iterator_age"]').first.inner_text().endswith(" s")
             page.screenshot(path=str(tmp_path / "console.png"), full_page=True)
+
+            # Without a sidecar the section stays hidden.
+            other = browser.new_page()
+            other.goto(f"{plain.endpoint}/console")
+            other.wait_for_selector('section.stream[data-stream="t"]')
+            assert other.locator("section#kinesis").is_hidden()
         finally:
             browser.close()
     assert (tmp_path / "console.png").stat().st_size > 10_000

@@ -81,6 +81,91 @@ async function getJSON(path) {
 
 class NeedsToken extends Error {}
 
+/** JSON the page can do without (a view an older daemon does not serve): null unless the token is missing. */
+async function optionalJSON(path) {
+  try {
+    return await getJSON(path);
+  } catch (error) {
+    if (error instanceof NeedsToken) throw error;
+    return null;
+  }
+}
+
+/** Rates per second between two readings of cumulative totals, by key (null on the first reading). */
+class Rates {
+  constructor() { this.previous = new Map(); this.current = new Map(); }
+  begin(time) { this.time = time; this.current = new Map(); }
+  rate(key, total) {
+    this.current.set(key, [this.time, total]);
+    const before = this.previous.get(key);
+    if (!before || this.time <= before[0]) return null;
+    return Math.max(0, total - before[1]) / ((this.time - before[0]) / 1000);
+  }
+  end() { this.previous = this.current; }
+}
+
+const kinesisRates = new Rates();
+
+function cell(text, field) {
+  const td = el("td", text);
+  if (field) td.dataset.field = field;
+  return td;
+}
+
+function rateText(value, bytes) {
+  return value === null ? "–" : human(value, bytes) + "/s";
+}
+
+/** A table of rows with the given header. */
+function table(headers, rows) {
+  const t = el("table");
+  const head = el("tr");
+  for (const h of headers) head.append(el("th", h));
+  t.append(el("thead"), el("tbody"));
+  t.tHead.append(head);
+  t.tBodies[0].append(...rows);
+  return t;
+}
+
+/** The Kinesis sidecar's streams with their shards: lag (iterator age) and throughput, in and out. */
+function renderKinesis(view, now) {
+  const section = document.getElementById("kinesis");
+  if (!view || !view.enabled) { section.hidden = true; return; }
+  section.hidden = false;
+  kinesisRates.begin(now);
+  const cards = [];
+  for (const stream of view.streams || []) {
+    const card = el("div", null, "kinesis-stream");
+    card.dataset.kinesisStream = stream.name;
+    const inRecords = kinesisRates.rate(stream.name + " in r", stream.incoming_records);
+    const inBytes = kinesisRates.rate(stream.name + " in b", stream.incoming_bytes);
+    card.append(el("h3", stream.name + " · " + stream.status + " · " + stream.mode + " · "
+      + stream.open_shards + " open shards · in " + rateText(inRecords, false) + ", " + rateText(inBytes, true)
+      + " · " + human(stream.incoming_records, false) + " records stored since start"));
+    const rows = (stream.shards || []).map((shard) => {
+      const key = stream.name + " " + shard.shard_id;
+      const row = el("tr");
+      row.dataset.shard = shard.shard_id;
+      const age = shard.iterator_age_seconds;
+      row.append(cell(shard.shard_id), cell(shard.open ? "open" : "closed"),
+        cell(age === null || age === undefined ? "not read" : human(age, false) + " s", "iterator_age"),
+        cell(rateText(kinesisRates.rate(key + " ir", shard.incoming_records), false)),
+        cell(rateText(kinesisRates.rate(key + " ib", shard.incoming_bytes), true)),
+        cell(rateText(kinesisRates.rate(key + " or", shard.outgoing_records), false)),
+        cell(rateText(kinesisRates.rate(key + " ob", shard.outgoing_bytes), true)),
+        cell(String(shard.incoming_records), "incoming_records"),
+        cell(String(shard.outgoing_records), "outgoing_records"));
+      return row;
+    });
+    card.append(table(["Shard", "State", "Iterator age", "In records", "In bytes", "Out records", "Out bytes",
+      "Stored", "Read"], rows));
+    cards.push(card);
+  }
+  kinesisRates.end();
+  if (!cards.length) cards.push(el("p", "No Kinesis streams.", "muted"));
+  section.querySelector(".list").replaceChildren(...cards);
+}
+
 /** A series of (time, value) for one stream and chart: a rate per second for counters. */
 function series(name, chart) {
   const points = [];
@@ -234,7 +319,8 @@ async function refresh() {
     samples.push(metrics.current);
     const now = metrics.current.time_ms;
     samples = samples.filter((s) => now - s.time_ms <= WINDOW_MS);
-    const [ready, listing] = await Promise.all([getJSON("/readyz"), getJSON("/console/api/streams")]);
+    const [ready, listing, kinesis] = await Promise.all([getJSON("/readyz"), getJSON("/console/api/streams"),
+      optionalJSON("/console/api/kinesis")]);
     const readyStreams = ready.streams || {};
     const spool = ready.spool || {};
     document.getElementById("daemon").textContent = ready.status + " · spool "
@@ -252,6 +338,7 @@ async function refresh() {
     if (!cards.length) cards.push(el("p", "No delivery streams.", "muted"));
     main.replaceChildren(...cards);
     for (const [canvas, points, bytes] of drawings) draw(canvas, points, bytes, now);
+    renderKinesis(kinesis, now);
     document.getElementById("login").hidden = true;
     problem.hidden = true;
     document.getElementById("updated").textContent = "updated " + new Date(now).toLocaleTimeString();
