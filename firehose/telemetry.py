@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import re
 import sys
 import time
+from array import array
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -457,29 +459,77 @@ def snapshot(registry: CollectorRegistry) -> dict[str, Any]:
     return out
 
 
+#: What the console charts per delivery stream, in this order: what ``/metrics.json``'s history keeps.
+CHARTED = ("incoming_records", "incoming_bytes", "delivered_records", "delivered_bytes", "freshness", "backlog",
+           "errors")
+#: Delivery streams whose charted figures the history keeps (the first by name); the others show their
+#: current figures only. With ``CHARTED`` this bounds the history: at most 200 × 7 numbers a sample.
+MAX_CHARTED_STREAMS = 200
+_DELIVERED = re.compile(r"^firehose_delivery_to_[a-z0-9_]+_(records|bytes)_total$")
+
+
+def charted(figures: dict[str, float]) -> array[float]:
+    """A stream's ``CHARTED`` figures from its ``snapshot`` samples (the sums console.js makes of them).
+
+    Delivered records/bytes add up every destination family's ``…_records_total``/``…_bytes_total``
+    (not an HTTP endpoint's ``processed_…``, which counts attempts); errors are records sent to the
+    error output plus failed delivery attempts; freshness is the oldest of the families'.
+    """
+    delivered = [0.0, 0.0]
+    freshness = errors = attempts = successes = 0.0
+    for name, value in figures.items():
+        if not name.startswith("firehose_delivery_to_") and not name.startswith("firehose_error_output_records"):
+            continue
+        match = _DELIVERED.match(name)
+        if match and "_processed_" not in name:
+            delivered[match.group(1) == "bytes"] += value
+        elif name.endswith("_data_freshness_seconds"):
+            freshness = max(freshness, value)
+        elif name.endswith("_attempts_total"):
+            attempts += value
+        elif name.endswith("_success_total"):
+            successes += value
+        elif name.startswith("firehose_error_output_records_total"):
+            errors += value
+    return array("d", (figures.get("firehose_incoming_records_total", 0.0),
+                       figures.get("firehose_incoming_bytes_total", 0.0), delivered[0], delivered[1], freshness,
+                       figures.get("firehose_buffered_bytes", 0.0), errors + max(0.0, attempts - successes)))
+
+
 class MetricsHistory:
-    """The last ``window_s`` seconds of ``snapshot``s, one every ``every_s`` seconds, in memory.
+    """The last ``window_s`` seconds of the console's charted figures, one sample every ``every_s`` seconds.
 
     What ``/metrics.json`` serves, so that a page opened now draws the last quarter of an hour at
-    once. Counters stay cumulative: a reader charts the difference between neighbouring samples.
+    once. Bounded whatever the daemon hosts: a sample keeps only the ``CHARTED`` figures of at most
+    ``MAX_CHARTED_STREAMS`` delivery streams, as packed doubles (the full figures are in ``current``,
+    taken on each request). Counters stay cumulative: a reader charts the difference between
+    neighbouring samples.
     """
 
-    def __init__(self, registry: CollectorRegistry, *, every_s: float = 5.0, window_s: float = 900.0) -> None:
+    def __init__(self, registry: CollectorRegistry, *, every_s: float = 5.0, window_s: float = 900.0,
+                 max_streams: int = MAX_CHARTED_STREAMS) -> None:
         self.registry = registry
         self.every_s = every_s
-        self.samples: deque[dict[str, Any]] = deque(maxlen=max(1, int(window_s / every_s)))
+        self.max_streams = max_streams
+        #: (time in epoch ms, stream → its CHARTED figures).
+        self.samples: deque[tuple[int, dict[str, array[float]]]] = deque(maxlen=max(1, int(window_s / every_s)))
 
-    def sample(self) -> dict[str, Any]:
-        taken = {"time_ms": int(time.time() * 1000), **snapshot(self.registry)}
+    def sample(self) -> tuple[int, dict[str, array[float]]]:
+        streams = snapshot(self.registry)["delivery_streams"]
+        kept = {sys.intern(name): charted(streams[name]) for name in sorted(streams)[:self.max_streams]}
+        taken = (int(time.time() * 1000), kept)
         self.samples.append(taken)
         return taken
 
     def document(self, *, history: bool = True) -> dict[str, Any]:
-        """Current figures (taken now) and, when asked, the samples of the window before them."""
+        """Current figures (all of them, taken now) and, when asked, the charted samples of the window
+        before them: ``{"time_ms", "delivery_streams": {name: [figures in history_series order]}}``."""
         now = {"time_ms": int(time.time() * 1000), **snapshot(self.registry)}
         doc: dict[str, Any] = {"interval_seconds": self.every_s, "current": now}
         if history:
-            doc["history"] = list(self.samples)
+            doc["history_series"] = CHARTED
+            doc["history"] = [{"time_ms": t, "delivery_streams": {n: a.tolist() for n, a in streams.items()}}
+                              for t, streams in self.samples]
         return doc
 
     async def run(self) -> None:
@@ -487,7 +537,6 @@ class MetricsHistory:
         while True:
             self.sample()
             await asyncio.sleep(self.every_s)
-
 
 def tune_gc() -> None:
     """Collect cyclic garbage far less often than CPython's default (in the daemon and its workers).

@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from firehose.telemetry import CHARTED, MAX_CHARTED_STREAMS, Metrics, MetricsHistory
 from tests.support.aws import ROLE
 from tests.support.config import local_stream
 from tests.support.daemon import RunningDaemon
@@ -182,3 +184,30 @@ def test_records_an_http_endpoint_never_took_go_to_the_error_output_and_are_not_
     assert value(m, "firehose_delivery_to_http_endpoint_records_total", delivery_stream="gone") == 4
     assert value(m, "firehose_delivery_to_http_endpoint_bytes_total", delivery_stream="gone") == 4 * 3
     assert value(m, "firehose_delivery_to_http_endpoint_success_total", delivery_stream="gone") == 1
+
+
+def test_the_history_keeps_only_the_charted_figures_of_a_bounded_number_of_streams() -> None:
+    metrics = Metrics()
+    for i in range(250):  # more streams than the history charts, each with many series
+        stream = f"s{i:03d}"
+        metrics.ingest(stream).records.inc(i)
+        metrics.delivery(stream, "s3").records.inc(2 * i)
+        metrics.delivery(stream, "http_endpoint").attempted(1, 3)
+        metrics.error_output_records.labels(stream, "processing-failed").inc(5)
+        for op in ("PutRecord", "PutRecordBatch"):
+            metrics.failed_records.labels(stream, op).inc()
+    history = MetricsHistory(metrics.registry, every_s=5, window_s=60)
+    for _ in range(30):
+        history.sample()
+    assert len(history.samples) == 12 and MAX_CHARTED_STREAMS == 200
+    _time, streams = history.samples[-1]
+    assert sorted(streams) == [f"s{i:03d}" for i in range(200)]
+    assert all(len(figures) == len(CHARTED) for figures in streams.values())
+    doc = history.document()
+    assert doc["history_series"] == CHARTED and len(doc["history"]) == 12
+    s7 = dict(zip(CHARTED, doc["history"][-1]["delivery_streams"]["s007"], strict=True))
+    # The same sums console.js makes: delivered over every family, errors = error output + failed attempts.
+    assert (s7["incoming_records"], s7["delivered_records"], s7["errors"]) == (7, 14, 5 + 2)
+    assert len(doc["current"]["delivery_streams"]) == 250, "the current figures are whole"
+    size = len(orjson.dumps(doc["history"]))
+    assert size < 12 * 200 * 150, size

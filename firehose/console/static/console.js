@@ -13,10 +13,11 @@ const CHARTS = [
     read: (f) => f["firehose_incoming_records_total"] || 0 },
   { id: "incoming_bytes", title: "Incoming bytes /s", counter: true, bytes: true,
     read: (f) => f["firehose_incoming_bytes_total"] || 0 },
+  // (not an HTTP endpoint's processed_records/bytes, which count attempts)
   { id: "delivered_records", title: "Delivered records /s", counter: true,
-    read: (f) => sum(f, /^firehose_delivery_to_[a-z0-9_]+_records_total$/) },
+    read: (f) => sum(f, /^firehose_delivery_to_(?![a-z0-9_]*_processed_)[a-z0-9_]+_records_total$/) },
   { id: "delivered_bytes", title: "Delivered bytes /s", counter: true, bytes: true,
-    read: (f) => sum(f, /^firehose_delivery_to_[a-z0-9_]+_bytes_total$/) },
+    read: (f) => sum(f, /^firehose_delivery_to_(?![a-z0-9_]*_processed_)[a-z0-9_]+_bytes_total$/) },
   { id: "freshness", title: "Data freshness (s)", counter: false,
     read: (f) => max(f, /^firehose_delivery_to_[a-z0-9_]+_data_freshness_seconds$/) },
   { id: "backlog", title: "Buffered backlog (bytes)", counter: false, bytes: true,
@@ -38,7 +39,10 @@ const FIGURES = [
   ["errors", "errors", (f) => CHARTS[6].read(f)],
 ];
 
-let samples = [];        // {time_ms, delivery_streams, daemon}, oldest first, the last WINDOW_MS
+// {time_ms, delivery_streams}, oldest first, the last WINDOW_MS: the daemon's history gives each stream
+// its charted figures as an array (in historySeries order), the current readings all figures by name.
+let samples = [];
+let historySeries = [];
 let haveHistory = false;
 
 function sum(figures, pattern) {
@@ -173,7 +177,7 @@ function series(name, chart) {
   for (const sample of samples) {
     const figures = (sample.delivery_streams || {})[name];
     if (!figures) { previous = null; continue; }
-    const value = chart.read(figures);
+    const value = Array.isArray(figures) ? (figures[historySeries.indexOf(chart.id)] ?? 0) : chart.read(figures);
     if (!chart.counter) {
       points.push([sample.time_ms, value]);
     } else if (previous !== null && sample.time_ms > previous[0]) {
@@ -314,6 +318,7 @@ async function refresh() {
     const metrics = await getJSON(haveHistory ? "/metrics.json?history=0" : "/metrics.json");
     if (!haveHistory) {
       samples = (metrics.history || []).slice();
+      historySeries = metrics.history_series || [];
       haveHistory = true;
     }
     samples.push(metrics.current);
