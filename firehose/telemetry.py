@@ -16,7 +16,7 @@ import sys
 import time
 from array import array
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -153,12 +153,41 @@ class Delivery:
         self._success = f["success"].labels(stream)
         self._attempts = f["attempts"].labels(stream)
         self.ratio = WindowRatio()
+        # The family's own figures (``_FAMILY_METRICS``), None where it has none.
+        extra = {k: v.labels(stream) for k, v in f.items() if k in _OWN}
+        self._processed = (extra["processed_records"], extra["processed_bytes"]) if "processed_records" in extra \
+            else None
+        self._judged = (extra["auth_failure"], extra["delivery_rejected"]) if "auth_failure" in extra else None
+        self._ack_latency = extra.get("data_ack_latency")
+
+    @property
+    def counts_processed(self) -> bool:
+        """Whether attempts are counted as ``ProcessedRecords``/``ProcessedBytes`` (an HTTP endpoint)."""
+        return self._processed is not None
 
     def attempted(self, successes: int, attempts: int) -> None:
         if attempts:
             self._success.inc(successes)
             self._attempts.inc(attempts)
             self.ratio.add(successes, attempts)
+
+    def processed(self, records: int, size: int) -> None:
+        """Records and bytes an attempt sent, retries included (``DeliveryToHttpEndpoint.Processed*``)."""
+        if self._processed is not None:
+            self._processed[0].inc(records)
+            self._processed[1].inc(size)
+
+    def judged(self, *, auth_failed: bool, rejected: bool) -> None:
+        """How the last attempt went (OpenSearch's ``AuthFailure`` and ``DeliveryRejected``, 0 or 1)."""
+        if self._judged is not None:
+            self._judged[0].set(1 if auth_failed else 0)
+            self._judged[1].set(1 if rejected else 0)
+
+    def acked(self, seconds: Iterable[float]) -> None:
+        """Each acknowledged request's wait for its ack (Splunk's ``DataAckLatency``)."""
+        if self._ack_latency is not None:
+            for s in seconds:
+                self._ack_latency.observe(s)
 
 
 class Ingest:
@@ -269,7 +298,7 @@ class Metrics:
             "firehose_failed_conversion_bytes", "FailedConversion.Bytes: size of their error output.", ds,
             registry=r)
         # -- delivery -------------------------------------------------------------------------------
-        self._families: dict[str, dict[str, Counter]] = {}
+        self._families: dict[str, dict[str, Any]] = {}
         self._deliveries: dict[tuple[str, str], Delivery] = {}
         self._ingest: dict[str, Ingest] = {}
         self.objects = Counter(
@@ -317,8 +346,8 @@ class Metrics:
             children = self._deliveries[key] = Delivery(self, stream, family)
         return children
 
-    def delivery_families(self, family: str) -> dict[str, Counter]:
-        """The counter families of one destination, registered the first time a stream uses it."""
+    def delivery_families(self, family: str) -> dict[str, Any]:
+        """The metric families of one destination, registered the first time a stream uses it."""
         f = self._families.get(family)
         if f is None:
             cw = _CLOUDWATCH_NAMES.get(family, family)
@@ -334,6 +363,25 @@ class Metrics:
                 "attempts": Counter(f"{name}_attempts", f"DeliveryTo{cw}.Success (SampleCount): attempts.", ds,
                                     registry=self.registry),
             }
+            if family == "http_endpoint":
+                f["processed_records"] = Counter(
+                    f"{name}_processed_records", f"DeliveryTo{cw}.ProcessedRecords: records sent in delivery "
+                    "attempts, retries included.", ds, registry=self.registry)
+                f["processed_bytes"] = Counter(
+                    f"{name}_processed_bytes", f"DeliveryTo{cw}.ProcessedBytes: their bytes (before the "
+                    "request's encoding).", ds, registry=self.registry)
+            elif family in ("amazon_opensearch_service", "amazon_opensearch_serverless"):
+                f["auth_failure"] = Gauge(
+                    f"{name}_auth_failure", f"DeliveryTo{cw}.AuthFailure: 1 when the last attempt was refused "
+                    "for its credentials (HTTP 401 or 403), else 0.", ds, registry=self.registry)
+                f["delivery_rejected"] = Gauge(
+                    f"{name}_delivery_rejected", f"DeliveryTo{cw}.DeliveryRejected: 1 when the last attempt had "
+                    "documents refused for good (they go to the error output), else 0.", ds, registry=self.registry)
+            elif family == "splunk":
+                f["data_ack_latency"] = Histogram(
+                    f"{name}_data_ack_latency_seconds", f"DeliveryTo{cw}.DataAckLatency: time from sending a "
+                    "request to its indexer acknowledgement.", ds, registry=self.registry,
+                    buckets=_LATENCY_BUCKETS)
         return f
 
     def watch(self, stream: str, levels: Callable[[], StreamLevels]) -> None:
@@ -345,6 +393,9 @@ class Metrics:
         if levels is None or self._levels.get(stream) == levels:  # bound methods: equal, not identical
             self._levels.pop(stream, None)
 
+
+#: The keys of ``delivery_families`` that only some families have (see ``Delivery``).
+_OWN = frozenset({"processed_records", "processed_bytes", "auth_failure", "delivery_rejected", "data_ack_latency"})
 
 _CLOUDWATCH_NAMES = {
     "s3": "S3", "redshift": "Redshift", "splunk": "Splunk", "http_endpoint": "HttpEndpoint",

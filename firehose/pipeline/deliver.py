@@ -527,6 +527,10 @@ class Deliverer:
             figures.attempted(0 if not_taken else 1, 1)
         else:
             figures.attempted(n - len(not_taken), n)
+        if figures.counts_processed:
+            figures.processed(n, sum(len(r.data) for r in batch.records))
+        figures.judged(auth_failed=outcome.auth_failed, rejected=bool(outcome.rejected))
+        figures.acked(outcome.ack_seconds)
         if len(not_taken) < n:
             figures.records.inc(n - len(not_taken))
             figures.bytes.inc(sum(len(r.data) for i, r in enumerate(batch.records) if i not in not_taken))
