@@ -31,6 +31,7 @@ import httpx
 
 from firehose import console, definitions, destinations, listeners
 from firehose.accounts import PerAccount, account_directory, stored_accounts
+from firehose.agentstatus import read_agents
 from firehose.api.app import FirehoseApp
 from firehose.api.operations import Services
 from firehose.catalog import Catalog, Event, StreamState
@@ -105,7 +106,7 @@ _Server = listeners.UvicornServer
 #: Settings a reload applies in place (``Daemon.reload``); a change to any other waits for a restart.
 #: ``auth`` holds the principals and policies. ``tls`` is not among them: every reload re-reads the
 #: certificate and key from the files the listeners were started with, but new paths need a restart.
-_RELOADABLE_SETTINGS = frozenset({"auth", "log_level", "log"})
+_RELOADABLE_SETTINGS = frozenset({"auth", "log_level", "log", "console"})
 
 
 class Daemon:
@@ -159,8 +160,8 @@ class Daemon:
         self.principals = Principals(s.auth, s.account_id)
         #: Live copies of delivered records for ``firehose tap`` (nothing is copied while no one follows).
         self.taps = Taps()
-        #: The console's other JSON: the Kinesis sidecar's streams (when it runs here).
-        self.console_views = {console.KINESIS_JSON: self.kinesis_overview}
+        #: The console's other JSON: the Kinesis sidecar's streams (when it runs here), the agents' flows.
+        self.console_views = {console.KINESIS_JSON: self.kinesis_overview, console.AGENTS_JSON: self.agents_overview}
         self.app = FirehoseApp(self.services, self.readiness, s, self.principals, self.metrics,
                                history=self.history, taps=self.taps, streams=self.console_streams,
                                views=self.console_views)
@@ -441,6 +442,11 @@ class Daemon:
         """The sidecar's streams, shards, lag and throughput (``/console/api/kinesis``); not enabled
         when the sidecar does not run in this process (the page then hides its section)."""
         return self.sidecar.overview() if self.sidecar is not None else {"enabled": False, "streams": []}
+
+    async def agents_overview(self) -> dict[str, Any]:
+        """The flows of the agents ``console.agents`` lists, read from each one's ``/status`` now
+        (``/console/api/agents``); the list as last (re)loaded."""
+        return await read_agents(self.http, self.config.settings.console.agents)
 
     # -- run --------------------------------------------------------------------
 

@@ -122,7 +122,8 @@ def test_the_console_in_headless_chromium_lists_streams_numbers_charts_and_shows
     kport = free_port()
     d: RunningDaemon = start_daemon([local_stream("orders"), http_stream("hooks", endpoint.url),
                                      source_stream("fromk", "clicks")],
-                                    kinesis=kinesis_settings(kport, ("clicks", 2)), **FAST)
+                                    kinesis=kinesis_settings(kport, ("clicks", 2)),
+                                    console={"agents": [f"http://127.0.0.1:{free_port()}"]}, **FAST)
     plain: RunningDaemon = start_daemon([local_stream("t")], state_dir=tmp_path / "plain")
     kinesis = boto3.client("kinesis", endpoint_url=f"http://127.0.0.1:{kport}", **CREDS)
     client = d.client()
@@ -186,13 +187,16 @@ def test_the_console_in_headless_chromium_lists_streams_numbers_charts_and_shows
             assert clicks.locator("tr[data-shard]").count() == 2
             assert "2 open shards" in clicks.locator("h3").inner_text()
             assert clicks.locator('tr[data-shard] [data-field="iterator_age"]').first.inner_text().endswith(" s")
+            # An agent it cannot reach is listed with the reason (its flows show when it answers).
+            agent = page.locator("section#agents .agent")
+            assert agent.count() == 1 and "cannot read" in agent.locator("h3").inner_text()
             page.screenshot(path=str(tmp_path / "console.png"), full_page=True)
 
             # Without a sidecar the section stays hidden.
             other = browser.new_page()
             other.goto(f"{plain.endpoint}/console")
             other.wait_for_selector('section.stream[data-stream="t"]')
-            assert other.locator("section#kinesis").is_hidden()
+            assert other.locator("section#kinesis").is_hidden() and other.locator("section#agents").is_hidden()
         finally:
             browser.close()
     assert (tmp_path / "console.png").stat().st_size > 10_000

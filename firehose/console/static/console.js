@@ -109,6 +109,7 @@ class Rates {
 }
 
 const kinesisRates = new Rates();
+const agentRates = new Rates();
 
 function cell(text, field) {
   const td = el("td", text);
@@ -312,6 +313,42 @@ function errorRecord(record) {
   return item;
 }
 
+/** The agents' flows (``console.agents``), as the daemon read them from each agent's status listener. */
+function renderAgents(view, now) {
+  const section = document.getElementById("agents");
+  const agents = (view && view.agents) || [];
+  if (!agents.length) { section.hidden = true; return; }
+  section.hidden = false;
+  agentRates.begin(now);
+  const cards = agents.map((agent) => {
+    const card = el("div", null, "agent");
+    card.dataset.agent = agent.url;
+    const head = el("h3", agent.url + (agent.ok ? " · " + (agent.flows || []).length + " flows" : ""));
+    if (!agent.ok) head.append(el("span", " · " + (agent.error || "unreachable"), "error"));
+    card.append(head);
+    const rows = (agent.flows || []).map((flow) => {
+      const key = agent.url + " " + flow.flow;
+      const row = el("tr");
+      row.dataset.flow = flow.flow;
+      row.append(cell(flow.label, "label"), cell(flow.destination + " " + flow.stream),
+        cell(String(flow.lines_read), "lines_read"), cell(String(flow.records_sent), "records_sent"),
+        cell(rateText(agentRates.rate(key + " s", flow.records_sent), false)),
+        cell(rateText(agentRates.rate(key + " b", flow.bytes_sent), true)),
+        cell(human(flow.bytes_behind || 0, true) + " in " + flow.files_tracked + " files", "behind"),
+        cell(String(flow.records_refused), "refused"), cell(String(flow.send_errors), "send_errors"),
+        cell(flow.failed ? "stopped: " + (flow.last_error || "failed") : (flow.last_error || "–"), "last_error"));
+      return row;
+    });
+    if (rows.length) {
+      card.append(table(["Flow", "To", "Lines read", "Records sent", "Sent records", "Sent bytes", "Behind",
+        "Refused", "Send errors", "Last error"], rows));
+    }
+    return card;
+  });
+  agentRates.end();
+  section.querySelector(".list").replaceChildren(...cards);
+}
+
 async function refresh() {
   const problem = document.getElementById("problem");
   try {
@@ -324,8 +361,8 @@ async function refresh() {
     samples.push(metrics.current);
     const now = metrics.current.time_ms;
     samples = samples.filter((s) => now - s.time_ms <= WINDOW_MS);
-    const [ready, listing, kinesis] = await Promise.all([getJSON("/readyz"), getJSON("/console/api/streams"),
-      optionalJSON("/console/api/kinesis")]);
+    const [ready, listing, kinesis, agents] = await Promise.all([getJSON("/readyz"),
+      getJSON("/console/api/streams"), optionalJSON("/console/api/kinesis"), optionalJSON("/console/api/agents")]);
     const readyStreams = ready.streams || {};
     const spool = ready.spool || {};
     document.getElementById("daemon").textContent = ready.status + " · spool "
@@ -344,6 +381,7 @@ async function refresh() {
     main.replaceChildren(...cards);
     for (const [canvas, points, bytes] of drawings) draw(canvas, points, bytes, now);
     renderKinesis(kinesis, now);
+    renderAgents(agents, now);
     document.getElementById("login").hidden = true;
     problem.hidden = true;
     document.getElementById("updated").textContent = "updated " + new Date(now).toLocaleTimeString();
