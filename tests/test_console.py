@@ -95,8 +95,10 @@ def test_the_console_gates_its_data_like_metrics_and_serves_its_files(start_daem
         "principals": [{"access_key_id": "AKIACONSOLEKEY000001", "secret": "console-secret",
                         "account_id": "123456789012", "name": "console", "policies": []}]})
     assert httpx.get(f"{d.endpoint}/console").status_code == 200
-    assert httpx.get(f"{d.endpoint}/console/api/streams").status_code == 401
+    for view in ("streams", "kinesis", "agents"):
+        assert httpx.get(f"{d.endpoint}/console/api/{view}").status_code == 401, view
     authorized = {"Authorization": "Bearer s3cr3t-token-for-the-console"}
+    assert httpx.get(f"{d.endpoint}/console/api/agents", headers=authorized).json() == {"agents": []}
     assert httpx.get(f"{d.endpoint}/console/api/streams", headers=authorized).json()["delivery_streams"][0][
         "name"] == "t"
 
