@@ -30,8 +30,9 @@ from typing import Any
 
 import httpx
 
-from firehose import definitions, destinations, listeners
+from firehose import console, definitions, destinations, listeners
 from firehose.accounts import PerAccount, account_directory, stored_accounts
+from firehose.agentstatus import read_agents
 from firehose.api.app import FirehoseApp
 from firehose.api.operations import Services
 from firehose.catalog import Catalog, Event, StreamState
@@ -107,7 +108,7 @@ _Server = listeners.UvicornServer
 #: Settings a reload applies in place (``Daemon.reload``); a change to any other waits for a restart.
 #: ``auth`` holds the principals and policies. ``tls`` is not among them: every reload re-reads the
 #: certificate and key from the files the listeners were started with, but new paths need a restart.
-_RELOADABLE_SETTINGS = frozenset({"auth", "log_level", "log"})
+_RELOADABLE_SETTINGS = frozenset({"auth", "log_level", "log", "console"})
 
 
 class Daemon:
@@ -161,8 +162,11 @@ class Daemon:
         self.principals = Principals(s.auth, s.account_id)
         #: Live copies of delivered records for ``firehose tap`` (nothing is copied while no one follows).
         self.taps = Taps()
+        #: The console's other JSON: the Kinesis sidecar's streams (when it runs here), the agents' flows.
+        self.console_views = {console.KINESIS_JSON: self.kinesis_overview, console.AGENTS_JSON: self.agents_overview}
         self.app = FirehoseApp(self.services, self.readiness, s, self.principals, self.metrics,
-                               history=self.history, taps=self.taps, streams=self.console_streams)
+                               history=self.history, taps=self.taps, streams=self.console_streams,
+                               views=self.console_views)
 
     @property
     def catalog(self) -> Catalog:
@@ -383,6 +387,7 @@ class Daemon:
                 "inflight_batches": p.inflight,
                 "consecutive_failures": p.delivery.consecutive_failures,
                 "last_error": p.delivery.last_error,
+                "last_error_record": p.deliverer.error_records.newest(),
                 "last_delivery_ms": p.delivery.last_success_ms,
                 "idle": p.idle(),
             }
@@ -404,7 +409,8 @@ class Daemon:
         """Every delivery stream as the console lists it (``/console/api/streams``), named as /readyz names it.
 
         What a stream is (source, destination, buffering, processing steps, version, status): read
-        from the catalogs, so a stream whose pipeline cannot run is listed too.
+        from the catalogs, so a stream whose pipeline cannot run is listed too; and the newest error
+        documents its error output received while running (``pipeline.errorrecords``), newest first.
         """
         listed = []
         for _account, catalog in self.catalogs:
@@ -431,8 +437,19 @@ class Daemon:
                                     "bucket": store.bucket_arn},
                     "buffering": {"size_bytes": size, "interval_seconds": interval},
                     "processing": steps,
+                    "error_records": pipeline.deliverer.error_records.newest_first() if pipeline else [],
                 })
         return {"delivery_streams": listed}
+
+    async def kinesis_overview(self) -> dict[str, Any]:
+        """The sidecar's streams, shards, lag and throughput (``/console/api/kinesis``); not enabled
+        when the sidecar does not run in this process (the page then hides its section)."""
+        return self.sidecar.overview() if self.sidecar is not None else {"enabled": False, "streams": []}
+
+    async def agents_overview(self) -> dict[str, Any]:
+        """The flows of the agents ``console.agents`` lists, read from each one's ``/status`` now
+        (``/console/api/agents``); the list as last (re)loaded."""
+        return await read_agents(self.http, self.config.settings.console.agents)
 
     # -- run --------------------------------------------------------------------
 
@@ -520,7 +537,8 @@ class Daemon:
             return
         host, port = split_listen(self.settings.metrics.listen)
         routes = OperatorRoutes(self.readiness, self.metrics.registry, self.principals, None, open_to_all=True,
-                                history=self.history, taps=self.taps, streams=self.console_streams)
+                                history=self.history, taps=self.taps, streams=self.console_streams,
+                                views=self.console_views)
         self._metrics_server = await listeners.start_uvicorn(OperatorApp(routes), host, port, self.settings.limits,
                                                              name="metrics listener")
         log.info("Metrics listening.", extra={"host": host, "port": self._metrics_server.listener.port})

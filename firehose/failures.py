@@ -16,6 +16,7 @@ refused), so the format lives below all three, among the foundation modules.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -29,6 +30,9 @@ DECOMPRESSION_FAILED = "decompression-failed"
 #: Dynamic partitioning failures (key extraction, prefix evaluation, too many active
 #: partitions). AWS files them under the error prefix without naming the type here.
 PARTITIONING_FAILED = "partitioning-failed"
+#: How many error documents of a stream the console keeps (its newest); an error-output object
+#: carries its last this many in plain form (``ObjectBatch.documents``) for that.
+RECENT = 20
 
 
 def document(
@@ -67,3 +71,8 @@ def conversion_document(
         "dataCatalogTable": table,
     }
     return orjson.dumps(doc) + b"\n"
+
+
+def tail(docs: Sequence[bytes | memoryview]) -> tuple[bytes, ...]:
+    """The last ``RECENT`` documents, as bytes (an object may cross to a worker process: no views)."""
+    return tuple(bytes(d) for d in docs[-RECENT:])

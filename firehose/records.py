@@ -46,6 +46,9 @@ class ObjectBatch:
     #: For an object of error documents: why its records went to the error output (the first
     #: reason when they differ), for the stream's log.
     reason: str = ""
+    #: An error-output object: its last few error documents, unencrypted (``failures.tail``), for
+    #: the console's recent error records; empty for data.
+    documents: tuple[bytes, ...] = ()
 
     def body(self) -> bytes:
         return b"".join(self.parts)

@@ -306,6 +306,21 @@ class MetricsSettings(_Settings):
     listen: str | None = None
 
 
+def _status_url(value: Any) -> Any:
+    if isinstance(value, str):
+        if not value.startswith(("http://", "https://")) or len(value) <= len("https://"):
+            raise ValueError(f"{value!r} is not an http:// or https:// URL")
+        return value.rstrip("/")
+    return value
+
+
+class ConsoleSettings(_Settings):
+    #: The agents whose flows the console shows: the base URL of each agent's listener (its
+    #: ``metrics.port``, e.g. ``http://127.0.0.1:9108``), whose ``/status`` the daemon reads when the
+    #: page asks (the page reads only the daemon). Applied on reload.
+    agents: list[Annotated[str, BeforeValidator(_status_url)]] = Field(default=[], max_length=64)
+
+
 class LimitsSettings(_Settings):
     """What protects the process from hostile or broken clients (on both API listeners)."""
 
@@ -414,6 +429,7 @@ class Settings(_Settings):
     auth: AuthSettings = AuthSettings()
     tls: TlsSettings = TlsSettings()
     metrics: MetricsSettings = MetricsSettings()
+    console: ConsoleSettings = ConsoleSettings()
     limits: LimitsSettings = LimitsSettings()
     quotas: QuotaSettings = QuotaSettings()
 

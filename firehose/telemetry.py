@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import re
 import sys
 import time
+from array import array
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -151,12 +153,41 @@ class Delivery:
         self._success = f["success"].labels(stream)
         self._attempts = f["attempts"].labels(stream)
         self.ratio = WindowRatio()
+        # The family's own figures (``_FAMILY_METRICS``), None where it has none.
+        extra = {k: v.labels(stream) for k, v in f.items() if k in _OWN}
+        self._processed = (extra["processed_records"], extra["processed_bytes"]) if "processed_records" in extra \
+            else None
+        self._judged = (extra["auth_failure"], extra["delivery_rejected"]) if "auth_failure" in extra else None
+        self._ack_latency = extra.get("data_ack_latency")
+
+    @property
+    def counts_processed(self) -> bool:
+        """Whether attempts are counted as ``ProcessedRecords``/``ProcessedBytes`` (an HTTP endpoint)."""
+        return self._processed is not None
 
     def attempted(self, successes: int, attempts: int) -> None:
         if attempts:
             self._success.inc(successes)
             self._attempts.inc(attempts)
             self.ratio.add(successes, attempts)
+
+    def processed(self, records: int, size: int) -> None:
+        """Records and bytes an attempt sent, retries included (``DeliveryToHttpEndpoint.Processed*``)."""
+        if self._processed is not None:
+            self._processed[0].inc(records)
+            self._processed[1].inc(size)
+
+    def judged(self, *, auth_failed: bool, rejected: bool) -> None:
+        """How the last attempt went (OpenSearch's ``AuthFailure`` and ``DeliveryRejected``, 0 or 1)."""
+        if self._judged is not None:
+            self._judged[0].set(1 if auth_failed else 0)
+            self._judged[1].set(1 if rejected else 0)
+
+    def acked(self, seconds: Iterable[float]) -> None:
+        """Each acknowledged request's wait for its ack (Splunk's ``DataAckLatency``)."""
+        if self._ack_latency is not None:
+            for s in seconds:
+                self._ack_latency.observe(s)
 
 
 class Ingest:
@@ -267,7 +298,7 @@ class Metrics:
             "firehose_failed_conversion_bytes", "FailedConversion.Bytes: size of their error output.", ds,
             registry=r)
         # -- delivery -------------------------------------------------------------------------------
-        self._families: dict[str, dict[str, Counter]] = {}
+        self._families: dict[str, dict[str, Any]] = {}
         self._deliveries: dict[tuple[str, str], Delivery] = {}
         self._ingest: dict[str, Ingest] = {}
         self.objects = Counter(
@@ -315,8 +346,8 @@ class Metrics:
             children = self._deliveries[key] = Delivery(self, stream, family)
         return children
 
-    def delivery_families(self, family: str) -> dict[str, Counter]:
-        """The counter families of one destination, registered the first time a stream uses it."""
+    def delivery_families(self, family: str) -> dict[str, Any]:
+        """The metric families of one destination, registered the first time a stream uses it."""
         f = self._families.get(family)
         if f is None:
             cw = _CLOUDWATCH_NAMES.get(family, family)
@@ -332,6 +363,25 @@ class Metrics:
                 "attempts": Counter(f"{name}_attempts", f"DeliveryTo{cw}.Success (SampleCount): attempts.", ds,
                                     registry=self.registry),
             }
+            if family == "http_endpoint":
+                f["processed_records"] = Counter(
+                    f"{name}_processed_records", f"DeliveryTo{cw}.ProcessedRecords: records sent in delivery "
+                    "attempts, retries included.", ds, registry=self.registry)
+                f["processed_bytes"] = Counter(
+                    f"{name}_processed_bytes", f"DeliveryTo{cw}.ProcessedBytes: their bytes (before the "
+                    "request's encoding).", ds, registry=self.registry)
+            elif family in ("amazon_opensearch_service", "amazon_opensearch_serverless"):
+                f["auth_failure"] = Gauge(
+                    f"{name}_auth_failure", f"DeliveryTo{cw}.AuthFailure: 1 when the last attempt was refused "
+                    "for its credentials (HTTP 401 or 403), else 0.", ds, registry=self.registry)
+                f["delivery_rejected"] = Gauge(
+                    f"{name}_delivery_rejected", f"DeliveryTo{cw}.DeliveryRejected: 1 when the last attempt had "
+                    "documents refused for good (they go to the error output), else 0.", ds, registry=self.registry)
+            elif family == "splunk":
+                f["data_ack_latency"] = Histogram(
+                    f"{name}_data_ack_latency_seconds", f"DeliveryTo{cw}.DataAckLatency: time from sending a "
+                    "request to its indexer acknowledgement.", ds, registry=self.registry,
+                    buckets=_LATENCY_BUCKETS)
         return f
 
     def watch(self, stream: str, levels: Callable[[], StreamLevels]) -> None:
@@ -343,6 +393,9 @@ class Metrics:
         if levels is None or self._levels.get(stream) == levels:  # bound methods: equal, not identical
             self._levels.pop(stream, None)
 
+
+#: The keys of ``delivery_families`` that only some families have (see ``Delivery``).
+_OWN = frozenset({"processed_records", "processed_bytes", "auth_failure", "delivery_rejected", "data_ack_latency"})
 
 _CLOUDWATCH_NAMES = {
     "s3": "S3", "redshift": "Redshift", "splunk": "Splunk", "http_endpoint": "HttpEndpoint",
@@ -457,29 +510,77 @@ def snapshot(registry: CollectorRegistry) -> dict[str, Any]:
     return out
 
 
+#: What the console charts per delivery stream, in this order: what ``/metrics.json``'s history keeps.
+CHARTED = ("incoming_records", "incoming_bytes", "delivered_records", "delivered_bytes", "freshness", "backlog",
+           "errors")
+#: Delivery streams whose charted figures the history keeps (the first by name); the others show their
+#: current figures only. With ``CHARTED`` this bounds the history: at most 200 × 7 numbers a sample.
+MAX_CHARTED_STREAMS = 200
+_DELIVERED = re.compile(r"^firehose_delivery_to_[a-z0-9_]+_(records|bytes)_total$")
+
+
+def charted(figures: dict[str, float]) -> array[float]:
+    """A stream's ``CHARTED`` figures from its ``snapshot`` samples (the sums console.js makes of them).
+
+    Delivered records/bytes add up every destination family's ``…_records_total``/``…_bytes_total``
+    (not an HTTP endpoint's ``processed_…``, which counts attempts); errors are records sent to the
+    error output plus failed delivery attempts; freshness is the oldest of the families'.
+    """
+    delivered = [0.0, 0.0]
+    freshness = errors = attempts = successes = 0.0
+    for name, value in figures.items():
+        if not name.startswith("firehose_delivery_to_") and not name.startswith("firehose_error_output_records"):
+            continue
+        match = _DELIVERED.match(name)
+        if match and "_processed_" not in name:
+            delivered[match.group(1) == "bytes"] += value
+        elif name.endswith("_data_freshness_seconds"):
+            freshness = max(freshness, value)
+        elif name.endswith("_attempts_total"):
+            attempts += value
+        elif name.endswith("_success_total"):
+            successes += value
+        elif name.startswith("firehose_error_output_records_total"):
+            errors += value
+    return array("d", (figures.get("firehose_incoming_records_total", 0.0),
+                       figures.get("firehose_incoming_bytes_total", 0.0), delivered[0], delivered[1], freshness,
+                       figures.get("firehose_buffered_bytes", 0.0), errors + max(0.0, attempts - successes)))
+
+
 class MetricsHistory:
-    """The last ``window_s`` seconds of ``snapshot``s, one every ``every_s`` seconds, in memory.
+    """The last ``window_s`` seconds of the console's charted figures, one sample every ``every_s`` seconds.
 
     What ``/metrics.json`` serves, so that a page opened now draws the last quarter of an hour at
-    once. Counters stay cumulative: a reader charts the difference between neighbouring samples.
+    once. Bounded whatever the daemon hosts: a sample keeps only the ``CHARTED`` figures of at most
+    ``MAX_CHARTED_STREAMS`` delivery streams, as packed doubles (the full figures are in ``current``,
+    taken on each request). Counters stay cumulative: a reader charts the difference between
+    neighbouring samples.
     """
 
-    def __init__(self, registry: CollectorRegistry, *, every_s: float = 5.0, window_s: float = 900.0) -> None:
+    def __init__(self, registry: CollectorRegistry, *, every_s: float = 5.0, window_s: float = 900.0,
+                 max_streams: int = MAX_CHARTED_STREAMS) -> None:
         self.registry = registry
         self.every_s = every_s
-        self.samples: deque[dict[str, Any]] = deque(maxlen=max(1, int(window_s / every_s)))
+        self.max_streams = max_streams
+        #: (time in epoch ms, stream → its CHARTED figures).
+        self.samples: deque[tuple[int, dict[str, array[float]]]] = deque(maxlen=max(1, int(window_s / every_s)))
 
-    def sample(self) -> dict[str, Any]:
-        taken = {"time_ms": int(time.time() * 1000), **snapshot(self.registry)}
+    def sample(self) -> tuple[int, dict[str, array[float]]]:
+        streams = snapshot(self.registry)["delivery_streams"]
+        kept = {sys.intern(name): charted(streams[name]) for name in sorted(streams)[:self.max_streams]}
+        taken = (int(time.time() * 1000), kept)
         self.samples.append(taken)
         return taken
 
     def document(self, *, history: bool = True) -> dict[str, Any]:
-        """Current figures (taken now) and, when asked, the samples of the window before them."""
+        """Current figures (all of them, taken now) and, when asked, the charted samples of the window
+        before them: ``{"time_ms", "delivery_streams": {name: [figures in history_series order]}}``."""
         now = {"time_ms": int(time.time() * 1000), **snapshot(self.registry)}
         doc: dict[str, Any] = {"interval_seconds": self.every_s, "current": now}
         if history:
-            doc["history"] = list(self.samples)
+            doc["history_series"] = CHARTED
+            doc["history"] = [{"time_ms": t, "delivery_streams": {n: a.tolist() for n, a in streams.items()}}
+                              for t, streams in self.samples]
         return doc
 
     async def run(self) -> None:
@@ -487,7 +588,6 @@ class MetricsHistory:
         while True:
             self.sample()
             await asyncio.sleep(self.every_s)
-
 
 def tune_gc() -> None:
     """Collect cyclic garbage far less often than CPython's default (in the daemon and its workers).

@@ -11,13 +11,18 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from firehose.telemetry import CHARTED, MAX_CHARTED_STREAMS, Metrics, MetricsHistory
 from tests.support.aws import ROLE
 from tests.support.config import local_stream
 from tests.support.daemon import RunningDaemon
+from tests.support.ports import free_port
 from tests.support.receivers.http_endpoint import Behaviour, HttpEndpointReceiver
+from tests.support.receivers.splunk import TOKEN, SplunkReceiver
+from tests.support.servers import OpenSearchServer
 from tests.support.waiting import wait_until
 
 FAST = {"delivery": {"backoff_base_seconds": 0.05, "backoff_max_seconds": 0.2}}
@@ -182,3 +187,82 @@ def test_records_an_http_endpoint_never_took_go_to_the_error_output_and_are_not_
     assert value(m, "firehose_delivery_to_http_endpoint_records_total", delivery_stream="gone") == 4
     assert value(m, "firehose_delivery_to_http_endpoint_bytes_total", delivery_stream="gone") == 4 * 3
     assert value(m, "firehose_delivery_to_http_endpoint_success_total", delivery_stream="gone") == 1
+
+
+def test_the_history_keeps_only_the_charted_figures_of_a_bounded_number_of_streams() -> None:
+    metrics = Metrics()
+    for i in range(250):  # more streams than the history charts, each with many series
+        stream = f"s{i:03d}"
+        metrics.ingest(stream).records.inc(i)
+        metrics.delivery(stream, "s3").records.inc(2 * i)
+        metrics.delivery(stream, "http_endpoint").attempted(1, 3)
+        metrics.error_output_records.labels(stream, "processing-failed").inc(5)
+        for op in ("PutRecord", "PutRecordBatch"):
+            metrics.failed_records.labels(stream, op).inc()
+    history = MetricsHistory(metrics.registry, every_s=5, window_s=60)
+    for _ in range(30):
+        history.sample()
+    assert len(history.samples) == 12 and MAX_CHARTED_STREAMS == 200
+    _time, streams = history.samples[-1]
+    assert sorted(streams) == [f"s{i:03d}" for i in range(200)]
+    assert all(len(figures) == len(CHARTED) for figures in streams.values())
+    doc = history.document()
+    assert doc["history_series"] == CHARTED and len(doc["history"]) == 12
+    s7 = dict(zip(CHARTED, doc["history"][-1]["delivery_streams"]["s007"], strict=True))
+    # The same sums console.js makes: delivered over every family, errors = error output + failed attempts.
+    assert (s7["incoming_records"], s7["delivered_records"], s7["errors"]) == (7, 14, 5 + 2)
+    assert len(doc["current"]["delivery_streams"]) == 250, "the current figures are whole"
+    size = len(orjson.dumps(doc["history"]))
+    assert size < 12 * 200 * 150, size
+
+
+def test_an_http_endpoint_counts_every_record_it_sent_as_processed_retries_included(
+        start_daemon: Any, endpoint: HttpEndpointReceiver) -> None:
+    endpoint.behaviour = Behaviour(status=500, fail_first=2)
+    d = start_daemon([http_stream("flaky", endpoint.url, retry=60)], **FAST)
+    records = [b"abc", b"defg", b"hi"]
+    d.client().put_record_batch(DeliveryStreamName="flaky", Records=[{"Data": r} for r in records])
+    wait_until(lambda: d.idle("flaky"), timeout=20)
+    m = scrape(d)
+    assert len(endpoint.requests) == 3
+    assert value(m, "firehose_delivery_to_http_endpoint_processed_records_total", delivery_stream="flaky") == 9
+    assert value(m, "firehose_delivery_to_http_endpoint_processed_bytes_total", delivery_stream="flaky") == 27
+    assert value(m, "firehose_delivery_to_http_endpoint_records_total", delivery_stream="flaky") == 3
+    figures = httpx.get(f"{d.endpoint}/metrics.json?history=0").json()["current"]["delivery_streams"]["flaky"]
+    assert figures["firehose_delivery_to_http_endpoint_processed_records_total"] == 9
+
+
+def test_splunk_reports_the_time_to_each_indexer_acknowledgement(start_daemon: Any) -> None:
+    with SplunkReceiver() as hec:
+        d = start_daemon([{"DeliveryStreamName": "logs", "SplunkDestinationConfiguration": {
+            "HECEndpoint": hec.url, "HECEndpointType": "Raw", "HECToken": TOKEN,
+            "BufferingHints": {"SizeInMBs": 1, "IntervalInSeconds": 0}, "S3Configuration": S3}}], **FAST)
+        d.client().put_record_batch(DeliveryStreamName="logs", Records=[{"Data": b"line\n"}] * 5)
+        wait_until(lambda: d.idle("logs"), timeout=20)
+        requests = len(hec.indexed)
+    m = scrape(d)
+    count = value(m, "firehose_delivery_to_splunk_data_ack_latency_seconds_count", delivery_stream="logs")
+    total = value(m, "firehose_delivery_to_splunk_data_ack_latency_seconds_sum", delivery_stream="logs")
+    assert count == requests >= 1 and total is not None and 0 < total < 10
+
+
+def test_opensearch_says_whether_its_last_attempt_was_rejected_or_refused_for_credentials(
+        start_daemon: Any, opensearch_server: OpenSearchServer) -> None:
+    index = f"strict-{free_port()}"
+    httpx.put(f"{opensearch_server.url}/{index}", json={"mappings": {"dynamic": "strict", "properties": {
+        "n": {"type": "integer"}}}}).raise_for_status()
+    d = start_daemon([{"DeliveryStreamName": "search", "AmazonopensearchserviceDestinationConfiguration": {
+        "RoleARN": ROLE, "ClusterEndpoint": opensearch_server.url, "IndexName": index,
+        "IndexRotationPeriod": "NoRotation", "BufferingHints": {"SizeInMBs": 1, "IntervalInSeconds": 0},
+        "RetryOptions": {"DurationInSeconds": 0}, "S3Configuration": S3}}], **FAST)
+    family = "firehose_delivery_to_amazon_opensearch_service"
+
+    def judged(records: list[bytes]) -> tuple[float | None, float | None]:
+        d.client().put_record_batch(DeliveryStreamName="search", Records=[{"Data": r} for r in records])
+        wait_until(lambda: d.idle("search"), timeout=20)
+        m = scrape(d)
+        return (value(m, f"{family}_auth_failure", delivery_stream="search"),
+                value(m, f"{family}_delivery_rejected", delivery_stream="search"))
+
+    assert judged([b'{"n":1}', b'{"colour":"red"}']) == (0, 1), "the mapping refused a document"
+    assert judged([b'{"n":2}']) == (0, 0), "a gauge of the last attempt, not a count"

@@ -26,6 +26,14 @@ def test_rows_are_rates_between_two_reads_and_levels_now() -> None:
     assert first["in rec/s"] is None, "no rate before a second read"
 
 
+def test_an_http_endpoints_processed_records_are_attempts_not_deliveries() -> None:
+    before = Reading(0.0, {"h": {"firehose_delivery_to_http_endpoint_records_total": 0.0,
+                                 "firehose_delivery_to_http_endpoint_processed_records_total": 0.0}}, {})
+    now = Reading(1.0, {"h": {"firehose_delivery_to_http_endpoint_records_total": 10.0,
+                              "firehose_delivery_to_http_endpoint_processed_records_total": 30.0}}, {})
+    assert rows(before, now)[0]["out rec/s"] == 10.0
+
+
 def test_top_shows_each_stream_with_its_incoming_rate(start_daemon: Any) -> None:
     daemon = start_daemon([local_stream("orders", size_mb=64, interval=60)])
     client = daemon.client()

@@ -1,4 +1,5 @@
-"""Progress you can see: a periodic log line per flow, and Prometheus metrics when enabled.
+"""Progress you can see: a periodic log line per flow, and when enabled a listener with Prometheus
+metrics and the flows' status as JSON.
 
 Counters are plain integers bumped by the flow's own threads; the progress
 line and the Prometheus collector read them when asked, so a line shipped costs
@@ -8,12 +9,16 @@ no metrics work.
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -134,15 +139,72 @@ class AgentCollector(Collector):
         yield files
 
 
+#: Files listed per flow in the status (a pattern may match thousands; ``files_tracked`` counts them all).
+STATUS_FILES = 50
+
+
+def status(flows: list[FlowRunner], started_ms: int) -> dict[str, Any]:
+    """What ``GET /status`` answers: the agent and each flow's figures, as the daemon's console shows them.
+
+    Counters are cumulative since the agent started (a reader turns two readings into rates);
+    ``files`` lists the open files furthest behind first, at most ``STATUS_FILES`` of them.
+    """
+    out = []
+    for f in list(flows):
+        s = f.stats
+        behind = sorted(f.bytes_behind(), key=lambda item: -item[1])
+        out.append({
+            "flow": f.flow.flow_id, "label": f.flow.label, "stream": f.flow.stream,
+            "destination": "kinesis" if f.flow.is_kinesis else "firehose", "file_pattern": f.flow.file_pattern,
+            "lines_read": s.lines_read, "bytes_read": s.bytes_read, "records_built": s.records_built,
+            "records_sent": s.send.records_sent, "bytes_sent": s.send.bytes_sent,
+            "records_refused": s.send.records_failed_permanently, "retries": s.send.retries,
+            "throttled": s.send.throttled, "send_errors": s.send.errors,
+            "last_error": s.send.last_error[:1024] or None, "conversion_failures": f.pipeline.failures,
+            "failed": f.failed is not None, "files_tracked": len(behind),
+            "bytes_behind": sum(n for _, n in behind),
+            "files": [{"path": path, "bytes_behind": n} for path, n in behind[:STATUS_FILES]],
+        })
+    return {"agent": {"pid": os.getpid(), "started_ms": started_ms, "time_ms": int(time.time() * 1000)},
+            "flows": out}
+
+
 class MetricsServer:
-    """Prometheus ``/metrics`` on its own port."""
+    """The agent's own listener (``metrics.port``): Prometheus ``/metrics`` and the flows' status as JSON
+    at ``/status`` (what the daemon's console reads, ``console.agents``). Read-only, no authentication:
+    keep it on loopback (the default) or a private network."""
 
     def __init__(self, flows: list[FlowRunner], host: str, port: int) -> None:
-        from prometheus_client import start_http_server
-
         self.registry = CollectorRegistry()
         self.registry.register(AgentCollector(flows))
-        self.server, self.thread = start_http_server(port, addr=host, registry=self.registry)
+        started_ms = int(time.time() * 1000)
+        registry = self.registry
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (the http.server name)
+                path = self.path.split("?", 1)[0]
+                if path == "/metrics":
+                    self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+                elif path == "/status":
+                    self._send(200, orjson.dumps(status(flows, started_ms)), "application/json")
+                else:
+                    self._send(404, b'{"message":"Not found: /metrics and /status are served here."}',
+                               "application/json")
+
+            def _send(self, code: int, body: bytes, content_type: str) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass  # no line per scrape
+
+        self.server = ThreadingHTTPServer((host, port), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, name="agent-metrics", daemon=True)
+        self.thread.start()
         self.port = self.server.server_port
 
     def close(self) -> None:

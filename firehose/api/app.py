@@ -15,7 +15,7 @@ or a destination.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from prometheus_client import Counter, Histogram
@@ -28,7 +28,7 @@ from firehose.asgi import Receive, Scope, Send, send_response
 from firehose.frontdoor import wire
 from firehose.frontdoor.body import MemoryBudget
 from firehose.frontdoor.door import Api, FrontDoor
-from firehose.frontdoor.operator import OperatorRoutes, ReadinessProbe, StreamsProbe
+from firehose.frontdoor.operator import OperatorRoutes, ReadinessProbe, StreamsProbe, ViewProbe
 from firehose.frontdoor.principals import Principals
 from firehose.settings import Settings
 from firehose.tap import Taps
@@ -41,6 +41,7 @@ class FirehoseApp:
     def __init__(self, services: Callable[[str], Services], readiness: ReadinessProbe, settings: Settings,
                  principals: Principals, metrics: Metrics, *, history: MetricsHistory | None = None,
                  taps: Taps | None = None, streams: StreamsProbe | None = None,
+                 views: Mapping[str, ViewProbe] | None = None,
                  max_body_bytes: int = shapes.MAX_BODY_BYTES) -> None:
         self.services = services
         self.settings = settings
@@ -56,7 +57,7 @@ class FirehoseApp:
         self.door = FrontDoor(api, settings, principals, self.budget)
         self.receiver = HttpEndpointReceiver(services, self.door)
         self.operator = OperatorRoutes(readiness, metrics.registry, principals, self.door.verifier, history=history,
-                                       taps=taps, streams=streams)
+                                       taps=taps, streams=streams, views=views)
         #: (operation, status) → the request counter and duration histogram children (no .labels() per call).
         self._api: dict[tuple[str, int], tuple[Counter, Histogram | None]] = {}
 

@@ -4,7 +4,8 @@ What every endpoint answers (ListDeliveryStreams, DescribeDeliveryStream): each 
 source, destination (its type and bucket, URL or cluster), buffering hints and version. What only
 this daemon knows comes from its ``/readyz`` (``connection.daemon_streams``) and appears under
 ``daemon`` when it answers: the bytes buffered for delivery (backlog), batches in flight, when a
-batch was last delivered, consecutive failed attempts and the last error. Against AWS those are
+batch was last delivered, consecutive failed attempts, the last error, and the newest document its
+error output received (the console's first error record). Against AWS those are
 left out, not shown as empty.
 
 The JSON forms are one object per stream with the same keys as the table's columns, in snake case;
@@ -18,6 +19,7 @@ import sys
 import time
 from argparse import Namespace
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -132,6 +134,7 @@ def _daemon(entry: dict[str, Any], now_ms: int) -> dict[str, Any]:
         "seconds_since_delivery": round(max(0, now_ms - last) / 1000, 3) if isinstance(last, int) else None,
         "consecutive_failures": entry.get("consecutive_failures"),
         "last_error": entry.get("last_error") or entry.get("error"),
+        "last_error_record": entry.get("last_error_record"),
         "idle": entry.get("idle"),
         "delivers_to": entry.get("destination"),
     }
@@ -154,6 +157,17 @@ def _destination_text(dest: dict[str, Any]) -> str:
 def _ago(daemon: dict[str, Any]) -> str:
     seconds = daemon.get("seconds_since_delivery")
     return "never" if seconds is None else f"{units.duration(seconds)} ago"
+
+
+def _error_record(daemon: dict[str, Any]) -> str:
+    """The newest document the stream's error output received (what the console lists first)."""
+    record = daemon.get("last_error_record")
+    if not isinstance(record, dict):
+        return "-"
+    when = record.get("time_ms")
+    at = datetime.fromtimestamp(when / 1000, tz=UTC).isoformat(timespec="seconds") if isinstance(when, int) else "?"
+    text = f"{record.get('code') or '-'}: {record.get('message') or ''} ({record.get('error_output_type')}, {at})"
+    return " ".join(text.split())  # one line (the message is bounded by the daemon)
 
 
 def _clip(text: str, width: int) -> str:
@@ -202,7 +216,8 @@ def page(s: dict[str, Any]) -> str:
         fields += [("Delivers to", d["delivers_to"]), ("Backlog", units.size(d["backlog_bytes"] or 0)),
                    ("In flight", f"{d['inflight_batches'] or 0} batches"), ("Last delivery", _ago(d)),
                    ("Failures", f"{d['consecutive_failures'] or 0} consecutive"),
-                   ("Last error", d["last_error"] or "-"), ("Idle", "yes" if d["idle"] else "no")]
+                   ("Last error", d["last_error"] or "-"), ("Last error record", _error_record(d)),
+                   ("Idle", "yes" if d["idle"] else "no")]
     width = max(len(k) for k, _ in fields) + 1
     return "\n".join(f"{(k + ':').ljust(width)} {v if v is not None else '-'}" for k, v in fields)
 

@@ -58,7 +58,9 @@ def total(samples: Mapping[str, float], name: tuple[str, ...]) -> float:
     if len(name) == 1:
         return sum(v for k, v in samples.items() if k == name[0] or k.startswith(name[0] + "{"))
     prefix, suffix = name
-    return sum(v for k, v in samples.items() if k.startswith(prefix) and k.split("{")[0].endswith(suffix))
+    # (an HTTP endpoint's processed_records/bytes count attempts, not deliveries)
+    return sum(v for k, v in samples.items() if k.startswith(prefix) and k.split("{")[0].endswith(suffix)
+               and "_processed_" not in k)
 
 
 def level(samples: Mapping[str, float], prefix: str, suffix: str) -> float | None:

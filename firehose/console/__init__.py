@@ -3,7 +3,7 @@
 Plain HTML, CSS and JavaScript shipped inside the package (``static/``), with no
 CDN or chart library, so the page works offline. The files hold no data: the
 page's script reads the daemon's own operator JSON (``/metrics.json``,
-``/readyz`` and ``/console/api/streams``), which are gated like ``/metrics``.
+``/readyz`` and ``/console/api/…``), which are gated like ``/metrics``.
 The page shows every piece of that JSON as text (``textContent``), never as
 HTML: stream names, error messages and record data are the users'.
 
@@ -19,6 +19,10 @@ from importlib import resources
 PAGE = "/console"
 #: Stream definitions and their recent error records, for the page (gated like /metrics.json).
 STREAMS_JSON = "/console/api/streams"
+#: The Kinesis sidecar's streams, shards, lag and throughput (``{"enabled": false}`` when it does not run here).
+KINESIS_JSON = "/console/api/kinesis"
+#: The agents' flows, read by the daemon from the agents' status listeners (``console.agents``).
+AGENTS_JSON = "/console/api/agents"
 
 _TYPES = {".html": b"text/html; charset=utf-8", ".css": b"text/css; charset=utf-8",
           ".js": b"text/javascript; charset=utf-8"}

@@ -59,6 +59,10 @@ class Outcome:
 
     retry: tuple[Failure, ...] = ()
     rejected: tuple[Failure, ...] = ()
+    #: The destination refused the credentials (OpenSearch's HTTP 401/403: ``AuthFailure``).
+    auth_failed: bool = False
+    #: Seconds from sending each acknowledged request to its acknowledgement (Splunk's ``DataAckLatency``).
+    ack_seconds: tuple[float, ...] = ()
 
     @property
     def delivered_all(self) -> bool:

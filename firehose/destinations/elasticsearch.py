@@ -29,7 +29,7 @@ sniffing of its own behind the pipeline's retry clock. Basic auth comes from ``c
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, cast
 
@@ -311,8 +311,9 @@ class ElasticsearchDestination(RecordDestination):
             return self._all_sent(request, rejected, f"POST {url} got no answer: {_no_answer(exc)}",
                                   _no_answer_code(exc))
         if not response.is_success:
-            return self._all_sent(request, rejected, f"HTTP {response.status_code} from {url}: "
-                                  f"{_http_error(response)}", str(response.status_code))
+            outcome = self._all_sent(request, rejected, f"HTTP {response.status_code} from {url}: "
+                                     f"{_http_error(response)}", str(response.status_code))
+            return replace(outcome, auth_failed=response.status_code in (401, 403))
         try:
             items = await self._parse(response.content, len(request.sent))
         except ValueError as exc:

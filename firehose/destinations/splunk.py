@@ -261,6 +261,8 @@ class _Sent:
     indexes: tuple[int, ...]
     ack_id: int
     deadline: float
+    #: When the HEC took it (monotonic): its ack latency runs from here.
+    sent_at: float
 
 
 class SplunkDestination(RecordDestination):
@@ -328,9 +330,11 @@ class SplunkDestination(RecordDestination):
                 for later in requests[n:]:
                     retry += self._failures(records, later, exc.code, exc.message)
                 break
-            sent.append(_Sent(indexes, ack_id, time.monotonic() + self.config.ack_timeout_seconds))
-        retry += await self._await_acks(records, sent)
-        return Outcome(retry=tuple(retry), rejected=tuple(rejected))
+            now = time.monotonic()
+            sent.append(_Sent(indexes, ack_id, now + self.config.ack_timeout_seconds, now))
+        latencies: list[float] = []
+        retry += await self._await_acks(records, sent, latencies)
+        return Outcome(retry=tuple(retry), rejected=tuple(rejected), ack_seconds=tuple(latencies))
 
     async def _validate(self, records: tuple[DeliveryRecord, ...]) -> tuple[list[Failure], list[int]]:
         """Event records that are not HEC event JSON, as rejections; and the indexes of the rest."""
@@ -365,8 +369,10 @@ class SplunkDestination(RecordDestination):
         raise DestinationError(f"The HEC at {self._url} answered HTTP {response.status_code} without "
                                f"success: {text}", code=SERVER_ERROR)
 
-    async def _await_acks(self, records: tuple[DeliveryRecord, ...], sent: list[_Sent]) -> list[Failure]:
-        """Poll until every sent request is acknowledged or past its deadline; failures for the rest.
+    async def _await_acks(self, records: tuple[DeliveryRecord, ...], sent: list[_Sent],
+                          latencies: list[float]) -> list[Failure]:
+        """Poll until every sent request is acknowledged or past its deadline; failures for the rest,
+        and in ``latencies`` the seconds each acknowledged request waited for its ack.
 
         A failed poll is remembered and polling goes on (an ack can still turn true), except for
         answers a later poll would repeat (token or acknowledgement off), which end the wait.
@@ -388,9 +394,11 @@ class SplunkDestination(RecordDestination):
                         failures += self._failures(records, s.indexes, exc.code, exc.message)
                     return failures
                 acked, last_error = set(), exc.message
-            for ack_id in acked:
-                pending.pop(ack_id, None)
             now = time.monotonic()
+            for ack_id in acked:
+                done = pending.pop(ack_id, None)
+                if done is not None:
+                    latencies.append(now - done.sent_at)
             for s in [s for s in pending.values() if s.deadline <= now]:
                 del pending[s.ack_id]
                 reason = self._timeout_reason(s, last_error)

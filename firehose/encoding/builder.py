@@ -120,13 +120,15 @@ class ObjectBuilder:
         if kind == OVERFLOW:
             docs = [failures.document(raw=d, arrival_ms=a, code="DynamicPartitioning.PartitionLimitExceeded",
                                       message=reason) for d, a in zip(records.each(), records.arrivals(), strict=True)]
-            return [await self._finish(encoding, key, tuple(docs), records.count, records.first_arrival_ms)]
-        return [await self._finish(encoding, key, tuple(records.parts()), records.count, records.first_arrival_ms)]
+            return [await self._finish(encoding, key, tuple(docs), records.count, records.first_arrival_ms,
+                                       documents=failures.tail(docs))]
+        return [await self._finish(encoding, key, tuple(records.parts()), records.count, records.first_arrival_ms,
+                                   documents=failures.tail(records.each()))]
 
     async def documents(self, encoding: Encoding, key: str, docs: tuple[bytes, ...],
                         first_arrival_ms: int) -> ObjectBatch:
         """An error-output object: one JSON document per line, never compressed, encrypted if the store is."""
-        return await self._finish(encoding, key, docs, len(docs), first_arrival_ms)
+        return await self._finish(encoding, key, docs, len(docs), first_arrival_ms, documents=failures.tail(docs))
 
     async def backup(self, encoding: Encoding, key: str, records: Records) -> ObjectBatch:
         """A copy of every record of a batch (``AllDocuments``/``AllEvents``/``AllData``), compressed
@@ -155,12 +157,13 @@ class ObjectBuilder:
             first = min(arrivals[i] for i, _, _ in failed)
             reason = (f"{result.batch_failure.code}: {result.batch_failure.message}" if result.batch_failure
                       else f"{failed[0][1]}: {failed[0][2]}")
-            out.append(replace(await self._finish(encoding, error_key, docs, len(docs), first), reason=reason))
+            obj = await self._finish(encoding, error_key, docs, len(docs), first, documents=failures.tail(docs))
+            out.append(replace(obj, reason=reason))
         return out
 
     async def _finish(self, encoding: Encoding, key: str, parts: tuple[bytes | memoryview, ...], count: int,
                       first_arrival_ms: int, *, content_encoding: str | None = None,
-                      extents: tuple[FileRange, ...] | None = None) -> ObjectBatch:
+                      extents: tuple[FileRange, ...] | None = None, documents: tuple[bytes, ...] = ()) -> ObjectBatch:
         metadata = None
         prelude = b""
         if encoding.encrypt:
@@ -176,6 +179,7 @@ class ObjectBuilder:
             stream=self.stream, key=key, parts=parts, size=sum(len(p) for p in parts),
             record_count=count, first_arrival_ms=first_arrival_ms,
             content_encoding=content_encoding, metadata=metadata, prelude=prelude, extents=extents,
+            documents=documents,
         )
 
 

@@ -9,7 +9,7 @@ stream names or error texts), while the detailed ``/readyz``, ``/metrics`` and
 ``Authorization: Bearer <token>`` with one of ``auth.bearer_tokens`` (for
 scrapers that cannot sign). The console's files hold no data and are served to
 anyone; the JSON it reads (``/metrics.json``, the detailed ``/readyz``,
-``/console/api/streams``) is gated as above, so in ``sigv4`` mode the page asks
+``/console/api/…``) is gated as above, so in ``sigv4`` mode the page asks
 for a bearer token. A separate listener (``metrics.listen``) serves
 them all without authentication, for a private network.
 """
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -37,6 +37,8 @@ from firehose.telemetry import MetricsHistory
 ReadinessProbe = Callable[[], tuple[bool, dict[str, Any]]]
 #: Returns the console's view of the delivery streams (definitions, recent error records); see ``console``.
 StreamsProbe = Callable[[], dict[str, Any]]
+#: Returns the JSON of one more console view (``console.KINESIS_JSON``, ``console.AGENTS_JSON``).
+ViewProbe = Callable[[], Awaitable[dict[str, Any]]]
 
 _JSON = b"application/json"
 #: The console's files: its own script and style only (no inline script, nothing from elsewhere), not framed.
@@ -56,12 +58,15 @@ class OperatorRoutes:
 
     def __init__(self, readiness: ReadinessProbe, registry: CollectorRegistry, principals: Principals,
                  verifier: Verifier | None, *, open_to_all: bool = False, history: MetricsHistory | None = None,
-                 taps: Taps | None = None, streams: StreamsProbe | None = None, console: bool = True) -> None:
+                 taps: Taps | None = None, streams: StreamsProbe | None = None, console: bool = True,
+                 views: Mapping[str, ViewProbe] | None = None) -> None:
         """``console``: serve the console's page and its streams JSON (the Kinesis sidecar does not);
-        ``taps``: serve ``/tap`` (where there are delivery streams)."""
+        ``taps``: serve ``/tap`` (where there are delivery streams); ``views``: more of the console's
+        JSON by path, gated like the rest."""
         self.readiness = readiness
         self.console = console
         self.streams = streams or (lambda: {"delivery_streams": []})
+        self.views = dict(views or {}) if console else {}
         self.registry = registry
         self.history = history or MetricsHistory(registry)
         self.principals = principals
@@ -82,7 +87,7 @@ class OperatorRoutes:
         if path == "/":
             accept = next((v for k, v in scope["headers"] if k == b"accept"), b"")
             return console.wants_html(accept)
-        return path in ROUTES or console.is_asset(path)
+        return path in ROUTES or path in self.views or console.is_asset(path)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope["path"]
@@ -112,6 +117,8 @@ class OperatorRoutes:
             await self._tap(scope, receive, send)
         elif path == console.STREAMS_JSON:
             await send_response(send, 200, orjson.dumps(self.streams()), _JSON)
+        elif path in self.views:
+            await send_response(send, 200, orjson.dumps(await self.views[path]()), _JSON)
         elif path == METRICS_JSON:
             history = b"history=0" not in scope.get("query_string", b"")
             await send_response(send, 200, orjson.dumps(self.history.document(history=history)), _JSON)

@@ -43,6 +43,7 @@ from firehose.pipeline.activity import ActivityLog
 from firehose.pipeline.buffer import Buffer
 from firehose.pipeline.config import StreamConfig
 from firehose.pipeline.erroroutput import ErrorOutput
+from firehose.pipeline.errorrecords import RecentErrors
 from firehose.pipeline.naming import OVERFLOW_PARTITION, name_batch, unbuilt_key
 from firehose.pipeline.spans import SpanRecords
 from firehose.records import DeliveryRecord, ObjectBatch, Position, RecordBatch
@@ -123,7 +124,9 @@ class Deliverer:
         self._activity = activity or ActivityLog(name, settings.log.summary_seconds)
         self._taps = taps or Taps()
         self._clock = clock
-        self._errors = ErrorOutput(name, builder, metrics, self._backoff, clock)
+        #: The newest error documents written to the error output (the console's error records).
+        self.error_records = RecentErrors()
+        self._errors = ErrorOutput(name, builder, metrics, self._backoff, clock, self.error_records)
         self._buffers: dict[str, Buffer] = {}
         self._cursor = cursor
         cursor.holding(self._oldest_buffered)
@@ -577,6 +580,10 @@ class Deliverer:
             figures.attempted(0 if not_taken else 1, 1)
         else:
             figures.attempted(n - len(not_taken), n)
+        if figures.counts_processed:
+            figures.processed(n, sum(len(r.data) for r in batch.records))
+        figures.judged(auth_failed=outcome.auth_failed, rejected=bool(outcome.rejected))
+        figures.acked(outcome.ack_seconds)
         if len(not_taken) < n:
             figures.records.inc(n - len(not_taken))
             figures.bytes.inc(sum(len(r.data) for i, r in enumerate(batch.records) if i not in not_taken))
@@ -611,6 +618,7 @@ class Deliverer:
         else:
             error_type = describe_partition(seal.partition.split("#")[0])[1] or failures.PROCESSING_FAILED
         m.error_output_records.labels(self.name, error_type).inc(obj.record_count)
+        self.error_records.add(error_type, obj.key, obj.documents)
 
     def levels(self) -> StreamLevels:
         """What a scrape samples: the oldest record not yet delivered, buffers and partitions.

@@ -20,6 +20,7 @@ from firehose.clock import now_ms
 from firehose.destinations import Failure, ObjectDestination
 from firehose.encoding.builder import Encoding, ObjectBuilder
 from firehose.errors import DestinationError
+from firehose.pipeline.errorrecords import RecentErrors
 from firehose.records import DeliveryRecord, ObjectBatch
 from firehose.retry import Backoff, retry_until
 from firehose.telemetry import Metrics
@@ -35,8 +36,9 @@ class ErrorOutput:
     """
 
     def __init__(self, stream: str, builder: ObjectBuilder, metrics: Metrics, backoff: Backoff,
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], recent: RecentErrors | None = None) -> None:
         self._stream = stream
+        self._recent = recent or RecentErrors()
         self._builder = builder
         self._metrics = metrics
         self._backoff = backoff
@@ -56,6 +58,7 @@ class ErrorOutput:
         await self.store(store, obj, on_failure)
         self._metrics.error_output_records.labels(self._stream, error_output_type).inc(len(docs))
         # The stream's WARNING about it is its activity summary (at most one a window, with the reason).
+        self._recent.add(error_output_type, obj.key, obj.documents)
         log.info("Records went to the error output after their retry duration.",
                     extra={"stream": self._stream, "records": len(docs), "key": obj.key})
 

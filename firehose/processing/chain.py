@@ -323,6 +323,8 @@ class Processor:
         arn = p.transform.function.arn if p.transform else None
         default = data_partition()
         cache: dict[str, str] = {}
+        if not derived:  # every record failed or was dropped before the transform
+            return
         if not p.dynamic_partitioning and p.append_delimiter is None and "Ok" == results.result[0] \
                 and all(r == "Ok" for r in results.result):  # the common case, in one step
             out.groups[default] = list(zip(results.data, (d.arrival_ms for d in derived), strict=True))

@@ -15,6 +15,7 @@ import logging
 import signal
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from firehose import listeners
 from firehose.accounts import ACCOUNT_ID, PerAccount, account_directory, stored_accounts
@@ -25,6 +26,7 @@ from firehose.storage.committer import GroupCommitter
 from firehose.streams import operations
 from firehose.streams.app import KinesisApp
 from firehose.streams.errors import FirehoseError
+from firehose.streams.overview import overview
 from firehose.streams.store import ShardStore, StoreOptions
 
 log = logging.getLogger("firehose.streams")
@@ -98,6 +100,10 @@ class Sidecar:
         if self._started:
             store.start()
         return store
+
+    def overview(self) -> dict[str, Any]:
+        """The streams, their shards, lag and throughput, for the daemon's console (``streams.overview``)."""
+        return overview(self.stores, self.settings.account_id, self.app.metrics)
 
     @property
     def endpoint(self) -> str:

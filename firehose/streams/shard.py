@@ -103,6 +103,10 @@ class ShardData:
     prefix: int
     last_arrival_ms: int = 0
     last_position: Position | None = None
+    #: Records and bytes (keys and data) stored since the process started, for the console's per-shard
+    #: incoming throughput (AWS's shard-level IncomingRecords/IncomingBytes).
+    records_in: int = 0
+    bytes_in: int = 0
     _times: list[int] = field(default_factory=list)
     _entries: list[int] = field(default_factory=list)
 

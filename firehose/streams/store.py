@@ -579,6 +579,8 @@ class ShardStore:
         data.last_arrival_ms = arrival
         entry = await commit(self.committer, data.log, [encode_entry(arrival, keys, datas)])
         data.note(entry, arrival, len(datas))
+        data.records_in += len(datas)
+        data.bytes_in += sum(map(len, keys)) + sum(map(len, datas))
         return entry
 
     def iterator(self, name: str, shard_id: str, kind: str, *, sequence_number: str | None = None,

@@ -415,3 +415,11 @@ def test_every_us_week_is_one_index_sunday_to_saturday_numbered_from_the_week_of
         labels.append(label)
         sunday += timedelta(days=7)
     assert {label[-2:] for label in labels} >= {"01", "52", "53"}
+
+
+@pytest.mark.parametrize(("status", "auth_failed"), [(401, True), (403, True), (500, False), (429, False)])
+def test_a_cluster_refusing_the_credentials_is_told_apart_as_an_auth_failure(
+        recorder: Recorder, status: int, auth_failed: bool) -> None:
+    recorder.reply(status, {"error": {"type": "security_exception", "reason": "no permissions"}, "status": status})
+    outcome = deliver(es_config(recorder.url, "auth"), records({"n": 1}))
+    assert outcome.auth_failed is auth_failed and codes(outcome.retry) == {0: str(status)}

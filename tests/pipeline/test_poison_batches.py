@@ -191,10 +191,11 @@ def test_an_endpoint_that_keeps_refusing_a_batch_gets_it_for_the_retry_duration_
         assert [base64.b64decode(doc["rawData"]) for doc in docs] == [b"a\n", b"b\n"]
         assert {doc["errorCode"] for doc in docs} == {"HttpEndpoint.DestinationException"}
         assert docs[0]["errorMessage"] == "HTTP 400: field 'user' is required"
-        # Retried for the whole duration (measured from the first failure), then given up.
+        # Retried for the whole duration, then given up. The duration runs from the first attempt's
+        # start, a little before the receiver timed its arrival: hence the slack below 2,000 ms.
         sent = [r.timestamp for r in endpoint.requests if r.timestamp is not None]
         assert docs[0]["attemptsMade"] == len(sent) >= 2
-        assert 2000 <= max(sent) - min(sent) < 10_000
+        assert 1800 <= max(sent) - min(sent) < 10_000
         assert endpoint.accepted() == []
     assert metric(d, "firehose_error_output_records_total"
                      '{delivery_stream="hooks",error_output_type="http-endpoint-failed"}') == 2

@@ -13,10 +13,11 @@ const CHARTS = [
     read: (f) => f["firehose_incoming_records_total"] || 0 },
   { id: "incoming_bytes", title: "Incoming bytes /s", counter: true, bytes: true,
     read: (f) => f["firehose_incoming_bytes_total"] || 0 },
+  // (not an HTTP endpoint's processed_records/bytes, which count attempts)
   { id: "delivered_records", title: "Delivered records /s", counter: true,
-    read: (f) => sum(f, /^firehose_delivery_to_[a-z0-9_]+_records_total$/) },
+    read: (f) => sum(f, /^firehose_delivery_to_(?![a-z0-9_]*_processed_)[a-z0-9_]+_records_total$/) },
   { id: "delivered_bytes", title: "Delivered bytes /s", counter: true, bytes: true,
-    read: (f) => sum(f, /^firehose_delivery_to_[a-z0-9_]+_bytes_total$/) },
+    read: (f) => sum(f, /^firehose_delivery_to_(?![a-z0-9_]*_processed_)[a-z0-9_]+_bytes_total$/) },
   { id: "freshness", title: "Data freshness (s)", counter: false,
     read: (f) => max(f, /^firehose_delivery_to_[a-z0-9_]+_data_freshness_seconds$/) },
   { id: "backlog", title: "Buffered backlog (bytes)", counter: false, bytes: true,
@@ -38,7 +39,10 @@ const FIGURES = [
   ["errors", "errors", (f) => CHARTS[6].read(f)],
 ];
 
-let samples = [];        // {time_ms, delivery_streams, daemon}, oldest first, the last WINDOW_MS
+// {time_ms, delivery_streams}, oldest first, the last WINDOW_MS: the daemon's history gives each stream
+// its charted figures as an array (in historySeries order), the current readings all figures by name.
+let samples = [];
+let historySeries = [];
 let haveHistory = false;
 
 function sum(figures, pattern) {
@@ -81,6 +85,92 @@ async function getJSON(path) {
 
 class NeedsToken extends Error {}
 
+/** JSON the page can do without (a view an older daemon does not serve): null unless the token is missing. */
+async function optionalJSON(path) {
+  try {
+    return await getJSON(path);
+  } catch (error) {
+    if (error instanceof NeedsToken) throw error;
+    return null;
+  }
+}
+
+/** Rates per second between two readings of cumulative totals, by key (null on the first reading). */
+class Rates {
+  constructor() { this.previous = new Map(); this.current = new Map(); }
+  begin(time) { this.time = time; this.current = new Map(); }
+  rate(key, total) {
+    this.current.set(key, [this.time, total]);
+    const before = this.previous.get(key);
+    if (!before || this.time <= before[0]) return null;
+    return Math.max(0, total - before[1]) / ((this.time - before[0]) / 1000);
+  }
+  end() { this.previous = this.current; }
+}
+
+const kinesisRates = new Rates();
+const agentRates = new Rates();
+
+function cell(text, field) {
+  const td = el("td", text);
+  if (field) td.dataset.field = field;
+  return td;
+}
+
+function rateText(value, bytes) {
+  return value === null ? "–" : human(value, bytes) + "/s";
+}
+
+/** A table of rows with the given header. */
+function table(headers, rows) {
+  const t = el("table");
+  const head = el("tr");
+  for (const h of headers) head.append(el("th", h));
+  t.append(el("thead"), el("tbody"));
+  t.tHead.append(head);
+  t.tBodies[0].append(...rows);
+  return t;
+}
+
+/** The Kinesis sidecar's streams with their shards: lag (iterator age) and throughput, in and out. */
+function renderKinesis(view, now) {
+  const section = document.getElementById("kinesis");
+  if (!view || !view.enabled) { section.hidden = true; return; }
+  section.hidden = false;
+  kinesisRates.begin(now);
+  const cards = [];
+  for (const stream of view.streams || []) {
+    const card = el("div", null, "kinesis-stream");
+    card.dataset.kinesisStream = stream.name;
+    const inRecords = kinesisRates.rate(stream.name + " in r", stream.incoming_records);
+    const inBytes = kinesisRates.rate(stream.name + " in b", stream.incoming_bytes);
+    card.append(el("h3", stream.name + " · " + stream.status + " · " + stream.mode + " · "
+      + stream.open_shards + " open shards · in " + rateText(inRecords, false) + ", " + rateText(inBytes, true)
+      + " · " + human(stream.incoming_records, false) + " records stored since start"));
+    const rows = (stream.shards || []).map((shard) => {
+      const key = stream.name + " " + shard.shard_id;
+      const row = el("tr");
+      row.dataset.shard = shard.shard_id;
+      const age = shard.iterator_age_seconds;
+      row.append(cell(shard.shard_id), cell(shard.open ? "open" : "closed"),
+        cell(age === null || age === undefined ? "not read" : human(age, false) + " s", "iterator_age"),
+        cell(rateText(kinesisRates.rate(key + " ir", shard.incoming_records), false)),
+        cell(rateText(kinesisRates.rate(key + " ib", shard.incoming_bytes), true)),
+        cell(rateText(kinesisRates.rate(key + " or", shard.outgoing_records), false)),
+        cell(rateText(kinesisRates.rate(key + " ob", shard.outgoing_bytes), true)),
+        cell(String(shard.incoming_records), "incoming_records"),
+        cell(String(shard.outgoing_records), "outgoing_records"));
+      return row;
+    });
+    card.append(table(["Shard", "State", "Iterator age", "In records", "In bytes", "Out records", "Out bytes",
+      "Stored", "Read"], rows));
+    cards.push(card);
+  }
+  kinesisRates.end();
+  if (!cards.length) cards.push(el("p", "No Kinesis streams.", "muted"));
+  section.querySelector(".list").replaceChildren(...cards);
+}
+
 /** A series of (time, value) for one stream and chart: a rate per second for counters. */
 function series(name, chart) {
   const points = [];
@@ -88,7 +178,7 @@ function series(name, chart) {
   for (const sample of samples) {
     const figures = (sample.delivery_streams || {})[name];
     if (!figures) { previous = null; continue; }
-    const value = chart.read(figures);
+    const value = Array.isArray(figures) ? (figures[historySeries.indexOf(chart.id)] ?? 0) : chart.read(figures);
     if (!chart.counter) {
       points.push([sample.time_ms, value]);
     } else if (previous !== null && sample.time_ms > previous[0]) {
@@ -202,10 +292,61 @@ function renderStream(stream, ready, figures, now) {
   if (records.length) {
     const block = card.querySelector(".error-records");
     block.hidden = false;
-    const list = block.querySelector("ol");
-    for (const record of records) list.append(el("li", JSON.stringify(record)));
+    block.querySelector("ol").append(...records.map(errorRecord));
   }
   return [card, pending];
+}
+
+/** One error document (newest first from the daemon): when, why, where it was written, and its data as text. */
+function errorRecord(record) {
+  const item = el("li", null, "error-record");
+  const head = el("div", null, "reason");
+  head.append(el("b", record.code || "Error", "code"), el("span", " " + (record.message || ""), "message"));
+  const facts = [record.error_output_type, record.time_ms ? new Date(record.time_ms).toLocaleString() : null,
+    record.attempts ? record.attempts + (record.attempts === 1 ? " attempt" : " attempts") : null, record.key]
+    .filter((fact) => fact);
+  const data = record.data || {};
+  const size = human(data.bytes || 0, true) + (data.truncated ? ", truncated" : "");
+  const body = "text" in data ? el("pre", data.text, "data")
+    : el("pre", "base64 (not printable): " + (data.base64 || ""), "data binary");
+  item.append(head, el("div", facts.join(" · ") + " · " + size, "muted facts"), body);
+  return item;
+}
+
+/** The agents' flows (``console.agents``), as the daemon read them from each agent's status listener. */
+function renderAgents(view, now) {
+  const section = document.getElementById("agents");
+  const agents = (view && view.agents) || [];
+  if (!agents.length) { section.hidden = true; return; }
+  section.hidden = false;
+  agentRates.begin(now);
+  const cards = agents.map((agent) => {
+    const card = el("div", null, "agent");
+    card.dataset.agent = agent.url;
+    const head = el("h3", agent.url + (agent.ok ? " · " + (agent.flows || []).length + " flows" : ""));
+    if (!agent.ok) head.append(el("span", " · " + (agent.error || "unreachable"), "error"));
+    card.append(head);
+    const rows = (agent.flows || []).map((flow) => {
+      const key = agent.url + " " + flow.flow;
+      const row = el("tr");
+      row.dataset.flow = flow.flow;
+      row.append(cell(flow.label, "label"), cell(flow.destination + " " + flow.stream),
+        cell(String(flow.lines_read), "lines_read"), cell(String(flow.records_sent), "records_sent"),
+        cell(rateText(agentRates.rate(key + " s", flow.records_sent), false)),
+        cell(rateText(agentRates.rate(key + " b", flow.bytes_sent), true)),
+        cell(human(flow.bytes_behind || 0, true) + " in " + flow.files_tracked + " files", "behind"),
+        cell(String(flow.records_refused), "refused"), cell(String(flow.send_errors), "send_errors"),
+        cell(flow.failed ? "stopped: " + (flow.last_error || "failed") : (flow.last_error || "–"), "last_error"));
+      return row;
+    });
+    if (rows.length) {
+      card.append(table(["Flow", "To", "Lines read", "Records sent", "Sent records", "Sent bytes", "Behind",
+        "Refused", "Send errors", "Last error"], rows));
+    }
+    return card;
+  });
+  agentRates.end();
+  section.querySelector(".list").replaceChildren(...cards);
 }
 
 async function refresh() {
@@ -214,12 +355,14 @@ async function refresh() {
     const metrics = await getJSON(haveHistory ? "/metrics.json?history=0" : "/metrics.json");
     if (!haveHistory) {
       samples = (metrics.history || []).slice();
+      historySeries = metrics.history_series || [];
       haveHistory = true;
     }
     samples.push(metrics.current);
     const now = metrics.current.time_ms;
     samples = samples.filter((s) => now - s.time_ms <= WINDOW_MS);
-    const [ready, listing] = await Promise.all([getJSON("/readyz"), getJSON("/console/api/streams")]);
+    const [ready, listing, kinesis, agents] = await Promise.all([getJSON("/readyz"),
+      getJSON("/console/api/streams"), optionalJSON("/console/api/kinesis"), optionalJSON("/console/api/agents")]);
     const readyStreams = ready.streams || {};
     const spool = ready.spool || {};
     document.getElementById("daemon").textContent = ready.status + " · spool "
@@ -237,6 +380,8 @@ async function refresh() {
     if (!cards.length) cards.push(el("p", "No delivery streams.", "muted"));
     main.replaceChildren(...cards);
     for (const [canvas, points, bytes] of drawings) draw(canvas, points, bytes, now);
+    renderKinesis(kinesis, now);
+    renderAgents(agents, now);
     document.getElementById("login").hidden = true;
     problem.hidden = true;
     document.getElementById("updated").textContent = "updated " + new Date(now).toLocaleTimeString();
