@@ -166,6 +166,7 @@ class Admission:
                 if self._clock() - self._measured_at > _MEASURE_EVERY_S or free - need < self.reserve_bytes:
                     free = self._measure()
                 if free - need < self.reserve_bytes:
+                    self._refused_need = max(self._refused_need, need)
                     raise ServiceUnavailableException(
                         f"Slow down. The spool's disk is nearly full ({free} bytes free, {self.reserve_bytes} "
                         "kept free by spool.reserve_bytes); delivery is behind. Retry with backoff."
@@ -225,24 +226,18 @@ class Admission:
     def refusal(self) -> str | None:
         """Why puts would be refused now (for /readyz), or None when they would be taken."""
         with self._lock:
-            room = self.max_bytes - self.used
             want = max(READY_ROOM_BYTES, self._refused_need)
-            if room >= self._refused_need:
-                self._refused_need = 0
+            room = self.max_bytes - self.used
+            free = self._measure() if self.reserve_bytes else None
+            if room >= self._refused_need and (free is None or free - self._refused_need >= self.reserve_bytes):
+                self._refused_need = 0  # what was refused would be taken now
             if room < want and self.used > 0:
                 return f"spool full: {room} bytes left of {self.max_bytes}, delivery is behind"
-            if not self.reserve_bytes:
-                if self._failed_free is not None:
-                    if self._measure_free() <= self._failed_free:
-                        return "spool disk full: the last write found no space left on the device"
-                    self._failed_free = None
-                return None
-            free = self._measure()
-            if free - READY_ROOM_BYTES < self.reserve_bytes:
+            if free is not None and free - want < self.reserve_bytes:
                 return (f"spool disk nearly full: {free} bytes free, {self.reserve_bytes} kept free "
                         "(spool.reserve_bytes), delivery is behind")
             if self._failed_free is not None:
-                if free <= self._failed_free:
+                if (free if free is not None else self._measure_free()) <= self._failed_free:
                     return "spool disk full: the last write found no space left on the device"
                 self._failed_free = None
             return None

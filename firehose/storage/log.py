@@ -29,9 +29,12 @@ Its invariants:
   moved aside to ``<segment>.corrupt`` (never silently deleted), the segment
   is cut there, and it is logged as an error.
 * A segment is deleted only through ``drop_before``, which the owner calls after
-  it has made durable whatever says those entries are no longer needed. It may
-  take the active segment too (``include_active``) when every entry in it is
-  released: a new, empty active segment named for the next sequence number is
+  it has made durable whatever says those entries are no longer needed. An
+  active segment (of a quarter of its size or more) all of whose entries are
+  released is not written to again
+  (the next write starts a new one, so that one can go), and ``drop_before``
+  may take the active segment itself (``include_active``) when every entry in
+  it is released: a new, empty active segment named for the next sequence number is
   made durable first, so space is always reclaimable and the log never loses
   its place in the sequence (a log directory is never left without a segment
   once it has had one).
@@ -337,7 +340,12 @@ class SegmentLog:
 
     def _writable_segment(self, first_seq: int) -> _Segment:
         active = self._active_segment()
-        if active is not None and active.written < self.segment_bytes:
+        # An active segment all of whose entries are released is not written to again: new entries
+        # would pin it. A new segment lets the next ``drop_before`` delete it. (Not for a small one:
+        # a stream that is drained after every put would make a file per put.)
+        retired = (active is not None and active.written >= self.segment_bytes // 4
+                   and active.written_last_seq < self.released_before)
+        if active is not None and active.written < self.segment_bytes and not retired:
             if self._write_fd is None:  # kept after a failed write, or found empty at start
                 self._write_fd = os.open(active.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             return active
