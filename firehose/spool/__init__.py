@@ -71,7 +71,9 @@ class StreamSpool:
         self.directory = directory
         self.log = SegmentLog(directory / "records", segment_bytes=segment_bytes)
         # Processing output is bookkeeping too: without it no raw segment is freed.
-        self.processed = SegmentLog(directory / "processed", segment_bytes=segment_bytes, uses_reserve=True)
+        # Its newest entry says how far raw records were processed: kept when the rest is freed.
+        self.processed = SegmentLog(directory / "processed", segment_bytes=segment_bytes, uses_reserve=True,
+                                    keep_last=True)
         self.ledger = Ledger(directory / "ledger", committer)
         self._listeners: list[Callable[[], None]] = []
 

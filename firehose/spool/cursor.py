@@ -157,7 +157,7 @@ class BatchCursor:
     # -- reading ----------------------------------------------------------------
 
     def has_unread(self) -> bool:
-        return self._position[0] < self._log.committed_next_seq
+        return self._log.has_committed_from(self._position[0])
 
     async def read(self, max_bytes: int, into: Sink) -> None:
         """Hand up to about ``max_bytes`` of unread records to ``into``, then move past them.
@@ -311,7 +311,7 @@ class ProcessCursor:
         self._stream.subscribe(listener)
 
     def has_unread(self) -> bool:
-        return self._position[0] < self._stream.log.committed_next_seq
+        return self._stream.log.has_committed_from(self._position[0])
 
     async def read(self, max_bytes: int, into: Callable[[RecordEntry, int], None]) -> None:
         """Hand unread raw entries to ``into`` (with the first index not yet read), then move past them."""

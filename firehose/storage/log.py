@@ -34,7 +34,8 @@ Its invariants:
   released is not written to again
   (the next write starts a new one, so that one can go), and ``drop_before``
   may take the active segment itself (``include_active``) when every entry in
-  it is released: a new, empty active segment named for the next sequence number is
+  it is released: a new active segment (empty, named for the next sequence
+  number, or holding a copy of the newest entry when the owner keeps it) is
   made durable first, so space is always reclaimable and the log never loses
   its place in the sequence (a log directory is never left without a segment
   once it has had one).
@@ -128,9 +129,13 @@ class _Segment:
 class SegmentLog:
     """One directory of segments. See the module docstring for the rules."""
 
-    def __init__(self, directory: Path, *, segment_bytes: int = 64 * 1024 * 1024, uses_reserve: bool = False) -> None:
+    def __init__(self, directory: Path, *, segment_bytes: int = 64 * 1024 * 1024, uses_reserve: bool = False,
+                 keep_last: bool = False) -> None:
         self.directory = Path(directory)
         self.segment_bytes = segment_bytes
+        #: The newest entry is state its owner reads at start (a source's checkpoints, how far raw
+        #: records were processed): ``drop_before`` never deletes it, it carries it over instead.
+        self.keep_last = keep_last
         #: Bookkeeping that must be written even on a full disk (a ledger): the committer frees its
         #: owner's reserved space and tries once more when a write to it finds no space left.
         self.uses_reserve = uses_reserve
@@ -419,6 +424,15 @@ class SegmentLog:
                     return seg.last_seq + 1
         return self._segments[0].first_seq if self._segments else 0
 
+    def has_committed_from(self, seq: int) -> bool:
+        """Whether a reader starting at ``seq`` finds an entry (numbers may have gaps: failed writes
+        burn theirs, and a log whose entries were all released may start past them)."""
+        with self._lock:
+            for seg in reversed(self._segments):
+                if seg.last_seq >= 0:
+                    return seg.last_seq >= seq
+        return False
+
     @property
     def first_seq(self) -> int:
         with self._lock:
@@ -530,6 +544,8 @@ class SegmentLog:
         with self._lock:
             # The last segment stays here, even sealed: it holds the log's place (replaced below).
             while len(self._segments) > 1 and self._segments[0].sealed and self._segments[0].written_last_seq < seq:
+                if self.keep_last and not any(s.written for s in self._segments[1:]):
+                    break  # it holds the newest entry (a failed write left only an empty segment after it)
                 seg = self._segments.pop(0)
                 self._firsts.pop(0)
                 freed += seg.written
@@ -539,7 +555,13 @@ class SegmentLog:
         return freed
 
     def _drop_last(self, seq: int) -> int:
-        """Replace the last segment by an empty one if all of it is released (see ``drop_before``)."""
+        """Replace the last segment by a new one if all of it is released (see ``drop_before``).
+
+        With ``keep_last`` the new segment holds a copy of the newest entry (same sequence number,
+        same bytes) and is named for it; otherwise it is empty and named for the next sequence
+        number. Either is durable before the old one is deleted: a crash in between leaves both,
+        and the copy is skipped by readers and deleted with the next release.
+        """
         if self._closed or not self._writing.acquire(blocking=False):
             return 0  # the writer is busy here: there is new data, or a retry comes with the next release
         try:
@@ -549,13 +571,25 @@ class SegmentLog:
                 last = self._segments[0]
                 if not last.written or last.written_last_seq >= seq or last.written != last.committed:
                     return 0
+                if self.keep_last and last.first_seq == last.last_seq:
+                    return 0  # holds nothing but the entry to keep
             self._close_write_fd()
             try:
-                fresh = self._new_segment(self._next_seq)
+                if self.keep_last:
+                    frame = self._last_frame(last)
+                    fresh = self._new_segment(last.last_seq)
+                    assert self._write_fd is not None
+                    _write_all(self._write_fd, [frame])
+                    os.fdatasync(self._write_fd)
+                    fresh.written = fresh.committed = len(frame)
+                    fresh.last_seq = fresh.written_last_seq = last.last_seq
+                    fresh.add_index(last.last_seq, 0)
+                else:
+                    fresh = self._new_segment(self._next_seq)
                 fsync_dir(self.directory)
                 self._dir_dirty = False
             except OSError as exc:
-                # No inode or no room for the directory entry: keep the old segment for now.
+                # No inode or no room: keep the old segment for now.
                 with self._lock:
                     if len(self._segments) == 2:
                         failed = self._segments.pop()
@@ -570,9 +604,22 @@ class SegmentLog:
                 self._firsts.remove(last.first_seq)
             last.path.unlink(missing_ok=True)
             assert fresh is self._segments[0]
-            return last.written
+            return last.written - fresh.written
         finally:
             self._writing.release()
+
+    def _last_frame(self, seg: _Segment) -> bytes:
+        """The newest entry's whole frame, as it lies in ``seg``."""
+        with open(seg.path, "rb") as f:
+            f.seek(seg.offset_for(seg.last_seq))
+            data = f.read(seg.committed - seg.offset_for(seg.last_seq))
+        pos = 0
+        while pos + HEADER_SIZE <= len(data):
+            _magic, length, s, _checksum_ = _HEADER.unpack_from(data, pos)
+            if s == seg.last_seq:
+                return data[pos : pos + HEADER_SIZE + length]
+            pos += HEADER_SIZE + length
+        raise OSError(f"the newest entry of {seg.path} was not found")
 
     def reclaim(self) -> int:
         """``drop_before`` the last release point again, active segment included: space wanted now."""

@@ -400,3 +400,33 @@ def test_a_bookkeeping_write_on_a_full_disk_uses_the_reserve_and_tries_again(tmp
     finally:
         committer.stop()
     assert [bytes(p) for _, p in read_all(ledger)] == [b"done"]
+
+
+def test_a_log_that_keeps_its_newest_entry_carries_it_over_when_everything_is_released(tmp_path: Path) -> None:
+    """A source's checkpoints live in its newest entry: freeing the space must not lose them."""
+    log = SegmentLog(tmp_path, keep_last=True)
+    log.write(payloads(b"a" * 1000, b"b" * 1000, b"checkpoint"))
+    log.sync()
+    freed = log.drop_before(3, include_active=True)
+    assert freed == 2 * (HEADER_SIZE + 1000)
+    assert [p.name for p in tmp_path.glob("*.seg")] == [f"{2:020d}.seg"]
+    assert log.drop_before(3, include_active=True) == 0  # nothing but the kept entry is left
+    log.close()
+    again = SegmentLog(tmp_path)
+    assert again.committed_next_seq == 3 and read_all(again) == [(2, b"checkpoint")]
+    assert again.write(payloads(b"next")) == 3
+
+
+def test_a_reader_past_every_entry_is_not_left_waiting_for_a_burnt_number(tmp_path: Path) -> None:
+    log = SegmentLog(tmp_path)
+    log.write(payloads(b"a"))
+    log.sync()
+    with pytest.MonkeyPatch.context() as mp:
+        failing_writes(mp)
+        with pytest.raises(SpoolError):
+            log.write(payloads(b"lost"))  # burns 1
+    log.drop_before(1, include_active=True)
+    assert not log.has_committed_from(1)
+    log.write(payloads(b"b"))
+    log.sync()
+    assert log.has_committed_from(1) and log.read(1, 1 << 20)[0][0] == 2
