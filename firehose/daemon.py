@@ -142,7 +142,8 @@ class Daemon:
         #: Each account's delivery streams (see ``firehose.accounts``).
         self.catalogs: PerAccount[Catalog] = PerAccount(s.account_id, self._make_catalog,
                                                         named=s.named_accounts | set(config.accounts))
-        self.spool = Spool(s.state_dir / "spool", max_bytes=s.spool.max_bytes, segment_bytes=s.spool.segment_bytes)
+        self.spool = Spool(s.state_dir / "spool", max_bytes=s.spool.max_bytes, segment_bytes=s.spool.segment_bytes,
+                           reserve_bytes=s.spool.reserve_bytes)
         self.executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="destination")
         self.http = _http_client(s.http)
         self.workers = WorkerPool(s.processing.workers, nice=s.processing.worker_nice)
@@ -397,9 +398,9 @@ class Daemon:
         for key, why in self.broken.items():
             streams[self._shown(key)] = {"error": why, "idle": False}
         spool = {"used_bytes": self.spool.used_bytes, "max_bytes": self.spool.max_bytes}
-        full = self.spool.used_bytes >= self.spool.max_bytes
-        ready = self._started and not self._stopping and not full
-        reason = "starting" if not self._started else "stopping" if self._stopping else "spool full" if full else None
+        refusal = self.spool.refusal()  # puts would be refused: spool or disk full
+        ready = self._started and not self._stopping and refusal is None
+        reason = "starting" if not self._started else "stopping" if self._stopping else refusal
         details: dict[str, Any] = {"spool": spool, "streams": streams}
         if reason:
             details["reason"] = reason

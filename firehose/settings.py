@@ -48,10 +48,15 @@ class _Settings(BaseModel):
 
 
 class SpoolSettings(_Settings):
-    #: Disk the spool may use. At the limit, puts answer 503 ServiceUnavailableException.
-    max_bytes: ByteSize = 1024**3
-    #: Size at which a spool segment file is closed and a new one started.
+    #: Disk the spool may use. At the limit, puts answer 503 ServiceUnavailableException. At least
+    #: 8 MiB: twice the data of the largest PutRecordBatch.
+    max_bytes: Annotated[int, BeforeValidator(parse_bytes), Field(ge=8 * 1024**2)] = 1024**3
+    #: Size at which a spool segment file is closed and a new one started; capped at an eighth of
+    #: ``max_bytes`` (at least 1 MiB), so delivered space is freed early.
     segment_bytes: ByteSize = 64 * 1024**2
+    #: Free space kept on the spool's filesystem: puts answer 503 while less would be left, so
+    #: deliveries can always be recorded (and free space) on a full disk. 0 turns the check off.
+    reserve_bytes: ByteSize = 64 * 1024**2
 
 
 class S3Settings(_Settings):

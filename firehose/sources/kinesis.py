@@ -128,6 +128,7 @@ class KinesisSource:
         self.stream_name = parse_stream_arn(stream_arn)[1]
         self._spool = spool
         self._stream = stream
+        stream.log.keep_last = True  # its newest entry holds the checkpoints (``latest_checkpoints``)
         self._settings = settings
         self._client_factory = client_factory
         self._client: Any = None

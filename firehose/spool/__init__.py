@@ -5,9 +5,17 @@ log (see ``firehose/storage/log.py``); that is the moment a PutRecordBatch may
 be acknowledged.
 Each delivery stream has its own record log and batch ledger under
 ``<root>/<stream key>/``, so a slow stream never pins another stream's disk
-space. The spool as a whole has a byte limit: an append that would pass it
-fails with ``ServiceUnavailableException`` (HTTP 503, which SDKs retry) and
-nothing already acknowledged is touched.
+space. The spool as a whole has a byte limit and keeps free disk space for its
+bookkeeping (``firehose/spool/admission.py``): an append that would pass
+either fails with ``ServiceUnavailableException`` (HTTP 503, which SDKs retry)
+and nothing already acknowledged is touched.
+
+No configuration can wedge it: segments are at most an eighth of the limit
+(or of the filesystem when that is smaller; ``segment_size``), so delivering
+the oldest records frees space while the rest of a backlog is on its way, and when an append is refused every
+stream gives back the segments it no longer needs, the active one included
+(``SegmentLog.reclaim``). A spool whose records are all delivered therefore
+always has its whole limit free.
 """
 
 from __future__ import annotations
@@ -15,24 +23,35 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
 from firehose.errors import ServiceUnavailableException, SpoolError
 from firehose.records import Position
 from firehose.spool import entry
+from firehose.spool.admission import Admission
 from firehose.spool.ledger import Ledger
 from firehose.storage.committer import GroupCommitter, commit
 from firehose.storage.log import HEADER_SIZE, Payload, SegmentLog
 
-__all__ = ["PROC", "RAW", "Position", "Spool", "StreamSpool"]
+__all__ = ["PROC", "RAW", "Position", "Spool", "StreamSpool", "segment_size"]
 
 #: The two sources a seal can name (see ledger.py).
 RAW = "raw"
 PROC = "proc"
 
 log = logging.getLogger("firehose.spool")
+
+#: Segments are at most this fraction of ``spool.max_bytes``: delivering the oldest segment of a
+#: full spool frees an eighth of it, so ingest resumes soon after an outage ends.
+SEGMENTS_PER_LIMIT = 8
+#: ... but not smaller than this (unless ``spool.segment_bytes`` itself is), to keep files few.
+MIN_SEGMENT_BYTES = 1024 * 1024
+
+
+def segment_size(max_bytes: int, segment_bytes: int) -> int:
+    """The segment size the spool uses: ``segment_bytes``, capped at an eighth of ``max_bytes``."""
+    return min(segment_bytes, max(max_bytes // SEGMENTS_PER_LIMIT, MIN_SEGMENT_BYTES))
 
 
 class StreamSpool:
@@ -51,7 +70,10 @@ class StreamSpool:
         self.owner = owner
         self.directory = directory
         self.log = SegmentLog(directory / "records", segment_bytes=segment_bytes)
-        self.processed = SegmentLog(directory / "processed", segment_bytes=segment_bytes)
+        # Processing output is bookkeeping too: without it no raw segment is freed.
+        # Its newest entry says how far raw records were processed: kept when the rest is freed.
+        self.processed = SegmentLog(directory / "processed", segment_bytes=segment_bytes, uses_reserve=True,
+                                    keep_last=True)
         self.ledger = Ledger(directory / "ledger", committer)
         self._listeners: list[Callable[[], None]] = []
 
@@ -73,21 +95,33 @@ class StreamSpool:
 
 
 class Spool:
-    """All streams' spools, one group committer, one byte limit."""
+    """All streams' spools, one group committer, one admission (byte limit and disk reserve)."""
 
-    def __init__(self, root: Path, *, max_bytes: int, segment_bytes: int = 64 * 1024 * 1024) -> None:
+    def __init__(self, root: Path, *, max_bytes: int, segment_bytes: int = 64 * 1024 * 1024,
+                 reserve_bytes: int = 0) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.max_bytes = max_bytes
-        self.segment_bytes = segment_bytes
-        self.committer = GroupCommitter()
+        self.admission = Admission(self.root, max_bytes=max_bytes, reserve_bytes=reserve_bytes)
+        # Sized by what the spool can hold: its limit, or its filesystem when that is smaller.
+        self.segment_bytes = segment_size(self.admission.capacity, segment_bytes)
+        if self.segment_bytes < segment_bytes:
+            log.info("Spool segments are an eighth of the spool's room, so delivered space is freed early.",
+                     extra={"segment_bytes": self.segment_bytes, "room_bytes": self.admission.capacity})
+        self.committer = GroupCommitter(on_disk_full=self._give_up_reserve)
         self._streams: dict[str, StreamSpool] = {}
-        self._lock = threading.Lock()
-        self._used = 0  # bytes of record segments on disk plus appends in flight
 
     @property
     def used_bytes(self) -> int:
-        return self._used
+        return self.admission.used
+
+    def refusal(self) -> str | None:
+        """Why puts would be refused now (for /readyz), or None."""
+        return self.admission.refusal()
+
+    def _give_up_reserve(self) -> bool:
+        """A bookkeeping write found the disk full (committer thread): free the reserve for it."""
+        return self.admission.reserve.give_up()
 
     def open_stream(self, key: str) -> StreamSpool:
         """Open (recovering if needed) the spool of one stream."""
@@ -95,8 +129,7 @@ class Spool:
         if stream is None:
             stream = StreamSpool(key, self.root / key, self.committer, self.segment_bytes, self)
             self._streams[key] = stream
-            with self._lock:
-                self._used += stream.log.size_bytes + stream.processed.size_bytes
+            self.admission.add(stream.log.size_bytes + stream.processed.size_bytes)
         return stream
 
     def existing_keys(self) -> list[str]:
@@ -107,10 +140,10 @@ class Spool:
         """Forget a stream and delete its spool directory."""
         stream = self._streams.pop(key, None)
         if stream is not None:
-            with self._lock:
-                self._used -= stream.log.size_bytes + stream.processed.size_bytes
+            self.admission.returned(stream.log.size_bytes + stream.processed.size_bytes)
             stream.close()
         shutil.rmtree(self.root / key, ignore_errors=True)
+        self.admission.freed()
 
     async def append(self, stream: StreamSpool, records: list[bytes], arrival_ms: int, size: int) -> int:
         """Make one call's records durable; returns the entry's sequence number.
@@ -124,23 +157,38 @@ class Spool:
         """Make records read from a source (with their checkpoint) durable, like ``append``."""
         return await self._append_raw(stream, payload, sum(len(p) for p in payload) + HEADER_SIZE)
 
+    def _admit(self, need: int) -> None:
+        try:
+            self.admission.admit(need)
+        except ServiceUnavailableException:
+            # Delivered segments a stream still keeps (its active one) count until given back.
+            if not self.reclaim():
+                raise
+            self.admission.admit(need)
+
+    def reclaim(self) -> int:
+        """Every stream gives back the segments it no longer needs, active ones included; bytes freed."""
+        freed = 0
+        for stream in list(self._streams.values()):
+            for source in (stream.log, stream.processed):
+                freed += source.reclaim()
+        if freed:
+            self.admission.returned(freed)
+            self.admission.freed()
+        return freed
+
     async def _append_raw(self, stream: StreamSpool, payload: Payload, need: int) -> int:
-        with self._lock:
-            if self._used + need > self.max_bytes:
-                raise ServiceUnavailableException(
-                    f"Slow down. The spool is full ({self._used} of {self.max_bytes} bytes); "
-                    "delivery is behind. Retry with backoff."
-                )
-            self._used += need
+        self._admit(need)
         try:
             seq = await commit(self.committer, stream.log, [payload])
         except SpoolError as exc:
-            with self._lock:
-                self._used -= need
+            self.admission.returned(need)
+            self.admission.write_failed(exc)
             raise ServiceUnavailableException(f"Could not make the records durable: {exc}") from exc
         except asyncio.CancelledError:
             # The commit may still happen; the accounting is corrected on release.
             raise
+        self.admission.written()
         stream.notify()
         return seq
 
@@ -151,23 +199,26 @@ class Spool:
         released right after, and refusing would stall delivery.
         """
         size = sum(len(p) for p in payload) + HEADER_SIZE
-        with self._lock:
-            self._used += size
+        self.admission.add(size)
         try:
             seq = await commit(self.committer, stream.processed, [payload])
         except SpoolError:
-            with self._lock:
-                self._used -= size
+            self.admission.returned(size)
             raise
         stream.notify()
         return seq
 
     def release(self, stream: StreamSpool, source: str, before: Position) -> int:
-        """Delete the stream's segments of ``source`` that hold only records before ``before``."""
-        freed = stream.source(source).drop_before(before[0])
+        """Delete the stream's segments of ``source`` that hold only records before ``before``.
+
+        The active segment goes too once the spool is more than half full, so that a spool
+        whose records are all delivered has its whole limit free again.
+        """
+        pressed = self.admission.used * 2 > self.max_bytes
+        freed = stream.source(source).drop_before(before[0], include_active=pressed)
         if freed:
-            with self._lock:
-                self._used -= freed
+            self.admission.returned(freed)
+            self.admission.freed()
         return freed
 
     def close(self) -> None:

@@ -134,6 +134,9 @@ class BatchCursor:
         position = ledger.low.get(source, (self._log.first_seq, 0))
         self._position: Position = sealed_through(position, cover) if source == RAW else position
         self._pending = ledger.pending()  # every source: seals left by a previous mode too
+        # What the ledger already says is delivered goes now, not with the first batch: a spool that
+        # was full of delivered records when it stopped must take records again at once.
+        self.release()
 
     @property
     def position(self) -> Position:
@@ -154,7 +157,7 @@ class BatchCursor:
     # -- reading ----------------------------------------------------------------
 
     def has_unread(self) -> bool:
-        return self._position[0] < self._log.committed_next_seq
+        return self._log.has_committed_from(self._position[0])
 
     async def read(self, max_bytes: int, into: Sink) -> None:
         """Hand up to about ``max_bytes`` of unread records to ``into``, then move past them.
@@ -284,6 +287,7 @@ class ProcessCursor:
         self._spool = stream.owner
         self._stream = stream
         self._position = self._resume()
+        self._release(self._position)  # what was processed before the restart (see BatchCursor)
 
     def _resume(self) -> Position:
         """After whatever any mode already consumed: sealed, delivered or processed."""
@@ -307,7 +311,7 @@ class ProcessCursor:
         self._stream.subscribe(listener)
 
     def has_unread(self) -> bool:
-        return self._position[0] < self._stream.log.committed_next_seq
+        return self._stream.log.has_committed_from(self._position[0])
 
     async def read(self, max_bytes: int, into: Callable[[RecordEntry, int], None]) -> None:
         """Hand unread raw entries to ``into`` (with the first index not yet read), then move past them."""
@@ -323,5 +327,9 @@ class ProcessCursor:
         """Make one processed batch durable with the raw position it covers, then free the raw records."""
         payload = await asyncio.to_thread(entry.encode_processed, groups, raw_end)
         await self._spool.append_processed(self._stream, payload)
+        self._release(raw_end)
+
+    def _release(self, processed: Position) -> None:
+        """Free raw segments processed before ``processed``, but those an earlier mode's open seals need."""
         held = self._stream.ledger.open_start(RAW)
-        self._spool.release(self._stream, RAW, min(raw_end, held) if held else raw_end)
+        self._spool.release(self._stream, RAW, min(processed, held) if held else processed)

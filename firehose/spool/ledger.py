@@ -101,7 +101,7 @@ class Ledger:
     """Seals, completions and watermarks for one stream's spool."""
 
     def __init__(self, directory: Path, committer: GroupCommitter) -> None:
-        self._log = SegmentLog(directory, segment_bytes=256 * 1024)
+        self._log = SegmentLog(directory, segment_bytes=256 * 1024, uses_reserve=True)
         self._committer = committer
         self.open: dict[int, Seal] = {}
         self.done_above: dict[int, Seal] = {}  # done, but not yet below the low watermark

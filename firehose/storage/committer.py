@@ -10,15 +10,21 @@ load without any timer.
 
 Encoding frames and computing checksums also happens here, off the event loop
 that answers clients.
+
+A write to a log that ``uses_reserve`` (bookkeeping, such as a ledger) that
+fails because the disk is full is tried once more after ``on_disk_full`` freed
+reserved space: recording a delivery is what frees the spool's space, so it
+must not be stopped by a full disk.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import queue
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from firehose.errors import SpoolError
@@ -47,7 +53,9 @@ class GroupCommitter:
     fsync, not one per call).
     """
 
-    def __init__(self, name: str = "spool-commit") -> None:
+    def __init__(self, name: str = "spool-commit", *, on_disk_full: Callable[[], bool] | None = None) -> None:
+        #: Frees reserved space (committer thread); whether it freed any.
+        self._on_disk_full = on_disk_full
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
         self._lock = threading.Lock()  # orders submits before the stop sentinel
         self._stopping = False
@@ -92,6 +100,18 @@ class GroupCommitter:
             if stop:
                 return
 
+    def _write(self, target: SegmentLog, payloads: list[Payload]) -> int:
+        """Write and fsync; a bookkeeping write that found the disk full gets one more try."""
+        try:
+            first = target.write(payloads)
+            target.sync()
+        except SpoolError as exc:
+            if not (target.uses_reserve and _disk_full(exc) and self._on_disk_full and self._on_disk_full()):
+                raise
+            first = target.write(payloads)
+            target.sync()
+        return first
+
     def _commit(self, batch: list[_Pending]) -> None:
         by_log: dict[int, list[_Pending]] = {}
         for item in batch:
@@ -101,8 +121,7 @@ class GroupCommitter:
             target = items[0].log
             payloads = [p for item in items for p in item.payloads]
             try:
-                first = target.write(payloads)
-                target.sync()
+                first = self._write(target, payloads)
             except SpoolError as exc:
                 for item in items:
                     results.setdefault(item.loop, []).append((item.future, exc))
@@ -122,6 +141,11 @@ class GroupCommitter:
                 loop.call_soon_threadsafe(_resolve_all, done)
             except RuntimeError:  # the loop is closed: nobody waits any more
                 pass
+
+
+def _disk_full(exc: BaseException) -> bool:
+    cause = exc.__cause__
+    return isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 def _resolve_all(done: list[tuple[asyncio.Future[int], Result]]) -> None:

@@ -29,8 +29,11 @@ class DirectoryLock:
             os.close(self._fd)
             self._fd = None
             raise DirectoryInUse(f"{what} {directory} is in use by another process") from None
-        os.ftruncate(self._fd, 0)
-        os.write(self._fd, f"{os.getpid()}\n".encode())
+        try:  # for people looking; the lock itself is the flock (a full disk must not stop a start)
+            os.ftruncate(self._fd, 0)
+            os.write(self._fd, f"{os.getpid()}\n".encode())
+        except OSError:
+            pass
 
     def release(self) -> None:
         if self._fd is not None:

@@ -17,18 +17,35 @@ Its invariants:
 * A write or fsync error is never retried on the same file: the segment is cut
   back to its last fsynced size, closed, and the next write opens a new segment
   (an fsync that failed may have dropped dirty pages; PostgreSQL's "fsyncgate").
+  A segment that held nothing durable yet is cut to empty and reused instead,
+  so a disk that stays full does not leave an empty file per failed write.
 * Opening a log recovers it: every frame of every segment is checked. A frame
   that is short or fails its checksum ends the valid data. In the last segment
   that is a torn tail from a crash: it is cut off, with a log line. In an older
-  segment it is corruption: the bytes from there on are moved aside to
-  ``<segment>.corrupt`` (never silently deleted) and the segment is cut there.
+  segment, a tail that is only an unfinished frame running to the end of the
+  file (or zeros) is a write that failed and was never acknowledged (the
+  segment was abandoned after it): it is cut off with an INFO line. Anything
+  else there is corruption of acknowledged data: the bytes from there on are
+  moved aside to ``<segment>.corrupt`` (never silently deleted), the segment
+  is cut there, and it is logged as an error.
 * A segment is deleted only through ``drop_before``, which the owner calls after
-  it has made durable whatever says those entries are no longer needed.
+  it has made durable whatever says those entries are no longer needed. An
+  active segment (of a quarter of its size or more) all of whose entries are
+  released is not written to again
+  (the next write starts a new one, so that one can go), and ``drop_before``
+  may take the active segment itself (``include_active``) when every entry in
+  it is released: a new active segment (empty, named for the next sequence
+  number, or holding a copy of the newest entry when the owner keeps it) is
+  made durable first, so space is always reclaimable and the log never loses
+  its place in the sequence (a log directory is never left without a segment
+  once it has had one).
 """
 
 from __future__ import annotations
 
 import bisect
+import contextlib
+import errno
 import logging
 import mmap
 import os
@@ -112,9 +129,16 @@ class _Segment:
 class SegmentLog:
     """One directory of segments. See the module docstring for the rules."""
 
-    def __init__(self, directory: Path, *, segment_bytes: int = 64 * 1024 * 1024) -> None:
+    def __init__(self, directory: Path, *, segment_bytes: int = 64 * 1024 * 1024, uses_reserve: bool = False,
+                 keep_last: bool = False) -> None:
         self.directory = Path(directory)
         self.segment_bytes = segment_bytes
+        #: The newest entry is state its owner reads at start (a source's checkpoints, how far raw
+        #: records were processed): ``drop_before`` never deletes it, it carries it over instead.
+        self.keep_last = keep_last
+        #: Bookkeeping that must be written even on a full disk (a ledger): the committer frees its
+        #: owner's reserved space and tries once more when a write to it finds no space left.
+        self.uses_reserve = uses_reserve
         self._lock = threading.Lock()
         self._segments: list[_Segment] = []
         self._firsts: list[int] = []
@@ -123,6 +147,11 @@ class SegmentLog:
         self._dir_dirty = False
         self._next_seq = 0
         self._closed = False
+        #: Held by the writer while it writes or syncs; ``drop_before`` takes the active segment only
+        #: when it can have this lock at once (so it never waits for an fsync, nor races a write).
+        self._writing = threading.Lock()
+        #: The highest ``drop_before`` point so far: everything before it may go (see ``reclaim``).
+        self.released_before = 0
         self.directory.mkdir(parents=True, exist_ok=True)
         self._recover()
 
@@ -130,6 +159,7 @@ class SegmentLog:
 
     def _recover(self) -> None:
         paths = sorted(p for p in self.directory.iterdir() if p.name.endswith(_SUFFIX))
+        found: list[_Segment] = []
         for i, path in enumerate(paths):
             try:
                 first = int(path.name[: -len(_SUFFIX)])
@@ -139,11 +169,17 @@ class SegmentLog:
             seg = _Segment(first_seq=first, path=path, sealed=True)
             self._scan(seg, is_last=i == len(paths) - 1)
             self._next_seq = max(self._next_seq, seg.last_seq + 1, first)
+            found.append(seg)
+        for seg in found:
             if seg.committed == 0:
-                path.unlink()  # empty: nothing to keep, and its name may be reused
-                continue
+                if seg is found[-1]:
+                    # Kept, and written to next: its name is the log's place in the sequence.
+                    seg.sealed = False
+                else:
+                    seg.path.unlink()  # empty: nothing to keep
+                    continue
             self._segments.append(seg)
-            self._firsts.append(first)
+            self._firsts.append(seg.first_seq)
 
     def _scan(self, seg: _Segment, *, is_last: bool) -> None:
         size = seg.path.stat().st_size
@@ -174,25 +210,44 @@ class SegmentLog:
                 seg.last_seq = seq
                 expect_after = seq
                 offset += HEADER_SIZE + length
+        kept = offset
         if offset < size:
-            self._cut(seg, offset, size, bad_reason, is_last=is_last)
-        seg.committed = seg.written = offset
+            kept = self._cut(seg, offset, size, bad_reason, is_last=is_last)
+        seg.committed = seg.written = kept
         seg.written_last_seq = seg.last_seq
 
-    def _cut(self, seg: _Segment, offset: int, size: int, reason: str, *, is_last: bool) -> None:
+    def _cut(self, seg: _Segment, offset: int, size: int, reason: str, *, is_last: bool) -> int:
+        """Deal with invalid bytes from ``offset`` on; returns the segment's valid length."""
         if is_last:
             log.warning(
                 "Cut a torn tail off the spool after a crash; those bytes were never acknowledged.",
                 extra={"segment": str(seg.path), "offset": offset, "bytes": size - offset, "reason": reason},
             )
+        elif _unfinished_write(seg.path, offset, reason):
+            log.info(
+                "Cut an unfinished write off a spool segment; it failed (disk full or I/O error) and was "
+                "never acknowledged.",
+                extra={"segment": str(seg.path), "offset": offset, "bytes": size - offset, "reason": reason},
+            )
         else:
             aside = seg.path.with_name(seg.path.name + ".corrupt")
-            with open(seg.path, "rb") as src, open(aside, "wb") as dst:
-                src.seek(offset)
-                while chunk := src.read(1 << 20):
-                    dst.write(chunk)
-                dst.flush()
-                os.fsync(dst.fileno())
+            try:
+                with open(seg.path, "rb") as src, open(aside, "wb") as dst:
+                    src.seek(offset)
+                    while chunk := src.read(1 << 20):
+                        dst.write(chunk)
+                    dst.flush()
+                    os.fsync(dst.fileno())
+            except OSError as exc:
+                # No room to set the bytes aside (a full disk): leave the segment as it is, read only
+                # up to the bad frame, and try again at the next start. Never cut what was not saved.
+                aside.unlink(missing_ok=True)
+                log.error(
+                    "Spool segment is corrupt; could not move the unreadable remainder aside, so it is left "
+                    "in place and only the entries before it are read.",
+                    extra={"segment": str(seg.path), "offset": offset, "reason": reason, "error": str(exc)},
+                )
+                return offset
             log.error(
                 "Spool segment is corrupt; moved the unreadable remainder aside.",
                 extra={"segment": str(seg.path), "offset": offset, "moved_to": str(aside), "reason": reason},
@@ -203,6 +258,7 @@ class SegmentLog:
             os.fsync(fd)
         finally:
             os.close(fd)
+        return offset
 
     # -- writing (group-committer thread only) ----------------------------
 
@@ -217,10 +273,15 @@ class SegmentLog:
         need not join them first. Raises SpoolError; the entries are then not in
         the log.
         """
+        with self._writing:
+            return self._write(payloads)
+
+    def _write(self, payloads: Sequence[Payload]) -> int:
         if self._closed:
             raise SpoolError(f"spool log {self.directory} is closed")
         first_seq = self._next_seq
         self._next_seq += len(payloads)
+        seg: _Segment | None = None
         try:
             seg = self._writable_segment(first_seq)
             iov: list[bytes | bytearray | memoryview] = []
@@ -238,7 +299,7 @@ class SegmentLog:
             assert self._write_fd is not None
             _write_all(self._write_fd, iov)
         except OSError as exc:
-            self._abandon_active(exc)
+            self._abandon_active(exc, writing=seg)
             raise SpoolError(f"write to spool failed: {exc}") from exc
         seg.written = pos
         seg.written_last_seq = seq - 1
@@ -250,6 +311,10 @@ class SegmentLog:
 
     def sync(self) -> None:
         """fsync everything written; afterwards readers see it."""
+        with self._writing:
+            self._sync()
+
+    def _sync(self) -> None:
         if not self._dirty:
             return
         try:
@@ -280,11 +345,22 @@ class SegmentLog:
 
     def _writable_segment(self, first_seq: int) -> _Segment:
         active = self._active_segment()
-        if active is not None and active.written < self.segment_bytes:
+        # An active segment all of whose entries are released is not written to again: new entries
+        # would pin it. A new segment lets the next ``drop_before`` delete it. (Not for a small one:
+        # a stream that is drained after every put would make a file per put.)
+        retired = (active is not None and active.written >= self.segment_bytes // 4
+                   and active.written_last_seq < self.released_before)
+        if active is not None and active.written < self.segment_bytes and not retired:
+            if self._write_fd is None:  # kept after a failed write, or found empty at start
+                self._write_fd = os.open(active.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             return active
         if active is not None:
             active.sealed = True
             self._close_write_fd()
+        return self._new_segment(first_seq)
+
+    def _new_segment(self, first_seq: int) -> _Segment:
+        """Create and open the active segment ``<first_seq>.seg`` (durable with the next directory fsync)."""
         path = self.directory / f"{first_seq:020d}{_SUFFIX}"
         self._write_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         seg = _Segment(first_seq=first_seq, path=path)
@@ -299,10 +375,23 @@ class SegmentLog:
             os.close(self._write_fd)
             self._write_fd = None
 
-    def _abandon_active(self, exc: OSError) -> None:
-        """After a failed write/fsync: cut back to what is known durable, then seal."""
-        log.error("Spool write failed; sealing the segment.", extra={"dir": str(self.directory), "error": str(exc)})
-        for seg in self._dirty:
+    def _abandon_active(self, exc: OSError, writing: _Segment | None = None) -> None:
+        """After a failed write/fsync: cut back to what is known durable, then seal.
+
+        ``writing`` is the segment a failed write was going to (its bytes are not yet counted as
+        written). An active segment with nothing durable in it is cut to empty and kept, not sealed:
+        the next write reuses it, so a disk that stays full does not leave one empty file per attempt.
+        """
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # expected on a full disk, and answered with 503
+            log.warning("Spool write failed: no space left; nothing of it was kept.",
+                        extra={"dir": str(self.directory), "error": str(exc)})
+        else:
+            log.error("Spool write failed; cut back to what was durable and sealed the segment.",
+                      extra={"dir": str(self.directory), "error": str(exc)})
+        cut = list(self._dirty)
+        if writing is not None and writing not in cut:
+            cut.append(writing)
+        for seg in cut:
             seg.written = seg.committed
             seg.written_last_seq = seg.last_seq
             seg.index_seqs, seg.index_offsets = _trim_index(seg)
@@ -310,13 +399,17 @@ class SegmentLog:
                 fd = os.open(seg.path, os.O_WRONLY)
                 try:
                     os.ftruncate(fd, seg.committed)
+                    # Durable, so the bytes of the failed write never come back after a power cut.
+                    # An error here (after a failed fsync) changes nothing: recovery cuts them too.
+                    with contextlib.suppress(OSError):
+                        os.fsync(fd)
                 finally:
                     os.close(fd)
             except OSError:
                 pass  # recovery will cut whatever fails its checksum
         self._dirty.clear()
         active = self._active_segment()
-        if active is not None:
+        if active is not None and active.committed > 0:
             active.sealed = True
         self._close_write_fd()
 
@@ -330,6 +423,15 @@ class SegmentLog:
                 if seg.last_seq >= 0:
                     return seg.last_seq + 1
         return self._segments[0].first_seq if self._segments else 0
+
+    def has_committed_from(self, seq: int) -> bool:
+        """Whether a reader starting at ``seq`` finds an entry (numbers may have gaps: failed writes
+        burn theirs, and a log whose entries were all released may start past them)."""
+        with self._lock:
+            for seg in reversed(self._segments):
+                if seg.last_seq >= 0:
+                    return seg.last_seq >= seq
+        return False
 
     @property
     def first_seq(self) -> int:
@@ -426,22 +528,102 @@ class SegmentLog:
 
     # -- deletion ---------------------------------------------------------
 
-    def drop_before(self, seq: int) -> int:
+    def drop_before(self, seq: int, *, include_active: bool = False) -> int:
         """Delete whole segments whose entries all have sequence numbers < seq.
 
-        Returns the number of bytes freed. The active segment is never dropped.
+        Returns the number of bytes freed. The active segment goes too only with
+        ``include_active``, when every entry written to it is before ``seq`` and
+        the writer is not busy with this log: it is replaced by a new, empty
+        active segment (made durable first), so the next write has a home and a
+        restart knows where the sequence stands. Without it the active segment
+        stays (dropping it costs a file and a directory fsync, worth paying only
+        when its space is wanted).
         """
+        self.released_before = max(self.released_before, seq)
         freed = 0
         with self._lock:
-            while len(self._segments) > 1 and self._segments[1].first_seq <= seq:
-                seg = self._segments[0]
-                if seg.last_seq >= seq or not seg.sealed:
-                    break
-                self._segments.pop(0)
+            # The last segment stays here, even sealed: it holds the log's place (replaced below).
+            while len(self._segments) > 1 and self._segments[0].sealed and self._segments[0].written_last_seq < seq:
+                if self.keep_last and not any(s.written for s in self._segments[1:]):
+                    break  # it holds the newest entry (a failed write left only an empty segment after it)
+                seg = self._segments.pop(0)
                 self._firsts.pop(0)
                 freed += seg.written
                 seg.path.unlink(missing_ok=True)
+        if include_active:
+            freed += self._drop_last(seq)
         return freed
+
+    def _drop_last(self, seq: int) -> int:
+        """Replace the last segment by a new one if all of it is released (see ``drop_before``).
+
+        With ``keep_last`` the new segment holds a copy of the newest entry (same sequence number,
+        same bytes) and is named for it; otherwise it is empty and named for the next sequence
+        number. Either is durable before the old one is deleted: a crash in between leaves both,
+        and the copy is skipped by readers and deleted with the next release.
+        """
+        if self._closed or not self._writing.acquire(blocking=False):
+            return 0  # the writer is busy here: there is new data, or a retry comes with the next release
+        try:
+            with self._lock:
+                if len(self._segments) != 1:
+                    return 0
+                last = self._segments[0]
+                if not last.written or last.written_last_seq >= seq or last.written != last.committed:
+                    return 0
+                if self.keep_last and last.first_seq == last.last_seq:
+                    return 0  # holds nothing but the entry to keep
+            self._close_write_fd()
+            try:
+                if self.keep_last:
+                    frame = self._last_frame(last)
+                    fresh = self._new_segment(last.last_seq)
+                    assert self._write_fd is not None
+                    _write_all(self._write_fd, [frame])
+                    os.fdatasync(self._write_fd)
+                    fresh.written = fresh.committed = len(frame)
+                    fresh.last_seq = fresh.written_last_seq = last.last_seq
+                    fresh.add_index(last.last_seq, 0)
+                else:
+                    fresh = self._new_segment(self._next_seq)
+                fsync_dir(self.directory)
+                self._dir_dirty = False
+            except OSError as exc:
+                # No inode or no room: keep the old segment for now.
+                with self._lock:
+                    if len(self._segments) == 2:
+                        failed = self._segments.pop()
+                        self._firsts.pop()
+                        failed.path.unlink(missing_ok=True)
+                self._close_write_fd()
+                log.warning("Could not start a new spool segment to free the old one; retrying later.",
+                            extra={"dir": str(self.directory), "error": str(exc)})
+                return 0
+            with self._lock:
+                self._segments.remove(last)
+                self._firsts.remove(last.first_seq)
+            last.path.unlink(missing_ok=True)
+            assert fresh is self._segments[0]
+            return last.written - fresh.written
+        finally:
+            self._writing.release()
+
+    def _last_frame(self, seg: _Segment) -> bytes:
+        """The newest entry's whole frame, as it lies in ``seg``."""
+        with open(seg.path, "rb") as f:
+            f.seek(seg.offset_for(seg.last_seq))
+            data = f.read(seg.committed - seg.offset_for(seg.last_seq))
+        pos = 0
+        while pos + HEADER_SIZE <= len(data):
+            _magic, length, s, _checksum_ = _HEADER.unpack_from(data, pos)
+            if s == seg.last_seq:
+                return data[pos : pos + HEADER_SIZE + length]
+            pos += HEADER_SIZE + length
+        raise OSError(f"the newest entry of {seg.path} was not found")
+
+    def reclaim(self) -> int:
+        """``drop_before`` the last release point again, active segment included: space wanted now."""
+        return self.drop_before(self.released_before, include_active=True)
 
     def close(self) -> None:
         self._closed = True
@@ -495,3 +677,29 @@ def _write_all(fd: int, iov: list[bytes | bytearray | memoryview]) -> None:
 def _trim_index(seg: _Segment) -> tuple[list[int], list[int]]:
     keep = [i for i, off in enumerate(seg.index_offsets) if off < seg.committed]
     return [seg.index_seqs[i] for i in keep], [seg.index_offsets[i] for i in keep]
+
+
+def _unfinished_write(path: Path, offset: int, reason: str) -> bool:
+    """Whether the invalid bytes from ``offset`` to the end of a segment are a write that never finished.
+
+    A write that failed (disk full, I/O error) leaves a prefix of its frames: an unfinished frame
+    (or nothing but zeros) running to the end of the file, and no valid frame after it. A complete
+    frame whose checksum fails, or a valid frame after the bad bytes, is damage to data that may
+    have been acknowledged: corruption.
+    """
+    if reason not in ("short header", "short payload", "bad magic"):
+        return False
+    with open(path, "rb") as f:
+        f.seek(offset)
+        rest = f.read()
+    if not rest.strip(b"\0"):
+        return True
+    at = rest.find(MAGIC, 1)
+    while at >= 0:
+        if len(rest) - at >= HEADER_SIZE:
+            _magic, length, seq, checksum = _HEADER.unpack_from(rest, at)
+            body = rest[at + HEADER_SIZE : at + HEADER_SIZE + length]
+            if len(body) == length and _checksum(seq, (body,)) == checksum:
+                return False  # a good frame after the bad bytes: they are not a failed last write
+        at = rest.find(MAGIC, at + 1)
+    return reason != "bad magic"

@@ -258,3 +258,175 @@ def test_frames_say_where_each_payload_lies_on_disk(tmp_path: Path) -> None:
             f.seek(frame.offset)
             assert f.read(len(frame.payload)) == items[frame.seq] == bytes(frame.payload)
     assert [(f.seq, bytes(f.payload)) for f in frames] == [(s, bytes(p)) for s, p in log.read(2, 1 << 20)]
+
+
+def failing_writes(mp: pytest.MonkeyPatch, *, keep: int = 10) -> list[int]:
+    """Make every ``writev`` write its first ``keep`` bytes, then fail as a full disk does; returns the
+    list of fds it failed on."""
+    real = os.writev
+    failed: list[int] = []
+
+    def writev(fd: int, buffers: list[bytes]) -> int:
+        failed.append(fd)
+        real(fd, [b"".join(bytes(b) for b in buffers)[:keep]])
+        raise OSError(28, "No space left on device")
+
+    mp.setattr(os, "writev", writev)
+    return failed
+
+
+def test_writes_failing_on_a_full_disk_leave_no_empty_segments_and_no_partial_frames(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    log = SegmentLog(tmp_path)
+    log.write(payloads(b"kept"))
+    log.sync()
+    size = next(tmp_path.glob("*.seg")).stat().st_size
+    with pytest.MonkeyPatch.context() as mp:
+        failed = failing_writes(mp)
+        for _ in range(50):
+            with pytest.raises(SpoolError):
+                log.write(payloads(b"never acknowledged" * 10))
+    assert len(failed) == 50
+    segs = sorted(tmp_path.glob("*.seg"))
+    # The segment with durable data is cut back to it and sealed; one new segment is tried again and
+    # again (kept empty), not one more per failure.
+    assert len(segs) == 2
+    assert segs[0].stat().st_size == size and segs[1].stat().st_size == 0
+    assert log.write(payloads(b"after")) > 0  # the disk has room again
+    log.sync()
+    log.close()
+    with caplog.at_level(logging.INFO, logger="firehose.spool"):
+        again = SegmentLog(tmp_path)
+    assert "corrupt" not in caplog.text and "torn" not in caplog.text
+    assert not list(tmp_path.glob("*.corrupt"))
+    assert [bytes(p) for _, p in read_all(again)] == [b"kept", b"after"]
+
+
+def test_an_unfinished_write_in_an_older_segment_is_cut_quietly_not_called_corruption(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What a failed write leaves when cutting it back failed too (or the process died first)."""
+    log = SegmentLog(tmp_path, segment_bytes=100)
+    log.write(payloads(b"a" * 150))
+    log.sync()
+    first = next(tmp_path.glob("*.seg"))
+    log.write(payloads(b"b" * 150))  # the next segment
+    log.sync()
+    log.close()
+    with open(first, "ab") as f:  # a frame's first bytes: header and part of the payload
+        f.write(b"FHS1" + (300).to_bytes(4, "little") + b"\x07" * 40)
+    with caplog.at_level(logging.INFO, logger="firehose.spool"):
+        again = SegmentLog(tmp_path)
+    assert "unfinished write" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not list(tmp_path.glob("*.corrupt"))
+    assert [bytes(p) for _, p in read_all(again)] == [b"a" * 150, b"b" * 150]
+
+
+def test_a_bad_frame_with_good_frames_after_it_in_an_older_segment_is_corruption(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    log = SegmentLog(tmp_path, segment_bytes=400)
+    for i in range(4):
+        log.write(payloads(bytes([65 + i]) * 150))
+        log.sync()
+    log.close()
+    segs = sorted(tmp_path.glob("*.seg"))
+    data = bytearray(segs[0].read_bytes())
+    data[4:8] = (1 << 30).to_bytes(4, "little")  # the first frame's length: it now runs past the end
+    segs[0].write_bytes(bytes(data))
+    with caplog.at_level(logging.INFO, logger="firehose.spool"):
+        SegmentLog(tmp_path)
+    assert "corrupt" in caplog.text
+    assert segs[0].with_name(segs[0].name + ".corrupt").stat().st_size == len(data)
+
+
+def test_drop_before_can_take_the_active_segment_and_the_sequence_goes_on(tmp_path: Path) -> None:
+    log = SegmentLog(tmp_path)
+    log.write(payloads(b"a", b"b", b"c"))
+    log.sync()
+    assert log.drop_before(3) == 0  # without include_active the active segment stays
+    freed = log.drop_before(3, include_active=True)
+    assert freed > 0 and log.size_bytes == 0
+    assert [p.name for p in tmp_path.glob("*.seg")] == [f"{3:020d}.seg"]  # an empty segment holds the place
+    assert read_all(log) == []
+    assert log.write(payloads(b"d")) == 3
+    log.sync()
+    log.drop_before(4, include_active=True)
+    log.close()
+    again = SegmentLog(tmp_path)  # a restart with everything delivered: numbers are never reused
+    assert again.committed_next_seq == 4 and again.write(payloads(b"e")) == 4
+
+
+def test_drop_before_keeps_an_active_segment_that_is_not_all_released(tmp_path: Path) -> None:
+    log = SegmentLog(tmp_path)
+    log.write(payloads(b"a", b"b"))
+    log.sync()
+    assert log.drop_before(1, include_active=True) == 0
+    log.write(payloads(b"c"))  # written, not yet fsynced: not released either
+    assert log.drop_before(2, include_active=True) == 0
+    log.sync()
+    assert [s for s, _ in read_all(log)] == [0, 1, 2]
+    assert log.reclaim() == 0  # the highest release point so far is 2
+
+
+def test_a_bookkeeping_write_on_a_full_disk_uses_the_reserve_and_tries_again(tmp_path: Path) -> None:
+    ledger = SegmentLog(tmp_path / "ledger", uses_reserve=True)
+    records = SegmentLog(tmp_path / "records")
+    given_up: list[bool] = []
+    committer = GroupCommitter(on_disk_full=lambda: given_up.append(True) or True)
+    real = os.writev
+    fail_next = [True]
+
+    def writev(fd: int, buffers: list[bytes]) -> int:
+        if fail_next[0]:
+            fail_next[0] = False
+            raise OSError(28, "No space left on device")
+        return real(fd, buffers)
+
+    async def main() -> None:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(os, "writev", writev)
+            await commit(committer, ledger, [[b"done"]])
+            assert given_up == [True]
+            fail_next[0] = True
+            with pytest.raises(SpoolError):  # record data does not get the reserve
+                await commit(committer, records, [[b"data"]])
+            assert given_up == [True]
+
+    try:
+        asyncio.run(main())
+    finally:
+        committer.stop()
+    assert [bytes(p) for _, p in read_all(ledger)] == [b"done"]
+
+
+def test_a_log_that_keeps_its_newest_entry_carries_it_over_when_everything_is_released(tmp_path: Path) -> None:
+    """A source's checkpoints live in its newest entry: freeing the space must not lose them."""
+    log = SegmentLog(tmp_path, keep_last=True)
+    log.write(payloads(b"a" * 1000, b"b" * 1000, b"checkpoint"))
+    log.sync()
+    freed = log.drop_before(3, include_active=True)
+    assert freed == 2 * (HEADER_SIZE + 1000)
+    assert [p.name for p in tmp_path.glob("*.seg")] == [f"{2:020d}.seg"]
+    assert log.drop_before(3, include_active=True) == 0  # nothing but the kept entry is left
+    log.close()
+    again = SegmentLog(tmp_path)
+    assert again.committed_next_seq == 3 and read_all(again) == [(2, b"checkpoint")]
+    assert again.write(payloads(b"next")) == 3
+
+
+def test_a_reader_past_every_entry_is_not_left_waiting_for_a_burnt_number(tmp_path: Path) -> None:
+    log = SegmentLog(tmp_path)
+    log.write(payloads(b"a"))
+    log.sync()
+    with pytest.MonkeyPatch.context() as mp:
+        failing_writes(mp)
+        with pytest.raises(SpoolError):
+            log.write(payloads(b"lost"))  # burns 1
+    log.drop_before(1, include_active=True)
+    assert not log.has_committed_from(1)
+    log.write(payloads(b"b"))
+    log.sync()
+    assert log.has_committed_from(1) and log.read(1, 1 << 20)[0][0] == 2

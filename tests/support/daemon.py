@@ -98,7 +98,9 @@ class DaemonProcess(ChildProcess):
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 20) -> DaemonProcess:
+    def start(self, timeout: float = 20, *, ready: bool = True) -> DaemonProcess:
+        """Start and wait until ``/readyz`` answers 200; with ``ready=False`` only until it is up and
+        no longer "starting" (it may then refuse puts, e.g. with its spool's disk full)."""
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "firehose", "serve", "--config", str(self.config_path), "--port", str(self.port)],
@@ -113,6 +115,8 @@ class DaemonProcess(ChildProcess):
             try:
                 with urllib.request.urlopen(f"{self.endpoint}/readyz", timeout=1) as r:
                     return bool(r.status == 200)
+            except urllib.error.HTTPError as err:
+                return not ready and json.loads(err.read()).get("reason") not in (None, "starting")
             except OSError:
                 return False
 
