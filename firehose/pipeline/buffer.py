@@ -75,6 +75,18 @@ class Buffer:
         deadline = self.deadline()
         return deadline is not None and self._clock() >= deadline
 
+    def restore(self, spans: list[Span]) -> None:
+        """Put back a batch that ``take`` cut and that could not be sealed, ahead of the rest.
+
+        Without this, records taken but never sealed would be in no buffer and no batch, and so
+        would no longer hold the spool's low watermark: a later batch's release could drop them.
+        """
+        now = self._clock()
+        for span in reversed(spans):
+            self._spans.appendleft(span)
+            self._added.appendleft(now - self.interval_s)  # it was ready once: ready again at once
+            self.bytes += span.size
+
     def take(self) -> list[Span]:
         """Cut the next batch: at most ``size_bytes`` (but at least one record)."""
         out: list[Span] = []

@@ -262,10 +262,14 @@ class Deliverer:
             keys, error_type = describe_partition(pid.split("#")[0])
             if error_type is None and self._active_data_partitions() >= self._max_partitions:
                 pid = OVERFLOW_PARTITION
-                buf = self._buffers.get(pid)
-            if buf is None:
-                buf = self._buffers[pid] = Buffer(self._config.size_bytes, self._config.interval_s, self._clock)
+            buf = self._buffer_for(pid)
         buf.add(e, start, end)
+
+    def _buffer_for(self, pid: str) -> Buffer:
+        buf = self._buffers.get(pid)
+        if buf is None:
+            buf = self._buffers[pid] = Buffer(self._config.size_bytes, self._config.interval_s, self._clock)
+        return buf
 
     def _active_data_partitions(self) -> int:
         return sum(1 for pid, b in self._buffers.items() if b and pid.startswith('{"k"'))
@@ -302,6 +306,11 @@ class Deliverer:
         self._sealing += 1  # taken out of a buffer, not yet in flight: not idle
         try:
             seal = await self._seal(pid, spans)
+        except BaseException:
+            # Not sealed (e.g. the ledger's disk is full): back into its buffer, where it keeps
+            # holding the low watermark and is sealed again on the next round.
+            self._buffer_for(pid).restore(spans)
+            raise
         finally:
             self._sealing -= 1
         self._start_delivery(seal, spans)

@@ -23,7 +23,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from firehose.encoding.builder import ObjectBuilder
+from firehose.errors import SpoolError
 from firehose.processing.chain import Processor
+from firehose.spool.cursor import BatchCursor
 from tests.support.aws import ROLE
 from tests.support.config import local_stream
 from tests.support.daemon import RunningDaemon
@@ -104,6 +106,30 @@ def test_a_schema_parquet_cannot_write_sends_every_record_to_format_conversion_f
     wait_until(lambda: data_objects(out), timeout=20)
     [body] = data_objects(out).values()
     assert pq.read_table(io.BytesIO(body)).to_pylist() == [{"id": 100, "tags": "x"}, {"id": 101, "tags": None}]
+
+
+def test_a_batch_that_cannot_be_sealed_is_sealed_again_not_forgotten(
+        start_daemon: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sealing writes to the ledger, which may fail (a full disk): the records taken for the batch go
+    back to their buffer and are sealed on a later round, each delivered once. (They used to be in no
+    buffer and no batch, so nothing delivered them and the low watermark no longer held them.)"""
+    seal = BatchCursor.seal
+    calls = 0
+
+    async def failing_once(self: BatchCursor, *args: Any, **kw: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise SpoolError("No space left on device")
+        return await seal(self, *args, **kw)
+
+    monkeypatch.setattr(BatchCursor, "seal", failing_once)
+    d = start_daemon([local_stream("s", ErrorOutputPrefix=ERRORS)], **FAST)
+    put(d, "s", [b"a\n", b"b\n"])
+    wait_until(lambda: calls >= 2 and d.idle("s"), timeout=20)
+    put(d, "s", [b"c\n"])
+    wait_until(lambda: d.idle("s"), timeout=20)
+    assert sorted(data_objects(tmp_path / "out").values()) == [b"a\nb\n", b"c\n"]
 
 
 def test_a_batch_whose_objects_cannot_be_built_goes_to_processing_failed_after_a_few_attempts(
