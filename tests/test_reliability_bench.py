@@ -42,7 +42,7 @@ def test_a_short_soak_of_every_scenario_writes_its_section_and_keeps_the_others(
     assert text.count(BEGIN) == 1 and text.count(END) == 1 and "an old run" not in text
     assert text.startswith("# Reliability\n") and text.endswith(OTHER)
     assert "Cycles (SIGKILLs under load): 4**" in text
-    assert "Lost: 0. Duplicated: 0.**" in text
+    assert "Lost: 0 (met: 0). Duplicated: 0 (met: 0).**" in text
     assert "python bench/reliability.py --out" in text
     for scenario in ("local", "s3", "slow-and-failing", "kinesis"):  # each one loaded and killed once
         row = re.search(rf"^\| {scenario} \| 1 \| ([0-9,]+) \|", text, re.M)
@@ -54,4 +54,4 @@ def test_a_short_soak_of_every_scenario_writes_its_section_and_keeps_the_others(
 def test_soak_of_twenty_kills(tmp_path: Path) -> None:
     done = run_bench(tmp_path / "reliability.md", "--cycles", "20", timeout=900)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "Lost: 0. Duplicated: 0.**" in (tmp_path / "reliability.md").read_text()
+    assert "Lost: 0 (met: 0). Duplicated: 0 (met: 0).**" in (tmp_path / "reliability.md").read_text()
