@@ -1,7 +1,8 @@
 """kill -9 under load: every acknowledged record reaches S3 exactly once.
 
 The daemon runs as a child process and is killed with SIGKILL at random points
-while a client sends batches of uniquely numbered records, then restarted.
+while a client sends batches of uniquely numbered records, then restarted
+(``tests.support.killcycles``, which ``bench/reliability.py`` runs for hundreds of cycles).
 Objects are re-delivered under the key sealed before the crash, so a batch that
 was in flight when the process died overwrites itself instead of duplicating.
 """
@@ -11,58 +12,18 @@ from __future__ import annotations
 import gzip
 import json
 import random
-import threading
-import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support.aws import firehose_client
 from tests.support.config import local_stream, write_config
 from tests.support.delivered import list_objects
 from tests.support.faultproxy import FaultProxy
+from tests.support.killcycles import Acknowledged, Ids, Load, Tally, firehose_putter, kill_cycle
 from tests.support.servers import MotoServer
 from tests.support.waiting import wait_until
-
-
-class Sender(threading.Thread):
-    """Sends numbered records until stopped; remembers which ones were acknowledged."""
-
-    def __init__(self, endpoint: str, start_id: int, acked: list[int]) -> None:
-        super().__init__(daemon=True)
-        self.client = firehose_client(endpoint, retries={"max_attempts": 1}, connect_timeout=1, read_timeout=5)
-        self.next_id = start_id
-        self.acked = acked
-        self.stopped = threading.Event()
-
-    def run(self) -> None:
-        while not self.stopped.is_set():
-            ids = list(range(self.next_id, self.next_id + 50))
-            self.next_id += 50
-            records = [{"Data": json.dumps({"id": i, "pad": "x" * random.randint(0, 300)}).encode() + b"\n"}
-                       for i in ids]
-            try:
-                resp = self.client.put_record_batch(DeliveryStreamName="crash", Records=records)
-            except Exception:
-                return  # the daemon died under us: these may or may not have been spooled
-            entries = resp.get("RequestResponses")
-            if not isinstance(entries, list) or len(entries) != len(ids):
-                return  # killed mid-response: the outcome is unknown, so nothing counts as acknowledged
-            for i, entry in zip(ids, entries, strict=True):
-                if "RecordId" in entry:
-                    self.acked.append(i)
-
-
-def _idle(endpoint: str) -> bool:
-    try:
-        with urllib.request.urlopen(endpoint + "/readyz", timeout=2) as r:
-            return bool(json.loads(r.read())["streams"]["crash"]["idle"])
-    except OSError:
-        return False
-
 
 #: A chain with every stage that keeps state across a crash: a transform in a worker process,
 #: partition keys, per-partition buffers, compression.
@@ -118,21 +79,14 @@ def test_kill_9_at_random_points_loses_and_duplicates_nothing(
         [local_stream("crash", bucket, size_mb=1, interval=1, **extra)],
     )
     rng = random.Random(20261122)
-    acked: list[int] = []
-    next_id = 0
-    kills = 6
-    for _ in range(kills):
-        daemon = daemon_process(config).start()
-        sender = Sender(daemon.endpoint, next_id, acked)
-        sender.start()
-        time.sleep(rng.uniform(0.4, 2.0))
-        daemon.kill()
-        sender.stopped.set()
-        sender.join(10)
-        next_id = sender.next_id + 1000
+    ids, acked = Ids(), Acknowledged()
+    daemon = daemon_process(config)
+    put = firehose_putter(daemon.endpoint)
+    for _ in range(6):
+        kill_cycle(daemon, lambda: [Load(put, ["crash"], ids, acked, seed=rng.randrange(2**32))], rng, (0.4, 2.0))
 
-    daemon = daemon_process(config).start()
-    wait_until(lambda: _idle(daemon.endpoint), timeout=60)
+    daemon.start()
+    wait_until(lambda: daemon.idle("crash"), timeout=60)
     assert daemon.terminate() == 0
     proxy.close()
 
@@ -148,8 +102,7 @@ def test_kill_9_at_random_points_loses_and_duplicates_nothing(
             seen[doc["id"]] += 1
             if chain == "processed":
                 assert doc["seen"] is True and key.startswith(f"shard={doc['id'] % 3}/")
-    assert len(acked) > 500, "the load was too light to mean anything"
-    lost = [i for i in acked if seen[i] == 0]
-    duplicated = {i: n for i, n in seen.items() if n > 1}
-    assert not lost, f"{len(lost)} acknowledged records lost, e.g. {lost[:5]}"
-    assert not duplicated, f"{len(duplicated)} records delivered more than once, e.g. {list(duplicated)[:5]}"
+    tally = Tally.of(acked.ids["crash"], seen)
+    assert tally.acknowledged > 500, "the load was too light to mean anything"
+    assert not tally.lost, f"{len(tally.lost)} acknowledged records lost, e.g. {tally.lost[:5]}"
+    assert tally.duplicated == 0, f"{tally.duplicated} records delivered more than once"

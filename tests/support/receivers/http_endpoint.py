@@ -22,7 +22,7 @@ Every request is recorded (``requests``) with its headers, decoded records and r
 (§4.4): a request id answered 200 once is not taken in again.
 
 ``behaviour`` switches on the failure modes an endpoint can show, applied after validation: a fixed
-status (500, 503, 413, 201, ...) for every request or only the first N, a wrong ``requestId``, a
+status (500, 503, 413, 201, ...) for every request, only the first N or every Nth, a wrong ``requestId``, a
 malformed (any raw bytes) or oversized body, another content type, a slow answer, or closing the
 connection without answering. It runs a thread per connection, over TLS when given an ``ssl.SSLContext``.
 """
@@ -51,6 +51,8 @@ class Behaviour:
     status: int = 200
     #: ... for only the first N valid requests, then succeed; 0 means every request.
     fail_first: int = 0
+    #: ... or, when set, for every Nth valid request only (a destination failing part of the time).
+    fail_every: int = 0
     error_message: str = "simulated failure"
     #: Extra response headers (e.g. a redirect's Location).
     headers: dict[str, str] = field(default_factory=dict)
@@ -206,7 +208,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.connection.shutdown(socket.SHUT_RDWR)
             return
         too_large = 0 < b.max_body_bytes < len(received.wire_body)
-        failing = too_large or (b.status != 200 and (b.fail_first == 0 or nth <= b.fail_first))
+        if b.fail_every:
+            chosen = nth % b.fail_every == 0
+        else:
+            chosen = b.fail_first == 0 or nth <= b.fail_first
+        failing = too_large or (b.status != 200 and chosen)
         status = 413 if too_large else b.status if failing else 200
         received.status = status
         request_id = "not-the-request-id" if b.wrong_request_id else received.request_id
