@@ -112,6 +112,18 @@ def _parser() -> argparse.ArgumentParser:
     tap.add_argument("--limit", type=int, help="stop after this many records")
     tap.add_argument("--json", action="store_true", help="print the daemon's JSON lines")
     connection.add_arguments(tap)
+
+    replay = sub.add_parser("replay", help="send a deleted stream's retained records to a delivery stream")
+    replay.add_argument("name", nargs="?", help="the retained spool (its name as --list shows it, or the deleted "
+                                                "stream's name when only one is kept for it)")
+    replay.add_argument("--to", help="the delivery stream that receives the records")
+    replay.add_argument("--list", action="store_true", help="list the retained spools (the default without NAME)")
+    replay.add_argument("--state-dir", help="the daemon's state directory (default: --config's, else the default)")
+    replay.add_argument("--config", help="the daemon's config file, to find its state directory")
+    replay.add_argument("--retry-seconds", type=float, default=120.0,
+                        help="how long a batch's failed records are retried before the replay stops (120)")
+    replay.add_argument("--json", action="store_true", help="print the listing or the summary as JSON")
+    connection.add_arguments(replay)
     return parser
 
 
@@ -148,6 +160,10 @@ def main(argv: list[str] | None = None) -> int:
         from firehose.commands.tap import run as tap
 
         return tap(args)
+    if args.command == "replay":
+        from firehose.replay import run as replay
+
+        return replay(args)
     if args.command == "top":
         from firehose.commands.top import run as top
 

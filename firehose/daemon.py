@@ -26,6 +26,7 @@ import ssl
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -50,7 +51,7 @@ from firehose.processing.transform import WorkerPool
 from firehose.processpool import RenewingProcessPool
 from firehose.settings import Config, HttpSettings, Settings, check_listener, split_listen
 from firehose.sources.kinesis import KinesisSource, make_client
-from firehose.spool import Spool, StreamSpool
+from firehose.spool import PROC, Spool, StreamSpool, retained
 from firehose.storage.dirlock import DirectoryLock
 from firehose.streams.server import Sidecar
 from firehose.streams.server import state_dir as kinesis_state_dir
@@ -86,6 +87,8 @@ def _http_client(http: HttpSettings) -> httpx.AsyncClient:
 _WORKER_MODULES = (convert.__name__, *destinations.worker_modules())
 #: How long each warm-up task holds its worker, so that every worker (not one fast one) takes a task.
 _WARM_HOLD_SECONDS = 1.0
+#: How often deleted streams' retained spools are checked for expiry (and once at start).
+_EXPIRE_EVERY_SECONDS = 3600.0
 
 
 def _init_worker(nice: int) -> None:
@@ -353,19 +356,54 @@ class Daemon:
         if current is not None and state.key not in self.pipelines:
             self._start_pipeline(current)
 
+    @property
+    def deleted_dir(self) -> Path:
+        """Where deleted streams' undelivered spools are kept (``firehose replay`` reads them)."""
+        return self.settings.state_dir / "deleted"
+
     async def _retire(self, state: StreamState, pipeline: Pipeline | None) -> None:
-        """A deleted stream stops at once, as on AWS: what it had not delivered goes with its spool."""
+        """A deleted stream stops at once, as on AWS, and its spool leaves with it: kept for
+        ``delete.retain_hours`` under ``deleted/`` when it holds undelivered records (see
+        ``spool.retained``), with a WARNING that says how many."""
         await self._stop_source(state.key)
         self.quotas.forget(state.key)
+        processes = self._processes(state, pipeline)
         if pipeline is not None:
             self.metrics.forget(state.name, pipeline.levels)
-            undelivered = not pipeline.idle()
             await pipeline.discard()
-            if undelivered:
-                log.warning("Deleted a delivery stream before all of its records were delivered; "
-                            "they are dropped with it.", extra={"stream": state.name})
-        self.spool.remove_stream(state.spool_key)
+        hours = self.settings.delete.retain_hours
+        directory = self.spool.detach_stream(state.spool_key)
+        kept, records, size = await retained.retain(
+            directory, self.deleted_dir, stream=state.name, account=state.account_id, processes=processes,
+            definition=state.definition.dump(), keep=hours > 0)
+        self.spool.admission.freed()
+        if kept is not None:
+            log.warning("Deleted a delivery stream that held undelivered records; they are kept for "
+                        "delete.retain_hours and can be sent to another stream with `firehose replay`.",
+                        extra={"stream": state.name, "records": records, "bytes": size,
+                               "retained": kept.name, "retain_hours": hours})
+        elif records:
+            log.warning("Deleted a delivery stream that held undelivered records; they are discarded "
+                        "(delete.retain_hours is 0).", extra={"stream": state.name, "records": records, "bytes": size})
         log.info("Deleted a delivery stream.", extra={"stream": state.name})
+
+    def _processes(self, state: StreamState, pipeline: Pipeline | None) -> bool:
+        """Whether the stream ran its records through the processing chain (its spool then holds
+        the chain's output as well as the records as accepted)."""
+        if pipeline is not None:
+            return pipeline.mode == PROC
+        try:
+            return StreamConfig.build(state.definition, state.version_id, self.settings).plan.active
+        except ValueError:  # a stream that could not run: it never processed anything
+            return False
+
+    async def _expire_retained(self) -> None:
+        """Deleted streams' spools older than ``delete.retain_hours`` go, at start and then hourly."""
+        while True:
+            for gone in await asyncio.to_thread(retained.expire, self.deleted_dir, self.settings.delete.retain_hours):
+                log.info("Removed a deleted stream's retained spool; it is past delete.retain_hours.",
+                         extra={"stream": gone.stream, "retained": gone.name, "records": gone.records})
+            await asyncio.sleep(_EXPIRE_EVERY_SECONDS)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -479,7 +517,7 @@ class Daemon:
             catalog.apply_config(declared.get(account, []))
         owned = {s.spool_key for catalog in self.catalogs.values() for s in catalog.all()}
         for key in self.spool.existing_keys():
-            if key not in owned:
+            if key not in owned and retained.adopt(self.spool.root / key, self.deleted_dir) is None:
                 log.warning("A spool directory belongs to no delivery stream; it is left untouched.",
                             extra={"directory": str(self.spool.root / key)})
 
@@ -524,6 +562,7 @@ class Daemon:
             await asyncio.shield(self._workers_up)
         self._started = True
         self._spawn(self.history.run())
+        self._spawn(self._expire_retained())
         host, port = listener.address
         log.info("Listening.", extra={"host": host, "port": port, "streams": len(self.pipelines)})
         # The spool is replayed and every listener bound: now systemd may start what depends on us.

@@ -180,6 +180,14 @@ class DeliverySettings(_Settings):
     shutdown_timeout_seconds: Annotated[float, Field(ge=0)] = 20.0
 
 
+class DeleteSettings(_Settings):
+    """What happens to a deleted delivery stream's undelivered records."""
+
+    #: Hours a deleted stream's undelivered spool is kept under ``<state_dir>/deleted/`` for
+    #: ``firehose replay`` (AWS drops it with the stream; 0 does so too).
+    retain_hours: Annotated[float, Field(ge=0)] = 24.0
+
+
 class KinesisSettings(_Settings):
     """The Kinesis Data Streams sidecar, and how delivery streams read Kinesis streams."""
 
@@ -416,6 +424,7 @@ class Settings(_Settings):
     s3: S3Settings = S3Settings()
     buckets: dict[str, BucketSettings] = {}
     delivery: DeliverySettings = DeliverySettings()
+    delete: DeleteSettings = DeleteSettings()
     #: Where ``arn:aws:lambda:REGION:ACCOUNT:function:NAME`` looks for ``NAME.py``.
     transforms_dir: Path = Path("transforms")
     #: Transform functions by LambdaArn (or function name), for ARNs that do not follow the convention.

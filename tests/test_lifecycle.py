@@ -99,7 +99,8 @@ def test_a_deleted_stream_stops_at_once_even_while_its_destination_fails(tmp_pat
     wait_until(lambda: "Deleted a delivery stream." in daemon.log_path.read_text(), timeout=10)
     assert time.monotonic() - started < 5, "no 20 s wait for a retry loop"
     log = daemon.log_path.read_text()
-    assert "they are dropped with it" in log and "Left undelivered batches" not in log
+    assert "Deleted a delivery stream that held undelivered records" in log and "Left undelivered batches" not in log
     spool = tmp_path / "state" / "spool"  # (its .reserve file stays: free space kept for any stream)
     assert not spool.exists() or not any(p.is_dir() for p in spool.iterdir())
+    assert [p.name.endswith("-123456789012-s") for p in (tmp_path / "state" / "deleted").iterdir()] == [True]
     assert daemon.terminate() == 0

@@ -136,13 +136,19 @@ class Spool:
         """Stream directories on disk (including ones no stream owns any more)."""
         return sorted(p.name for p in self.root.iterdir() if p.is_dir())
 
-    def remove_stream(self, key: str) -> None:
-        """Forget a stream and delete its spool directory."""
+    def detach_stream(self, key: str) -> Path:
+        """Forget a stream: close its logs and stop counting its bytes; its directory stays, for the
+        caller to delete or retain (``spool.retained``)."""
         stream = self._streams.pop(key, None)
         if stream is not None:
             self.admission.returned(stream.log.size_bytes + stream.processed.size_bytes)
             stream.close()
-        shutil.rmtree(self.root / key, ignore_errors=True)
+        self.admission.freed()
+        return self.root / key
+
+    def remove_stream(self, key: str) -> None:
+        """Forget a stream and delete its spool directory."""
+        shutil.rmtree(self.detach_stream(key), ignore_errors=True)
         self.admission.freed()
 
     async def append(self, stream: StreamSpool, records: list[bytes], arrival_ms: int, size: int) -> int:
