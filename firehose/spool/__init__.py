@@ -23,6 +23,7 @@ from firehose.errors import ServiceUnavailableException, SpoolError
 from firehose.records import Position
 from firehose.spool import entry
 from firehose.spool.ledger import Ledger
+from firehose.storage.atomic import make_dirs
 from firehose.storage.committer import GroupCommitter, commit
 from firehose.storage.log import HEADER_SIZE, Payload, SegmentLog
 
@@ -77,7 +78,7 @@ class Spool:
 
     def __init__(self, root: Path, *, max_bytes: int, segment_bytes: int = 64 * 1024 * 1024) -> None:
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.root)
         self.max_bytes = max_bytes
         self.segment_bytes = segment_bytes
         self.committer = GroupCommitter()

@@ -42,7 +42,7 @@ from typing import NamedTuple
 import xxhash
 
 from firehose.errors import SpoolError
-from firehose.storage.atomic import fsync_dir
+from firehose.storage.atomic import fsync_dir, make_dirs
 
 log = logging.getLogger("firehose.spool")
 
@@ -123,7 +123,7 @@ class SegmentLog:
         self._dir_dirty = False
         self._next_seq = 0
         self._closed = False
-        self.directory.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.directory)
         self._recover()
 
     # -- recovery ---------------------------------------------------------

@@ -258,3 +258,22 @@ def test_frames_say_where_each_payload_lies_on_disk(tmp_path: Path) -> None:
             f.seek(frame.offset)
             assert f.read(len(frame.payload)) == items[frame.seq] == bytes(frame.payload)
     assert [(f.seq, bytes(f.payload)) for f in frames] == [(s, bytes(p)) for s, p in log.read(2, 1 << 20)]
+
+
+def test_an_acknowledged_entry_in_a_new_log_directory_survives_power_loss(tmp_path: Path) -> None:
+    """A log opened on a directory that does not exist yet makes that directory durable: once ``sync``
+    returned, no power cut can take the directory and the fsynced segment in it."""
+    import random
+
+    from tests.support.crashfs import PowerCut, Recorder
+
+    rec = Recorder(tmp_path)
+    with rec.recording():
+        seglog = SegmentLog(tmp_path / "spool" / "s" / "records")
+        seglog.write([[b"acknowledged"]])
+        seglog.sync()
+        seglog.close()
+    cut = PowerCut(rec.ops)
+    for _state, image in cut.states(len(rec.ops), random.Random(0), 50):
+        [segment] = [p for p in image.files if p.endswith(".seg")]
+        assert segment.startswith("spool/s/records/") and b"acknowledged" in (image.files[segment] or b"")
