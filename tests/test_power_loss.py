@@ -367,5 +367,6 @@ def test_every_power_cut_state_recovers_and_delivers_each_acknowledged_record_on
 
 
 @pytest.mark.soak
+@pytest.mark.timeout(3600)
 def test_power_loss_soak_100k_states() -> None:
-    run(appends=160, seed=7, extra=40, minimum=100_000)
+    run(appends=200, seed=7, extra=40, minimum=100_000)
