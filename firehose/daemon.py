@@ -52,6 +52,7 @@ from firehose.processpool import RenewingProcessPool
 from firehose.settings import Config, HttpSettings, Settings, check_listener, split_listen
 from firehose.sources.kinesis import KinesisSource, make_client
 from firehose.spool import PROC, Spool, StreamSpool, retained
+from firehose.storage.atomic import make_dirs
 from firehose.storage.dirlock import DirectoryLock
 from firehose.streams.server import Sidecar
 from firehose.streams.server import state_dir as kinesis_state_dir
@@ -136,7 +137,7 @@ class Daemon:
         self._metrics_server: listeners.RunningServer | None = None
         self._background: set[asyncio.Task[Any]] = set()
         s = self.settings
-        s.state_dir.mkdir(parents=True, exist_ok=True)
+        make_dirs(s.state_dir)
         check_listener(s.host, s.auth, "The Firehose API")
         if s.kinesis.enabled:
             check_listener(s.kinesis.host or s.host, s.auth, "The Kinesis API")

@@ -16,7 +16,7 @@ from pathlib import Path
 from firehose.destinations.base import DELIVERED, DestinationContext, ObjectDestination, Outcome
 from firehose.errors import DestinationError, DestinationUnavailable
 from firehose.records import ObjectBatch
-from firehose.storage.atomic import write_atomic
+from firehose.storage.atomic import make_dirs, write_atomic
 
 _TMP_PREFIX = ".firehose-tmp-"
 
@@ -52,7 +52,7 @@ class LocalDirectoryDestination(ObjectDestination):
 
     def _check(self) -> None:
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            make_dirs(self.directory)
         except OSError as exc:
             raise DestinationUnavailable(f"cannot create {self.directory}: {exc.strerror}") from exc
         if not os.access(self.directory, os.W_OK):

@@ -31,6 +31,7 @@ from firehose.records import Position
 from firehose.spool import entry
 from firehose.spool.admission import Admission
 from firehose.spool.ledger import Ledger
+from firehose.storage.atomic import make_dirs
 from firehose.storage.committer import GroupCommitter, commit
 from firehose.storage.log import HEADER_SIZE, Payload, SegmentLog
 
@@ -100,7 +101,7 @@ class Spool:
     def __init__(self, root: Path, *, max_bytes: int, segment_bytes: int = 64 * 1024 * 1024,
                  reserve_bytes: int = 0) -> None:
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.root)
         self.max_bytes = max_bytes
         self.admission = Admission(self.root, max_bytes=max_bytes, reserve_bytes=reserve_bytes)
         # Sized by what the spool can hold: its limit, or its filesystem when that is smaller.

@@ -39,7 +39,7 @@ import orjson
 from firehose.spool import PROC, RAW, Spool, StreamSpool
 from firehose.spool.cursor import BatchCursor, ProcessCursor
 from firehose.spool.entry import RecordEntry
-from firehose.storage.atomic import fsync_dir, write_atomic
+from firehose.storage.atomic import fsync_dir, make_dirs, write_atomic
 
 log = logging.getLogger("firehose.spool")
 
@@ -189,7 +189,7 @@ async def retain(directory: Path, root: Path, *, stream: str, account: str, proc
                 "deleted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(deleted_ms / 1000)),
                 "records": records, "bytes": size, "processes": processes, "definition": definition}
     write_atomic(directory / MANIFEST, [orjson.dumps(manifest, option=orjson.OPT_INDENT_2)])
-    root.mkdir(parents=True, exist_ok=True)
+    make_dirs(root)
     target = root / f"{_stamp(deleted_ms)}-{account}-{stream}"
     n = 1
     while target.exists():
@@ -206,7 +206,7 @@ def adopt(directory: Path, root: Path) -> Retained | None:
     retained = _read_manifest(directory)
     if retained is None:
         return None
-    root.mkdir(parents=True, exist_ok=True)
+    make_dirs(root)
     target = root / f"{_stamp(retained.deleted_ms)}-{retained.account}-{retained.stream}"
     os.rename(directory, target)
     fsync_dir(root)

@@ -15,6 +15,10 @@ directory. Its invariants:
 
 Used by everything that replaces a whole file: the catalog, the Kinesis
 sidecar's stream metadata, the local directory destination's objects.
+
+``make_dirs`` is ``mkdir -p`` with the same promise: a directory's name is an
+entry of its parent, durable only once the parent is fsynced, and a power cut
+that takes a directory's name takes every file in it (fsynced or not) along.
 """
 
 from __future__ import annotations
@@ -36,11 +40,34 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def make_dirs(path: Path) -> None:
+    """Create ``path`` and its missing parents so that they survive power loss.
+
+    Each directory it creates is made durable in its parent (an fsync of the parent) before
+    anything goes into it; directories that exist are left alone, so the common case (all there)
+    costs one ``stat``.
+    """
+    path = Path(path)
+    missing: list[Path] = []
+    while not path.is_dir():
+        missing.append(path)
+        if path.parent == path:
+            break
+        path = path.parent
+    for directory in reversed(missing):
+        try:
+            directory.mkdir()
+        except FileExistsError:
+            if not directory.is_dir():
+                raise
+        fsync_dir(directory.parent)
+
+
 def write_atomic(path: Path, parts: Parts, *, tmp_name: str | None = None, mode: int = 0o666,
                  drop_cache: bool = False) -> None:
     """Replace ``path`` with ``parts`` written back to back, atomically and durably.
 
-    The parent directory is created if missing. The temporary file is
+    The parent directory is created if missing (durably, ``make_dirs``). The temporary file is
     ``tmp_name`` in the same directory (default ``<name>.tmp``): a name, not
     a path, so it cannot land on another filesystem where the rename would
     not be atomic. It is created with ``mode`` (less the umask). With
@@ -50,7 +77,7 @@ def write_atomic(path: Path, parts: Parts, *, tmp_name: str | None = None, mode:
     """
     tmp = path.with_name(tmp_name if tmp_name is not None else f"{path.name}.tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(path.parent)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
         try:
             for part in parts:

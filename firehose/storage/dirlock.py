@@ -13,6 +13,8 @@ import fcntl
 import os
 from pathlib import Path
 
+from firehose.storage.atomic import make_dirs
+
 
 class DirectoryInUse(OSError):
     pass
@@ -20,7 +22,7 @@ class DirectoryInUse(OSError):
 
 class DirectoryLock:
     def __init__(self, directory: Path, what: str) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
+        make_dirs(directory)
         self.path = directory / ".lock"
         self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:

@@ -59,7 +59,7 @@ from typing import NamedTuple
 import xxhash
 
 from firehose.errors import SpoolError
-from firehose.storage.atomic import fsync_dir
+from firehose.storage.atomic import fsync_dir, make_dirs
 
 log = logging.getLogger("firehose.spool")
 
@@ -152,7 +152,7 @@ class SegmentLog:
         self._writing = threading.Lock()
         #: The highest ``drop_before`` point so far: everything before it may go (see ``reclaim``).
         self.released_before = 0
-        self.directory.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.directory)
         self._recover()
 
     # -- recovery ---------------------------------------------------------

@@ -124,3 +124,34 @@ def test_fsync_dir_refuses_what_is_not_a_directory(tmp_path: Path) -> None:
     (tmp_path / "file").write_bytes(b"")
     with pytest.raises(NotADirectoryError):
         fsync_dir(tmp_path / "file")
+
+
+def _states_after_return(root: Path, act: Callable[[], None]) -> list[set[str]]:
+    """The trees every power cut after ``act`` returned may leave (its calls recorded, none after)."""
+    import random
+
+    from tests.support.crashfs import PowerCut, Recorder
+
+    rec = Recorder(root)
+    with rec.recording():
+        act()
+    cut = PowerCut(rec.ops)
+    return [set(image.files) for _state, image in cut.states(len(rec.ops), random.Random(0), 50)]
+
+
+def test_a_file_written_into_new_directories_survives_power_loss(tmp_path: Path) -> None:
+    """The directories write_atomic creates are durable in their parents before it returns: a power cut
+    cannot take the file's directory (and the file with it) once it returned."""
+    for tree in _states_after_return(tmp_path, lambda: write_atomic(tmp_path / "a" / "b" / "f", (b"x",))):
+        assert {"a", "a/b", "a/b/f"} <= tree
+
+
+def test_make_dirs_creates_durably_and_leaves_existing_directories(tmp_path: Path) -> None:
+    from firehose.storage.atomic import make_dirs
+
+    for tree in _states_after_return(tmp_path, lambda: make_dirs(tmp_path / "x" / "y")):
+        assert {"x", "x/y"} <= tree
+    make_dirs(tmp_path / "x" / "y")  # exists: nothing to do
+    (tmp_path / "file").write_bytes(b"")
+    with pytest.raises(FileExistsError):
+        make_dirs(tmp_path / "file")

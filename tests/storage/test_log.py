@@ -430,3 +430,22 @@ def test_a_reader_past_every_entry_is_not_left_waiting_for_a_burnt_number(tmp_pa
     log.write(payloads(b"b"))
     log.sync()
     assert log.has_committed_from(1) and log.read(1, 1 << 20)[0][0] == 2
+
+
+def test_an_acknowledged_entry_in_a_new_log_directory_survives_power_loss(tmp_path: Path) -> None:
+    """A log opened on a directory that does not exist yet makes that directory durable: once ``sync``
+    returned, no power cut can take the directory and the fsynced segment in it."""
+    import random
+
+    from tests.support.crashfs import PowerCut, Recorder
+
+    rec = Recorder(tmp_path)
+    with rec.recording():
+        seglog = SegmentLog(tmp_path / "spool" / "s" / "records")
+        seglog.write([[b"acknowledged"]])
+        seglog.sync()
+        seglog.close()
+    cut = PowerCut(rec.ops)
+    for _state, image in cut.states(len(rec.ops), random.Random(0), 50):
+        [segment] = [p for p in image.files if p.endswith(".seg")]
+        assert segment.startswith("spool/s/records/") and b"acknowledged" in (image.files[segment] or b"")
