@@ -152,6 +152,10 @@ async def workload(root: Path, rec: Recorder, appends: int, seed: int) -> None:
             rec.mark(("stream", STREAMS[0], state.version_id))
         if rng.random() < 0.3:
             await wait_idle(daemon, 10)  # delivery catches up: seals, objects, dones and releases in the trace
+            if rng.random() < 0.5:
+                # As a refused put does: every stream gives back its delivered active segment too (the
+                # log carries its numbering, and a processed log its last entry, into a new segment).
+                daemon.spool.reclaim()
         else:
             await asyncio.sleep(0)
     await wait_idle(daemon, 10)
