@@ -44,6 +44,7 @@ from firehose.frontdoor.principals import Principals
 from firehose.frontdoor.quotas import Quotas
 from firehose.pipeline import Pipeline, StreamConfig
 from firehose.pipeline.config import check_definition
+from firehose.pipeline.memory import MemoryBudget
 from firehose.processing.transform import WorkerPool
 from firehose.settings import Config, HttpSettings, Settings, check_listener, split_listen
 from firehose.sources.kinesis import KinesisSource, make_client
@@ -140,6 +141,8 @@ class Daemon:
         self.catalogs: PerAccount[Catalog] = PerAccount(s.account_id, self._make_catalog,
                                                         named=s.named_accounts | set(config.accounts))
         self.spool = Spool(s.state_dir / "spool", max_bytes=s.spool.max_bytes, segment_bytes=s.spool.segment_bytes)
+        #: Spooled records held in memory, across every stream (memory.max_buffered_bytes).
+        self.memory = MemoryBudget(s.memory.max_buffered_bytes)
         self.executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="destination")
         self.http = _http_client(s.http)
         self.workers = WorkerPool(s.processing.workers, nice=s.processing.worker_nice)
@@ -248,6 +251,7 @@ class Daemon:
             state, config, self._stream_spool(state), destination, self.settings, self.metrics,
             store=built.store, workers=self.workers, keyring=self._keyring if config.encrypt else None,
             convert_pool=self._convert_executor() if config.conversion else None, taps=self.taps,
+            memory=self.memory,
         )
         self.pipelines[state.key] = pipeline
         self.metrics.watch(state.name, pipeline.levels)

@@ -175,6 +175,18 @@ class DeliverySettings(_Settings):
     shutdown_timeout_seconds: Annotated[float, Field(ge=0)] = 20.0
 
 
+class MemorySettings(_Settings):
+    """What the process holds in memory of the records it has spooled."""
+
+    #: Records held in memory across every stream: partition and processing buffers and the batches
+    #: being delivered. When it is spent, streams leave further records in the spool and read them
+    #: when there is room (a batch is then cut at what it holds); a batch whose destination is
+    #: failing holds nothing between attempts. 32 MiB keeps the daemon with ten streams and every
+    #: destination down under 256 MiB RSS (docs/benchmarks.md); give each stream about its buffer
+    #: size (SizeInMBs) to keep batches full.
+    max_buffered_bytes: Annotated[int, BeforeValidator(parse_bytes), Field(ge=1024**2)] = 32 * 1024**2
+
+
 class KinesisSettings(_Settings):
     """The Kinesis Data Streams sidecar, and how delivery streams read Kinesis streams."""
 
@@ -396,6 +408,7 @@ class Settings(_Settings):
     s3: S3Settings = S3Settings()
     buckets: dict[str, BucketSettings] = {}
     delivery: DeliverySettings = DeliverySettings()
+    memory: MemorySettings = MemorySettings()
     #: Where ``arn:aws:lambda:REGION:ACCOUNT:function:NAME`` looks for ``NAME.py``.
     transforms_dir: Path = Path("transforms")
     #: Transform functions by LambdaArn (or function name), for ARNs that do not follow the convention.
