@@ -360,6 +360,9 @@ def _loop_factory() -> Any:
 def _run(config: Config, reread: Callable[[], Config] | None = None) -> int:
     """Serve ``config``; ``reread`` loads it again the same way, for a reload (SIGHUP)."""
     from firehose.daemon import Daemon  # imported late: `validate` needs none of it
+    from firehose.pipeline.memory import limit_malloc_arenas
+
+    limit_malloc_arenas()  # before any thread starts
 
     def main() -> Coroutine[Any, Any, None]:
         daemon = Daemon(config, reread=reread)

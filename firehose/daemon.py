@@ -47,6 +47,7 @@ from firehose.frontdoor.principals import Principals
 from firehose.frontdoor.quotas import Quotas
 from firehose.pipeline import Pipeline, StreamConfig
 from firehose.pipeline.config import check_definition
+from firehose.pipeline.memory import MemoryBudget
 from firehose.processing.transform import WorkerPool
 from firehose.processpool import RenewingProcessPool
 from firehose.settings import Config, HttpSettings, Settings, check_listener, split_listen
@@ -148,6 +149,8 @@ class Daemon:
                                                         named=s.named_accounts | set(config.accounts))
         self.spool = Spool(s.state_dir / "spool", max_bytes=s.spool.max_bytes, segment_bytes=s.spool.segment_bytes,
                            reserve_bytes=s.spool.reserve_bytes)
+        #: Spooled records held in memory, across every stream (memory.max_buffered_bytes).
+        self.memory = MemoryBudget(s.memory.max_buffered_bytes)
         self.executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="destination")
         self.http = _http_client(s.http)
         self.workers = WorkerPool(s.processing.workers, nice=s.processing.worker_nice)
@@ -260,6 +263,7 @@ class Daemon:
             state, config, self._stream_spool(state), destination, self.settings, self.metrics,
             store=built.store, workers=self.workers, keyring=self._keyring if config.encrypt else None,
             convert_pool=self._convert_executor() if config.conversion else None, taps=self.taps,
+            memory=self.memory,
         )
         self.pipelines[state.key] = pipeline
         self.metrics.watch(state.name, pipeline.levels)

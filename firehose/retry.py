@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
@@ -155,6 +156,27 @@ class Attempts:
             await self._sleep(self.backoff.delay(self.failures))
 
 
+def forget_frames(exc: BaseException) -> None:
+    """Clear the local variables of the finished frames in ``exc``'s tracebacks (and its causes').
+
+    A failed attempt's traceback holds the frames it went through, and with them what it was
+    sending (a batch of megabytes). Libraries often leave such an exception in a reference cycle
+    (botocore keeps the exception in a frame of its own traceback), which only the cyclic collector
+    frees, and the daemon runs that rarely (``telemetry.tune_gc``): without this, every failed
+    attempt of an outage would keep its batch in memory for minutes. Call it once the exception has
+    been logged.
+    """
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        traceback.clear_frames(e.__traceback__)
+        todo += [e.__cause__, e.__context__]
+
+
 async def retry_until(operation: Callable[[], Awaitable[T]], *, backoff: Backoff,
                       deadline: Deadline | Callable[[], Deadline | None] | None = None,
                       max_attempts: int | None = None,
@@ -188,4 +210,7 @@ async def retry_until(operation: Callable[[], Awaitable[T]], *, backoff: Backoff
             limit = deadline() if callable(deadline) else deadline
             if run.expired(limit) or (max_attempts is not None and attempt >= max_attempts):
                 raise RetryExpired(exc, attempt, run.elapsed()) from exc
-            await run.wait()
+            forget_frames(exc)
+        # Wait outside the handler: the failed attempt's exception (its traceback holds the frames of
+        # the attempt, and with them what it was sending) is gone before the backoff begins.
+        await run.wait()

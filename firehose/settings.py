@@ -188,6 +188,18 @@ class DeleteSettings(_Settings):
     retain_hours: Annotated[float, Field(ge=0)] = 24.0
 
 
+class MemorySettings(_Settings):
+    """What the process holds in memory of the records it has spooled."""
+
+    #: Records held in memory across every stream: partition and processing buffers and the batches
+    #: being delivered. When it is spent, streams leave further records in the spool and read them
+    #: when there is room (a batch is then cut at what it holds); a batch whose destination is
+    #: failing holds nothing between attempts. What ten streams with every destination down hold in
+    #: buffers then stays near this figure (docs/benchmarks.md has the RSS, which is not yet within
+    #: 256 MiB); give each stream about its buffer size (SizeInMBs) to keep batches full.
+    max_buffered_bytes: Annotated[int, BeforeValidator(parse_bytes), Field(ge=1024**2)] = 32 * 1024**2
+
+
 class KinesisSettings(_Settings):
     """The Kinesis Data Streams sidecar, and how delivery streams read Kinesis streams."""
 
@@ -425,6 +437,7 @@ class Settings(_Settings):
     buckets: dict[str, BucketSettings] = {}
     delivery: DeliverySettings = DeliverySettings()
     delete: DeleteSettings = DeleteSettings()
+    memory: MemorySettings = MemorySettings()
     #: Where ``arn:aws:lambda:REGION:ACCOUNT:function:NAME`` looks for ``NAME.py``.
     transforms_dir: Path = Path("transforms")
     #: Transform functions by LambdaArn (or function name), for ARNs that do not follow the convention.

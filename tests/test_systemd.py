@@ -47,6 +47,20 @@ def test_unit_notifies_readiness_and_has_a_watchdog() -> None:
     assert [shlex.split(cmd)[1] for cmd in reload] == ["validate", "-HUP"], "reload: check the config, then signal"
 
 
+def _bytes(value: str) -> int:
+    return int(value[:-1]) * {"K": 1024, "M": 1024**2, "G": 1024**3}[value[-1]] if value[-1].isalpha() else int(value)
+
+
+def test_unit_caps_memory_above_what_the_daemon_may_hold() -> None:
+    from firehose.settings import Settings
+
+    service = unit()["Service"]
+    high, limit = _bytes(service["MemoryHigh"]), _bytes(service["MemoryMax"])
+    budget = Settings().memory.max_buffered_bytes
+    # The daemon at rest (about 190 MB), its record budget and two workers per processing.workers.
+    assert high < limit and high >= 190 * 1024**2 + budget + 2 * Settings().processing.workers * 130 * 1024**2
+
+
 def test_unit_command_lines_parse() -> None:
     service = unit()["Service"]
     for key in ("ExecStart", "ExecStartPre"):

@@ -17,6 +17,7 @@ owns retries, so the spool, not a client, holds data while S3 is down.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -31,6 +32,26 @@ from firehose.records import ObjectBatch
 from firehose.settings import BucketSettings, S3Settings
 
 log = logging.getLogger("firehose.destinations.s3")
+
+
+_clients: dict[tuple[S3Settings, BucketSettings, tuple[tuple[str, str], ...]], Any] = {}
+_clients_lock = threading.Lock()
+
+
+def shared_client(s3: S3Settings, bucket: BucketSettings | None = None) -> Any:
+    """The process's S3 client for these settings, made once and shared by every stream that uses them.
+
+    A boto3 client is thread-safe, and each one carries its own parsed service model (megabytes):
+    one per stream would make memory grow with the number of streams. The AWS configuration the
+    client read from the environment is part of the key (a changed environment makes a new one).
+    """
+    bucket = bucket or BucketSettings()
+    key = (s3, bucket, tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("AWS_"))))
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None:
+            client = _clients[key] = make_client(s3, bucket)
+        return client
 
 
 def make_client(s3: S3Settings, bucket: BucketSettings | None = None) -> Any:
@@ -84,7 +105,7 @@ class S3Destination(ObjectDestination):
     def client(self) -> Any:
         with self._client_lock:
             if self._client is None:
-                self._client = make_client(self._s3, self._bucket_settings)
+                self._client = shared_client(self._s3, self._bucket_settings)
             return self._client
 
     async def check(self) -> None:

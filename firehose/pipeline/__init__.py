@@ -29,6 +29,7 @@ from firehose.pipeline.activity import ActivityLog
 from firehose.pipeline.config import StreamConfig
 from firehose.pipeline.deliver import Deliverer, DeliveryState
 from firehose.pipeline.feed import Feeder
+from firehose.pipeline.memory import MemoryBudget
 from firehose.processing.chain import Processor
 from firehose.processing.transform import WorkerPool
 from firehose.settings import Settings
@@ -55,17 +56,21 @@ class Pipeline:
         convert_pool: Executor | None = None,
         keyring: Keyring | None = None,
         taps: Taps | None = None,
+        memory: MemoryBudget | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``memory``: the process-wide budget all streams' buffers share (one of this stream's own
+        when None)."""
         self.name = state.name
         self.mode = PROC if config.plan.active else RAW
         builder = ObjectBuilder(state.name, keyring, convert_pool)
+        memory = memory or MemoryBudget(settings.memory.max_buffered_bytes)
         self.activity = ActivityLog(state.name, settings.log.summary_seconds)
         self.deliverer = Deliverer(
             name=state.name, incarnation=state.incarnation,
             cursor=BatchCursor(stream_spool, self.mode), config=config,
             destination=destination, builder=builder, store=store, settings=settings, metrics=metrics,
-            activity=self.activity, taps=taps, clock=clock)
+            activity=self.activity, taps=taps, memory=memory, clock=clock)
         self.feeder: Feeder | None = None
         if self.mode == PROC:
             arn = delivery_stream_arn(settings.region, state.account_id, state.name)
@@ -83,7 +88,8 @@ class Pipeline:
             processor = Processor(config.plan, config.keys, workers, stream_arn=arn, region=settings.region,
                                   source_arn=source.kinesis_stream_arn if source else None, on_invocation=invoked)
             self.feeder = Feeder(name=state.name, cursor=ProcessCursor(stream_spool), config=config,
-                                 processor=processor, metrics=metrics, activity=self.activity, clock=clock)
+                                 processor=processor, metrics=metrics, activity=self.activity, memory=memory,
+                                 clock=clock)
 
     def start(self, *, deliver_after: Awaitable[object] | None = None) -> None:
         """``deliver_after``: what delivery waits for first (the worker processes it needs)."""

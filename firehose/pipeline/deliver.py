@@ -10,9 +10,20 @@ The deliverer keeps buffers, attempts and retries, and nothing else:
   sealed-batch protocol: where reading resumes after a restart, which records
   earlier seals hold, the low watermark, and when spool segments go. The
   deliverer reports only the oldest record it holds in a buffer.
-* Memory holds the partition buffers (bounded by
-  ``processing.max_buffered_bytes``) and at most ``max_inflight_batches``
-  batches being delivered. Each partition has its own size/interval buffer; a
+* Memory holds the partition buffers and the batches being delivered, charged
+  to the process-wide ``MemoryBudget`` (``memory.max_buffered_bytes``,
+  ``pipeline/memory.py``) and, per stream, bounded by
+  ``processing.max_buffered_bytes``. A stream reads from its cursor only while
+  the budget has room, no batch it sealed waits for a slot, and it can seal
+  what it reads (a free slot, or no buffer ready yet); everything else stays
+  in the spool. With the budget spent a stream cuts its fullest buffer as it
+  is, and one that has no free slot seals it to wait for one without its
+  records (it is read again when it gets one, like a batch left by a restart).
+  A batch holds its records only while an attempt runs: after a failure it
+  gives them back and reads them again for the next attempt, and the retries
+  of one stream run one at a time, so a stream whose destination is down
+  holds at most one batch.
+* Each partition has its own size/interval buffer; a
   partition that would exceed ``max_active_partitions`` does not get one: its
   records go to the error output, named one by one in their seal.
 * When a buffer is ready a batch is cut, named (``naming.py``) and sealed
@@ -44,10 +55,20 @@ from firehose.pipeline.buffer import Buffer
 from firehose.pipeline.config import StreamConfig
 from firehose.pipeline.erroroutput import ErrorOutput
 from firehose.pipeline.errorrecords import RecentErrors
+from firehose.pipeline.memory import Charge, MemoryBudget, reclaim_after_failure
 from firehose.pipeline.naming import OVERFLOW_PARTITION, name_batch, unbuilt_key
 from firehose.pipeline.spans import SpanRecords
 from firehose.records import DeliveryRecord, ObjectBatch, Position, RecordBatch
-from firehose.retry import HEALING, POISON_ATTEMPTS, Attempts, Backoff, Deadline, RetryExpired, retry_until
+from firehose.retry import (
+    HEALING,
+    POISON_ATTEMPTS,
+    Attempts,
+    Backoff,
+    Deadline,
+    RetryExpired,
+    forget_frames,
+    retry_until,
+)
 from firehose.settings import Settings
 from firehose.spool.cursor import BatchCursor, Seal
 from firehose.spool.entry import RecordEntry, Span
@@ -93,6 +114,30 @@ class DeliveryState:
     last_success_ms: int | None = None
 
 
+class _Records:
+    """A sealed batch's records while an attempt needs them, charged to the memory budget.
+
+    ``drop`` gives them (and their charge) back between attempts; ``spans`` reads them again from
+    the spool when they were dropped: the seal names exactly its records, so it is the same batch.
+    """
+
+    def __init__(self, cursor: BatchCursor, seal: Seal, spans: list[Span] | None, charge: Charge) -> None:
+        self._cursor = cursor
+        self._seal = seal
+        self._spans = spans
+        self._charge = charge
+
+    async def spans(self) -> list[Span]:
+        if self._spans is None:
+            self._spans = await self._cursor.read_sealed(self._seal)
+            self._charge.add(sum(s.size for s in self._spans))
+        return self._spans
+
+    def drop(self) -> None:
+        self._spans = None
+        self._charge.release()
+
+
 class Deliverer:
     def __init__(
         self,
@@ -108,6 +153,7 @@ class Deliverer:
         metrics: Metrics,
         activity: ActivityLog | None = None,
         taps: Taps | None = None,
+        memory: MemoryBudget | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name
@@ -128,6 +174,10 @@ class Deliverer:
         self.error_records = RecentErrors()
         self._errors = ErrorOutput(name, builder, metrics, self._backoff, clock, self.error_records)
         self._buffers: dict[str, Buffer] = {}
+        self._memory = memory or MemoryBudget(settings.memory.max_buffered_bytes)
+        self._buffered = Charge(self._memory)  # what the partition buffers hold
+        #: A failing stream retries one batch at a time: between attempts a batch holds no records.
+        self._retry_gate = asyncio.Lock()
         self._cursor = cursor
         cursor.holding(self._oldest_buffered)
         self.source = self._cursor.source
@@ -144,6 +194,7 @@ class Deliverer:
         self._task: asyncio.Task[None] | None = None
         self.delivery = DeliveryState(destination.describe())
         self._cursor.subscribe(self._wakeup.set)
+        self._memory.subscribe(self._wakeup.set)
         for seal in self._replay:
             self._held_arrivals[seal.batch_id] = _arrival_of(seal)
 
@@ -202,6 +253,7 @@ class Deliverer:
                 await asyncio.gather(*not_done, return_exceptions=True)
                 log.warning("Left undelivered batches in the spool; they are delivered after the next start.",
                             extra={"stream": self.name, "batches": len(not_done)})
+        self._let_go()
         await self._destination.aclose()
 
     async def discard(self) -> None:
@@ -213,7 +265,13 @@ class Deliverer:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._buffers.clear()
+        self._let_go()
         await self._destination.aclose()
+
+    def _let_go(self) -> None:
+        """Give the memory budget back what the buffers still hold (they stay in the spool)."""
+        self._buffered.release()
+        self._memory.unsubscribe(self._wakeup.set)
 
     # -- the loop -------------------------------------------------------------
 
@@ -244,7 +302,7 @@ class Deliverer:
         if deadlines and self._slots() > 0:
             timeout = max(0.0, min(deadlines) - self._clock())
         self._wakeup.clear()
-        if self._has_unread() and self.buffered_bytes < self._max_buffered:
+        if self._has_unread() and self._read_room() > 0:
             return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wakeup.wait(), timeout)
@@ -254,7 +312,15 @@ class Deliverer:
 
     async def _fill(self) -> None:
         """Read spooled records into partition buffers, up to the memory budget."""
-        await self._cursor.read(self._max_buffered - self.buffered_bytes, self._add)
+        await self._cursor.read(self._read_room(), self._add)
+
+    def _read_room(self) -> int:
+        """How much may be read now: nothing while a sealed batch waits for a slot or a ready buffer
+        cannot be sealed (reading more would only hold it in memory), else what the stream's share
+        and the process-wide budget leave."""
+        if self._replay or (self._slots() <= 0 and any(b.ready() for b in self._buffers.values())):
+            return 0
+        return min(self._max_buffered - self.buffered_bytes, self._memory.room())
 
     def _add(self, pid: str, e: RecordEntry, start: int, end: int) -> None:
         buf = self._buffers.get(pid)
@@ -263,7 +329,9 @@ class Deliverer:
             if error_type is None and self._active_data_partitions() >= self._max_partitions:
                 pid = OVERFLOW_PARTITION
             buf = self._buffer_for(pid)
+        before = buf.bytes
         buf.add(e, start, end)
+        self._buffered.add(buf.bytes - before)
 
     def _buffer_for(self, pid: str) -> Buffer:
         buf = self._buffers.get(pid)
@@ -275,7 +343,11 @@ class Deliverer:
         return sum(1 for pid, b in self._buffers.items() if b and pid.startswith('{"k"'))
 
     async def _seal_ready(self) -> None:
-        while not self._closing and self._slots() > 0:
+        while not self._closing:
+            # With no free slot a batch is sealed only to give its memory back (the budget is spent).
+            parking = self._slots() <= 0
+            if parking and not self._memory.spent():
+                return
             pid = self._next_ready()
             if pid is None:
                 return
@@ -283,14 +355,18 @@ class Deliverer:
             spans = buf.take()
             if not buf:
                 del self._buffers[pid]
-            await self._seal_and_dispatch(pid, spans)
+            if parking:
+                await self._park(pid, spans)
+            else:
+                await self._seal_and_dispatch(pid, spans)
 
     def _next_ready(self) -> str | None:
         """A ready partition; when memory is full, the fullest one even if it is not ready."""
         for pid, buf in self._buffers.items():
             if buf.ready():
                 return pid
-        if self.buffered_bytes >= self._max_buffered and self._buffers:
+        full = self.buffered_bytes >= self._max_buffered or self._memory.spent()
+        if full and self._buffers:
             return max(self._buffers, key=lambda p: self._buffers[p].bytes)
         return None
 
@@ -303,17 +379,42 @@ class Deliverer:
     async def _seal_and_dispatch(self, pid: str, spans: list[Span]) -> None:
         if not spans:
             return
+        charge = self._buffered.split(sum(s.size for s in spans))
         self._sealing += 1  # taken out of a buffer, not yet in flight: not idle
         try:
             seal = await self._seal(pid, spans)
         except BaseException:
-            # Not sealed (e.g. the ledger's disk is full): back into its buffer, where it keeps
-            # holding the low watermark and is sealed again on the next round.
-            self._buffer_for(pid).restore(spans)
+            charge.release()
+            self._unseal(pid, spans)
             raise
         finally:
             self._sealing -= 1
-        self._start_delivery(seal, spans)
+        self._start_delivery(seal, spans, charge)
+
+    def _unseal(self, pid: str, spans: list[Span]) -> None:
+        """A batch that could not be sealed (e.g. the ledger's disk is full) goes back into its buffer,
+        where it keeps holding the low watermark (and its memory) and is sealed on a later round."""
+        self._buffer_for(pid).restore(spans)
+        self._buffered.add(sum(s.size for s in spans))
+
+    async def _park(self, pid: str, spans: list[Span]) -> None:
+        """Seal a batch that has no slot yet and let its records go: it waits, on disk, with the
+        batches a restart left (``_replay``), and is read again when a slot frees."""
+        if not spans:
+            return
+        charge = self._buffered.split(sum(s.size for s in spans))
+        self._sealing += 1
+        try:
+            seal = await self._seal(pid, spans)
+        except BaseException:
+            charge.release()
+            self._unseal(pid, spans)
+            raise
+        finally:
+            self._sealing -= 1
+            charge.release()
+        self._held_arrivals[seal.batch_id] = _arrival_of(seal)
+        self._replay.append(seal)
 
     async def _seal(self, pid: str, spans: list[Span]) -> Seal:
         sealed_ms = now_ms()
@@ -327,9 +428,10 @@ class Deliverer:
         while self._replay and self._slots() > 0:
             self._start_delivery(self._replay.pop(0), None)
 
-    def _start_delivery(self, seal: Seal, spans: list[Span] | None) -> None:
+    def _start_delivery(self, seal: Seal, spans: list[Span] | None, charge: Charge | None = None) -> None:
         self._held_arrivals[seal.batch_id] = _arrival_of(seal)
-        task = asyncio.create_task(self._deliver(seal, spans), name=f"deliver-{self.name}-{seal.batch_id}")
+        records = _Records(self._cursor, seal, spans, charge or Charge(self._memory))
+        task = asyncio.create_task(self._deliver(seal, records), name=f"deliver-{self.name}-{seal.batch_id}")
         self._inflight[seal.batch_id] = task
         task.add_done_callback(lambda _t, bid=seal.batch_id: self._finished(bid))
 
@@ -340,48 +442,79 @@ class Deliverer:
 
     # -- one batch ------------------------------------------------------------
 
-    async def _deliver(self, seal: Seal, spans: list[Span] | None) -> None:
-        if seal.meta.get("kind") == RECORDS:
-            await self._deliver_records(seal, spans)
-        else:
-            await self._deliver_objects(seal, spans)
+    async def _deliver(self, seal: Seal, records: _Records) -> None:
+        try:
+            if seal.meta.get("kind") == RECORDS:
+                await self._deliver_records(seal, records)
+            else:
+                await self._deliver_objects(seal, records)
+        finally:
+            records.drop()
         await self._mark_done(seal)
 
-    async def _spans(self, seal: Seal, spans: list[Span] | None) -> list[Span]:
-        if spans is None:
-            spans = await self._cursor.read_sealed(seal)
-            if not spans:
-                log.error("A sealed batch's records are no longer in the spool; skipping it.",
-                          extra={"stream": self.name, "key": seal.key})
+    async def _spans(self, seal: Seal, records: _Records) -> list[Span]:
+        spans = await records.spans()
+        if not spans:
+            log.error("A sealed batch's records are no longer in the spool; skipping it.",
+                      extra={"stream": self.name, "key": seal.key})
         return spans
 
-    async def _deliver_objects(self, seal: Seal, spans: list[Span] | None) -> None:
+    def _gate(self, retry: bool) -> contextlib.AbstractAsyncContextManager[object]:
+        """A retry waits for the stream's other retries: one failing batch in memory at a time."""
+        return self._retry_gate if retry else contextlib.nullcontext()
+
+    async def _deliver_objects(self, seal: Seal, records: _Records) -> None:
         """S3, a local directory, Redshift: the batch's objects, retried until every one landed
-        (or a destination's retry duration ran out: Redshift files the batch for a manual load)."""
+        (or a destination's retry duration ran out: Redshift files the batch for a manual load).
+
+        Between attempts the batch holds neither its records nor its objects; each retry reads and
+        builds them again (the same objects, under the same keys)."""
         objects: list[ObjectBatch] | None = None
+        spans: list[Span] = []
         sent: set[str] = set()
         destination = self._destination
+        attempts = 0
+        built = False
         build_failures = 0
         #: The error output type, when the batch could not be built and its records went there instead.
         unbuilt: str | None = None
 
-        async def attempt() -> bool:
-            nonlocal objects, spans, build_failures, unbuilt
-            if objects is None:
-                spans = await self._spans(seal, spans)
-                if not spans:
-                    return False
-                try:
-                    objects = await self._builder.build(
-                        self._config.encoding, str(seal.meta.get("kind", DATA)), seal.key, SpanRecords(spans),
-                        error_key=seal.meta.get("error_key"), reason=str(seal.meta.get("reason", "")))
-                except HEALING:
+        async def build() -> list[ObjectBatch] | None:
+            nonlocal spans, built, build_failures, unbuilt
+            spans = await self._spans(seal, records)
+            if not spans:
+                return None
+            built = True
+            try:
+                return await self._builder.build(
+                    self._config.encoding, str(seal.meta.get("kind", DATA)), seal.key, SpanRecords(spans),
+                    error_key=seal.meta.get("error_key"), reason=str(seal.meta.get("reason", "")))
+            except HEALING:
+                raise
+            except Exception as exc:
+                build_failures += 1
+                if build_failures < POISON_ATTEMPTS or seal.meta.get("kind", DATA) != DATA:
                     raise
-                except Exception as exc:
-                    build_failures += 1
-                    if build_failures < POISON_ATTEMPTS or seal.meta.get("kind", DATA) != DATA:
-                        raise
-                    unbuilt, objects = await self._unbuildable(seal, spans, exc, build_failures)
+                unbuilt, documents = await self._unbuildable(seal, spans, exc, build_failures)
+                return documents
+
+        async def attempt() -> bool:
+            nonlocal objects, spans, attempts
+            attempts += 1
+            async with self._gate(attempts > 1):
+                try:
+                    return await send()
+                except BaseException:
+                    objects, spans = None, []  # hold nothing between attempts
+                    records.drop()
+                    raise
+
+        async def send() -> bool:
+            nonlocal objects
+            if objects is None:
+                objects = await build()
+                if objects is None:
+                    return False
             for obj in objects:
                 if obj.key in sent:
                     continue
@@ -402,13 +535,14 @@ class Deliverer:
         def deadline() -> Deadline | None:
             """A destination's retry duration counts once there is something to give up on."""
             limit = destination.retry_seconds
-            return Deadline(limit) if limit is not None and objects else None
+            return Deadline(limit) if limit is not None and built else None
 
         try:
             if not await retry_until(attempt, backoff=self._backoff, deadline=deadline,
                                      on_failure=self._failure_of(seal), clock=self._clock):
                 return
         except RetryExpired as exc:
+            objects = objects or await build()
             assert objects
             await destination.expired(objects[0], str(exc.last))
             log.error("Gave up on a batch after its retry duration; it was filed for a manual load.",
@@ -461,10 +595,13 @@ class Deliverer:
         code = INTERNAL_CONVERSION_ERROR if conversion is not None else INTERNAL_PROCESSING_ERROR
         return error_type, [replace(obj, reason=f"{code}: {message}")]
 
-    async def _deliver_records(self, seal: Seal, spans: list[Span] | None) -> None:
+    async def _deliver_records(self, seal: Seal, records: _Records) -> None:
         """OpenSearch, Splunk, HTTP endpoint: only the records that failed are retried, until the
-        destination's retry duration runs out; then they go to the error output, with the reason."""
-        spans = await self._spans(seal, spans)
+        destination's retry duration runs out; then they go to the error output, with the reason.
+
+        Between attempts the batch holds no records; each retry reads them again (the same
+        records, with the same ids)."""
+        spans = await self._spans(seal, records)
         if not spans:
             return
         batch_records = _delivery_records(self.incarnation, seal.source, spans)
@@ -473,8 +610,15 @@ class Deliverer:
         failed: dict[int, tuple[Failure, int]] = {}
         run = Attempts(self._backoff, clock=self._clock)
         while pending:
-            batch = RecordBatch(self.name, str(seal.meta["batch_id"]), tuple(batch_records[i] for i in pending))
-            outcome = await self._attempt(destination, batch)
+            async with self._gate(run.failures > 0):
+                if not batch_records:
+                    spans = await self._spans(seal, records)
+                    batch_records = _delivery_records(self.incarnation, seal.source, spans)
+                    if len(batch_records) <= pending[-1]:  # the spool lost it meanwhile (logged)
+                        return
+                batch = RecordBatch(self.name, str(seal.meta["batch_id"]),
+                                    tuple(batch_records[i] for i in pending))
+                outcome = await self._attempt(destination, batch)
             attempts = run.failures + 1  # this one included
             for f in outcome.rejected:
                 if f.error_output:
@@ -501,6 +645,9 @@ class Deliverer:
             if run.expired(Deadline(limit, destination.retry_clock) if limit is not None else None):
                 failed.update({i: (retry[i], attempts) for i in pending})
                 break
+            del batch  # hold no record between attempts
+            batch_records, spans = [], []
+            records.drop()
             await run.wait()
             destination = self._destination
         on_failure = self._failure_of(seal)
@@ -527,10 +674,12 @@ class Deliverer:
             raise
         except DestinationError as exc:
             reason, code = exc.message, exc.code or "DeliveryFailed"
+            forget_frames(exc)
         except Exception as exc:  # a bug in a destination must not lose the batch: retry it
             log.exception("Unexpected error while delivering; the batch will be retried.",
                           extra={"stream": self.name})
             reason, code = f"{type(exc).__name__}: {exc}", "InternalError"
+            forget_frames(exc)
         return Outcome(retry=tuple(Failure(i, reason, code=code) for i in range(len(batch.records))))
 
     async def _mark_done(self, seal: Seal) -> None:
@@ -547,6 +696,7 @@ class Deliverer:
     def _note_failure(self, seal: Seal, exc: Exception, attempt: int) -> None:
         """Count and log a failed attempt: an unexpected error's traceback once (at a batch's first
         failure), and then, like any failure, the first three attempts and every tenth after."""
+        reclaim_after_failure()
         self.delivery.consecutive_failures += 1
         self.delivery.last_error = str(exc)
         if not isinstance(exc, DestinationError) and attempt == 1:

@@ -18,6 +18,10 @@ is retried ``POISON_ATTEMPTS`` times (its traceback logged once); then every
 record of the batch goes to the error output as ``processing-failed``, so one
 batch cannot hold up the stream. Failures that heal (the spool, file
 descriptors, memory) are retried for as long as they last.
+The records the processing buffer holds, and the batch taken from it until its
+output is durable, are charged to the process-wide memory budget
+(``pipeline/memory.py``): with the budget spent nothing more is read (the
+records wait in the spool) and what the buffer holds is processed as it is.
 """
 
 from __future__ import annotations
@@ -32,11 +36,12 @@ from typing import Any
 from firehose.pipeline.activity import ActivityLog
 from firehose.pipeline.buffer import Buffer
 from firehose.pipeline.config import StreamConfig
+from firehose.pipeline.memory import Charge, MemoryBudget
 from firehose.processing.chain import ProcessedBatch, Processor, RawRecord, unprocessable
 from firehose.records import Position
 from firehose.retry import HEALING, POISON_ATTEMPTS
 from firehose.spool.cursor import ProcessCursor
-from firehose.spool.entry import Span
+from firehose.spool.entry import RecordEntry, Span
 from firehose.telemetry import Metrics
 
 log = logging.getLogger("firehose.pipeline")
@@ -44,7 +49,7 @@ log = logging.getLogger("firehose.pipeline")
 class Feeder:
     def __init__(self, *, name: str, cursor: ProcessCursor, config: StreamConfig,
                  processor: Processor, metrics: Metrics, activity: ActivityLog | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 memory: MemoryBudget | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.name = name
         self._cursor = cursor
         self.config = config
@@ -53,6 +58,10 @@ class Feeder:
         self._activity = activity
         self._clock = clock
         self._buffer = Buffer(config.plan.buffer_bytes, config.plan.buffer_interval_s, clock)
+        #: None: nothing is charged (a feeder built without the daemon's budget, in tests).
+        self._memory = memory or MemoryBudget(1 << 62)
+        self._charge = Charge(self._memory)
+        self._pending_charge = Charge(self._memory)  # the batch taken from the buffer
         self._wakeup = asyncio.Event()
         self._closing = False
         self._busy = False
@@ -64,6 +73,7 @@ class Feeder:
         self._failures = 0  # failed attempts at the pending batch
         self._chain_failures = 0  # of which the chain raised an unexpected error
         cursor.subscribe(self._wakeup.set)
+        self._memory.subscribe(self._wakeup.set)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"feed-{self.name}")
@@ -75,6 +85,7 @@ class Feeder:
         if self._task is not None:
             with contextlib.suppress(Exception):
                 await self._task
+        self._let_go()
 
     async def discard(self) -> None:
         """Stop at once, the batch being processed too (a deleted stream)."""
@@ -83,16 +94,25 @@ class Feeder:
             self._task.cancel()
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await self._task
+        self._let_go()
+
+    def _let_go(self) -> None:
+        """Give back the memory the buffer holds (its records stay in the spool)."""
+        self._charge.release()
+        self._pending_charge.release()
+        self._memory.unsubscribe(self._wakeup.set)
 
     async def _run(self) -> None:
         while not self._closing:
             try:
                 await self._fill()
-                if self._pending is None and self._buffer.ready():
+                if self._pending is None and (self._buffer.ready() or (self._buffer and self._memory.spent())):
                     self._pending = self._buffer.take()
+                    self._pending_charge = self._charge.split(sum(s.size for s in self._pending))
                 if self._pending is not None:
                     await self._process(self._pending)
                     self._pending, self._output, self._failures, self._chain_failures = None, None, 0, 0
+                    self._pending_charge.release()
                     continue
             except asyncio.CancelledError:
                 raise
@@ -112,7 +132,7 @@ class Feeder:
         deadline = self._buffer.deadline()
         timeout = None if deadline is None else max(0.0, deadline - self._clock())
         self._wakeup.clear()
-        if self._has_unread() and self._buffer.bytes < self._buffer.size_bytes:
+        if self._has_unread() and self._read_room() > 0:
             return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wakeup.wait(), timeout)
@@ -120,8 +140,16 @@ class Feeder:
     def _has_unread(self) -> bool:
         return self._cursor.has_unread()
 
+    def _read_room(self) -> int:
+        return min(self._buffer.size_bytes - self._buffer.bytes, self._memory.room())
+
     async def _fill(self) -> None:
-        await self._cursor.read(self._buffer.size_bytes - self._buffer.bytes, self._buffer.add)
+        await self._cursor.read(self._read_room(), self._add)
+
+    def _add(self, entry: RecordEntry, start: int) -> None:
+        before = self._buffer.bytes
+        self._buffer.add(entry, start)
+        self._charge.add(self._buffer.bytes - before)
 
     async def _process(self, spans: list[Span]) -> None:
         self._busy = True

@@ -640,7 +640,10 @@ class SegmentLog:
             seq = got[-1][0] + 1
 
 
-_MAP_SLACK = 5 * 1024 * 1024
+#: Mapped (and prefaulted) beyond a read's byte budget so that its last frame usually fits. Small: a
+#: mapping stays resident while any record read from it is held, and a frame that does not fit is
+#: mapped on its own by the next read.
+_MAP_SLACK = 256 * 1024
 _POPULATE = getattr(mmap, "MAP_POPULATE", 0)
 
 
