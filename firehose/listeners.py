@@ -36,8 +36,9 @@ key again into that same context, so new handshakes get the new certificate whil
 connections carry on. ``reload_tls()`` does that for every listener of the process (SIGHUP).
 
 Descriptors: the soft RLIMIT_NOFILE is raised to the hard limit when the first listener binds,
-and the caps of all live listeners together stay ``RESERVED_DESCRIPTORS`` below it (lowered, with
-one warning, when they would not), so delivery always has descriptors for files and connections.
+and the caps of all live listeners together stay ``RESERVED_DESCRIPTORS`` below it (half of it
+when the limit is under twice that; lowered, with one warning, when they would not), so delivery
+always has descriptors for files and connections.
 
 This is a foundation module: it imports only the standard library, uvicorn, Hypercorn (and h11,
 which Hypercorn uses), ``firehose.settings`` and ``firehose.errors``. The Hypercorn integration
@@ -167,6 +168,13 @@ def raise_descriptor_limit() -> int:
     return soft
 
 
+def reserved_descriptors(soft: int) -> int:
+    """Descriptors kept from connections for the spool, the ledger, delivery and workers:
+    ``RESERVED_DESCRIPTORS``, but at most half of a low limit (a 256-descriptor limit still
+    leaves 128 for connections rather than one)."""
+    return min(RESERVED_DESCRIPTORS, soft // 2)
+
+
 class _Descriptors:
     """Every live listener of the process, and the caps that fit their descriptor budget."""
 
@@ -185,7 +193,8 @@ class _Descriptors:
 
     def fit(self, soft: int) -> None:
         wanted = [listener.limits.max_connections for listener in self.listeners]
-        room = max(len(wanted), soft - RESERVED_DESCRIPTORS)
+        reserved = reserved_descriptors(soft)
+        room = max(len(wanted), soft - reserved)
         caps = wanted if sum(wanted) <= room else [max(1, w * room // sum(wanted)) for w in wanted]
         for listener, cap in zip(self.listeners, caps, strict=True):
             listener.cap = cap
@@ -193,7 +202,7 @@ class _Descriptors:
             self._warned = tuple(caps)
             names = ", ".join(f"{lsn.name} {cap}" for lsn, cap in zip(self.listeners, caps, strict=True))
             log.warning("Lowered the connection caps to keep descriptors free for delivery.",
-                        extra={"caps": names, "descriptor_limit": soft, "reserved": RESERVED_DESCRIPTORS})
+                        extra={"caps": names, "descriptor_limit": soft, "reserved": reserved})
 
 
 _descriptors = _Descriptors()

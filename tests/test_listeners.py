@@ -796,5 +796,8 @@ def test_connection_caps_are_lowered_to_keep_descriptors_free(caplog: pytest.Log
     caps = [lsn.cap for lsn in budget.listeners]
     assert sum(caps) <= 1024 and caps[0] == caps[1] and abs(caps[0] - 2 * caps[2]) <= 1
     assert len([r for r in caplog.records if "Lowered the connection caps" in r.getMessage()]) == 1
+    budget.fit(256)  # a low limit (LimitNOFILE=256): half for connections, not one each
+    caps = [lsn.cap for lsn in budget.listeners]
+    assert sum(caps) <= 128 and min(caps) >= 25
     soft, hard = listeners.resource.getrlimit(listeners.resource.RLIMIT_NOFILE)
     assert listeners.raise_descriptor_limit() == soft == hard or hard == listeners.resource.RLIM_INFINITY

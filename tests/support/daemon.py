@@ -91,8 +91,11 @@ class RunningDaemon:
 class DaemonProcess(ChildProcess):
     """``firehose serve`` as a child process (for kill -9 and signal tests)."""
 
-    def __init__(self, config_path: Path, port: int, log_path: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, config_path: Path, port: int, log_path: Path, env: dict[str, str] | None = None,
+                 *, max_descriptors: int | None = None) -> None:
         self.config_path = config_path
+        #: RLIMIT_NOFILE (soft and hard) for the daemon, as systemd's LimitNOFILE= would set it.
+        self.max_descriptors = max_descriptors
         self.port = port
         self.endpoint = f"http://127.0.0.1:{port}"
         self.log_path = log_path
@@ -108,7 +111,7 @@ class DaemonProcess(ChildProcess):
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "firehose", "serve", "--config", str(self.config_path), "--port", str(self.port)],
-            stdout=log, stderr=log, env=self.env,
+            stdout=log, stderr=log, env=self.env, preexec_fn=self._limit_descriptors,
         )
         log.close()
 
@@ -127,6 +130,12 @@ class DaemonProcess(ChildProcess):
         wait_until(up, timeout=timeout, interval=0.02)
         self.ready_seconds = time.monotonic() - started
         return self
+
+    def _limit_descriptors(self) -> None:
+        if self.max_descriptors is not None:
+            import resource
+
+            resource.setrlimit(resource.RLIMIT_NOFILE, (self.max_descriptors, self.max_descriptors))
 
     def readiness(self) -> dict[str, Any]:
         """``/readyz``'s details (its body also when it answers 503: starting, stopping, spool full)."""
