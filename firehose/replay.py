@@ -68,6 +68,7 @@ async def replay(kept: retained.Retained, connection: Connection, target: str, *
     summary = Summary(target)
     sender = Sender(connection, target, summary, retry_seconds)
     done = kept.replayed()
+    kept.record_progress(done, target)  # from now on expiry leaves it alone (see retained.expire)
     position = 0
     started = time.monotonic()
     batch: list[tuple[int, bytes]] = []

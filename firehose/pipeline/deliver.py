@@ -379,42 +379,37 @@ class Deliverer:
     async def _seal_and_dispatch(self, pid: str, spans: list[Span]) -> None:
         if not spans:
             return
-        charge = self._buffered.split(sum(s.size for s in spans))
-        self._sealing += 1  # taken out of a buffer, not yet in flight: not idle
-        try:
-            seal = await self._seal(pid, spans)
-        except BaseException:
-            charge.release()
-            self._unseal(pid, spans)
-            raise
-        finally:
-            self._sealing -= 1
+        seal, charge = await self._seal_taken(pid, spans)
         self._start_delivery(seal, spans, charge)
-
-    def _unseal(self, pid: str, spans: list[Span]) -> None:
-        """A batch that could not be sealed (e.g. the ledger's disk is full) goes back into its buffer,
-        where it keeps holding the low watermark (and its memory) and is sealed on a later round."""
-        self._buffer_for(pid).restore(spans)
-        self._buffered.add(sum(s.size for s in spans))
 
     async def _park(self, pid: str, spans: list[Span]) -> None:
         """Seal a batch that has no slot yet and let its records go: it waits, on disk, with the
         batches a restart left (``_replay``), and is read again when a slot frees."""
         if not spans:
             return
-        charge = self._buffered.split(sum(s.size for s in spans))
-        self._sealing += 1
+        seal, charge = await self._seal_taken(pid, spans)
+        charge.release()
+        self._held_arrivals[seal.batch_id] = _arrival_of(seal)
+        self._replay.append(seal)
+
+    async def _seal_taken(self, pid: str, spans: list[Span]) -> tuple[Seal, Charge]:
+        """Seal a batch just taken out of a buffer; its share of the buffers' memory charge moves with it.
+
+        A batch that cannot be sealed (e.g. the ledger's disk is full) goes back into its buffer, with
+        its charge: it keeps holding the low watermark there and is sealed on a later round.
+        """
+        size = sum(s.size for s in spans)
+        charge = self._buffered.split(size)
+        self._sealing += 1  # taken out of a buffer, not yet in flight: not idle
         try:
-            seal = await self._seal(pid, spans)
+            return await self._seal(pid, spans), charge
         except BaseException:
             charge.release()
-            self._unseal(pid, spans)
+            self._buffer_for(pid).restore(spans)
+            self._buffered.add(size)
             raise
         finally:
             self._sealing -= 1
-            charge.release()
-        self._held_arrivals[seal.batch_id] = _arrival_of(seal)
-        self._replay.append(seal)
 
     async def _seal(self, pid: str, spans: list[Span]) -> Seal:
         sealed_ms = now_ms()

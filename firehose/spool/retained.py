@@ -213,12 +213,24 @@ def adopt(directory: Path, root: Path) -> Retained | None:
     return _read_manifest(target)
 
 
+#: A retained spool whose replay wrote progress this recently is being replayed: expiry waits.
+REPLAY_GRACE_MS = 3_600_000
+
+
+def _replaying(retained: Retained, now_ms: int) -> bool:
+    try:
+        return now_ms - (retained.path / PROGRESS).stat().st_mtime * 1000 < REPLAY_GRACE_MS
+    except OSError:
+        return False
+
+
 def expire(root: Path, retain_hours: float, *, now_ms: int | None = None) -> list[Retained]:
-    """Delete the retained spools older than ``retain_hours``; the ones deleted."""
+    """Delete the retained spools older than ``retain_hours``, but one a replay is sending (it wrote
+    progress within the last hour); the ones deleted."""
     now = int(time.time() * 1000) if now_ms is None else now_ms
     gone = []
     for retained in listing(root):
-        if retained.deleted_ms + retain_hours * 3_600_000 <= now:
+        if retained.deleted_ms + retain_hours * 3_600_000 <= now and not _replaying(retained, now):
             shutil.rmtree(retained.path, ignore_errors=True)
             gone.append(retained)
     return gone
