@@ -26,15 +26,7 @@ from argparse import Namespace
 from pathlib import Path
 
 from firehose.commands.connection import CommandError, Connection, connect
-from firehose.commands.put import (
-    MAX_BATCH_BYTES,
-    MAX_BATCH_RECORDS,
-    MAX_RECORD_BYTES,
-    Progress,
-    Sender,
-    Stopped,
-    Summary,
-)
+from firehose.commands.put import MAX_RECORD_BYTES, Batcher, Progress, Sender, Stopped, Summary
 from firehose.settings import load_config
 from firehose.spool import retained
 
@@ -71,20 +63,16 @@ async def replay(kept: retained.Retained, connection: Connection, target: str, *
     kept.record_progress(done, target)  # from now on expiry leaves it alone (see retained.expire)
     position = 0
     started = time.monotonic()
-    batch: list[tuple[int, bytes]] = []
-    batch_bytes = 0
 
-    async def flush() -> None:
-        nonlocal batch, batch_bytes
-        if batch:
-            failed_before = summary.failed
-            await sender.send(batch)
-            if summary.failed != failed_before:
-                raise Stopped("some records were not accepted")
-            kept.record_progress(batch[-1][0], target)
-            batch, batch_bytes = [], 0
+    async def send(batch: list[tuple[int, bytes]]) -> None:
+        failed_before = summary.failed
+        await sender.send(batch)
+        if summary.failed != failed_before:
+            raise Stopped("some records were not accepted")
+        kept.record_progress(batch[-1][0], target)
         progress.update(summary, time.monotonic() - started, summary.bytes)
 
+    batcher = Batcher(send)
     try:
         async with retained.opened(kept.path) as stream:
             async for chunk in retained.undelivered(stream, processes=kept.processes):
@@ -97,11 +85,8 @@ async def replay(kept: retained.Retained, connection: Connection, target: str, *
                     if len(record) > MAX_RECORD_BYTES:
                         summary.fail(position, len(record), "the record is over 1,000 KiB: not sent")
                         continue
-                    if len(batch) >= MAX_BATCH_RECORDS or batch_bytes + len(record) > MAX_BATCH_BYTES:
-                        await flush()
-                    batch.append((position, record))
-                    batch_bytes += len(record)
-            await flush()
+                    await batcher.add(position, record)
+            await batcher.flush()
     except Stopped as exc:
         summary.stopped = str(exc)
     finally:

@@ -37,7 +37,7 @@ import stat
 import sys
 import time
 from argparse import Namespace
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, BinaryIO
 
@@ -287,23 +287,42 @@ def _retried(exc: Exception) -> bool:
     return isinstance(exc, HTTPClientError | BotoConnectionError)
 
 
+class Batcher:
+    """Numbered records gathered into PutRecordBatch calls: at most ``batch_records`` records and
+    ``MAX_BATCH_BYTES`` of data each, in order; ``send`` gets each full batch (and the last one)."""
+
+    def __init__(self, send: Callable[[list[tuple[int, bytes]]], Awaitable[None]],
+                 batch_records: int = MAX_BATCH_RECORDS) -> None:
+        self._send = send
+        self._limit = batch_records
+        self._batch: list[tuple[int, bytes]] = []
+        self._bytes = 0
+
+    async def add(self, number: int, record: bytes) -> None:
+        if len(self._batch) >= self._limit or self._bytes + len(record) > MAX_BATCH_BYTES:
+            await self.flush()
+        self._batch.append((number, record))
+        self._bytes += len(record)
+
+    async def flush(self) -> None:
+        batch, self._batch, self._bytes = self._batch, [], 0
+        if batch:
+            await self._send(batch)
+
+
 async def put(connection: Connection, stream: str, source: BinaryIO, *, delimiter: bytes, batch_records: int,
               retry_seconds: float, progress: Progress) -> Summary:
     """Send every record of ``source`` to ``stream``; the summary of what was accepted and what failed."""
     summary = Summary(stream)
     sender = Sender(connection, stream, summary, retry_seconds)
     started = time.monotonic()
-    batch: list[tuple[int, bytes]] = []
-    batch_bytes = 0
     read_bytes = 0
 
-    async def flush() -> None:
-        nonlocal batch, batch_bytes
-        if batch:
-            await sender.send(batch)
-            batch, batch_bytes = [], 0
+    async def send(batch: list[tuple[int, bytes]]) -> None:
+        await sender.send(batch)
         progress.update(summary, time.monotonic() - started, read_bytes)
 
+    batcher = Batcher(send, batch_records)
     try:
         for number, record in enumerate(split_records(source, delimiter), start=1):
             summary.records += 1
@@ -313,13 +332,11 @@ async def put(connection: Connection, stream: str, source: BinaryIO, *, delimite
                 summary.fail(number, record.size, f"the record is {record.size} bytes; the limit is "
                              f"{MAX_RECORD_BYTES} (1,000 KiB): not sent")
                 continue
-            if len(batch) >= batch_records or batch_bytes + len(record) > MAX_BATCH_BYTES:
-                await flush()
-            batch.append((number, record))
-            batch_bytes += len(record)
+            await batcher.add(number, record)
             summary.bytes += len(record)
             read_bytes += len(record)
-        await flush()
+        await batcher.flush()
+        progress.update(summary, time.monotonic() - started, read_bytes)
     except Stopped as exc:
         summary.stopped = str(exc)
     finally:
