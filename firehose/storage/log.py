@@ -39,6 +39,15 @@ Its invariants:
   made durable first, so space is always reclaimable and the log never loses
   its place in the sequence (a log directory is never left without a segment
   once it has had one).
+* A log opened with ``index_heads`` keeps an index file per segment
+  (``segindex.py``: written when a segment is sealed, when the active one has
+  grown by a quarter of a segment, and at close), and opening trusts the
+  prefix an index covers instead of reading it: it scans only the bytes after
+  it (the active segment's tail), with the torn-tail and corruption rules
+  above. Such a log keeps the sparse points of only its active segment and a
+  few recently read ones in memory (the others are read from their index when
+  a reader positions there), so its memory does not grow with its size. Logs
+  without it (the delivery spool's) open as they always did.
 """
 
 from __future__ import annotations
@@ -51,7 +60,8 @@ import mmap
 import os
 import struct
 import threading
-from collections.abc import Iterator, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -59,6 +69,7 @@ from typing import NamedTuple
 import xxhash
 
 from firehose.errors import SpoolError
+from firehose.storage import segindex
 from firehose.storage.atomic import fsync_dir, make_dirs
 
 log = logging.getLogger("firehose.spool")
@@ -72,6 +83,8 @@ _SEQ = struct.Struct("<Q")
 _INDEX_EVERY_BYTES = 256 * 1024
 _INDEX_EVERY_ENTRIES = 64
 _SUFFIX = ".seg"
+#: Sealed segments of an indexed log whose points stay in memory after a reader needed them.
+_LOADED_SEGMENTS = 2
 
 #: One entry's bytes, given as parts that are written back to back.
 Payload = Sequence[bytes | bytearray | memoryview]
@@ -107,18 +120,35 @@ class _Segment:
     last_seq: int = -1
     #: Last sequence number written (may be ahead of last_seq until sync).
     written_last_seq: int = -1
-    #: Sparse (seq, offset) points for positioning readers.
+    #: Sparse (seq, offset) points for positioning readers (and, in an indexed log, the head of the
+    #: entry at each point). Appended in the order heads, offsets, seqs: a reader that takes the
+    #: length of ``index_seqs`` finds the other two at least as long.
     index_seqs: list[int] = field(default_factory=list)
     index_offsets: list[int] = field(default_factory=list)
+    index_heads: list[bytes] = field(default_factory=list)
     sealed: bool = False
+    #: Whether the points are in memory (False: a sealed segment of an indexed log; see ``_points``).
+    loaded: bool = True
+    #: Indexed logs: the head of the entry at offset 0 (None while the segment is empty), of the last
+    #: committed entry, and of the last written one.
+    first_head: bytes | None = None
+    last_head: bytes = b""
+    written_last_head: bytes = b""
+    #: Indexed logs: bytes covered by the index file on disk (0: none), and its summary as read at open.
+    indexed: int = 0
+    summary: segindex.Summary | None = None
 
-    def add_index(self, seq: int, offset: int) -> None:
+    def add_index(self, seq: int, offset: int, head: bytes | None = None) -> None:
         if not self.index_offsets or (
             offset - self.index_offsets[-1] >= _INDEX_EVERY_BYTES
             or len(self.index_seqs) * _INDEX_EVERY_ENTRIES <= seq - self.first_seq
         ):
-            self.index_seqs.append(seq)
+            if head is not None:
+                if offset == 0:
+                    self.first_head = head
+                self.index_heads.append(head)
             self.index_offsets.append(offset)
+            self.index_seqs.append(seq)
 
     def offset_for(self, seq: int) -> int:
         """Offset of an indexed frame at or before ``seq`` (0 if none)."""
@@ -130,9 +160,19 @@ class SegmentLog:
     """One directory of segments. See the module docstring for the rules."""
 
     def __init__(self, directory: Path, *, segment_bytes: int = 64 * 1024 * 1024, uses_reserve: bool = False,
-                 keep_last: bool = False) -> None:
+                 keep_last: bool = False, index_heads: int | None = None) -> None:
         self.directory = Path(directory)
         self.segment_bytes = segment_bytes
+        #: With a number: keep index files (see the module docstring), and that many leading bytes of
+        #: each indexed entry's payload (its owner's header), which ``seek`` and ``newest`` give back.
+        self.index_heads = index_heads
+        #: The active segment's index is written again once it has grown by this much.
+        self._checkpoint_bytes = max(1, segment_bytes // 4)
+        #: Sealed segments whose index is still to be written (after the sync that makes them durable).
+        self._unindexed: list[_Segment] = []
+        #: Sealed segments whose points were read from their index, least recently used first.
+        self._loaded: OrderedDict[int, _Segment] = OrderedDict()
+        self._index_lock = threading.Lock()
         #: The newest entry is state its owner reads at start (a source's checkpoints, how far raw
         #: records were processed): ``drop_before`` never deletes it, it carries it over instead.
         self.keep_last = keep_last
@@ -158,7 +198,10 @@ class SegmentLog:
     # -- recovery ---------------------------------------------------------
 
     def _recover(self) -> None:
-        paths = sorted(p for p in self.directory.iterdir() if p.name.endswith(_SUFFIX))
+        names = os.listdir(self.directory)
+        paths = sorted(self.directory / n for n in names if n.endswith(_SUFFIX))
+        if self.index_heads is not None:
+            _remove_orphan_indexes(self.directory, names)
         found: list[_Segment] = []
         for i, path in enumerate(paths):
             try:
@@ -167,7 +210,9 @@ class SegmentLog:
                 log.warning("Ignoring a file that is not a segment.", extra={"path": str(path)})
                 continue
             seg = _Segment(first_seq=first, path=path, sealed=True)
-            self._scan(seg, is_last=i == len(paths) - 1)
+            is_last = i == len(paths) - 1
+            start = self._adopt_index(seg, is_last=is_last) if self.index_heads is not None else 0
+            self._scan(seg, is_last=is_last, start=start)
             self._next_seq = max(self._next_seq, seg.last_seq + 1, first)
             found.append(seg)
         for seg in found:
@@ -177,16 +222,63 @@ class SegmentLog:
                     seg.sealed = False
                 else:
                     seg.path.unlink()  # empty: nothing to keep
+                    if self.index_heads is not None:
+                        segindex.remove(seg.path)
                     continue
             self._segments.append(seg)
             self._firsts.append(seg.first_seq)
+        if self.index_heads is not None:
+            for seg in self._segments:
+                if seg.committed > seg.indexed and self._write_index(seg) and seg.sealed:
+                    _unload(seg)
 
-    def _scan(self, seg: _Segment, *, is_last: bool) -> None:
+    def _adopt_index(self, seg: _Segment, *, is_last: bool) -> int:
+        """Take what a sound index of ``seg`` says; returns the offset from which to scan (0: no index).
+
+        The points are read now only if the segment is written to next or has bytes after the covered
+        prefix (to be scanned onto them); a sealed, fully covered segment's points are read later.
+        """
+        assert self.index_heads is not None
+        summary = segindex.read_summary(seg.path, seg.first_seq, self.index_heads)
+        if summary is None:
+            if segindex.index_path(seg.path).exists():
+                log.info("A segment index is unreadable; scanning the segment and writing it again.",
+                         extra={"segment": str(seg.path)})
+            return 0
         size = seg.path.stat().st_size
-        expect_after = seg.first_seq - 1
-        offset = 0
+        if summary.covered > size:
+            log.info("A segment index covers more than its segment holds; scanning the segment and writing "
+                     "it again.", extra={"segment": str(seg.path), "covered": summary.covered, "bytes": size})
+            return 0
+        if is_last or size > summary.covered:
+            points = segindex.read_points(seg.path, summary, self.index_heads)
+            if points is None:
+                log.info("A segment index is unreadable; scanning the segment and writing it again.",
+                         extra={"segment": str(seg.path)})
+                return 0
+            seg.index_heads, seg.index_offsets, seg.index_seqs = points.heads, points.offsets, points.seqs
+        else:
+            seg.loaded = False
+        seg.summary = summary
+        seg.first_head, seg.last_head = summary.first_head, summary.last_head
+        seg.last_seq = summary.last_seq
+        seg.indexed = summary.covered
+        return summary.covered
+
+    def _scan(self, seg: _Segment, *, is_last: bool, start: int = 0) -> None:
+        """Check the frames of ``seg`` from ``start`` (0, or the end of what its index covers) on."""
+        size = seg.path.stat().st_size
+        expect_after = seg.last_seq if start else seg.first_seq - 1
+        offset = start
         bad_reason = ""
+        heads = self.index_heads
+        if offset >= size:
+            seg.committed = seg.written = offset
+            seg.written_last_seq = seg.last_seq
+            seg.written_last_head = seg.last_head
+            return
         with open(seg.path, "rb") as f:
+            f.seek(offset)
             while offset < size:
                 header = f.read(HEADER_SIZE)
                 if len(header) < HEADER_SIZE:
@@ -206,7 +298,11 @@ class SegmentLog:
                 if seq <= expect_after:
                     bad_reason = "sequence number out of order"
                     break
-                seg.add_index(seq, offset)
+                if heads is None:
+                    seg.add_index(seq, offset)
+                else:
+                    seg.last_head = _head((payload,), heads)
+                    seg.add_index(seq, offset, seg.last_head)
                 seg.last_seq = seq
                 expect_after = seq
                 offset += HEADER_SIZE + length
@@ -215,6 +311,7 @@ class SegmentLog:
             kept = self._cut(seg, offset, size, bad_reason, is_last=is_last)
         seg.committed = seg.written = kept
         seg.written_last_seq = seg.last_seq
+        seg.written_last_head = seg.last_head
 
     def _cut(self, seg: _Segment, offset: int, size: int, reason: str, *, is_last: bool) -> int:
         """Deal with invalid bytes from ``offset`` on; returns the segment's valid length."""
@@ -288,10 +385,14 @@ class SegmentLog:
             offsets: list[tuple[int, int]] = []
             pos = seg.written
             seq = first_seq
+            heads = self.index_heads
+            head_list: list[bytes] = []
             for parts in payloads:
                 checksum = _checksum(seq, parts)
                 length = sum(map(len, parts))
                 offsets.append((seq, pos))
+                if heads is not None:
+                    head_list.append(_head(parts, heads))
                 iov.append(_HEADER.pack(MAGIC, length, seq, checksum))
                 iov.extend(parts)
                 pos += HEADER_SIZE + length
@@ -303,8 +404,13 @@ class SegmentLog:
             raise SpoolError(f"write to spool failed: {exc}") from exc
         seg.written = pos
         seg.written_last_seq = seq - 1
-        for s, off in offsets:
-            seg.add_index(s, off)
+        if head_list:
+            seg.written_last_head = head_list[-1]
+            for (s, off), head in zip(offsets, head_list, strict=True):
+                seg.add_index(s, off, head)
+        else:
+            for s, off in offsets:
+                seg.add_index(s, off)
         if not self._dirty or self._dirty[-1] is not seg:
             self._dirty.append(seg)
         return first_seq
@@ -336,7 +442,10 @@ class SegmentLog:
         for seg in self._dirty:
             seg.committed = seg.written
             seg.last_seq = seg.written_last_seq
+            seg.last_head = seg.written_last_head
         self._dirty.clear()
+        if self.index_heads is not None:
+            self._index_durable()
 
     def _active_segment(self) -> _Segment | None:
         if self._segments and not self._segments[-1].sealed:
@@ -357,6 +466,8 @@ class SegmentLog:
         if active is not None:
             active.sealed = True
             self._close_write_fd()
+            if self.index_heads is not None:
+                self._unindexed.append(active)
         return self._new_segment(first_seq)
 
     def _new_segment(self, first_seq: int) -> _Segment:
@@ -394,7 +505,8 @@ class SegmentLog:
         for seg in cut:
             seg.written = seg.committed
             seg.written_last_seq = seg.last_seq
-            seg.index_seqs, seg.index_offsets = _trim_index(seg)
+            seg.written_last_head = seg.last_head
+            _trim_index(seg)
             try:
                 fd = os.open(seg.path, os.O_WRONLY)
                 try:
@@ -411,7 +523,86 @@ class SegmentLog:
         active = self._active_segment()
         if active is not None and active.committed > 0:
             active.sealed = True
+            if self.index_heads is not None:
+                self._unindexed.append(active)  # written with the next sync that succeeds
         self._close_write_fd()
+
+    # -- index files (indexed logs; writer thread, or at open and close) ----------
+
+    def _index_durable(self) -> None:
+        """After a sync: index the sealed segments that are now wholly durable, and the active one when
+        it has grown by ``_checkpoint_bytes`` since its index was written."""
+        with self._index_lock:
+            durable = [seg for seg in self._unindexed if seg.committed == seg.written]
+            self._unindexed = [seg for seg in self._unindexed if seg.committed != seg.written]
+        for seg in durable:
+            if self._write_index(seg):
+                with self._index_lock:
+                    _unload(seg)  # its points come from the file when a reader wants them
+        active = self._active_segment()
+        if active is not None and active.committed - active.indexed >= self._checkpoint_bytes:
+            self._write_index(active)
+
+    def _write_index(self, seg: _Segment) -> bool:
+        """Write the index of ``seg``'s committed bytes; False (logged) if it could not be written."""
+        assert self.index_heads is not None and seg.loaded
+        committed = seg.committed
+        if committed == 0 or seg.last_seq < 0 or seg.first_head is None:
+            return False
+        n = bisect.bisect_left(seg.index_offsets, committed)
+        points = segindex.Points(seg.index_seqs[:n], seg.index_offsets[:n], seg.index_heads[:n])
+        summary = segindex.Summary(seg.first_seq, committed, seg.last_seq, seg.first_head, seg.last_head)
+        try:
+            summary = segindex.write(seg.path, summary, points, self.index_heads)
+        except OSError as exc:
+            log.warning("Could not write a segment index; the next start scans the segment instead.",
+                        extra={"segment": str(seg.path), "error": str(exc)})
+            return False
+        seg.indexed = committed
+        seg.summary = summary
+        return True
+
+    def _forget_index(self, seg: _Segment) -> None:
+        """``seg`` was deleted: delete its index too (an orphan left by a crash goes at the next open)."""
+        segindex.remove(seg.path)
+        with self._index_lock:
+            self._loaded.pop(seg.first_seq, None)
+            self._unindexed = [s for s in self._unindexed if s is not seg]
+
+    def _offset_for(self, seg: _Segment, seq: int) -> int:
+        """``seg.offset_for``, reading a sealed segment's points from its index first if need be."""
+        with self._index_lock:
+            return self._points(seg).offset_for(seq)
+
+    def _points(self, seg: _Segment) -> _Segment:
+        """``seg`` with its points in memory (call with ``_index_lock``); keeps ``_LOADED_SEGMENTS``.
+
+        They come from its index file or, if that is gone or damaged, from walking the segment's frame
+        headers (and the index is written again).
+        """
+        if seg.loaded:
+            if seg.first_seq in self._loaded:
+                self._loaded.move_to_end(seg.first_seq)
+            return seg
+        assert self.index_heads is not None
+        points = None
+        if seg.summary is not None:
+            points = segindex.read_points(seg.path, seg.summary, self.index_heads)
+        if points is None:
+            log.info("A segment index is unreadable; rebuilding it from the segment's frame headers.",
+                     extra={"segment": str(seg.path)})
+            points = _walk_points(seg, self.index_heads)
+            seg.index_heads, seg.index_offsets, seg.index_seqs = points.heads, points.offsets, points.seqs
+            seg.loaded = True
+            self._write_index(seg)
+        else:
+            seg.index_heads, seg.index_offsets, seg.index_seqs = points.heads, points.offsets, points.seqs
+            seg.loaded = True
+        self._loaded[seg.first_seq] = seg
+        while len(self._loaded) > _LOADED_SEGMENTS:
+            _first, old = self._loaded.popitem(last=False)
+            _unload(old)
+        return seg
 
     # -- reading (any thread) ---------------------------------------------
 
@@ -437,6 +628,52 @@ class SegmentLog:
     def first_seq(self) -> int:
         with self._lock:
             return self._firsts[0] if self._firsts else self._next_seq
+
+    def newest(self) -> tuple[int, bytes] | None:
+        """(seq, head) of the newest committed entry of an indexed log; None while it has none."""
+        with self._lock:
+            for seg in reversed(self._segments):
+                if seg.last_seq >= 0:
+                    return seg.last_seq, seg.last_head
+        return None
+
+    def seek(self, before: Callable[[bytes], bool]) -> int:
+        """Where to start reading for the first entry whose head is not ``before`` (indexed logs).
+
+        ``before`` must hold for the heads of a prefix of the log's entries and for none after it (an
+        arrival time before T, when arrival times never go back). Returns the sequence number of an
+        indexed entry in that prefix with at most a point's spacing of entries (64, or 256 KiB) after
+        it still in the prefix, or the first sequence number when no indexed entry is ``before``.
+        Reads no frames: at most one sealed segment's points, from its index.
+        """
+        if self.index_heads is None:
+            raise TypeError("seek needs a log opened with index_heads")
+        with self._lock:
+            segments = [s for s in self._segments if s.first_head is not None]
+            start = self._firsts[0] if self._firsts else self._next_seq
+        lo, hi = 0, len(segments)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            head = segments[mid].first_head
+            assert head is not None
+            if before(head):
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo == 0:
+            return start
+        with self._index_lock:
+            seg = self._points(segments[lo - 1])
+            seqs, heads = seg.index_seqs, seg.index_heads
+        n = len(seqs)
+        lo, hi = 0, n
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if before(heads[mid]):
+                lo = mid + 1
+            else:
+                hi = mid
+        return seqs[lo - 1] if lo else seg.first_seq
 
     @property
     def size_bytes(self) -> int:
@@ -467,7 +704,9 @@ class SegmentLog:
                 seg = self._segments[i]
                 nxt = self._segments[i + 1].first_seq if i + 1 < len(self._segments) else None
                 committed, last_seq = seg.committed, seg.last_seq
-                start = seg.offset_for(from_seq)
+                start = seg.offset_for(from_seq) if self.index_heads is None else -1
+            if start < 0:
+                start = self._offset_for(seg, from_seq)
             if last_seq < from_seq or start >= committed:
                 if nxt is None:
                     break
@@ -550,6 +789,8 @@ class SegmentLog:
                 self._firsts.pop(0)
                 freed += seg.written
                 seg.path.unlink(missing_ok=True)
+                if self.index_heads is not None:
+                    self._forget_index(seg)
         if include_active:
             freed += self._drop_last(seq)
         return freed
@@ -583,7 +824,11 @@ class SegmentLog:
                     os.fdatasync(self._write_fd)
                     fresh.written = fresh.committed = len(frame)
                     fresh.last_seq = fresh.written_last_seq = last.last_seq
-                    fresh.add_index(last.last_seq, 0)
+                    if self.index_heads is None:
+                        fresh.add_index(last.last_seq, 0)
+                    else:
+                        fresh.last_head = fresh.written_last_head = last.last_head
+                        fresh.add_index(last.last_seq, 0, last.last_head)
                 else:
                     fresh = self._new_segment(self._next_seq)
                 fsync_dir(self.directory)
@@ -603,6 +848,8 @@ class SegmentLog:
                 self._segments.remove(last)
                 self._firsts.remove(last.first_seq)
             last.path.unlink(missing_ok=True)
+            if self.index_heads is not None:
+                self._forget_index(last)
             assert fresh is self._segments[0]
             return last.written - fresh.written
         finally:
@@ -611,8 +858,9 @@ class SegmentLog:
     def _last_frame(self, seg: _Segment) -> bytes:
         """The newest entry's whole frame, as it lies in ``seg``."""
         with open(seg.path, "rb") as f:
-            f.seek(seg.offset_for(seg.last_seq))
-            data = f.read(seg.committed - seg.offset_for(seg.last_seq))
+            start = self._offset_for(seg, seg.last_seq)
+            f.seek(start)
+            data = f.read(seg.committed - start)
         pos = 0
         while pos + HEADER_SIZE <= len(data):
             _magic, length, s, _checksum_ = _HEADER.unpack_from(data, pos)
@@ -626,6 +874,14 @@ class SegmentLog:
         return self.drop_before(self.released_before, include_active=True)
 
     def close(self) -> None:
+        if self.index_heads is not None and not self._closed:
+            # What is durable gets its index, so that the next start reads none of it.
+            with self._writing:
+                if not self._dirty:
+                    self._index_durable()
+                    active = self._active_segment()
+                    if active is not None and active.committed > active.indexed:
+                        self._write_index(active)
         self._closed = True
         self._close_write_fd()
 
@@ -677,9 +933,55 @@ def _write_all(fd: int, iov: list[bytes | bytearray | memoryview]) -> None:
         i += len(chunk)
 
 
-def _trim_index(seg: _Segment) -> tuple[list[int], list[int]]:
+def _trim_index(seg: _Segment) -> None:
+    """Drop the points past ``seg.committed`` (after a failed write was cut off)."""
     keep = [i for i, off in enumerate(seg.index_offsets) if off < seg.committed]
-    return [seg.index_seqs[i] for i in keep], [seg.index_offsets[i] for i in keep]
+    if seg.index_heads:
+        seg.index_heads = [seg.index_heads[i] for i in keep]
+        if not keep:
+            seg.first_head = None
+    seg.index_offsets = [seg.index_offsets[i] for i in keep]
+    seg.index_seqs = [seg.index_seqs[i] for i in keep]
+
+
+def _head(parts: Payload, size: int) -> bytes:
+    """The first ``size`` bytes of a payload (zero-padded if it is shorter)."""
+    first = parts[0] if parts else b""
+    if len(first) >= size:
+        return bytes(first[:size])
+    return b"".join(bytes(p) for p in parts)[:size].ljust(size, b"\0")
+
+
+def _unload(seg: _Segment) -> None:
+    """Let go of a sealed, indexed segment's points (they are read from its index when wanted)."""
+    seg.loaded = False
+    seg.index_seqs, seg.index_offsets, seg.index_heads = [], [], []
+
+
+def _walk_points(seg: _Segment, head_bytes: int) -> segindex.Points:
+    """A segment's points from its frame headers (what an index holds, without one)."""
+    fresh = _Segment(first_seq=seg.first_seq, path=seg.path)
+    offset = 0
+    with open(seg.path, "rb") as f:
+        while offset < seg.committed:
+            f.seek(offset)
+            header = f.read(HEADER_SIZE + head_bytes)
+            if len(header) < HEADER_SIZE:
+                raise SpoolError(f"spool segment {seg.path} is shorter than its committed size")
+            _magic, length, seq, _checksum_ = _HEADER.unpack_from(header, 0)
+            fresh.add_index(seq, offset, header[HEADER_SIZE:].ljust(head_bytes, b"\0")[:head_bytes])
+            offset += HEADER_SIZE + length
+    return segindex.Points(fresh.index_seqs, fresh.index_offsets, fresh.index_heads)
+
+
+def _remove_orphan_indexes(directory: Path, names: list[str]) -> None:
+    """Delete index files whose segment is gone (a crash between the two unlinks) and unfinished ones."""
+    segments = {n[: -len(_SUFFIX)] for n in names if n.endswith(_SUFFIX)}
+    for name in names:
+        orphan = name.endswith(segindex.SUFFIX) and name[: -len(segindex.SUFFIX)] not in segments
+        if orphan or name.endswith(segindex.SUFFIX + ".tmp"):
+            with contextlib.suppress(OSError):
+                os.unlink(directory / name)
 
 
 def _unfinished_write(path: Path, offset: int, reason: str) -> bool:

@@ -12,17 +12,20 @@ and a record's position is (entry, index in entry). Sequence numbers are
 derived from positions (``sequence.py``), so nothing else is stored.
 
 Arrival times never go backwards within a shard (the store clamps them), so
-a sparse index of (arrival, entry) points, one per second of data, finds the
-first record at or after a time with a short scan: that serves both
-``AT_TIMESTAMP`` and retention trimming.
+the log's sparse index points, which keep each indexed entry's header
+(``arrival ms | count``, ``index_heads``), find the first record at or after a
+time with a short scan: that serves both ``AT_TIMESTAMP`` and retention
+trimming. The log keeps them in an index file per segment, so opening a shard
+reads those and the active segment's tail, not its records, and the points in
+memory do not grow with the shard's size. Only the entry header is indexed:
+the records after it may be stored in any form.
 """
 
 from __future__ import annotations
 
-import bisect
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
@@ -32,7 +35,6 @@ from firehose.streams import sequence
 _HEAD = struct.Struct("<QH")
 #: Bytes a reader asks the log for when it only needs entry headers.
 _SCAN_BYTES = 1 << 20
-_INDEX_EVERY_MS = 1000
 
 Position = tuple[int, int]
 
@@ -107,21 +109,19 @@ class ShardData:
     #: incoming throughput (AWS's shard-level IncomingRecords/IncomingBytes).
     records_in: int = 0
     bytes_in: int = 0
-    _times: list[int] = field(default_factory=list)
-    _entries: list[int] = field(default_factory=list)
 
     @classmethod
     def open(cls, directory: Path, prefix: int, *, segment_bytes: int) -> ShardData:
-        shard = cls(SegmentLog(directory, segment_bytes=segment_bytes), prefix)
-        for seq, payload in shard.log.iter_all():
-            shard.note(seq, entry_arrival(payload), entry_count(payload))
+        """Open a shard's log: its index files and the active segment's tail, not its records."""
+        shard = cls(SegmentLog(directory, segment_bytes=segment_bytes, index_heads=_HEAD.size), prefix)
+        newest = shard.log.newest()
+        if newest is not None:
+            seq, head = newest
+            shard.note(seq, entry_arrival(memoryview(head)), entry_count(memoryview(head)))
         return shard
 
     def note(self, entry: int, arrival_ms: int, count: int) -> None:
         """Record that ``entry`` is durable (called in log order)."""
-        if not self._times or arrival_ms >= self._times[-1] + _INDEX_EVERY_MS:
-            self._times.append(arrival_ms)
-            self._entries.append(entry)
         self.last_arrival_ms = max(self.last_arrival_ms, arrival_ms)
         self.last_position = (entry, count - 1)
 
@@ -135,8 +135,7 @@ class ShardData:
 
     def first_at_or_after(self, arrival_ms: int) -> Position:
         """Position of the first record that arrived at or after ``arrival_ms`` (the end if none)."""
-        i = bisect.bisect_left(self._times, arrival_ms) - 1
-        start = self._entries[i] if i >= 0 else self.log.first_seq
+        start = self.log.seek(lambda head: entry_arrival(memoryview(head)) < arrival_ms)
         for seq, payload in self._scan(start):
             if entry_arrival(payload) >= arrival_ms:
                 return (seq, 0)
@@ -194,12 +193,7 @@ class ShardData:
 
     def trim_before(self, arrival_ms: int) -> int:
         """Delete whole segments holding only records older than ``arrival_ms``; bytes freed."""
-        first = self.first_at_or_after(arrival_ms)[0]
-        keep = bisect.bisect_left(self._entries, first)
-        if keep > 1:
-            del self._times[: keep - 1]
-            del self._entries[: keep - 1]
-        return self.log.drop_before(first)
+        return self.log.drop_before(self.first_at_or_after(arrival_ms)[0])
 
     def close(self) -> None:
         self.log.close()
