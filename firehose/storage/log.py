@@ -85,6 +85,8 @@ _INDEX_EVERY_ENTRIES = 64
 _SUFFIX = ".seg"
 #: Sealed segments of an indexed log whose points stay in memory after a reader needed them.
 _LOADED_SEGMENTS = 2
+#: The active segment's index is rewritten at most this often (for tiny segments, as in tests).
+_CHECKPOINT_MIN_BYTES = 64 * 1024
 
 #: One entry's bytes, given as parts that are written back to back.
 Payload = Sequence[bytes | bytearray | memoryview]
@@ -166,8 +168,9 @@ class SegmentLog:
         #: With a number: keep index files (see the module docstring), and that many leading bytes of
         #: each indexed entry's payload (its owner's header), which ``seek`` and ``newest`` give back.
         self.index_heads = index_heads
-        #: The active segment's index is written again once it has grown by this much.
-        self._checkpoint_bytes = max(1, segment_bytes // 4)
+        #: The active segment's index is written again once it has grown by this much: what a restart
+        #: after ``kill -9`` scans per log is at most this (plus the last write).
+        self._checkpoint_bytes = max(_CHECKPOINT_MIN_BYTES, segment_bytes // 16)
         #: Sealed segments whose index is still to be written (after the sync that makes them durable).
         self._unindexed: list[_Segment] = []
         #: Sealed segments whose points were read from their index, least recently used first.
@@ -229,14 +232,17 @@ class SegmentLog:
             self._firsts.append(seg.first_seq)
         if self.index_heads is not None:
             for seg in self._segments:
-                if seg.committed > seg.indexed and self._write_index(seg) and seg.sealed:
+                # Every segment found with entries is sealed (the next write starts a new one). Not
+                # fsynced, so that a start after kill -9 does not wait for a disk flush per log: an
+                # index lost to a power cut is only a scan at the next start.
+                if seg.committed > seg.indexed and self._write_index(seg, durable=False) and seg.sealed:
                     _unload(seg)
 
     def _adopt_index(self, seg: _Segment, *, is_last: bool) -> int:
         """Take what a sound index of ``seg`` says; returns the offset from which to scan (0: no index).
 
-        The points are read now only if the segment is written to next or has bytes after the covered
-        prefix (to be scanned onto them); a sealed, fully covered segment's points are read later.
+        The points are read now only if the segment has bytes after the covered prefix (to be scanned
+        onto them); a fully covered segment's points are read when a reader needs them.
         """
         assert self.index_heads is not None
         summary = segindex.read_summary(seg.path, seg.first_seq, self.index_heads)
@@ -250,7 +256,7 @@ class SegmentLog:
             log.info("A segment index covers more than its segment holds; scanning the segment and writing "
                      "it again.", extra={"segment": str(seg.path), "covered": summary.covered, "bytes": size})
             return 0
-        if is_last or size > summary.covered:
+        if size > summary.covered:
             points = segindex.read_points(seg.path, summary, self.index_heads)
             if points is None:
                 log.info("A segment index is unreadable; scanning the segment and writing it again.",
@@ -541,10 +547,13 @@ class SegmentLog:
                     _unload(seg)  # its points come from the file when a reader wants them
         active = self._active_segment()
         if active is not None and active.committed - active.indexed >= self._checkpoint_bytes:
-            self._write_index(active)
+            # Not fsynced: it is written often, and a kill -9 keeps it anyway (the page cache survives);
+            # after a power cut it may be an older one, or be torn and ignored: a longer scan, no more.
+            self._write_index(active, durable=False)
 
-    def _write_index(self, seg: _Segment) -> bool:
-        """Write the index of ``seg``'s committed bytes; False (logged) if it could not be written."""
+    def _write_index(self, seg: _Segment, *, durable: bool = True) -> bool:
+        """Write the index of ``seg``'s committed bytes (fsynced if ``durable``); False (logged) if it
+        could not be written."""
         assert self.index_heads is not None and seg.loaded
         committed = seg.committed
         if committed == 0 or seg.last_seq < 0 or seg.first_head is None:
@@ -553,7 +562,7 @@ class SegmentLog:
         points = segindex.Points(seg.index_seqs[:n], seg.index_offsets[:n], seg.index_heads[:n])
         summary = segindex.Summary(seg.first_seq, committed, seg.last_seq, seg.first_head, seg.last_head)
         try:
-            summary = segindex.write(seg.path, summary, points, self.index_heads)
+            summary = segindex.write(seg.path, summary, points, self.index_heads, durable=durable)
         except OSError as exc:
             log.warning("Could not write a segment index; the next start scans the segment instead.",
                         extra={"segment": str(seg.path), "error": str(exc)})
@@ -594,7 +603,7 @@ class SegmentLog:
             points = _walk_points(seg, self.index_heads)
             seg.index_heads, seg.index_offsets, seg.index_seqs = points.heads, points.offsets, points.seqs
             seg.loaded = True
-            self._write_index(seg)
+            self._write_index(seg, durable=False)
         else:
             seg.index_heads, seg.index_offsets, seg.index_seqs = points.heads, points.offsets, points.seqs
             seg.loaded = True

@@ -15,9 +15,10 @@ Invariants:
   was fsynced, recovery cuts only bytes that fail their checksum, which fsynced bytes do not). So an
   index stays true of its segment for as long as the segment file holds at least ``covered`` bytes, and
   recovery's torn-tail rules apply unchanged to the bytes after them.
-* It is written after the bytes it covers are durable, to a temporary name, fsynced, then renamed over
-  the previous index. The rename is not made durable by a directory fsync: an index is an optimisation,
-  and losing it (or finding it torn, or an older one) costs a scan at the next start, never data.
+* It is written after the bytes it covers are durable, to a temporary name, then renamed over the
+  previous index; a sealed segment's index is fsynced before the rename, the active segment's frequent
+  ones are not. The rename is not made durable by a directory fsync: an index is an optimisation, and
+  losing it (or finding it torn, or an older one) costs a scan at the next start, never data.
 * An index that is missing, short, fails its checksums, names another segment, or covers more bytes
   than its segment holds is ignored: the segment is scanned and checked as without one, and its index
   is written again.
@@ -88,9 +89,11 @@ def _points_bytes(points: Points, head_bytes: int) -> bytes:
     return struct.pack(f"<{n}Q{n}Q", *points.seqs, *points.offsets) + heads
 
 
-def write(segment: Path, summary: Summary, points: Points, head_bytes: int) -> Summary:
+def write(segment: Path, summary: Summary, points: Points, head_bytes: int, *, durable: bool = True) -> Summary:
     """Write (replace) the index of ``segment``; returns its summary as ``read_summary`` would.
 
+    With ``durable`` the new file is fsynced before the rename (so a power cut leaves the new index
+    or the old one, not a torn one); without it a power cut may leave it torn, which is then ignored.
     Raises OSError, leaving the old index or none.
     """
     body = _points_bytes(points, head_bytes)
@@ -107,7 +110,8 @@ def write(segment: Path, summary: Summary, points: Points, head_bytes: int) -> S
         view = memoryview(b"".join((fixed, heads, checksum, body)))
         while view:
             view = view[os.write(fd, view):]
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
     except BaseException:
         os.close(fd)
         with contextlib.suppress(OSError):
