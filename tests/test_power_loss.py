@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import random
 import shutil
 import ssl
@@ -49,7 +48,7 @@ from firehose.definitions import DeliveryStreamDefinition
 from firehose.settings import Config, Settings
 from firehose.storage.log import SegmentLog
 from firehose.streams.store import ShardStore, StoreOptions
-from tests.support.crashfs import CrashState, Image, PowerCut, Recorder, show_trace
+from tests.support.crashfs import CrashState, Image, PowerCut, Recorder, scratch_dir, show_trace
 
 STREAMS = ("orders", "clicks")
 KINESIS_STREAM = "events"
@@ -58,12 +57,6 @@ ARRIVAL_MS = 1_700_000_000_000
 SEGMENT_BYTES = 2048
 LEDGER_SEGMENT_BYTES = 1024
 LEDGER_COMPACT_AT = 3072
-
-
-def _scratch() -> str | None:
-    """A RAM-backed directory when there is one: the states are written and fsynced thousands of times."""
-    shm = Path("/dev/shm")
-    return str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
 
 
 def settings(root: Path) -> Settings:
@@ -164,7 +157,7 @@ async def workload(root: Path, rec: Recorder, appends: int, seed: int) -> None:
 
 
 def record_trace(appends: int, seed: int) -> PowerCut:
-    root = Path(tempfile.mkdtemp(prefix="power-loss-", dir=_scratch()))
+    root = Path(tempfile.mkdtemp(prefix="power-loss-", dir=scratch_dir()))
     try:
         rec = Recorder(root)
         with rec.recording():
@@ -226,7 +219,7 @@ async def _recover(root: Path, out: Outcome) -> Outcome:
 
 def recover(image: Image) -> Outcome:
     """Start the daemon on ``image`` as after a reboot, deliver everything, stop; what it delivered."""
-    root = Path(tempfile.mkdtemp(prefix="power-loss-state-", dir=_scratch()))
+    root = Path(tempfile.mkdtemp(prefix="power-loss-state-", dir=scratch_dir()))
     out = Outcome()
     errors = _Errors()
     logger = logging.getLogger("firehose")

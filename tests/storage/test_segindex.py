@@ -16,8 +16,7 @@ import pytest
 import firehose.storage.log as log_module
 from firehose.storage import segindex
 from firehose.storage.log import SegmentLog
-from tests.support.crashfs import PowerCut, Recorder
-from tests.test_power_loss import _scratch
+from tests.support.crashfs import PowerCut, Recorder, scratch_dir
 
 HEAD = 8  # the owner's header kept per indexed entry: here a big-endian counter, as an arrival time would be
 
@@ -236,7 +235,7 @@ def _workload(root: Path, rec: Recorder) -> None:
 def test_every_power_cut_state_of_an_indexed_log_recovers_every_acknowledged_entry(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(log_module, "_CHECKPOINT_MIN_BYTES", 1)  # the active segment indexed as it grows too
-    root = Path(tempfile.mkdtemp(prefix="segindex-", dir=_scratch()))
+    root = Path(tempfile.mkdtemp(prefix="segindex-", dir=scratch_dir()))
     try:
         rec = Recorder(root)
         with rec.recording():
@@ -262,7 +261,7 @@ def test_every_power_cut_state_of_an_indexed_log_recovers_every_acknowledged_ent
             else:
                 released = what
         for _state, image in cut.states(k, rng, 1):
-            state_dir = Path(tempfile.mkdtemp(prefix="segindex-state-", dir=_scratch()))
+            state_dir = Path(tempfile.mkdtemp(prefix="segindex-state-", dir=scratch_dir()))
             try:
                 image.write(state_dir)
                 for _ in range(2):  # the first open may rebuild indexes; the second reads them

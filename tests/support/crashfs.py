@@ -79,6 +79,12 @@ class Op:
         return f"mark {self.mark!r}"
 
 
+def scratch_dir() -> str | None:
+    """A RAM-backed directory when there is one: crash states are written and fsynced thousands of times."""
+    shm = Path("/dev/shm")
+    return str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
+
+
 class Recorder:
     """Records every change made under ``root`` while ``recording()`` is active (any thread)."""
 
