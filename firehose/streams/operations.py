@@ -421,6 +421,9 @@ async def put_records(store: ShardStore, request: Request, check: Check) -> dict
             and type(name) is str and 0 < len(name) <= 128 and _NAME.fullmatch(name)):
         check()
     name = _stream_name(store, request)
+    found = store.streams.get(name)
+    if found is None or found.status in ("CREATING", "DELETING"):
+        check()  # the model's errors come before the stream's absence
     stream = store.stream(name, data_op=True)
     records = _records(stream, items, check)  # type: ignore[arg-type]
     total = sum(len(k) + len(d) for k, d, _h in records)

@@ -529,7 +529,10 @@ class ShardStore:
         return stream
 
     def _open_shard(self, stream: Stream, shard_id: str) -> Shard:
-        shard = self.shard(stream, shard_id)
+        shard = stream.shard(shard_id)
+        if shard is None:  # SplitShard's and MergeShards' wording (GetShardIterator's differs)
+            raise ResourceNotFoundException(f"Could not find shard {shard_id} in stream {stream.name} under account "
+                                            f"{self.options.account_id}.")
         if not shard.is_open:
             raise InvalidArgumentException(f"Shard {shard_id} in stream {stream.name} under account "
                                            f"{self.options.account_id} has already been merged or split, and "
