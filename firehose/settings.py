@@ -219,6 +219,12 @@ class KinesisSettings(_Settings):
     update_delay_seconds: Annotated[float, Field(ge=0)] = 0.0
     #: Enforce AWS's per-shard limits (1 MiB/s and 1,000 records/s writes; 5 reads/s and 2 MiB/s).
     enforce_limits: bool = False
+    #: ON_DEMAND streams the account may have (AWS's default quota: 50).
+    on_demand_stream_limit: Annotated[int, Field(ge=0)] = 50
+    #: ON_DEMAND streams split a shard whose writes reached a shard's capacity (1 MiB/s or 1,000 records/s)
+    #: over the last interval, as AWS grows on-demand streams with their traffic (docs/streams.md).
+    on_demand_scaling: bool = True
+    on_demand_scaling_interval_seconds: Annotated[float, Field(gt=0)] = 10.0
     segment_bytes: Annotated[int, Field(ge=1024 * 1024)] = 16 * 1024 * 1024
     #: Streams created at start when absent: CreateStream request bodies.
     streams: list[dict[str, Any]] = []

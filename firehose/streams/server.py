@@ -41,7 +41,9 @@ def store_options(settings: Settings, account: str | None = None) -> StoreOption
     return StoreOptions(account_id=account or settings.account_id, region=settings.region, shard_limit=k.shard_limit,
                         create_delay_s=k.create_delay_seconds, delete_delay_s=k.delete_delay_seconds,
                         update_delay_s=k.update_delay_seconds, enforce_limits=k.enforce_limits,
-                        segment_bytes=k.segment_bytes)
+                        segment_bytes=k.segment_bytes, on_demand_stream_limit=k.on_demand_stream_limit,
+                        on_demand_scaling=k.on_demand_scaling,
+                        on_demand_scaling_interval_s=k.on_demand_scaling_interval_seconds)
 
 
 async def declare_streams(stores: PerAccount[ShardStore], settings: Settings, source: str) -> None:

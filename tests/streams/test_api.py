@@ -353,7 +353,8 @@ def test_split_merge_and_scaling_keep_lineage_and_every_record(kinesis: Any) -> 
     open_shards = kinesis.list_shards(StreamName=name, ShardFilter={"Type": "AT_LATEST"})["Shards"]
     assert len(open_shards) == 3
     starts = sorted(int(s["HashKeyRange"]["StartingHashKey"]) for s in open_shards)
-    assert starts == [0, 2**128 // 3, 2 * (2**128 // 3)]
+    # every open shard split at its middle, then the lowest pair merged back (AWS's totals, §4.3 of the spec)
+    assert starts == [0, 2**126, 2**127 + 2**125]
     # a closed shard read to its end: no next iterator, and its children named
     it = kinesis.get_shard_iterator(StreamName=name, ShardId="shardId-000000000000",
                                     ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
@@ -496,12 +497,13 @@ def test_get_records_answers_at_most_10_mib(kinesis: Any) -> None:
 
 
 def test_metrics_carry_cloudwatchs_names_per_stream_and_shard(streams_server: StreamsServer) -> None:
-    """IncomingRecords/Bytes per stream, OutgoingRecords and IteratorAge per shard, PutRecords.* and
-    GetRecords.Success, under the names docs/metrics.md gives them."""
+    """IncomingRecords/Bytes per stream, OutgoingRecords and IteratorAge per shard (enhanced metrics
+    enabled), PutRecords.* and GetRecords.Success, under the names docs/metrics.md gives them."""
     client = streams_server.client()
     name = unique()
     client.create_stream(StreamName=name, ShardCount=1)
     client.get_waiter("stream_exists").wait(StreamName=name, WaiterConfig={"Delay": 0.1})
+    client.enable_enhanced_monitoring(StreamName=name, ShardLevelMetrics=["ALL"])
     client.put_records(StreamName=name, Records=[{"Data": b"x" * 10, "PartitionKey": "k"} for _ in range(5)])
     client.put_record(StreamName=name, Data=b"y" * 20, PartitionKey="k")
     shard = "shardId-000000000000"
@@ -521,5 +523,7 @@ def test_metrics_carry_cloudwatchs_names_per_stream_and_shard(streams_server: St
     assert value(f'kinesis_outgoing_records_total{{shard_id="{shard}",stream="{name}"}}') == 6
     assert value(f'kinesis_get_records_bytes_total{{stream="{name}"}}') == 5 * 11 + 21
     assert 0 <= value(f'kinesis_iterator_age_seconds{{shard_id="{shard}",stream="{name}"}}') < 60
+    assert 0 <= value(f'kinesis_get_records_iterator_age_seconds{{stream="{name}"}}') < 60
+    assert value(f'kinesis_shard_incoming_records_total{{shard_id="{shard}",stream="{name}"}}') == 6
     assert value("kinesis_get_records_success_total") >= 1
     assert value("kinesis_get_records_attempts_total") >= value("kinesis_get_records_success_total")
