@@ -89,14 +89,10 @@ async def create_stream(store: ShardStore, request: Request) -> dict[str, Any]:
     if count is None:
         count = ON_DEMAND_SHARDS
     tags = request.get("Tags") or {}
-    _check_tags(tags)
+    store.check_tag_text(name, [*tags, *tags.values()], "add tags to")
+    store.check_tag_count(name, len(tags))
     store.create_stream(name, count, mode=mode, tags=tags, max_record_kib=max_kib or 1024)
     return {}
-
-
-def _check_tags(tags: dict[str, str]) -> None:
-    if len(tags) > 50:
-        raise InvalidArgumentException("A stream cannot have more than 50 tags.")
 
 
 async def delete_stream(store: ShardStore, request: Request) -> dict[str, Any]:
@@ -312,9 +308,7 @@ async def update_shard_count(store: ShardStore, request: Request) -> dict[str, A
 
 async def add_tags(store: ShardStore, request: Request) -> dict[str, Any]:
     name = _stream_name(store, request)
-    tags = request["Tags"]
-    _check_tags(tags)
-    store.add_tags(name, tags)
+    store.add_tags(name, request["Tags"])
     return {}
 
 

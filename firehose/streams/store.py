@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import logging
+import re
 import secrets
 import shutil
 import time
@@ -69,6 +70,10 @@ SHARD_LEVEL_METRICS = ("IncomingBytes", "IncomingRecords", "OutgoingBytes", "Out
 #: Streams that may be CREATING at once in an account.
 MAX_CREATING = 5
 _DAY_MS = 24 * 3600 * 1000
+MAX_TAGS = 50
+#: Characters a tag key or value may not hold (kinesalite's recording of AWS's rule; ``:`` was added
+#: to the allowed set later, as AWS's own ``aws:`` keys need it). ``%`` passes here and fails next.
+_TAG_REFUSED = re.compile(r"[^\u00C0-\u1FFF\u2C00-\uD7FFA-Za-z0-9_./=+\- @%:]")
 
 
 @dataclass
@@ -451,18 +456,39 @@ class ShardStore:
         stream.retention_hours = hours
         self._save()
 
+    def check_tag_text(self, name: str, texts: Sequence[str], verb: str) -> None:
+        """AWS's character rules for tag keys and values (``verb``: "add tags to" / "remove tags from").
+
+        Two checks in kinesalite's order, as AWS answers them: characters outside the allowed set,
+        then ``%``, which the first set admits but the second refuses.
+        """
+        if any(_TAG_REFUSED.search(text) for text in texts):
+            raise InvalidArgumentException("Some tags contain invalid characters. Valid characters: Unicode "
+                                           "letters, digits, white space, _ . / = + - % @ :.")
+        if any("%" in text for text in texts):
+            raise InvalidArgumentException(
+                f"Failed to {verb} stream {name} under account {self.options.account_id} because some tags "
+                "contained illegal characters. The allowed characters are Unicode letters, white-spaces, "
+                "'_',',','/','=','+','-','@',':'.")
+
+    def check_tag_count(self, name: str, count: int) -> None:
+        """At most ``MAX_TAGS`` per stream; AWS's message still says 10, the limit of its first years."""
+        if count > MAX_TAGS:
+            raise InvalidArgumentException(f"Failed to add tags to stream {name} under account "
+                                           f"{self.options.account_id} because a given stream cannot have more "
+                                           "than 10 tags associated with it.")
+
     def add_tags(self, name: str, tags: dict[str, str]) -> None:
         stream = self.stream(name)
+        self.check_tag_text(name, [*tags, *tags.values()], "add tags to")
         merged = {**stream.tags, **tags}
-        if len(merged) > 50:
-            raise LimitExceededException(f"Failed to add tags to stream {name} under account "
-                                         f"{self.options.account_id} because a given stream cannot have more "
-                                         "than 50 tags.")
+        self.check_tag_count(name, len(merged))
         stream.tags = merged
         self._save()
 
     def remove_tags(self, name: str, keys: Sequence[str]) -> None:
         stream = self.stream(name)
+        self.check_tag_text(name, keys, "remove tags from")
         for key in keys:
             stream.tags.pop(key, None)
         self._save()

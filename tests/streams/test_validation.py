@@ -307,7 +307,17 @@ def test_semantic_errors_have_aws_types_and_messages(streams_server: StreamsServ
         (lambda: k.tag_resource(ResourceARN=ARN + "nope-" + p, Tags={"k": "v"}), "ResourceNotFoundException",
          f"Stream {ARN}nope-{p} under account {ACCT} not found."),
         (lambda: k.add_tags_to_stream(StreamName=p, Tags={f"k{i}": "v" for i in range(51)}),
-         "InvalidArgumentException", "A stream cannot have more than 50 tags."),
+         "InvalidArgumentException", f"Failed to add tags to stream {p} under account {ACCT} because a given "
+                                     "stream cannot have more than 10 tags associated with it."),
+        (lambda: k.add_tags_to_stream(StreamName=p, Tags={"ok": "a;b"}), "InvalidArgumentException",
+         "Some tags contain invalid characters. Valid characters: Unicode letters, digits, white space, "
+         "_ . / = + - % @ :."),
+        (lambda: k.add_tags_to_stream(StreamName=p, Tags={"ok": "50%"}), "InvalidArgumentException",
+         f"Failed to add tags to stream {p} under account {ACCT} because some tags contained illegal characters. "
+         "The allowed characters are Unicode letters, white-spaces, '_',',','/','=','+','-','@',':'."),
+        (lambda: k.remove_tags_from_stream(StreamName=p, TagKeys=["a%"]), "InvalidArgumentException",
+         f"Failed to remove tags from stream {p} under account {ACCT} because some tags contained illegal "
+         "characters. The allowed characters are Unicode letters, white-spaces, '_',',','/','=','+','-','@',':'."),
     ]
     for call, code, message in cases:
         with pytest.raises(botocore.exceptions.ClientError) as exc:
