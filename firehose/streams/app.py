@@ -23,8 +23,10 @@ from firehose.frontdoor import wire
 from firehose.frontdoor.body import MemoryBudget
 from firehose.frontdoor.door import Api, FrontDoor
 from firehose.frontdoor.operator import OperatorRoutes
+from firehose.frontdoor.policy import Policy
 from firehose.frontdoor.principals import Principals
 from firehose.settings import Settings
+from firehose.streams import policies
 from firehose.streams.metrics import StreamsMetrics
 from firehose.streams.operations import OPERATIONS, SHAPES
 from firehose.streams.store import ShardStore
@@ -40,14 +42,18 @@ def _ready() -> tuple[bool, dict[str, Any]]:
 
 class KinesisApp:
     def __init__(self, stores: Callable[[str], ShardStore], settings: Settings, principals: Principals,
-                 metrics: StreamsMetrics | None = None) -> None:
+                 metrics: StreamsMetrics | None = None,
+                 existing: Callable[[str], ShardStore | None] | None = None) -> None:
+        """``stores``: an account's store, made on first use; ``existing``: an account's store if it has
+        one (for streams of another account named by ARN; unset, no call crosses accounts)."""
         self.metrics = metrics or StreamsMetrics()
         self._stores = stores
+        self._existing = existing or (lambda _account: None)
         api = Api(
             target_prefix=TARGET_PREFIX, signing_name="kinesis", operations=OPERATIONS,
             shapes=SHAPES,
             max_body_bytes=MAX_BODY_BYTES, services=lambda caller: self._store(caller.account_id), cbor=True,
-            observe=self._observe,
+            observe=self._observe, resource_policies=self._resource_policies, owner_services=self._owner_store,
         )
         self.door = FrontDoor(api, settings, principals, MemoryBudget(settings.limits.max_request_memory))
         self.operator = OperatorRoutes(_ready, self.metrics.registry, principals, self.door.verifier,
@@ -76,6 +82,17 @@ class KinesisApp:
         self.metrics.latency.labels(op).observe(time.perf_counter() - started)
         succeeded = result is not None and (op != "PutRecords" or result["FailedRecordCount"] < len(result["Records"]))
         self.metrics.call(op, succeeded)
+
+    def _owner_store(self, account: str) -> ShardStore | None:
+        store = self._existing(account)
+        if store is not None:
+            store.metrics = self.metrics
+        return store
+
+    def _resource_policies(self, arn: str) -> tuple[Policy, ...]:
+        """The policies attached to the stream (or consumer) an ARN names, in its owner's store."""
+        ref = policies.parse_arn(arn)
+        return policies.policies(self._existing(ref.account), arn) if ref is not None else ()
 
     def _store(self, account: str) -> ShardStore:
         """An account's store, reporting what its operations store and read to this app's metrics."""

@@ -33,7 +33,7 @@ import pybase64
 from firehose.clock import now_ms
 from firehose.frontdoor.door import Caller, Operation
 from firehose.frontdoor.shapes import ServiceShapes
-from firehose.streams import hashkeys, iterators
+from firehose.streams import hashkeys, iterators, policies
 from firehose.streams.errors import (
     ExpiredNextTokenException,
     InvalidArgumentException,
@@ -480,6 +480,11 @@ async def get_shard_iterator(store: ShardStore, request: Request) -> dict[str, A
 
 
 async def get_records(store: ShardStore, request: Request) -> dict[str, Any]:
+    arn = request.get("StreamARN")
+    if arn is not None and iterators.stream_of(request["ShardIterator"]) != arn.split(":", 5)[5].removeprefix(
+            "stream/"):
+        # The ARN chose the store (and the policy that authorized the call): the iterator must be of its stream.
+        raise InvalidArgumentException("Invalid ShardIterator.")
     try:
         result = store.get_records(request["ShardIterator"], request.get("Limit") or 10000)
     except ProvisionedThroughputExceededException:
@@ -519,7 +524,11 @@ def stream_arn(request: Request, caller: Caller) -> str:
 
 
 def iterator_stream_arn(request: Request, caller: Caller) -> str:
-    """GetRecords names no stream: its iterator does (read without trusting it; the store verifies it)."""
+    """GetRecords names its stream by StreamARN (a cross-account read), or its iterator does (read without
+    trusting it; the store verifies it)."""
+    arn = request.get("StreamARN")
+    if isinstance(arn, str) and arn:
+        return arn
     token = request.get("ShardIterator")
     return _arn(caller, iterators.stream_of(token) if isinstance(token, str) else None)
 
@@ -552,4 +561,7 @@ OPERATIONS: dict[str, Operation] = {
     "AddTagsToStream": Operation(add_tags, stream_arn),
     "ListTagsForStream": Operation(list_tags, stream_arn),
     "RemoveTagsFromStream": Operation(remove_tags, stream_arn),
+    "PutResourcePolicy": Operation(policies.put_resource_policy, policies.resource_arn, grantable=False),
+    "GetResourcePolicy": Operation(policies.get_resource_policy, policies.resource_arn, grantable=False),
+    "DeleteResourcePolicy": Operation(policies.delete_resource_policy, policies.resource_arn, grantable=False),
 }

@@ -84,7 +84,7 @@ class Sidecar:
         for account in stored_accounts(directory):
             self.stores.get(account)
         self.principals = Principals(settings.auth, settings.account_id)
-        self.app = KinesisApp(self.stores.for_caller, settings, self.principals)
+        self.app = KinesisApp(self.stores.for_caller, settings, self.principals, existing=self.stores.existing)
         self.source = source
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None

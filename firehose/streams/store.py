@@ -95,6 +95,8 @@ class Stream:
     shards: list[Shard] = field(default_factory=list)
     next_index: int = 0
     scalings: list[int] = field(default_factory=list)
+    #: The resource-based policy (JSON text as put; ``firehose.streams.policies``), or None.
+    policy: str | None = None
     # -- runtime only --
     data: dict[str, ShardData] = field(default_factory=dict, repr=False)
     limits: dict[str, ShardLimits] = field(default_factory=dict, repr=False)
@@ -143,7 +145,7 @@ class Stream:
 
 
 _PERSISTED = frozenset({"name", "arn", "created_ms", "epoch", "status", "retention_hours", "mode", "max_record_kib",
-                        "tags", "next_index", "scalings"})
+                        "tags", "next_index", "scalings", "policy"})
 
 
 class PutResult(NamedTuple):
@@ -240,6 +242,10 @@ class ShardStore:
                 "streams": [s.to_json() for s in self.streams.values()]}
         body = orjson.dumps(meta, option=orjson.OPT_INDENT_2)
         write_atomic(self._meta_path, (body,), tmp_name="streams.tmp")  # the temporary name it has always had
+
+    def persist(self) -> None:
+        """Save a change made to a stream's state outside this class (its resource policy)."""
+        self._save()
 
     def _open_data(self, stream: Stream, shard: Shard) -> None:
         prefix = sequence.prefix(stream.epoch, shard.index)
