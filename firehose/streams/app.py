@@ -25,6 +25,7 @@ from firehose.frontdoor.door import Api, FrontDoor
 from firehose.frontdoor.operator import OperatorRoutes
 from firehose.frontdoor.policy import Policy
 from firehose.frontdoor.principals import Principals
+from firehose.frontdoor.reset import ResetRoutes
 from firehose.settings import Settings
 from firehose.streams import policies
 from firehose.streams.metrics import StreamsMetrics
@@ -58,6 +59,8 @@ class KinesisApp:
         self.door = FrontDoor(api, settings, principals, MemoryBudget(settings.limits.max_request_memory))
         self.operator = OperatorRoutes(_ready, self.metrics.registry, principals, self.door.verifier,
                                        console=False)
+        #: ``testing.reset_endpoint``'s paths; whoever holds the stores sets what a reset does.
+        self.reset = ResetRoutes(settings.testing.reset_endpoint)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -70,6 +73,8 @@ class KinesisApp:
             await self.door(scope, receive, send)
         elif self.operator.handles(scope):
             await self.operator(scope, receive, send)
+        elif self.reset.handles(scope):
+            await self.reset(scope, receive, send)
         else:
             await send_response(send, 404, wire.error("UnknownOperationException", f"No route for {method} {path}."),
                                 wire.JSON_BYTES, wire.request_id())

@@ -398,6 +398,14 @@ class ShardStore:
 
         self._later(self.options.delete_delay_s, finish)
 
+    def drop_all(self) -> int:
+        """Delete every stream at once, whatever its state, with its records (the testing reset); how many."""
+        dropped = list(self.streams.values())
+        for stream in dropped:
+            self._remove(stream)
+        self._save()
+        return len(dropped)
+
     def set_retention(self, name: str, hours: int, *, increase: bool) -> None:
         stream = self.stream(name)
         if stream.status != "ACTIVE":
