@@ -25,7 +25,7 @@ from firehose.api.http_receiver import PATH_PREFIX as RECEIVER_PREFIX
 from firehose.api.http_receiver import HttpEndpointReceiver
 from firehose.api.operations import OPERATIONS, Services
 from firehose.asgi import Receive, Scope, Send, send_response
-from firehose.frontdoor import wire
+from firehose.frontdoor import cors, wire
 from firehose.frontdoor.body import MemoryBudget
 from firehose.frontdoor.door import Api, FrontDoor
 from firehose.frontdoor.operator import OperatorRoutes, ReadinessProbe, StreamsProbe, ViewProbe
@@ -70,6 +70,8 @@ class FirehoseApp:
         path, method = scope["path"], scope["method"]
         if path == "/" and method == "POST":
             await self.door(scope, receive, send)
+        elif cors.is_preflight(scope):
+            await cors.preflight(scope, send)
         elif (path.startswith(RECEIVER_PREFIX) and method == "POST"
               and self.settings.http_endpoint_receiver.enabled):
             started = time.perf_counter()

@@ -37,7 +37,7 @@ from firehose.errors import (
     FirehoseError,
     UnknownOperationException,
 )
-from firehose.frontdoor import body, wire
+from firehose.frontdoor import body, cors, wire
 from firehose.frontdoor.policy import Decision, Policy, denied_message, evaluate
 from firehose.frontdoor.principals import Principal, Principals
 from firehose.frontdoor.shapes import ServiceShapes
@@ -145,7 +145,7 @@ class FrontDoor:
         started = time.perf_counter()
         api = self.api
         ctype = target = encoding = ""
-        length, chunked = -1, False
+        length, chunked, origin = -1, False, False
         for key, value in scope["headers"]:
             if key == b"content-type":
                 ctype = value.decode("latin-1").split(";", 1)[0].strip().lower()
@@ -157,6 +157,8 @@ class FrontDoor:
                 encoding = value.decode("latin-1").strip().lower()
             elif key == b"transfer-encoding":
                 chunked = True
+            elif key == b"origin":
+                origin = True
         if chunked:  # the length of a chunked body is what arrives, whatever Content-Length says
             length = -1
         use_cbor = api.cbor and ctype == wire.CBOR
@@ -211,7 +213,8 @@ class FrontDoor:
         finally:
             held.release()
         api.observe(name, status, started, result, failure)
-        await send_response(send, status, out, wire.CBOR_BYTES if use_cbor else wire.JSON_BYTES, rid, close=close)
+        await send_response(send, status, out, wire.CBOR_BYTES if use_cbor else wire.JSON_BYTES, rid, close=close,
+                            extra=cors.ANSWER_HEADERS if origin else None)
 
     async def _parse(self, raw: bytes, encoding: str, use_cbor: bool, held: body.Held,
                      max_depth: int | None) -> Body:

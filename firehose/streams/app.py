@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from firehose.asgi import Receive, Scope, Send, send_response
-from firehose.frontdoor import wire
+from firehose.frontdoor import cors, wire
 from firehose.frontdoor.body import MemoryBudget
 from firehose.frontdoor.door import Api, FrontDoor
 from firehose.frontdoor.operator import OperatorRoutes
@@ -71,6 +71,8 @@ class KinesisApp:
         path, method = scope["path"], scope["method"]
         if path == "/" and method == "POST":
             await self.door(scope, receive, send)
+        elif cors.is_preflight(scope):
+            await cors.preflight(scope, send)
         elif self.operator.handles(scope):
             await self.operator(scope, receive, send)
         elif self.reset.handles(scope):
