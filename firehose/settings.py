@@ -352,6 +352,15 @@ class ConsoleSettings(_Settings):
     agents: list[Annotated[str, BeforeValidator(_status_url)]] = Field(default=[], max_length=64)
 
 
+class TestingSettings(_Settings):
+    """For test suites that use the daemon as their local AWS emulator."""
+
+    #: Serve ``POST /moto-api/reset`` and ``POST /_localstack/state/reset`` (and
+    #: ``/_localstack/state/{kinesis,firehose}/reset``) on the API listeners: each drops every stream
+    #: at once. Refused unless every API listener is loopback (``check_reset_endpoint``).
+    reset_endpoint: bool = False
+
+
 class LimitsSettings(_Settings):
     """What protects the process from hostile or broken clients (on both API listeners)."""
 
@@ -424,6 +433,17 @@ def check_listener(host: str, auth: AuthSettings, what: str) -> None:
             "127.0.0.1.")
 
 
+def check_reset_endpoint(host: str, testing: TestingSettings, what: str,
+                         error: type[Exception] = ConfigError) -> None:
+    """Refuse ``testing.reset_endpoint`` on a listener other machines can reach: one unauthenticated
+    request there would delete every stream."""
+    if testing.reset_endpoint and not is_loopback(host):
+        raise error(
+            f"testing.reset_endpoint is on and {what} would listen on {host}, which other machines can reach: "
+            "anyone there could delete every stream with one request. It is for test suites on this machine; "
+            "listen on 127.0.0.1 or turn it off.")
+
+
 class Settings(_Settings):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 4573
@@ -465,6 +485,7 @@ class Settings(_Settings):
     console: ConsoleSettings = ConsoleSettings()
     limits: LimitsSettings = LimitsSettings()
     quotas: QuotaSettings = QuotaSettings()
+    testing: TestingSettings = TestingSettings()
 
     @model_validator(mode="before")
     @classmethod
@@ -492,6 +513,9 @@ class Settings(_Settings):
     def _listeners(self) -> Settings:
         if self.metrics.listen is not None:
             split_listen(self.metrics.listen)
+        check_reset_endpoint(self.host, self.testing, "The Firehose API", error=ValueError)
+        if self.kinesis.enabled:
+            check_reset_endpoint(self.kinesis.host or self.host, self.testing, "The Kinesis API", error=ValueError)
         return self
 
 

@@ -34,7 +34,7 @@ import pybase64
 from firehose.clock import now_ms
 from firehose.frontdoor.door import Caller, Operation
 from firehose.frontdoor.shapes import ServiceShapes
-from firehose.streams import capacity, hashkeys, iterators, limits, monitoring, tagging
+from firehose.streams import capacity, hashkeys, iterators, limits, monitoring, policies, tagging
 from firehose.streams.addressing import by_arn
 from firehose.streams.addressing import stream_name as _stream_name
 from firehose.streams.errors import (
@@ -500,6 +500,11 @@ def _enabled(store: ShardStore, name: str) -> list[str]:
 
 async def get_records(store: ShardStore, request: Request) -> dict[str, Any]:
     token = _iterator(request)
+    arn = request.get("StreamARN")
+    if arn is not None and iterators.stream_of(token) != arn.split(":", 5)[5].removeprefix(
+            "stream/"):
+        # The ARN chose the store (and the policy that authorized the call): the iterator must be of its stream.
+        raise InvalidArgumentException("Invalid ShardIterator.")
     try:
         result = store.get_records(token, request.get("Limit") or 10000)
     except ProvisionedThroughputExceededException:
@@ -549,7 +554,11 @@ def resource_arn(request: Request, caller: Caller) -> str:
 
 
 def iterator_stream_arn(request: Request, caller: Caller) -> str:
-    """GetRecords names no stream: its iterator does (read without trusting it; the store verifies it)."""
+    """GetRecords names its stream by StreamARN (a cross-account read), or its iterator does (read without
+    trusting it; the store verifies it)."""
+    arn = request.get("StreamARN")
+    if isinstance(arn, str) and arn:
+        return arn
     token = _iterator(request)
     return _arn(caller, iterators.stream_of(token) if isinstance(token, str) else None)
 
@@ -590,6 +599,9 @@ OPERATIONS: dict[str, Operation] = {
     "TagResource": Operation(tagging.tag_resource, resource_arn),
     "UntagResource": Operation(tagging.untag_resource, resource_arn),
     "ListTagsForResource": Operation(tagging.list_tags_for_resource, resource_arn),
+    "PutResourcePolicy": Operation(policies.put_resource_policy, policies.resource_arn, grantable=False),
+    "GetResourcePolicy": Operation(policies.get_resource_policy, policies.resource_arn, grantable=False),
+    "DeleteResourcePolicy": Operation(policies.delete_resource_policy, policies.resource_arn, grantable=False),
 }
 # Errors of a request that named its stream by StreamARN name it by that ARN, as AWS's do (addressing.py).
 OPERATIONS = {name: replace(op, handler=by_arn(op.handler)) for name, op in OPERATIONS.items()}

@@ -21,7 +21,8 @@ from firehose import listeners
 from firehose.accounts import ACCOUNT_ID, PerAccount, account_directory, stored_accounts
 from firehose.errors import ConfigError
 from firehose.frontdoor.principals import Principals
-from firehose.settings import ACCOUNT_MEMBER, Settings, check_listener
+from firehose.frontdoor.reset import Service
+from firehose.settings import ACCOUNT_MEMBER, Settings, check_listener, check_reset_endpoint
 from firehose.storage.committer import GroupCommitter
 from firehose.streams import operations
 from firehose.streams.app import KinesisApp
@@ -74,6 +75,7 @@ class Sidecar:
     def __init__(self, settings: Settings, *, host: str, port: int, directory: Path,
                  committer: GroupCommitter | None = None, source: str = "<defaults>") -> None:
         check_listener(host, settings.auth, "The Kinesis API")
+        check_reset_endpoint(host, settings.testing, "The Kinesis API")
         self.settings = settings
         self.host, self.port = host, port
         self.directory = directory
@@ -86,7 +88,8 @@ class Sidecar:
         for account in stored_accounts(directory):
             self.stores.get(account)
         self.principals = Principals(settings.auth, settings.account_id)
-        self.app = KinesisApp(self.stores.for_caller, settings, self.principals)
+        self.app = KinesisApp(self.stores.for_caller, settings, self.principals, existing=self.stores.existing)
+        self.app.reset.action = self.reset
         self.source = source
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -102,6 +105,13 @@ class Sidecar:
         if self._started:
             store.start()
         return store
+
+    async def reset(self, service: Service = "all") -> None:
+        """``testing.reset_endpoint``: drop every stream of every account (nothing for ``firehose``)."""
+        if service == "firehose":
+            return
+        dropped = sum(store.drop_all() for store in self.stores.values())
+        log.info("Reset: dropped every Kinesis stream (testing.reset_endpoint).", extra={"streams": dropped})
 
     def overview(self) -> dict[str, Any]:
         """The streams, their shards, lag and throughput, for the daemon's console (``streams.overview``)."""

@@ -110,6 +110,8 @@ class Stream:
     mode_switches: list[int] = field(default_factory=list)
     #: Enabled enhanced (shard-level) metrics, in SHARD_LEVEL_METRICS order.
     shard_metrics: list[str] = field(default_factory=list)
+    #: The resource-based policy (JSON text as put; ``firehose.streams.policies``), or None.
+    policy: str | None = None
     # -- runtime only --
     data: dict[str, ShardData] = field(default_factory=dict, repr=False)
     limits: dict[str, ShardLimits] = field(default_factory=dict, repr=False)
@@ -158,7 +160,7 @@ class Stream:
 
 
 _PERSISTED = frozenset({"name", "arn", "created_ms", "epoch", "status", "retention_hours", "mode", "max_record_kib",
-                        "tags", "next_index", "scalings", "mode_switches", "shard_metrics"})
+                        "tags", "next_index", "scalings", "mode_switches", "shard_metrics", "policy"})
 
 
 class PutResult(NamedTuple):
@@ -261,6 +263,10 @@ class ShardStore:
                 "streams": [s.to_json() for s in self.streams.values()]}
         body = orjson.dumps(meta, option=orjson.OPT_INDENT_2)
         write_atomic(self._meta_path, (body,), tmp_name="streams.tmp")  # the temporary name it has always had
+
+    def persist(self) -> None:
+        """Save a change made to a stream's state outside this class (its resource policy)."""
+        self._save()
 
     def _open_data(self, stream: Stream, shard: Shard) -> None:
         prefix = sequence.prefix(stream.epoch, shard.index)
@@ -429,6 +435,14 @@ class ShardStore:
                 self._save()
 
         self._later(self.options.delete_delay_s, finish)
+
+    def drop_all(self) -> int:
+        """Delete every stream at once, whatever its state, with its records (the testing reset); how many."""
+        dropped = list(self.streams.values())
+        for stream in dropped:
+            self._remove(stream)
+        self._save()
+        return len(dropped)
 
     def set_retention(self, name: str, hours: int, *, increase: bool) -> None:
         """AWS's order (kinesalite's actions/*StreamRetentionPeriod.js): the stream exists, then the

@@ -293,7 +293,7 @@ def test_tags(kinesis: Any) -> None:
     assert [t["Key"] for t in page["Tags"]] == [f"k{i:02d}" for i in range(10)] and page["HasMoreTags"]
     rest = kinesis.list_tags_for_stream(StreamName=name, ExclusiveStartTagKey="k09")
     assert len(rest["Tags"]) == 20 and not rest["HasMoreTags"]
-    with pytest.raises(kinesis.exceptions.LimitExceededException):
+    with pytest.raises(kinesis.exceptions.InvalidArgumentException):
         kinesis.add_tags_to_stream(StreamName=name, Tags={f"x{i}": "v" for i in range(21)})
     kinesis.remove_tags_from_stream(StreamName=name, TagKeys=[f"k{i:02d}" for i in range(25)])
     assert [t["Key"] for t in kinesis.list_tags_for_stream(StreamName=name)["Tags"]] == [f"k{i}" for i in
