@@ -33,7 +33,7 @@ import pybase64
 from firehose.clock import now_ms
 from firehose.frontdoor.door import Caller, Operation
 from firehose.frontdoor.shapes import ServiceShapes
-from firehose.streams import hashkeys, iterators
+from firehose.streams import encryption, hashkeys, iterators
 from firehose.streams.errors import (
     ExpiredNextTokenException,
     InvalidArgumentException,
@@ -146,7 +146,7 @@ def _common(stream: Stream) -> dict[str, Any]:
         "RetentionPeriodHours": stream.retention_hours,
         "StreamCreationTimestamp": _secs(stream.created_ms),
         "EnhancedMonitoring": [{"ShardLevelMetrics": []}],
-        "EncryptionType": "NONE",
+        **encryption.describe(stream.encryption),
     }
 
 
@@ -325,6 +325,16 @@ async def update_shard_count(store: ShardStore, request: Request) -> dict[str, A
     return {"StreamName": name, "CurrentShardCount": current, "TargetShardCount": target, "StreamARN": stream.arn}
 
 
+async def start_stream_encryption(store: ShardStore, request: Request) -> dict[str, Any]:
+    encryption.start(store, _stream_name(store, request), request["EncryptionType"], request["KeyId"])
+    return {}
+
+
+async def stop_stream_encryption(store: ShardStore, request: Request) -> dict[str, Any]:
+    encryption.stop(store, _stream_name(store, request), request["EncryptionType"], request["KeyId"])
+    return {}
+
+
 async def add_tags(store: ShardStore, request: Request) -> dict[str, Any]:
     name = _stream_name(store, request)
     tags = request["Tags"]
@@ -410,6 +420,7 @@ async def put_record(store: ShardStore, request: Request) -> dict[str, Any]:
     name = _stream_name(store, request)
     stream = store.stream(name, data_op=True)
     record = _record(stream, request, "")
+    sealed = stream.keys.sealing is not None  # what put() seals with: it decides before its first await
     (result,) = await store.put(name, [record])
     size = len(record[0]) + len(record[1])
     if store.metrics is not None:
@@ -419,7 +430,8 @@ async def put_record(store: ShardStore, request: Request) -> dict[str, Any]:
             store.metrics.put_record_bytes.labels(name).inc(size)
     if result.error_code is not None:
         raise ProvisionedThroughputExceededException(result.error_message or "Rate exceeded.")
-    return {"ShardId": result.shard_id, "SequenceNumber": result.sequence_number, "EncryptionType": "NONE"}
+    return {"ShardId": result.shard_id, "SequenceNumber": result.sequence_number,
+            "EncryptionType": "KMS" if sealed else "NONE"}
 
 
 async def put_records(store: ShardStore, request: Request, check: Check) -> dict[str, Any]:
@@ -434,6 +446,7 @@ async def put_records(store: ShardStore, request: Request, check: Check) -> dict
     total = sum(len(k) + len(d) for k, d, _h in records)
     if total > MAX_PUT_RECORDS_BYTES:
         raise InvalidArgumentException(f"Records size exceeds {MAX_PUT_RECORDS_BYTES // (1024 * 1024)} MB limit")
+    sealed = stream.keys.sealing is not None  # what put() seals with: it decides before its first await
     results = await store.put(name, records)
     failed = 0
     out: list[dict[str, Any]] = []
@@ -454,7 +467,7 @@ async def put_records(store: ShardStore, request: Request, check: Check) -> dict
         if failed:
             m.put_records_failed.labels(name).inc(failed)
             m.put_records_throttled.labels(name).inc(throttled)
-    return {"FailedRecordCount": failed, "Records": out, "EncryptionType": "NONE"}
+    return {"FailedRecordCount": failed, "Records": out, "EncryptionType": "KMS" if sealed else "NONE"}
 
 
 async def get_shard_iterator(store: ShardStore, request: Request) -> dict[str, Any]:
@@ -479,6 +492,11 @@ async def get_shard_iterator(store: ShardStore, request: Request) -> dict[str, A
     return {"ShardIterator": token}
 
 
+#: A GetRecords record's EncryptionType: "KMS" for one stored encrypted; none for a plain one, as before.
+_KMS = {"EncryptionType": "KMS"}
+_PLAIN: dict[str, str] = {}
+
+
 async def get_records(store: ShardStore, request: Request) -> dict[str, Any]:
     try:
         result = store.get_records(request["ShardIterator"], request.get("Limit") or 10000)
@@ -493,7 +511,8 @@ async def get_records(store: ShardStore, request: Request) -> dict[str, Any]:
                            max(0, now_ms() - last) if last is not None else result.millis_behind)
     out: dict[str, Any] = {
         "Records": [{"SequenceNumber": r.sequence_number, "ApproximateArrivalTimestamp": r.arrival_ms / 1000,
-                     "Data": r.data, "PartitionKey": r.partition_key} for r in result.records],
+                     "Data": r.data, "PartitionKey": r.partition_key, **(_KMS if r.sealed else _PLAIN)}
+                    for r in result.records],
         "MillisBehindLatest": result.millis_behind,
     }
     if result.next_iterator is not None:
@@ -552,4 +571,6 @@ OPERATIONS: dict[str, Operation] = {
     "AddTagsToStream": Operation(add_tags, stream_arn),
     "ListTagsForStream": Operation(list_tags, stream_arn),
     "RemoveTagsFromStream": Operation(remove_tags, stream_arn),
+    "StartStreamEncryption": Operation(start_stream_encryption, stream_arn),
+    "StopStreamEncryption": Operation(stop_stream_encryption, stream_arn),
 }
