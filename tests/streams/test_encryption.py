@@ -390,3 +390,20 @@ def test_concurrent_puts_across_shards_all_open(tmp_path: Path) -> None:
         await store.close()
 
     _run(scenario)
+
+
+def test_a_keyring_that_cannot_load_answers_kms_invalid_state(tmp_path: Path) -> None:
+    from firehose.streams.errors import KMSInvalidStateException
+
+    def broken() -> Keyring:
+        return Keyring.load(directory=tmp_path / "no-such-dir", env_prefix=None)
+
+    async def scenario() -> None:
+        store = ShardStore(tmp_path / "state", StoreOptions(), keyring=broken)
+        store.create_stream("s", 1)
+        with pytest.raises(KMSInvalidStateException, match="no-such-dir does not exist"):
+            encryption.start(store, "s", "KMS", KEY_UUID)
+        assert encryption.describe(store.streams["s"].encryption) == {"EncryptionType": "NONE"}
+        await store.close()
+
+    _run(scenario)
