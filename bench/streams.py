@@ -40,6 +40,9 @@ at most 10,000 records (under 10 MiB) per GetRecords.
     python bench/streams.py [--records 200000] [--shards 2] [--client raw|boto3] [--repeat 1]
                             [--only kinesalite,firehose] [--keep]
 
+``--only firehose,firehose-kms`` compares firehose with a stream encrypted at rest
+(StartStreamEncryption, a keyring of one key) against the same without encryption.
+
 Goals (firehose / kinesalite in the same run, exit status 1 if missed): at least 5x for PutRecords
 and 3x for GetRecords records/s. JSON results go to ``bench/results/streams-<timestamp>.json``.
 """
@@ -589,17 +592,25 @@ def start_kinesalite(workdir: Path) -> Server:
     return Server("kinesalite", proc, f"http://127.0.0.1:{port}", log)
 
 
-def start_firehose(workdir: Path) -> Server:
+def start_firehose(workdir: Path, *, encrypted: bool = False) -> Server:
+    """``encrypted``: with a keyring (one random key), and the stream encrypted at rest once created."""
     port = free_port()
     log = workdir / "firehose.log"
+    config: list[str] = []
+    if encrypted:
+        (workdir / "keys").mkdir(exist_ok=True)
+        (workdir / "keys" / "bench.key").write_text(os.urandom(32).hex())
+        (workdir / "firehose.yaml").write_text(json.dumps({"encryption": {"keys_dir": str(workdir / "keys")}}))
+        config = ["--config", str(workdir / "firehose.yaml")]
     with log.open("wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "firehose", "streams", "serve", "--host", "127.0.0.1",
-                                 "--port", str(port), "--state-dir", str(workdir / "state")],
+                                 "--port", str(port), "--state-dir", str(workdir / "state"), *config],
                                 cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
-    return Server("firehose", proc, f"http://127.0.0.1:{port}", log)
+    return Server("firehose-kms" if encrypted else "firehose", proc, f"http://127.0.0.1:{port}", log)
 
 
-TARGETS: dict[str, Callable[[Path], Server]] = {"kinesalite": start_kinesalite, "firehose": start_firehose}
+TARGETS: dict[str, Callable[[Path], Server]] = {"kinesalite": start_kinesalite, "firehose": start_firehose,
+                                                "firehose-kms": functools.partial(start_firehose, encrypted=True)}
 
 
 def wait_ready(server: Server, timeout: float = 60) -> None:
@@ -625,6 +636,12 @@ def create_stream(server: Server, shards: int) -> list[str]:
     try:
         client.call("CreateStream", {"StreamName": STREAM, "ShardCount": shards})
         deadline = time.monotonic() + 60
+        if server.name == "firehose-kms":  # encryption at rest: StartStreamEncryption once it is ACTIVE
+            while client.call("DescribeStreamSummary", {"StreamName": STREAM})[
+                    "StreamDescriptionSummary"]["StreamStatus"] != "ACTIVE":
+                time.sleep(0.02)
+            client.call("StartStreamEncryption", {"StreamName": STREAM, "EncryptionType": "KMS",
+                                                  "KeyId": "alias/aws/kinesis"})
         while client.call("DescribeStreamSummary", {"StreamName": STREAM})[
                 "StreamDescriptionSummary"]["StreamStatus"] != "ACTIVE":
             if time.monotonic() > deadline:
@@ -740,6 +757,11 @@ def print_report(runs: list[dict[str, Any]], args: argparse.Namespace) -> None:
             print(f"{name}: acknowledged {c['acknowledged']:,}, read {c['read']:,}, lost {c['lost']}, "
                   f"duplicated {c['duplicated']}, unknown {c['unknown']}, corrupted {c['corrupted']}; "
                   f"retried {t['put']['failed_records_retried']} failed records, {throttled} throttled calls")
+    if "firehose" in args.only and "firehose-kms" in args.only:
+        for phase, label in (("put", "PutRecords"), ("get", "GetRecords")):
+            values = [run["targets"]["firehose-kms"][phase]["records_per_s"]
+                      / run["targets"]["firehose"][phase]["records_per_s"] for run in runs]
+            print(f"encrypted / plain, {label} records/s: {spread(values, '.2f', 'x')}")
     if runs[0]["ratios"]:
         for phase, label in (("put", "PutRecords"), ("get", "GetRecords")):
             values = [run["ratios"][phase] for run in runs]

@@ -534,7 +534,8 @@ class Daemon:
         k = self.settings.kinesis
         if k.enabled and self.sidecar is None:
             self.sidecar = Sidecar(self.settings, host=k.host or self.settings.host, port=k.port,
-                                   directory=kinesis_state_dir(self.settings), source=self.config.source)
+                                   directory=kinesis_state_dir(self.settings), source=self.config.source,
+                                   keyring=self.keyring)  # one keyring for objects and shard logs
             self.sidecar.app.reset.action = self.reset
             await self.sidecar.start()
         for definition in self.config.streams:

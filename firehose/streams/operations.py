@@ -34,7 +34,7 @@ import pybase64
 from firehose.clock import now_ms
 from firehose.frontdoor.door import Caller, Operation
 from firehose.frontdoor.shapes import ServiceShapes
-from firehose.streams import capacity, hashkeys, iterators, limits, monitoring, policies, tagging
+from firehose.streams import capacity, encryption, hashkeys, iterators, limits, monitoring, policies, tagging
 from firehose.streams.addressing import by_arn
 from firehose.streams.addressing import stream_name as _stream_name
 from firehose.streams.errors import (
@@ -125,7 +125,7 @@ def _common(stream: Stream) -> dict[str, Any]:
         "RetentionPeriodHours": stream.retention_hours,
         "StreamCreationTimestamp": _secs(stream.created_ms),
         "EnhancedMonitoring": [{"ShardLevelMetrics": list(stream.shard_metrics)}],
-        "EncryptionType": "NONE",
+        **encryption.describe(stream.encryption),
     }
 
 
@@ -306,6 +306,16 @@ async def update_shard_count(store: ShardStore, request: Request) -> dict[str, A
     return {"StreamName": name, "CurrentShardCount": current, "TargetShardCount": target, "StreamARN": stream.arn}
 
 
+async def start_stream_encryption(store: ShardStore, request: Request) -> dict[str, Any]:
+    encryption.start(store, _stream_name(store, request), request["EncryptionType"], request["KeyId"])
+    return {}
+
+
+async def stop_stream_encryption(store: ShardStore, request: Request) -> dict[str, Any]:
+    encryption.stop(store, _stream_name(store, request), request["EncryptionType"], request["KeyId"])
+    return {}
+
+
 async def add_tags(store: ShardStore, request: Request) -> dict[str, Any]:
     name = _stream_name(store, request)
     store.add_tags(name, request["Tags"])
@@ -392,6 +402,7 @@ async def put_record(store: ShardStore, request: Request) -> dict[str, Any]:
     name = _stream_name(store, request)
     stream = store.stream(name, data_op=True)
     record = _record(stream, request, "")
+    sealed = stream.keys.sealing is not None  # what put() seals with: it decides before its first await
     (result,) = await store.put(name, [record])
     size = len(record[0]) + len(record[1])
     if store.metrics is not None:
@@ -405,7 +416,8 @@ async def put_record(store: ShardStore, request: Request) -> dict[str, Any]:
                                            {shard_id: (1, size, 0) if stored else (0, 0, 1)})
     if result.error_code is not None:
         raise ProvisionedThroughputExceededException(result.error_message or "Rate exceeded.")
-    return {"ShardId": result.shard_id, "SequenceNumber": result.sequence_number, "EncryptionType": "NONE"}
+    return {"ShardId": result.shard_id, "SequenceNumber": result.sequence_number,
+            "EncryptionType": "KMS" if sealed else "NONE"}
 
 
 async def put_records(store: ShardStore, request: Request, check: Check) -> dict[str, Any]:
@@ -423,6 +435,7 @@ async def put_records(store: ShardStore, request: Request, check: Check) -> dict
     total = sum(len(k) + len(d) for k, d, _h in records)
     if total > MAX_PUT_RECORDS_BYTES:
         raise InvalidArgumentException(f"Records size exceeds {MAX_PUT_RECORDS_BYTES // (1024 * 1024)} MB limit")
+    sealed = stream.keys.sealing is not None  # what put() seals with: it decides before its first await
     results = await store.put(name, records)
     failed = 0
     out: list[dict[str, Any]] = []
@@ -445,7 +458,7 @@ async def put_records(store: ShardStore, request: Request, check: Check) -> dict
             m.put_records_throttled.labels(name).inc(throttled)
         if stream.shard_metrics:
             m.stored_in_shards(name, stream.shard_metrics, _per_shard(stream, records, results))
-    return {"FailedRecordCount": failed, "Records": out, "EncryptionType": "NONE"}
+    return {"FailedRecordCount": failed, "Records": out, "EncryptionType": "KMS" if sealed else "NONE"}
 
 
 def _per_shard(stream: Stream, records: list[tuple[bytes, bytes, int]],
@@ -498,6 +511,11 @@ def _enabled(store: ShardStore, name: str) -> list[str]:
     return stream.shard_metrics if stream is not None else []
 
 
+#: A GetRecords record's EncryptionType: "KMS" for one stored encrypted; none for a plain one, as before.
+_KMS = {"EncryptionType": "KMS"}
+_PLAIN: dict[str, str] = {}
+
+
 async def get_records(store: ShardStore, request: Request) -> dict[str, Any]:
     token = _iterator(request)
     arn = request.get("StreamARN")
@@ -522,7 +540,8 @@ async def get_records(store: ShardStore, request: Request) -> dict[str, Any]:
                            _enabled(store, result.stream))
     out: dict[str, Any] = {
         "Records": [{"SequenceNumber": r.sequence_number, "ApproximateArrivalTimestamp": r.arrival_ms / 1000,
-                     "Data": r.data, "PartitionKey": r.partition_key} for r in result.records],
+                     "Data": r.data, "PartitionKey": r.partition_key, **(_KMS if r.sealed else _PLAIN)}
+                    for r in result.records],
         "MillisBehindLatest": result.millis_behind,
     }
     if result.next_iterator is not None:
@@ -602,6 +621,8 @@ OPERATIONS: dict[str, Operation] = {
     "PutResourcePolicy": Operation(policies.put_resource_policy, policies.resource_arn, grantable=False),
     "GetResourcePolicy": Operation(policies.get_resource_policy, policies.resource_arn, grantable=False),
     "DeleteResourcePolicy": Operation(policies.delete_resource_policy, policies.resource_arn, grantable=False),
+    "StartStreamEncryption": Operation(start_stream_encryption, stream_arn),
+    "StopStreamEncryption": Operation(stop_stream_encryption, stream_arn),
 }
 # Errors of a request that named its stream by StreamARN name it by that ARN, as AWS's do (addressing.py).
 OPERATIONS = {name: replace(op, handler=by_arn(op.handler)) for name, op in OPERATIONS.items()}

@@ -22,6 +22,7 @@ from firehose.accounts import ACCOUNT_ID, PerAccount, account_directory, stored_
 from firehose.errors import ConfigError
 from firehose.frontdoor.principals import Principals
 from firehose.frontdoor.reset import Service
+from firehose.keyring import Keyring
 from firehose.settings import ACCOUNT_MEMBER, Settings, check_listener, check_reset_endpoint
 from firehose.storage.committer import GroupCommitter
 from firehose.streams import operations
@@ -73,10 +74,14 @@ class Sidecar:
     """The store plus its HTTP server, started and stopped on the running event loop."""
 
     def __init__(self, settings: Settings, *, host: str, port: int, directory: Path,
-                 committer: GroupCommitter | None = None, source: str = "<defaults>") -> None:
+                 committer: GroupCommitter | None = None, source: str = "<defaults>",
+                 keyring: Callable[[], Keyring] | None = None) -> None:
+        """``keyring`` loads the daemon's keyring (for encryption at rest; by default, from ``settings.encryption``)."""
         check_listener(host, settings.auth, "The Kinesis API")
         check_reset_endpoint(host, settings.testing, "The Kinesis API")
         self.settings = settings
+        self._keyring: Keyring | None = None
+        self.keyring = keyring or self._load_keyring
         self.host, self.port = host, port
         self.directory = directory
         self._own_committer = committer is None
@@ -99,9 +104,16 @@ class Sidecar:
         """The home account's shard store."""
         return self.stores.get(self.settings.account_id)
 
+    def _load_keyring(self) -> Keyring:
+        """The keyring of ``settings.encryption``, loaded once, when a stream first needs it (ValueError: why not)."""
+        if self._keyring is None:
+            enc = self.settings.encryption
+            self._keyring = Keyring.load(directory=enc.keys_dir, env_prefix=enc.env_prefix)
+        return self._keyring
+
     def _make_store(self, account: str) -> ShardStore:
         directory = account_directory(self.directory, account, self.settings.account_id)
-        store = ShardStore(directory, store_options(self.settings, account), self.committer)
+        store = ShardStore(directory, store_options(self.settings, account), self.committer, self.keyring)
         if self._started:
             store.start()
         return store

@@ -6,7 +6,7 @@ What is durable, and how:
   shared group committer before ``put`` returns), so an acknowledged
   PutRecords survives ``kill -9`` and power loss.
 * Everything else (streams, shards and their lineage, retention, tags, the
-  iterator signing key): ``streams.json``, replaced atomically (write, fsync,
+  iterator signing key, each stream's wrapped data keys): ``streams.json``, replaced atomically (write, fsync,
   rename, fsync the directory) on every change. It is small and changes only
   on control-plane calls.
 
@@ -36,9 +36,11 @@ from firehose.clock import now_ms
 from firehose.storage.atomic import write_atomic
 from firehose.storage.committer import GroupCommitter, commit
 from firehose.storage.dirlock import DirectoryLock
-from firehose.streams import hashkeys, iterators, sequence
+from firehose.streams import encryption, hashkeys, iterators, sequence
+from firehose.streams.encryption import EncryptionState, KeyringLoader, StreamKeys
 from firehose.streams.errors import (
     ExpiredIteratorException,
+    InternalFailure,
     InvalidArgumentException,
     LimitExceededException,
     ProvisionedThroughputExceededException,
@@ -112,8 +114,11 @@ class Stream:
     shard_metrics: list[str] = field(default_factory=list)
     #: The resource-based policy (JSON text as put; ``firehose.streams.policies``), or None.
     policy: str | None = None
+    #: Encryption at rest (``encryption.py``); None for a stream never encrypted.
+    encryption: EncryptionState | None = None
     # -- runtime only --
     data: dict[str, ShardData] = field(default_factory=dict, repr=False)
+    keys: StreamKeys = field(default_factory=StreamKeys, repr=False)
     limits: dict[str, ShardLimits] = field(default_factory=dict, repr=False)
     _open_starts: list[int] = field(default_factory=list, repr=False)
     _open_ids: list[str] = field(default_factory=list, repr=False)
@@ -137,7 +142,8 @@ class Stream:
         return self._open_ids[bisect.bisect_right(self._open_starts, key) - 1]
 
     def cutoff_ms(self, now: int | None = None) -> int:
-        return (now_ms() if now is None else now) - self.retention_hours * 3600 * 1000
+        cutoff = (now_ms() if now is None else now) - self.retention_hours * 3600 * 1000
+        return cutoff if self.encryption is None else max(cutoff, self.encryption.floor_ms)
 
     def starting_sequence(self, shard: Shard) -> str:
         return sequence.encode(sequence.prefix(self.epoch, shard.index), 0, 0)
@@ -151,12 +157,15 @@ class Stream:
     def to_json(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name in _PERSISTED}
         d["shards"] = [{**asdict(s), "start": str(s.start), "end": str(s.end)} for s in self.shards]
+        if self.encryption is not None:
+            d["encryption"] = self.encryption.to_json()
         return d
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Stream:
         shards = [Shard(**{**s, "start": int(s["start"]), "end": int(s["end"])}) for s in d.pop("shards")]
-        return cls(**d, shards=shards)
+        enc = d.pop("encryption", None)
+        return cls(**d, shards=shards, encryption=EncryptionState.from_json(enc) if enc is not None else None)
 
 
 _PERSISTED = frozenset({"name", "arn", "created_ms", "epoch", "status", "retention_hours", "mode", "max_record_kib",
@@ -211,8 +220,10 @@ class StoreOptions:
 
 class ShardStore:
     def __init__(self, directory: Path, options: StoreOptions | None = None,
-                 committer: GroupCommitter | None = None) -> None:
+                 committer: GroupCommitter | None = None, keyring: KeyringLoader | None = None) -> None:
         self.directory = Path(directory)
+        #: The daemon's keyring, for encryption at rest (loaded only when a stream is or becomes encrypted).
+        self.keyring = keyring
         self.options = options or StoreOptions()
         self._own_committer = committer is None
         self.committer = committer or GroupCommitter("shard-commit")
@@ -253,6 +264,7 @@ class ShardStore:
                 continue
             for shard in stream.shards:
                 self._open_data(stream, shard)
+            encryption.restore(stream, self.keyring, self.options.account_id)
             stream.route_table()
             if stream.status != "ACTIVE":
                 stream.status = "ACTIVE"  # a transition that was pending at the crash has happened
@@ -271,7 +283,8 @@ class ShardStore:
     def _open_data(self, stream: Stream, shard: Shard) -> None:
         prefix = sequence.prefix(stream.epoch, shard.index)
         directory = self.directory / stream.directory_name / shard.shard_id
-        stream.data[shard.shard_id] = ShardData.open(directory, prefix, segment_bytes=self.options.segment_bytes)
+        data = stream.data[shard.shard_id] = ShardData.open(directory, prefix, segment_bytes=self.options.segment_bytes)
+        data.shard_index, data.keys, data.next_entry = shard.index, stream.keys, data.log.next_seq
         stream.limits[shard.shard_id] = ShardLimits()
 
     def _remove(self, stream: Stream) -> None:
@@ -703,10 +716,11 @@ class ShardStore:
         if groups:
             arrival = now_ms()
             jobs = []
+            sealer = stream.keys if stream.keys.sealing is not None else None
             for shard_id, (_idx, keys, datas) in groups.items():
                 data_ = stream.data[shard_id]
                 arrival = max(arrival, data_.last_arrival_ms)
-                jobs.append(self._append(data_, arrival, keys, datas))
+                jobs.append(self._append(data_, arrival, keys, datas, sealer))
             entries = await asyncio.gather(*jobs)
             for (shard_id, (idx, _keys, _datas)), entry in zip(groups.items(), entries, strict=True):
                 prefix, encode = stream.data[shard_id].prefix, sequence.encode
@@ -714,9 +728,21 @@ class ShardStore:
                     results[i] = PutResult(shard_id, encode(prefix, entry, n))
         return results  # type: ignore[return-value]
 
-    async def _append(self, data: ShardData, arrival: int, keys: list[bytes], datas: list[bytes]) -> int:
+    async def _append(self, data: ShardData, arrival: int, keys: list[bytes], datas: list[bytes],
+                      sealer: StreamKeys | None = None) -> int:
         data.last_arrival_ms = arrival
-        entry = await commit(self.committer, data.log, [encode_entry(arrival, keys, datas)])
+        payload = encode_entry(arrival, keys, datas)
+        expected = data.next_entry  # the log numbers entries in the order they are submitted (encryption.py)
+        data.next_entry += 1
+        if sealer is not None:
+            payload = sealer.seal(data.shard_index, expected, payload)
+        entry = await commit(self.committer, data.log, [payload])
+        if entry != expected:
+            data.next_entry = max(data.next_entry, entry + 1)
+            if sealer is not None:
+                log.error("A sealed shard entry was numbered differently than expected; it cannot be opened.",
+                          extra={"entry": entry, "expected": expected})
+                raise InternalFailure("The records were not stored readably; try again.")
         data.note(entry, arrival, len(datas))
         data.records_in += len(datas)
         data.bytes_in += sum(map(len, keys)) + sum(map(len, datas))
