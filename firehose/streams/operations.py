@@ -33,7 +33,7 @@ import pybase64
 from firehose.clock import now_ms
 from firehose.frontdoor.door import Caller, Operation
 from firehose.frontdoor.shapes import ServiceShapes
-from firehose.streams import hashkeys, iterators
+from firehose.streams import consumers, hashkeys, iterators, subscriptions
 from firehose.streams.errors import (
     ExpiredNextTokenException,
     InvalidArgumentException,
@@ -118,6 +118,7 @@ def _check_tags(tags: dict[str, str]) -> None:
 
 async def delete_stream(store: ShardStore, request: Request) -> dict[str, Any]:
     name = _stream_name(store, request)
+    consumers.check_deletion(store, store.stream(name), request.get("EnforceConsumerDeletion"))
     store.delete_stream(name)
     return {}
 
@@ -166,7 +167,7 @@ async def describe_stream(store: ShardStore, request: Request) -> dict[str, Any]
 async def describe_stream_summary(store: ShardStore, request: Request) -> dict[str, Any]:
     stream = store.stream(_stream_name(store, request))
     summary = _common(stream)
-    summary.update(OpenShardCount=len(stream.open_shards()), ConsumerCount=0,
+    summary.update(OpenShardCount=len(stream.open_shards()), ConsumerCount=len(stream.consumers),
                    MaxRecordSizeInKiB=stream.max_record_kib)
     return {"StreamDescriptionSummary": summary}
 
@@ -552,4 +553,9 @@ OPERATIONS: dict[str, Operation] = {
     "AddTagsToStream": Operation(add_tags, stream_arn),
     "ListTagsForStream": Operation(list_tags, stream_arn),
     "RemoveTagsFromStream": Operation(remove_tags, stream_arn),
+    "RegisterStreamConsumer": Operation(consumers.register_stream_consumer, stream_arn),
+    "DescribeStreamConsumer": Operation(consumers.describe_stream_consumer, consumers.consumer_resource),
+    "ListStreamConsumers": Operation(consumers.list_stream_consumers, stream_arn),
+    "DeregisterStreamConsumer": Operation(consumers.deregister_stream_consumer, consumers.consumer_resource),
+    "SubscribeToShard": Operation(subscriptions.subscribe_to_shard, consumers.consumer_resource),
 }

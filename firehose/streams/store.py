@@ -36,6 +36,7 @@ from firehose.storage.atomic import write_atomic
 from firehose.storage.committer import GroupCommitter, commit
 from firehose.storage.dirlock import DirectoryLock
 from firehose.streams import hashkeys, iterators, sequence
+from firehose.streams.consumers import Consumer
 from firehose.streams.errors import (
     ExpiredIteratorException,
     InvalidArgumentException,
@@ -95,6 +96,8 @@ class Stream:
     shards: list[Shard] = field(default_factory=list)
     next_index: int = 0
     scalings: list[int] = field(default_factory=list)
+    #: Registered enhanced fan-out consumers (``consumers.py``).
+    consumers: list[Consumer] = field(default_factory=list)
     # -- runtime only --
     data: dict[str, ShardData] = field(default_factory=dict, repr=False)
     limits: dict[str, ShardLimits] = field(default_factory=dict, repr=False)
@@ -134,12 +137,14 @@ class Stream:
     def to_json(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name in _PERSISTED}
         d["shards"] = [{**asdict(s), "start": str(s.start), "end": str(s.end)} for s in self.shards]
+        d["consumers"] = [c.to_json() for c in self.consumers]
         return d
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Stream:
         shards = [Shard(**{**s, "start": int(s["start"]), "end": int(s["end"])}) for s in d.pop("shards")]
-        return cls(**d, shards=shards)
+        consumers = [Consumer.from_json(c) for c in d.pop("consumers", [])]
+        return cls(**d, shards=shards, consumers=consumers)
 
 
 _PERSISTED = frozenset({"name", "arn", "created_ms", "epoch", "status", "retention_hours", "mode", "max_record_kib",
@@ -185,6 +190,10 @@ class StoreOptions:
     enforce_limits: bool = False
     segment_bytes: int = 16 * 1024 * 1024
     trim_interval_s: float = 60.0
+    #: Seconds a consumer stays CREATING / DELETING (0 = at once).
+    consumer_delay_s: float = 0.0
+    #: How long a SubscribeToShard answer lasts before it ends (AWS: 5 minutes).
+    subscription_s: float = 300.0
 
 
 class ShardStore:
@@ -233,6 +242,7 @@ class ShardStore:
             stream.route_table()
             if stream.status != "ACTIVE":
                 stream.status = "ACTIVE"  # a transition that was pending at the crash has happened
+            stream.consumers = [c.settled() for c in stream.consumers if c.status != "DELETING"]
         self._save()
 
     def _save(self) -> None:
@@ -384,6 +394,8 @@ class ShardStore:
             return
         stream.status = "DELETING"
         self._save()
+        for data in stream.data.values():  # subscribers end
+            data.wake()
 
         def finish() -> None:
             if self.streams.get(name) is stream:
@@ -501,6 +513,8 @@ class ShardStore:
             stream.route_table()
             stream.status = "ACTIVE"
             self._save()
+            for data in stream.data.values():  # subscribers to a shard now closed send its children
+                data.wake()
 
         self._later(self.options.update_delay_s, finish)
 
@@ -581,6 +595,8 @@ class ShardStore:
         data.note(entry, arrival, len(datas))
         data.records_in += len(datas)
         data.bytes_in += sum(map(len, keys)) + sum(map(len, datas))
+        if data.waiting:  # subscribers (SubscribeToShard) read it at once
+            data.wake()
         return entry
 
     def iterator(self, name: str, shard_id: str, kind: str, *, sequence_number: str | None = None,
