@@ -29,8 +29,9 @@ Event payloads are JSON with ``:content-type: application/json`` whatever the re
 (as kinesis-mock answers; what AWS sends a CBOR request is not verified).
 
 ContinuationSequenceNumber is the last record sent or, with nothing sent, the number AFTER
-which reading resumes at the current position. Between entries (a position at a log entry's
-start) that is a number no record holds: index ``_AFTER_ENTRY`` of the entry before, which
+which reading resumes at the current position: the record before it, or, at an entry's start
+that is not the shard's end (the entry before it may be trimmed), a number no record holds:
+index ``_AFTER_ENTRY`` of the entry before, which
 AFTER_SEQUENCE_NUMBER reads on from (an entry holds at most 500 records). A shard that has no
 record yet has none before it: its number is index ``_BEFORE_FIRST`` of entry 0, which
 SubscribeToShard reads as the shard's start (GetShardIterator does not know it).
@@ -221,6 +222,9 @@ def _continuation(data: ShardData, position: Position) -> str:
     entry, index = position
     if index > 0:
         return data.sequence_number((entry, index - 1))
+    last = data.last_position
+    if last is not None and last[0] + 1 == entry:  # at the end of the shard: its last record
+        return data.sequence_number(last)
     if entry > 0:
         return data.sequence_number((entry - 1, _AFTER_ENTRY))
     return data.sequence_number((0, _BEFORE_FIRST))
