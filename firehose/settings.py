@@ -217,6 +217,10 @@ class KinesisSettings(_Settings):
     create_delay_seconds: Annotated[float, Field(ge=0)] = 0.0
     delete_delay_seconds: Annotated[float, Field(ge=0)] = 0.0
     update_delay_seconds: Annotated[float, Field(ge=0)] = 0.0
+    #: Seconds an enhanced fan-out consumer stays CREATING / DELETING (AWS takes seconds; 0 = at once).
+    consumer_delay_seconds: Annotated[float, Field(ge=0)] = 0.0
+    #: How long a SubscribeToShard answer lasts before it ends and the client subscribes again (AWS: 5 minutes).
+    subscription_seconds: Annotated[float, Field(gt=0, le=300)] = 300.0
     #: Enforce AWS's per-shard limits (1 MiB/s and 1,000 records/s writes; 5 reads/s and 2 MiB/s).
     enforce_limits: bool = False
     #: ON_DEMAND streams the account may have (AWS's default quota: 50).

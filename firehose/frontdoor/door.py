@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from firehose.asgi import Receive, Scope, Send, send_response
+from firehose.asgi import Receive, Scope, Send, Streamed, send_response, send_streamed
 from firehose.errors import (
     AccessDeniedException,
     FirehoseError,
@@ -68,7 +68,7 @@ class Caller:
     secure: bool = False
 
 
-Handler = Callable[..., Awaitable[Body]]
+Handler = Callable[..., Awaitable[Body | Streamed]]
 #: Given to self-validating operations: checks the whole request against the model (``skip``: member paths
 #: the operation checks itself), raising the validator's error.
 Check = Callable[..., None]
@@ -83,7 +83,8 @@ def anywhere(_body: Body, _caller: Caller) -> str:
 @dataclass(frozen=True, slots=True)
 class Operation:
     """An operation: ``handler(services, body)``, or ``handler(services, body, check)`` when it is
-    self-validating, and the resource it acts on."""
+    self-validating, and the resource it acts on. A handler answers a dict, or a ``Streamed`` answer
+    (an event stream), which is sent as it is produced once every check above has passed."""
 
     handler: Handler
     resource: ResourceOf = anywhere
@@ -164,6 +165,7 @@ class FrontDoor:
         use_cbor = api.cbor and ctype == wire.CBOR
         name = wire.split_target(target, api.target_prefix)
         status, result, close, failure = 200, None, False, None
+        streamed: Streamed | None = None
         held = self.budget.request()
         try:
             if length > api.max_body_bytes:
@@ -195,7 +197,10 @@ class FrontDoor:
             else:
                 validator.validate(request, cbor=use_cbor)
                 result = await operation.handler(self._services(caller, resource), request)
-            out = wire.encode(result, cbor=use_cbor)
+            if isinstance(result, Streamed):  # an event stream (SubscribeToShard): sent as it is produced
+                streamed, result, out = result, {}, b""
+            else:
+                out = wire.encode(result, cbor=use_cbor)
         except body.Disconnected:
             return
         except body.BodyTooLarge as exc:
@@ -213,6 +218,9 @@ class FrontDoor:
         finally:
             held.release()
         api.observe(name, status, started, result, failure)
+        if streamed is not None:
+            await send_streamed(send, receive, streamed, rid)
+            return
         await send_response(send, status, out, wire.CBOR_BYTES if use_cbor else wire.JSON_BYTES, rid, close=close,
                             extra=cors.ANSWER_HEADERS if origin else None)
 

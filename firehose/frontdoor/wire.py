@@ -36,7 +36,7 @@ CBOR_BYTES = CBOR.encode()
 JSON_TYPES = frozenset({JSON, "application/json"})
 
 #: Answer members that are timestamps (epoch seconds in the operations' answers).
-_CBOR_TIMESTAMPS = frozenset({"ApproximateArrivalTimestamp", "StreamCreationTimestamp"})
+_CBOR_TIMESTAMPS = frozenset({"ApproximateArrivalTimestamp", "StreamCreationTimestamp", "ConsumerCreationTimestamp"})
 #: A tag-1 value above this is taken to be milliseconds (10^11 s is in the year 5138).
 _MILLIS_ABOVE = 10**11
 

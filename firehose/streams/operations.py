@@ -34,7 +34,18 @@ import pybase64
 from firehose.clock import now_ms
 from firehose.frontdoor.door import Caller, Operation
 from firehose.frontdoor.shapes import ServiceShapes
-from firehose.streams import capacity, encryption, hashkeys, iterators, limits, monitoring, policies, tagging
+from firehose.streams import (
+    capacity,
+    consumers,
+    encryption,
+    hashkeys,
+    iterators,
+    limits,
+    monitoring,
+    policies,
+    subscriptions,
+    tagging,
+)
 from firehose.streams.addressing import by_arn
 from firehose.streams.addressing import stream_name as _stream_name
 from firehose.streams.errors import (
@@ -97,6 +108,7 @@ async def create_stream(store: ShardStore, request: Request) -> dict[str, Any]:
 
 async def delete_stream(store: ShardStore, request: Request) -> dict[str, Any]:
     name = _stream_name(store, request)
+    consumers.check_deletion(store, store.stream(name), request.get("EnforceConsumerDeletion"))
     store.delete_stream(name)
     return {}
 
@@ -145,7 +157,7 @@ async def describe_stream(store: ShardStore, request: Request) -> dict[str, Any]
 async def describe_stream_summary(store: ShardStore, request: Request) -> dict[str, Any]:
     stream = store.stream(_stream_name(store, request))
     summary = _common(stream)
-    summary.update(OpenShardCount=len(stream.open_shards()), ConsumerCount=0,
+    summary.update(OpenShardCount=len(stream.open_shards()), ConsumerCount=len(stream.consumers),
                    MaxRecordSizeInKiB=stream.max_record_kib)
     return {"StreamDescriptionSummary": summary}
 
@@ -623,6 +635,11 @@ OPERATIONS: dict[str, Operation] = {
     "DeleteResourcePolicy": Operation(policies.delete_resource_policy, policies.resource_arn, grantable=False),
     "StartStreamEncryption": Operation(start_stream_encryption, stream_arn),
     "StopStreamEncryption": Operation(stop_stream_encryption, stream_arn),
+    "RegisterStreamConsumer": Operation(consumers.register_stream_consumer, stream_arn),
+    "DescribeStreamConsumer": Operation(consumers.describe_stream_consumer, consumers.consumer_resource),
+    "ListStreamConsumers": Operation(consumers.list_stream_consumers, stream_arn),
+    "DeregisterStreamConsumer": Operation(consumers.deregister_stream_consumer, consumers.consumer_resource),
+    "SubscribeToShard": Operation(subscriptions.subscribe_to_shard, consumers.consumer_resource),
 }
 # Errors of a request that named its stream by StreamARN name it by that ARN, as AWS's do (addressing.py).
 OPERATIONS = {name: replace(op, handler=by_arn(op.handler)) for name, op in OPERATIONS.items()}

@@ -89,9 +89,11 @@ def holder(store: ShardStore, arn: str) -> PolicyHolder:
 
 
 def consumer_of(store: ShardStore, stream: Stream, arn: str) -> PolicyHolder:
-    """The consumer of ``stream`` that ``arn`` names. Enhanced fan-out consumers plug in here: until they
-    exist on a stream, no consumer ARN names anything."""
-    raise ResourceNotFoundException(f"Consumer {arn} under account {store.options.account_id} not found.")
+    """The registered consumer of ``stream`` that ``arn`` names (one being deregistered is gone)."""
+    consumer = next((c for c in stream.consumers if c.arn == arn and c.status != "DELETING"), None)
+    if consumer is None:
+        raise ResourceNotFoundException(f"Consumer {arn}, account {store.options.account_id} not found.")
+    return consumer
 
 
 @lru_cache(maxsize=256)

@@ -25,7 +25,7 @@ from firehose.frontdoor.reset import Service
 from firehose.keyring import Keyring
 from firehose.settings import ACCOUNT_MEMBER, Settings, check_listener, check_reset_endpoint
 from firehose.storage.committer import GroupCommitter
-from firehose.streams import operations
+from firehose.streams import operations, subscriptions
 from firehose.streams.app import KinesisApp
 from firehose.streams.errors import FirehoseError
 from firehose.streams.overview import overview
@@ -45,7 +45,8 @@ def store_options(settings: Settings, account: str | None = None) -> StoreOption
                         update_delay_s=k.update_delay_seconds, enforce_limits=k.enforce_limits,
                         segment_bytes=k.segment_bytes, on_demand_stream_limit=k.on_demand_stream_limit,
                         on_demand_scaling=k.on_demand_scaling,
-                        on_demand_scaling_interval_s=k.on_demand_scaling_interval_seconds)
+                        on_demand_scaling_interval_s=k.on_demand_scaling_interval_seconds,
+                        consumer_delay_s=k.consumer_delay_seconds, subscription_s=k.subscription_seconds)
 
 
 async def declare_streams(stores: PerAccount[ShardStore], settings: Settings, source: str) -> None:
@@ -169,8 +170,14 @@ class Sidecar:
         if self._task is not None:
             await self._task
 
-    async def stop(self) -> None:
+    def shutdown(self) -> None:
+        """Begin stopping: event streams (SubscribeToShard) end now, not at the graceful timeout."""
+        for store in self.stores.values():
+            subscriptions.end_all(store)
         self._stop.set()
+
+    async def stop(self) -> None:
+        self.shutdown()
         if self._task is not None:
             with contextlib.suppress(Exception):
                 await self._task
@@ -207,7 +214,7 @@ async def run(settings: Settings, *, host: str, port: int, directory: Path, sour
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(sig, sidecar._stop.set)
+            loop.add_signal_handler(sig, sidecar.shutdown)
     try:
         await sidecar.start()
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):

@@ -21,6 +21,7 @@ first record at or after a time with a short scan: that serves both
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import struct
 from collections.abc import Iterator
@@ -119,6 +120,9 @@ class ShardData:
     shard_index: int = 0
     keys: StreamKeys | None = field(default=None, repr=False)
     next_entry: int = 0
+    #: Readers waiting for what comes next (fan-out subscribers), woken once it is durable: an empty list
+    #: (nobody subscribed) costs the append path one truth test.
+    waiting: list[asyncio.Future[None]] = field(default_factory=list, repr=False)
 
     @classmethod
     def open(cls, directory: Path, prefix: int, *, segment_bytes: int) -> ShardData:
@@ -218,6 +222,13 @@ class ShardData:
             del self._times[: keep - 1]
             del self._entries[: keep - 1]
         return self.log.drop_before(first)
+
+    def wake(self) -> None:
+        """Wake every waiting reader: a new entry is durable, or the shard or its stream changed."""
+        waiting, self.waiting = self.waiting, []
+        for future in waiting:
+            if not future.done():
+                future.set_result(None)
 
     def close(self) -> None:
         self.log.close()

@@ -37,6 +37,7 @@ from firehose.storage.atomic import write_atomic
 from firehose.storage.committer import GroupCommitter, commit
 from firehose.storage.dirlock import DirectoryLock
 from firehose.streams import encryption, hashkeys, iterators, sequence
+from firehose.streams.consumers import Consumer
 from firehose.streams.encryption import EncryptionState, KeyringLoader, StreamKeys
 from firehose.streams.errors import (
     ExpiredIteratorException,
@@ -116,6 +117,8 @@ class Stream:
     policy: str | None = None
     #: Encryption at rest (``encryption.py``); None for a stream never encrypted.
     encryption: EncryptionState | None = None
+    #: Registered enhanced fan-out consumers (``consumers.py``).
+    consumers: list[Consumer] = field(default_factory=list)
     # -- runtime only --
     data: dict[str, ShardData] = field(default_factory=dict, repr=False)
     keys: StreamKeys = field(default_factory=StreamKeys, repr=False)
@@ -157,6 +160,7 @@ class Stream:
     def to_json(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name in _PERSISTED}
         d["shards"] = [{**asdict(s), "start": str(s.start), "end": str(s.end)} for s in self.shards]
+        d["consumers"] = [c.to_json() for c in self.consumers]
         if self.encryption is not None:
             d["encryption"] = self.encryption.to_json()
         return d
@@ -165,7 +169,9 @@ class Stream:
     def from_json(cls, d: dict[str, Any]) -> Stream:
         shards = [Shard(**{**s, "start": int(s["start"]), "end": int(s["end"])}) for s in d.pop("shards")]
         enc = d.pop("encryption", None)
-        return cls(**d, shards=shards, encryption=EncryptionState.from_json(enc) if enc is not None else None)
+        consumers = [Consumer.from_json(c) for c in d.pop("consumers", [])]
+        return cls(**d, shards=shards, consumers=consumers,
+                   encryption=EncryptionState.from_json(enc) if enc is not None else None)
 
 
 _PERSISTED = frozenset({"name", "arn", "created_ms", "epoch", "status", "retention_hours", "mode", "max_record_kib",
@@ -216,6 +222,10 @@ class StoreOptions:
     #: ON_DEMAND streams split their hot shards (``firehose.streams.capacity``), looking this often.
     on_demand_scaling: bool = True
     on_demand_scaling_interval_s: float = 10.0
+    #: Seconds a consumer stays CREATING / DELETING (0 = at once).
+    consumer_delay_s: float = 0.0
+    #: How long a SubscribeToShard answer lasts before it ends (AWS: 5 minutes).
+    subscription_s: float = 300.0
 
 
 class ShardStore:
@@ -268,6 +278,7 @@ class ShardStore:
             stream.route_table()
             if stream.status != "ACTIVE":
                 stream.status = "ACTIVE"  # a transition that was pending at the crash has happened
+            stream.consumers = [c.settled() for c in stream.consumers if c.status != "DELETING"]
         self._save()
 
     def _save(self) -> None:
@@ -441,6 +452,8 @@ class ShardStore:
             return
         stream.status = "DELETING"
         self._save()
+        for data in stream.data.values():  # subscribers end
+            data.wake()
 
         def finish() -> None:
             if self.streams.get(name) is stream:
@@ -453,6 +466,9 @@ class ShardStore:
         """Delete every stream at once, whatever its state, with its records (the testing reset); how many."""
         dropped = list(self.streams.values())
         for stream in dropped:
+            stream.status = "DELETING"
+            for data in stream.data.values():  # subscribers end
+                data.wake()
             self._remove(stream)
         self._save()
         return len(dropped)
@@ -649,6 +665,8 @@ class ShardStore:
             stream.route_table()
             stream.status = "ACTIVE"
             self._save()
+            for data in stream.data.values():  # subscribers to a shard now closed send its children
+                data.wake()
 
         self._later(self.options.update_delay_s, finish)
 
@@ -746,6 +764,8 @@ class ShardStore:
         data.note(entry, arrival, len(datas))
         data.records_in += len(datas)
         data.bytes_in += sum(map(len, keys)) + sum(map(len, datas))
+        if data.waiting:  # subscribers (SubscribeToShard) read it at once
+            data.wake()
         return entry
 
     def iterator(self, name: str, shard_id: str, kind: str, *, sequence_number: str | None = None,

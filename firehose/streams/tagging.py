@@ -12,7 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from firehose.streams import consumers
 from firehose.streams.addressing import name_in_arn, split_arn
+from firehose.streams.consumers import Consumer
 from firehose.streams.errors import ResourceNotFoundException
 from firehose.streams.store import ShardStore
 
@@ -35,7 +37,7 @@ def _not_found(store: ShardStore, arn: str) -> ResourceNotFoundException:
 def tagged(store: ShardStore, arn: str) -> Tagged:
     """The resource ``arn`` names, or ResourceNotFoundException (a stream being deleted is still found).
 
-    Streams only so far; another kind of resource adds its branch here.
+    Streams and their enhanced fan-out consumers.
     """
     region, account, resource = split_arn(arn)
     if region != store.options.region or account != store.options.account_id:
@@ -47,7 +49,27 @@ def tagged(store: ShardStore, arn: str) -> Tagged:
             raise store.not_found(arn)
         return Tagged(lambda: stream.tags, lambda tags: store.add_tags(name, tags),
                       lambda keys: store.remove_tags(name, keys))
+    if resource.startswith("stream/") and "/consumer/" in resource:
+        _stream, consumer = consumers.by_arn(store, arn)
+        return Tagged(lambda: consumer.tags, lambda tags: _tag_consumer(store, consumer, tags),
+                      lambda keys: _untag_consumer(store, consumer, keys))
     raise _not_found(store, arn)
+
+
+def _tag_consumer(store: ShardStore, consumer: Consumer, tags: dict[str, str]) -> None:
+    """A consumer's tags follow the stream tagging rules (characters, at most 50)."""
+    store.check_tag_text(consumer.name, [*tags, *tags.values()], "add tags to")
+    merged = {**consumer.tags, **tags}
+    store.check_tag_count(consumer.name, len(merged))
+    consumer.tags = merged
+    store.persist()
+
+
+def _untag_consumer(store: ShardStore, consumer: Consumer, keys: list[str]) -> None:
+    store.check_tag_text(consumer.name, keys, "remove tags from")
+    for key in keys:
+        consumer.tags.pop(key, None)
+    store.persist()
 
 
 async def tag_resource(store: ShardStore, request: Request) -> dict[str, Any]:
