@@ -81,6 +81,10 @@ class FirehoseApp:
             await self.operator(scope, receive, send)
         elif self.reset.handles(scope):
             await self.reset(scope, receive, send)
+        elif path == "/":  # any other method on the API's path, as AWS answers it
+            await send_response(send, 403, wire.xml_error("AccessDeniedException", wire.NO_OPERATION),
+                                wire.XML_BYTES, wire.request_id(),
+                                extra=cors.ANSWER_HEADERS if cors.has_origin(scope) else None)
         else:
             await send_response(send, 404, wire.error("UnknownOperationException", f"No route for {method} {path}."),
                                 wire.JSON_BYTES, wire.request_id())

@@ -24,8 +24,12 @@ EXPOSED = b"x-amzn-RequestId,x-amzn-ErrorType,x-amz-request-id,x-amz-id-2,x-amzn
 ANSWER_HEADERS = [(b"access-control-allow-origin", b"*"), (b"access-control-expose-headers", EXPOSED)]
 
 
+def has_origin(scope: Scope) -> bool:
+    return any(k == b"origin" for k, _v in scope["headers"])
+
+
 def is_preflight(scope: Scope) -> bool:
-    return scope["method"] == "OPTIONS" and any(k == b"origin" for k, _v in scope["headers"])
+    return scope["method"] == "OPTIONS" and has_origin(scope)
 
 
 async def preflight(scope: Scope, send: Send) -> None:

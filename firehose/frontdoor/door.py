@@ -173,9 +173,17 @@ class FrontDoor:
             digest = body.sha256() if self.principals.required and wants_payload_hash(scope["headers"]) else None
             raw = await body.read(receive, api.max_body_bytes, held, digest, length=length)
             if not use_cbor and ctype not in wire.JSON_TYPES:
-                status = 404
-                accepted = "application/x-amz-json-1.1" + (" or application/x-amz-cbor-1.1" if api.cbor else "")
-                raise UnknownOperationException(f"Unsupported Content-Type {ctype or '(none)'!r}; send {accepted}.")
+                # AWS answers a content type it does not speak in XML, as kinesalite recorded it: 403
+                # AccessDenied when the target does not even split into service.operation, else an
+                # empty 404 UnknownOperationException.
+                service, dot, op = target.partition(".")
+                refusal, status = ("UnknownOperationException", 404) if service and dot and op else \
+                    ("AccessDeniedException", 403)
+                out = wire.xml_error(refusal, None if status == 404 else wire.NO_OPERATION)
+                api.observe(name, status, started, None, refusal)
+                await send_response(send, status, out, wire.XML_BYTES, rid,
+                                    extra=cors.ANSWER_HEADERS if origin else None)
+                return
             operation = api.operations.get(name or "")
             if operation is None:
                 what = f"operation {target!r}" if target else "no X-Amz-Target header"

@@ -157,6 +157,19 @@ def _cbor_ready(value: Any, key: str | None = None) -> Any:
     return value
 
 
+#: What AWS answers, in XML, before it knows which service and operation a request is for.
+XML_BYTES = b"application/xml"
+NO_OPERATION = "Unable to determine service/operation name to be authorized"
+
+
+def xml_error(aws_type: str, message: str | None = None) -> bytes:
+    """AWS's XML refusal of a request it cannot route (kinesalite's recording): ``<Type>`` with a
+    ``<Message>`` (403 AccessDeniedException), or an empty element (404 UnknownOperationException)."""
+    if message is None:
+        return f"<{aws_type}/>\n".encode()
+    return f"<{aws_type}>\n  <Message>{message}</Message>\n</{aws_type}>\n".encode()
+
+
 def error(aws_type: str, message: str, *, cbor: bool = False) -> bytes:
     body = {"__type": aws_type, "message": message}
     return cbor2.dumps(body) if cbor else orjson.dumps(body)

@@ -34,8 +34,8 @@ def test_preflight_is_answered_empty_and_echoes_what_the_browser_asks(start_daem
         assert answer.headers["access-control-allow-methods"] == "POST"
         assert answer.headers["content-length"] == "0"
         assert "x-amzn-requestid" not in answer.headers  # AWS's preflight answer carries no request id
-        # Without Origin, OPTIONS is no preflight: an unknown route, as before.
-        assert httpx.options(f"{endpoint}/").status_code == 404
+        # Without Origin, OPTIONS is no preflight: a method the API's path does not take, refused as AWS does.
+        assert httpx.options(f"{endpoint}/").status_code == 403
 
 
 def test_answers_to_a_request_with_origin_expose_aws_headers(start_daemon: Any) -> None:
