@@ -73,6 +73,8 @@ SHARD_LEVEL_METRICS = ("IncomingBytes", "IncomingRecords", "OutgoingBytes", "Out
 #: Streams that may be CREATING at once in an account.
 MAX_CREATING = 5
 _DAY_MS = 24 * 3600 * 1000
+#: A position before a shard's first record (its StartingSequenceNumber), before AT/AFTER are applied.
+BEFORE_FIRST: Position = (0, -1)
 MAX_TAGS = 50
 #: Characters a tag key or value may not hold (kinesalite's recording of AWS's rule; ``:`` was added
 #: to the allowed set later, as AWS's own ``aws:`` keys need it). ``%`` passes here and fails next.
@@ -109,6 +111,9 @@ class Stream:
     shards: list[Shard] = field(default_factory=list)
     next_index: int = 0
     scalings: list[int] = field(default_factory=list)
+    #: What log entry 0 of each shard encodes as in sequence numbers (``sequence.prefix``): 1 for streams
+    #: created since StartingSequenceNumber comes before the first record, 0 for older ones (absent).
+    first_entry: int = 0
     #: When the capacity mode was switched (UpdateStreamMode), for the two-a-day limit.
     mode_switches: list[int] = field(default_factory=list)
     #: Enabled enhanced (shard-level) metrics, in SHARD_LEVEL_METRICS order.
@@ -175,7 +180,7 @@ class Stream:
 
 
 _PERSISTED = frozenset({"name", "arn", "created_ms", "epoch", "status", "retention_hours", "mode", "max_record_kib",
-                        "tags", "next_index", "scalings", "mode_switches", "shard_metrics", "policy"})
+                        "tags", "next_index", "scalings", "first_entry", "mode_switches", "shard_metrics", "policy"})
 
 
 class PutResult(NamedTuple):
@@ -292,7 +297,7 @@ class ShardStore:
         self._save()
 
     def _open_data(self, stream: Stream, shard: Shard) -> None:
-        prefix = sequence.prefix(stream.epoch, shard.index)
+        prefix = sequence.prefix(stream.epoch, shard.index, stream.first_entry)
         directory = self.directory / stream.directory_name / shard.shard_id
         data = stream.data[shard.shard_id] = ShardData.open(directory, prefix, segment_bytes=self.options.segment_bytes)
         data.shard_index, data.keys, data.next_entry = shard.index, stream.keys, data.log.next_seq
@@ -420,7 +425,7 @@ class ShardStore:
         self._check_shard_limit(shard_count)
         created = now_ms()
         self._last_epoch = epoch = max(created // 1000, self._last_epoch + 1)
-        stream = Stream(name=name, arn=self.arn(name), created_ms=created, epoch=epoch, mode=mode,
+        stream = Stream(name=name, arn=self.arn(name), created_ms=created, epoch=epoch, mode=mode, first_entry=1,
                         max_record_kib=max_record_kib, tags=dict(tags or {}))
         for start, end in hashkeys.initial_ranges(shard_count):
             self._new_shard(stream, start, end, created)
@@ -792,6 +797,7 @@ class ShardStore:
             position = self._position(stream, shard, sequence_number)
             if kind == "AFTER_SEQUENCE_NUMBER":
                 position = (position[0], position[1] + 1)
+            position = max(position, (0, 0))
         return iterators.issue(self.key, iterators.Iterator(now, name, stream.created_ms, shard.index, *position))
 
     def _position(self, stream: Stream, shard: Shard, value: str) -> Position:
@@ -804,7 +810,9 @@ class ShardStore:
             raise InvalidArgumentException(
                 f"Invalid StartingSequenceNumber. It encodes shardId-{decoded.shard_index:012d}, while it was used "
                 f"in a call to a shard with {shard.shard_id}")
-        return (decoded.entry, decoded.index)
+        if decoded.entry < stream.first_entry:  # the shard's StartingSequenceNumber: before its first record
+            return BEFORE_FIRST
+        return (decoded.entry - stream.first_entry, decoded.index)
 
     def get_records(self, token: str, limit: int) -> GetResult:
         it = iterators.parse(self.key, token)

@@ -227,6 +227,8 @@ def _continuation(data: ShardData, position: Position) -> str:
         return data.sequence_number(last)
     if entry > 0:
         return data.sequence_number((entry - 1, _AFTER_ENTRY))
+    if sequence.first_entry(data.prefix):  # the shard's StartingSequenceNumber, just before its first record
+        return data.sequence_number((-1, 0))
     return data.sequence_number((0, _BEFORE_FIRST))
 
 

@@ -109,6 +109,28 @@ def test_partition_keys_route_by_md5_and_explicit_hash_key(kinesis: Any) -> None
     assert "ExplicitHashKey must be in the range" in error_of(exc)[1]
 
 
+def test_a_shards_starting_sequence_number_comes_before_its_first_record(kinesis: Any) -> None:
+    """As on AWS: AT and AFTER the shard's StartingSequenceNumber both begin at its first record, and a
+    closed shard that never held one ends where it starts."""
+    name = unique()
+    kinesis.create_stream(StreamName=name, ShardCount=2)
+    shards = kinesis.list_shards(StreamName=name)["Shards"]
+    shard, empty = shards[0], shards[1]
+    start = shard["SequenceNumberRange"]["StartingSequenceNumber"]
+    sent = [kinesis.put_record(StreamName=name, Data=b"r%d" % i, PartitionKey="k",
+                               ExplicitHashKey="0")["SequenceNumber"] for i in range(3)]
+    assert all(int(start) < int(seq) for seq in sent)
+    for kind in ("AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER"):
+        got = read_shard(kinesis, name, shard["ShardId"], kind, StartingSequenceNumber=start)
+        assert [r["SequenceNumber"] for r in got] == sent, kind
+    after_first = read_shard(kinesis, name, shard["ShardId"], "AFTER_SEQUENCE_NUMBER", StartingSequenceNumber=sent[0])
+    assert [r["Data"] for r in after_first] == [b"r1", b"r2"]
+    kinesis.merge_shards(StreamName=name, ShardToMerge=shard["ShardId"], AdjacentShardToMerge=empty["ShardId"])
+    closed = {s["ShardId"]: s for s in kinesis.list_shards(StreamName=name)["Shards"]}[empty["ShardId"]]
+    assert closed["SequenceNumberRange"]["EndingSequenceNumber"] == \
+        closed["SequenceNumberRange"]["StartingSequenceNumber"]
+
+
 def test_iterator_types_limit_and_millis_behind(kinesis: Any) -> None:
     name = unique()
     kinesis.create_stream(StreamName=name, ShardCount=1)
