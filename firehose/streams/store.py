@@ -653,7 +653,9 @@ class ShardStore:
             raise LimitExceededException(f"Stream {name} under account {self.options.account_id} has already been "
                                          f"scaled {MAX_SCALINGS_PER_DAY} times in the last 24 hours.")
         if target > current:
-            self._check_shard_limit(target - current)
+            # Scaling up splits every open shard before merging down to the target: for a moment the
+            # stream has twice its shards open, and AWS counts those transient shards against the limit.
+            self._check_shard_limit(current)
         stream.scalings.append(now)
         self._reshard(stream, lambda at: self._uniform(stream, target, at))
         return current

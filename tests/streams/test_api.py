@@ -269,6 +269,10 @@ def test_shard_limit_is_enforced(start_streams_server: Any) -> None:
     assert "would exceed the shard limit for the account 123456789012" in error_of(exc)[1]
     with pytest.raises(client.exceptions.LimitExceededException):
         client.update_shard_count(StreamName="a", TargetShardCount=8, ScalingType="UNIFORM_SCALING")
+    # 4 → 5 would end with 5 open, within the limit, but splits all 4 first: 8 open for a moment
+    with pytest.raises(client.exceptions.LimitExceededException) as exc:
+        client.update_shard_count(StreamName="a", TargetShardCount=5, ScalingType="UNIFORM_SCALING")
+    assert "Number of additional shards that would have resulted from this request: 4." in error_of(exc)[1]
     client.create_stream(StreamName="c", ShardCount=1)
 
 
