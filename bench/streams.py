@@ -40,6 +40,9 @@ at most 10,000 records (under 10 MiB) per GetRecords.
     python bench/streams.py [--records 200000] [--shards 2] [--client raw|boto3] [--repeat 1]
                             [--only kinesalite,firehose] [--keep]
 
+``--only firehose,firehose-kms`` compares firehose with a stream encrypted at rest
+(StartStreamEncryption, a keyring of one key) against the same without encryption.
+
 Goals (firehose / kinesalite in the same run, exit status 1 if missed): at least 5x for PutRecords
 and 3x for GetRecords records/s. JSON results go to ``bench/results/streams-<timestamp>.json``.
 """
@@ -589,17 +592,25 @@ def start_kinesalite(workdir: Path) -> Server:
     return Server("kinesalite", proc, f"http://127.0.0.1:{port}", log)
 
 
-def start_firehose(workdir: Path) -> Server:
+def start_firehose(workdir: Path, *, encrypted: bool = False) -> Server:
+    """``encrypted``: with a keyring (one random key), and the stream encrypted at rest once created."""
     port = free_port()
     log = workdir / "firehose.log"
+    config: list[str] = []
+    if encrypted:
+        (workdir / "keys").mkdir(exist_ok=True)
+        (workdir / "keys" / "bench.key").write_text(os.urandom(32).hex())
+        (workdir / "firehose.yaml").write_text(json.dumps({"encryption": {"keys_dir": str(workdir / "keys")}}))
+        config = ["--config", str(workdir / "firehose.yaml")]
     with log.open("wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "firehose", "streams", "serve", "--host", "127.0.0.1",
-                                 "--port", str(port), "--state-dir", str(workdir / "state")],
+                                 "--port", str(port), "--state-dir", str(workdir / "state"), *config],
                                 cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
-    return Server("firehose", proc, f"http://127.0.0.1:{port}", log)
+    return Server("firehose-kms" if encrypted else "firehose", proc, f"http://127.0.0.1:{port}", log)
 
 
-TARGETS: dict[str, Callable[[Path], Server]] = {"kinesalite": start_kinesalite, "firehose": start_firehose}
+TARGETS: dict[str, Callable[[Path], Server]] = {"kinesalite": start_kinesalite, "firehose": start_firehose,
+                                                "firehose-kms": functools.partial(start_firehose, encrypted=True)}
 
 
 def wait_ready(server: Server, timeout: float = 60) -> None:
@@ -625,6 +636,12 @@ def create_stream(server: Server, shards: int) -> list[str]:
     try:
         client.call("CreateStream", {"StreamName": STREAM, "ShardCount": shards})
         deadline = time.monotonic() + 60
+        if server.name == "firehose-kms":  # encryption at rest: StartStreamEncryption once it is ACTIVE
+            while client.call("DescribeStreamSummary", {"StreamName": STREAM})[
+                    "StreamDescriptionSummary"]["StreamStatus"] != "ACTIVE":
+                time.sleep(0.02)
+            client.call("StartStreamEncryption", {"StreamName": STREAM, "EncryptionType": "KMS",
+                                                  "KeyId": "alias/aws/kinesis"})
         while client.call("DescribeStreamSummary", {"StreamName": STREAM})[
                 "StreamDescriptionSummary"]["StreamStatus"] != "ACTIVE":
             if time.monotonic() > deadline:
@@ -700,6 +717,250 @@ def run_once(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     return {"targets": results, "ratios": ratios}
 
 
+# -- fan-out: SubscribeToShard next to GetRecords polling -------------------------------------------
+#
+# ``--fanout``: on one firehose server, two phases on two fresh streams of FANOUT_SHARDS shards, each
+# with the same producer (``--fanout-records`` records put flat out by 2 connections, 500 per call):
+#
+# * fanout: 2 consumers, each with one SubscribeToShard per shard (started at LATEST before the first
+#   put), read the records as the event stream pushes them;
+# * polling: 2 consumers, each polling every shard with GetRecords (Limit 10000) from LATEST,
+#   pausing 200 ms after an empty answer (AWS allows 5 calls/s per shard).
+#
+# Per phase: records/s delivered to the consumers (both consumers' records over the wall time from
+# the first put to the last record received), put-to-receive latency from the acknowledgement of
+# the PutRecords call that stored a record to the read that returned it (p50/p99; a record received
+# before its producer saw the acknowledgement counts 0), and the server's CPU per 1,000 records
+# delivered, total (PutRecords included, the same in both phases) and the read side alone (the
+# phase's CPU minus that of a put-only phase of the same records).
+
+FANOUT_SHARDS = 4
+FANOUT_CONSUMERS = 2
+FANOUT_GOALS = {"ratio": 2.0, "p99_ms": 200.0}
+_FRAME_HEAD = 12
+
+
+def _named_stream(endpoint: str, name: str, shards: int) -> tuple[str, list[str]]:
+    client = RawClient(endpoint)
+    try:
+        client.call("CreateStream", {"StreamName": name, "ShardCount": shards})
+        summary = client.call("DescribeStreamSummary", {"StreamName": name})["StreamDescriptionSummary"]
+        found = client.call("ListShards", {"StreamName": name})["Shards"]
+        return str(summary["StreamARN"]), [str(x["ShardId"]) for x in found]
+    finally:
+        client.close()
+
+
+def _event_ids(payload: bytes) -> list[int]:
+    heads = DATA_HEAD.findall(payload)
+    if len(heads) != payload.count(b'"Data"') or len(heads) != payload.count(DATA_TAIL):
+        return [id_of_b64(r["Data"]) for r in orjson.loads(payload)["Records"]]
+    return [int.from_bytes(binascii.a2b_base64(h)[:8], "big") for h in heads]
+
+
+def _subscribe_thread(endpoint: str, consumer: str, shard: str, ready: Any, got: list[tuple[float, list[int]]],
+                      errors: list[str]) -> None:
+    """One subscription, resubscribing from its continuation when the server ends it (5 minutes)."""
+    client = RawClient(endpoint)
+    position: dict[str, Any] = {"Type": "LATEST"}
+    first = True
+    try:
+        while True:
+            headers = {**client.headers, "X-Amz-Target": "Kinesis_20131202.SubscribeToShard"}
+            client.conn.request("POST", "/", orjson.dumps({"ConsumerARN": consumer, "ShardId": shard,
+                                                           "StartingPosition": position}), headers)
+            response = client.conn.getresponse()
+            if response.status != 200:
+                errors.append(f"SubscribeToShard: {response.status} {response.read()[:200]!r}")
+                return
+            buffer = b""
+            while True:
+                chunk = response.read1(1 << 20)
+                if not chunk:
+                    break
+                buffer += chunk
+                while len(buffer) >= _FRAME_HEAD and len(buffer) >= int.from_bytes(buffer[:4], "big"):
+                    total = int.from_bytes(buffer[:4], "big")
+                    head = int.from_bytes(buffer[4:8], "big")
+                    headers_raw, payload = buffer[_FRAME_HEAD:_FRAME_HEAD + head], buffer[_FRAME_HEAD + head:total - 4]
+                    buffer = buffer[total:]
+                    if b"SubscribeToShardEvent" not in headers_raw:
+                        continue
+                    if first:
+                        ready.release()
+                        first = False
+                    ids = _event_ids(payload)
+                    if ids:
+                        got.append((time.time(), ids))
+                    cont = MILLIS_BEHIND.search(payload) and re.search(rb'"ContinuationSequenceNumber":"(\d+)"',
+                                                                       payload)
+                    if cont:
+                        position = {"Type": "AFTER_SEQUENCE_NUMBER", "SequenceNumber": cont.group(1).decode()}
+            time.sleep(1.0)  # one subscribe per second per consumer and shard
+    except Exception as exc:  # reported by the process
+        errors.append(repr(exc))
+
+
+def _poll_thread(endpoint: str, stream: str, shard: str, ready: Any, got: list[tuple[float, list[int]]],
+                 errors: list[str]) -> None:
+    client = RawClient(endpoint)
+    try:
+        iterator: str | None = str(client.call("GetShardIterator", {"StreamName": stream, "ShardId": shard,
+                                                                    "ShardIteratorType": "LATEST"})["ShardIterator"])
+        ready.release()
+        while iterator:
+            ids, iterator, _behind, _bad = client.get_records(iterator, GET_LIMIT)
+            if ids:
+                got.append((time.time(), ids))
+            else:
+                time.sleep(0.2)
+    except Exception as exc:
+        errors.append(repr(exc))
+
+
+def _consumer_process(kind: str, endpoint: str, target: str, shards: list[str], expected: int, out: Any,
+                      ready: Any) -> None:
+    """One consumer (every shard, a thread each) until it has ``expected`` records; reports them."""
+    got: list[tuple[float, list[int]]] = []
+    errors: list[str] = []
+    run = _subscribe_thread if kind == "fanout" else _poll_thread
+    cpu0 = time.process_time()
+    for shard in shards:
+        threading.Thread(target=run, args=(endpoint, target, shard, ready, got, errors), daemon=True).start()
+    deadline = time.monotonic() + 600
+    while sum(len(ids) for _t, ids in list(got)) < expected and not errors and time.monotonic() < deadline:
+        time.sleep(0.02)
+    times = array("d")
+    ids_out = array("q")
+    for t, ids in list(got):
+        ids_out.extend(ids)
+        times.extend([t] * len(ids))
+    out.put({"ids": ids_out.tobytes(), "times": times.tobytes(), "errors": errors,
+             "cpu": time.process_time() - cpu0})
+
+
+def _produce(endpoint: str, stream: str, n: int, threads: int = 2) -> tuple[float, array]:
+    """Put records [0, n) in 500-record calls from ``threads`` connections; (start, ack time per call)."""
+    acks = array("d", [0.0]) * ((n + BATCH - 1) // BATCH)
+    batches = [(b, list(range(b * BATCH, min(n, (b + 1) * BATCH)))) for b in range(len(acks))]
+    bodies = {b: RawClient.prepare_put(None, stream, ids) for b, ids in batches}  # type: ignore[arg-type]
+
+    def work(mine: list[tuple[int, list[int]]]) -> None:
+        client = RawClient(endpoint)
+        for b, ids in mine:
+            while client.put_records(bodies[b], ids):
+                time.sleep(0.01)  # none fail with the server's limits off; retried whole if one did
+            acks[b] = time.time()
+        client.close()
+
+    start = time.time()
+    workers = [threading.Thread(target=work, args=(batches[i::threads],)) for i in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return start, acks
+
+
+def _fanout_phase(server: Server, kind: str, n: int) -> dict[str, Any]:
+    """Put ``n`` records while FANOUT_CONSUMERS consumers read them (``kind``: fanout, polling or none)."""
+    name = f"{kind}-{n}"
+    arn, shards = _named_stream(server.endpoint, name, FANOUT_SHARDS)
+    ctx = mp.get_context("fork")
+    out, ready = ctx.Queue(), ctx.Semaphore(0)
+    procs = []
+    if kind != "none":
+        targets = [name] * FANOUT_CONSUMERS
+        if kind == "fanout":
+            client = RawClient(server.endpoint)
+            targets = [str(client.call("RegisterStreamConsumer", {"StreamARN": arn, "ConsumerName": f"c{i}"})[
+                "Consumer"]["ConsumerARN"]) for i in range(FANOUT_CONSUMERS)]
+            client.close()
+        procs = [ctx.Process(target=_consumer_process, args=(kind, server.endpoint, t, shards, n, out, ready))
+                 for t in targets]
+        for p in procs:
+            p.start()
+        for _ in range(len(procs) * len(shards)):
+            if not ready.acquire(timeout=60):
+                raise RuntimeError(f"{kind}: consumers did not start")
+    cpu0 = server.cpu()
+    start, acks = _produce(server.endpoint, name, n)
+    reports = [out.get(timeout=660) for _ in procs]
+    cpu1 = server.cpu()
+    for p in procs:
+        p.join(10)
+    result: dict[str, Any] = {"records": n, "server_cpu_s": cpu1 - cpu0,
+                              "put_records_per_s": n / (max(acks) - start)}
+    if not procs:
+        return result
+    errors = [e for r in reports for e in r["errors"]]
+    if errors:
+        raise RuntimeError(f"{kind}: consumer failed: {errors[0]}")
+    latencies: list[float] = []
+    last = 0.0
+    delivered = 0
+    for r in reports:
+        ids, times = array("q"), array("d")
+        ids.frombytes(r["ids"])
+        times.frombytes(r["times"])
+        check = verify(array("q", range(n)), ids, n)
+        if check["lost"] or check["duplicated"] or check["unknown"]:
+            raise RuntimeError(f"{kind}: a consumer read {check}")
+        delivered += len(ids)
+        last = max(last, max(times))
+        latencies += [max(0.0, t - acks[rid // BATCH]) for rid, t in zip(ids, times, strict=True)]
+    latencies.sort()
+    result.update(delivered=delivered, delivered_per_s=delivered / (last - start),
+                  p50_ms=1000 * latencies[len(latencies) // 2],
+                  p99_ms=1000 * latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
+                  server_cpu_ms_per_1000=1e6 * (cpu1 - cpu0) / delivered,
+                  client_cpu_ms_per_1000=1e6 * sum(r["cpu"] for r in reports) / delivered)
+    return result
+
+
+def bench_fanout(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    server = start_firehose(workdir)
+    try:
+        wait_ready(server)
+        n = args.fanout_records
+        phases = {kind: _fanout_phase(server, kind, n) for kind in ("none", "fanout", "polling")}
+        put_cpu = phases["none"]["server_cpu_s"]
+        for kind in ("fanout", "polling"):
+            p = phases[kind]
+            p["read_cpu_ms_per_1000"] = 1e6 * (p["server_cpu_s"] - put_cpu) / p["delivered"]
+        return phases
+    finally:
+        server.stop()
+
+
+def print_fanout(phases: dict[str, Any], args: argparse.Namespace) -> bool:
+    """The table; whether the goals are met."""
+    print(f"\n{args.fanout_records:,} records of {RECORD_SIZE} B put in batches of {BATCH} into {FANOUT_SHARDS} "
+          f"shards while {FANOUT_CONSUMERS} consumers read them (put alone: "
+          f"{phases['none']['put_records_per_s']:,.0f} records/s, server CPU "
+          f"{1e6 * phases['none']['server_cpu_s'] / args.fanout_records:.1f} ms/1k)")
+    print(f"{'consumers':<10} {'delivered rec/s':>16} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms/1k':>10} "
+          f"{'read CPU ms/1k':>15} {'client ms/1k':>13}")
+    for kind in ("fanout", "polling"):
+        p = phases[kind]
+        print(f"{kind:<10} {p['delivered_per_s']:>16,.0f} {p['p50_ms']:>8.1f} {p['p99_ms']:>8.1f} "
+              f"{p['server_cpu_ms_per_1000']:>10.2f} {p['read_cpu_ms_per_1000']:>15.2f} "
+              f"{p['client_cpu_ms_per_1000']:>13.2f}")
+    f, g = phases["fanout"], phases["polling"]
+    ratio = f["delivered_per_s"] / g["delivered_per_s"]
+    goals = {f"delivered records/s fan-out / polling {ratio:.2f}x (goal >= {FANOUT_GOALS['ratio']:g}x)":
+             ratio >= FANOUT_GOALS["ratio"],
+             f"fan-out p99 {f['p99_ms']:.0f} ms (goal < {FANOUT_GOALS['p99_ms']:g} ms)":
+             f["p99_ms"] < FANOUT_GOALS["p99_ms"],
+             f"server CPU per 1,000 delivered fan-out {f['server_cpu_ms_per_1000']:.2f} vs polling "
+             f"{g['server_cpu_ms_per_1000']:.2f} ms (goal: no higher)":
+             f["server_cpu_ms_per_1000"] <= g["server_cpu_ms_per_1000"]}
+    for text, met in goals.items():
+        print(f"{text}: {'met' if met else 'MISSED'}")
+    return all(goals.values())
+
+
 # -- report ------------------------------------------------------------------------------------------
 
 
@@ -740,6 +1001,11 @@ def print_report(runs: list[dict[str, Any]], args: argparse.Namespace) -> None:
             print(f"{name}: acknowledged {c['acknowledged']:,}, read {c['read']:,}, lost {c['lost']}, "
                   f"duplicated {c['duplicated']}, unknown {c['unknown']}, corrupted {c['corrupted']}; "
                   f"retried {t['put']['failed_records_retried']} failed records, {throttled} throttled calls")
+    if "firehose" in args.only and "firehose-kms" in args.only:
+        for phase, label in (("put", "PutRecords"), ("get", "GetRecords")):
+            values = [run["targets"]["firehose-kms"][phase]["records_per_s"]
+                      / run["targets"]["firehose"][phase]["records_per_s"] for run in runs]
+            print(f"encrypted / plain, {label} records/s: {spread(values, '.2f', 'x')}")
     if runs[0]["ratios"]:
         for phase, label in (("put", "PutRecords"), ("get", "GetRecords")):
             values = [run["ratios"][phase] for run in runs]
@@ -758,7 +1024,12 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=1, help="runs of the whole comparison; median and range")
     parser.add_argument("--only", default="kinesalite,firehose", help="comma-separated targets")
     parser.add_argument("--keep", action="store_true", help="keep the servers' working directories")
+    parser.add_argument("--fanout", action="store_true",
+                        help="instead: SubscribeToShard next to GetRecords polling on firehose (see FANOUT_SHARDS)")
+    parser.add_argument("--fanout-records", type=int, default=100_000, help="records put in each fan-out phase")
     args = parser.parse_args()
+    if args.fanout:
+        return main_fanout(args)
     args.only = [t for t in args.only.split(",") if t]
     if unknown := set(args.only) - set(TARGETS):
         parser.error(f"unknown target(s): {', '.join(sorted(unknown))}")
@@ -789,6 +1060,24 @@ def main() -> int:
     if runs[0]["ratios"] and any(statistics.median([r["ratios"][p] for r in runs]) < GOALS[p] for p in GOALS):
         return 1
     return 0
+
+
+def main_fanout(args: argparse.Namespace) -> int:
+    workdir = Path(tempfile.mkdtemp(prefix="firehose-bench-fanout-"))
+    try:
+        phases = bench_fanout(args, workdir / "firehose")
+    finally:
+        if args.keep:
+            print(f"kept {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    met = print_fanout(phases, args)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"streams-fanout-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps({"args": vars(args), "record_size": RECORD_SIZE, "batch": BATCH,
+                               "shards": FANOUT_SHARDS, "consumers": FANOUT_CONSUMERS, "phases": phases}, indent=2))
+    print(f"results: {out.relative_to(REPO)}")
+    return 0 if met else 1
 
 
 if __name__ == "__main__":

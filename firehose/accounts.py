@@ -65,6 +65,10 @@ class PerAccount(Generic[T]):
             item = self._items[account] = self._make(account)
         return item
 
+    def existing(self, account: str) -> T | None:
+        """The account's item if it has been made (never makes one: for resources named by ARN)."""
+        return self._items.get(account)
+
     def for_caller(self, account: str) -> T:
         """The account a request acts in (LimitExceededException when it would be one too many)."""
         item = self._items.get(account)

@@ -7,8 +7,11 @@ door's ``body`` module) and this module only answers.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import pybase64
@@ -41,3 +44,47 @@ async def send_response(send: Send, status: int, body: bytes, content_type: byte
         headers.extend(extra)
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+@dataclass(frozen=True, slots=True)
+class Streamed:
+    """An answer sent while it is produced (an event stream): status 200, ``content_type``, then each
+    chunk as soon as ``chunks`` yields it. The next chunk is asked for only once the server has taken
+    the last (``send`` returns when HTTP flow control lets it), so a slow client holds the producer
+    back instead of making it buffer."""
+
+    content_type: bytes
+    chunks: AsyncIterator[bytes]
+
+
+async def send_streamed(send: Send, receive: Receive, answer: Streamed, rid: str) -> None:
+    """``answer`` without a length (HTTP/1.1: chunked; HTTP/2: DATA frames), ended when ``chunks`` ends.
+
+    The client going away (``http.disconnect``) stops the producer at once, wherever it waits;
+    either way the producer is closed (its ``finally`` runs) before this returns.
+    """
+    headers = [(b"content-type", answer.content_type), (b"x-amzn-requestid", rid.encode()),
+               (b"x-amz-id-2", amz_id_2().encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+
+    async def pump() -> None:
+        async for chunk in answer.chunks:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def disconnected() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    producing = asyncio.ensure_future(pump())
+    watching = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait((producing, watching), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (producing, watching):
+            task.cancel()
+        await asyncio.gather(producing, watching, return_exceptions=True)
+        aclose = getattr(answer.chunks, "aclose", None)
+        if aclose is not None:
+            with contextlib.suppress(Exception):
+                await aclose()

@@ -266,9 +266,10 @@ class Catalog:
         except ValueError as exc:
             raise InvalidArgumentException(str(exc)) from exc
 
-    def delete(self, name: str) -> StreamState:
+    def delete(self, name: str, *, force: bool = False) -> StreamState:
+        """Delete a stream (``force``: even one still CREATING, for the testing reset)."""
         state = self.get(name)
-        if state.status == "CREATING":
+        if state.status == "CREATING" and not force:
             raise ResourceInUseException(f"Firehose {name} is still CREATING and cannot be deleted yet.")
         state.deleting = True
         del self._streams[name]

@@ -45,12 +45,13 @@ from firehose.errors import ConfigError, DestinationError
 from firehose.frontdoor.operator import OperatorApp, OperatorRoutes
 from firehose.frontdoor.principals import Principals
 from firehose.frontdoor.quotas import Quotas
+from firehose.frontdoor.reset import Service
 from firehose.pipeline import Pipeline, StreamConfig
 from firehose.pipeline.config import check_definition
 from firehose.pipeline.memory import MemoryBudget
 from firehose.processing.transform import WorkerPool
 from firehose.processpool import RenewingProcessPool
-from firehose.settings import Config, HttpSettings, Settings, check_listener, split_listen
+from firehose.settings import Config, HttpSettings, Settings, check_listener, check_reset_endpoint, split_listen
 from firehose.sources.kinesis import KinesisSource, make_client
 from firehose.spool import PROC, Spool, StreamSpool, retained
 from firehose.storage.atomic import make_dirs
@@ -137,11 +138,16 @@ class Daemon:
         self._server: _Server | None = None
         self._metrics_server: listeners.RunningServer | None = None
         self._background: set[asyncio.Task[Any]] = set()
+        #: Deleted streams whose spool is being retired, by (account, name); those dropped by a reset.
+        self._retiring: dict[tuple[str, str], asyncio.Task[Any]] = {}
+        self._wiping: set[tuple[str, str]] = set()
         s = self.settings
         make_dirs(s.state_dir)
         check_listener(s.host, s.auth, "The Firehose API")
+        check_reset_endpoint(s.host, s.testing, "The Firehose API")
         if s.kinesis.enabled:
             check_listener(s.kinesis.host or s.host, s.auth, "The Kinesis API")
+            check_reset_endpoint(s.kinesis.host or s.host, s.testing, "The Kinesis API")
         self._state_lock = DirectoryLock(s.state_dir, "the state directory")
         self._subscribed = False
         #: Each account's delivery streams (see ``firehose.accounts``).
@@ -175,6 +181,7 @@ class Daemon:
         self.app = FirehoseApp(self.services, self.readiness, s, self.principals, self.metrics,
                                history=self.history, taps=self.taps, streams=self.console_streams,
                                views=self.console_views)
+        self.app.reset.action = self.reset
 
     @property
     def catalog(self) -> Catalog:
@@ -350,7 +357,9 @@ class Daemon:
                 self._spawn(self._switch(state, pipeline))
         elif event == "deleted":
             pipeline = self.pipelines.pop(state.key, None)
-            self._spawn(self._retire(state, pipeline))
+            task = self._retiring[state.key] = self._spawn(self._retire(state, pipeline))
+            task.add_done_callback(lambda t: self._retiring.pop(state.key, None) if self._retiring.get(
+                state.key) is t else None)
 
     async def _switch(self, state: StreamState, old: Pipeline) -> None:
         """A change of processing: stop the old pipeline (it seals what it buffered), then start anew."""
@@ -377,10 +386,12 @@ class Daemon:
             self.metrics.forget(state.name, pipeline.levels)
             await pipeline.discard()
         hours = self.settings.delete.retain_hours
+        wiped = state.key in self._wiping  # a reset: nothing is kept
+        self._wiping.discard(state.key)
         directory = self.spool.detach_stream(state.spool_key)
         kept, records, size = await retained.retain(
             directory, self.deleted_dir, stream=state.name, account=state.account_id, processes=processes,
-            definition=state.definition.dump(), keep=hours > 0)
+            definition=state.definition.dump(), keep=hours > 0 and not wiped)
         self.spool.admission.freed()
         if kept is not None:
             log.warning("Deleted a delivery stream that held undelivered records; they are kept for "
@@ -389,7 +400,8 @@ class Daemon:
                                "retained": kept.name, "retain_hours": hours})
         elif records:
             log.warning("Deleted a delivery stream that held undelivered records; they are discarded "
-                        "(delete.retain_hours is 0).", extra={"stream": state.name, "records": records, "bytes": size})
+                        f"({'a testing reset' if wiped else 'delete.retain_hours is 0'}).",
+                        extra={"stream": state.name, "records": records, "bytes": size})
         log.info("Deleted a delivery stream.", extra={"stream": state.name})
 
     def _processes(self, state: StreamState, pipeline: Pipeline | None) -> bool:
@@ -410,10 +422,30 @@ class Daemon:
                          extra={"stream": gone.stream, "retained": gone.name, "records": gone.records})
             await asyncio.sleep(_EXPIRE_EVERY_SECONDS)
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        return task
+
+    async def reset(self, service: Service = "all") -> None:
+        """``testing.reset_endpoint``: drop every delivery stream of every account (and, when the Kinesis
+        sidecar runs here, every Kinesis stream) at once, as a DeleteDeliveryStream of each would, except
+        that records still buffered for them are discarded rather than kept under ``delete.retain_hours``:
+        a reset is meant to leave nothing behind. Returns once their pipelines have stopped. Streams the
+        config declares come back at the next start or reload."""
+        if self.sidecar is not None and service != "firehose":
+            await self.sidecar.reset("kinesis")
+        if service == "kinesis":
+            return
+        keys = []
+        for _account, catalog in self.catalogs:
+            for state in catalog.all():
+                self._wiping.add(state.key)
+                catalog.delete(state.name, force=True)
+                keys.append(state.key)
+        await asyncio.gather(*(self._retiring[k] for k in keys if k in self._retiring), return_exceptions=True)
+        log.info("Reset: dropped every delivery stream (testing.reset_endpoint).", extra={"streams": len(keys)})
 
     # -- health -------------------------------------------------------------------
 
@@ -502,7 +534,9 @@ class Daemon:
         k = self.settings.kinesis
         if k.enabled and self.sidecar is None:
             self.sidecar = Sidecar(self.settings, host=k.host or self.settings.host, port=k.port,
-                                   directory=kinesis_state_dir(self.settings), source=self.config.source)
+                                   directory=kinesis_state_dir(self.settings), source=self.config.source,
+                                   keyring=self.keyring)  # one keyring for objects and shard logs
+            self.sidecar.app.reset.action = self.reset
             await self.sidecar.start()
         for definition in self.config.streams:
             try:

@@ -217,8 +217,18 @@ class KinesisSettings(_Settings):
     create_delay_seconds: Annotated[float, Field(ge=0)] = 0.0
     delete_delay_seconds: Annotated[float, Field(ge=0)] = 0.0
     update_delay_seconds: Annotated[float, Field(ge=0)] = 0.0
+    #: Seconds an enhanced fan-out consumer stays CREATING / DELETING (AWS takes seconds; 0 = at once).
+    consumer_delay_seconds: Annotated[float, Field(ge=0)] = 0.0
+    #: How long a SubscribeToShard answer lasts before it ends and the client subscribes again (AWS: 5 minutes).
+    subscription_seconds: Annotated[float, Field(gt=0, le=300)] = 300.0
     #: Enforce AWS's per-shard limits (1 MiB/s and 1,000 records/s writes; 5 reads/s and 2 MiB/s).
     enforce_limits: bool = False
+    #: ON_DEMAND streams the account may have (AWS's default quota: 50).
+    on_demand_stream_limit: Annotated[int, Field(ge=0)] = 50
+    #: ON_DEMAND streams split a shard whose writes reached a shard's capacity (1 MiB/s or 1,000 records/s)
+    #: over the last interval, as AWS grows on-demand streams with their traffic (docs/streams.md).
+    on_demand_scaling: bool = True
+    on_demand_scaling_interval_seconds: Annotated[float, Field(gt=0)] = 10.0
     segment_bytes: Annotated[int, Field(ge=1024 * 1024)] = 16 * 1024 * 1024
     #: Streams created at start when absent: CreateStream request bodies.
     streams: list[dict[str, Any]] = []
@@ -346,6 +356,15 @@ class ConsoleSettings(_Settings):
     agents: list[Annotated[str, BeforeValidator(_status_url)]] = Field(default=[], max_length=64)
 
 
+class TestingSettings(_Settings):
+    """For test suites that use the daemon as their local AWS emulator."""
+
+    #: Serve ``POST /moto-api/reset`` and ``POST /_localstack/state/reset`` (and
+    #: ``/_localstack/state/{kinesis,firehose}/reset``) on the API listeners: each drops every stream
+    #: at once. Refused unless every API listener is loopback (``check_reset_endpoint``).
+    reset_endpoint: bool = False
+
+
 class LimitsSettings(_Settings):
     """What protects the process from hostile or broken clients (on both API listeners)."""
 
@@ -418,6 +437,17 @@ def check_listener(host: str, auth: AuthSettings, what: str) -> None:
             "127.0.0.1.")
 
 
+def check_reset_endpoint(host: str, testing: TestingSettings, what: str,
+                         error: type[Exception] = ConfigError) -> None:
+    """Refuse ``testing.reset_endpoint`` on a listener other machines can reach: one unauthenticated
+    request there would delete every stream."""
+    if testing.reset_endpoint and not is_loopback(host):
+        raise error(
+            f"testing.reset_endpoint is on and {what} would listen on {host}, which other machines can reach: "
+            "anyone there could delete every stream with one request. It is for test suites on this machine; "
+            "listen on 127.0.0.1 or turn it off.")
+
+
 class Settings(_Settings):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 4573
@@ -459,6 +489,7 @@ class Settings(_Settings):
     console: ConsoleSettings = ConsoleSettings()
     limits: LimitsSettings = LimitsSettings()
     quotas: QuotaSettings = QuotaSettings()
+    testing: TestingSettings = TestingSettings()
 
     @model_validator(mode="before")
     @classmethod
@@ -486,6 +517,9 @@ class Settings(_Settings):
     def _listeners(self) -> Settings:
         if self.metrics.listen is not None:
             split_listen(self.metrics.listen)
+        check_reset_endpoint(self.host, self.testing, "The Firehose API", error=ValueError)
+        if self.kinesis.enabled:
+            check_reset_endpoint(self.kinesis.host or self.host, self.testing, "The Kinesis API", error=ValueError)
         return self
 
 

@@ -151,7 +151,9 @@ def test_an_s3_stream_with_a_lambda_counts_incoming_processing_delivery_and_the_
 def test_an_http_endpoint_that_fails_counts_attempts_not_deliveries_and_freshness_grows(
         start_daemon: Any, endpoint: HttpEndpointReceiver) -> None:
     endpoint.behaviour = Behaviour(status=503, error_message="maintenance")
-    d = start_daemon([http_stream("down", endpoint.url, retry=60)], **FAST)
+    # Stopping gives deliveries shutdown_timeout_seconds (20 by default): this endpoint never takes one.
+    d = start_daemon([http_stream("down", endpoint.url, retry=60)],
+                     delivery={**FAST["delivery"], "shutdown_timeout_seconds": 0.5})
     d.client().put_record_batch(DeliveryStreamName="down", Records=[{"Data": b"r%d" % i} for i in range(3)])
 
     def failing() -> bool:

@@ -25,11 +25,12 @@ from firehose.api.http_receiver import PATH_PREFIX as RECEIVER_PREFIX
 from firehose.api.http_receiver import HttpEndpointReceiver
 from firehose.api.operations import OPERATIONS, Services
 from firehose.asgi import Receive, Scope, Send, send_response
-from firehose.frontdoor import wire
+from firehose.frontdoor import cors, wire
 from firehose.frontdoor.body import MemoryBudget
 from firehose.frontdoor.door import Api, FrontDoor
 from firehose.frontdoor.operator import OperatorRoutes, ReadinessProbe, StreamsProbe, ViewProbe
 from firehose.frontdoor.principals import Principals
+from firehose.frontdoor.reset import ResetRoutes
 from firehose.settings import Settings
 from firehose.tap import Taps
 from firehose.telemetry import Metrics, MetricsHistory
@@ -58,6 +59,8 @@ class FirehoseApp:
         self.receiver = HttpEndpointReceiver(services, self.door)
         self.operator = OperatorRoutes(readiness, metrics.registry, principals, self.door.verifier, history=history,
                                        taps=taps, streams=streams, views=views)
+        #: ``testing.reset_endpoint``'s paths; the daemon sets what a reset does.
+        self.reset = ResetRoutes(settings.testing.reset_endpoint)
         #: (operation, status) → the request counter and duration histogram children (no .labels() per call).
         self._api: dict[tuple[str, int], tuple[Counter, Histogram | None]] = {}
 
@@ -67,6 +70,8 @@ class FirehoseApp:
         path, method = scope["path"], scope["method"]
         if path == "/" and method == "POST":
             await self.door(scope, receive, send)
+        elif cors.is_preflight(scope):
+            await cors.preflight(scope, send)
         elif (path.startswith(RECEIVER_PREFIX) and method == "POST"
               and self.settings.http_endpoint_receiver.enabled):
             started = time.perf_counter()
@@ -74,6 +79,12 @@ class FirehoseApp:
             self._observe("HttpEndpointDelivery", status, started, None, None)
         elif self.operator.handles(scope):
             await self.operator(scope, receive, send)
+        elif self.reset.handles(scope):
+            await self.reset(scope, receive, send)
+        elif path == "/":  # any other method on the API's path, as AWS answers it
+            await send_response(send, 403, wire.xml_error("AccessDeniedException", wire.NO_OPERATION),
+                                wire.XML_BYTES, wire.request_id(),
+                                extra=cors.ANSWER_HEADERS if cors.has_origin(scope) else None)
         else:
             await send_response(send, 404, wire.error("UnknownOperationException", f"No route for {method} {path}."),
                                 wire.JSON_BYTES, wire.request_id())

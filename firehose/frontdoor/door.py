@@ -24,20 +24,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from firehose.asgi import Receive, Scope, Send, send_response
+from firehose.asgi import Receive, Scope, Send, Streamed, send_response, send_streamed
 from firehose.errors import (
     AccessDeniedException,
     FirehoseError,
     UnknownOperationException,
 )
-from firehose.frontdoor import body, wire
-from firehose.frontdoor.policy import Decision, denied_message, evaluate
+from firehose.frontdoor import body, cors, wire
+from firehose.frontdoor.policy import Decision, Policy, denied_message, evaluate
 from firehose.frontdoor.principals import Principal, Principals
 from firehose.frontdoor.shapes import ServiceShapes
 from firehose.frontdoor.sigv4 import Verifier, scope_of, wants_payload_hash
@@ -67,7 +68,7 @@ class Caller:
     secure: bool = False
 
 
-Handler = Callable[..., Awaitable[Body]]
+Handler = Callable[..., Awaitable[Body | Streamed]]
 #: Given to self-validating operations: checks the whole request against the model (``skip``: member paths
 #: the operation checks itself), raising the validator's error.
 Check = Callable[..., None]
@@ -82,12 +83,16 @@ def anywhere(_body: Body, _caller: Caller) -> str:
 @dataclass(frozen=True, slots=True)
 class Operation:
     """An operation: ``handler(services, body)``, or ``handler(services, body, check)`` when it is
-    self-validating, and the resource it acts on."""
+    self-validating, and the resource it acts on. A handler answers a dict, or a ``Streamed`` answer
+    (an event stream), which is sent as it is produced once every check above has passed."""
 
     handler: Handler
     resource: ResourceOf = anywhere
     #: The operation runs the validator itself (``check``), after a fast path (the ingest hot path).
     self_validating: bool = False
+    #: Whether a resource-based policy can grant the operation (Put/Get/DeleteResourcePolicy: no, only
+    #: the owner's account may manage a resource's policy).
+    grantable: bool = True
 
 
 @dataclass(frozen=True)
@@ -110,6 +115,11 @@ class Api:
     observe: Callable[[str | None, int, float, Body | None, str | None], None] = field(default=lambda *_: None)
     #: Added to the 413 answer's message (what the API's own limits are).
     too_large_hint: str = ""
+    #: The resource-based policies attached to the resource an ARN names (() when none, or no such resource).
+    resource_policies: Callable[[str], Sequence[Policy]] = field(default=lambda _arn: ())
+    #: The per-account services of another account that owns a resource a request names by ARN, or None when
+    #: that account holds nothing here. Unset: every request acts in its caller's account.
+    owner_services: Callable[[str], Any] | None = None
 
 
 class FrontDoor:
@@ -136,7 +146,7 @@ class FrontDoor:
         started = time.perf_counter()
         api = self.api
         ctype = target = encoding = ""
-        length, chunked = -1, False
+        length, chunked, origin = -1, False, False
         for key, value in scope["headers"]:
             if key == b"content-type":
                 ctype = value.decode("latin-1").split(";", 1)[0].strip().lower()
@@ -148,11 +158,14 @@ class FrontDoor:
                 encoding = value.decode("latin-1").strip().lower()
             elif key == b"transfer-encoding":
                 chunked = True
+            elif key == b"origin":
+                origin = True
         if chunked:  # the length of a chunked body is what arrives, whatever Content-Length says
             length = -1
         use_cbor = api.cbor and ctype == wire.CBOR
         name = wire.split_target(target, api.target_prefix)
         status, result, close, failure = 200, None, False, None
+        streamed: Streamed | None = None
         held = self.budget.request()
         try:
             if length > api.max_body_bytes:
@@ -160,9 +173,17 @@ class FrontDoor:
             digest = body.sha256() if self.principals.required and wants_payload_hash(scope["headers"]) else None
             raw = await body.read(receive, api.max_body_bytes, held, digest, length=length)
             if not use_cbor and ctype not in wire.JSON_TYPES:
-                status = 404
-                accepted = "application/x-amz-json-1.1" + (" or application/x-amz-cbor-1.1" if api.cbor else "")
-                raise UnknownOperationException(f"Unsupported Content-Type {ctype or '(none)'!r}; send {accepted}.")
+                # AWS answers a content type it does not speak in XML, as kinesalite recorded it: 403
+                # AccessDenied when the target does not even split into service.operation, else an
+                # empty 404 UnknownOperationException.
+                service, dot, op = target.partition(".")
+                refusal, status = ("UnknownOperationException", 404) if service and dot and op else \
+                    ("AccessDeniedException", 403)
+                out = wire.xml_error(refusal, None if status == 404 else wire.NO_OPERATION)
+                api.observe(name, status, started, None, refusal)
+                await send_response(send, status, out, wire.XML_BYTES, rid,
+                                    extra=cors.ANSWER_HEADERS if origin else None)
+                return
             operation = api.operations.get(name or "")
             if operation is None:
                 what = f"operation {target!r}" if target else "no X-Amz-Target header"
@@ -172,18 +193,22 @@ class FrontDoor:
                                         None if operation.self_validating else self.max_depth)
             del raw
             caller, principal = self.authenticate(scope, digest)
+            resource = operation.resource(request, caller)
             if principal is not None:
-                self.authorize(principal, caller, name, operation.resource(request, caller))
+                self.authorize(principal, caller, name, resource, grantable=operation.grantable)
             validator = api.shapes.validator(name)
             if operation.self_validating:
                 def check(skip: frozenset[str] = frozenset()) -> None:
                     validator.validate(request, skip=skip, cbor=use_cbor)
 
-                result = await operation.handler(api.services(caller), request, check)
+                result = await operation.handler(self._services(caller, resource), request, check)
             else:
                 validator.validate(request, cbor=use_cbor)
-                result = await operation.handler(api.services(caller), request)
-            out = wire.encode(result, cbor=use_cbor)
+                result = await operation.handler(self._services(caller, resource), request)
+            if isinstance(result, Streamed):  # an event stream (SubscribeToShard): sent as it is produced
+                streamed, result, out = result, {}, b""
+            else:
+                out = wire.encode(result, cbor=use_cbor)
         except body.Disconnected:
             return
         except body.BodyTooLarge as exc:
@@ -201,7 +226,11 @@ class FrontDoor:
         finally:
             held.release()
         api.observe(name, status, started, result, failure)
-        await send_response(send, status, out, wire.CBOR_BYTES if use_cbor else wire.JSON_BYTES, rid, close=close)
+        if streamed is not None:
+            await send_streamed(send, receive, streamed, rid)
+            return
+        await send_response(send, status, out, wire.CBOR_BYTES if use_cbor else wire.JSON_BYTES, rid, close=close,
+                            extra=cors.ANSWER_HEADERS if origin else None)
 
     async def _parse(self, raw: bytes, encoding: str, use_cbor: bool, held: body.Held,
                      max_depth: int | None) -> Body:
@@ -240,21 +269,43 @@ class FrontDoor:
                         secure)
         return caller, principal
 
-    def authorize(self, principal: Principal, caller: Caller, operation: str, resource: str) -> None:
-        """AccessDeniedException unless the principal's policies allow ``operation`` on ``resource``."""
+    def _services(self, caller: Caller, resource: str) -> Any:
+        """The services a request acts on: its caller's account's, or those of the account that owns the
+        resource it names by ARN (a cross-account call, authorized by that resource's policy)."""
+        if self.api.owner_services is not None:
+            owner = _account_of(resource)
+            if owner and owner != caller.account_id and _ACCOUNT.fullmatch(owner):
+                services = self.api.owner_services(owner)
+                if services is not None:
+                    return services
+        return self.api.services(caller)
+
+    def authorize(self, principal: Principal, caller: Caller, operation: str, resource: str, *,
+                  grantable: bool = True) -> None:
+        """AccessDeniedException unless the principal's policies, with the resource's own policies (when
+        ``grantable``), allow ``operation`` on ``resource``.
+
+        Decisions are cached only while the resource has no policy of its own: a resource policy can
+        change between calls and may test any condition key."""
         action = f"{self.api.signing_name}:{operation}"
+        attached = self.api.resource_policies(resource) if grantable else ()
+        cacheable = principal.cacheable and not attached
         key = (principal.access_key_id, action, resource, caller.source_ip, caller.secure)
-        decision = self._decisions.get(key) if principal.cacheable else None
+        decision = self._decisions.get(key) if cacheable else None
         if decision is None:
             decision = evaluate(action, resource, identity=principal.policies, context=_context(principal, caller),
-                                principal_arn=principal.arn, principal_account=principal.account_id,
+                                resource_policies=attached, principal_arn=principal.arn,
+                                principal_account=principal.account_id,
                                 resource_account=_account_of(resource) or principal.account_id)
-            if principal.cacheable:
+            if cacheable:
                 if len(self._decisions) >= _DECISION_CACHE:
                     self._decisions.clear()
                 self._decisions[key] = decision
         if not decision.allowed:
             raise AccessDeniedException(denied_message(decision, principal.arn, action, resource))
+
+
+_ACCOUNT = re.compile(r"\d{12}")
 
 
 def _account_of(arn: str) -> str:

@@ -36,7 +36,7 @@ CBOR_BYTES = CBOR.encode()
 JSON_TYPES = frozenset({JSON, "application/json"})
 
 #: Answer members that are timestamps (epoch seconds in the operations' answers).
-_CBOR_TIMESTAMPS = frozenset({"ApproximateArrivalTimestamp", "StreamCreationTimestamp"})
+_CBOR_TIMESTAMPS = frozenset({"ApproximateArrivalTimestamp", "StreamCreationTimestamp", "ConsumerCreationTimestamp"})
 #: A tag-1 value above this is taken to be milliseconds (10^11 s is in the year 5138).
 _MILLIS_ABOVE = 10**11
 
@@ -155,6 +155,19 @@ def _cbor_ready(value: Any, key: str | None = None) -> Any:
     if key in _CBOR_TIMESTAMPS and isinstance(value, (int, float)):
         return cbor2.CBORTag(1, int(round(value * 1000)))
     return value
+
+
+#: What AWS answers, in XML, before it knows which service and operation a request is for.
+XML_BYTES = b"application/xml"
+NO_OPERATION = "Unable to determine service/operation name to be authorized"
+
+
+def xml_error(aws_type: str, message: str | None = None) -> bytes:
+    """AWS's XML refusal of a request it cannot route (kinesalite's recording): ``<Type>`` with a
+    ``<Message>`` (403 AccessDeniedException), or an empty element (404 UnknownOperationException)."""
+    if message is None:
+        return f"<{aws_type}/>\n".encode()
+    return f"<{aws_type}>\n  <Message>{message}</Message>\n</{aws_type}>\n".encode()
 
 
 def error(aws_type: str, message: str, *, cbor: bool = False) -> bytes:

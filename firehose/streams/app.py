@@ -19,12 +19,15 @@ from collections.abc import Callable
 from typing import Any
 
 from firehose.asgi import Receive, Scope, Send, send_response
-from firehose.frontdoor import wire
+from firehose.frontdoor import cors, wire
 from firehose.frontdoor.body import MemoryBudget
 from firehose.frontdoor.door import Api, FrontDoor
 from firehose.frontdoor.operator import OperatorRoutes
+from firehose.frontdoor.policy import Policy
 from firehose.frontdoor.principals import Principals
+from firehose.frontdoor.reset import ResetRoutes
 from firehose.settings import Settings
+from firehose.streams import policies
 from firehose.streams.metrics import StreamsMetrics
 from firehose.streams.operations import OPERATIONS, SHAPES
 from firehose.streams.store import ShardStore
@@ -40,18 +43,24 @@ def _ready() -> tuple[bool, dict[str, Any]]:
 
 class KinesisApp:
     def __init__(self, stores: Callable[[str], ShardStore], settings: Settings, principals: Principals,
-                 metrics: StreamsMetrics | None = None) -> None:
+                 metrics: StreamsMetrics | None = None,
+                 existing: Callable[[str], ShardStore | None] | None = None) -> None:
+        """``stores``: an account's store, made on first use; ``existing``: an account's store if it has
+        one (for streams of another account named by ARN; unset, no call crosses accounts)."""
         self.metrics = metrics or StreamsMetrics()
         self._stores = stores
+        self._existing = existing or (lambda _account: None)
         api = Api(
             target_prefix=TARGET_PREFIX, signing_name="kinesis", operations=OPERATIONS,
             shapes=SHAPES,
             max_body_bytes=MAX_BODY_BYTES, services=lambda caller: self._store(caller.account_id), cbor=True,
-            observe=self._observe,
+            observe=self._observe, resource_policies=self._resource_policies, owner_services=self._owner_store,
         )
         self.door = FrontDoor(api, settings, principals, MemoryBudget(settings.limits.max_request_memory))
         self.operator = OperatorRoutes(_ready, self.metrics.registry, principals, self.door.verifier,
                                        console=False)
+        #: ``testing.reset_endpoint``'s paths; whoever holds the stores sets what a reset does.
+        self.reset = ResetRoutes(settings.testing.reset_endpoint)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -62,8 +71,16 @@ class KinesisApp:
         path, method = scope["path"], scope["method"]
         if path == "/" and method == "POST":
             await self.door(scope, receive, send)
+        elif cors.is_preflight(scope):
+            await cors.preflight(scope, send)
         elif self.operator.handles(scope):
             await self.operator(scope, receive, send)
+        elif self.reset.handles(scope):
+            await self.reset(scope, receive, send)
+        elif path == "/":  # any other method on the API's path, as AWS answers it
+            await send_response(send, 403, wire.xml_error("AccessDeniedException", wire.NO_OPERATION),
+                                wire.XML_BYTES, wire.request_id(),
+                                extra=cors.ANSWER_HEADERS if cors.has_origin(scope) else None)
         else:
             await send_response(send, 404, wire.error("UnknownOperationException", f"No route for {method} {path}."),
                                 wire.JSON_BYTES, wire.request_id())
@@ -76,6 +93,17 @@ class KinesisApp:
         self.metrics.latency.labels(op).observe(time.perf_counter() - started)
         succeeded = result is not None and (op != "PutRecords" or result["FailedRecordCount"] < len(result["Records"]))
         self.metrics.call(op, succeeded)
+
+    def _owner_store(self, account: str) -> ShardStore | None:
+        store = self._existing(account)
+        if store is not None:
+            store.metrics = self.metrics
+        return store
+
+    def _resource_policies(self, arn: str) -> tuple[Policy, ...]:
+        """The policies attached to the stream (or consumer) an ARN names, in its owner's store."""
+        ref = policies.parse_arn(arn)
+        return policies.policies(self._existing(ref.account), arn) if ref is not None else ()
 
     def _store(self, account: str) -> ShardStore:
         """An account's store, reporting what its operations store and read to this app's metrics."""

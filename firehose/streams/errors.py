@@ -26,6 +26,8 @@ __all__ = [
     "FirehoseError",
     "InternalFailure",
     "InvalidArgumentException",
+    "KMSInvalidStateException",
+    "KMSNotFoundException",
     "LimitExceededException",
     "ProvisionedThroughputExceededException",
     "ResourceInUseException",
@@ -50,3 +52,11 @@ class ExpiredNextTokenException(FirehoseError):
 
 class ProvisionedThroughputExceededException(FirehoseError):
     retriable = True
+
+
+class KMSNotFoundException(FirehoseError):
+    """The key for stream encryption cannot be found (here: the keyring holds no key)."""
+
+
+class KMSInvalidStateException(FirehoseError):
+    """The key for stream encryption is not usable (here: the keyring cannot be loaded)."""

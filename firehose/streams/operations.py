@@ -25,6 +25,7 @@ import hmac
 import re
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -33,7 +34,20 @@ import pybase64
 from firehose.clock import now_ms
 from firehose.frontdoor.door import Caller, Operation
 from firehose.frontdoor.shapes import ServiceShapes
-from firehose.streams import hashkeys, iterators
+from firehose.streams import (
+    capacity,
+    consumers,
+    encryption,
+    hashkeys,
+    iterators,
+    limits,
+    monitoring,
+    policies,
+    subscriptions,
+    tagging,
+)
+from firehose.streams.addressing import by_arn
+from firehose.streams.addressing import stream_name as _stream_name
 from firehose.streams.errors import (
     ExpiredNextTokenException,
     InvalidArgumentException,
@@ -63,23 +77,6 @@ MAX_PUT_RECORDS = 500
 MAX_PUT_RECORDS_BYTES = 5 * 1024 * 1024
 
 
-def _stream_name(store: ShardStore, request: Request) -> str:
-    """The stream a request names by StreamName or StreamARN (or both, if they agree)."""
-    name, arn = request.get("StreamName"), request.get("StreamARN")
-    if name is None and arn is None:
-        raise ValidationException("1 validation error detected: Value null at 'streamName' failed to satisfy "
-                                  "constraint: Member must not be null")
-    if arn is not None:
-        parts = arn.split(":", 5)
-        from_arn = parts[5].removeprefix("stream/")
-        if name is not None and name != from_arn:
-            raise InvalidArgumentException(f"StreamARN {arn} and StreamName {name} name different streams.")
-        if parts[3] != store.options.region or parts[4] != store.options.account_id:
-            raise ResourceNotFoundException(f"Stream {from_arn} under account {parts[4]} not found.")
-        return from_arn
-    return str(name)
-
-
 def _blob(value: Any) -> bytes:
     """A blob the model check has passed: bytes from CBOR, base64 from JSON."""
     return value if isinstance(value, bytes) else pybase64.b64decode(value, validate=True)
@@ -98,26 +95,20 @@ def _secs(ms: int) -> float:
 
 async def create_stream(store: ShardStore, request: Request) -> dict[str, Any]:
     name = request["StreamName"]
-    count = request.get("ShardCount")
     max_kib = request.get("MaxRecordSizeInKiB")
-    mode = (request.get("StreamModeDetails") or {}).get("StreamMode", "PROVISIONED")
+    mode, count = capacity.stream_mode(request)
     if count is None:
-        if mode == "PROVISIONED":
-            raise InvalidArgumentException("ShardCount is required for PROVISIONED streams.")
         count = ON_DEMAND_SHARDS
     tags = request.get("Tags") or {}
-    _check_tags(tags)
+    store.check_tag_text(name, [*tags, *tags.values()], "add tags to")
+    store.check_tag_count(name, len(tags))
     store.create_stream(name, count, mode=mode, tags=tags, max_record_kib=max_kib or 1024)
     return {}
 
 
-def _check_tags(tags: dict[str, str]) -> None:
-    if len(tags) > 50:
-        raise InvalidArgumentException("A stream cannot have more than 50 tags.")
-
-
 async def delete_stream(store: ShardStore, request: Request) -> dict[str, Any]:
     name = _stream_name(store, request)
+    consumers.check_deletion(store, store.stream(name), request.get("EnforceConsumerDeletion"))
     store.delete_stream(name)
     return {}
 
@@ -145,8 +136,8 @@ def _common(stream: Stream) -> dict[str, Any]:
         "StreamModeDetails": {"StreamMode": stream.mode},
         "RetentionPeriodHours": stream.retention_hours,
         "StreamCreationTimestamp": _secs(stream.created_ms),
-        "EnhancedMonitoring": [{"ShardLevelMetrics": []}],
-        "EncryptionType": "NONE",
+        "EnhancedMonitoring": [{"ShardLevelMetrics": list(stream.shard_metrics)}],
+        **encryption.describe(stream.encryption),
     }
 
 
@@ -166,7 +157,7 @@ async def describe_stream(store: ShardStore, request: Request) -> dict[str, Any]
 async def describe_stream_summary(store: ShardStore, request: Request) -> dict[str, Any]:
     stream = store.stream(_stream_name(store, request))
     summary = _common(stream)
-    summary.update(OpenShardCount=len(stream.open_shards()), ConsumerCount=0,
+    summary.update(OpenShardCount=len(stream.open_shards()), ConsumerCount=len(stream.consumers),
                    MaxRecordSizeInKiB=stream.max_record_kib)
     return {"StreamDescriptionSummary": summary}
 
@@ -180,6 +171,8 @@ async def list_streams(store: ShardStore, request: Request) -> dict[str, Any]:
     names = sorted(n for n in store.streams if start is None or n > start)
     page = names[:limit]
     more = len(names) > limit
+    # Today's AWS answers StreamSummaries (and NextToken) besides the StreamNames and HasMoreStreams that
+    # older recordings (kinesalite's) show; clients of either era find what they read.
     out: dict[str, Any] = {
         "StreamNames": page,
         "HasMoreStreams": more,
@@ -325,11 +318,19 @@ async def update_shard_count(store: ShardStore, request: Request) -> dict[str, A
     return {"StreamName": name, "CurrentShardCount": current, "TargetShardCount": target, "StreamARN": stream.arn}
 
 
+async def start_stream_encryption(store: ShardStore, request: Request) -> dict[str, Any]:
+    encryption.start(store, _stream_name(store, request), request["EncryptionType"], request["KeyId"])
+    return {}
+
+
+async def stop_stream_encryption(store: ShardStore, request: Request) -> dict[str, Any]:
+    encryption.stop(store, _stream_name(store, request), request["EncryptionType"], request["KeyId"])
+    return {}
+
+
 async def add_tags(store: ShardStore, request: Request) -> dict[str, Any]:
     name = _stream_name(store, request)
-    tags = request["Tags"]
-    _check_tags(tags)
-    store.add_tags(name, tags)
+    store.add_tags(name, request["Tags"])
     return {}
 
 
@@ -356,10 +357,13 @@ def _record(stream: Stream, item: Request, member: str) -> tuple[bytes, bytes, i
     key_bytes = key.encode("utf-8")
     limit = stream.max_record_kib * 1024
     if len(blob) + len(key_bytes) > limit:
+        # The model's own Data bound (10 MiB) is the validator's; this is the stream's MaxRecordSizeInKiB, in the
+        # validator's form (``member`` is "" for PutRecord: the path is 'data', as AWS names it).
+        value = (f"'java.nio.HeapByteBuffer[pos=0 lim={len(blob)} cap={len(blob)}]' "
+                 if SHAPES.show_values else "")
         raise ValidationException(
-            f"1 validation error detected: Value 'java.nio.HeapByteBuffer[pos=0 lim={len(blob)} cap={len(blob)}]' "
-            f"at '{member}data' failed to satisfy constraint: Member must have length less than or equal to "
-            f"{limit - len(key_bytes)}")
+            f"1 validation error detected: Value {value}at '{member}data' failed to satisfy constraint: Member must "
+            f"have length less than or equal to {limit - len(key_bytes)}")
     explicit = item.get("ExplicitHashKey")
     if explicit is not None:
         hash_key = hashkeys.parse_hash_key(explicit)
@@ -410,6 +414,7 @@ async def put_record(store: ShardStore, request: Request) -> dict[str, Any]:
     name = _stream_name(store, request)
     stream = store.stream(name, data_op=True)
     record = _record(stream, request, "")
+    sealed = stream.keys.sealing is not None  # what put() seals with: it decides before its first await
     (result,) = await store.put(name, [record])
     size = len(record[0]) + len(record[1])
     if store.metrics is not None:
@@ -417,9 +422,14 @@ async def put_record(store: ShardStore, request: Request) -> dict[str, Any]:
         store.metrics.stored(name, int(stored), size if stored else 0, int(not stored))
         if stored:
             store.metrics.put_record_bytes.labels(name).inc(size)
+        if stream.shard_metrics:
+            shard_id = result.shard_id or stream.route(record[2])
+            store.metrics.stored_in_shards(name, stream.shard_metrics,
+                                           {shard_id: (1, size, 0) if stored else (0, 0, 1)})
     if result.error_code is not None:
         raise ProvisionedThroughputExceededException(result.error_message or "Rate exceeded.")
-    return {"ShardId": result.shard_id, "SequenceNumber": result.sequence_number, "EncryptionType": "NONE"}
+    return {"ShardId": result.shard_id, "SequenceNumber": result.sequence_number,
+            "EncryptionType": "KMS" if sealed else "NONE"}
 
 
 async def put_records(store: ShardStore, request: Request, check: Check) -> dict[str, Any]:
@@ -429,11 +439,15 @@ async def put_records(store: ShardStore, request: Request, check: Check) -> dict
             and type(name) is str and 0 < len(name) <= 128 and _NAME.fullmatch(name)):
         check()
     name = _stream_name(store, request)
+    found = store.streams.get(name)
+    if found is None or found.status in ("CREATING", "DELETING"):
+        check()  # the model's errors come before the stream's absence
     stream = store.stream(name, data_op=True)
     records = _records(stream, items, check)  # type: ignore[arg-type]
     total = sum(len(k) + len(d) for k, d, _h in records)
     if total > MAX_PUT_RECORDS_BYTES:
         raise InvalidArgumentException(f"Records size exceeds {MAX_PUT_RECORDS_BYTES // (1024 * 1024)} MB limit")
+    sealed = stream.keys.sealing is not None  # what put() seals with: it decides before its first await
     results = await store.put(name, records)
     failed = 0
     out: list[dict[str, Any]] = []
@@ -454,7 +468,24 @@ async def put_records(store: ShardStore, request: Request, check: Check) -> dict
         if failed:
             m.put_records_failed.labels(name).inc(failed)
             m.put_records_throttled.labels(name).inc(throttled)
-    return {"FailedRecordCount": failed, "Records": out, "EncryptionType": "NONE"}
+        if stream.shard_metrics:
+            m.stored_in_shards(name, stream.shard_metrics, _per_shard(stream, records, results))
+    return {"FailedRecordCount": failed, "Records": out, "EncryptionType": "KMS" if sealed else "NONE"}
+
+
+def _per_shard(stream: Stream, records: list[tuple[bytes, bytes, int]],
+               results: list[Any]) -> dict[str, tuple[int, int, int]]:
+    """Shard id → (records stored, bytes stored, records throttled), for shard-level metrics only."""
+    out: dict[str, list[int]] = {}
+    for (key, data, hash_key), r in zip(records, results, strict=True):
+        shard_id = r.shard_id or stream.route(hash_key)
+        figures = out.setdefault(shard_id, [0, 0, 0])
+        if r.error_code is None:
+            figures[0] += 1
+            figures[1] += len(key) + len(data)
+        elif r.error_code == "ProvisionedThroughputExceededException":
+            figures[2] += 1
+    return {k: (v[0], v[1], v[2]) for k, v in out.items()}
 
 
 async def get_shard_iterator(store: ShardStore, request: Request) -> dict[str, Any]:
@@ -479,21 +510,50 @@ async def get_shard_iterator(store: ShardStore, request: Request) -> dict[str, A
     return {"ShardIterator": token}
 
 
+def _iterator(request: Request) -> Any:
+    """The ShardIterator, without the double quotes around it some clients send (AWS accepts them)."""
+    token = request.get("ShardIterator")
+    if isinstance(token, str) and len(token) >= 2 and token[0] == token[-1] == '"':
+        return token[1:-1]
+    return token
+
+
+def _enabled(store: ShardStore, name: str) -> list[str]:
+    stream = store.streams.get(name)
+    return stream.shard_metrics if stream is not None else []
+
+
+#: A GetRecords record's EncryptionType: "KMS" for one stored encrypted; none for a plain one, as before.
+_KMS = {"EncryptionType": "KMS"}
+_PLAIN: dict[str, str] = {}
+
+
 async def get_records(store: ShardStore, request: Request) -> dict[str, Any]:
+    token = _iterator(request)
+    arn = request.get("StreamARN")
+    if arn is not None and iterators.stream_of(token) != arn.split(":", 5)[5].removeprefix(
+            "stream/"):
+        # The ARN chose the store (and the policy that authorized the call): the iterator must be of its stream.
+        raise InvalidArgumentException("Invalid ShardIterator.")
     try:
-        result = store.get_records(request["ShardIterator"], request.get("Limit") or 10000)
+        result = store.get_records(token, request.get("Limit") or 10000)
     except ProvisionedThroughputExceededException:
         if store.metrics is not None:
-            store.metrics.read_exceeded.labels(iterators.stream_of(request["ShardIterator"]) or "").inc()
+            it = iterators.parse(store.key, token)
+            name = it.stream if it is not None else ""
+            store.metrics.read_refused(name, f"shardId-{it.shard_index:012d}" if it is not None else None,
+                                       _enabled(store, name))
         raise
     if store.metrics is not None and result.shard_id is not None:
         last = result.records[-1].arrival_ms if result.records else None
         store.metrics.read(result.stream, result.shard_id, len(result.records),
                            sum(len(r.data) + len(r.partition_key) for r in result.records),
-                           max(0, now_ms() - last) if last is not None else result.millis_behind)
+                           max(0, now_ms() - last) if last is not None else result.millis_behind,
+                           _enabled(store, result.stream))
     out: dict[str, Any] = {
         "Records": [{"SequenceNumber": r.sequence_number, "ApproximateArrivalTimestamp": r.arrival_ms / 1000,
-                     "Data": r.data, "PartitionKey": r.partition_key} for r in result.records],
+                     "Data": r.data, "PartitionKey": r.partition_key, **(_KMS if r.sealed else _PLAIN)}
+                    for r in result.records],
         "MillisBehindLatest": result.millis_behind,
     }
     if result.next_iterator is not None:
@@ -518,9 +578,19 @@ def stream_arn(request: Request, caller: Caller) -> str:
     return arn if isinstance(arn, str) and arn else _arn(caller, request.get("StreamName"))
 
 
+def resource_arn(request: Request, caller: Caller) -> str:
+    """The resource a tagging-by-ARN call names."""
+    arn = request.get("ResourceARN")
+    return arn if isinstance(arn, str) and arn else "*"
+
+
 def iterator_stream_arn(request: Request, caller: Caller) -> str:
-    """GetRecords names no stream: its iterator does (read without trusting it; the store verifies it)."""
-    token = request.get("ShardIterator")
+    """GetRecords names its stream by StreamARN (a cross-account read), or its iterator does (read without
+    trusting it; the store verifies it)."""
+    arn = request.get("StreamARN")
+    if isinstance(arn, str) and arn:
+        return arn
+    token = _iterator(request)
     return _arn(caller, iterators.stream_of(token) if isinstance(token, str) else None)
 
 
@@ -548,8 +618,28 @@ OPERATIONS: dict[str, Operation] = {
     "DecreaseStreamRetentionPeriod": Operation(decrease_retention, stream_arn),
     "SplitShard": Operation(split_shard, stream_arn),
     "MergeShards": Operation(merge_shards, stream_arn),
-    "UpdateShardCount": Operation(update_shard_count),
+    "UpdateShardCount": Operation(update_shard_count, stream_arn),
     "AddTagsToStream": Operation(add_tags, stream_arn),
     "ListTagsForStream": Operation(list_tags, stream_arn),
     "RemoveTagsFromStream": Operation(remove_tags, stream_arn),
+    "UpdateStreamMode": Operation(capacity.update_stream_mode, stream_arn),
+    "UpdateMaxRecordSize": Operation(capacity.update_max_record_size, stream_arn),
+    "DescribeLimits": Operation(limits.describe_limits),
+    "EnableEnhancedMonitoring": Operation(monitoring.enable_enhanced_monitoring, stream_arn),
+    "DisableEnhancedMonitoring": Operation(monitoring.disable_enhanced_monitoring, stream_arn),
+    "TagResource": Operation(tagging.tag_resource, resource_arn),
+    "UntagResource": Operation(tagging.untag_resource, resource_arn),
+    "ListTagsForResource": Operation(tagging.list_tags_for_resource, resource_arn),
+    "PutResourcePolicy": Operation(policies.put_resource_policy, policies.resource_arn, grantable=False),
+    "GetResourcePolicy": Operation(policies.get_resource_policy, policies.resource_arn, grantable=False),
+    "DeleteResourcePolicy": Operation(policies.delete_resource_policy, policies.resource_arn, grantable=False),
+    "StartStreamEncryption": Operation(start_stream_encryption, stream_arn),
+    "StopStreamEncryption": Operation(stop_stream_encryption, stream_arn),
+    "RegisterStreamConsumer": Operation(consumers.register_stream_consumer, stream_arn),
+    "DescribeStreamConsumer": Operation(consumers.describe_stream_consumer, consumers.consumer_resource),
+    "ListStreamConsumers": Operation(consumers.list_stream_consumers, stream_arn),
+    "DeregisterStreamConsumer": Operation(consumers.deregister_stream_consumer, consumers.consumer_resource),
+    "SubscribeToShard": Operation(subscriptions.subscribe_to_shard, consumers.consumer_resource),
 }
+# Errors of a request that named its stream by StreamARN name it by that ARN, as AWS's do (addressing.py).
+OPERATIONS = {name: replace(op, handler=by_arn(op.handler)) for name, op in OPERATIONS.items()}

@@ -2,7 +2,8 @@
 
 Read on demand from the shard stores (streams, shards, what each shard stored since the process
 started) and the sidecar's metrics (what GetRecords returned per shard, and
-``IteratorAgeMilliseconds``: the age of the last record a shard's latest GetRecords returned). Totals
+``IteratorAgeMilliseconds``: the age of the last record a shard's latest GetRecords returned; kept
+for every shard, whether or not its stream has enabled shard-level metrics). Totals
 are cumulative; the page turns two readings into a rate. Nothing here runs on the data path.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from firehose.streams.metrics import StreamsMetrics
+from firehose.streams.metrics import ShardFigures, StreamsMetrics
 from firehose.streams.store import ShardStore
 
 #: (sample name, stream, shard id or "") → value.
@@ -46,14 +47,14 @@ def overview(stores: Iterable[tuple[str, ShardStore]], home: str, metrics: Strea
             shards = []
             for shard in stream.shards:
                 data = stream.data.get(shard.shard_id)
-                age = figures.get(("kinesis_iterator_age_seconds", name, shard.shard_id))
+                read = metrics.shard_figures.get((name, shard.shard_id), ShardFigures())
                 shards.append({
                     "shard_id": shard.shard_id, "open": shard.is_open, "parent": shard.parent,
-                    "iterator_age_seconds": age,  # None: no GetRecords on it yet
+                    "iterator_age_seconds": read.iterator_age_seconds,  # None: no GetRecords on it yet
                     "incoming_records": data.records_in if data else 0,
                     "incoming_bytes": data.bytes_in if data else 0,
-                    "outgoing_records": fig("kinesis_outgoing_records_total", shard.shard_id),
-                    "outgoing_bytes": fig("kinesis_outgoing_bytes_total", shard.shard_id),
+                    "outgoing_records": read.outgoing_records,
+                    "outgoing_bytes": read.outgoing_bytes,
                 })
             listed.append({
                 "name": name if account == home else f"{account}/{name}",

@@ -40,9 +40,21 @@ class Decoded(NamedTuple):
     index: int
 
 
-def prefix(epoch: int, shard_index: int) -> int:
-    """The part every sequence number of one shard shares."""
-    return (epoch << _TIME_SHIFT) + (shard_index << _SHARD_SHIFT)
+def prefix(epoch: int, shard_index: int, first_entry: int = 0) -> int:
+    """The part every sequence number of one shard shares; log entry 0 encodes as ``first_entry``.
+
+    Streams created since shards' StartingSequenceNumber came before their first record use
+    ``first_entry`` 1, so that entry 0 is free for the StartingSequenceNumber, as on AWS, where a
+    shard's first record has a larger number than the shard's StartingSequenceNumber (reading
+    AFTER_SEQUENCE_NUMBER the starting number must return the first record). Older streams keep 0,
+    so the numbers they issued keep naming the same records.
+    """
+    return (epoch << _TIME_SHIFT) + (shard_index << _SHARD_SHIFT) + (first_entry << _ENTRY_SHIFT)
+
+
+def first_entry(shard_prefix: int) -> int:
+    """What log entry 0 encodes as in a shard with this prefix (see ``prefix``)."""
+    return (shard_prefix >> _ENTRY_SHIFT) & ((1 << _ENTRY_BITS) - 1)
 
 
 def encode(shard_prefix: int, entry: int, index: int) -> str:

@@ -21,9 +21,11 @@ from firehose import listeners
 from firehose.accounts import ACCOUNT_ID, PerAccount, account_directory, stored_accounts
 from firehose.errors import ConfigError
 from firehose.frontdoor.principals import Principals
-from firehose.settings import ACCOUNT_MEMBER, Settings, check_listener
+from firehose.frontdoor.reset import Service
+from firehose.keyring import Keyring
+from firehose.settings import ACCOUNT_MEMBER, Settings, check_listener, check_reset_endpoint
 from firehose.storage.committer import GroupCommitter
-from firehose.streams import operations
+from firehose.streams import operations, subscriptions
 from firehose.streams.app import KinesisApp
 from firehose.streams.errors import FirehoseError
 from firehose.streams.overview import overview
@@ -41,7 +43,10 @@ def store_options(settings: Settings, account: str | None = None) -> StoreOption
     return StoreOptions(account_id=account or settings.account_id, region=settings.region, shard_limit=k.shard_limit,
                         create_delay_s=k.create_delay_seconds, delete_delay_s=k.delete_delay_seconds,
                         update_delay_s=k.update_delay_seconds, enforce_limits=k.enforce_limits,
-                        segment_bytes=k.segment_bytes)
+                        segment_bytes=k.segment_bytes, on_demand_stream_limit=k.on_demand_stream_limit,
+                        on_demand_scaling=k.on_demand_scaling,
+                        on_demand_scaling_interval_s=k.on_demand_scaling_interval_seconds,
+                        consumer_delay_s=k.consumer_delay_seconds, subscription_s=k.subscription_seconds)
 
 
 async def declare_streams(stores: PerAccount[ShardStore], settings: Settings, source: str) -> None:
@@ -70,9 +75,14 @@ class Sidecar:
     """The store plus its HTTP server, started and stopped on the running event loop."""
 
     def __init__(self, settings: Settings, *, host: str, port: int, directory: Path,
-                 committer: GroupCommitter | None = None, source: str = "<defaults>") -> None:
+                 committer: GroupCommitter | None = None, source: str = "<defaults>",
+                 keyring: Callable[[], Keyring] | None = None) -> None:
+        """``keyring`` loads the daemon's keyring (for encryption at rest; by default, from ``settings.encryption``)."""
         check_listener(host, settings.auth, "The Kinesis API")
+        check_reset_endpoint(host, settings.testing, "The Kinesis API")
         self.settings = settings
+        self._keyring: Keyring | None = None
+        self.keyring = keyring or self._load_keyring
         self.host, self.port = host, port
         self.directory = directory
         self._own_committer = committer is None
@@ -84,7 +94,8 @@ class Sidecar:
         for account in stored_accounts(directory):
             self.stores.get(account)
         self.principals = Principals(settings.auth, settings.account_id)
-        self.app = KinesisApp(self.stores.for_caller, settings, self.principals)
+        self.app = KinesisApp(self.stores.for_caller, settings, self.principals, existing=self.stores.existing)
+        self.app.reset.action = self.reset
         self.source = source
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -94,12 +105,26 @@ class Sidecar:
         """The home account's shard store."""
         return self.stores.get(self.settings.account_id)
 
+    def _load_keyring(self) -> Keyring:
+        """The keyring of ``settings.encryption``, loaded once, when a stream first needs it (ValueError: why not)."""
+        if self._keyring is None:
+            enc = self.settings.encryption
+            self._keyring = Keyring.load(directory=enc.keys_dir, env_prefix=enc.env_prefix)
+        return self._keyring
+
     def _make_store(self, account: str) -> ShardStore:
         directory = account_directory(self.directory, account, self.settings.account_id)
-        store = ShardStore(directory, store_options(self.settings, account), self.committer)
+        store = ShardStore(directory, store_options(self.settings, account), self.committer, self.keyring)
         if self._started:
             store.start()
         return store
+
+    async def reset(self, service: Service = "all") -> None:
+        """``testing.reset_endpoint``: drop every stream of every account (nothing for ``firehose``)."""
+        if service == "firehose":
+            return
+        dropped = sum(store.drop_all() for store in self.stores.values())
+        log.info("Reset: dropped every Kinesis stream (testing.reset_endpoint).", extra={"streams": dropped})
 
     def overview(self) -> dict[str, Any]:
         """The streams, their shards, lag and throughput, for the daemon's console (``streams.overview``)."""
@@ -145,8 +170,14 @@ class Sidecar:
         if self._task is not None:
             await self._task
 
-    async def stop(self) -> None:
+    def shutdown(self) -> None:
+        """Begin stopping: event streams (SubscribeToShard) end now, not at the graceful timeout."""
+        for store in self.stores.values():
+            subscriptions.end_all(store)
         self._stop.set()
+
+    async def stop(self) -> None:
+        self.shutdown()
         if self._task is not None:
             with contextlib.suppress(Exception):
                 await self._task
@@ -183,7 +214,7 @@ async def run(settings: Settings, *, host: str, port: int, directory: Path, sour
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(sig, sidecar._stop.set)
+            loop.add_signal_handler(sig, sidecar.shutdown)
     try:
         await sidecar.start()
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):

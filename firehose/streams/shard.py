@@ -8,7 +8,9 @@ routed to this shard, all with the same arrival time::
     arrival ms u64 | count u16 | count × key length u16 | count × data length u32 | keys | data
 
 so a 500-record call costs one frame, one checksum and one fsync per shard,
-and a record's position is (entry, index in entry). Sequence numbers are
+and a record's position is (entry, index in entry). An entry of a stream
+that is encrypted keeps ``arrival ms | count`` in the clear and seals the
+rest (``encryption.py``); readers open it before decoding. Sequence numbers are
 derived from positions (``sequence.py``), so nothing else is stored.
 
 Arrival times never go backwards within a shard (the store clamps them), so
@@ -23,14 +25,16 @@ the records after it may be stored in any form.
 
 from __future__ import annotations
 
+import asyncio
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
 from firehose.storage.log import SegmentLog
 from firehose.streams import sequence
+from firehose.streams.encryption import StreamKeys, is_sealed
 
 _HEAD = struct.Struct("<QH")
 #: Bytes a reader asks the log for when it only needs entry headers.
@@ -86,6 +90,8 @@ class ReadRecord(NamedTuple):
     arrival_ms: int
     partition_key: str
     data: bytes
+    #: Stored encrypted (``encryption.py``): GetRecords reports ``EncryptionType: KMS``.
+    sealed: bool = False
 
 
 @dataclass
@@ -109,6 +115,14 @@ class ShardData:
     #: incoming throughput (AWS's shard-level IncomingRecords/IncomingBytes).
     records_in: int = 0
     bytes_in: int = 0
+    #: Encryption at rest (``encryption.py``): the shard's index in its stream, its stream's data keys, and
+    #: the sequence number the log gives the next entry appended (set by the store as it opens the shard).
+    shard_index: int = 0
+    keys: StreamKeys | None = field(default=None, repr=False)
+    next_entry: int = 0
+    #: Readers waiting for what comes next (fan-out subscribers), woken once it is durable: an empty list
+    #: (nobody subscribed) costs the append path one truth test.
+    waiting: list[asyncio.Future[None]] = field(default_factory=list, repr=False)
 
     @classmethod
     def open(cls, directory: Path, prefix: int, *, segment_bytes: int) -> ShardData:
@@ -170,6 +184,9 @@ class ShardData:
                 if arrival < cutoff_ms or index >= count:
                     entry, index = seq + 1, 0
                     continue
+                sealed = is_sealed(payload)
+                if sealed:
+                    payload = self._unseal(seq, payload)
                 decoded = decode_entry(payload, index, index + limit - len(records))
                 encode, prefix = sequence.encode, self.prefix
                 for key, data in zip(decoded.keys, decoded.datas, strict=True):
@@ -177,7 +194,7 @@ class ShardData:
                     if records and size > budget:
                         full = True
                         break
-                    records.append(ReadRecord(encode(prefix, seq, index), arrival, key, data))
+                    records.append(ReadRecord(encode(prefix, seq, index), arrival, key, data, sealed))
                     budget -= size
                     index += 1
                 if index >= count:
@@ -191,9 +208,21 @@ class ShardData:
             behind = entry_arrival(nxt[0][1])
         return ReadResult(records, (entry, index), behind, behind is None)
 
+    def _unseal(self, seq: int, payload: memoryview) -> memoryview:
+        if self.keys is None:
+            raise AssertionError("a sealed entry in a shard opened without its stream's keys")
+        return memoryview(self.keys.open(self.shard_index, seq, payload))
+
     def trim_before(self, arrival_ms: int) -> int:
         """Delete whole segments holding only records older than ``arrival_ms``; bytes freed."""
         return self.log.drop_before(self.first_at_or_after(arrival_ms)[0])
+
+    def wake(self) -> None:
+        """Wake every waiting reader: a new entry is durable, or the shard or its stream changed."""
+        waiting, self.waiting = self.waiting, []
+        for future in waiting:
+            if not future.done():
+                future.set_result(None)
 
     def close(self) -> None:
         self.log.close()

@@ -92,6 +92,7 @@ def run_stress(tmp_path: Path, start_daemon, agent_process, seconds: float, even
                 agent.kill()
                 kills += 1
             else:
+                agent.wait_started()
                 assert agent.terminate() == 0, agent.log()[-3000:]
             time.sleep(0.3)  # rotations go on while the agent is down
             agent.start()
@@ -106,6 +107,7 @@ def run_stress(tmp_path: Path, start_daemon, agent_process, seconds: float, even
         missing = expected - set(delivered_lines(out))
         raise AssertionError(f"{len(missing)} of {len(expected)} lines not delivered, e.g. "
                              f"{sorted(missing)[:3]}\n{agent.log()[-4000:]}") from None
+    agent.wait_started()
     assert agent.terminate() == 0
     got = Counter(delivered_lines(out))
     assert set(got) == expected  # nothing lost, nothing invented

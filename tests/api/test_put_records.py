@@ -8,6 +8,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from botocore.exceptions import ClientError
 
@@ -138,7 +139,6 @@ def test_stream_name_that_breaks_the_pattern(daemon: RunningDaemon) -> None:
         ("Firehose_20150804.NoSuchOperation", b"{}", "application/x-amz-json-1.1", 400, "UnknownOperationException"),
         ("Kinesis_20131202.PutRecord", b"{}", "application/x-amz-json-1.1", 400, "UnknownOperationException"),
         (None, b"{}", "application/x-amz-json-1.1", 400, "UnknownOperationException"),
-        ("Firehose_20150804.ListDeliveryStreams", b"{}", "text/plain", 404, "UnknownOperationException"),
         ("Firehose_20150804.PutRecordBatch", b'{"DeliveryStreamName": "clicks"}', "application/x-amz-json-1.1",
          400, "InvalidArgumentException"),
         ("Firehose_20150804.PutRecordBatch", b'{"DeliveryStreamName": "clicks", "Records": []}',
@@ -156,6 +156,33 @@ def test_malformed_requests_get_the_aws_error_envelope(
     assert resp["message"]
     assert headers.get("x-amzn-RequestId") or headers.get("x-amzn-requestid")
     # and the daemon keeps serving
+    assert daemon.client().list_delivery_streams()["DeliveryStreamNames"] == ["clicks"]
+
+
+@pytest.mark.parametrize(("method", "target", "content_type", "status", "body"), [
+    ("POST", "Firehose_20150804.ListDeliveryStreams", "text/plain", 404, b"<UnknownOperationException/>\n"),
+    ("POST", "ListDeliveryStreams", "text/plain", 403,
+     b"<AccessDeniedException>\n  <Message>Unable to determine service/operation name to be authorized</Message>\n"
+     b"</AccessDeniedException>\n"),
+    ("POST", None, None, 403,
+     b"<AccessDeniedException>\n  <Message>Unable to determine service/operation name to be authorized</Message>\n"
+     b"</AccessDeniedException>\n"),
+    ("GET", "Firehose_20150804.ListDeliveryStreams", "application/x-amz-json-1.1", 403,
+     b"<AccessDeniedException>\n  <Message>Unable to determine service/operation name to be authorized</Message>\n"
+     b"</AccessDeniedException>\n"),
+    ("PUT", None, None, 403,
+     b"<AccessDeniedException>\n  <Message>Unable to determine service/operation name to be authorized</Message>\n"
+     b"</AccessDeniedException>\n"),
+])
+def test_requests_aws_cannot_route_are_answered_in_xml_as_aws_does(
+        daemon: RunningDaemon, method: str, target: str | None, content_type: str | None, status: int,
+        body: bytes) -> None:
+    """A content type the API does not speak, or another method than POST, is refused before any
+    JSON handling, in AWS's XML (kinesis-fidelity.md §5.1), with a request id all the same."""
+    headers = {k: v for k, v in (("X-Amz-Target", target), ("Content-Type", content_type)) if v}
+    answer = httpx.request(method, f"{daemon.endpoint}/", headers=headers, content=b"{}" if method != "GET" else None)
+    assert (answer.status_code, answer.content) == (status, body)
+    assert answer.headers["content-type"] == "application/xml" and answer.headers["x-amzn-requestid"]
     assert daemon.client().list_delivery_streams()["DeliveryStreamNames"] == ["clicks"]
 
 

@@ -109,6 +109,28 @@ def test_partition_keys_route_by_md5_and_explicit_hash_key(kinesis: Any) -> None
     assert "ExplicitHashKey must be in the range" in error_of(exc)[1]
 
 
+def test_a_shards_starting_sequence_number_comes_before_its_first_record(kinesis: Any) -> None:
+    """As on AWS: AT and AFTER the shard's StartingSequenceNumber both begin at its first record, and a
+    closed shard that never held one ends where it starts."""
+    name = unique()
+    kinesis.create_stream(StreamName=name, ShardCount=2)
+    shards = kinesis.list_shards(StreamName=name)["Shards"]
+    shard, empty = shards[0], shards[1]
+    start = shard["SequenceNumberRange"]["StartingSequenceNumber"]
+    sent = [kinesis.put_record(StreamName=name, Data=b"r%d" % i, PartitionKey="k",
+                               ExplicitHashKey="0")["SequenceNumber"] for i in range(3)]
+    assert all(int(start) < int(seq) for seq in sent)
+    for kind in ("AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER"):
+        got = read_shard(kinesis, name, shard["ShardId"], kind, StartingSequenceNumber=start)
+        assert [r["SequenceNumber"] for r in got] == sent, kind
+    after_first = read_shard(kinesis, name, shard["ShardId"], "AFTER_SEQUENCE_NUMBER", StartingSequenceNumber=sent[0])
+    assert [r["Data"] for r in after_first] == [b"r1", b"r2"]
+    kinesis.merge_shards(StreamName=name, ShardToMerge=shard["ShardId"], AdjacentShardToMerge=empty["ShardId"])
+    closed = {s["ShardId"]: s for s in kinesis.list_shards(StreamName=name)["Shards"]}[empty["ShardId"]]
+    assert closed["SequenceNumberRange"]["EndingSequenceNumber"] == \
+        closed["SequenceNumberRange"]["StartingSequenceNumber"]
+
+
 def test_iterator_types_limit_and_millis_behind(kinesis: Any) -> None:
     name = unique()
     kinesis.create_stream(StreamName=name, ShardCount=1)
@@ -247,6 +269,10 @@ def test_shard_limit_is_enforced(start_streams_server: Any) -> None:
     assert "would exceed the shard limit for the account 123456789012" in error_of(exc)[1]
     with pytest.raises(client.exceptions.LimitExceededException):
         client.update_shard_count(StreamName="a", TargetShardCount=8, ScalingType="UNIFORM_SCALING")
+    # 4 → 5 would end with 5 open, within the limit, but splits all 4 first: 8 open for a moment
+    with pytest.raises(client.exceptions.LimitExceededException) as exc:
+        client.update_shard_count(StreamName="a", TargetShardCount=5, ScalingType="UNIFORM_SCALING")
+    assert "Number of additional shards that would have resulted from this request: 4." in error_of(exc)[1]
     client.create_stream(StreamName="c", ShardCount=1)
 
 
@@ -293,7 +319,7 @@ def test_tags(kinesis: Any) -> None:
     assert [t["Key"] for t in page["Tags"]] == [f"k{i:02d}" for i in range(10)] and page["HasMoreTags"]
     rest = kinesis.list_tags_for_stream(StreamName=name, ExclusiveStartTagKey="k09")
     assert len(rest["Tags"]) == 20 and not rest["HasMoreTags"]
-    with pytest.raises(kinesis.exceptions.LimitExceededException):
+    with pytest.raises(kinesis.exceptions.InvalidArgumentException):
         kinesis.add_tags_to_stream(StreamName=name, Tags={f"x{i}": "v" for i in range(21)})
     kinesis.remove_tags_from_stream(StreamName=name, TagKeys=[f"k{i:02d}" for i in range(25)])
     assert [t["Key"] for t in kinesis.list_tags_for_stream(StreamName=name)["Tags"]] == [f"k{i}" for i in
@@ -353,7 +379,8 @@ def test_split_merge_and_scaling_keep_lineage_and_every_record(kinesis: Any) -> 
     open_shards = kinesis.list_shards(StreamName=name, ShardFilter={"Type": "AT_LATEST"})["Shards"]
     assert len(open_shards) == 3
     starts = sorted(int(s["HashKeyRange"]["StartingHashKey"]) for s in open_shards)
-    assert starts == [0, 2**128 // 3, 2 * (2**128 // 3)]
+    # every open shard split at its middle, then the lowest pair merged back (AWS's totals, §4.3 of the spec)
+    assert starts == [0, 2**126, 2**127 + 2**125]
     # a closed shard read to its end: no next iterator, and its children named
     it = kinesis.get_shard_iterator(StreamName=name, ShardId="shardId-000000000000",
                                     ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
@@ -496,12 +523,13 @@ def test_get_records_answers_at_most_10_mib(kinesis: Any) -> None:
 
 
 def test_metrics_carry_cloudwatchs_names_per_stream_and_shard(streams_server: StreamsServer) -> None:
-    """IncomingRecords/Bytes per stream, OutgoingRecords and IteratorAge per shard, PutRecords.* and
-    GetRecords.Success, under the names docs/metrics.md gives them."""
+    """IncomingRecords/Bytes per stream, OutgoingRecords and IteratorAge per shard (enhanced metrics
+    enabled), PutRecords.* and GetRecords.Success, under the names docs/metrics.md gives them."""
     client = streams_server.client()
     name = unique()
     client.create_stream(StreamName=name, ShardCount=1)
     client.get_waiter("stream_exists").wait(StreamName=name, WaiterConfig={"Delay": 0.1})
+    client.enable_enhanced_monitoring(StreamName=name, ShardLevelMetrics=["ALL"])
     client.put_records(StreamName=name, Records=[{"Data": b"x" * 10, "PartitionKey": "k"} for _ in range(5)])
     client.put_record(StreamName=name, Data=b"y" * 20, PartitionKey="k")
     shard = "shardId-000000000000"
@@ -521,5 +549,7 @@ def test_metrics_carry_cloudwatchs_names_per_stream_and_shard(streams_server: St
     assert value(f'kinesis_outgoing_records_total{{shard_id="{shard}",stream="{name}"}}') == 6
     assert value(f'kinesis_get_records_bytes_total{{stream="{name}"}}') == 5 * 11 + 21
     assert 0 <= value(f'kinesis_iterator_age_seconds{{shard_id="{shard}",stream="{name}"}}') < 60
+    assert 0 <= value(f'kinesis_get_records_iterator_age_seconds{{stream="{name}"}}') < 60
+    assert value(f'kinesis_shard_incoming_records_total{{shard_id="{shard}",stream="{name}"}}') == 6
     assert value("kinesis_get_records_success_total") >= 1
     assert value("kinesis_get_records_attempts_total") >= value("kinesis_get_records_success_total")

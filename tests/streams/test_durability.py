@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from firehose.streams import store as store_module
@@ -128,3 +129,35 @@ def test_a_second_server_on_the_same_store_refuses_to_start(start_streams_server
     server.kill()  # the kernel drops the lock with the process: no stale lock after kill -9
     server.start()
     assert server.client().describe_stream_summary(StreamName="mine")["StreamDescriptionSummary"]["StreamName"]
+
+
+def test_a_stream_from_before_starting_numbers_moved_keeps_naming_its_records_as_it_did(tmp_path: Path) -> None:
+    """Streams whose streams.json entry has no ``first_entry`` (made before a shard's StartingSequenceNumber
+    came before its first record) keep their numbering, so sequence numbers clients hold stay valid."""
+
+    async def scenario() -> tuple[str | None, str | None]:
+        store = ShardStore(tmp_path / "k", StoreOptions(segment_bytes=1024 * 1024))
+        store.create_stream("old", 1)
+        (first,) = await store.put("old", [(b"k", b"one", 0)])
+        (second,) = await store.put("old", [(b"k", b"two", 0)])
+        await store.close()
+        return first.sequence_number, second.sequence_number
+
+    new_first, _ = asyncio.run(scenario())
+    meta = orjson.loads((tmp_path / "k" / "streams.json").read_bytes())
+    (stream,) = meta["streams"]
+    assert stream.pop("first_entry") == 1
+    (tmp_path / "k" / "streams.json").write_bytes(orjson.dumps(meta))
+
+    async def reopened() -> None:
+        store = ShardStore(tmp_path / "k", StoreOptions(segment_bytes=1024 * 1024))
+        data = store.streams["old"].data["shardId-000000000000"]
+        assert data.sequence_number((0, 0)) != new_first  # numbered from entry 0, as before
+        assert data.sequence_number((0, 0)) == store.streams["old"].starting_sequence(
+            store.streams["old"].shards[0])
+        token = store.iterator("old", "shardId-000000000000", "AFTER_SEQUENCE_NUMBER",
+                               sequence_number=data.sequence_number((0, 0)))
+        assert [r.data for r in store.get_records(token, 10).records] == [b"two"]
+        await store.close()
+
+    asyncio.run(reopened())

@@ -10,6 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.process import ChildProcess
+from tests.support.waiting import wait_until
+
+#: What the agent logs once it handles SIGTERM (``AgentRunner.run`` installs the handlers, then starts).
+STARTED = "checkpoints in "
 
 
 def flow(pattern: Path | str, stream: str = "logs", **extra: Any) -> dict[str, Any]:
@@ -31,15 +35,23 @@ class AgentProcess(ChildProcess):
         self.config_path.write_text(json.dumps(config))
         self.log_path = directory / "agent.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self._starts = 0
 
     def start(self, env: dict[str, str] | None = None) -> AgentProcess:
         """Start it with this process's environment, or ``env`` instead."""
+        self._starts = self.log().count(STARTED) + 1
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "firehose", "agent", "--config", str(self.config_path),
                  "--state-dir", str(self.directory / "state")], stdout=log, stderr=log,
                 env=dict(os.environ) if env is None else env)
         return self
+
+    def wait_started(self, timeout: float = 30) -> None:
+        """Until this start's agent has its signal handlers (it logs where its checkpoints are just after);
+        a SIGTERM before that ends the process with Python's default action."""
+        want = self._starts
+        wait_until(lambda: self.log().count(STARTED) >= want, timeout=timeout, interval=0.02)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -274,6 +274,10 @@ def wire_type(content_type: str | None) -> str:
     return (content_type or "").split(";", 1)[0].strip().lower()
 
 
+XML_NO_OPERATION = (b"<AccessDeniedException>\n  <Message>Unable to determine service/operation name to be "
+                    b"authorized</Message>\n</AccessDeniedException>\n")
+
+
 def check_answer(response: httpx.Response, *, cbor_request: bool = False) -> dict[str, Any]:
     """Every answer of ``POST /``: below 500, in the request's wire form (CBOR for a CBOR request to the
     Kinesis API, JSON otherwise), with AWS's request id headers, an error as ``{"__type", "message"}``,
@@ -285,6 +289,10 @@ def check_answer(response: httpx.Response, *, cbor_request: bool = False) -> dic
     assert response.headers.get("x-amzn-requestid"), what
     assert response.headers.get("x-amz-id-2"), what
     ctype = response.headers.get("content-type")
+    if ctype == "application/xml":  # a request AWS cannot route (method, content type): its XML refusal
+        assert (response.status_code, raw) in ((404, b"<UnknownOperationException/>\n"), (403, XML_NO_OPERATION)), what
+        return {"__type": "UnknownOperationException" if response.status_code == 404 else "AccessDeniedException",
+                "message": ""}
     assert ctype == (CBOR if cbor_request else JSON), f"{ctype}: {what}"
     body = load_cbor(raw) if cbor_request else orjson.loads(raw)
     assert isinstance(body, dict), what

@@ -1,7 +1,9 @@
 """The AWS SDK for JavaScript v3's Kinesis client, for tests that talk to the listeners as Node.js does.
 
-It is installed once with npm into a cache directory outside the work tree; ``js/kinesis_client.mjs``
-is the script the tests run with it (arguments: endpoint, stream name).
+It is installed once with npm into a cache directory outside the work tree; the scripts in ``js/`` are
+what the tests run with it: ``kinesis_client.mjs`` (arguments: endpoint, stream name) puts and gets
+records, ``kinesis_subscribe.mjs`` (endpoint, consumer ARN, shard id, records) reads through
+SubscribeToShard.
 """
 
 from __future__ import annotations
@@ -25,8 +27,13 @@ def js_sdk_dir() -> Path:
     return root
 
 
-def kinesis_client_script() -> Path:
-    """``kinesis_client.mjs``, copied next to the SDK's ``node_modules`` so that its import resolves."""
-    script = js_sdk_dir() / SCRIPT.name
-    shutil.copy(SCRIPT, script)
+def js_script(name: str) -> Path:
+    """A script of ``js/``, copied next to the SDK's ``node_modules`` so that its import resolves."""
+    script = js_sdk_dir() / name
+    shutil.copy(SCRIPT.parent / name, script)
     return script
+
+
+def kinesis_client_script() -> Path:
+    """``kinesis_client.mjs`` (see ``js_script``)."""
+    return js_script(SCRIPT.name)

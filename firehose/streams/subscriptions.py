@@ -1,0 +1,321 @@
+"""SubscribeToShard: a shard's records pushed to an enhanced fan-out consumer as an event stream.
+
+What is checked before the answer starts (consumer ACTIVE, shard known, starting position as
+GetShardIterator checks it, AWS's rules per consumer and shard) is answered as a normal JSON
+error. Then the answer is ``application/vnd.amazon.eventstream`` (``eventstream.py``): an
+``initial-response`` event, then ``SubscribeToShardEvent`` events:
+
+* records as soon as they are durable: the store's append path wakes the shard's waiting
+  subscribers (``ShardData.wake``), so no polling interval stands between an acknowledged
+  PutRecords and the event (a few ms on loopback);
+* an empty event at once when there is nothing to send yet, then whenever nothing happened for
+  ``HEARTBEAT_S`` (botocore gives up reading after 60 s);
+* at the end of a closed shard, a last event with ``ChildShards`` and no
+  ``ContinuationSequenceNumber`` (what KCL, Flink and Beam read as "reshard"), then the end;
+* when the stream is deleted or the consumer deregistered, a ``ResourceNotFoundException`` event;
+  when a newer subscription takes over, a ``ResourceInUseException`` event; then the end;
+* after the subscription's lifetime (AWS: 5 minutes), or when the server stops, a clean end.
+
+Rules per (consumer, shard), as AWS's: a subscription while another is less than 5 s old is
+refused (ResourceInUseException); 5 s or more takes over and ends the older one; one successful
+subscribe per second (LimitExceededException). With the store's limits on, each subscription
+reads at most 2 MiB/s (a debt paid before the next read, as GetRecords' limit is).
+
+Memory per subscriber is one event (at most ``EVENT_BYTES`` of records, plus their JSON): the
+next read happens only once the server has taken the last event off its hands, which HTTP flow
+control holds back for a slow client.
+
+Event payloads are JSON with ``:content-type: application/json`` whatever the request's wire form
+(as kinesis-mock answers; what AWS sends a CBOR request is not verified).
+
+ContinuationSequenceNumber is the last record sent or, with nothing sent, the number AFTER
+which reading resumes at the current position: the record before it, or, at an entry's start
+that is not the shard's end (the entry before it may be trimmed), a number no record holds:
+index ``_AFTER_ENTRY`` of the entry before, which
+AFTER_SEQUENCE_NUMBER reads on from (an entry holds at most 500 records). A shard that has no
+record yet has none before it: its number is index ``_BEFORE_FIRST`` of entry 0, which
+SubscribeToShard reads as the shard's start (GetShardIterator does not know it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import weakref
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from firehose.asgi import Streamed
+from firehose.clock import now_ms
+from firehose.frontdoor import wire
+from firehose.frontdoor.quotas import Bucket
+from firehose.streams import eventstream, iterators, sequence
+from firehose.streams.consumers import Consumer, by_arn
+from firehose.streams.errors import (
+    InvalidArgumentException,
+    LimitExceededException,
+    ResourceInUseException,
+    ResourceNotFoundException,
+)
+from firehose.streams.shard import Position, ShardData
+from firehose.streams.store import Shard, ShardStore, Stream
+from firehose.streams.throttle import READ_BYTES_PER_S
+
+log = logging.getLogger("firehose.streams")
+
+Request = dict[str, Any]
+Key = tuple[str, str]
+
+#: An empty event at least this often when nothing else is sent (AWS: about every 5 s).
+HEARTBEAT_S = 5.0
+#: A subscription younger than this cannot be taken over (ResourceInUseException).
+TAKEOVER_S = 5.0
+#: Successful subscribes per (consumer, shard): one per this many seconds.
+SUBSCRIBE_INTERVAL_S = 1.0
+#: Records and bytes (keys and data) per event.
+EVENT_RECORDS = 10_000
+EVENT_BYTES = 1024 * 1024
+_AFTER_ENTRY = sequence.MAX_RECORDS_PER_ENTRY - 2
+_BEFORE_FIRST = sequence.MAX_RECORDS_PER_ENTRY - 1
+
+
+@dataclass(eq=False)
+class Subscription:
+    """One running SubscribeToShard answer."""
+
+    key: Key
+    started: float
+    #: Why it must end: (exception type, message), or ("", "") for a clean end; None while it runs.
+    ending: tuple[str, str] | None = None
+    waiter: asyncio.Future[None] | None = None
+
+    def end(self, exception: str = "", message: str = "") -> None:
+        if self.ending is None:
+            self.ending = (exception, message)
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    async def wait(self, data: ShardData, timeout: float) -> None:
+        """Until the shard has news (``ShardData.wake``), ``end`` is called, or ``timeout`` passes."""
+        loop = asyncio.get_running_loop()
+        future = self.waiter = loop.create_future()
+        data.waiting.append(future)
+        timer = loop.call_later(max(0.0, timeout), _resolve, future)
+        try:
+            await future
+        finally:
+            timer.cancel()
+            self.waiter = None
+            if not future.done() or future in data.waiting:
+                future.cancel()
+                try:
+                    data.waiting.remove(future)
+                except ValueError:
+                    pass
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+@dataclass
+class Subscriptions:
+    """One store's running subscriptions and the time of each (consumer, shard)'s last subscribe."""
+
+    running: dict[Key, Subscription] = field(default_factory=dict)
+    last: dict[Key, float] = field(default_factory=dict)
+
+    def admit(self, key: Key, arn: str, shard_id: str, now: float) -> Subscription:
+        """A new subscription for ``key``, or AWS's refusal; an older one is told to end."""
+        older = self.running.get(key)
+        if older is not None and now - older.started < TAKEOVER_S:
+            raise ResourceInUseException(f"Another active subscription exists for consumer {arn} on shard "
+                                         f"{shard_id}; a new subscription can take over {TAKEOVER_S:g} seconds "
+                                         "after it started.")
+        last = self.last.get(key)
+        if last is not None and now - last < SUBSCRIBE_INTERVAL_S:
+            raise LimitExceededException(f"Rate exceeded for consumer {arn} and shard {shard_id}: one "
+                                         "SubscribeToShard call per second.")
+        if older is not None:
+            older.end("ResourceInUseException", f"A newer subscription for consumer {arn} on shard {shard_id} "
+                                                "has taken over.")
+        if len(self.last) > 4096:
+            self.last = {k: t for k, t in self.last.items() if now - t < SUBSCRIBE_INTERVAL_S}
+        self.last[key] = now
+        sub = self.running[key] = Subscription(key, now)
+        return sub
+
+    def release(self, sub: Subscription) -> None:
+        if self.running.get(sub.key) is sub:
+            del self.running[sub.key]
+
+    def end_all(self) -> None:
+        for sub in list(self.running.values()):
+            sub.end()
+
+
+_BY_STORE: weakref.WeakKeyDictionary[ShardStore, Subscriptions] = weakref.WeakKeyDictionary()
+
+
+def of(store: ShardStore) -> Subscriptions:
+    found = _BY_STORE.get(store)
+    if found is None:
+        found = _BY_STORE[store] = Subscriptions()
+    return found
+
+
+def end_all(store: ShardStore) -> None:
+    """End every subscription of the store cleanly (the server is stopping)."""
+    of(store).end_all()
+
+
+# -- the operation ----------------------------------------------------------------------------------
+
+
+async def subscribe_to_shard(store: ShardStore, request: Request) -> Streamed:
+    arn, shard_id = request["ConsumerARN"], request["ShardId"]
+    stream, consumer = by_arn(store, arn)
+    if stream.status == "CREATING":
+        raise ResourceInUseException(f"Stream {stream.name} under account {store.options.account_id} not ACTIVE, "
+                                     f"instead in state {stream.status}")
+    if consumer.status != "ACTIVE":
+        raise ResourceInUseException(f"Consumer {arn} under account {store.options.account_id} not ACTIVE, "
+                                     f"instead in state {consumer.status}")
+    shard = store.shard(stream, shard_id)
+    position = await _start(store, stream, shard, request["StartingPosition"])
+    sub = of(store).admit((arn, shard_id), arn, shard_id, time.monotonic())
+    events = _events(store, stream, shard, consumer, position, sub)
+    return Streamed(eventstream.CONTENT_TYPE, events)
+
+
+async def _start(store: ShardStore, stream: Stream, shard: Shard, where: dict[str, Any]) -> Position:
+    """Where a StartingPosition points, checked as GetShardIterator checks its arguments."""
+    from firehose.streams.operations import get_shard_iterator  # operations imports this module for its table
+
+    kind, number, at = where["Type"], where.get("SequenceNumber"), where.get("Timestamp")
+    if kind == "AFTER_SEQUENCE_NUMBER" and number is not None:
+        decoded = sequence.decode(number)
+        if decoded is not None and decoded.created_s == stream.epoch and decoded.shard_index == shard.index \
+                and (decoded.entry, decoded.index) == (0, _BEFORE_FIRST):
+            return (0, 0)
+    request: Request = {"StreamName": stream.name, "ShardId": shard.shard_id, "ShardIteratorType": kind}
+    if number is not None:
+        request["StartingSequenceNumber"] = number
+    if at is not None:
+        request["Timestamp"] = at
+    try:
+        token = (await get_shard_iterator(store, request))["ShardIterator"]
+    except InvalidArgumentException as exc:
+        raise InvalidArgumentException(exc.message.replace("GetShardIterator", "SubscribeToShard")) from None
+    it = iterators.parse(store.key, token)
+    assert it is not None
+    return (it.entry, it.index)
+
+
+def _continuation(data: ShardData, position: Position) -> str:
+    """The number AFTER which reading resumes at ``position`` (see the module's docstring)."""
+    entry, index = position
+    if index > 0:
+        return data.sequence_number((entry, index - 1))
+    last = data.last_position
+    if last is not None and last[0] + 1 == entry:  # at the end of the shard: its last record
+        return data.sequence_number(last)
+    if entry > 0:
+        return data.sequence_number((entry - 1, _AFTER_ENTRY))
+    if sequence.first_entry(data.prefix):  # the shard's StartingSequenceNumber, just before its first record
+        return data.sequence_number((-1, 0))
+    return data.sequence_number((0, _BEFORE_FIRST))
+
+
+def _event(records: list[dict[str, Any]], continuation: str | None, behind: int,
+           children: list[dict[str, Any]] | None = None) -> bytes:
+    body: dict[str, Any] = {"Records": records, "MillisBehindLatest": behind}
+    if continuation is not None:
+        body["ContinuationSequenceNumber"] = continuation
+    if children is not None:
+        body["ChildShards"] = children
+    return eventstream.event("SubscribeToShardEvent", wire.encode(body, cbor=False))
+
+
+def _children(stream: Stream, shard: Shard) -> list[dict[str, Any]]:
+    return [{"ShardId": s.shard_id, "ParentShards": [p for p in (s.parent, s.adjacent_parent) if p],
+             "HashKeyRange": {"StartingHashKey": str(s.start), "EndingHashKey": str(s.end)}}
+            for s in stream.shards if shard.shard_id in (s.parent, s.adjacent_parent)]
+
+
+def _gone(store: ShardStore, stream: Stream, consumer: Consumer) -> str | None:
+    """Why the subscription cannot go on (its stream or consumer is gone), or None."""
+    if store.streams.get(stream.name) is not stream or stream.status == "DELETING":
+        return f"Stream {stream.name} under account {store.options.account_id} not found."
+    if consumer.status != "ACTIVE" or not any(c is consumer for c in stream.consumers):
+        return f"Consumer {consumer.arn}, account {store.options.account_id} not found."
+    return None
+
+
+async def _events(store: ShardStore, stream: Stream, shard: Shard, consumer: Consumer, position: Position,
+                  sub: Subscription) -> AsyncIterator[bytes]:
+    """The event stream of one subscription; ends (and is released) however the answer ends."""
+    data = stream.data[shard.shard_id]
+    deadline = sub.started + store.options.subscription_s
+    debt = Bucket(READ_BYTES_PER_S, capacity=0.0) if store.options.enforce_limits else None
+    try:
+        yield eventstream.initial_response()
+        sent = time.monotonic()
+        first = True  # the first event goes out at once, records or not: the client learns where it is
+        while True:
+            if sub.ending is not None:
+                if sub.ending[0]:
+                    yield eventstream.exception(sub.ending[0], orjson.dumps({"message": sub.ending[1]}))
+                return
+            gone = _gone(store, stream, consumer)
+            if gone is not None:
+                yield eventstream.exception(ResourceNotFoundException.__name__, orjson.dumps({"message": gone}))
+                return
+            now = time.monotonic()
+            if now >= deadline:
+                return
+            if debt is not None and (owed := -debt.available(now)) > 0:
+                await sub.wait(data, min(owed / READ_BYTES_PER_S, deadline - now))
+                continue
+            result = data.read(position, limit=EVENT_RECORDS, max_bytes=EVENT_BYTES, cutoff_ms=stream.cutoff_ms())
+            position = result.next
+            if result.records:
+                size = 0
+                records = []
+                for r in result.records:
+                    size += len(r.data) + len(r.partition_key)
+                    record = {"SequenceNumber": r.sequence_number, "ApproximateArrivalTimestamp": r.arrival_ms / 1000,
+                              "Data": r.data, "PartitionKey": r.partition_key}
+                    if r.sealed:  # stored encrypted (StartStreamEncryption), marked as GetRecords marks it
+                        record["EncryptionType"] = "KMS"
+                    records.append(record)
+                if debt is not None:
+                    debt.take(size)
+                behind = 0 if result.behind_arrival_ms is None else max(0, now_ms() - result.behind_arrival_ms)
+                event = _event(records, result.records[-1].sequence_number, behind)
+                del records, result
+                yield event
+                sent, first = time.monotonic(), False
+                continue
+            if not shard.is_open and result.at_end:
+                yield _event([], None, 0, _children(stream, shard))
+                return
+            if first or now - sent >= HEARTBEAT_S:
+                first = False
+                yield _event([], _continuation(data, position), 0)
+                sent = time.monotonic()
+                continue
+            await sub.wait(data, min(HEARTBEAT_S - (now - sent), deadline - now))
+    except Exception:
+        log.exception("A SubscribeToShard event stream failed.", extra={"stream": stream.name,
+                                                                        "shard": shard.shard_id})
+        yield eventstream.exception("InternalFailureException",
+                                    orjson.dumps({"message": "An internal error occurred; subscribe again."}))
+    finally:
+        of(store).release(sub)
+
