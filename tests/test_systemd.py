@@ -57,8 +57,8 @@ def test_unit_caps_memory_above_what_the_daemon_may_hold() -> None:
     service = unit()["Service"]
     high, limit = _bytes(service["MemoryHigh"]), _bytes(service["MemoryMax"])
     budget = Settings().memory.max_buffered_bytes
-    # The daemon at rest (about 190 MB), its record budget and two workers per processing.workers.
-    assert high < limit and high >= 190 * 1024**2 + budget + 2 * Settings().processing.workers * 130 * 1024**2
+    # The daemon at rest (about 100 MB), its record budget and two workers per processing.workers.
+    assert high < limit and high >= 100 * 1024**2 + budget + 2 * Settings().processing.workers * 130 * 1024**2
 
 
 def test_unit_command_lines_parse() -> None:

@@ -12,6 +12,8 @@ behind for that key by the crashed attempt is aborted first.
 boto3 is blocking, so every call runs in the destinations' thread pool.
 botocore's own retries are off (``max_attempts`` 1 by default): the pipeline
 owns retries, so the spool, not a client, holds data while S3 is down.
+Bodies (and multipart parts) go to boto3 as files read in place from the
+object's parts (``bodyfile.py``), never joined into one buffer.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import boto3
@@ -27,6 +28,7 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
 from firehose.destinations.base import DELIVERED, DestinationContext, ObjectDestination, Outcome
+from firehose.destinations.bodyfile import BodyFile, body_pieces
 from firehose.errors import DestinationError, DestinationUnavailable
 from firehose.records import ObjectBatch
 from firehose.settings import BucketSettings, S3Settings
@@ -140,7 +142,8 @@ class S3Destination(ObjectDestination):
         return args
 
     def _put(self, batch: ObjectBatch) -> None:
-        self.client.put_object(Body=batch.body(), **self._object_args(batch))
+        with BodyFile(batch.parts) as body:
+            self.client.put_object(Body=body, **self._object_args(batch))
 
     def _multipart(self, batch: ObjectBatch) -> None:
         self._abort_stale_uploads(batch.key)
@@ -148,10 +151,11 @@ class S3Destination(ObjectDestination):
         upload_id = upload["UploadId"]
         try:
             parts = []
-            for number, chunk in enumerate(_chunks(batch.parts, self._s3.multipart_chunk_bytes), start=1):
-                resp = self.client.upload_part(
-                    Bucket=self.bucket, Key=batch.key, UploadId=upload_id, PartNumber=number, Body=chunk
-                )
+            for number, piece in enumerate(body_pieces(batch.parts, self._s3.multipart_chunk_bytes), start=1):
+                with piece:
+                    resp = self.client.upload_part(
+                        Bucket=self.bucket, Key=batch.key, UploadId=upload_id, PartNumber=number, Body=piece
+                    )
                 parts.append({"PartNumber": number, "ETag": resp["ETag"]})
             self.client.complete_multipart_upload(
                 Bucket=self.bucket, Key=batch.key, UploadId=upload_id, MultipartUpload={"Parts": parts}
@@ -173,23 +177,3 @@ class S3Destination(ObjectDestination):
                 log.info("Aborted a multipart upload left by an interrupted delivery.",
                          extra={"bucket": self.bucket, "key": key})
 
-
-def _chunks(parts: tuple[bytes | memoryview, ...], size: int) -> Iterator[bytes]:
-    """Re-cut the body into parts of ``size`` bytes (S3 needs ≥ 5 MiB for all but the last).
-
-    A generator, so only one part is copied into memory at a time.
-    """
-    buf = bytearray()
-    sent = False
-    for part in parts:
-        view = memoryview(part)
-        while view:
-            take = size - len(buf)
-            buf += view[:take]
-            view = view[take:]
-            if len(buf) == size:
-                yield bytes(buf)
-                sent = True
-                buf = bytearray()
-    if buf or not sent:
-        yield bytes(buf)

@@ -10,7 +10,9 @@ The deliverer keeps buffers, attempts and retries, and nothing else:
   sealed-batch protocol: where reading resumes after a restart, which records
   earlier seals hold, the low watermark, and when spool segments go. The
   deliverer reports only the oldest record it holds in a buffer.
-* Memory holds the partition buffers and the batches being delivered, charged
+* Memory holds the partition buffers and the batches being delivered (their
+  records, and the bodies built from them where those are not views of the
+  records: compressed, encrypted, converted), charged
   to the process-wide ``MemoryBudget`` (``memory.max_buffered_bytes``,
   ``pipeline/memory.py``) and, per stream, bounded by
   ``processing.max_buffered_bytes``. A stream reads from its cursor only while
@@ -115,7 +117,8 @@ class DeliveryState:
 
 
 class _Records:
-    """A sealed batch's records while an attempt needs them, charged to the memory budget.
+    """A sealed batch's records (and the objects built from them) while an attempt needs them,
+    charged to the memory budget.
 
     ``drop`` gives them (and their charge) back between attempts; ``spans`` reads them again from
     the spool when they were dropped: the seal names exactly its records, so it is the same batch.
@@ -132,6 +135,12 @@ class _Records:
             self._spans = await self._cursor.read_sealed(self._seal)
             self._charge.add(sum(s.size for s in self._spans))
         return self._spans
+
+    def hold(self, objects: list[ObjectBatch]) -> None:
+        """Charge what the objects built from these records hold of their own: a compressed,
+        encrypted or converted body, or error documents (``bytes`` parts). Parts that are views of
+        the records cost nothing more. ``drop`` gives it back with the records."""
+        self._charge.add(sum(len(p) for obj in objects for p in obj.parts if not isinstance(p, memoryview)))
 
     def drop(self) -> None:
         self._spans = None
@@ -481,9 +490,11 @@ class Deliverer:
                 return None
             built = True
             try:
-                return await self._builder.build(
+                made = await self._builder.build(
                     self._config.encoding, str(seal.meta.get("kind", DATA)), seal.key, SpanRecords(spans),
                     error_key=seal.meta.get("error_key"), reason=str(seal.meta.get("reason", "")))
+                records.hold(made)
+                return made
             except HEALING:
                 raise
             except Exception as exc:
@@ -491,6 +502,7 @@ class Deliverer:
                 if build_failures < POISON_ATTEMPTS or seal.meta.get("kind", DATA) != DATA:
                     raise
                 unbuilt, documents = await self._unbuildable(seal, spans, exc, build_failures)
+                records.hold(documents)
                 return documents
 
         async def attempt() -> bool:

@@ -1,10 +1,12 @@
 """The process-wide memory budget for spooled records held in memory (``memory.max_buffered_bytes``).
 
-Every stream's buffers and the batches it is delivering hold records read from the spool; the
-budget counts them, across all streams, so what the process holds is bounded by configuration and
-not by how far behind a destination is or how fast records arrive. The records themselves stay in
-the spool: a stream that finds the budget spent reads nothing more, and reads the rest once
-another stream gave memory back.
+Every stream's buffers and the batches it is delivering hold records read from the spool (views of
+its mapped segments), and an attempt also holds what it built from them when that is a copy (a
+compressed, encrypted or converted body; an uncompressed body is sent from the records in place,
+``destinations/bodyfile.py``); the budget counts both, across all streams, so what the process
+holds is bounded by configuration and not by how far behind a destination is or how fast records
+arrive. The records themselves stay in the spool: a stream that finds the budget spent reads
+nothing more, and reads the rest once another stream gave memory back.
 
 Invariants:
 
@@ -13,8 +15,9 @@ Invariants:
 * Readers ask for at most ``room()`` before they read; a read hands over whole spool entries, so
   one read may pass the budget by at most one entry (up to 5 MiB), and a batch being retried takes
   its records again even when the budget is spent (one batch per stream at a time, see
-  ``pipeline/deliver.py``). Waiting for memory there could deadlock: the memory it waits for may be
-  held by buffers that are waiting for the same stream's retries to end.
+  ``pipeline/deliver.py``), as does the body an attempt builds from them. Waiting for memory
+  there could deadlock: the memory it waits for may be held by buffers that are waiting for the
+  same stream's retries to end.
 * Listeners are called when memory is given back while the budget was spent, so streams that
   stopped reading wake up. Used from the daemon's event loop only (no locking).
 """

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -14,8 +16,9 @@ import pyorc
 import pytest
 
 from firehose.definitions import DataFormatConversionConfiguration, ValidationError
-from firehose.encoding import convert as convert_module
+from firehose.encoding import columnar
 from firehose.encoding.convert import (
+    WRITERS_MODULE,
     ConversionResult,
     DeserializerOptions,
     Schema,
@@ -148,7 +151,7 @@ def test_a_writer_that_raises_for_the_batch_fails_each_record_and_keeps_record_l
     def broken(*_args: Any) -> bytes:
         raise OverflowError("value too large for the column's encoding")
 
-    monkeypatch.setattr(convert_module, "_parquet_file" if serializer.kind == "parquet" else "_orc_file", broken)
+    monkeypatch.setattr(columnar, "parquet_file" if serializer.kind == "parquet" else "orc_file", broken)
     result = convert([b'{"a": 1}', b'{"a": "x"}', b'{"a": 3}'], schema(a="int"), HIVE, serializer)
     assert result.body == b"" and result.rows == 0
     failures = result.failures(3)
@@ -653,3 +656,13 @@ def test_a_conversion_configuration_dumps_back_as_it_was_given() -> None:
 
 def test_parse_type_is_usable_alone() -> None:
     assert str(parse_type("  ARRAY < STRUCT < a : INT > > ")) == "array<struct<a:int>>"
+
+
+def test_the_daemon_loads_the_writers_libraries_only_to_convert() -> None:
+    """fastparquet, pandas and pyorc cost about a hundred MiB resident: a daemon whose streams convert
+    nothing never imports them (its worker processes do, as they start)."""
+    code = ("import sys, firehose.daemon, firehose.cli; "
+            "print(sorted(m for m in ('pandas', 'numpy', 'pyarrow', 'fastparquet', 'pyorc') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    assert WRITERS_MODULE == columnar.__name__
