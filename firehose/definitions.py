@@ -365,10 +365,32 @@ def _both_hints(hints: Any) -> Any:
     return hints
 
 
+#: botocore's SecretARN pattern.
+_SECRET_ARN_PATTERN = r"^arn:.*:secretsmanager:[a-zA-Z0-9\-]+:\d{12}:secret:[a-zA-Z0-9\-/_+=.@!]+$"
+
+
 class SecretsManagerConfiguration(Shape):
-    secret_arn: Annotated[str, Field(min_length=1, max_length=2048)] | None = Field(None, alias="SecretARN")
+    """Where a destination's credentials live (resolved at delivery: ``destinations/secrets.py``).
+
+    RoleARN is kept and described, but not assumed: the daemon calls Secrets Manager with its own
+    credentials, as it does S3. AWS documents RoleARN as required for Splunk without saying that it
+    refuses a definition without one, so none is required here."""
+
+    secret_arn: Annotated[str, Field(min_length=1, max_length=2048, pattern=_SECRET_ARN_PATTERN)] | None = Field(
+        None, alias="SecretARN")
     role_arn: RoleARN | None = Field(None, alias="RoleARN")
     enabled: bool
+
+    @model_validator(mode="after")
+    def _arn_when_enabled(self) -> SecretsManagerConfiguration:
+        if self.enabled and self.secret_arn is None:
+            raise ValueError("SecretsManagerConfiguration needs SecretARN when Enabled is true")
+        return self
+
+    @property
+    def active_arn(self) -> str | None:
+        """The secret to read, or None when the destination's own credentials apply (Enabled false)."""
+        return self.secret_arn if self.enabled else None
 
 
 class CopyCommand(Shape):
@@ -602,6 +624,14 @@ DESTINATION_FIELDS = {
 }
 
 
+#: Why a Snowflake destination is refused, and what to use instead.
+SNOWFLAKE_REFUSED = (
+    "SnowflakeDestinationConfiguration is not supported by this daemon: delivery to Snowflake (Snowpipe "
+    "Streaming) needs a Snowflake account, so it cannot be tested here and is refused rather than shipped "
+    "untested. To load Snowflake, use an HTTP endpoint destination (HttpEndpointDestinationConfiguration) "
+    "pointing at a service that writes to Snowflake.")
+
+
 class DeliveryStreamDefinition(Shape):
     """The CreateDeliveryStream request (minus nothing): what a stream is."""
 
@@ -629,6 +659,13 @@ class DeliveryStreamDefinition(Shape):
     msk_source_configuration: dict[str, Any] | None = Field(None, alias="MSKSourceConfiguration")
     database_source_configuration: dict[str, Any] | None = None
     tags: Annotated[list[Tag], Field(min_length=1, max_length=50)] | None = None
+
+    @field_validator("snowflake_destination_configuration")
+    @classmethod
+    def _no_snowflake(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            raise ValueError(SNOWFLAKE_REFUSED)
+        return value
 
     @model_validator(mode="after")
     def _semantics(self) -> DeliveryStreamDefinition:

@@ -255,6 +255,40 @@ def _secret(value: Any) -> Any:
 
 
 Secret = Annotated[str, BeforeValidator(_secret), Field(min_length=1)]
+
+
+def read_secret(reference: str) -> str:
+    """A ``SecretReference``'s value now: ``file:/path`` is read again at every call, so a file
+    rewritten in place (a rotated secret) counts without a reload. ValueError when it cannot be read."""
+    return str(_secret(reference))
+
+
+def _readable(value: Any) -> Any:
+    """A ``file:`` that cannot be read is a mistake in the config, reported when it is loaded."""
+    if isinstance(value, str):
+        _secret(value)
+    return value
+
+
+#: A secret kept as its reference (inline, ``${VAR}`` already replaced, or ``file:/path``) and read
+#: when used (``read_secret``), so it is never held in the settings themselves longer than needed.
+SecretReference = Annotated[str, BeforeValidator(_readable), Field(min_length=1)]
+
+
+class SecretsManagerSettings(_Settings):
+    """Where ``SecretsManagerConfiguration`` secrets are fetched (GetSecretValue). Unset values come
+    from the standard AWS configuration (AWS_ENDPOINT_URL_SECRETS_MANAGER / AWS_ENDPOINT_URL,
+    AWS_PROFILE, the credential chain); the region is the secret ARN's unless ``region`` is set."""
+
+    endpoint_url: str | None = None
+    region: str | None = None
+    profile: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: Secret | None = None
+    #: Verify TLS certificates (a CA bundle path may be given instead of true).
+    verify: bool | str = True
+    connect_timeout_seconds: Annotated[float, Field(gt=0)] = 10.0
+    read_timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
 AccountId = Annotated[str, Field(pattern=r"^\d{12}$")]
 
 
@@ -482,6 +516,11 @@ class Settings(_Settings):
     domains: dict[str, str] = {}
     #: Credentials by endpoint URL (e.g. basic auth for an OpenSearch cluster), so definitions stay as AWS writes them.
     credentials: dict[str, DestinationCredentials] = {}
+    #: Secrets by SecretARN, for machines without Secrets Manager: a SecretsManagerConfiguration naming
+    #: one of these reads it here instead of calling GetSecretValue. The value is the secret's JSON
+    #: (``file:/path`` or ``${VAR}``), or its members as a mapping (each inline, ``${VAR}`` or ``file:``).
+    secrets: dict[str, SecretReference | dict[str, SecretReference]] = {}
+    secrets_manager: SecretsManagerSettings = SecretsManagerSettings()
     kinesis: KinesisSettings = KinesisSettings()
     auth: AuthSettings = AuthSettings()
     tls: TlsSettings = TlsSettings()

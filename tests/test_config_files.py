@@ -101,7 +101,9 @@ def test_features_not_built_yet_are_refused_with_a_clear_message(tmp_path: Path)
     msg = _error(tmp_path, {}, [local_stream("s", S3BackupMode="Enabled")])
     assert "S3BackupMode Enabled is not supported by this daemon yet" in msg
     snowflake = {"DeliveryStreamName": "r", "SnowflakeDestinationConfiguration": {"RoleARN": ROLE}}
-    assert "SnowflakeDestinationConfiguration is not supported" in _error(tmp_path, {}, [snowflake])
+    msg = _error(tmp_path, {}, [snowflake])
+    assert "SnowflakeDestinationConfiguration is not supported" in msg
+    assert "cannot be tested here" in msg and "HTTP endpoint destination" in msg
 
 
 def test_validate_command_exits_nonzero_with_the_reason(tmp_path: Path) -> None:

@@ -67,7 +67,8 @@ import pybase64
 from firehose.clock import now_ms
 from firehose.definitions import HttpEndpointDestinationConfiguration
 from firehose.destinations.base import DELIVERED, DestinationContext, Failure, Outcome, RecordDestination
-from firehose.errors import DestinationUnavailable
+from firehose.destinations.secrets import HTTP_ENDPOINT_MEMBERS, SecretValue, cached_secret
+from firehose.errors import DestinationError, DestinationUnavailable
 from firehose.records import DeliveryRecord, RecordBatch
 
 REQUEST_TOO_LARGE = "HttpEndpoint.RequestEntityTooLarge"
@@ -78,6 +79,9 @@ REQUEST_TIMEOUT = "HttpEndpoint.RequestTimeout"
 HOST_UNREACHABLE = "HttpEndpoint.DestinationHostUnreachable"
 SSL_HANDSHAKE_FAILURE = "HttpEndpoint.SSLHandshakeFailure"
 CONNECTION_RESET = "HttpEndpoint.ConnectionReset"
+
+#: Answers that mean the endpoint refused the access key: a secret-sourced key is read again at once.
+AUTH_FAILURE_STATUSES = (401, 403)
 
 #: The protocol's bound on a response body; a larger one is not read.
 MAX_RESPONSE_BYTES = 1024 * 1024
@@ -260,6 +264,8 @@ class HttpEndpointDestination(RecordDestination):
         self._url = config.endpoint_configuration.url
         request = config.request_configuration
         self._gzip = request is not None and request.content_encoding == "GZIP"
+        #: With SecretsManagerConfiguration enabled, the access key is the secret's ``api_key``.
+        self._secret = cached_secret(config.secrets_manager_configuration, HTTP_ENDPOINT_MEMBERS, ctx)
         self._headers = self._static_headers()
 
     def _static_headers(self) -> dict[str, bytes]:
@@ -270,7 +276,7 @@ class HttpEndpointDestination(RecordDestination):
             "Content-Type": b"application/json",
         }
         access_key = self.config.endpoint_configuration.access_key
-        if access_key:
+        if access_key and self._secret is None:
             headers["X-Amz-Firehose-Access-Key"] = access_key.encode()
         request = self.config.request_configuration
         if request is not None and request.common_attributes:
@@ -287,7 +293,13 @@ class HttpEndpointDestination(RecordDestination):
         """A ``HEAD`` to the URL: any answer at all, whatever its status, means the endpoint is reachable.
 
         No data and no access key are sent, and the wait is the connect timeout, not the 3-minute one.
+        A secret-sourced access key must be readable.
         """
+        if self._secret is not None:
+            try:
+                await self._secret.value()
+            except DestinationError as exc:
+                raise DestinationUnavailable(exc.message, code=exc.code) from None
         try:
             await self._ctx.http.head(self._url, follow_redirects=False,
                                       timeout=self._ctx.settings.http.connect_timeout_seconds)
@@ -310,12 +322,25 @@ class HttpEndpointDestination(RecordDestination):
         records = batch.records[start:end]
         whole = start == 0 and end == len(batch.records)
         request_id = batch.batch_id if whole else _derived_id(batch.batch_id, records)
-        body = await self._body(request_id, records)
         try:
-            resp = await self._post(body, request_id)
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            retry.extend(_every(batch, start, end, *_transport_failure(exc, self.describe())))
+            secret = await self._secret.value() if self._secret is not None else None
+        except DestinationError as exc:  # no access key to send: the request waits for the secret
+            retry.extend(_every(batch, start, end, exc.code, exc.message))
             return
+        body = await self._body(request_id, records)
+        renewed = False
+        while True:
+            try:
+                resp = await self._post(body, request_id, secret)
+            except (httpx.HTTPError, httpx.InvalidURL) as exc:
+                retry.extend(_every(batch, start, end, *_transport_failure(exc, self.describe())))
+                return
+            # A refused secret-sourced key: read the secret again, and send once more if it changed.
+            if resp.status in AUTH_FAILURE_STATUSES and not renewed and self._secret is not None \
+                    and secret is not None and await self._secret.renew(secret):
+                secret, renewed = await self._secret.value(), True
+                continue
+            break
         if resp.status == 413:
             if end - start > 1:
                 middle = (start + end) // 2
@@ -338,9 +363,11 @@ class HttpEndpointDestination(RecordDestination):
             return cast(bytes, await self._ctx.run(encode_request, *args))
         return encode_request(*args)
 
-    async def _post(self, body: bytes, request_id: str) -> _Response:
+    async def _post(self, body: bytes, request_id: str, secret: SecretValue | None) -> _Response:
         """Send the request and read at most ``MAX_RESPONSE_BYTES`` of the answer; redirects are answers."""
         headers = {**self._headers, "X-Amz-Firehose-Request-Id": request_id.encode()}
+        if secret is not None:
+            headers["X-Amz-Firehose-Access-Key"] = secret["api_key"].encode()
         async with self._ctx.http.stream("POST", self._url, content=body, headers=headers,
                                          follow_redirects=False) as resp:
             return _Response(resp.status_code, resp.headers, await _read_capped(resp))

@@ -39,7 +39,7 @@ import ssl
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -47,6 +47,7 @@ import orjson
 
 from firehose.definitions import SplunkDestinationConfiguration
 from firehose.destinations.base import DestinationContext, Failure, Outcome, RecordDestination
+from firehose.destinations.secrets import SPLUNK_MEMBERS, SecretValue, cached_secret
 from firehose.errors import DestinationError, DestinationUnavailable
 from firehose.records import DeliveryRecord, RecordBatch
 
@@ -87,6 +88,8 @@ _HEC_CODES: dict[int, tuple[str, bool]] = {
 
 #: Ack-poll failures that another poll a moment later would only repeat: stop waiting at once.
 _FINAL_POLL_CODES = frozenset({DISABLED_ACK, DISABLED_TOKEN, INVALID_TOKEN})
+#: The HEC refused the token: a secret-sourced token is read again at once.
+_TOKEN_CODES = frozenset({DISABLED_TOKEN, INVALID_TOKEN})
 
 #: The HEC answers "No data" (code 5) once token and channel passed: the health check's token probe.
 _NO_DATA = 5
@@ -254,6 +257,16 @@ def _transport_error(what: str, exc: Exception) -> DestinationError:
 # -- the destination ----------------------------------------------------------------
 
 
+@dataclass(slots=True)
+class _Auth:
+    """The token one attempt sends: the secret it came from (if any), the headers that carry it, and
+    whether the attempt already read the secret again after a refusal (once per attempt)."""
+
+    secret: SecretValue | None
+    headers: dict[str, str] = field(repr=False)
+    renewed: bool = False
+
+
 @dataclass(frozen=True, slots=True)
 class _Sent:
     """A request the HEC took: the batch records it carried, its ackId, when its ack timer ends."""
@@ -282,7 +295,9 @@ class SplunkDestination(RecordDestination):
         self._base = config.hec_endpoint.rstrip("/")
         self._url = self._base + (RAW_PATH if config.hec_endpoint_type == "Raw" else EVENT_PATH)
         self._headers = {"X-Splunk-Request-Channel": self.channel, "Content-Type": "application/json"}
-        if config.hec_token:
+        #: With SecretsManagerConfiguration enabled, the token is the secret's ``hec_token``.
+        self._secret = cached_secret(config.secrets_manager_configuration, SPLUNK_MEMBERS, ctx)
+        if config.hec_token and self._secret is None:
             self._headers["Authorization"] = f"Splunk {config.hec_token}"
 
     def describe(self) -> str:
@@ -294,14 +309,18 @@ class SplunkDestination(RecordDestination):
         The token probe is an empty POST: a HEC that accepts the token and channel answers it
         "No data" (code 5) and indexes nothing, so the check never adds an event.
         """
-        if not self.config.hec_token:
+        if not self.config.hec_token and self._secret is None:
             raise DestinationUnavailable("No HECToken is configured for the Splunk destination.",
                                          code=INVALID_TOKEN)
+        try:
+            auth = await self._auth()
+        except DestinationError as exc:
+            raise DestinationUnavailable(exc.message, code=exc.code) from None
         health = await self._probe("GET", self._base + HEALTH_PATH, {})
         if health.status_code != 200:
             error = _hec_error(f"The HEC at {self._base} is not healthy", health)
             raise DestinationUnavailable(error.message, code=error.code)
-        probe = await self._probe("POST", self._url, self._headers)
+        probe = await self._probe("POST", self._url, auth.headers)
         if not probe.is_success and _answer(probe)[0] != _NO_DATA:
             error = _hec_error(f"The HEC at {self._url} refused the token probe", probe)
             raise DestinationUnavailable(error.message, code=error.code)
@@ -313,15 +332,39 @@ class SplunkDestination(RecordDestination):
             error = _transport_error(f"Cannot reach the HEC at {url}", exc)
             raise DestinationUnavailable(error.message, code=error.code) from exc
 
+    async def _auth(self) -> _Auth:
+        """The token for an attempt: the definition's, or the secret's (a retriable ``DestinationError``
+        with a ``SecretsManager.*`` code when the secret cannot be read)."""
+        if self._secret is None:
+            return _Auth(None, self._headers)
+        secret = await self._secret.value()
+        return _Auth(secret, {**self._headers, "Authorization": f"Splunk {secret['hec_token']}"})
+
+    async def _send_as(self, body: bytes, auth: _Auth) -> int:
+        """``_send``; when the HEC refuses a secret-sourced token, read the secret again and, if the
+        token changed, send once more with it (``auth`` then carries the new token for the rest)."""
+        try:
+            return await self._send(body, auth.headers)
+        except DestinationError as exc:
+            if exc.code not in _TOKEN_CODES or auth.renewed or self._secret is None or auth.secret is None:
+                raise
+            auth.renewed = True
+            if not await self._secret.renew(auth.secret):
+                raise
+        fresh = await self._auth()
+        auth.secret, auth.headers = fresh.secret, fresh.headers
+        return await self._send(body, auth.headers)
+
     async def deliver(self, batch: RecordBatch) -> Outcome:
         records = batch.records
+        auth = await self._auth()
         rejected, sendable = await self._validate(records)
         retry: list[Failure] = []
         sent: list[_Sent] = []
         requests = split_requests(records, sendable, self.max_request_bytes)
         for n, indexes in enumerate(requests):
             try:
-                ack_id = await self._send(b"".join(records[i].data for i in indexes))
+                ack_id = await self._send_as(b"".join(records[i].data for i in indexes), auth)
             except DestinationError as exc:
                 if not exc.retriable:
                     rejected += self._failures(records, indexes, exc.code, exc.message)
@@ -333,7 +376,7 @@ class SplunkDestination(RecordDestination):
             now = time.monotonic()
             sent.append(_Sent(indexes, ack_id, now + self.config.ack_timeout_seconds, now))
         latencies: list[float] = []
-        retry += await self._await_acks(records, sent, latencies)
+        retry += await self._await_acks(records, sent, latencies, auth.headers)
         return Outcome(retry=tuple(retry), rejected=tuple(rejected), ack_seconds=tuple(latencies))
 
     async def _validate(self, records: tuple[DeliveryRecord, ...]) -> tuple[list[Failure], list[int]]:
@@ -349,10 +392,10 @@ class SplunkDestination(RecordDestination):
         rejected = [self._failure(records[i], i, INVALID_DATA_FORMAT, reason) for i, reason in invalid]
         return rejected, [i for i in range(len(records)) if i not in bad]
 
-    async def _send(self, body: bytes) -> int:
+    async def _send(self, body: bytes, headers: dict[str, str]) -> int:
         """POST one request; its ackId, or DestinationError saying why the HEC did not take it."""
         try:
-            response = await self._ctx.http.post(self._url, content=body, headers=self._headers)
+            response = await self._ctx.http.post(self._url, content=body, headers=headers)
         except httpx.RequestError as exc:
             raise _transport_error(f"POST {self._url} failed", exc) from exc
         if not response.is_success:
@@ -370,7 +413,7 @@ class SplunkDestination(RecordDestination):
                                f"success: {text}", code=SERVER_ERROR)
 
     async def _await_acks(self, records: tuple[DeliveryRecord, ...], sent: list[_Sent],
-                          latencies: list[float]) -> list[Failure]:
+                          latencies: list[float], headers: dict[str, str]) -> list[Failure]:
         """Poll until every sent request is acknowledged or past its deadline; failures for the rest,
         and in ``latencies`` the seconds each acknowledged request waited for its ack.
 
@@ -387,8 +430,11 @@ class SplunkDestination(RecordDestination):
             wait = min(wait * 2, POLL_MAX_SECONDS)
             latest = max(s.deadline for s in pending.values())
             try:
-                acked = await self._poll(list(pending), max(latest - time.monotonic(), POLL_GRACE_SECONDS))
+                acked = await self._poll(list(pending), max(latest - time.monotonic(), POLL_GRACE_SECONDS),
+                                         headers)
             except DestinationError as exc:
+                if exc.code in _TOKEN_CODES and self._secret is not None:
+                    self._secret.invalidate()  # the next attempt reads the secret again
                 if exc.code in _FINAL_POLL_CODES:
                     for s in pending.values():
                         failures += self._failures(records, s.indexes, exc.code, exc.message)
@@ -405,13 +451,13 @@ class SplunkDestination(RecordDestination):
                 failures += self._failures(records, s.indexes, ACK_TIMEOUT, reason)
         return failures
 
-    async def _poll(self, ack_ids: list[int], timeout: float) -> set[int]:
+    async def _poll(self, ack_ids: list[int], timeout: float, headers: dict[str, str]) -> set[int]:
         """One ack query; the ackIds it reports true (the HEC forgets those once reported)."""
         url = self._base + ACK_PATH
         try:
             async with asyncio.timeout(timeout):
                 response = await self._ctx.http.post(url, params={"channel": self.channel},
-                                                     headers=self._headers,
+                                                     headers=headers,
                                                      content=orjson.dumps({"acks": ack_ids}))
         except (httpx.RequestError, TimeoutError) as exc:
             raise _transport_error(f"Polling {url} failed", exc) from exc

@@ -12,8 +12,9 @@ import contextlib
 import json
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import psycopg
 
@@ -23,10 +24,12 @@ from firehose.destinations.redshift import loaded_batches, postgres_load, sessio
 from firehose.destinations.redshift.copy import copy_statement
 from firehose.destinations.redshift.copy_command import check_compression, load_format
 from firehose.destinations.redshift.postgres_load import Column, RowLoad
+from firehose.destinations.secrets import REDSHIFT_MEMBERS, SecretValue, cached_secret
 from firehose.errors import DestinationError, DestinationUnavailable
 from firehose.records import ObjectBatch
 
 log = logging.getLogger("firehose.destinations.redshift")
+T = TypeVar("T")
 
 CONNECT_TIMEOUT_SECONDS = 10
 _JDBC_URL = re.compile(r"jdbc:(redshift|postgresql)://([^/:]+)(?::(\d{1,5}))?/([^/?;]+)")
@@ -120,6 +123,10 @@ class RedshiftDestination(ObjectDestination):
         #: COPYs (and CSV loads) of one destination run one at a time, as Firehose's do.
         self._copy_lock = asyncio.Lock()
         self._columns: list[Column] | None = None
+        #: With SecretsManagerConfiguration enabled, the login is the secret's username/password,
+        #: read (``_logged_in``) before any work that connects.
+        self._secret = cached_secret(config.secrets_manager_configuration, REDSHIFT_MEMBERS, ctx)
+        self._login: SecretValue | None = None
 
     @property
     def uses_workers(self) -> bool:
@@ -130,20 +137,38 @@ class RedshiftDestination(ObjectDestination):
 
     async def check(self) -> None:
         try:
-            await self._ctx.run(self._ping)
+            await self._logged_in(lambda: self._ctx.run(self._ping))
         except DestinationError as exc:
-            raise DestinationUnavailable(exc.message) from exc
+            raise DestinationUnavailable(exc.message, code=exc.code) from exc
 
     async def deliver(self, batch: ObjectBatch) -> Outcome:
         await self._stage.deliver(batch)
         key = manifest_key(self._prefix, batch.key)
         await self._stage.deliver(self._manifest(batch, key))
+        await self._logged_in(lambda: self._load_batch(batch, key))
+        return DELIVERED
+
+    async def _load_batch(self, batch: ObjectBatch, key: str) -> None:
         if self._rows:
             await self._load_rows(batch)
         else:
             async with self._copy_lock:
                 await self._ctx.run(self._load, batch, f"s3://{self._bucket}/{key}")
-        return DELIVERED
+
+    async def _logged_in(self, work: Callable[[], Awaitable[T]]) -> T:
+        """``work()`` with the current login. With a secret: the secret is read first (cached, a
+        retriable ``SecretsManager.*`` error when it cannot be), and when the server refuses the
+        login it is read again at once and, if it changed, ``work()`` runs once more with it."""
+        if self._secret is None:
+            return await work()
+        login = self._login = await self._secret.value()
+        try:
+            return await work()
+        except DestinationError as exc:
+            if exc.code != session.AUTHENTICATION_FAILED or not await self._secret.renew(login):
+                raise
+        self._login = await self._secret.value()
+        return await work()
 
     async def _load_rows(self, batch: ObjectBatch) -> None:
         """PostgreSQL mode, text or JSON: a worker process parses the batch and streams its rows in.
@@ -162,10 +187,10 @@ class RedshiftDestination(ObjectDestination):
         # The worker reads the spooled records itself when the staged object is nothing else;
         # otherwise it is sent the body, joined off the event loop.
         body = batch.extents if batch.extents is not None else await self._ctx.run(batch.body)
-        loaded, error = await self._ctx.run_process(postgres_load.load_rows, load, batch.key, body)
+        loaded, error, code = await self._ctx.run_process(postgres_load.load_rows, load, batch.key, body)
         if error:
             self._columns = None
-            raise DestinationError(error)
+            raise DestinationError(error, code=code)
         if not loaded:
             self._already_loaded(batch)
 
@@ -188,8 +213,13 @@ class RedshiftDestination(ObjectDestination):
                         "table": self.config.copy_command.data_table_name})
 
     def _credentials(self) -> tuple[str, str | None]:
-        """Username/Password of the definition, overridden by ``credentials[<ClusterJDBCURL>]``."""
+        """The secret's username/password when SecretsManagerConfiguration is enabled; else
+        Username/Password of the definition, overridden by ``credentials[<ClusterJDBCURL>]``."""
         url = self.config.cluster_jdbc_url
+        if self._secret is not None:
+            if self._login is None:
+                raise DestinationError(f"the {self._secret.describe()} has not been read yet")
+            return self._login["username"], self._login["password"]
         override = self._ctx.settings.credentials.get(url)
         user = override.username if override and override.username else self.config.username
         password = override.password if override and override.password else self.config.password

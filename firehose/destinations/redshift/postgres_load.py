@@ -260,21 +260,21 @@ class RowLoad:
     columns: list[Column]
 
 
-def load_rows(load: RowLoad, batch_key: str, body: bytes | tuple[FileRange, ...]) -> tuple[bool, str]:
+def load_rows(load: RowLoad, batch_key: str, body: bytes | tuple[FileRange, ...]) -> tuple[bool, str, str]:
     """Parse a staged batch into rows and stream them into the table, exactly once per batch key.
 
     Runs in a worker process: the rows never travel back to the daemon, and PostgreSQL parses
     each piece of the COPY stream while the next is being made. ``body`` is the batch's bytes, or
     where they lie on disk (the batch's spooled records), read here rather than sent through a
-    pipe. Returns (loaded, error): loaded is False when an earlier attempt had loaded the batch
-    already; an error is the server's message, for the daemon to retry with (exceptions would
-    have to survive pickling).
+    pipe. Returns (loaded, error, code): loaded is False when an earlier attempt had loaded the
+    batch already; an error is the server's message and its errorCode, for the daemon to retry
+    with (exceptions would have to survive pickling).
     """
     try:
         data: bytes | bytearray = body if isinstance(body, bytes) else _read_spooled(body)
-        return _load_rows(load, batch_key, data), ""
+        return _load_rows(load, batch_key, data), "", ""
     except DestinationError as exc:
-        return False, exc.message
+        return False, exc.message, exc.code
 
 
 def _read_spooled(ranges: tuple[FileRange, ...]) -> bytearray:

@@ -13,7 +13,9 @@ that is done leaves its connection for the next.
 * A kept connection may have gone stale meanwhile (a server restart, an idle timeout): work that
   fails on one with an ``OperationalError`` runs once more, on the next kept connection or a new
   one. On a new connection the failure is the attempt's.
-* A database error becomes a retriable ``DestinationError`` carrying the server's own message.
+* A database error becomes a retriable ``DestinationError`` carrying the server's own message; a
+  login the server refused has the code ``Redshift.AuthenticationFailed`` (Firehose's), so a
+  destination whose password comes from a secret can read the secret again.
 """
 
 from __future__ import annotations
@@ -27,6 +29,11 @@ import psycopg
 from firehose.errors import DestinationError
 
 T = TypeVar("T")
+
+#: Firehose's errorCode for a user name and password the cluster refused.
+AUTHENTICATION_FAILED = "Redshift.AuthenticationFailed"
+#: SQLSTATEs of a refused login: invalid_password, invalid_authorization_specification.
+_LOGIN_REFUSED = frozenset({"28P01", "28000"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +63,10 @@ def connect(endpoint: Endpoint) -> psycopg.Connection[Any]:
         # Client-side parameter binding: plain SQL text, which every Redshift version accepts.
         return psycopg.connect(**dict(endpoint.parameters), cursor_factory=psycopg.ClientCursor)
     except psycopg.Error as exc:
-        raise DestinationError(f"cannot connect to {endpoint.where}: {server_message(exc)}") from exc
+        message = server_message(exc)
+        refused = exc.sqlstate in _LOGIN_REFUSED or "authentication failed" in message
+        raise DestinationError(f"cannot connect to {endpoint.where}: {message}",
+                               code=AUTHENTICATION_FAILED if refused else "") from exc
 
 
 def run(endpoint: Endpoint, work: Callable[[psycopg.Connection[Any]], T], failed: str) -> T:
