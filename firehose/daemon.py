@@ -270,7 +270,7 @@ class Daemon:
             state, config, self._stream_spool(state), destination, self.settings, self.metrics,
             store=built.store, workers=self.workers, keyring=self._keyring if config.encrypt else None,
             convert_pool=self._convert_executor() if config.conversion else None, taps=self.taps,
-            memory=self.memory,
+            memory=self.memory, backup=built.backup,
         )
         self.pipelines[state.key] = pipeline
         self.metrics.watch(state.name, pipeline.levels)
@@ -351,7 +351,7 @@ class Daemon:
                 return
             if pipeline.can_reconfigure(config):
                 built = self._destination(state)
-                pipeline.reconfigure(config, built.destination, built.store)
+                pipeline.reconfigure(config, built.destination, built.store, built.backup)
                 self._spawn(self._check(state.name, built.destination))
             else:
                 self._spawn(self._switch(state, pipeline))

@@ -298,8 +298,7 @@ class ExtendedS3DestinationConfiguration(S3DestinationConfiguration):
 
 def _refuse_unsupported(cfg: ExtendedS3DestinationConfiguration) -> None:
     """AWS's cross-field rules, and features this build cannot honour yet (refused, not ignored)."""
-    if cfg.s3_backup_mode == "Enabled":
-        raise ValueError(f"S3BackupMode Enabled {_LATER}")
+    _check_source_backup(cfg.s3_backup_mode, cfg.s3_backup_configuration)
     if cfg.format_conversion is not None:
         if cfg.compression != "UNCOMPRESSED":
             raise ValueError("CompressionFormat must be UNCOMPRESSED with DataFormatConversionConfiguration "
@@ -307,6 +306,23 @@ def _refuse_unsupported(cfg: ExtendedS3DestinationConfiguration) -> None:
         hints = cfg.buffering_hints
         if hints and hints.size_in_mbs is not None and hints.size_in_mbs < 64:
             raise ValueError("BufferingHints.SizeInMBs must be at least 64 with DataFormatConversionConfiguration")
+
+
+def _check_source_backup(mode: str | None, backup: S3DestinationConfiguration | None) -> None:
+    """``S3BackupMode: Enabled`` (ExtendedS3, Redshift) copies the source records to ``S3BackupConfiguration``,
+    which it therefore needs."""
+    if mode == "Enabled" and backup is None:
+        raise ValueError("S3BackupConfiguration is required when S3BackupMode is Enabled")
+
+
+def source_backup(definition: DeliveryStreamDefinition) -> S3DestinationConfiguration | None:
+    """Where an ExtendedS3 or Redshift destination backs up its source records (``S3BackupMode:
+    Enabled``), or None. The other destinations' ``All…`` modes back up to their S3Configuration."""
+    cfg: Any = definition.destination if definition.is_s3 else definition.record_destination
+    if getattr(cfg, "s3_backup_mode", None) != "Enabled" or not isinstance(
+            cfg, ExtendedS3DestinationConfiguration | RedshiftDestinationConfiguration):
+        return None
+    return cfg.s3_backup_configuration
 
 
 class DeliveryStreamEncryptionConfigurationInput(Shape):
@@ -451,8 +467,7 @@ class RedshiftDestinationConfiguration(RecordDestination):
         if s3.compression not in ("UNCOMPRESSED", "GZIP"):
             raise ValueError("S3Configuration.CompressionFormat of a Redshift destination must be UNCOMPRESSED "
                              "or GZIP (COPY cannot read the others)")
-        if self.s3_backup_mode == "Enabled":
-            raise ValueError(f"S3BackupMode Enabled {_LATER}")
+        _check_source_backup(self.s3_backup_mode, self.s3_backup_configuration)
         if self.password is None and not (self.secrets_manager_configuration
                                           and self.secrets_manager_configuration.enabled):
             raise ValueError("a Redshift destination needs Username and Password (or SecretsManagerConfiguration)")

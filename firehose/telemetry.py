@@ -85,6 +85,18 @@ _LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.
 RATIO_WINDOW_S = 60
 
 
+#: The family of a stream's source-record backup (``S3BackupMode: Enabled``): ``BackupToS3.*``, whose
+#: figures are ``firehose_backup_to_s3_*`` rather than ``firehose_delivery_to_x_*``.
+BACKUP = "backup_to_s3"
+
+
+def _family_name(family: str) -> tuple[str, str]:
+    """The Prometheus prefix and the CloudWatch prefix of a family's figures."""
+    if family == BACKUP:
+        return "firehose_backup_to_s3", "BackupToS3"
+    return f"firehose_delivery_to_{family}", f"DeliveryTo{_CLOUDWATCH_NAMES.get(family, family)}"
+
+
 def delivery_family(name: str, error_output_type: str = "") -> str:
     """The ``x`` of ``firehose_delivery_to_x_*`` for a destination (a local directory stands in for S3;
     the search destinations are told apart by their error output type)."""
@@ -137,6 +149,8 @@ class StreamLevels:
     partitions: int | None = None
     partitions_limit: int | None = None
     partitions_exceeded: bool = False
+    #: The stream's source-record backup, when it has one (its freshness is ``BackupToS3.DataFreshness``).
+    backup: StreamLevels | None = None
 
 
 class Delivery:
@@ -306,7 +320,7 @@ class Metrics:
             "or a stream's backup bucket (data, error output, backups).", ds, registry=r)
         self.backup_records = Counter(
             "firehose_backup_to_s3_records", "BackupToS3.Records: records copied to the backup bucket "
-            "(S3BackupMode AllData).", ds, registry=r)
+            "(S3BackupMode Enabled, AllData, AllEvents, AllDocuments).", ds, registry=r)
         self.backup_bytes = Counter(
             "firehose_backup_to_s3_bytes", "BackupToS3.Bytes.", ds, registry=r)
         self.backup_success = Counter(
@@ -349,6 +363,9 @@ class Metrics:
     def delivery_families(self, family: str) -> dict[str, Any]:
         """The metric families of one destination, registered the first time a stream uses it."""
         f = self._families.get(family)
+        if f is None and family == BACKUP:  # registered with the daemon: AllData backups count there too
+            f = self._families[family] = {"records": self.backup_records, "bytes": self.backup_bytes,
+                                          "success": self.backup_success, "attempts": self.backup_attempts}
         if f is None:
             cw = _CLOUDWATCH_NAMES.get(family, family)
             name = f"firehose_delivery_to_{family}"
@@ -439,15 +456,16 @@ class _Sampled(Collector):
                 partitions.add_metric([stream], lv.partitions)
                 limit.add_metric([stream], lv.partitions_limit or 0)
                 exceeded.add_metric([stream], 1 if lv.partitions_exceeded else 0)
-            fam = freshness.get(lv.destination)
-            if fam is None:
-                cw = _CLOUDWATCH_NAMES.get(lv.destination, lv.destination)
-                fam = freshness[lv.destination] = GaugeMetricFamily(
-                    f"firehose_delivery_to_{lv.destination}_data_freshness_seconds",
-                    f"DeliveryTo{cw}.DataFreshness: age of the oldest record not yet delivered (0 when none).",
-                    labels=ds)
-            age = 0.0 if lv.oldest_arrival_ms is None else max(0.0, (now - lv.oldest_arrival_ms) / 1000)
-            fam.add_metric([stream], age)
+            for level in (lv, lv.backup) if lv.backup is not None else (lv,):
+                fam = freshness.get(level.destination)
+                if fam is None:
+                    name, cw = _family_name(level.destination)
+                    fam = freshness[level.destination] = GaugeMetricFamily(
+                        f"{name}_data_freshness_seconds",
+                        f"{cw}.DataFreshness: age of the oldest record not yet delivered (0 when none).",
+                        labels=ds)
+                age = 0.0 if level.oldest_arrival_ms is None else max(0.0, (now - level.oldest_arrival_ms) / 1000)
+                fam.add_metric([stream], age)
         yield buffered
         yield partitions
         yield limit
@@ -460,10 +478,10 @@ class _Sampled(Collector):
                 continue
             fam = ratios.get(family)
             if fam is None:
-                cw = _CLOUDWATCH_NAMES.get(family, family)
+                name, cw = _family_name(family)
                 fam = ratios[family] = GaugeMetricFamily(
-                    f"firehose_delivery_to_{family}_success_ratio",
-                    f"DeliveryTo{cw}.Success (Average) over the last {RATIO_WINDOW_S} s of attempts.", labels=ds)
+                    f"{name}_success_ratio",
+                    f"{cw}.Success (Average) over the last {RATIO_WINDOW_S} s of attempts.", labels=ds)
             fam.add_metric([stream], value)
         yield from ratios.values()
         names = ("firehose_records_per_second_limit", "firehose_bytes_per_second_limit",

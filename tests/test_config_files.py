@@ -99,7 +99,7 @@ def test_duplicate_stream_names_are_refused(tmp_path: Path) -> None:
 
 def test_features_not_built_yet_are_refused_with_a_clear_message(tmp_path: Path) -> None:
     msg = _error(tmp_path, {}, [local_stream("s", S3BackupMode="Enabled")])
-    assert "S3BackupMode Enabled is not supported by this daemon yet" in msg
+    assert "S3BackupConfiguration is required when S3BackupMode is Enabled" in msg
     snowflake = {"DeliveryStreamName": "r", "SnowflakeDestinationConfiguration": {"RoleARN": ROLE}}
     msg = _error(tmp_path, {}, [snowflake])
     assert "SnowflakeDestinationConfiguration is not supported" in msg

@@ -319,6 +319,8 @@ def _destination_description(state: StreamState) -> Body:
     body["S3DestinationDescription"] = _s3_view(body.pop("S3Configuration"))
     if "S3BackupConfiguration" in body:
         body["S3BackupDescription"] = _s3_view(body.pop("S3BackupConfiguration"))
+    if config.member == "RedshiftDestinationConfiguration":
+        body.setdefault("S3BackupMode", "Disabled")
     if "VpcConfiguration" in body:
         body["VpcConfigurationDescription"] = body.pop("VpcConfiguration")
     size, interval = config.buffering()

@@ -22,6 +22,7 @@ from firehose.definitions import (
     RedshiftDestinationConfiguration,
     S3DestinationConfiguration,
     SplunkDestinationConfiguration,
+    source_backup,
 )
 from firehose.destinations.base import (
     Destination,
@@ -71,12 +72,16 @@ class Built:
 
     destination: Destination[Any]
     store: ObjectDestination | None
+    #: The bucket of the source-record backup (``S3BackupMode: Enabled`` on ExtendedS3 and Redshift).
+    backup: ObjectDestination | None = None
 
 
 def build(definition: DeliveryStreamDefinition, ctx: DestinationContext) -> Built:
     """The destination a definition delivers to, with its object store (constructors do no I/O)."""
+    backup_config = source_backup(definition)
+    backup = _object_store(backup_config, ctx) if backup_config is not None else None
     if definition.is_s3:
-        return Built(_object_store(definition.destination, ctx), None)
+        return Built(_object_store(definition.destination, ctx), None, backup)
     config = definition.record_destination
     store = _object_store(config.s3_configuration, ctx)
     destination: Destination[Any]
@@ -90,7 +95,7 @@ def build(definition: DeliveryStreamDefinition, ctx: DestinationContext) -> Buil
         destination = HttpEndpointDestination(config, ctx)
     else:
         raise ValueError(f"{definition.destination_member} has no destination in this build")
-    return Built(destination, store)
+    return Built(destination, store, backup)
 
 
 def _object_store(config: S3DestinationConfiguration, ctx: DestinationContext) -> ObjectDestination:

@@ -45,6 +45,9 @@ class StreamConfig:
     plan: chain.Plan
     encoding: Encoding
     backup_all: bool = False
+    #: ``S3BackupMode: Enabled`` (ExtendedS3, Redshift): the source-record backup, as a stream of its
+    #: own that reads the records as accepted and writes them to ``S3BackupConfiguration``.
+    backup: StreamConfig | None = None
 
     @classmethod
     def build(cls, definition: DeliveryStreamDefinition, version: int, settings: Settings) -> StreamConfig:
@@ -60,7 +63,8 @@ class StreamConfig:
                                    file_extension=cfg.file_extension)
             keys = objectkeys.KeyTemplate.build(cfg.prefix, cfg.error_output_prefix,
                                                 custom_time_zone=cfg.custom_time_zone, extension=encoding.extension)
-            return cls(version, definition.destination_member, False, cfg, keys, size, interval, plan, encoding)
+            return cls(version, definition.destination_member, False, cfg, keys, size, interval, plan, encoding,
+                       backup=_source_backup(definition, version, settings, cfg.custom_time_zone))
         dest = definition.record_destination
         size, interval = dest.buffering()
         redshift = isinstance(dest, definitions.RedshiftDestinationConfiguration)
@@ -76,7 +80,7 @@ class StreamConfig:
         keys = objectkeys.KeyTemplate.build(store.prefix, store.error_output_prefix, custom_time_zone=None,
                                             extension=encoding.extension)
         return cls(version, definition.destination_member, not redshift, store, keys, size, interval, plan, encoding,
-                   backup_all=dest.backup_all)
+                   backup_all=dest.backup_all, backup=_source_backup(definition, version, settings, None))
 
     @property
     def conversion(self) -> convert.Conversion | None:
@@ -85,8 +89,33 @@ class StreamConfig:
 
     @property
     def encrypt(self) -> bool:
-        """Whether the object store encrypts (the daemon then loads the keyring)."""
-        return self.encoding.encrypt
+        """Whether the object store or the source-record backup's bucket encrypts (the daemon then
+        loads the keyring)."""
+        return self.encoding.encrypt or (self.backup is not None and self.backup.encrypt)
+
+
+def _source_backup(definition: DeliveryStreamDefinition, version: int, settings: Settings,
+                   custom_time_zone: str | None) -> StreamConfig | None:
+    """The source-record backup as a plain S3 stream: no processing, no conversion, the backup
+    configuration's own prefixes, buffering hints and compression.
+
+    Its keys are laid out like any S3 object's (``<Prefix or YYYY/MM/dd/HH/><stream>-<version>-…``),
+    in the destination's ``CustomTimeZone`` (the stream's one clock for key times; AWS's backup
+    configuration has no zone of its own). ``FileExtension`` is the destination's data objects' own:
+    backups end with their compression's extension. AWS says the backup's ``ErrorOutputPrefix`` is
+    not used for S3 destinations (a backup PUT is retried until it lands); here it names where the
+    records of a backup batch that cannot be built at all go, with the reason.
+    """
+    cfg = definitions.source_backup(definition)
+    if cfg is None:
+        return None
+    bucket = settings.buckets.get(cfg.bucket)
+    encoding = Encoding.of(cfg.compression, None, encrypt=bool(bucket and bucket.encrypt))
+    keys = objectkeys.KeyTemplate.build(cfg.prefix, cfg.error_output_prefix, custom_time_zone=custom_time_zone,
+                                        extension=encoding.extension)
+    size, interval = definitions.buffering(cfg)
+    return StreamConfig(version, definition.destination_member, False, cfg, keys, size, interval, chain.Plan(),
+                        encoding)
 
 
 def endpoint_url(dest: Any, settings: Settings) -> str | None:
@@ -149,9 +178,11 @@ def check_definition(definition: DeliveryStreamDefinition, settings: Settings) -
     config = StreamConfig.build(definition, 1, settings)
     if not definition.is_s3:
         _check_endpoint(definition.record_destination, settings)
-    if config.encoding.encrypt:
+    if config.encrypt:
         enc = settings.encryption
+        bucket = config.object_store.bucket if config.encoding.encrypt or config.backup is None \
+            else config.backup.object_store.bucket
         if not encrypt.Keyring.load(directory=enc.keys_dir, env_prefix=enc.env_prefix).ids:
-            raise ValueError(f"bucket {config.object_store.bucket!r} encrypts, but the keyring is empty: add a "
+            raise ValueError(f"bucket {bucket!r} encrypts, but the keyring is empty: add a "
                              f"<key id>.key file to encryption.keys_dir or a {enc.env_prefix}<ID> variable")
     return config

@@ -164,8 +164,12 @@ class Deliverer:
         taps: Taps | None = None,
         memory: MemoryBudget | None = None,
         clock: Callable[[], float] = time.monotonic,
+        family: str | None = None,
     ) -> None:
+        """``family``: the figures its deliveries count in, when not its destination's own
+        (``telemetry.BACKUP`` for a source-record backup)."""
         self.name = name
+        self._family = family
         self.incarnation = incarnation
         self._config = config
         self._destination = destination
@@ -731,8 +735,8 @@ class Deliverer:
         key = (name, error_output_type)
         figures = self._figure_cache.get(key)
         if figures is None:
-            figures = self._figure_cache[key] = self._metrics.delivery(self.name,
-                                                                       delivery_family(name, error_output_type))
+            figures = self._figure_cache[key] = self._metrics.delivery(
+                self.name, self._family or delivery_family(name, error_output_type))
         return figures
 
     def _count_records(self, destination: Destination, batch: RecordBatch,  # type: ignore[type-arg]
@@ -806,7 +810,8 @@ class Deliverer:
                 oldest = self._unread_since_ms
         else:
             self._unread_since_ms = None
-        levels = StreamLevels(delivery_family(self._destination.name, self._destination.error_output_type),
+        levels = StreamLevels(self._family or delivery_family(self._destination.name,
+                                                              self._destination.error_output_type),
                               oldest, self.buffered_bytes)
         if self._config.plan.dynamic_partitioning:
             levels.partitions = self._active_data_partitions()

@@ -76,7 +76,14 @@ class StreamSpool:
         self.processed = SegmentLog(directory / "processed", segment_bytes=segment_bytes, uses_reserve=True,
                                     keep_last=True)
         self.ledger = Ledger(directory / "ledger", committer)
+        self._committer = committer
         self._listeners: list[Callable[[], None]] = []
+        #: Other readers of the raw log (a source-record backup), each with its own ledger, and the
+        #: raw position below which each has everything done. Raw segments go only below all of them
+        #: and below what the stream's own readers asked to release (``raw_wanted``).
+        self._side_ledgers: dict[str, Ledger] = {}
+        self._raw_holds: dict[str, Callable[[], Position]] = {}
+        self._raw_wanted: Position = (0, 0)
 
     def source(self, name: str) -> SegmentLog:
         return self.log if name == RAW else self.processed
@@ -84,6 +91,36 @@ class StreamSpool:
     def subscribe(self, listener: Callable[[], None]) -> None:
         """Call ``listener`` (on the event loop) whenever new records are durable."""
         self._listeners.append(listener)
+
+    def side_ledger(self, name: str) -> Ledger:
+        """The ledger of another reader of the raw log (``ledger-<name>/``), opened once and kept
+        until the stream's spool closes (one ``Ledger`` per directory in the process)."""
+        ledger = self._side_ledgers.get(name)
+        if ledger is None:
+            ledger = self._side_ledgers[name] = Ledger(self.directory / f"ledger-{name}", self._committer)
+        return ledger
+
+    def forget_side_ledger(self, name: str) -> None:
+        """A reader that is gone for good (its stream no longer has it): its ledger goes with it."""
+        self._raw_holds.pop(name, None)
+        ledger = self._side_ledgers.pop(name, None)
+        if ledger is not None:
+            ledger.close()
+        shutil.rmtree(self.directory / f"ledger-{name}", ignore_errors=True)
+
+    def hold_raw(self, name: str, done_before: Callable[[], Position]) -> None:
+        """Keep raw records from ``done_before()`` on: reader ``name`` still needs them."""
+        self._raw_holds[name] = done_before
+
+    def unhold_raw(self, name: str) -> None:
+        self._raw_holds.pop(name, None)
+
+    def raw_release_point(self, wanted: Position) -> Position:
+        """Where raw segments may be released, given that a reader of the stream wants ``wanted``:
+        never past what a side reader still holds. Wanted points only grow (what was delivered stays
+        delivered), so a side reader that catches up releases what the others asked for earlier."""
+        self._raw_wanted = max(self._raw_wanted, wanted)
+        return min([self._raw_wanted, *(hold() for hold in self._raw_holds.values())])
 
     def notify(self) -> None:
         for listener in self._listeners:
@@ -93,6 +130,8 @@ class StreamSpool:
         self.log.close()
         self.processed.close()
         self.ledger.close()
+        for ledger in self._side_ledgers.values():
+            ledger.close()
 
 
 class Spool:
@@ -221,12 +260,18 @@ class Spool:
         The active segment goes too once the spool is more than half full, so that a spool
         whose records are all delivered has its whole limit free again.
         """
+        if source == RAW:
+            before = stream.raw_release_point(before)
         pressed = self.admission.used * 2 > self.max_bytes
         freed = stream.source(source).drop_before(before[0], include_active=pressed)
         if freed:
             self.admission.returned(freed)
             self.admission.freed()
         return freed
+
+    def release_held(self, stream: StreamSpool) -> int:
+        """Release raw segments again after a side reader of ``stream`` moved its hold."""
+        return self.release(stream, RAW, (0, 0))
 
     def close(self) -> None:
         self.committer.stop()

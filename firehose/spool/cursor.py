@@ -49,7 +49,7 @@ from firehose.partitions import DEFAULT_PARTITION
 from firehose.records import Position
 from firehose.spool import PROC, RAW, StreamSpool, entry
 from firehose.spool.entry import RecordEntry, Span
-from firehose.spool.ledger import Seal
+from firehose.spool.ledger import Ledger, Seal
 
 log = logging.getLogger("firehose.spool")
 
@@ -119,15 +119,18 @@ class _Cover:
 
 
 class BatchCursor:
-    """One stream's sealed-batch protocol over the log of ``source`` (``raw`` or ``proc``)."""
+    """One stream's sealed-batch protocol over the log of ``source`` (``raw`` or ``proc``).
 
-    def __init__(self, stream: StreamSpool, source: str) -> None:
+    ``ledger``: a side reader's own ledger (``StreamSpool.side_ledger``) instead of the stream's.
+    """
+
+    def __init__(self, stream: StreamSpool, source: str, *, ledger: Ledger | None = None) -> None:
         self._spool = stream.owner
         self._stream = stream
         self.source = source
         self._log = stream.source(source)
         self._held: Callable[[], Position | None] = lambda: None
-        ledger = stream.ledger
+        ledger = ledger or stream.ledger
         self._ledger = ledger
         cover = ledger.covering(source)
         self._cover = _Cover(cover)
