@@ -119,7 +119,8 @@ class DataKeys:
     def holds(self, generation: int) -> bool:
         return generation in self._aeads
 
-    def seal_with(self, generation: int, nonce: bytes, body: bytes | memoryview, associated: bytes) -> bytes:
+    def seal_with(self, generation: int, nonce: bytes, body: bytes | bytearray | memoryview,
+                  associated: bytes) -> bytes:
         """``body`` sealed under ``generation`` (ciphertext then the 16-byte tag)."""
         return self._aeads[generation].encrypt(nonce, body, associated)
 
