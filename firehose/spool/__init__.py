@@ -151,6 +151,9 @@ class Spool:
         """A bookkeeping write found the disk full (committer thread): free the reserve for it."""
         return self.admission.reserve.give_up()
 
+    def is_open(self, key: str) -> bool:
+        return key in self._streams
+
     def open_stream(self, key: str, *, label: str | None = None) -> StreamSpool:
         """Open (recovering if needed) the spool of one stream; ``label`` names the stream in messages.
 
