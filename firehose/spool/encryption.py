@@ -122,7 +122,7 @@ class SpoolKeys:
         doc: dict[str, Any] = {"data_keys": [dk.to_json() for dk in self.data_keys],
                                "ends": {str(g): list(e) for g, e in self.ends.items()},
                                "next_generation": self.next_generation}
-        write_atomic(self.path, [orjson.dumps(doc, option=orjson.OPT_INDENT_2)])
+        write_atomic(self.path, [orjson.dumps(doc, option=orjson.OPT_INDENT_2)], mode=0o600)
 
     def restore(self, keyring: KeyringLoader | None, raw: SegmentLog, processed: SegmentLog) -> None:
         """At open (nothing written yet): forget the generations no entry can need, retire the others and
