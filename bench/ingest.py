@@ -28,7 +28,9 @@ CPU-per-record figures are the ones that compare servers.
 
 ``--repeat N`` measures the floor and the daemon under boto3 N times in turn
 and holds the median ratios against the goals; ``--boto3-only`` leaves out the
-SigV4 and raw-client runs.
+SigV4 and raw-client runs. ``--sse-only`` measures the daemon under boto3
+without and with server-side encryption of the stream (its spool sealed with
+AES-256-GCM, ``firehose.sse``), ``--repeat`` pairs, and reports the CPU ratio.
 
 Goals (checked, exit status 1 if one is not met), under the boto3 load in the
 same run: the daemon's records/s at least 0.85 of the floor's, its CPU per
@@ -263,8 +265,8 @@ def _ready_details(endpoint: str) -> dict[str, Any]:
         return json.loads(exc.read())  # type: ignore[no-any-return]
 
 
-def bench_daemon(args: argparse.Namespace, workdir: Path, client: str = "boto3", *, sigv4: bool = False
-                 ) -> dict[str, Any]:
+def bench_daemon(args: argparse.Namespace, workdir: Path, client: str = "boto3", *, sigv4: bool = False,
+                 sse: bool = False) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     config = workdir / "bench.yaml"
@@ -277,9 +279,11 @@ def bench_daemon(args: argparse.Namespace, workdir: Path, client: str = "boto3",
             "DeliveryStreamName": "bench",
             "ExtendedS3DestinationConfiguration": {
                 "RoleARN": "arn:aws:iam::123456789012:role/bench", "BucketARN": "arn:aws:s3:::bench",
-                "BufferingHints": {"SizeInMBs": 16, "IntervalInSeconds": 1}}}],
+                "BufferingHints": {"SizeInMBs": 16, "IntervalInSeconds": 1}},
+            **({"DeliveryStreamEncryptionConfigurationInput": {"KeyType": "AWS_OWNED_CMK"}} if sse else {})}],
     }))
-    proc = subprocess.Popen([sys.executable, "-m", "firehose", "serve", "--config", str(config)], cwd=REPO)
+    env = {**os.environ, "FIREHOSE_KEK_BENCH": "b7" * 32} if sse else None  # the keyring's one key (hex)
+    proc = subprocess.Popen([sys.executable, "-m", "firehose", "serve", "--config", str(config)], cwd=REPO, env=env)
     try:
         endpoint = f"http://127.0.0.1:{port}"
         wait_http(endpoint + "/readyz")
@@ -292,7 +296,7 @@ def bench_daemon(args: argparse.Namespace, workdir: Path, client: str = "boto3",
             time.sleep(0.1)
         cpu = cpu_seconds(proc.pid) - load["cpu0"]
         delivered = sum(p.stat().st_size for p in (workdir / "out").rglob("*") if p.is_file())
-        name = f"firehose ({client} client{', sigv4' if sigv4 else ''})"
+        name = f"firehose ({client} client{', sigv4' if sigv4 else ''}{', sse' if sse else ''})"
         summary = summarize(name, load, cpu, args.record_size)
         summary["cpu_seconds_during_load"] = load["cpu_during_load"]
         summary["delivered_bytes"] = delivered
@@ -352,6 +356,8 @@ def main() -> int:
                         help="only the floor and the daemon under the boto3 load (no SigV4 or raw-client runs)")
     parser.add_argument("--sigv4-only", action="store_true",
                         help="only the authentication comparison: the daemon under boto3 without and with SigV4")
+    parser.add_argument("--sse-only", action="store_true",
+                        help="only the encryption comparison: the daemon under boto3 without and with stream SSE")
     parser.add_argument("--repeat", type=int, default=1,
                         help="pairs of boto3 runs, floor then daemon (the median ratios are held against the goals);"
                              " with --sigv4-only: pairs of runs without and with SigV4")
@@ -359,6 +365,8 @@ def main() -> int:
 
     if args.sigv4_only:
         return _sigv4_only(args)
+    if args.sse_only:
+        return _sse_only(args)
     workdir = Path(tempfile.mkdtemp(prefix="firehose-bench-"))
     pairs: list[dict[str, Any]] = []
     extra: dict[str, dict[str, Any]] = {}
@@ -425,6 +433,32 @@ def _report_sigv4(ratio: float) -> bool:
     met = ratio <= 1.15
     print(f"daemon CPU per record with SigV4 / without: {ratio:.3f}x (goal <= 1.15x: {_verdict(met)})")
     return met
+
+
+def _sse_only(args: argparse.Namespace) -> int:
+    """The daemon under boto3 without and with server-side encryption, ``--repeat`` times in turn; the median
+    CPU ratio is reported (no goal: what sealing costs, for docs/benchmarks.md)."""
+    workdir = Path(tempfile.mkdtemp(prefix="firehose-bench-"))
+    runs: list[dict[str, Any]] = []
+    try:
+        for i in range(args.repeat):
+            plain = bench_daemon(args, workdir / f"plain-{i}")
+            sealed = bench_daemon(args, workdir / f"sse-{i}", sse=True)
+            for row in (plain, sealed):
+                _print_row(row)
+            ratio = sealed["cpu_ms_per_1000_records"] / plain["cpu_ms_per_1000_records"]
+            runs.append({"firehose": plain, "firehose_sse": sealed, "sse_cpu_ratio": ratio})
+            print(f"run {i + 1}: SSE / none = {ratio:.3f}x CPU per 1,000 records", flush=True)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    ratios = sorted(r["sse_cpu_ratio"] for r in runs)
+    median = ratios[len(ratios) // 2]
+    if args.json:
+        Path(args.json).write_text(json.dumps({"args": vars(args), "runs": runs, "median_sse_cpu_ratio": median},
+                                              indent=2))
+    print(f"daemon CPU per 1,000 records with SSE / without: {median:.3f}x "
+          f"(median of {', '.join(f'{r:.3f}' for r in ratios)})")
+    return 0
 
 
 def _sigv4_only(args: argparse.Namespace) -> int:

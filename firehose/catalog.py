@@ -16,7 +16,8 @@ Status is derived from time rather than driven by timers: a stream is CREATING
 until ``create_delay_seconds`` after its creation, then ACTIVE.
 
 Listeners (the daemon) are told about every created, updated and deleted
-stream so they can start, reconfigure or stop its pipeline.
+stream so they can start, reconfigure or stop its pipeline, and about every
+change of its server-side encryption (``firehose.sse``) so its spool follows.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from firehose.errors import (
     ResourceInUseException,
     ResourceNotFoundException,
 )
+from firehose.sse import Encryption
 from firehose.storage.atomic import write_atomic
 
 log = logging.getLogger("firehose.catalog")
@@ -52,7 +54,12 @@ DESTINATION_ID = "destinationId-000000000001"
 MAX_TAGS = 50
 
 Origin = Literal["config", "api"]
-Event = Literal["created", "updated", "deleted"]
+Event = Literal["created", "updated", "deleted", "encryption"]
+
+
+def _created_encryption(definition: DeliveryStreamDefinition) -> Encryption:
+    given = definition.delivery_stream_encryption_configuration_input
+    return Encryption.created(given.key_type, given.key_arn) if given is not None else Encryption()
 
 
 def digest(definition: DeliveryStreamDefinition) -> str:
@@ -74,6 +81,8 @@ class StreamState:
     deleting: bool = False
     #: The account the stream belongs to: the catalog's (not saved: an account's catalog holds only its own).
     account_id: str = ""
+    #: Server-side encryption of its spool (``firehose.sse``).
+    encryption: Encryption = field(default_factory=Encryption)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -107,6 +116,7 @@ class StreamState:
             "origin": self.origin,
             "config_digest": self.config_digest,
             "tags": self.tags,
+            **({"encryption": self.encryption.to_json()} if self.encryption != Encryption() else {}),
         }
 
     @classmethod
@@ -122,6 +132,7 @@ class StreamState:
             origin=d["origin"],
             config_digest=d.get("config_digest"),
             tags=d.get("tags", {}),
+            encryption=Encryption.from_json(d["encryption"]) if "encryption" in d else Encryption(),
         )
 
 
@@ -219,6 +230,7 @@ class Catalog:
             config_digest=config_digest,
             tags={t.key: t.value or "" for t in definition.tags or []},
             account_id=self.account_id,
+            encryption=_created_encryption(definition),
         )
         self._streams[name] = state
         self.save()
@@ -276,6 +288,43 @@ class Catalog:
         self.save()
         self._emit("deleted", state)
         return state
+
+    # -- server-side encryption ------------------------------------------------
+
+    def _changing_encryption(self, name: str) -> StreamState:
+        state = self.get(name)
+        if state.definition.delivery_stream_type != "DirectPut":
+            raise InvalidArgumentException(
+                f"Firehose {name} is of type {state.definition.delivery_stream_type}: server-side encryption is "
+                "only for DirectPut delivery streams.")
+        if state.status != "ACTIVE":
+            raise ResourceInUseException(f"Firehose {name} is not ACTIVE (it is {state.status}).")
+        if state.encryption.pending:
+            raise ResourceInUseException(
+                f"The encryption of Firehose {name} is {state.encryption.status}; retry when that change is done.")
+        return state
+
+    def start_encryption(self, name: str, key_type: str, key_arn: str | None) -> StreamState:
+        """StartDeliveryStreamEncryption: the stream's encryption is ENABLING; listeners apply it."""
+        state = self._changing_encryption(name)
+        state.encryption.start(key_type, key_arn, now_ms(), name)
+        self.save()
+        self._emit("encryption", state)
+        return state
+
+    def stop_encryption(self, name: str) -> StreamState:
+        """StopDeliveryStreamEncryption: the stream's encryption is DISABLING; listeners apply it."""
+        state = self._changing_encryption(name)
+        state.encryption.stop(now_ms(), name)
+        self.save()
+        self._emit("encryption", state)
+        return state
+
+    def encryption_applied(self, state: StreamState, failure: dict[str, str] | None = None) -> None:
+        """The stream's spool did what its pending encryption change asked (or failed to: ``failure``)."""
+        state.encryption.applied(failure)
+        if self._streams.get(state.name) is state:
+            self.save()
 
     def tag(self, name: str, tags: Iterable[tuple[str, str]]) -> None:
         state = self.get(name)

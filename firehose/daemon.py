@@ -56,6 +56,7 @@ from firehose.sources.kinesis import KinesisSource, make_client
 from firehose.spool import PROC, Spool, StreamSpool, retained
 from firehose.storage.atomic import make_dirs
 from firehose.storage.dirlock import DirectoryLock
+from firehose.storage.sealing import MissingKeyError
 from firehose.streams.server import Sidecar
 from firehose.streams.server import state_dir as kinesis_state_dir
 from firehose.systemd import Notifier
@@ -154,7 +155,7 @@ class Daemon:
         self.catalogs: PerAccount[Catalog] = PerAccount(s.account_id, self._make_catalog,
                                                         named=s.named_accounts | set(config.accounts))
         self.spool = Spool(s.state_dir / "spool", max_bytes=s.spool.max_bytes, segment_bytes=s.spool.segment_bytes,
-                           reserve_bytes=s.spool.reserve_bytes)
+                           reserve_bytes=s.spool.reserve_bytes, keyring=self.keyring)  # encrypted streams' spools
         #: Spooled records held in memory, across every stream (memory.max_buffered_bytes).
         self.memory = MemoryBudget(s.memory.max_buffered_bytes)
         self.executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="destination")
@@ -202,7 +203,8 @@ class Daemon:
         svc = self._services.get(account)
         if svc is None:
             svc = self._services[account] = Services(self.catalogs.for_caller(account), self.spool, self._stream_spool,
-                                                     self.metrics, self.settings, account, self.quotas)
+                                                     self.metrics, self.settings, account, self.quotas,
+                                                     keyring=self.keyring)
         return svc
 
     def pipeline(self, name: str, account: str | None = None) -> Pipeline:
@@ -237,7 +239,58 @@ class Daemon:
         return self._convert_pool
 
     def _stream_spool(self, state: StreamState) -> StreamSpool:
-        return self.spool.open_stream(state.spool_key)
+        """The stream's spool; opened the first time, sealing from then on if the stream is encrypted.
+
+        MissingKeyError (a ConfigError: the daemon does not start) when its records need a key the keyring
+        does not hold, or it is encrypted and the keyring has no key to seal with."""
+        if self.spool.is_open(state.spool_key):
+            return self.spool.open_stream(state.spool_key)
+        stream = self.spool.open_stream(state.spool_key,
+                                        label=f"delivery stream {state.name!r} of account {state.account_id}")
+        self._settle_encryption(state, stream)
+        return stream
+
+    def _settle_encryption(self, state: StreamState, stream: StreamSpool) -> None:
+        """A spool just opened stores plain entries: make it seal if its stream is encrypted (a new data key,
+        wrapped by the keyring's newest key), and finish an encryption change a stop left pending."""
+        enc = state.encryption
+        failure = None
+        if enc.target:
+            try:
+                stream.encryption.begin(self.keyring)
+            except MissingKeyError as exc:
+                if not enc.pending or enc.sealing:
+                    raise  # an encrypted stream never stores records plain
+                failure = {"Type": "KMS_KEY_NOT_FOUND", "Details": str(exc)}
+        if enc.pending:
+            self.catalogs.get(state.account_id).encryption_applied(state, failure)
+
+    async def _apply_encryption(self, state: StreamState) -> None:
+        """StartDeliveryStreamEncryption / StopDeliveryStreamEncryption on a running stream: its spool seals
+        new entries under a new data key, or stores them plain; then the status says so (``firehose.sse``)."""
+        catalog = self.catalogs.get(state.account_id)
+        if catalog.find(state.name) is not state:
+            return
+        stream = self._stream_spool(state)  # opened here (a stream that cannot run): settled as it opens
+        enc = state.encryption
+        if not enc.pending:
+            return
+        failure = None
+        try:
+            if enc.target:
+                kek = await asyncio.to_thread(stream.encryption.begin, self.keyring)
+                log.info("Encryption of a delivery stream's spool enabled.", extra={"stream": state.name, "key": kek})
+            else:
+                await asyncio.to_thread(stream.encryption.end)
+                log.info("Encryption of a delivery stream's spool disabled.", extra={"stream": state.name})
+        except MissingKeyError as exc:
+            failure = {"Type": "KMS_KEY_NOT_FOUND", "Details": str(exc)}
+        except OSError as exc:
+            failure = {"Type": "UNKNOWN_ERROR", "Details": f"The spool's key file could not be written: {exc}"}
+        if failure is not None:
+            log.error("An encryption change of a delivery stream failed.",
+                      extra={"stream": state.name, "error": failure["Details"]})
+        catalog.encryption_applied(state, failure)
 
     def _context(self, state: StreamState) -> DestinationContext:
         return DestinationContext(stream=state.name, settings=self.settings, executor=self.executor,
@@ -261,6 +314,7 @@ class Daemon:
         return config
 
     def _start_pipeline(self, state: StreamState) -> None:
+        self._stream_spool(state)  # even for a stream that cannot run: an encrypted one seals what it accepts
         config = self._stream_config(state)
         if config is None:
             return
@@ -355,6 +409,8 @@ class Daemon:
                 self._spawn(self._check(state.name, built.destination))
             else:
                 self._spawn(self._switch(state, pipeline))
+        elif event == "encryption":
+            self._spawn(self._apply_encryption(state))
         elif event == "deleted":
             pipeline = self.pipelines.pop(state.key, None)
             task = self._retiring[state.key] = self._spawn(self._retire(state, pipeline))
@@ -391,7 +447,7 @@ class Daemon:
         directory = self.spool.detach_stream(state.spool_key)
         kept, records, size = await retained.retain(
             directory, self.deleted_dir, stream=state.name, account=state.account_id, processes=processes,
-            definition=state.definition.dump(), keep=hours > 0 and not wiped)
+            definition=state.definition.dump(), keep=hours > 0 and not wiped, keyring=self.keyring)
         self.spool.admission.freed()
         if kept is not None:
             log.warning("Deleted a delivery stream that held undelivered records; they are kept for "

@@ -31,6 +31,7 @@ from pydantic import (
 from pydantic.alias_generators import to_pascal
 
 from firehose import objectkeys
+from firehose.sse import input_problem
 
 MiB = 1024 * 1024
 
@@ -700,9 +701,13 @@ class DeliveryStreamDefinition(Shape):
                 raise ValueError("DirectPutSourceConfiguration is only for DeliveryStreamType DirectPut")
         elif self.kinesis_stream_source_configuration is not None:
             raise ValueError("KinesisStreamSourceConfiguration requires DeliveryStreamType KinesisStreamAsSource")
-        if self.delivery_stream_encryption_configuration_input is not None:
-            raise ValueError("server-side encryption (DeliveryStreamEncryptionConfigurationInput) "
-                             "is not supported by this daemon yet")
+        sse = self.delivery_stream_encryption_configuration_input
+        if sse is not None:
+            if self.delivery_stream_type != "DirectPut":
+                raise ValueError("DeliveryStreamEncryptionConfigurationInput is only for DeliveryStreamType DirectPut")
+            problem = input_problem(sse.key_type, sse.key_arn)
+            if problem is not None:
+                raise ValueError(problem)
         if self.tags is not None:
             keys = [t.key for t in self.tags]
             if len(set(keys)) != len(keys):

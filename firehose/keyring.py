@@ -1,9 +1,10 @@
 """The keyring: key-encryption keys (KEKs) by id, newest last, loaded from files and variables.
 
 One keyring serves everything the daemon encrypts at rest: the envelope encryption of delivered
-objects (``firehose.encoding.encrypt``) and the Kinesis sidecar's shard logs
-(``firehose.streams.encryption``). Both wrap fresh data keys under the newest key, so adding a
-key rotates both, and both keep reading what older keys wrapped while the keyring still holds
+objects (``firehose.encoding.encrypt``), the Kinesis sidecar's shard logs
+(``firehose.streams.encryption``) and the spools of encrypted delivery streams
+(``firehose.spool.encryption``). All wrap fresh data keys under the newest key, so adding a
+key rotates them all, and all keep reading what older keys wrapped while the keyring still holds
 them. Key material never appears in a message or a repr: only ids and sources do.
 """
 

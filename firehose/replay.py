@@ -27,8 +27,11 @@ from pathlib import Path
 
 from firehose.commands.connection import CommandError, Connection, connect
 from firehose.commands.put import MAX_RECORD_BYTES, Batcher, Progress, Sender, Stopped, Summary
+from firehose.errors import ConfigError
+from firehose.keyring import Keyring
 from firehose.settings import load_config
 from firehose.spool import retained
+from firehose.storage.sealing import KeyringLoader
 
 
 def state_dir(args: Namespace) -> Path:
@@ -36,6 +39,15 @@ def state_dir(args: Namespace) -> Path:
     if args.state_dir:
         return Path(args.state_dir)
     return load_config(Path(args.config) if args.config else None).settings.state_dir
+
+
+def keyring(args: Namespace) -> KeyringLoader:
+    """The config's keyring, loaded when a retained spool turns out to be encrypted (it holds the keys)."""
+    def load() -> Keyring:
+        enc = load_config(Path(args.config) if args.config else None).settings.encryption
+        return Keyring.load(directory=enc.keys_dir, env_prefix=enc.env_prefix)
+
+    return load
 
 
 def _listing(root: Path, as_json: bool) -> int:
@@ -55,7 +67,7 @@ def _listing(root: Path, as_json: bool) -> int:
 
 
 async def replay(kept: retained.Retained, connection: Connection, target: str, *, retry_seconds: float,
-                 progress: Progress) -> Summary:
+                 progress: Progress, keys: KeyringLoader | None = None) -> Summary:
     """Send ``kept``'s records after those already replayed to ``target``; the summary."""
     summary = Summary(target)
     sender = Sender(connection, target, summary, retry_seconds)
@@ -74,7 +86,7 @@ async def replay(kept: retained.Retained, connection: Connection, target: str, *
 
     batcher = Batcher(send)
     try:
-        async with retained.opened(kept.path) as stream:
+        async with retained.opened(kept.path, keys) as stream:
             async for chunk in retained.undelivered(stream, processes=kept.processes):
                 for record in chunk:
                     position += 1
@@ -112,7 +124,10 @@ def run(args: Namespace) -> int:
     try:
         with Progress(args.to, kept.bytes) as progress:
             summary = asyncio.run(replay(kept, connection, args.to, retry_seconds=args.retry_seconds,
-                                         progress=progress))
+                                         keys=keyring(args), progress=progress))
+    except ConfigError as exc:  # an encrypted spool whose key is not in the keyring
+        print(f"firehose replay: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("firehose replay: interrupted; run it again to go on where it stopped", file=sys.stderr)
         return 130

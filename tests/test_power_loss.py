@@ -16,6 +16,8 @@ does after a reboot, delivers everything and stops. Then:
 * every delivered record is one the workload appended (no torn bytes delivered as records), and no
   unacknowledged record is delivered twice;
 * every delivery stream whose create (or update) returned is in the catalog, at least at that version;
+* the second delivery stream is encrypted (its spool's entries sealed, its data keys in ``keys.json``):
+  the same holds for it, and its records are never on disk in clear text;
 * every Kinesis record whose put returned is readable exactly once, under its sequence number, and
   nothing else is.
 
@@ -51,6 +53,9 @@ from firehose.streams.store import ShardStore, StoreOptions
 from tests.support.crashfs import CrashState, Image, PowerCut, Recorder, scratch_dir, show_trace
 
 STREAMS = ("orders", "clicks")
+#: Created with server-side encryption: its spool is sealed under a key of this keyring.
+ENCRYPTED = "clicks"
+KEK_VARIABLE = "FIREHOSE_KEK_POWER"
 KINESIS_STREAM = "events"
 ARRIVAL_MS = 1_700_000_000_000
 #: Small segments and an early ledger compaction: rotation, release and compaction happen in a short trace.
@@ -69,9 +74,10 @@ def settings(root: Path) -> Settings:
 
 
 def definition(name: str) -> DeliveryStreamDefinition:
+    sse = {"DeliveryStreamEncryptionConfigurationInput": {"KeyType": "AWS_OWNED_CMK"}} if name == ENCRYPTED else {}
     return DeliveryStreamDefinition.model_validate({"DeliveryStreamName": name, "ExtendedS3DestinationConfiguration": {
         "RoleARN": "arn:aws:iam::123456789012:role/firehose", "BucketARN": "arn:aws:s3:::local",
-        "BufferingHints": {"SizeInMBs": 1, "IntervalInSeconds": 0}}})
+        "BufferingHints": {"SizeInMBs": 1, "IntervalInSeconds": 0}}, **sse})
 
 
 _TLS = ssl.create_default_context()
@@ -83,6 +89,7 @@ def _cheap_daemon(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     destination never uses it, so every start shares one context. The ledger's segments and compaction
     threshold are scaled down so that a short trace rotates and compacts it."""
     monkeypatch.setattr(firehose.daemon, "_http_client", lambda _http: httpx.AsyncClient(verify=_TLS))
+    monkeypatch.setenv(KEK_VARIABLE, "a2" * 32)  # the keyring's one key (hex), for the encrypted stream
     monkeypatch.setattr(firehose.spool.ledger, "_COMPACT_AT_BYTES", LEDGER_COMPACT_AT)
     monkeypatch.setattr(firehose.spool.ledger, "SegmentLog",
                         lambda directory, segment_bytes, **kw: SegmentLog(directory, segment_bytes=LEDGER_SEGMENT_BYTES,
@@ -126,6 +133,7 @@ async def workload(root: Path, rec: Recorder, appends: int, seed: int) -> None:
     store.create_stream(KINESIS_STREAM, 2)
     rec.mark(("kstream", KINESIS_STREAM))
     spools = {name: daemon.spool.open_stream(daemon.catalog.get(name).spool_key) for name in STREAMS}
+    assert spools[ENCRYPTED].encryption.sealing and not spools[STREAMS[0]].encryption.sealing
     for n in range(appends):
         name = STREAMS[rng.random() < 0.4]
         records = [record(name, n, j, rng) for j in range(rng.randint(1, 3))]
@@ -178,6 +186,8 @@ class Outcome:
     kinesis: list[tuple[str, str, bytes]] | None = None
     #: What the daemon logged at ERROR while recovering (reported, not an invariant).
     logged: list[str] = field(default_factory=list)
+    #: Spool files of the encrypted stream that hold one of its records in clear text.
+    clear_text: list[str] = field(default_factory=list)
 
 
 class _Errors(logging.Handler):
@@ -226,6 +236,8 @@ def recover(image: Image) -> Outcome:
     logger.addHandler(errors)
     try:
         image.write(root)
+        out.clear_text = [str(p.relative_to(root)) for p in (root / "state" / "spool").glob(f"{ENCRYPTED}-*/*/*")
+                          if p.is_file() and f"{ENCRYPTED}:".encode() in p.read_bytes()]
         return asyncio.run(_recover(root, out))
     except Exception as exc:
         out.error = f"{type(exc).__name__}: {exc}"
@@ -266,7 +278,7 @@ class Expected:
 def violations(out: Outcome, want: Expected) -> list[str]:
     if out.error is not None:
         return [f"the daemon did not recover: {out.error}"]
-    found = []
+    found = [f"a record of the encrypted stream is in clear text in {path}" for path in out.clear_text]
     for r in sorted(want.acked):
         if out.delivered[r] != 1:
             found.append(f"acknowledged record {r[:24]!r}... delivered {out.delivered[r]} times")

@@ -34,12 +34,19 @@ from firehose.api import shapes
 from firehose.catalog import DESTINATION_ID, Catalog, StreamState
 from firehose.clock import now_ms
 from firehose.definitions import DeliveryStreamDefinition, delivery_stream_arn, validation_message
-from firehose.errors import InvalidArgumentException, ResourceNotFoundException, ServiceUnavailableException
+from firehose.errors import (
+    InvalidArgumentException,
+    InvalidKMSResourceException,
+    ResourceNotFoundException,
+    ServiceUnavailableException,
+)
 from firehose.frontdoor.door import Caller, Check, Operation
 from firehose.frontdoor.quotas import Quotas
 from firehose.frontdoor.wire import epoch_seconds
 from firehose.settings import Settings
 from firehose.spool import Spool, StreamSpool
+from firehose.sse import AWS_OWNED_CMK
+from firehose.storage.sealing import KeyringLoader
 from firehose.telemetry import Metrics
 
 Body = dict[str, Any]
@@ -59,6 +66,8 @@ class Services:
     settings: Settings
     account_id: str
     quotas: Quotas
+    #: The daemon's keyring, which seals the spools of encrypted streams (``firehose.sse``).
+    keyring: KeyringLoader | None = None
 
     def arn(self, name: str) -> str:
         return delivery_stream_arn(self.settings.region, self.account_id, name)
@@ -157,17 +166,20 @@ _THROTTLED = ("ServiceUnavailableException", _SLOW_DOWN)
 _ID_SUFFIXES = [f"{i:04x}" for i in range(shapes.MAX_BATCH_RECORDS)]
 
 
-async def _accept(svc: Services, state: StreamState, records: list[bytes], arrival_ms: int, total: int) -> str:
-    """Spool the records durably; returns the record-id prefix of their entry.
+async def _accept(svc: Services, state: StreamState, records: list[bytes], arrival_ms: int,
+                  total: int) -> tuple[str, bool]:
+    """Spool the records durably; returns the record-id prefix of their entry and whether it is encrypted.
 
     Record ids are unique across the stream's life: incarnation (new per
     create), entry sequence number, index in the entry.
     """
-    seq = await svc.spool.append(svc.stream_spool(state), records, arrival_ms, total)
+    stream = svc.stream_spool(state)
+    encrypted = stream.encryption.sealing  # what ``append`` decides before it first awaits
+    seq = await svc.spool.append(stream, records, arrival_ms, total)
     ingest = svc.metrics.ingest(state.name)
     ingest.records.inc(len(records))
     ingest.bytes.inc(total)
-    return f"{state.incarnation}{seq:016x}"
+    return f"{state.incarnation}{seq:016x}", encrypted
 
 
 def _admit(svc: Services, state: StreamState, good: list[bytes], slots: list[Slot] | None
@@ -204,7 +216,7 @@ async def put_record_batch(svc: Services, body: Body, check: Check) -> Body:
     invalid = n - len(good)
     good, slots = _admit(svc, state, good, slots)
     accepted = sum(map(len, good))
-    base = await _accept(svc, state, good, arrival_ms, accepted) if good else ""
+    base, encrypted = await _accept(svc, state, good, arrival_ms, accepted) if good else ("", False)
     ingest = svc.metrics.ingest(state.name)
     ingest.put_requests.inc()
     ingest.batch_records.inc(len(good))
@@ -220,7 +232,7 @@ async def put_record_batch(svc: Services, body: Body, check: Check) -> Body:
             else {"ErrorCode": slot[0], "ErrorMessage": slot[1]}
             for slot in slots
         ]
-    return {"FailedPutCount": failed, "Encrypted": False, "RequestResponses": responses}
+    return {"FailedPutCount": failed, "Encrypted": encrypted, "RequestResponses": responses}
 
 
 async def put_record(svc: Services, body: Body) -> Body:
@@ -233,19 +245,36 @@ async def put_record(svc: Services, body: Body) -> Body:
     good, slots = _admit(svc, state, [raw], None)
     if not good:
         raise ServiceUnavailableException(_SLOW_DOWN)
-    base = await _accept(svc, state, good, arrival_ms, len(raw))
+    base, encrypted = await _accept(svc, state, good, arrival_ms, len(raw))
     ingest = svc.metrics.ingest(state.name)
     ingest.put_requests.inc()
     ingest.put_record_bytes.inc(len(raw))
-    return {"RecordId": base + _ID_SUFFIXES[0], "Encrypted": False}
+    return {"RecordId": base + _ID_SUFFIXES[0], "Encrypted": encrypted}
 
 
 # -- control plane ---------------------------------------------------------------
 
 
 async def create_delivery_stream(svc: Services, body: Body) -> Body:
-    state = svc.catalog.create(_definition(body), origin="api")
+    definition = _definition(body)
+    if definition.delivery_stream_encryption_configuration_input is not None:
+        _check_keyring(svc)
+    state = svc.catalog.create(definition, origin="api")
     return {"DeliveryStreamARN": svc.arn(state.name)}
+
+
+def _check_keyring(svc: Services) -> None:
+    """A stream created encrypted seals from its first record: the keyring must have a key.
+
+    KMS's own failure here would be NotFoundException, which Firehose answers as InvalidKMSResourceException."""
+    try:
+        ids = svc.keyring().ids if svc.keyring is not None else ()
+    except ValueError as exc:
+        raise InvalidKMSResourceException(f"The keyring that stands in for KMS cannot be loaded: {exc}") from None
+    if not ids:
+        raise InvalidKMSResourceException(
+            "Server-side encryption needs a key in the daemon's keyring (a <key id>.key file in encryption.keys_dir "
+            "or an encryption.env_prefix variable, then restart); it has none.")
 
 
 async def delete_delivery_stream(svc: Services, body: Body) -> Body:
@@ -264,7 +293,7 @@ def describe(svc: Services, state: StreamState) -> Body:
         "DeliveryStreamARN": svc.arn(state.name),
         "DeliveryStreamStatus": state.status,
         "DeliveryStreamType": state.definition.delivery_stream_type,
-        "DeliveryStreamEncryptionConfiguration": {"Status": "DISABLED"},
+        "DeliveryStreamEncryptionConfiguration": state.encryption.describe(),
         "VersionId": str(state.version_id),
         "CreateTimestamp": epoch_seconds(state.created_ms),
         "LastUpdateTimestamp": epoch_seconds(state.updated_ms),
@@ -382,13 +411,17 @@ async def list_tags_for_delivery_stream(svc: Services, body: Body) -> Body:
 
 
 async def start_delivery_stream_encryption(svc: Services, body: Body) -> Body:
-    svc.catalog.get(body["DeliveryStreamName"])
-    raise InvalidArgumentException("Server-side encryption of delivery streams is not supported by this daemon yet.")
+    """ENABLING now, ENABLED once the spool seals (or ENABLING_FAILED): see ``firehose.sse``."""
+    given = body.get("DeliveryStreamEncryptionConfigurationInput") or {}
+    svc.catalog.start_encryption(body["DeliveryStreamName"], given.get("KeyType") or AWS_OWNED_CMK,
+                                 given.get("KeyARN"))
+    return {}
 
 
 async def stop_delivery_stream_encryption(svc: Services, body: Body) -> Body:
-    svc.catalog.get(body["DeliveryStreamName"])
-    raise InvalidArgumentException("Server-side encryption of delivery streams is not supported by this daemon yet.")
+    """DISABLING now, DISABLED once new records are stored plain."""
+    svc.catalog.stop_encryption(body["DeliveryStreamName"])
+    return {}
 
 
 OPERATIONS: dict[str, Operation] = {

@@ -16,6 +16,9 @@ the oldest records frees space while the rest of a backlog is on its way, and wh
 stream gives back the segments it no longer needs, the active one included
 (``SegmentLog.reclaim``). A spool whose records are all delivered therefore
 always has its whole limit free.
+
+A stream whose encryption is on has its entries sealed on the way to the disk and opened on every
+read (``firehose/spool/encryption.py``); the spool of a stream never encrypted is exactly as it was.
 """
 
 from __future__ import annotations
@@ -30,10 +33,12 @@ from firehose.errors import ServiceUnavailableException, SpoolError
 from firehose.records import Position
 from firehose.spool import entry
 from firehose.spool.admission import Admission
+from firehose.spool.encryption import PROC_LOG, RAW_LOG, SEAL_OVERHEAD, SpoolKeys
 from firehose.spool.ledger import Ledger
 from firehose.storage.atomic import make_dirs
 from firehose.storage.committer import GroupCommitter, commit
-from firehose.storage.log import HEADER_SIZE, Payload, SegmentLog
+from firehose.storage.log import HEADER_SIZE, Deferred, Frame, Payload, SegmentLog
+from firehose.storage.sealing import KeyringLoader
 
 __all__ = ["PROC", "RAW", "Position", "Spool", "StreamSpool", "segment_size"]
 
@@ -65,7 +70,7 @@ class StreamSpool:
     """
 
     def __init__(self, key: str, directory: Path, committer: GroupCommitter, segment_bytes: int,
-                 owner: Spool) -> None:
+                 owner: Spool, *, label: str | None = None) -> None:
         self.key = key
         #: The spool this stream's bytes count against (appends and releases go through it).
         self.owner = owner
@@ -84,9 +89,29 @@ class StreamSpool:
         self._side_ledgers: dict[str, Ledger] = {}
         self._raw_holds: dict[str, Callable[[], Position]] = {}
         self._raw_wanted: Position = (0, 0)
+        #: The stream's data keys; its entries are sealed while ``encryption.sealing``.
+        self.encryption = SpoolKeys(directory, label or f"the delivery stream whose spool is {key}")
+        try:
+            self.encryption.restore(owner.keyring, self.log, self.processed)
+        except BaseException:
+            self.close()
+            raise
 
     def source(self, name: str) -> SegmentLog:
         return self.log if name == RAW else self.processed
+
+    def read_frames(self, source: str, from_seq: int, max_bytes: int) -> list[Frame]:
+        """Committed entries of ``source`` from ``from_seq``, sealed ones opened (blocking: not on the event loop).
+
+        An opened frame has an empty path: its records are not on disk as they are in the payload."""
+        return self.encryption.opened(RAW_LOG if source == RAW else PROC_LOG,
+                                      self.source(source).read_frames(from_seq, max_bytes))
+
+    def sealed(self, source: str, payload: Payload) -> Payload | Deferred:
+        """What to write for ``payload``: it, or while encryption is on, it sealed as the log writes it."""
+        if not self.encryption.sealing:
+            return payload
+        return self.encryption.sealer(RAW_LOG if source == RAW else PROC_LOG, payload)
 
     def subscribe(self, listener: Callable[[], None]) -> None:
         """Call ``listener`` (on the event loop) whenever new records are durable."""
@@ -138,8 +163,10 @@ class Spool:
     """All streams' spools, one group committer, one admission (byte limit and disk reserve)."""
 
     def __init__(self, root: Path, *, max_bytes: int, segment_bytes: int = 64 * 1024 * 1024,
-                 reserve_bytes: int = 0) -> None:
+                 reserve_bytes: int = 0, keyring: KeyringLoader | None = None) -> None:
         self.root = Path(root)
+        #: Loads the daemon's keyring, for the spools of encrypted streams (called only when one needs it).
+        self.keyring = keyring
         make_dirs(self.root)
         self.max_bytes = max_bytes
         self.admission = Admission(self.root, max_bytes=max_bytes, reserve_bytes=reserve_bytes)
@@ -163,11 +190,16 @@ class Spool:
         """A bookkeeping write found the disk full (committer thread): free the reserve for it."""
         return self.admission.reserve.give_up()
 
-    def open_stream(self, key: str) -> StreamSpool:
-        """Open (recovering if needed) the spool of one stream."""
+    def is_open(self, key: str) -> bool:
+        return key in self._streams
+
+    def open_stream(self, key: str, *, label: str | None = None) -> StreamSpool:
+        """Open (recovering if needed) the spool of one stream; ``label`` names the stream in messages.
+
+        MissingKeyError when its entries need a key that is not in the keyring."""
         stream = self._streams.get(key)
         if stream is None:
-            stream = StreamSpool(key, self.root / key, self.committer, self.segment_bytes, self)
+            stream = StreamSpool(key, self.root / key, self.committer, self.segment_bytes, self, label=label)
             self._streams[key] = stream
             self.admission.add(stream.log.size_bytes + stream.processed.size_bytes)
         return stream
@@ -196,8 +228,11 @@ class Spool:
 
         ``size`` is the records' total byte count (the caller has it already).
         """
-        return await self._append_raw(stream, entry.encode(records, arrival_ms),
-                                      entry.direct_put_size(len(records), size) + HEADER_SIZE)
+        need = entry.direct_put_size(len(records), size) + HEADER_SIZE
+        if stream.encryption.sealing:  # sealed by the committer thread, as it writes the entry
+            return await self._append_raw(stream, stream.sealed(RAW, entry.encode(records, arrival_ms)),
+                                          need + SEAL_OVERHEAD)
+        return await self._append_raw(stream, entry.encode(records, arrival_ms), need)
 
     async def append_sourced(self, stream: StreamSpool, payload: Payload) -> int:
         """Make records read from a source (with their checkpoint) durable, like ``append``."""
@@ -223,7 +258,7 @@ class Spool:
             self.admission.freed()
         return freed
 
-    async def _append_raw(self, stream: StreamSpool, payload: Payload, need: int) -> int:
+    async def _append_raw(self, stream: StreamSpool, payload: Payload | Deferred, need: int) -> int:
         self._admit(need)
         try:
             seq = await commit(self.committer, stream.log, [payload])
@@ -245,9 +280,11 @@ class Spool:
         released right after, and refusing would stall delivery.
         """
         size = sum(len(p) for p in payload) + HEADER_SIZE
+        if stream.encryption.sealing:
+            size += SEAL_OVERHEAD
         self.admission.add(size)
         try:
-            seq = await commit(self.committer, stream.processed, [payload])
+            seq = await commit(self.committer, stream.processed, [stream.sealed(PROC, payload)])
         except SpoolError:
             self.admission.returned(size)
             raise

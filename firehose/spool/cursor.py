@@ -171,9 +171,9 @@ class BatchCursor:
         if max_bytes <= 0 or not self.has_unread():
             return
         seq, index = self._position
-        got = await asyncio.to_thread(self._log.read_frames, seq, min(max_bytes, _READ_CHUNK))
+        got = await asyncio.to_thread(self._stream.read_frames, self.source, seq, min(max_bytes, _READ_CHUNK))
         for s, payload, path, offset in got:
-            e = entry.decode(s, payload, (path, offset))
+            e = entry.decode(s, payload, (path, offset) if path else None)
             first = index if s == seq else 0
             for pid, start, end in e.partition_ranges():
                 lo = max(start, first)
@@ -239,18 +239,17 @@ class BatchCursor:
         return await asyncio.to_thread(self._read_sealed, seal)
 
     def _read_sealed(self, seal: Seal) -> list[Span]:
-        source_log = self._stream.source(seal.source)
         explicit = [s for s in self._ledger.covering(seal.source) if s.positions is not None and s is not seal]
         spans: list[Span] = []
         seq = seal.start[0]
         while seq <= seal.end[0]:
-            got = source_log.read_frames(seq, _READ_CHUNK)
+            got = self._stream.read_frames(seal.source, seq, _READ_CHUNK)
             if not got:
                 break
             for s, payload, path, offset in got:
                 if s > seal.end[0]:
                     break
-                e = entry.decode(s, payload, (path, offset))
+                e = entry.decode(s, payload, (path, offset) if path else None)
                 for pid, lo, hi in e.partition_ranges():
                     if seal.positions is None and not explicit:
                         # A range seal with nothing carved out of it: its records in this entry are one
@@ -299,9 +298,9 @@ class ProcessCursor:
         candidates = [ledger.high.get(RAW, (0, 0)), ledger.low.get(RAW, (0, 0)), (stream.log.first_seq, 0)]
         last = stream.processed.committed_next_seq - 1
         if last >= 0:
-            got = stream.processed.read(last, 1)
+            got = stream.read_frames(PROC, last, 1)
             if got:
-                raw_end = entry.decode(got[0][0], got[0][1]).raw_end
+                raw_end = entry.decode(got[0].seq, got[0].payload).raw_end
                 if raw_end is not None:
                     candidates.append(raw_end)
         return max(candidates)
@@ -321,8 +320,8 @@ class ProcessCursor:
         if max_bytes <= 0 or not self.has_unread():
             return
         seq, index = self._position
-        got = await asyncio.to_thread(self._stream.log.read, seq, min(max_bytes, _READ_CHUNK))
-        for s, payload in got:
+        got = await asyncio.to_thread(self._stream.read_frames, RAW, seq, min(max_bytes, _READ_CHUNK))
+        for s, payload, _path, _offset in got:
             into(entry.decode(s, payload), index if s == seq else 0)
             self._position = (s + 1, 0)
 

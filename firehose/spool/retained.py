@@ -17,6 +17,8 @@ Layout and invariants:
   chain's output (the raw records are gone once processed); what it had not is the records as
   accepted. The order is the same on every read, so a replay's progress (``replayed.json``: how
   many records were accepted by the target) says exactly where to resume.
+* The spool of an encrypted stream keeps its wrapped data keys (``keys.json``) with it, so reading
+  it needs only the keyring that wrapped them (``encryption.py``).
 * A batch the destination confirmed after the last durable "done" is counted as undelivered:
   replay is at-least-once, like every delivery after a crash.
 """
@@ -40,6 +42,7 @@ from firehose.spool import PROC, RAW, Spool, StreamSpool
 from firehose.spool.cursor import BatchCursor, ProcessCursor
 from firehose.spool.entry import RecordEntry
 from firehose.storage.atomic import fsync_dir, make_dirs, write_atomic
+from firehose.storage.sealing import KeyringLoader
 
 log = logging.getLogger("firehose.spool")
 
@@ -145,19 +148,21 @@ async def undelivered(stream: StreamSpool, *, processes: bool) -> AsyncIterator[
 
 
 @contextlib.asynccontextmanager
-async def opened(directory: Path) -> AsyncIterator[StreamSpool]:
-    """A stream spool directory opened on its own (no limit, no reserve), closed afterwards."""
-    spool = Spool(directory.parent, max_bytes=_NO_LIMIT, reserve_bytes=0)
+async def opened(directory: Path, keyring: KeyringLoader | None = None) -> AsyncIterator[StreamSpool]:
+    """A stream spool directory opened on its own (no limit, no reserve), closed afterwards.
+
+    ``keyring``: for an encrypted stream's spool (MissingKeyError without the keys it needs)."""
+    spool = Spool(directory.parent, max_bytes=_NO_LIMIT, reserve_bytes=0, keyring=keyring)
     try:
-        yield spool.open_stream(directory.name)
+        yield spool.open_stream(directory.name, label=f"the retained spool {directory.name}")
     finally:
         spool.close()
 
 
-async def count(directory: Path, *, processes: bool) -> tuple[int, int]:
+async def count(directory: Path, *, processes: bool, keyring: KeyringLoader | None = None) -> tuple[int, int]:
     """(records, bytes) a stream spool directory holds undelivered."""
     records = size = 0
-    async with opened(directory) as stream:
+    async with opened(directory, keyring) as stream:
         async for chunk in undelivered(stream, processes=processes):
             records += len(chunk)
             size += sum(len(r) for r in chunk)
@@ -172,7 +177,8 @@ def _stamp(ms: int) -> str:
 
 
 async def retain(directory: Path, root: Path, *, stream: str, account: str, processes: bool,
-                 definition: dict[str, Any] | None, keep: bool) -> tuple[Retained | None, int, int]:
+                 definition: dict[str, Any] | None, keep: bool,
+                 keyring: KeyringLoader | None = None) -> tuple[Retained | None, int, int]:
     """A deleted stream's spool ``directory``: (what was retained, records, bytes undelivered).
 
     With undelivered records and ``keep``, the directory moves under ``root`` with its manifest;
@@ -180,7 +186,7 @@ async def retain(directory: Path, root: Path, *, stream: str, account: str, proc
     """
     if not directory.is_dir():
         return None, 0, 0
-    records, size = await count(directory, processes=processes)
+    records, size = await count(directory, processes=processes, keyring=keyring)
     if not records or not keep:
         await asyncio.to_thread(shutil.rmtree, directory, True)
         return None, records, size

@@ -8,8 +8,9 @@ then completes all of those calls together. While an fsync is running, new
 calls queue up and share the next one, so the number of fsyncs adapts to the
 load without any timer.
 
-Encoding frames and computing checksums also happens here, off the event loop
-that answers clients.
+Encoding frames, computing checksums and sealing the entries of encrypted
+streams (``log.Deferred``) also happen here, off the event loop that answers
+clients.
 
 A write to a log that ``uses_reserve`` (bookkeeping, such as a ledger) that
 fails because the disk is full is tried once more after ``on_disk_full`` freed
@@ -28,7 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from firehose.errors import SpoolError
-from firehose.storage.log import Payload, SegmentLog
+from firehose.storage.log import Deferred, Payload, SegmentLog
 
 log = logging.getLogger("firehose.storage")
 
@@ -39,7 +40,7 @@ Result = int | BaseException
 @dataclass(slots=True)
 class _Pending:
     log: SegmentLog
-    payloads: Sequence[Payload]
+    payloads: Sequence[Payload | Deferred]
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[int]
 
@@ -63,7 +64,7 @@ class GroupCommitter:
         self._thread.start()
         self.commits = 0  # fsync rounds, for metrics and tests
 
-    def submit(self, log_: SegmentLog, payloads: Sequence[Payload], loop: asyncio.AbstractEventLoop,
+    def submit(self, log_: SegmentLog, payloads: Sequence[Payload | Deferred], loop: asyncio.AbstractEventLoop,
                future: asyncio.Future[int]) -> None:
         """Queue entries for ``log_``; ``future`` (of ``loop``) gets the first sequence number."""
         with self._lock:
@@ -100,7 +101,7 @@ class GroupCommitter:
             if stop:
                 return
 
-    def _write(self, target: SegmentLog, payloads: list[Payload]) -> int:
+    def _write(self, target: SegmentLog, payloads: list[Payload | Deferred]) -> int:
         """Write and fsync; a bookkeeping write that found the disk full gets one more try."""
         try:
             first = target.write(payloads)
@@ -159,7 +160,7 @@ def _resolve_all(done: list[tuple[asyncio.Future[int], Result]]) -> None:
             future.set_result(result)
 
 
-async def commit(committer: GroupCommitter, log_: SegmentLog, payloads: Sequence[Payload]) -> int:
+async def commit(committer: GroupCommitter, log_: SegmentLog, payloads: Sequence[Payload | Deferred]) -> int:
     """Append entries durably; returns the first sequence number once fsynced."""
     loop = asyncio.get_running_loop()
     future: asyncio.Future[int] = loop.create_future()

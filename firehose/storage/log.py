@@ -90,6 +90,9 @@ _CHECKPOINT_MIN_BYTES = 64 * 1024
 
 #: One entry's bytes, given as parts that are written back to back.
 Payload = Sequence[bytes | bytearray | memoryview]
+#: An entry whose bytes depend on the sequence number it gets (sealed with it in the nonce, say): the
+#: writer calls it with that number, in the writer thread, just before the entry is framed.
+Deferred = Callable[[int], Payload]
 
 
 class Frame(NamedTuple):
@@ -369,20 +372,21 @@ class SegmentLog:
     def next_seq(self) -> int:
         return self._next_seq
 
-    def write(self, payloads: Sequence[Payload]) -> int:
+    def write(self, payloads: Sequence[Payload | Deferred]) -> int:
         """Write entries (no fsync); returns the first sequence number given out.
 
         Each payload is a list of byte strings written back to back, so callers
-        need not join them first. Raises SpoolError; the entries are then not in
-        the log.
+        need not join them first, or a ``Deferred`` that makes it from its
+        sequence number. Raises SpoolError; the entries are then not in the log.
         """
         with self._writing:
             return self._write(payloads)
 
-    def _write(self, payloads: Sequence[Payload]) -> int:
+    def _write(self, entries: Sequence[Payload | Deferred]) -> int:
         if self._closed:
             raise SpoolError(f"spool log {self.directory} is closed")
         first_seq = self._next_seq
+        payloads = [p(first_seq + i) if callable(p) else p for i, p in enumerate(entries)]
         self._next_seq += len(payloads)
         seg: _Segment | None = None
         try:

@@ -1,18 +1,15 @@
 """Encryption at rest of the shard logs, behind StartStreamEncryption / StopStreamEncryption.
 
-Keys. Each stream seals its records under its own data keys (DEKs): random AES-256 keys,
-each wrapped (AES key wrap, RFC 3394, as the object envelopes do) under a key-encryption key
-(KEK) of the daemon's keyring (``firehose.keyring``: the one that also encrypts delivered
-objects) and kept, wrapped, in ``streams.json`` with the id of the KEK that wrapped it. A DEK
-is named by its generation (u32, increasing per stream). A new generation, wrapped by the
-keyring's newest key, is made whenever a stream begins sealing: at StartStreamEncryption and
-at every start of the store for a stream whose encryption is on. So a key added to the keyring
-(rotation) seals new records from the next start, and records sealed under older generations
-stay readable while the keyring still holds the keys that wrapped them. A store one of whose
-streams needs a key that is gone refuses to start (``MissingKeyError``, naming the stream and
-the key id). A generation retired (superseded or stopped) more than the retention period plus
-a day ago is forgotten, with the records it sealed all past retention: then its KEK may leave
-the keyring. ``floor_ms`` keeps those records unreadable should the retention period grow later.
+Keys. Each stream seals its records under its own data keys, generations of random AES-256 keys
+wrapped by the daemon's keyring (``firehose.keyring``: the one that also encrypts delivered objects and
+delivery streams' spools); ``firehose.storage.sealing`` holds that machinery, shared with the spool.
+This stream's generations are kept, wrapped, in ``streams.json``. A new generation is made whenever a
+stream begins sealing: at StartStreamEncryption and at every start of the store for a stream whose
+encryption is on. A store one of whose streams needs a key that is gone refuses to start
+(``MissingKeyError``, naming the stream and the key id). A generation retired (superseded or stopped)
+more than the retention period plus a day ago is forgotten, with the records it sealed all past
+retention: then its KEK may leave the keyring. ``floor_ms`` keeps those records unreadable should the
+retention period grow later.
 
 KMS key ids. AWS's ``KeyId`` (a key UUID, key ARN, alias ARN, ``alias/<name>`` or the AWS-owned
 ``alias/aws/kinesis``) is a label here: it is checked against AWS's forms, reported by
@@ -52,17 +49,21 @@ from __future__ import annotations
 
 import re
 import struct
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
-
 from firehose.clock import now_ms
-from firehose.errors import ConfigError
-from firehose.keyring import Keyring, UnknownKeyError
+from firehose.keyring import Keyring
+from firehose.storage.sealing import (
+    DataKey,
+    DataKeys,
+    KeyringLoader,
+    MissingKeyError,
+    UnreadableError,
+    load_ring,
+    new_data_key,
+    unwrap,
+)
 from firehose.streams.errors import (
     InternalFailure,
     InvalidArgumentException,
@@ -74,8 +75,8 @@ from firehose.streams.errors import (
 if TYPE_CHECKING:
     from firehose.streams.store import ShardStore, Stream
 
-#: Loads the keyring (raising ValueError with the reason when it cannot); called only when a stream needs it.
-KeyringLoader = Callable[[], Keyring]
+__all__ = ["DataKey", "EncryptionState", "KeyringLoader", "MissingKeyError", "StreamKeys", "check_request",
+           "describe", "is_sealed", "restore", "start", "stop"]
 
 #: Successful StartStreamEncryption calls (and, separately, StopStreamEncryption calls) per stream per rolling day.
 MAX_CHANGES_PER_DAY = 25
@@ -90,10 +91,6 @@ _UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F
 _KEY_UUID = re.compile(_UUID)
 _KEY_ARN = re.compile(r"arn:aws[^:]*:kms:[^:]*:\d{12}:key/" + _UUID)
 _ALIAS_ARN = re.compile(r"arn:aws[^:]*:kms:[^:]*:\d{12}:alias/.+")
-
-
-class MissingKeyError(ConfigError):
-    """A stream's records need a key the keyring does not hold (or holds wrong): the store does not start."""
 
 
 # -- the KeyId and EncryptionType checks -------------------------------------------------------
@@ -112,25 +109,6 @@ def check_request(encryption_type: str, key_id: str) -> None:
 
 
 # -- persisted state -----------------------------------------------------------------------------
-
-
-@dataclass
-class DataKey:
-    """One generation of a stream's data key, as ``streams.json`` keeps it: wrapped, with its KEK's id."""
-
-    generation: int
-    kek_id: str
-    wrapped: bytes
-    #: When it stopped sealing (None: it seals now); every record it sealed arrived no later.
-    retired_ms: int | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {"generation": self.generation, "kek_id": self.kek_id, "wrapped": self.wrapped.hex(),
-                "retired_ms": self.retired_ms}
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> DataKey:
-        return cls(int(d["generation"]), str(d["kek_id"]), bytes.fromhex(d["wrapped"]), d.get("retired_ms"))
 
 
 @dataclass
@@ -169,18 +147,11 @@ def describe(state: EncryptionState | None) -> dict[str, str]:
 # -- sealing and opening entries -------------------------------------------------------------------
 
 
-class StreamKeys:
+class StreamKeys(DataKeys):
     """A stream's unwrapped data keys by generation (runtime only); ``sealing`` is the generation new
     entries are sealed with, None while the stream stores plain entries."""
 
-    __slots__ = ("_aeads", "sealing")
-
-    def __init__(self) -> None:
-        self._aeads: dict[int, AESGCM] = {}
-        self.sealing: int | None = None
-
-    def add(self, generation: int, key: bytes) -> None:
-        self._aeads[generation] = AESGCM(key)
+    __slots__ = ()
 
     def seal(self, shard_index: int, seq: int, payload: list[bytes]) -> list[bytes]:
         """The sealed form of a plain entry (``shard.encode_entry``'s parts) that will be entry ``seq``."""
@@ -189,8 +160,8 @@ class StreamKeys:
         arrival, count = struct.unpack_from("<QH", payload[0])
         clear = _CLEAR.pack(arrival, count, 0xFFFF, generation, seq)
         body = b"".join(payload)
-        sealed = self._aeads[generation].encrypt(_NONCE.pack(shard_index, seq), memoryview(body)[_MARK_AT:],
-                                                 clear + _SHARD.pack(shard_index))
+        sealed = self.seal_with(generation, _NONCE.pack(shard_index, seq), memoryview(body)[_MARK_AT:],
+                                clear + _SHARD.pack(shard_index))
         return [clear, sealed]
 
     def open(self, shard_index: int, seq: int, payload: memoryview) -> bytes:
@@ -200,15 +171,14 @@ class StreamKeys:
         where = f"entry {seq} of shard {shard_index}"
         if stored_seq != seq:
             raise _damaged(f"{where} says it is entry {stored_seq}: it was moved or its header altered")
-        aead = self._aeads.get(generation)
-        if aead is None:
+        if not self.holds(generation):
             raise _damaged(f"{where} is sealed under data key generation {generation}, which this store "
                            "no longer holds")
         clear = payload[:_CLEAR.size]
         try:
-            body = aead.decrypt(_NONCE.pack(shard_index, seq), payload[_CLEAR.size:],
+            body = self.open_with(generation, _NONCE.pack(shard_index, seq), payload[_CLEAR.size:],
                                 bytes(clear) + _SHARD.pack(shard_index))
-        except InvalidTag:
+        except UnreadableError:
             raise _damaged(f"{where} failed authentication: it was altered or moved from another shard") from None
         return bytes(payload[:_MARK_AT]) + body
 
@@ -242,9 +212,7 @@ def _retire(stream: Stream, now: int) -> None:
 
 def _new_data_key(state: EncryptionState, ring: Keyring) -> tuple[DataKey, bytes]:
     """A fresh generation wrapped under the keyring's newest key (ValueError when the keyring is empty)."""
-    kek_id = ring.newest_id
-    key = AESGCM.generate_key(bit_length=256)
-    dk = DataKey(state.next_generation, kek_id, aes_key_wrap(ring.get(kek_id), key))
+    dk, key = new_data_key(state.next_generation, ring)
     state.next_generation += 1
     return dk, key
 
@@ -277,23 +245,9 @@ def restore(stream: Stream, keyring: KeyringLoader | None, account: str) -> None
     if not kept and state.key_id is None:
         return
     where = f"Kinesis stream {stream.name!r} of account {account}"
-    try:
-        ring = keyring() if keyring is not None else Keyring({})
-    except ValueError as exc:
-        raise MissingKeyError(f"{where} is encrypted, but the keyring cannot be loaded: {exc}") from None
+    ring = load_ring(keyring, where)
     for dk in kept:
-        try:
-            key = aes_key_unwrap(ring.get(dk.kek_id), dk.wrapped)
-        except UnknownKeyError:
-            raise MissingKeyError(
-                f"{where} has records encrypted under key id {dk.kek_id!r}, which is not in the keyring "
-                "(encryption.keys_dir, encryption.env_prefix): put that key back to start; without it those "
-                "records cannot be read") from None
-        except InvalidUnwrap:
-            raise MissingKeyError(
-                f"{where} has records encrypted under key id {dk.kek_id!r}, but the keyring's key of that id is "
-                "a different key (it does not unwrap the stream's data key): put the original key back") from None
-        stream.keys.add(dk.generation, key)
+        stream.keys.add(dk.generation, unwrap(dk, ring, where))
         if dk.retired_ms is None:  # sealing when the store stopped: never again (its nonces could repeat)
             dk.retired_ms = _last_arrival(stream, now)
     if state.key_id is not None:

@@ -178,12 +178,12 @@ def test_config_streams_show_up_and_config_changes_bump_the_version(start_daemon
     assert third.client().list_delivery_streams()["DeliveryStreamNames"] == []
 
 
-def test_encryption_operations_say_they_are_not_supported(start_daemon: Any) -> None:
-    client = start_daemon().client()
+def test_encryption_changes_need_an_active_stream(start_daemon: Any) -> None:
+    """(The encryption itself: tests/api/test_stream_encryption.py.)"""
+    client = start_daemon(create_delay_seconds=30).client()
     client.create_delivery_stream(**local_stream("e"))
-    with pytest.raises(client.exceptions.InvalidArgumentException) as info:
+    with pytest.raises(client.exceptions.ResourceInUseException, match="not ACTIVE"):
         client.start_delivery_stream_encryption(DeliveryStreamName="e")
-    assert "not supported" in info.value.response["Error"]["Message"]
     with pytest.raises(client.exceptions.ResourceNotFoundException):
         client.stop_delivery_stream_encryption(DeliveryStreamName="missing")
 
