@@ -86,7 +86,7 @@ def _http_client(http: HttpSettings) -> httpx.AsyncClient:
 
 
 #: What worker processes run (format conversion, the destinations' own: Redshift rows). Each worker
-#: imports them when it starts, so no batch pays for importing pandas, fastparquet or psycopg in a
+#: imports them when it starts, so no batch pays for importing pyarrow, pyorc or psycopg in a
 #: cold worker.
 _WORKER_MODULES = (convert.__name__, convert.WRITERS_MODULE, *destinations.worker_modules())
 #: How long each warm-up task holds its worker, so that every worker (not one fast one) takes a task.

@@ -147,3 +147,17 @@ def test_validate_runs_the_deep_checks_too(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-m", "firehose", "validate", str(path)], capture_output=True, text=True)
     assert out.returncode == 1
     assert "'t'" in out.stderr and "nope.py" in out.stderr
+
+
+def test_validate_refuses_a_schema_the_converter_cannot_write_naming_the_column(tmp_path: Path) -> None:
+    conversion = {"SchemaConfiguration": {"DatabaseName": "db", "TableName": "deep", "RoleARN": ROLE},
+                  "InputFormatConfiguration": {"Deserializer": {"OpenXJsonSerDe": {}}},
+                  "OutputFormatConfiguration": {"Serializer": {"ParquetSerDe": {}}}}
+    deep = "array<" * 50 + "int" + ">" * 50
+    schemas = {"db.deep": {"columns": [{"Name": "ok", "Type": "struct<a:array<map<string,int>>>"},
+                                       {"Name": "nest", "Type": deep}]}}
+    stream = local_stream("d", size_mb=64, DataFormatConversionConfiguration=conversion)
+    path = write_config(tmp_path / "d.yaml", {"schemas": schemas}, [stream])
+    out = subprocess.run([sys.executable, "-m", "firehose", "validate", str(path)], capture_output=True, text=True)
+    assert out.returncode == 1
+    assert "'d'" in out.stderr and "column 'nest' is nested 100 Parquet levels deep" in out.stderr

@@ -1,128 +1,48 @@
-"""Converted rows written as one Parquet file (fastparquet) or one ORC file (pyorc).
+"""Converted rows written as one Parquet file (pyarrow) or one ORC file (pyorc).
 
 The rules (types, options, what each library cannot do) are ``convert.py``'s; this module holds only
-the writers, apart because their libraries (fastparquet with pandas and numpy, pyorc) cost the
-process about a hundred MiB of memory once imported: a daemon whose streams convert nothing never
-loads them, and worker processes import them as they start (``convert.WRITERS_MODULE``).
+the writers, apart because their libraries (pyarrow, pyorc) cost the process tens of MiB of memory
+once imported: a daemon whose streams convert nothing never loads them, and worker processes
+import them as they start (``convert.WRITERS_MODULE``).
 """
 
 from __future__ import annotations
 
 import io
-import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
-import numpy as np
-import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pyorc
-from fastparquet import parquet_thrift
-from fastparquet.util import created_by
-from fastparquet.writer import MARKER, write_column, write_thrift
 from pyorc.converters import ORCConverter
 
-from firehose.encoding.convert import MIB, Column, HiveType, Schema, SerializerOptions
+from firehose.encoding import arrow
+from firehose.encoding.convert import HiveType, Schema, SerializerOptions
 
 __all__ = ["orc_file", "parquet_file"]
 
 _NS = 1_000_000_000
-
-# -- Parquet (fastparquet) ---------------------------------------------------------------------
-
-_PT = parquet_thrift.Type
-_CT = parquet_thrift.ConvertedType
-_DICTIONARY_LIMIT = MIB  # parquet-mr's default dictionary page size, past which it writes plain
-_NAT = np.iinfo(np.int64).min
-# pandas dtype of the values handed to write_column, for the Hive types stored as numbers
-_PARQUET_NUMERIC = {
-    "tinyint": (_PT.INT32, _CT.INT_8, "Int32"), "smallint": (_PT.INT32, _CT.INT_16, "Int32"),
-    "int": (_PT.INT32, None, "Int32"), "bigint": (_PT.INT64, None, "Int64"),
-    "float": (_PT.FLOAT, None, "Float32"), "double": (_PT.DOUBLE, None, "Float64"),
-    "boolean": (_PT.BOOLEAN, None, "boolean"), "date": (_PT.INT32, _CT.DATE, "Int32"),
-}
+_PARQUET_CODECS = {"UNCOMPRESSED": "NONE", "GZIP": "GZIP", "SNAPPY": "SNAPPY"}
 
 
-def _decimal_width(precision: int) -> int:
-    """Bytes of the smallest two's-complement integer that holds every value of that precision."""
-    return next(n for n in range(1, 17) if (1 << (8 * n - 1)) > 10**precision - 1)
-
-
-def _schema_element(column: Column) -> Any:
-    t = column.type
-    fields: dict[str, Any] = {
-        "name": column.name, "repetition_type": parquet_thrift.FieldRepetitionType.OPTIONAL,
-    }
-    if t.name in _PARQUET_NUMERIC:
-        physical, converted, _ = _PARQUET_NUMERIC[t.name]
-        fields.update(type=physical, converted_type=converted)
-    elif t.name in ("string", "varchar", "char"):
-        fields.update(type=_PT.BYTE_ARRAY, converted_type=_CT.UTF8)
-    elif t.name == "binary":
-        fields.update(type=_PT.BYTE_ARRAY)
-    elif t.name == "timestamp":
-        fields.update(type=_PT.INT96)
-    else:  # decimal
-        fields.update(type=_PT.FIXED_LEN_BYTE_ARRAY, type_length=_decimal_width(t.precision),
-                      converted_type=_CT.DECIMAL, precision=t.precision, scale=t.scale)
-    return parquet_thrift.SchemaElement(**fields, i32=True)
-
-
-def _series(column: Column, values: list[Any], dictionary: bool) -> pd.Series:
-    """One row group's values of a column in the pandas form write_column encodes for its element."""
-    t = column.type
-    if t.name in _PARQUET_NUMERIC:
-        data: Any = pd.array(values, dtype=_PARQUET_NUMERIC[t.name][2])
-    elif t.name == "timestamp":
-        ns = pd.array(values, dtype="Int64").to_numpy(dtype="int64", na_value=_NAT)
-        data = ns.view("datetime64[ns]")  # NaT (int64 min) is null; INT96 keeps the nanoseconds
-    elif t.name == "decimal":
-        width = _decimal_width(t.precision)
-        data = np.array([None if v is None else v.to_bytes(width, "big", signed=True) for v in values],
-                        dtype=object)
-    elif dictionary and sum(len(v) for v in set(values) if v is not None) <= _DICTIONARY_LIMIT:
-        data = pd.Categorical(values)
-    else:
-        data = np.array(values, dtype=object)
-    return pd.Series(data, name=column.name, copy=False)
-
-
-def parquet_file(schema: Schema, columns: list[list[Any]], groups: list[tuple[int, int]],
+def parquet_file(schema: Schema, columns: Sequence[Sequence[Any]], groups: list[tuple[int, int]],
                   serializer: SerializerOptions) -> bytes:
-    elements = [_schema_element(c) for c in schema.columns]
-    # write_column encodes from converted_type; a FLBA decimal must be written as the raw bytes it is.
-    chunk_elements = [
-        _without_converted_type(e) if e.type == _PT.FIXED_LEN_BYTE_ARRAY else e for e in elements
-    ]
-    # Only signed numbers get statistics: fastparquet's byte-array and INT96 min/max use orderings
-    # readers do not expect, and wrong statistics would make engines skip row groups that match.
-    stats = [e.type in (_PT.INT32, _PT.INT64, _PT.FLOAT, _PT.DOUBLE) for e in elements]
-    compression = None if serializer.compression == "UNCOMPRESSED" else serializer.compression
-    page_version = 2 if serializer.writer_version == "V2" else 1
-    out = io.BytesIO()
-    out.write(MARKER)
-    row_groups = []
-    for start, end in groups:
-        chunks = [
-            write_column(out, _series(col, values[start:end], serializer.enable_dictionary_compression),
-                         element, compression=compression, datapage_version=page_version, stats=stat)
-            for col, values, element, stat in zip(schema.columns, columns, chunk_elements, stats, strict=True)
-        ]
-        row_groups.append(parquet_thrift.RowGroup(
-            num_rows=end - start, columns=chunks,
-            total_byte_size=sum(c.meta_data.total_uncompressed_size for c in chunks), i32list=[1]))
-    root = parquet_thrift.SchemaElement(name="schema", num_children=len(elements), i32=True)
-    footer = parquet_thrift.FileMetaData(
-        num_rows=groups[-1][1], schema=[root, *elements], version=1, created_by=created_by,
-        row_groups=row_groups, key_value_metadata=[], i32list=[1])
-    out.write(struct.pack("<I", write_thrift(out, footer)))
-    out.write(MARKER)
-    return out.getvalue()
-
-
-def _without_converted_type(element: Any) -> Any:
-    return parquet_thrift.SchemaElement(name=element.name, type=element.type, type_length=element.type_length,
-                                        repetition_type=element.repetition_type, i32=True)
+    table = arrow.table(schema, columns)
+    out = pa.BufferOutputStream()
+    with pq.ParquetWriter(
+        out, table.schema,
+        compression=_PARQUET_CODECS[serializer.compression],
+        use_dictionary=serializer.enable_dictionary_compression,
+        data_page_size=serializer.page_size_bytes,
+        data_page_version="2.0" if serializer.writer_version == "V2" else "1.0",
+        use_deprecated_int96_timestamps=True,  # Hive's (and Athena's) timestamp encoding
+        store_schema=False,  # no Arrow-specific metadata: the file is what Hive would write
+    ) as writer:
+        for start, end in groups:
+            writer.write_table(table.slice(start, end - start), row_group_size=end - start)
+    return bytes(out.getvalue())
 
 
 # -- ORC (pyorc) -------------------------------------------------------------------------------
@@ -192,7 +112,7 @@ def _orc_type(t: HiveType) -> pyorc.TypeDescription:
     return pyorc.Struct(**{name: _orc_type(child) for name, child in zip(t.fields, t.children, strict=True)})
 
 
-def orc_file(schema: Schema, columns: list[list[Any]], serializer: SerializerOptions,
+def orc_file(schema: Schema, rows: list[tuple[Any, ...]], serializer: SerializerOptions,
              bloom_filter_columns: list[str]) -> bytes:
     out = io.BytesIO()
     with pyorc.Writer(
@@ -207,5 +127,5 @@ def orc_file(schema: Schema, columns: list[list[Any]], serializer: SerializerOpt
         dict_key_size_threshold=serializer.dictionary_key_threshold,
         converters=_ORC_CONVERTERS,
     ) as writer:
-        writer.writerows(zip(*columns, strict=True))
+        writer.writerows(rows)
     return out.getvalue()

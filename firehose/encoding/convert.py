@@ -27,29 +27,35 @@ seconds). Hive is strict: a string in a numeric or boolean column fails, nested 
 column fails, and timestamps are read with the configured Joda patterns (``millis`` = epoch
 milliseconds), then ``java.sql.Timestamp.valueOf``'s ``yyyy-[m]m-[d]d hh:mm:ss[.f...]``. Dates are
 ``yyyy-[M]M-[d]d`` text for both (an epoch-day number is ambiguous with epoch seconds, so it fails).
-Binary columns take a JSON string's UTF-8 bytes. Map keys are always JSON strings, so they are
-parsed to the key type with the lenient rules under both deserializers.
+Binary columns take a JSON string's UTF-8 bytes.
+
+Nested columns (array, map, struct, to any depth) follow the same rules at every level; a null at
+any level is a null, and a value that does not fit fails the record, naming the top-level field.
+A struct's fields are matched like columns (OpenX: case-insensitively by default, dots to
+underscores when asked, and ``ColumnToJsonKeyMappings`` by field name, since OpenX's options apply
+to every struct; Hive: case-insensitively); JSON keys a struct does not declare are ignored. Map
+keys are always JSON strings, so they are parsed to the key type with the lenient rules under both
+deserializers, and OpenX lowercases them when CaseInsensitive is on, as it does every JSON key
+("converts JSON keys to lowercase before deserializing them"). OpenX reads a value that is not a
+JSON array as a one-element array (as its ARRAY inspector does); Hive refuses it.
 
 Serializers and the limits of the libraries. A type or option value that the library cannot write as
 asked is refused with a ValueError rather than written differently; a layout option that has no
 counterpart in the library (it tunes HDFS block alignment or page sizing, never the data) is validated
 and ignored:
 
-* Parquet is written with fastparquet's column-chunk writer (``fastparquet.writer.write_column``)
-  under schema elements built here, because its DataFrame-level ``write`` infers types from pandas
-  dtypes and cannot express DATE, an exact DECIMAL or a per-file data page version. Types follow
-  Hive's Parquet writer: strings UTF8, tinyint/smallint INT32 with INT_8/INT_16, timestamp INT96,
-  date INT32 DATE, decimal FIXED_LEN_BYTE_ARRAY DECIMAL. fastparquet writes flat schemas only
-  ("no nested field handling"), so array, map and struct columns are refused for Parquet: every
-  record of such a stream goes to the error output (``DataFormatConversion.InvalidSchema``).
-  Options: Compression → the column codec; WriterVersion → data page v1/v2;
-  EnableDictionaryCompression → string and binary columns are dictionary-encoded (fastparquet
-  dictionary-encodes pandas categoricals only, so numbers stay plain) unless their distinct values
-  exceed 1 MiB, parquet-mr's default dictionary page size, where parquet-mr falls back to plain too;
-  BlockSizeBytes → a new row group once the JSON input of its rows reaches it (input size is the
-  estimate of row group size available before encoding). fastparquet has no page size or padding
-  setting: PageSizeBytes is validated and ignored (each column chunk is one page, up to 500 MiB), and
-  MaxPaddingBytes is validated and ignored (it aligns row groups to HDFS blocks; an S3 object has none).
+* Parquet is written with pyarrow (``arrow.py`` maps the schema) for flat and nested schemas alike:
+  it writes nested types, which fastparquet cannot, and was faster for flat schemas too (measured:
+  docs/benchmarks.md). Types follow Hive's Parquet writer: strings UTF8, tinyint/smallint INT32 with
+  INT(8)/INT(16), timestamp INT96, date INT32 DATE, decimal FIXED_LEN_BYTE_ARRAY DECIMAL; arrays,
+  maps and structs in the standard three-level LIST and MAP layouts. Options: Compression → the
+  codec; WriterVersion → data page v1/v2; PageSizeBytes → the data page size; EnableDictionaryCompression
+  → dictionary encoding of every column, falling back to plain past a 1 MiB dictionary page as
+  parquet-mr does; BlockSizeBytes → a new row group once the JSON input of its rows reaches it (input
+  size is the estimate of row group size available before encoding). MaxPaddingBytes is validated and
+  ignored (it aligns row groups to HDFS blocks; an S3 object has none). A schema nested more than
+  98 Parquet levels deep (an array or map adds two, a struct one) is refused: Arrow-based readers
+  refuse such files.
 * ORC is written with pyorc (the ORC C++ writer); nested types are supported. Options:
   Compression, StripeSizeBytes, RowIndexStride, BloomFilterColumns,
   BloomFilterFalsePositiveProbability and DictionaryKeyThreshold map to the writer arguments of the
@@ -57,7 +63,10 @@ and ignored:
   (HDFS block size for padding) has no counterpart and is validated and ignored. pyorc always writes
   format 0.12, so FormatVersion V0_11 is refused. The ORC timestamp encoding cannot represent the
   instants from 1969-12-31T23:59:59.001 up to the epoch (readers shift them by a second), so such
-  values fail the record for ORC.
+  values fail the record for ORC. ORC stays on pyorc although pyarrow's ORC writer is also there:
+  pyarrow writes char(n)/varchar(n) as plain string (pyorc keeps the ORC CHAR/VARCHAR types), and
+  pyorc from the rows was faster for nested data (47 vs 82 ms for 20,000 nested rows, pyarrow's
+  time including building the Arrow arrays).
 
 All functions are pure: ``convert`` builds the file in memory and is CPU-bound, so the pipeline runs
 it in a worker process.
@@ -65,17 +74,22 @@ it in a worker process.
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import date
+from decimal import Context as DecimalContext
 from decimal import Decimal
 from functools import lru_cache
-from typing import Any, Literal, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import orjson
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 from firehose.definitions import (
     DataFormatConversionConfiguration,
@@ -89,9 +103,11 @@ from firehose.definitions import (
 )
 
 MIB = 1 << 20
+
 #: The module that writes the files (``columnar.py``), with the libraries it needs: worker processes
 #: import it as they start; the daemon only if it converts records itself.
 WRITERS_MODULE = "firehose.encoding.columnar"
+
 
 # -- schema ------------------------------------------------------------------------------------
 
@@ -103,6 +119,8 @@ _NESTED = frozenset({"array", "map", "struct"})
 _MAX_DECIMAL_PRECISION = 38
 _MAX_VARCHAR = 65535
 _MAX_CHAR = 255
+#: Type nesting the parser follows; deeper types are refused rather than exhausting the stack.
+_MAX_NESTING = 100
 _TYPE_TOKEN = re.compile(r"\s*(?:(\w+)|([<>(),:]))")
 
 
@@ -209,10 +227,12 @@ def _number(tokens: list[str], i: int, text: str) -> tuple[int, int]:
     return int(tokens[i]), i + 1
 
 
-def _parse_type_at(tokens: list[str], i: int, text: str) -> tuple[HiveType, int]:
+def _parse_type_at(tokens: list[str], i: int, text: str, depth: int = 0) -> tuple[HiveType, int]:
     """Recursive descent: returns the type starting at token i and the index after it."""
     if i >= len(tokens):
         raise ValueError(f"type '{text}' ends early")
+    if depth > _MAX_NESTING:
+        raise ValueError(f"type nested deeper than {_MAX_NESTING} levels")
     name = tokens[i].lower()
     i += 1
     if name in _PRIMITIVES:
@@ -227,16 +247,16 @@ def _parse_type_at(tokens: list[str], i: int, text: str) -> tuple[HiveType, int]
     if name == "decimal":
         return _parse_decimal(tokens, i, text)
     if name == "array":
-        element, i = _parse_type_at(tokens, _expect(tokens, i, "<", text), text)
+        element, i = _parse_type_at(tokens, _expect(tokens, i, "<", text), text, depth + 1)
         return HiveType("array", children=(element,)), _expect(tokens, i, ">", text)
     if name == "map":
-        key, i = _parse_type_at(tokens, _expect(tokens, i, "<", text), text)
+        key, i = _parse_type_at(tokens, _expect(tokens, i, "<", text), text, depth + 1)
         if key.name not in _PRIMITIVES and key.name not in ("char", "varchar", "decimal"):
             raise ValueError(f"map key type must be primitive, got {key}")
-        value, i = _parse_type_at(tokens, _expect(tokens, i, ",", text), text)
+        value, i = _parse_type_at(tokens, _expect(tokens, i, ",", text), text, depth + 1)
         return HiveType("map", children=(key, value)), _expect(tokens, i, ">", text)
     if name == "struct":
-        return _parse_struct(tokens, _expect(tokens, i, "<", text), text)
+        return _parse_struct(tokens, _expect(tokens, i, "<", text), text, depth)
     raise ValueError(f"unsupported type '{tokens[i - 1]}'")
 
 
@@ -255,7 +275,7 @@ def _parse_decimal(tokens: list[str], i: int, text: str) -> tuple[HiveType, int]
     return HiveType("decimal", precision=precision, scale=scale), i
 
 
-def _parse_struct(tokens: list[str], i: int, text: str) -> tuple[HiveType, int]:
+def _parse_struct(tokens: list[str], i: int, text: str, depth: int) -> tuple[HiveType, int]:
     names: list[str] = []
     types: list[HiveType] = []
     while True:
@@ -264,7 +284,7 @@ def _parse_struct(tokens: list[str], i: int, text: str) -> tuple[HiveType, int]:
         if tokens[i].lower() in (n.lower() for n in names):
             raise ValueError(f"duplicate struct field '{tokens[i]}'")
         names.append(tokens[i])
-        field_type, i = _parse_type_at(tokens, _expect(tokens, i + 1, ":", text), text)
+        field_type, i = _parse_type_at(tokens, _expect(tokens, i + 1, ":", text), text, depth + 1)
         types.append(field_type)
         if i < len(tokens) and tokens[i] == ",":
             i += 1
@@ -474,14 +494,16 @@ def _strings(value: list[str] | None, key: str, path: str) -> tuple[str, ...]:
 def check_schema(schema: Schema, deserializer: DeserializerOptions, serializer: SerializerOptions) -> None:
     """Refuse a schema (or options) that cannot be converted faithfully: ValueError naming the column.
 
-    ``convert`` runs it on every batch, so a bad pairing fails every record (to the error output,
-    with this reason) instead of producing a file that misrepresents the data.
+    Stream creation, UpdateDestination, ``firehose validate`` and the daemon's start run it (through
+    ``pipeline.config``), so such a stream never runs; ``convert`` runs it on every batch too, so a
+    schema that changed under a running stream fails every record (to the error output, with this
+    reason) instead of producing a file that misrepresents the data.
     """
     for column in schema.columns:
-        if serializer.kind == "parquet" and column.type.nested:
-            raise ValueError(f"column '{column.name}' has type {column.type}: fastparquet cannot write "
-                             "nested Parquet types (array, map, struct); use ORC, or a string column for "
-                             "the JSON text")
+        if serializer.kind == "parquet" and (depth := _parquet_depth(column.type)) > _PARQUET_MAX_DEPTH:
+            raise ValueError(f"column '{column.name}' is nested {depth} Parquet levels deep (an array or map "
+                             f"adds two, a struct one): readers built on Arrow refuse files nested deeper than "
+                             f"{_PARQUET_MAX_DEPTH}")
         if deserializer.kind == "hive" and "." in column.name:
             raise ValueError(f"column '{column.name}': HiveJsonSerDe does not allow dots in column names")
     if serializer.kind == "orc":
@@ -702,6 +724,11 @@ class _Reject(Exception):
     """A value that does not fit its column; the message becomes the record's failure reason."""
 
 
+class _Inexact(Exception):
+    """A float (parsed by orjson on the fast path) met a type that needs the number's exact text:
+    the record is decoded again with the exact decoder, which gives Decimal instead."""
+
+
 Coerce = Callable[[Any], Any]
 _INT_BITS = {"tinyint": 8, "smallint": 16, "int": 32, "bigint": 64}
 _FLOAT32_MAX = 3.4028234663852886e38
@@ -714,7 +741,17 @@ class _Rules:
     openx: bool
     normalize: Callable[[str], str] | None  # JSON key → lookup key (struct fields, and top-level columns)
     timestamp: Callable[[Any], int | None]
-    orc: bool
+    orc: bool  # values for pyorc (decimals as unscaled integers), else for Arrow (decimals as Decimal)
+    mappings: Mapping[str, str] = field(default_factory=dict)  # lower-case column or struct field name → JSON key
+    lower_map_keys: bool = False  # OpenX CaseInsensitive lowercases every JSON key, map keys too
+    #: Coercers for the fast path (orjson's values): a value that already has its type's JSON type
+    #: passes unchecked, since orjson only yields valid UTF-8 strings and 64-bit integers.
+    fast: bool = False
+
+    def key(self, name: str) -> str:
+        """The normalized JSON key a column or struct field reads."""
+        key = self.mappings.get(name.lower(), name)
+        return self.normalize(key) if self.normalize else key
 
 
 def _show(value: Any) -> str:
@@ -732,7 +769,10 @@ def _show(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _cannot(value: Any, t: HiveType, why: str = "") -> _Reject:
+def _cannot(value: Any, t: HiveType, why: str = "") -> Exception:
+    """The failure for a value that does not fit; a float (fast path) is first retried exactly."""
+    if type(value) is float:
+        return _Inexact()
     return _Reject(f"cannot convert {_show(value)} to {t}" + (f": {why}" if why else ""))
 
 
@@ -770,6 +810,8 @@ def _text_coercer(t: HiveType, rules: _Rules) -> Coerce:
             return "true" if value else "false"
         if kind is int or kind is Decimal:
             return str(value)
+        if kind is float:
+            raise _Inexact  # the number's text as written, not the float's
         if not rules.openx:
             raise _cannot(value, t, "HiveJsonSerDe does not turn nested JSON into text")
         try:
@@ -872,10 +914,14 @@ def _binary_coercer(t: HiveType, rules: _Rules) -> Coerce:
     return coerce
 
 
-def _decimal_coercer(t: HiveType, rules: _Rules) -> Coerce:
-    """Returns the unscaled integer (value x 10**scale), which both writers store."""
+#: Enough digits that scaling a decimal(38,s)'s unscaled integer back is exact (the default 28 rounds).
+_EXACT = DecimalContext(prec=_MAX_DECIMAL_PRECISION + 2)
 
-    def coerce(value: Any) -> int:
+
+def _decimal_coercer(t: HiveType, rules: _Rules) -> Coerce:
+    """Returns the unscaled integer (value x 10**scale) for pyorc, the exact Decimal for Arrow."""
+
+    def coerce(value: Any) -> int | Decimal:
         kind = type(value)
         if kind is Decimal:
             d = value
@@ -888,7 +934,7 @@ def _decimal_coercer(t: HiveType, rules: _Rules) -> Coerce:
         scaled = _scaled(d, t.scale, t.precision)
         if isinstance(scaled, str):
             raise _cannot(value, t, scaled)
-        return scaled
+        return scaled if rules.orc else Decimal(scaled).scaleb(-t.scale, _EXACT)
 
     return coerce
 
@@ -925,41 +971,131 @@ def _timestamp_coercer(t: HiveType, rules: _Rules) -> Coerce:
 
 
 def _array_coercer(t: HiveType, rules: _Rules) -> Coerce:
+    """Returns a list. A list whose elements all have the element type's JSON type already (strings
+    for string, ...) is returned as it is: one type check per element instead of a call."""
     element = _coercer(t.children[0], rules)
+    direct = _DIRECT.get(t.children[0].name) if rules.fast else None
 
     def coerce(value: Any) -> list[Any]:
         if type(value) is not list:
-            raise _cannot(value, t)
+            if not rules.openx:
+                raise _cannot(value, t)
+            value = [value]  # OpenX reads a lone value as a one-element array
+        if direct is not None:
+            for v in value:
+                if v is not None and type(v) is not direct:
+                    break
+            else:
+                return value
         return [None if v is None else element(v) for v in value]
 
     return coerce
 
 
 def _map_coercer(t: HiveType, rules: _Rules) -> Coerce:
+    """Returns a dict (keys parsed from the JSON keys; a later key that parses the same wins)."""
     key = _coercer(t.children[0], replace(rules, openx=True))  # JSON keys are strings whatever the key type
     item = _coercer(t.children[1], rules)
+    direct = _DIRECT.get(t.children[1].name) if rules.fast else None
+    lower = rules.lower_map_keys
+    # Fast path, string keys: a map whose keys need no change and whose values are direct is kept.
+    keep = direct is not None and t.children[0].name == "string"
 
     def coerce(value: Any) -> dict[Any, Any]:
         if type(value) is not dict:
             raise _cannot(value, t)
-        return {key(k): None if v is None else item(v) for k, v in value.items()}
+        if keep:
+            for k, v in value.items():
+                if (lower and not (k.islower() or k == k.lower())) or (v is not None and type(v) is not direct):
+                    break
+            else:
+                return value
+        out = {}
+        for k, v in value.items():
+            out[key(k.lower() if lower else k)] = v if v is None or type(v) is direct else item(v)
+        return out
 
     return coerce
 
 
 def _struct_coercer(t: HiveType, rules: _Rules) -> Coerce:
-    """Returns a tuple in field order (pyorc's struct representation)."""
-    norm = rules.normalize or (lambda k: k)
-    fields = [(norm(name), _coercer(child, rules)) for name, child in zip(t.fields, t.children, strict=True)]
+    """Returns a tuple in field order (what pyorc and pyarrow take for a struct); see _fields_coercer."""
+    return _fields_coercer(t, t.fields, t.children, rules, name_errors=False)
 
-    def coerce(value: Any) -> tuple[Any, ...]:
-        if type(value) is not dict:
-            raise _cannot(value, t)
-        if rules.normalize:
-            value = {rules.normalize(k): v for k, v in value.items()}
-        return tuple(None if (v := value.get(key)) is None else c(v) for key, c in fields)
 
-    return coerce
+def _row_coercer(schema: Schema, rules: _Rules) -> Coerce:
+    """One JSON object → one row: a tuple of column values, a failure naming the column."""
+    columns = schema.columns
+    return _fields_coercer(schema, tuple(c.name for c in columns), tuple(c.type for c in columns), rules,
+                           name_errors=True)
+
+
+def _fields_coercer(what: object, names: tuple[str, ...], types: tuple[HiveType, ...], rules: _Rules, *,
+                    name_errors: bool) -> Coerce:
+    """A JSON object → the tuple of its fields' values, fields looked up like columns (``_Rules.key``).
+
+    The function is generated with lines per field, because it is the inner loop of conversion (a
+    loop over the fields cost a third more). Keys need normalizing only when the object has a key
+    that matched no field: when every key matched, they were all normal already. Otherwise whether
+    the object's keys are normal is cached per key tuple, since a stream's objects mostly share a
+    shape. A later duplicate key wins, as in the JSON. ``name_errors``: a failure names the field.
+    """
+    env: dict[str, Any] = {"_cannot": _cannot, "t": what, "dict": dict, "type": type, "tuple": tuple, "all": all,
+                           "len": len, "str": str, "_Reject": _Reject, "_MISSING": _MISSING,
+                           "normalize": rules.normalize, "normal": {}}
+    for i, (name, child) in enumerate(zip(names, types, strict=True)):
+        env[f"k{i}"] = rules.key(name)
+        env[f"d{i}"] = _DIRECT.get(child.name) if rules.fast else None
+        env[f"c{i}"] = _coercer(child, rules)
+        env[f"n{i}"] = f"field '{name}': "
+    keys = [env[f"k{i}"] for i in range(len(names))]
+    # (Two fields mapped to one JSON key would count one key twice: no shortcut then.)
+    shortcut = len(set(keys)) == len(keys)
+    exec("\n".join(_fields_lines(len(keys), rules.normalize is not None, shortcut, name_errors)), env)  # noqa: S102
+    return env["coerce"]  # type: ignore[no-any-return]
+
+
+_MISSING = object()
+
+
+def _fields_lines(n: int, normalizing: bool, shortcut: bool, name_errors: bool) -> list[str]:
+    """The source of a coercer of n fields: its names come from indices only; the keys, direct
+    types, coercers and error prefixes of the fields are the globals k<i>, d<i>, c<i>, n<i>."""
+    tuple_of = "(" + "".join(f"v{i}, " for i in range(n)) + ")"
+    lines = ["def coerce(value):",
+             "    if type(value) is not dict:",
+             "        raise _cannot(value, t)"]
+    if normalizing:
+        # Every key is a field's (normal) key when as many fields were found as the object has keys.
+        lines += ["    get = value.get",
+                  *(f"    v{i} = get(k{i}, _MISSING)" for i in range(n)),
+                  ("    if " + " + ".join(f"(v{i} is not _MISSING)" for i in range(n)) + " != len(value):")
+                  if shortcut else "    if True:",
+                  "        keys = tuple(value)",
+                  "        plain = normal.get(keys)",
+                  "        if plain is None:",
+                  "            if len(normal) > 1024:",
+                  "                normal.clear()",
+                  "            plain = normal[keys] = all(normalize(k) == k for k in keys)",
+                  "        if not plain:",
+                  "            value = {normalize(k): v for k, v in value.items()}",
+                  "        get = value.get",
+                  *(f"        v{i} = get(k{i}, _MISSING)" for i in range(n))]
+    else:
+        lines += ["    get = value.get", *(f"    v{i} = get(k{i}, _MISSING)" for i in range(n))]
+    for i in range(n):
+        lines += [f"    if v{i} is _MISSING:",
+                  f"        v{i} = None",
+                  f"    elif v{i} is not None and type(v{i}) is not d{i}:"]
+        if name_errors:
+            lines += ["        try:",
+                      f"            v{i} = c{i}(v{i})",
+                      "        except _Reject as e:",
+                      f"            raise _Reject(n{i} + str(e)) from None"]
+        else:
+            lines.append(f"        v{i} = c{i}(v{i})")
+    lines.append(f"    return {tuple_of}")
+    return lines
 
 
 _COERCERS: dict[str, Callable[[HiveType, _Rules], Coerce]] = {
@@ -1057,16 +1193,6 @@ class ConversionResult:
         return out
 
 
-class _Slot(NamedTuple):
-    """Where one column's values come from and go to during a convert call (a tuple: the row loop
-    unpacks it, which is cheaper than attribute access at ~20 columns x 100k rows)."""
-
-    name: str
-    key: str  # normalized JSON key
-    coerce: Coerce
-    values: list[Any]
-
-
 def convert(
     records: Sequence[bytes | memoryview],
     schema: Schema,
@@ -1085,73 +1211,61 @@ def convert(
         check_schema(schema, deserializer, serializer)
     except ValueError as e:
         return ConversionResult(b"", 0, [], BatchFailure(INVALID_SCHEMA, f"The schema is invalid: {e}"))
-    rules = _Rules(
-        openx=deserializer.kind == "openx",
-        normalize=_normalizer(deserializer),
-        timestamp=_openx_timestamp if deserializer.kind == "openx" else _hive_timestamp(
-            deserializer.timestamp_formats),
-        orc=serializer.kind == "orc",
-    )
-    slots = _slots(schema, deserializer, rules)
-    fast = _FastPath(schema, rules.normalize) if not any(c.type.nested for c in schema.columns) else None
-    failed: list[tuple[int, str]] = []
-    extents: list[tuple[int, int]] = []  # (rows, input bytes) of each converted record
-    for index, record in enumerate(records):
-        start = len(slots[0].values)
-        try:
-            if fast is None or not fast.append(record, slots):
-                _append_record(record, slots, rules.normalize)
-        except _Reject as e:
-            for slot in slots:
-                del slot.values[start:]
-            failed.append((index, str(e)))
-        except Exception as e:  # a value no rule foresaw: this record fails, the batch goes on
-            for slot in slots:
-                del slot.values[start:]
-            failed.append((index, f"the record could not be converted: {type(e).__name__}: {e}"))
-        else:
-            extents.append((len(slots[0].values) - start, len(record)))
-    rows = len(slots[0].values)
-    if not rows:
-        return ConversionResult(b"", 0, failed)
-    columns = [slot.values for slot in slots]
+    decoded = _decode(records, schema, deserializer, orc=serializer.kind == "orc")
+    if not decoded.rows:
+        return ConversionResult(b"", 0, decoded.failed)
     from firehose.encoding import columnar  # heavy libraries: loaded by the first batch that converts
 
     try:
         if serializer.kind == "parquet":
-            body = columnar.parquet_file(schema, columns, _row_groups(extents, serializer.block_size_bytes),
-                                         serializer)
+            groups = _row_groups(decoded.extents, serializer.block_size_bytes)
+            body = columnar.parquet_file(schema, decoded.columns, groups, serializer)
         else:
-            body = columnar.orc_file(schema, columns, serializer, _orc_bloom_filter_columns(schema, serializer))
+            body = columnar.orc_file(schema, decoded.rows, serializer, _orc_bloom_filter_columns(schema, serializer))
     except Exception as e:  # the writer refused values the coercions let through: the same on every try
-        writer = "Parquet (fastparquet)" if serializer.kind == "parquet" else "ORC (pyorc)"
-        return ConversionResult(b"", 0, failed, BatchFailure(
+        writer = "Parquet (pyarrow)" if serializer.kind == "parquet" else "ORC (pyorc)"
+        return ConversionResult(b"", 0, decoded.failed, BatchFailure(
             MALFORMED_DATA, f"The {writer} writer could not write the batch: {type(e).__name__}: {e}"))
-    return ConversionResult(body, rows, failed)
+    return ConversionResult(body, len(decoded.rows), decoded.failed)
 
 
-def _slots(schema: Schema, deserializer: DeserializerOptions, rules: _Rules) -> list[_Slot]:
-    mapped = {column.lower(): key for column, key in deserializer.column_to_json_key_mappings}
-    norm = rules.normalize or (lambda k: k)
-    return [_Slot(c.name, norm(mapped.get(c.name.lower(), c.name)), _coercer(c.type, rules), [])
-            for c in schema.columns]
+@dataclass(frozen=True, slots=True)
+class ArrowBatch:
+    """Records as an Arrow table (``to_arrow``): the rows of every record that fits the schema, in
+    record order, and the others by index with the reason."""
+
+    table: pa.Table  # pyarrow's, imported only for type checking
+    failed: list[tuple[int, str]]  # (index of the input record, reason)
 
 
-def _append_record(
-    record: bytes | memoryview, slots: list[_Slot], normalize: Callable[[str], str] | None,
-) -> None:
-    for obj in _objects(record):
-        if normalize:
-            obj = {normalize(k): v for k, v in obj.items()}  # a later duplicate key wins, as in the JSON
-        for name, key, coerce, values in slots:
-            value = obj.get(key)
-            if value is None:
-                values.append(None)
-                continue
-            try:
-                values.append(coerce(value))
-            except _Reject as e:
-                raise _Reject(f"field '{name}': {e}") from None
+def to_arrow(
+    records: Sequence[bytes | memoryview], schema: Schema, deserializer: DeserializerOptions,
+) -> ArrowBatch:
+    """JSON records → an Arrow table of the schema (``arrow.arrow_schema``), with the SerDe's rules.
+
+    The same decoding as ``convert`` (one record whole or not at all, coercions, nested types), for
+    writers that take Arrow data. The table has no rows when no record fits. Raises only where
+    pyarrow refuses values the coercions let through (as ``convert``'s writer would).
+    """
+    from firehose.encoding import arrow  # pyarrow: loaded by the first caller
+
+    decoded = _decode(records, schema, deserializer, orc=False)
+    return ArrowBatch(arrow.table(schema, decoded.columns), decoded.failed)
+
+
+@dataclass(frozen=True, slots=True)
+class _Decoded:
+    rows: list[tuple[Any, ...]]  # converted values, one tuple per row in schema order
+    failed: list[tuple[int, str]]
+    extents: list[tuple[int, int]]  # (rows, input bytes) of each converted record
+    width: int  # number of columns
+
+    @property
+    def columns(self) -> list[Sequence[Any]]:
+        """The values column by column (the transposition runs in C: zip)."""
+        if not self.rows:
+            return [[] for _ in range(self.width)]
+        return list(zip(*self.rows, strict=True))  # tuples: pyarrow takes any sequence
 
 
 #: Column types whose values pass through unchanged when the JSON value already has this type.
@@ -1159,61 +1273,59 @@ def _append_record(
 _DIRECT: dict[str, type] = {"string": str, "bigint": int, "double": float, "boolean": bool}
 
 
-class _FastPath:
-    """Most records: one JSON object, parsed by orjson, with no number that needs exact decimals.
+def _decode(records: Sequence[bytes | memoryview], schema: Schema, deserializer: DeserializerOptions, *,
+            orc: bool) -> _Decoded:
+    """Every record's rows in the writer's form (``orc``: pyorc's, else Arrow's).
 
-    orjson reads fractional numbers as floats, which is exact only for float/double columns.
-    A record where a float lands anywhere else (a decimal, an integer written as 1.0, a
-    timestamp in fractional epoch seconds, a number into a string column), or that orjson
-    does not take as one object (concatenated objects, NaN, huge integers, invalid text),
-    goes back to the exact decoder: ``append`` then returns False having appended nothing.
-    Normalised key sets are cached, since a stream's records mostly share one shape.
+    Most records take the fast path: one JSON object, parsed by orjson, whose values mostly pass
+    unchecked where they already have their column's JSON type (``_Rules.fast``). orjson reads
+    fractional numbers as floats, which is exact only for float/double; a float anywhere else (a
+    decimal, an integer written as 1.0, a timestamp in fractional epoch seconds, a number into a
+    string) raises _Inexact, and such a record, or one orjson does not take as one object
+    (concatenated objects, NaN, huge integers, invalid text), is decoded again by the exact decoder
+    (Decimal numbers, every value checked). Decoding allocates many small objects and no cycles,
+    so the cyclic garbage collector is paused meanwhile (it cost about a third of the time).
     """
-
-    def __init__(self, schema: Schema, normalize: Callable[[str], str] | None) -> None:
-        self.float_ok = [c.type.name in ("double", "float") for c in schema.columns]
-        # The one JSON type that needs no coercion for the column, handled inline (a function call
-        # per value costs more than the rest of the row loop); anything else goes to the coercer.
-        self.direct = [_DIRECT.get(c.type.name) for c in schema.columns]
-        self.normalize = normalize
-        self._normal: dict[tuple[str, ...], bool] = {}
-
-    def append(self, record: bytes | memoryview, slots: list[_Slot]) -> bool:
-        try:
-            obj = orjson.loads(record)
-        except orjson.JSONDecodeError:
-            return False
-        if type(obj) is not dict:
-            return False
-        normalize = self.normalize
-        if normalize is not None:
-            keys = tuple(obj)
-            plain = self._normal.get(keys)
-            if plain is None:
-                if len(self._normal) > 1024:  # records of ever-changing shapes: keep the cache small
-                    self._normal.clear()
-                plain = self._normal[keys] = all(normalize(k) == k for k in keys)
-            if not plain:
-                obj = {normalize(k): v for k, v in obj.items()}
-        start = len(slots[0].values)
-        for (name, key, coerce, values), float_ok, direct in zip(slots, self.float_ok, self.direct, strict=True):
-            value = obj.get(key)
-            if value is None:
-                values.append(None)
-                continue
-            kind = type(value)
-            if kind is direct:
-                values.append(value)
-                continue
-            if kind is float and not float_ok:
-                for slot in slots:
-                    del slot.values[start:]
-                return False
+    rules = _Rules(
+        openx=deserializer.kind == "openx",
+        normalize=_normalizer(deserializer),
+        timestamp=_openx_timestamp if deserializer.kind == "openx" else _hive_timestamp(
+            deserializer.timestamp_formats),
+        orc=orc,
+        mappings={column.lower(): key for column, key in deserializer.column_to_json_key_mappings},
+        lower_map_keys=deserializer.kind == "openx" and deserializer.case_insensitive,
+    )
+    exact, fast = _row_coercer(schema, rules), _row_coercer(schema, replace(rules, fast=True))
+    rows: list[tuple[Any, ...]] = []
+    failed: list[tuple[int, str]] = []
+    extents: list[tuple[int, int]] = []
+    loads, decode_error, append = orjson.loads, orjson.JSONDecodeError, rows.append
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        for index, record in enumerate(records):
+            start = len(rows)
             try:
-                values.append(coerce(value))
+                try:
+                    obj = loads(record)
+                    if type(obj) is not dict:
+                        raise _Inexact
+                    append(fast(obj))
+                except (decode_error, _Inexact):
+                    for obj in _objects(record):
+                        append(exact(obj))
             except _Reject as e:
-                raise _Reject(f"field '{name}': {e}") from None
-        return True
+                del rows[start:]
+                failed.append((index, str(e)))
+            except Exception as e:  # a value no rule foresaw: this record fails, the batch goes on
+                del rows[start:]
+                failed.append((index, f"the record could not be converted: {type(e).__name__}: {e}"))
+            else:
+                extents.append((len(rows) - start, len(record)))
+    finally:
+        if collecting:
+            gc.enable()
+    return _Decoded(rows, failed, extents, len(schema.columns))
 
 
 def _row_groups(extents: list[tuple[int, int]], block_size: int) -> list[tuple[int, int]]:
@@ -1229,3 +1341,19 @@ def _row_groups(extents: list[tuple[int, int]], block_size: int) -> list[tuple[i
     if end > start:
         groups.append((start, end))
     return groups
+
+
+# -- Parquet nesting depth (checked without loading pyarrow) -----------------------------------
+
+#: Arrow's Parquet reader refuses schemas nested deeper than this many levels (array/map 2, struct 1).
+_PARQUET_MAX_DEPTH = 98
+
+
+def _parquet_depth(t: HiveType) -> int:
+    """Schema levels below the column's own node: a list or map adds its repeated group and its
+    element/key_value node, a struct its fields' group."""
+    if t.name in ("array", "map"):
+        return 2 + max(_parquet_depth(child) for child in t.children)
+    if t.name == "struct":
+        return 1 + max(_parquet_depth(child) for child in t.children)
+    return 0

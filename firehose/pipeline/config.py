@@ -160,6 +160,10 @@ def _conversion(cfg: ExtendedS3DestinationConfiguration, settings: Settings) -> 
                          "(it stands for the Glue table AWS would read)")
     schema = convert.parse_schema([{"Name": c.name, "Type": c.type} for c in declared.columns])
     deserializer, serializer = convert.options_from_aws(conv)
+    try:
+        convert.check_schema(schema, deserializer, serializer)
+    except ValueError as e:
+        raise ValueError(f"DataFormatConversionConfiguration: schema {name!r} cannot be converted: {e}") from None
     catalog = schema_cfg.catalog_id or settings.account_id
     region = schema_cfg.region or settings.region
     info = {

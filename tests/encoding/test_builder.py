@@ -142,8 +142,9 @@ def test_a_converting_batch_splits_into_the_file_and_the_records_that_do_not_fit
 
 
 def test_a_batch_the_writer_cannot_write_is_all_error_documents_with_the_reason() -> None:
-    """A nested column for Parquet: no data object, every record an error document at once."""
-    schema = convert.parse_schema([{"Name": "tags", "Type": "array<string>"}])
+    """A column nested deeper than Parquet readers take: no data object, every record an error
+    document at once (stream creation refuses such a schema; this is a schema changed under it)."""
+    schema = convert.parse_schema([{"Name": "tags", "Type": "array<" * 50 + "string" + ">" * 50}])
     conversion = convert.Conversion(schema, convert.DeserializerOptions(), convert.SerializerOptions(), {})
     [errors] = build(Encoding.of("UNCOMPRESSED", conversion, encrypt=False), DATA, Listed(RECORDS),
                      error_key="errors/format-conversion-failed/k")
@@ -151,7 +152,7 @@ def test_a_batch_the_writer_cannot_write_is_all_error_documents_with_the_reason(
     docs = [orjson.loads(line) for line in errors.body().splitlines()]
     assert [pybase64.b64decode(d["rawData"]) for d in docs] == RECORDS
     assert {d["lastErrorCode"] for d in docs} == {"DataFormatConversion.InvalidSchema"}
-    assert "fastparquet cannot write nested Parquet types" in docs[0]["lastErrorMessage"]
+    assert "column 'tags' is nested 100 Parquet levels deep" in docs[0]["lastErrorMessage"]
     assert errors.reason.startswith("DataFormatConversion.InvalidSchema: The schema is invalid: column 'tags'")
 
 

@@ -17,6 +17,7 @@ import pytest
 
 from firehose.definitions import DataFormatConversionConfiguration, ValidationError
 from firehose.encoding import columnar
+from firehose.encoding.arrow import arrow_schema
 from firehose.encoding.convert import (
     WRITERS_MODULE,
     ConversionResult,
@@ -28,6 +29,7 @@ from firehose.encoding.convert import (
     options_from_aws,
     parse_schema,
     parse_type,
+    to_arrow,
 )
 
 OPENX = DeserializerOptions()
@@ -114,17 +116,27 @@ def test_parse_schema_reads_primitive_and_nested_types() -> None:
     ([{"Name": "a", "Type": "struct<x:int,X:int>"}], "duplicate struct field 'X'"),
     ([{"Name": "a", "Type": "int extra"}], "unexpected 'extra'"),
     ([{"Name": "a", "Type": "array<int>;"}], "unexpected character ';'"),
+    ([{"Name": "a", "Type": "array<" * 101 + "int" + ">" * 101}], "column 'a': type nested deeper than 100"),
+    ([{"Name": "a", "Type": "struct<x:" * 5000 + "int" + ">" * 5000}], "type nested deeper than 100"),
 ])
 def test_parse_schema_errors_name_the_column_and_problem(columns: list[dict[str, str]], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         parse_schema(columns)
 
 
+def deep(levels: int, inner: str = "int") -> str:
+    """array<array<...<inner>>> nested ``levels`` arrays deep."""
+    return "array<" * levels + inner + ">" * levels
+
+
 def test_check_schema_refuses_what_the_writers_or_serde_cannot_do() -> None:
-    nested = schema(tags="array<int>")
-    with pytest.raises(ValueError, match="column 'tags' has type array<int>: fastparquet cannot write"):
-        check_schema(nested, OPENX, PARQUET)
+    nested = schema(tags="array<int>", m="map<int,struct<a:array<map<string,date>>>>")
+    check_schema(nested, OPENX, PARQUET)
     check_schema(nested, OPENX, ORC)
+    check_schema(schema(deepest=deep(48, "struct<a:struct<x:int>>")), OPENX, PARQUET)  # 98 levels
+    with pytest.raises(ValueError, match="column 'deeper' is nested 100 Parquet levels deep"):
+        check_schema(schema(deeper=deep(50)), OPENX, PARQUET)
+    check_schema(schema(deeper=deep(50)), OPENX, ORC)
     with pytest.raises(ValueError, match="column 'a.b': HiveJsonSerDe does not allow dots"):
         check_schema(schema(**{"a.b": "int"}), HIVE, ORC)
     with pytest.raises(ValueError, match="BloomFilterColumns names 'nope', not a column"):
@@ -136,10 +148,10 @@ def test_check_schema_refuses_what_the_writers_or_serde_cannot_do() -> None:
 def test_a_schema_the_writer_cannot_write_fails_every_record_of_the_batch_with_the_reason() -> None:
     """Not an exception (a batch that raises is retried, and this one never converts): every record
     is reported failed, with AWS's errorCode for an invalid schema, also those that hold bad JSON."""
-    result = convert([b'{"tags": [1]}', b"not json", b'{"tags": []}'], schema(tags="array<int>"), OPENX, PARQUET)
+    result = convert([b'{"tags": [1]}', b"not json", b'{"tags": []}'], schema(tags=deep(50)), OPENX, PARQUET)
     assert result.body == b"" and result.rows == 0
     assert result.batch_failure is not None and result.batch_failure.code == "DataFormatConversion.InvalidSchema"
-    assert "column 'tags' has type array<int>: fastparquet cannot write" in result.batch_failure.message
+    assert "column 'tags' is nested 100 Parquet levels deep" in result.batch_failure.message
     assert [(i, code) for i, code, _ in result.failures(3)] == [
         (0, "DataFormatConversion.InvalidSchema"), (1, "DataFormatConversion.InvalidSchema"),
         (2, "DataFormatConversion.InvalidSchema")]
@@ -415,33 +427,135 @@ def test_an_all_failed_batch_has_no_body() -> None:
     assert [i for i, _ in result.failed] == [0, 1, 2]
 
 
-# -- nested types (ORC) --------------------------------------------------------------------------
+# -- nested types --------------------------------------------------------------------------------
+
+NESTED = schema(
+    tags="array<int>", point="struct<x:int,Label:array<string>>", prices="map<string,decimal(5,2)>",
+    byid="map<int,string>", times="array<timestamp>",
+    orders="array<struct<id:bigint,lines:array<struct<sku:string,qty:smallint,day:date>>,attrs:map<string,double>>>",
+    flags="map<boolean,array<map<bigint,binary>>>",
+)
+NESTED_RECORDS = [
+    b'{"tags": [1, null, 3], "point": {"X": 1, "label": ["p", null], "other": 0},'
+    b' "prices": {"a": 1.5, "b": null}, "byid": {"7": "seven", "-1": null}, "times": ["2017-02-07T15:13:01Z", null],'
+    b' "orders": [{"id": 9, "lines": [{"sku": "s1", "qty": 2, "day": "2020-02-29"}, null,'
+    b' {"sku": null, "QTY": "3"}], "attrs": {"w": 0.5}}, null, {"id": null, "lines": [], "attrs": {}}],'
+    b' "flags": {"true": [{"1": "x"}, null, {}], "False": null}}',
+    b'{"tags": [], "point": {}, "orders": [], "flags": {}}',
+    b'{"tags": null, "point": null, "prices": {}, "orders": null}',
+]
+NESTED_ROWS = [
+    {"tags": [1, None, 3], "point": {"x": 1, "Label": ["p", None]},
+     "prices": [("a", Decimal("1.50")), ("b", None)], "byid": [(7, "seven"), (-1, None)],
+     "orders": [{"id": 9, "lines": [{"sku": "s1", "qty": 2, "day": date(2020, 2, 29)}, None,
+                                    {"sku": None, "qty": 3, "day": None}], "attrs": [("w", 0.5)]},
+                None, {"id": None, "lines": [], "attrs": []}],
+     "flags": [(True, [[(1, b"x")], None, []]), (False, None)]},
+    {"tags": [], "point": {"x": None, "Label": None}, "prices": None, "byid": None, "orders": [], "flags": []},
+    {"tags": None, "point": None, "prices": [], "byid": None, "orders": None, "flags": None},
+]
 
 
-def test_nested_types_round_trip_in_orc() -> None:
-    sch = schema(tags="array<int>", point="struct<x:int,Label:array<string>>",
-                 prices="map<string,decimal(5,2)>", byid="map<int,string>", times="array<timestamp>")
-    record = (b'{"tags": [1, null, 3], "point": {"X": 1, "label": ["p", null], "other": 0},'
-              b' "prices": {"a": 1.5, "b": null}, "byid": {"7": "seven"}, "times": ["2017-02-07T15:13:01Z"]}')
-    result = one([record, b'{"tags": [], "point": {}}'], sch, ser=ORC)
-    table = read(result, ORC)
-    assert table.column("times").to_pylist()[0][0].value == 1486480381000000000
-    assert table.drop_columns(["times"]).to_pylist() == [
-        {"tags": [1, None, 3], "point": {"x": 1, "Label": ["p", None]},
-         "prices": [("a", Decimal("1.50")), ("b", None)], "byid": [(7, "seven")]},
-        {"tags": [], "point": {"x": None, "Label": None}, "prices": None, "byid": None},
-    ]
+@BOTH
+def test_nested_types_round_trip_with_nulls_at_every_level(serializer: SerializerOptions) -> None:
+    result = one(NESTED_RECORDS, NESTED, ser=serializer)
+    table = read(result, serializer)
+    assert table.schema.field("orders").type == pa.list_(pa.struct([
+        ("id", pa.int64()),
+        ("lines", pa.list_(pa.struct([("sku", pa.string()), ("qty", pa.int16()), ("day", pa.date32())]))),
+        ("attrs", pa.map_(pa.string(), pa.float64())),
+    ]))
+    assert table.schema.field("prices").type == pa.map_(pa.string(), pa.decimal128(5, 2))
+    times = table.column("times").to_pylist()
+    assert [t.value if t else None for t in times[0]] == [1486480381000000000, None] and times[1:] == [None, None]
+    assert table.drop_columns(["times"]).to_pylist() == NESTED_ROWS
+
+
+def test_nested_parquet_uses_the_standard_list_and_map_layouts() -> None:
+    body = one(NESTED_RECORDS, NESTED).body
+    parquet_schema = str(pq.ParquetFile(io.BytesIO(body)).schema).replace("field_id=-1 ", "")
+    assert "optional group tags (List) {\n    repeated group list {\n      optional int32 element;" in parquet_schema
+    assert "optional group byid (Map) {\n    repeated group key_value {\n      required int32 key;" in parquet_schema
+    assert "optional int96 element;" in parquet_schema  # timestamps in arrays are INT96 too
+    assert "optional fixed_len_byte_array(3) value (Decimal(precision=5, scale=2));" in parquet_schema
+
+
+@BOTH
+def test_deeply_nested_values_round_trip(serializer: SerializerOptions) -> None:
+    sch = schema(d=deep(12, "struct<v:map<string,struct<n:decimal(38,10)>>>"))
+    big = "1234567890123456789012345678.0123456789"
+    expected: Any = {"v": [("k", {"n": Decimal(big)})]}
+    record = '{"v": {"K": {"N": ' + big + '}}}'
+    for _ in range(12):
+        record, expected = f"[{record}, null]", [expected, None]
+    assert rows(one([b'{"d": %s}' % record.encode()], sch, ser=serializer), serializer) == [{"d": expected}]
 
 
 @pytest.mark.parametrize(("record", "reason"), [
     (b'{"tags": [1, "x"]}', "field 'tags': cannot convert 'x' to int"),
-    (b'{"tags": 1}', "field 'tags': cannot convert 1 to array<int>"),
     (b'{"byid": {"x": "y"}}', "field 'byid': cannot convert 'x' to int"),
     (b'{"point": [1]}', "field 'point': cannot convert a JSON array to struct<x:int>"),
+    (b'{"point": {"x": 1.5}}', "field 'point': cannot convert 1.5 to int: not a whole number"),
+    (b'{"deep": [[{"when": "yesterday"}]]}', "field 'deep': cannot convert 'yesterday' to date"),
+    (b'{"deep": [[{"when": "2020-01-01"}, 7]]}', "field 'deep': cannot convert 7 to struct<when:date>"),
+    (b'{"m": {"a": {"b": [1, 2.25]}}}', "field 'm': cannot convert 2.25 to decimal(3,1): too many fraction digits"),
 ])
-def test_nested_values_that_do_not_fit_fail_the_record(record: bytes, reason: str) -> None:
-    sch = schema(tags="array<int>", byid="map<int,string>", point="struct<x:int>")
-    assert convert([record], sch, OPENX, ORC).failed == [(0, reason)]
+@BOTH
+def test_a_nested_value_that_does_not_fit_fails_its_record_alone(
+        serializer: SerializerOptions, record: bytes, reason: str) -> None:
+    sch = schema(tags="array<int>", byid="map<int,string>", point="struct<x:int>",
+                 deep="array<array<struct<when:date>>>", m="map<string,map<string,array<decimal(3,1)>>>")
+    good = [b'{"tags": [1], "m": {"a": {"b": [1.5, null]}}}', b'{"point": {"x": 2}}']
+    result = convert([good[0], record, good[1]], sch, OPENX, serializer)
+    assert result.failed == [(1, reason)]
+    assert rows(result, serializer) == [
+        {"tags": [1], "byid": None, "point": None, "deep": None, "m": [("a", [("b", [Decimal("1.5"), None])])]},
+        {"tags": None, "byid": None, "point": {"x": 2}, "deep": None, "m": None},
+    ]
+
+
+@BOTH
+def test_nested_numbers_are_exact_whichever_decoder_reads_them(serializer: SerializerOptions) -> None:
+    """Fractional numbers in nested fields that need their exact text (decimal, an integer written 2.0,
+    a string) send the record to the exact decoder; doubles stay on the fast one. Same result."""
+    sch = schema(s="struct<d:decimal(20,2),i:int,t:string,f:double,a:array<string>>")
+    record = b'{"s": {"d": 0.10, "i": 2.0, "t": 1.50, "f": 0.1, "a": [1e2, "x", 3]}}'
+    assert rows(one([record], sch, ser=serializer), serializer) == [
+        {"s": {"d": Decimal("0.10"), "i": 2, "t": "1.50", "f": 0.1, "a": ["1E+2", "x", "3"]}}]
+
+
+def test_openx_struct_fields_and_map_keys_follow_case_dots_and_mappings_at_every_level() -> None:
+    des, _ = options(aws({"OpenXJsonSerDe": {
+        "ConvertDotsInJsonKeysToUnderscores": True, "ColumnToJsonKeyMappings": {"ts": "timestamp"},
+    }}))
+    sch = schema(outer="struct<inner:struct<ts:string,a_b:int>,tags:map<string,int>>")
+    record = [b'{"Outer": {"INNER": {"Timestamp": "then", "ts": "not me", "A.b": 1}, "Tags": {"Env": 1}}}']
+    assert rows(one(record, sch, des)) == [
+        {"outer": {"inner": {"ts": "then", "a_b": 1}, "tags": [("env", 1)]}}]
+    sensitive = DeserializerOptions(case_insensitive=False)
+    assert rows(one([b'{"outer": {"inner": {"ts": "x", "A_B": 2}, "tags": {"Env": 1}}}'], sch, sensitive)) == [
+        {"outer": {"inner": {"ts": "x", "a_b": None}, "tags": [("Env", 1)]}}]
+
+
+def test_hive_matches_struct_fields_case_insensitively_but_keeps_map_keys() -> None:
+    sch = schema(s="struct<a:int,m:map<string,int>>")
+    assert rows(one([b'{"S": {"A": 1, "M": {"Key": 2}}}'], sch, HIVE)) == [{"s": {"a": 1, "m": [("Key", 2)]}}]
+
+
+def test_openx_reads_a_lone_value_as_a_one_element_array_and_hive_refuses_it() -> None:
+    sch = schema(tags="array<int>", objs="array<struct<a:int>>")
+    assert rows(one([b'{"tags": 1, "objs": {"a": 2}}'], sch)) == [{"tags": [1], "objs": [{"a": 2}]}]
+    assert convert([b'{"tags": 1}'], sch, HIVE, PARQUET).failed == [
+        (0, "field 'tags': cannot convert 1 to array<int>")]
+
+
+def test_to_arrow_gives_the_records_as_a_table_of_the_schemas_arrow_types() -> None:
+    batch = to_arrow([NESTED_RECORDS[0], b'{"tags": ["x"]}', *NESTED_RECORDS[1:]], NESTED, OPENX)
+    assert batch.failed == [(1, "field 'tags': cannot convert 'x' to int")]
+    assert batch.table.schema == arrow_schema(NESTED)
+    assert batch.table.drop_columns(["times"]).to_pylist() == NESTED_ROWS
+    empty = to_arrow([b"nope"], NESTED, OPENX)
+    assert empty.table.num_rows == 0 and empty.table.schema == arrow_schema(NESTED)
 
 
 # -- serializer options in the output ------------------------------------------------------------
@@ -498,7 +612,9 @@ def test_parquet_statistics_are_exact_for_numbers_and_absent_elsewhere() -> None
     assert (stats["i"].min, stats["i"].max, stats["i"].null_count) == (-7, 5, 1)
     assert (stats["f"].min, stats["f"].max) == (-2.5, 1.5)
     assert (stats["d"].min, stats["d"].max) == (date(1960, 1, 1), date(2020, 1, 1))
-    assert not any(stats[c].has_min_max for c in ("n", "s", "t"))  # all null, or no signed ordering
+    assert (stats["s"].min, stats["s"].max) == ("b", "b")
+    assert not stats["n"].has_min_max  # all null
+    assert stats["t"] is None  # INT96 has no defined ordering: no statistics rather than wrong ones
 
 
 def test_parquet_block_size_cuts_row_groups_at_record_boundaries() -> None:
@@ -659,8 +775,8 @@ def test_parse_type_is_usable_alone() -> None:
 
 
 def test_the_daemon_loads_the_writers_libraries_only_to_convert() -> None:
-    """fastparquet, pandas and pyorc cost about a hundred MiB resident: a daemon whose streams convert
-    nothing never imports them (its worker processes do, as they start)."""
+    """pyarrow and pyorc cost tens of MiB resident: a daemon whose streams convert nothing never imports
+    them (its worker processes do, as they start)."""
     code = ("import sys, firehose.daemon, firehose.cli; "
             "print(sorted(m for m in ('pandas', 'numpy', 'pyarrow', 'fastparquet', 'pyorc') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -1,7 +1,6 @@
 """No batch holds up its stream: what can never succeed goes to the error output, with the reason, a
 metric and a WARNING, while what can succeed later (a destination that is down) waits in the spool.
 
-* A schema the Parquet writer cannot write fails every record at once (``format-conversion-failed``).
 * A batch whose objects cannot be built, or that the processing chain keeps failing on, goes to the
   error output after a few attempts, with its traceback logged once; later batches are delivered.
 * An HTTP endpoint that keeps refusing a batch (a 400) gets it for ``RetryOptions.DurationInSeconds``,
@@ -12,14 +11,12 @@ metric and a WARNING, while what can succeed later (a destination that is down) 
 from __future__ import annotations
 
 import base64
-import io
 import json
 import logging
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pyarrow.parquet as pq
 import pytest
 
 from firehose.encoding.builder import ObjectBuilder
@@ -35,14 +32,6 @@ from tests.support.waiting import wait_until
 
 FAST = {"delivery": {"backoff_base_seconds": 0.05, "backoff_max_seconds": 0.2}, "log": {"summary_seconds": 0.2}}
 ERRORS = "errors/!{firehose:error-output-type}/"
-SCHEMAS = {"db.nested": {"columns": [{"Name": "id", "Type": "int"}, {"Name": "tags", "Type": "array<string>"}]},
-           "db.flat": {"columns": [{"Name": "id", "Type": "int"}, {"Name": "tags", "Type": "string"}]}}
-
-
-def conversion(table: str) -> dict[str, Any]:
-    return {"SchemaConfiguration": {"DatabaseName": "db", "TableName": table, "RoleARN": ROLE},
-            "InputFormatConfiguration": {"Deserializer": {"OpenXJsonSerDe": {}}},
-            "OutputFormatConfiguration": {"Serializer": {"ParquetSerDe": {}}}}
 
 
 def error_docs(root: Path, kind: str) -> list[dict[str, Any]]:
@@ -68,44 +57,6 @@ def metric(d: RunningDaemon, line_start: str) -> float:
 
 def summaries(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [r for r in caplog.records if r.getMessage() == "Records went to the error output."]
-
-
-def test_a_schema_parquet_cannot_write_sends_every_record_to_format_conversion_failed_at_once(
-        start_daemon: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="firehose")
-    stream = local_stream("nested", size_mb=64, ErrorOutputPrefix=ERRORS,
-                          DataFormatConversionConfiguration=conversion("nested"))
-    d = start_daemon([stream], schemas=SCHEMAS, **FAST)
-    batches = [[b'{"id": %d, "tags": ["a", "b"]}' % (10 * b + i) for i in range(3)] for b in range(6)]
-    for batch in batches:  # more batches than may be in flight at once: none of them may hold up the next
-        put(d, "nested", batch)
-        wait_until(lambda: d.idle("nested"), timeout=20)
-    out = tmp_path / "out"
-    docs = error_docs(out, "format-conversion-failed")
-    assert sorted(base64.b64decode(doc["rawData"]) for doc in docs) == sorted(r for b in batches for r in b)
-    assert {doc["lastErrorCode"] for doc in docs} == {"DataFormatConversion.InvalidSchema"}
-    assert "column 'tags' has type array<string>: fastparquet cannot write" in docs[0]["lastErrorMessage"]
-    assert docs[0]["attemptsMade"] == 1 and docs[0]["dataCatalogTable"]["tableName"] == "nested"
-    assert data_objects(out) == {}
-    assert not [r for r in caplog.records if r.exc_info], "no traceback: the failure is final, not retried"
-    assert metric(d, 'firehose_failed_conversion_records_total{delivery_stream="nested"}') == 18
-    assert metric(d, 'firehose_error_output_records_total{delivery_stream="nested",'
-                     'error_output_type="format-conversion-failed"}') == 18
-    wait_until(lambda: summaries(caplog), timeout=5)
-    line = summaries(caplog)[0]
-    assert line.levelno == logging.WARNING and line.__dict__["format-conversion-failed"] >= 3
-    assert "fastparquet cannot write" in line.__dict__["reasons"]["format-conversion-failed"]
-
-    # The stream is not stuck: pointed at a table Parquet can write, it delivers what comes next.
-    client = d.client()
-    desc = client.describe_delivery_stream(DeliveryStreamName="nested")["DeliveryStreamDescription"]
-    client.update_destination(DeliveryStreamName="nested", CurrentDeliveryStreamVersionId=desc["VersionId"],
-                              DestinationId=desc["Destinations"][0]["DestinationId"],
-                              ExtendedS3DestinationUpdate={"DataFormatConversionConfiguration": conversion("flat")})
-    put(d, "nested", [b'{"id": 100, "tags": "x"}', b'{"id": 101}'])
-    wait_until(lambda: data_objects(out), timeout=20)
-    [body] = data_objects(out).values()
-    assert pq.read_table(io.BytesIO(body)).to_pylist() == [{"id": 100, "tags": "x"}, {"id": 101, "tags": None}]
 
 
 def test_a_batch_that_cannot_be_sealed_is_sealed_again_not_forgotten(
