@@ -4,6 +4,7 @@ botocore's own decoder."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import shutil
@@ -21,7 +22,10 @@ import pytest
 import yaml
 from botocore.eventstream import ChecksumMismatch, EventStreamBuffer
 
-from firehose.streams import eventstream
+from firehose.asgi import Streamed, send_streamed
+from firehose.streams import eventstream, subscriptions
+from firehose.streams.consumers import register_stream_consumer
+from firehose.streams.store import ShardStore, StoreOptions
 from tests.support.jssdk import js_script
 from tests.support.streams import StreamsServer, unique
 
@@ -341,6 +345,30 @@ def test_two_consumers_on_one_shard_each_get_everything(kinesis: Any) -> None:
         events.close()
 
 
+def test_consumers_sharing_events_under_a_steady_flow_each_get_everything_in_order(kinesis: Any) -> None:
+    """Many small puts while three consumers read: events are coalesced and, for consumers at the same
+    position, encoded once and sent to each (``subscriptions.Shared``); one consumer starts later, behind."""
+    name, stream_arn, one = stream_with_consumer(kinesis)
+    others = [wait_active(kinesis, stream_arn, f"other{i}") for i in range(2)]
+    payloads = [f"s{i}".encode() for i in range(200)]
+    streams = [subscribe(kinesis, one), subscribe(kinesis, others[0])]
+    for events in streams:
+        assert next(iter(events))["SubscribeToShardEvent"]["Records"] == []
+    producer = threading.Thread(target=lambda: [put(kinesis, name, payloads[i:i + 5]) for i in range(0, 200, 5)])
+    producer.start()
+    got = [take(streams[0], 100)]
+    streams.append(subscribe(kinesis, others[1]))  # from TRIM_HORIZON, while the others follow the puts
+    got += [take(streams[1], 200), take(streams[2], 200)]
+    got[0] += take(streams[0], 200 - len(datas(got[0])))
+    producer.join()
+    for events in got:
+        assert datas(events) == payloads
+        seqs = [r["SequenceNumber"] for e in events for r in e["Records"]]
+        assert seqs == sorted(seqs, key=int) and events[-1]["ContinuationSequenceNumber"] == seqs[-1]
+    for events in streams:
+        events.close()
+
+
 def test_children_at_the_end_of_a_split_shard(kinesis: Any) -> None:
     name, _, consumer = stream_with_consumer(kinesis)
     put(kinesis, name, [b"p0", b"p1"])
@@ -385,6 +413,45 @@ def test_a_second_subscription_within_five_seconds_is_refused_then_takes_over(ki
     put(kinesis, name, [b"to the new one"])
     assert datas(take(second, 1)) == [b"to the new one"]
     second.close()
+
+
+@pytest.mark.parametrize("gone", ["send fails", "cancelled"])
+def test_a_client_gone_before_the_first_event_releases_the_subscription(tmp_path: Path, gone: str) -> None:
+    """The client goes away before the event stream produced anything: the server's ``send`` of the
+    response start fails (the connection is gone), or the answer is cancelled while it
+    waits there. A new subscription must not then be refused for 5 s."""
+
+    async def scenario() -> None:
+        store = ShardStore(tmp_path, StoreOptions())
+        store.create_stream("s", 1)
+        await asyncio.sleep(0)  # ACTIVE (no delay)
+        arn = (await register_stream_consumer(store, {"StreamARN": store.streams["s"].arn,
+                                                      "ConsumerName": "c"}))["Consumer"]["ConsumerARN"]
+        await asyncio.sleep(0)
+        request = {"ConsumerARN": arn, "ShardId": SHARD0, "StartingPosition": {"Type": "LATEST"}}
+        answer = await subscriptions.subscribe_to_shard(store, request)
+        assert isinstance(answer, Streamed) and subscriptions.of(store).running
+        sending = asyncio.Event()
+
+        async def send(message: dict[str, Any]) -> None:
+            assert message["type"] == "http.response.start"
+            sending.set()
+            if gone == "send fails":
+                raise ConnectionResetError("the client went away")
+            await asyncio.Event().wait()
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.disconnect"}
+
+        task = asyncio.ensure_future(send_streamed(send, receive, answer, "rid"))
+        await sending.wait()
+        task.cancel()
+        results = await asyncio.gather(task, return_exceptions=True)
+        assert isinstance(results[0], ConnectionResetError if gone == "send fails" else asyncio.CancelledError)
+        assert subscriptions.of(store).running == {}
+        await store.close()
+
+    asyncio.run(scenario())
 
 
 def test_deregistering_ends_the_subscription(kinesis: Any) -> None:
