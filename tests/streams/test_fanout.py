@@ -8,19 +8,24 @@ import asyncio
 import json
 import re
 import shutil
+import socket
 import subprocess
 import threading
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import botocore.exceptions
+import h2.config
+import h2.connection
+import h2.events
 import httpx
 import pytest
 import yaml
 from botocore.eventstream import ChecksumMismatch, EventStreamBuffer
+from hyperframe.frame import GoAwayFrame
 
 from firehose.asgi import Streamed, send_streamed
 from firehose.streams import eventstream, subscriptions
@@ -498,6 +503,50 @@ def test_http2_event_stream(streams_server: StreamsServer, kinesis: Any) -> None
     assert [r["Data"] for r in event["Records"]] == ["aDItYQ==", "aDItYg=="]  # base64, as in GetRecords
 
 
+def test_events_keep_coming_after_the_client_sends_goaway(streams_server: StreamsServer, kinesis: Any) -> None:
+    """A client's GOAWAY only says it opens no more streams: the JavaScript SDK v3 sends one as soon as an
+    event stream's headers arrive, and its events must still come (they were lost when the server closed
+    the connection on it)."""
+    name, _, consumer = stream_with_consumer(kinesis)
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+    conn.initiate_connection()
+    body = json.dumps({"ConsumerARN": consumer, "ShardId": SHARD0, "StartingPosition": {"Type": "LATEST"}}).encode()
+    conn.send_headers(1, [(":method", "POST"), (":path", "/"), (":scheme", "http"),
+                          (":authority", f"127.0.0.1:{streams_server.port}"),
+                          ("content-type", "application/x-amz-json-1.1"),
+                          ("x-amz-target", "Kinesis_20131202.SubscribeToShard"), ("content-length", str(len(body)))])
+    conn.send_data(1, body, end_stream=True)
+    buffer, events = EventStreamBuffer(), list[dict[str, Any]]()
+    with socket.create_connection(("127.0.0.1", streams_server.port), timeout=5) as sock:
+        sock.sendall(conn.data_to_send())
+
+        acks: list[h2.events.PingAckReceived] = []
+
+        def read_until(done: Callable[[], bool]) -> None:
+            while not done():
+                data = sock.recv(65536)
+                assert data, f"the server closed the connection after {events}"
+                for event in conn.receive_data(data):
+                    assert not isinstance(event, (h2.events.StreamReset, h2.events.StreamEnded)), event
+                    if isinstance(event, h2.events.PingAckReceived):
+                        acks.append(event)
+                    if isinstance(event, h2.events.DataReceived):
+                        conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                        buffer.add_data(event.data)
+                        events.extend(json.loads(m.payload) for m in buffer
+                                      if m.headers.get(":event-type") == "SubscribeToShardEvent")
+                sock.sendall(conn.data_to_send())
+
+        read_until(lambda: len(events) >= 1)  # the first event: nothing yet
+        sock.sendall(GoAwayFrame(0, last_stream_id=0).serialize())  # as the SDK does (its h2 state unaware)
+        conn.ping(b"goaway!!")  # answered once the server has read the GOAWAY sent before it
+        sock.sendall(conn.data_to_send())
+        read_until(lambda: bool(acks))
+        put(kinesis, name, [b"after-goaway"])
+        read_until(lambda: len(events) >= 2)
+    assert [r["Data"] for e in events for r in e["Records"]] == ["YWZ0ZXItZ29hd2F5"]  # base64
+
+
 def test_errors_before_the_stream_are_json(streams_server: StreamsServer) -> None:
     headers = {"X-Amz-Target": "Kinesis_20131202.SubscribeToShard", "Content-Type": "application/x-amz-json-1.1"}
     arn = "arn:aws:kinesis:us-east-1:123456789012:stream/none/consumer/none:1"
@@ -511,7 +560,7 @@ def test_errors_before_the_stream_are_json(streams_server: StreamsServer) -> Non
 @pytest.mark.skipif(shutil.which("node") is None or shutil.which("npm") is None, reason="Node.js is not installed")
 def test_javascript_sdk_v3_subscribe_to_shard_over_http2(streams_server: StreamsServer, kinesis: Any) -> None:
     name, _, consumer = stream_with_consumer(kinesis, shards=1)
-    put(kinesis, name, [b"js-0", b"js-1"])
+    put(kinesis, name, [b"js-0", b"js-1"])  # read from TRIM_HORIZON: acknowledged before the subscription
     script = js_script("kinesis_subscribe.mjs")
     out = subprocess.run(["node", str(script), streams_server.endpoint, consumer, SHARD0, "2"], capture_output=True,
                          text=True, timeout=120, input="")
