@@ -91,7 +91,7 @@ EVENT_BYTES = 1024 * 1024
 #: docstring): the most a record waits for company. Far under the 50 ms within which a record must reach
 #: its subscriber, and under AWS's own typical fan-out delay (about 70 ms); the server's CPU per record
 #: then no longer depends on how small the producer's PutRecords calls are.
-COALESCE_S = 0.02
+COALESCE_S = 0.01
 _AFTER_ENTRY = sequence.MAX_RECORDS_PER_ENTRY - 2
 _BEFORE_FIRST = sequence.MAX_RECORDS_PER_ENTRY - 1
 
