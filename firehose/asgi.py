@@ -60,12 +60,13 @@ class Streamed:
 async def send_streamed(send: Send, receive: Receive, answer: Streamed, rid: str) -> None:
     """``answer`` without a length (HTTP/1.1: chunked; HTTP/2: DATA frames), ended when ``chunks`` ends.
 
-    The client going away (``http.disconnect``) stops the producer at once, wherever it waits;
-    either way the producer is closed (its ``finally`` runs) before this returns.
+    The client going away (``http.disconnect``, or ``send`` failing) stops the producer at once,
+    wherever it waits; either way the producer is closed (``aclose``) before this returns, even one
+    that never produced a chunk (a generator that was never started runs no ``finally`` then: a
+    producer holding something must release it in ``aclose`` itself, as ``subscriptions.py`` does).
     """
     headers = [(b"content-type", answer.content_type), (b"x-amzn-requestid", rid.encode()),
                (b"x-amz-id-2", amz_id_2().encode())]
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
 
     async def pump() -> None:
         async for chunk in answer.chunks:
@@ -76,14 +77,15 @@ async def send_streamed(send: Send, receive: Receive, answer: Streamed, rid: str
         while (await receive())["type"] != "http.disconnect":
             pass
 
-    producing = asyncio.ensure_future(pump())
-    watching = asyncio.ensure_future(disconnected())
-    try:
-        await asyncio.wait((producing, watching), return_when=asyncio.FIRST_COMPLETED)
+    tasks: list[asyncio.Future[None]] = []
+    try:  # from the first send on: a client gone before the first chunk still gets the producer closed
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        tasks = [asyncio.ensure_future(pump()), asyncio.ensure_future(disconnected())]
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for task in (producing, watching):
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(producing, watching, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         aclose = getattr(answer.chunks, "aclose", None)
         if aclose is not None:
             with contextlib.suppress(Exception):

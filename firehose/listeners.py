@@ -68,6 +68,7 @@ from hypercorn.events import Closed, RawData
 from hypercorn.protocol.h2 import H2Protocol
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.utils import wrap_app
+from hyperframe.frame import GoAwayFrame  # h2's frame classes (a dependency of h2, itself Hypercorn's)
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from firehose.errors import ConfigError
@@ -807,6 +808,31 @@ class H2Frames:
             del self.bodies[stream]
 
 
+def keep_streams_after_client_goaway(inner: H2Protocol) -> bool:
+    """Let the responses in progress on an HTTP/2 connection finish after the client sends GOAWAY.
+
+    A client's GOAWAY says it opens no more streams; the ones it opened go on (RFC 9113, 6.8) and
+    the client closes the connection once they are done. The h2 library instead treats a GOAWAY
+    received as the end of the connection, and Hypercorn then closes it at once: whatever a
+    response had not yet sent is lost, and an event stream ends for the client as if complete. The
+    AWS SDK for JavaScript v3 sends GOAWAY as soon as the response headers of an event stream
+    arrive (it closes the request's own session then), so SubscribeToShard's events were lost
+    whenever they had not left before it came. The server pushes no streams, so a client's GOAWAY
+    has nothing else to tell it: its h2 connection ignores the frame (its own GOAWAY, on shutdown,
+    still goes out). Returns whether that was arranged (the h2 connection has the per-frame table
+    this relies on; h2 4.x).
+    """
+    table = getattr(getattr(inner, "connection", None), "_frame_dispatch_table", None)
+    if not isinstance(table, dict) or GoAwayFrame not in table:
+        return False
+    table[GoAwayFrame] = _ignore_frame
+    return True
+
+
+def _ignore_frame(frame: Any) -> tuple[list[Any], list[Any]]:
+    return [], []
+
+
 class HardenedTCPServer(Deadlines, TCPServer):
     """Hypercorn's connection with the listener's deadlines.
 
@@ -828,6 +854,7 @@ class HardenedTCPServer(Deadlines, TCPServer):
         self._requests = 0
         self._frames: H2Frames | None = None
         self._early: bytearray | None = bytearray()  # the bytes before the first request's head, if any
+        self._goaway_kept = False
 
     async def run(self) -> None:
         self.listener.watch(self)
@@ -909,6 +936,8 @@ class HardenedTCPServer(Deadlines, TCPServer):
         self._requests = requests
 
     def _after_h2(self, inner: H2Protocol) -> None:
+        if not self._goaway_kept:
+            self._goaway_kept = keep_streams_after_client_goaway(inner)
         if self._frames is None:  # it has just become HTTP/2: by prior knowledge or by an h2c upgrade
             self._frames = H2Frames(self.limits.max_header_bytes)
             early, self._early = self._early, None

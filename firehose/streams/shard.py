@@ -123,6 +123,8 @@ class ShardData:
     #: Readers waiting for what comes next (fan-out subscribers), woken once it is durable: an empty list
     #: (nobody subscribed) costs the append path one truth test.
     waiting: list[asyncio.Future[None]] = field(default_factory=list, repr=False)
+    #: What the shard's fan-out subscribers share (``subscriptions.Subscribers``); opaque here.
+    subscribers: object = field(default=None, repr=False)
 
     @classmethod
     def open(cls, directory: Path, prefix: int, *, segment_bytes: int) -> ShardData:

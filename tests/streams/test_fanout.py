@@ -4,24 +4,33 @@ botocore's own decoder."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import shutil
+import socket
 import subprocess
 import threading
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import botocore.exceptions
+import h2.config
+import h2.connection
+import h2.events
 import httpx
 import pytest
 import yaml
 from botocore.eventstream import ChecksumMismatch, EventStreamBuffer
+from hyperframe.frame import GoAwayFrame
 
-from firehose.streams import eventstream
+from firehose.asgi import Streamed, send_streamed
+from firehose.streams import eventstream, subscriptions
+from firehose.streams.consumers import register_stream_consumer
+from firehose.streams.store import ShardStore, StoreOptions
 from tests.support.jssdk import js_script
 from tests.support.streams import StreamsServer, unique
 
@@ -341,6 +350,30 @@ def test_two_consumers_on_one_shard_each_get_everything(kinesis: Any) -> None:
         events.close()
 
 
+def test_consumers_sharing_events_under_a_steady_flow_each_get_everything_in_order(kinesis: Any) -> None:
+    """Many small puts while three consumers read: events are coalesced and, for consumers at the same
+    position, encoded once and sent to each (``subscriptions.Shared``); one consumer starts later, behind."""
+    name, stream_arn, one = stream_with_consumer(kinesis)
+    others = [wait_active(kinesis, stream_arn, f"other{i}") for i in range(2)]
+    payloads = [f"s{i}".encode() for i in range(200)]
+    streams = [subscribe(kinesis, one), subscribe(kinesis, others[0])]
+    for events in streams:
+        assert next(iter(events))["SubscribeToShardEvent"]["Records"] == []
+    producer = threading.Thread(target=lambda: [put(kinesis, name, payloads[i:i + 5]) for i in range(0, 200, 5)])
+    producer.start()
+    got = [take(streams[0], 100)]
+    streams.append(subscribe(kinesis, others[1]))  # from TRIM_HORIZON, while the others follow the puts
+    got += [take(streams[1], 200), take(streams[2], 200)]
+    got[0] += take(streams[0], 200 - len(datas(got[0])))
+    producer.join()
+    for events in got:
+        assert datas(events) == payloads
+        seqs = [r["SequenceNumber"] for e in events for r in e["Records"]]
+        assert seqs == sorted(seqs, key=int) and events[-1]["ContinuationSequenceNumber"] == seqs[-1]
+    for events in streams:
+        events.close()
+
+
 def test_children_at_the_end_of_a_split_shard(kinesis: Any) -> None:
     name, _, consumer = stream_with_consumer(kinesis)
     put(kinesis, name, [b"p0", b"p1"])
@@ -387,6 +420,45 @@ def test_a_second_subscription_within_five_seconds_is_refused_then_takes_over(ki
     second.close()
 
 
+@pytest.mark.parametrize("gone", ["send fails", "cancelled"])
+def test_a_client_gone_before_the_first_event_releases_the_subscription(tmp_path: Path, gone: str) -> None:
+    """The client goes away before the event stream produced anything: the server's ``send`` of the
+    response start fails (the connection is gone), or the answer is cancelled while it
+    waits there. A new subscription must not then be refused for 5 s."""
+
+    async def scenario() -> None:
+        store = ShardStore(tmp_path, StoreOptions())
+        store.create_stream("s", 1)
+        await asyncio.sleep(0)  # ACTIVE (no delay)
+        arn = (await register_stream_consumer(store, {"StreamARN": store.streams["s"].arn,
+                                                      "ConsumerName": "c"}))["Consumer"]["ConsumerARN"]
+        await asyncio.sleep(0)
+        request = {"ConsumerARN": arn, "ShardId": SHARD0, "StartingPosition": {"Type": "LATEST"}}
+        answer = await subscriptions.subscribe_to_shard(store, request)
+        assert isinstance(answer, Streamed) and subscriptions.of(store).running
+        sending = asyncio.Event()
+
+        async def send(message: dict[str, Any]) -> None:
+            assert message["type"] == "http.response.start"
+            sending.set()
+            if gone == "send fails":
+                raise ConnectionResetError("the client went away")
+            await asyncio.Event().wait()
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.disconnect"}
+
+        task = asyncio.ensure_future(send_streamed(send, receive, answer, "rid"))
+        await sending.wait()
+        task.cancel()
+        results = await asyncio.gather(task, return_exceptions=True)
+        assert isinstance(results[0], ConnectionResetError if gone == "send fails" else asyncio.CancelledError)
+        assert subscriptions.of(store).running == {}
+        await store.close()
+
+    asyncio.run(scenario())
+
+
 def test_deregistering_ends_the_subscription(kinesis: Any) -> None:
     _, _, consumer = stream_with_consumer(kinesis)
     events = subscribe(kinesis, consumer)
@@ -431,6 +503,50 @@ def test_http2_event_stream(streams_server: StreamsServer, kinesis: Any) -> None
     assert [r["Data"] for r in event["Records"]] == ["aDItYQ==", "aDItYg=="]  # base64, as in GetRecords
 
 
+def test_events_keep_coming_after_the_client_sends_goaway(streams_server: StreamsServer, kinesis: Any) -> None:
+    """A client's GOAWAY only says it opens no more streams: the JavaScript SDK v3 sends one as soon as an
+    event stream's headers arrive, and its events must still come (they were lost when the server closed
+    the connection on it)."""
+    name, _, consumer = stream_with_consumer(kinesis)
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+    conn.initiate_connection()
+    body = json.dumps({"ConsumerARN": consumer, "ShardId": SHARD0, "StartingPosition": {"Type": "LATEST"}}).encode()
+    conn.send_headers(1, [(":method", "POST"), (":path", "/"), (":scheme", "http"),
+                          (":authority", f"127.0.0.1:{streams_server.port}"),
+                          ("content-type", "application/x-amz-json-1.1"),
+                          ("x-amz-target", "Kinesis_20131202.SubscribeToShard"), ("content-length", str(len(body)))])
+    conn.send_data(1, body, end_stream=True)
+    buffer, events = EventStreamBuffer(), list[dict[str, Any]]()
+    with socket.create_connection(("127.0.0.1", streams_server.port), timeout=5) as sock:
+        sock.sendall(conn.data_to_send())
+
+        acks: list[h2.events.PingAckReceived] = []
+
+        def read_until(done: Callable[[], bool]) -> None:
+            while not done():
+                data = sock.recv(65536)
+                assert data, f"the server closed the connection after {events}"
+                for event in conn.receive_data(data):
+                    assert not isinstance(event, (h2.events.StreamReset, h2.events.StreamEnded)), event
+                    if isinstance(event, h2.events.PingAckReceived):
+                        acks.append(event)
+                    if isinstance(event, h2.events.DataReceived):
+                        conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                        buffer.add_data(event.data)
+                        events.extend(json.loads(m.payload) for m in buffer
+                                      if m.headers.get(":event-type") == "SubscribeToShardEvent")
+                sock.sendall(conn.data_to_send())
+
+        read_until(lambda: len(events) >= 1)  # the first event: nothing yet
+        sock.sendall(GoAwayFrame(0, last_stream_id=0).serialize())  # as the SDK does (its h2 state unaware)
+        conn.ping(b"goaway!!")  # answered once the server has read the GOAWAY sent before it
+        sock.sendall(conn.data_to_send())
+        read_until(lambda: bool(acks))
+        put(kinesis, name, [b"after-goaway"])
+        read_until(lambda: len(events) >= 2)
+    assert [r["Data"] for e in events for r in e["Records"]] == ["YWZ0ZXItZ29hd2F5"]  # base64
+
+
 def test_errors_before_the_stream_are_json(streams_server: StreamsServer) -> None:
     headers = {"X-Amz-Target": "Kinesis_20131202.SubscribeToShard", "Content-Type": "application/x-amz-json-1.1"}
     arn = "arn:aws:kinesis:us-east-1:123456789012:stream/none/consumer/none:1"
@@ -444,7 +560,7 @@ def test_errors_before_the_stream_are_json(streams_server: StreamsServer) -> Non
 @pytest.mark.skipif(shutil.which("node") is None or shutil.which("npm") is None, reason="Node.js is not installed")
 def test_javascript_sdk_v3_subscribe_to_shard_over_http2(streams_server: StreamsServer, kinesis: Any) -> None:
     name, _, consumer = stream_with_consumer(kinesis, shards=1)
-    put(kinesis, name, [b"js-0", b"js-1"])
+    put(kinesis, name, [b"js-0", b"js-1"])  # read from TRIM_HORIZON: acknowledged before the subscription
     script = js_script("kinesis_subscribe.mjs")
     out = subprocess.run(["node", str(script), streams_server.endpoint, consumer, SHARD0, "2"], capture_output=True,
                          text=True, timeout=120, input="")
