@@ -27,7 +27,7 @@ from firehose.api.operations import OPERATIONS, Services
 from firehose.asgi import Receive, Scope, Send, send_response
 from firehose.frontdoor import cors, wire
 from firehose.frontdoor.body import MemoryBudget
-from firehose.frontdoor.door import Api, FrontDoor
+from firehose.frontdoor.door import Api, FrontDoor, refuse_method
 from firehose.frontdoor.operator import OperatorRoutes, ReadinessProbe, StreamsProbe, ViewProbe
 from firehose.frontdoor.principals import Principals
 from firehose.frontdoor.reset import ResetRoutes
@@ -81,10 +81,8 @@ class FirehoseApp:
             await self.operator(scope, receive, send)
         elif self.reset.handles(scope):
             await self.reset(scope, receive, send)
-        elif path == "/":  # any other method on the API's path, as AWS answers it
-            await send_response(send, 403, wire.xml_error("AccessDeniedException", wire.NO_OPERATION),
-                                wire.XML_BYTES, wire.request_id(),
-                                extra=cors.ANSWER_HEADERS if cors.has_origin(scope) else None)
+        elif path == "/":  # any other method on the API's path
+            await refuse_method(scope, send)
         else:
             await send_response(send, 404, wire.error("UnknownOperationException", f"No route for {method} {path}."),
                                 wire.JSON_BYTES, wire.request_id())

@@ -19,7 +19,6 @@ object's parts (``bodyfile.py``), never joined into one buffer.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from typing import Any
 
@@ -29,6 +28,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from firehose.destinations.base import DELIVERED, DestinationContext, ObjectDestination, Outcome
 from firehose.destinations.bodyfile import BodyFile, body_pieces
+from firehose.destinations.clientcache import ClientCache
 from firehose.errors import DestinationError, DestinationUnavailable
 from firehose.records import ObjectBatch
 from firehose.settings import BucketSettings, S3Settings
@@ -36,24 +36,14 @@ from firehose.settings import BucketSettings, S3Settings
 log = logging.getLogger("firehose.destinations.s3")
 
 
-_clients: dict[tuple[S3Settings, BucketSettings, tuple[tuple[str, str], ...]], Any] = {}
-_clients_lock = threading.Lock()
+_clients = ClientCache()
 
 
 def shared_client(s3: S3Settings, bucket: BucketSettings | None = None) -> Any:
-    """The process's S3 client for these settings, made once and shared by every stream that uses them.
-
-    A boto3 client is thread-safe, and each one carries its own parsed service model (megabytes):
-    one per stream would make memory grow with the number of streams. The AWS configuration the
-    client read from the environment is part of the key (a changed environment makes a new one).
-    """
+    """The process's S3 client for these settings, made once and shared by every stream that uses
+    them (``clientcache``)."""
     bucket = bucket or BucketSettings()
-    key = (s3, bucket, tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("AWS_"))))
-    with _clients_lock:
-        client = _clients.get(key)
-        if client is None:
-            client = _clients[key] = make_client(s3, bucket)
-        return client
+    return _clients.get((s3, bucket), lambda: make_client(s3, bucket))
 
 
 def make_client(s3: S3Settings, bucket: BucketSettings | None = None) -> Any:

@@ -43,8 +43,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -56,6 +54,7 @@ from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionEr
 
 from firehose.definitions import SecretsManagerConfiguration
 from firehose.destinations.base import DestinationContext
+from firehose.destinations.clientcache import ClientCache
 from firehose.errors import DestinationError
 from firehose.settings import SecretsManagerSettings, Settings, read_secret
 
@@ -94,19 +93,12 @@ class SecretValue:
 # -- where a secret comes from ---------------------------------------------------------------
 
 
-_clients: dict[tuple[Any, ...], Any] = {}
-_clients_lock = threading.Lock()
+_clients = ClientCache()
 
 
 def shared_client(settings: SecretsManagerSettings, region: str | None) -> Any:
-    """The process's Secrets Manager client for these settings and region, made once (a boto3 client
-    is thread-safe and carries megabytes of service model). The AWS environment is part of the key."""
-    key = (settings, region, tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("AWS_"))))
-    with _clients_lock:
-        client = _clients.get(key)
-        if client is None:
-            client = _clients[key] = make_client(settings, region)
-        return client
+    """The process's Secrets Manager client for these settings and region, made once (``clientcache``)."""
+    return _clients.get((settings, region), lambda: make_client(settings, region))
 
 
 def make_client(settings: SecretsManagerSettings, region: str | None) -> Any:

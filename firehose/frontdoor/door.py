@@ -327,3 +327,8 @@ def _context(principal: Principal, caller: Caller) -> dict[str, Any]:
         "aws:RequestedRegion": caller.region,
     }
 
+
+async def refuse_method(scope: Scope, send: Send) -> None:
+    """A method other than POST on the API's path, answered as AWS answers it: 403, in XML."""
+    await send_response(send, 403, wire.xml_error("AccessDeniedException", wire.NO_OPERATION), wire.XML_BYTES,
+                        wire.request_id(), extra=cors.ANSWER_HEADERS if cors.has_origin(scope) else None)
