@@ -466,8 +466,8 @@ def test_nested_types_round_trip_with_nulls_at_every_level(serializer: Serialize
         ("attrs", pa.map_(pa.string(), pa.float64())),
     ]))
     assert table.schema.field("prices").type == pa.map_(pa.string(), pa.decimal128(5, 2))
-    times = table.column("times").to_pylist()
-    assert [t.value if t else None for t in times[0]] == [1486480381000000000, None] and times[1:] == [None, None]
+    times = table.column("times").cast(pa.list_(pa.int64())).to_pylist()  # nanoseconds, with or without pandas
+    assert times == [[1486480381000000000, None], None, None]
     assert table.drop_columns(["times"]).to_pylist() == NESTED_ROWS
 
 
