@@ -9,9 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
+from botocore.exceptions import ClientError
 
 from tests.support.delivered import read_local
 from tests.support.iceberg import duckdb_rows, iceberg_stream, jq_router, rows, sqlite_catalog
+from tests.support.transforms import write_function
 from tests.support.waiting import wait_until
 
 
@@ -126,3 +129,113 @@ def test_jq_routes_records_to_two_tables_with_updates_and_deletes(start_daemon: 
     assert [r[1:3] for r in duckdb_rows(table.metadata_location)] == [(0, 0), (1, 11), (3, 3), (7, 7)]
     [doc] = error_docs(tmp_path / "out")
     assert doc["errorCode"] == "Iceberg.RoutingFailed" and "upsert" in doc["errorMessage"]
+
+
+def test_lambda_otf_metadata_routes_records_and_wins_over_jq(start_daemon: Any, tmp_path: Path) -> None:
+    fn_dir = tmp_path / "fns"
+    write_function(fn_dir, "route", """
+        import base64, json
+
+        def lambda_handler(event, context):
+            out = []
+            for r in event["records"]:
+                doc = json.loads(base64.b64decode(r["data"]))
+                meta = {"destinationDatabaseName": "iot", "destinationTableName": doc["device"],
+                        "operation": doc.get("op", "insert")}
+                out.append({"recordId": r["recordId"], "result": "Ok", "data": r["data"],
+                            "metadata": {"otfMetadata": meta}})
+            return {"records": out}
+    """)
+    d = start_daemon(transforms_dir=str(fn_dir))
+    client = d.client()
+    tables = [{"DestinationDatabaseName": "iot", "DestinationTableName": t, "UniqueKeys": ["id"]}
+              for t in ("a", "b")]
+    lambda_step = {"Type": "Lambda", "Parameters": [
+        {"ParameterName": "LambdaArn", "ParameterValue": "arn:aws:lambda:us-east-1:123456789012:function:route"},
+        {"ParameterName": "BufferIntervalInSeconds", "ParameterValue": "0"}]}
+    # jq says every record goes to iot.ignored: the transform's metadata wins.
+    jq_step = jq_router('{destinationDatabaseName: "iot", destinationTableName: "ignored"}')
+    client.create_delivery_stream(**iceberg_stream("ice", tables, processors=[lambda_step, jq_step]))
+    put(client, "ice", [{"device": "a", "id": 1, "t": 20.5}, {"device": "b", "id": 2, "t": 21.0},
+                        {"device": "a", "id": 3, "t": 19.0}])
+    wait_until(lambda: d.idle("ice"), timeout=30)
+    put(client, "ice", [{"device": "a", "id": 1, "op": "delete"}])
+    wait_until(lambda: d.idle("ice"), timeout=30)
+    catalog = sqlite_catalog(tmp_path / "state")
+    assert [(r["id"], r["t"]) for r in rows(catalog, "iot", "a")] == [(3, 19.0)]
+    assert [(r["id"], r["t"]) for r in rows(catalog, "iot", "b")] == [(2, 21.0)]
+    assert not catalog.table_exists(("iot", "ignored"))
+
+
+def test_definitions_the_destination_cannot_route_are_refused(start_daemon: Any) -> None:
+    d = start_daemon()
+    client = d.client()
+    tables = [{"DestinationDatabaseName": "shop", "DestinationTableName": t} for t in ("a", "b")]
+    with pytest.raises(ClientError) as err:
+        client.create_delivery_stream(**iceberg_stream("ice", tables))
+    assert err.value.response["Error"]["Code"] == "InvalidArgumentException"
+    assert "routing" in err.value.response["Error"]["Message"]
+    with pytest.raises(ClientError) as err:
+        client.create_delivery_stream(**iceberg_stream("ice", tables[:1], processors=[jq_router("{")]))
+    assert "jq" in err.value.response["Error"]["Message"]
+
+
+def test_append_only_is_fixed_at_creation_and_other_members_update(start_daemon: Any) -> None:
+    d = start_daemon()
+    client = d.client()
+    client.create_delivery_stream(**iceberg_stream(
+        "ice", [{"DestinationDatabaseName": "shop", "DestinationTableName": "a"}], AppendOnly=True))
+
+    def describe() -> dict[str, Any]:
+        desc = client.describe_delivery_stream(DeliveryStreamName="ice")["DeliveryStreamDescription"]
+        return desc  # type: ignore[no-any-return]
+
+    version = describe()["VersionId"]
+    with pytest.raises(ClientError) as err:
+        client.update_destination(DeliveryStreamName="ice", CurrentDeliveryStreamVersionId=version,
+                                  DestinationId="destinationId-000000000001",
+                                  IcebergDestinationUpdate={"AppendOnly": False})
+    assert err.value.response["Error"]["Code"] == "InvalidArgumentException"
+    client.update_destination(DeliveryStreamName="ice", CurrentDeliveryStreamVersionId=version,
+                              DestinationId="destinationId-000000000001",
+                              IcebergDestinationUpdate={"RetryOptions": {"DurationInSeconds": 60},
+                                                        "S3BackupMode": "AllData"})
+    dest = describe()["Destinations"][0]["IcebergDestinationDescription"]
+    assert dest["RetryOptions"] == {"DurationInSeconds": 60}
+    assert dest["S3BackupMode"] == "AllData" and dest["AppendOnly"] is True
+    assert dest["DestinationTableConfigurationList"] == [{"DestinationDatabaseName": "shop",
+                                                          "DestinationTableName": "a"}]
+
+
+def test_all_data_backs_up_every_record(start_daemon: Any, tmp_path: Path) -> None:
+    d = start_daemon()
+    client = d.client()
+    client.create_delivery_stream(**iceberg_stream(
+        "ice", [{"DestinationDatabaseName": "shop", "DestinationTableName": "a"}], S3BackupMode="AllData"))
+    put(client, "ice", [{"id": 1}, {"id": 2}])
+    wait_until(lambda: d.idle("ice"))
+    # The records as they came, back to back, under the S3Configuration's prefix (as for the other
+    # record destinations).
+    backed_up = [body for key, body in read_local(tmp_path / "out").items() if not key.startswith("err/")]
+    assert backed_up == [b'{"id":1}{"id":2}']
+    assert [r["id"] for r in rows(sqlite_catalog(tmp_path / "state"), "shop", "a")] == [1, 2]
+
+
+def test_the_catalog_on_postgresql(start_daemon: Any, tmp_path: Path, postgres_server: Any) -> None:
+    db = postgres_server.create_database("iceberg_catalog")
+    pg = postgres_server
+    uri = f"postgresql+psycopg://{pg.user}:{pg.password}@127.0.0.1:{pg.port}/{db}"
+    arn = "arn:aws:glue:us-east-1:123456789012:catalog"
+    d = start_daemon(catalogs={arn: {"type": "sql", "uri": uri, "warehouse": (tmp_path / "wh").as_uri()}})
+    client = d.client()
+    client.create_delivery_stream(**iceberg_stream(
+        "ice", [{"DestinationDatabaseName": "shop", "DestinationTableName": "a", "UniqueKeys": ["id"]}]))
+    put(client, "ice", [{"id": 1, "v": "x"}, {"id": 2, "v": "y"}])
+    wait_until(lambda: d.idle("ice"))
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    catalog = SqlCatalog("default", uri=uri, warehouse=(tmp_path / "wh").as_uri())
+    assert rows(catalog, "shop", "a") == [{"id": 1, "v": "x"}, {"id": 2, "v": "y"}]
+    with pg.connect(db) as conn:
+        assert conn.execute("SELECT table_namespace, table_name FROM iceberg_tables").fetchall() == [("shop", "a")]
+    assert not (tmp_path / "state" / "iceberg").exists()  # the default SQLite catalog was not used
