@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import json
+import random
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +14,10 @@ import orjson
 import pytest
 from botocore.exceptions import ClientError
 
+from tests.support.config import write_config
 from tests.support.delivered import read_local
 from tests.support.iceberg import duckdb_rows, iceberg_stream, jq_router, rows, sqlite_catalog
+from tests.support.killcycles import Acknowledged, Ids, Load, Tally, firehose_putter, kill_cycle
 from tests.support.transforms import write_function
 from tests.support.waiting import wait_until
 
@@ -239,3 +243,34 @@ def test_the_catalog_on_postgresql(start_daemon: Any, tmp_path: Path, postgres_s
     with pg.connect(db) as conn:
         assert conn.execute("SELECT table_namespace, table_name FROM iceberg_tables").fetchall() == [("shop", "a")]
     assert not (tmp_path / "state" / "iceberg").exists()  # the default SQLite catalog was not used
+
+
+def test_kill_9_during_commits_leaves_every_acknowledged_record_in_the_table_once(
+        tmp_path: Path, daemon_process: Any) -> None:
+    stream = iceberg_stream("crash", [{"DestinationDatabaseName": "shop", "DestinationTableName": "t"}],
+                            interval=1)
+    stream["IcebergDestinationConfiguration"]["BufferingHints"] = {"SizeInMBs": 1, "IntervalInSeconds": 0}
+    config = write_config(tmp_path / "crash.yaml", {
+        "state_dir": str(tmp_path / "state"), "log_level": "WARNING", "delivery": {"max_inflight_batches": 2},
+        "buckets": {"local": {"directory": str(tmp_path / "out")}}}, [stream])
+    rng = random.Random(20261204)
+    ids, acked = Ids(), Acknowledged()
+    daemon = daemon_process(config)
+    put_records = firehose_putter(daemon.endpoint)
+    for _ in range(3):
+        kill_cycle(daemon, lambda: [Load(put_records, ["crash"], ids, acked, seed=rng.randrange(2**32))], rng,
+                   (0.5, 2.0))
+    daemon.start()
+    wait_until(lambda: daemon.idle("crash"), timeout=60)
+    assert daemon.terminate() == 0
+
+    table = sqlite_catalog(tmp_path / "state").load_table(("shop", "t"))
+    seen = Counter(table.scan(selected_fields=("id",)).to_arrow().column("id").to_pylist())
+    tally = Tally.of(acked.ids["crash"], seen)
+    assert tally.acknowledged > 300, "the load was too light to mean anything"
+    assert not tally.lost, f"{len(tally.lost)} acknowledged records lost, e.g. {tally.lost[:5]}"
+    assert tally.duplicated == 0, f"{tally.duplicated} records committed more than once"
+    batch_ids = [s.summary.additional_properties["firehose.batch-id"] for s in table.snapshots()
+                 if s.summary is not None and s.summary.operation.value == "append"]
+    assert len(batch_ids) == len(set(batch_ids)) > 3  # one commit per batch, never two
+    assert not error_docs(tmp_path / "out")
