@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -70,3 +72,22 @@ def test_update_without_unique_keys_is_rejected(tmp_path: Path) -> None:
         {"DestinationDatabaseName": "shop", "DestinationTableName": "orders"}])
     outcome = asyncio.run(dest.deliver(batch("b-1", [{"id": 1}], "update")))
     assert [f.code for f in outcome.rejected] == ["Iceberg.InvalidUniqueKeys"]
+
+
+def test_compaction_rewrites_small_files_and_keeps_the_rows(tmp_path: Path) -> None:
+    dest = destination(tmp_path, DestinationTableConfigurationList=[
+        {"DestinationDatabaseName": "shop", "DestinationTableName": "orders",
+         "PartitionSpec": {"Identity": [{"SourceName": "region"}]}}])
+    for i in range(6):
+        asyncio.run(dest.deliver(batch(f"b-{i}", [{"id": i, "region": "eu" if i % 2 else "us"}])))
+    config = tmp_path / "firehose.yaml"
+    config.write_text(f"state_dir: {tmp_path / 'state'}\n")
+    out = subprocess.run([sys.executable, "-m", "firehose", "iceberg", "compact", "shop.orders", "--config",
+                          str(config)], capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "shop.orders: 6 data files -> 2 (6 rows)"
+    catalog = sqlite_catalog(tmp_path / "state")
+    assert [r["id"] for r in rows(catalog, "shop", "orders")] == list(range(6))
+    missing = subprocess.run([sys.executable, "-m", "firehose", "iceberg", "compact", "shop.nope", "--config",
+                              str(config)], capture_output=True, text=True, timeout=60, check=False)
+    assert missing.returncode == 1 and "NoSuchTable" in missing.stderr
