@@ -66,6 +66,10 @@ class IcebergDestination(RecordDestination):
         self._catalog: Any = None
         self._opening = threading.Lock()
         self._locks: dict[tuple[str, str], threading.Lock] = {}
+        #: Tables as last loaded or committed by this destination. A commit updates its table in
+        #: place, so the next batch needs no reload; any failure drops it, and the retry reloads it
+        #: (another writer's commit shows as a CommitFailedException first).
+        self._tables: dict[tuple[str, str], Any] = {}
 
     def describe(self) -> str:
         return f"iceberg {self._entry.type} catalog {self._entry.uri}"
@@ -108,8 +112,7 @@ class IcebergDestination(RecordDestination):
         """One attempt, blocking (the thread pool's side of ``deliver``)."""
         try:
             database, name, op = self.route(batch)
-            with self._locks.setdefault((database, name), threading.Lock()):
-                return self._write(batch, database, name, op)
+            return self._write(batch, database, name, op)
         except _Rejected as exc:
             return Outcome(rejected=tuple(Failure(i, exc.reason, code=exc.code) for i in range(len(batch.records))))
 
@@ -124,8 +127,10 @@ class IcebergDestination(RecordDestination):
             raise _Rejected(INVALID_UNIQUE_KEYS, f"operation {op} needs UniqueKeys, and table {database}.{name} "
                                                  "has none in DestinationTableConfigurationList")
         records = [r.data for r in batch.records]
+        lock = self._locks.setdefault((database, name), threading.Lock())
         try:
-            table = self._table(database, name, records, keys)
+            with lock:  # creation and schema changes, one at a time
+                table = self._table(database, name, records, keys)
             missing = [k for k in keys if k not in table.schema().column_names]
             if missing:
                 raise _Rejected(INVALID_UNIQUE_KEYS, f"the configured unique keys {', '.join(missing)} do not "
@@ -135,17 +140,24 @@ class IcebergDestination(RecordDestination):
                 sorted(set(keys) | {f.name for f in table.schema().fields if f.required})
             got = rows.to_rows(records, schema, required=required)
             outcome = Outcome(rejected=tuple(Failure(r.index, r.reason, code=r.code) for r in got.rejected))
-            if not got.indexes or self._committed(table, batch.batch_id):
+            if not got.indexes:
                 return outcome
-            self._commit(table, batch.batch_id, got.table, op, keys)
+            with lock:  # reading is done outside: only the commit waits for the table's other batches
+                if not self._committed(table, batch.batch_id):
+                    self._commit(table, batch.batch_id, got.table, op, keys)
             return outcome
         except _Rejected:
             raise
         except CommitFailedException as exc:
+            self._tables.pop((database, name), None)
             raise DestinationError(f"the commit to {database}.{name} lost a race: {exc}", code=COMMIT_FAILED) \
                 from None
         except (OSError, ValueError, RuntimeError) as exc:
+            self._tables.pop((database, name), None)
             raise DestinationError(f"{database}.{name}: {type(exc).__name__}: {exc}", code=COMMIT_FAILED) from None
+        except BaseException:
+            self._tables.pop((database, name), None)
+            raise
 
     def _committed(self, table: Any, batch_id: str) -> bool:
         from firehose.destinations.iceberg import commits
@@ -169,13 +181,16 @@ class IcebergDestination(RecordDestination):
         from firehose.destinations.iceberg import rows
 
         catalog = self._open()
-        try:
-            table = catalog.load_table((database, name))
-        except NoSuchTableError:
-            if not self.config.table_creation:
-                raise _Rejected(NO_SUCH_TABLE, f"table {database}.{name} does not exist and "
-                                               "TableCreationConfiguration is not enabled") from None
-            table = self._create(catalog, database, name, records, keys)
+        table = self._tables.get((database, name))
+        if table is None:
+            try:
+                table = catalog.load_table((database, name))
+            except NoSuchTableError:
+                if not self.config.table_creation:
+                    raise _Rejected(NO_SUCH_TABLE, f"table {database}.{name} does not exist and "
+                                                   "TableCreationConfiguration is not enabled") from None
+                table = self._create(catalog, database, name, records, keys)
+            self._tables[(database, name)] = table
         if self.config.schema_evolution:
             added = rows.new_fields(records, set(table.schema().column_names))
             if len(added):

@@ -66,11 +66,13 @@ def _read_schema(schema: pa.Schema) -> pa.Schema:
     return pa.schema([pa.field(f.name, _read_type(f.type), nullable=True) for f in schema])
 
 
-def _read(data: bytes, read_schema: pa.Schema, ignore_unknown: bool) -> pa.Table:
-    opts = pj.ParseOptions(explicit_schema=read_schema, newlines_in_values=True,
+def _read(data: bytes, read_schema: pa.Schema, ignore_unknown: bool, *, one: bool = False) -> pa.Table:
+    """``data`` read as JSON lines. A batch is read in 1 MiB blocks, on the reader's threads, and a
+    record spread over several lines fails it (the slow path then reads it alone: ``one``)."""
+    opts = pj.ParseOptions(explicit_schema=read_schema, newlines_in_values=one,
                            unexpected_field_behavior="ignore" if ignore_unknown else "error")
-    return pj.read_json(io.BytesIO(data), read_options=pj.ReadOptions(block_size=max(1 << 20, len(data) + 1)),
-                        parse_options=opts)
+    block = max(1 << 16, len(data) + 1) if one else 1 << 20
+    return pj.read_json(io.BytesIO(data), read_options=pj.ReadOptions(block_size=block), parse_options=opts)
 
 
 def _cast(table: pa.Table, schema: pa.Schema) -> pa.Table:
@@ -121,7 +123,7 @@ def _one_by_one(records: Sequence[bytes | memoryview], schema: pa.Schema, read_s
     rejected: list[Rejected] = []
     for i, record in enumerate(records):
         try:
-            table = _read(bytes(record), read_schema, ignore_unknown)
+            table = _read(bytes(record), read_schema, ignore_unknown, one=True)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
             rejected.append(_explain(i, record, schema, str(exc)))
             continue
