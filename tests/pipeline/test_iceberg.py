@@ -15,7 +15,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.support.config import write_config
-from tests.support.delivered import read_local
+from tests.support.delivered import list_objects, read_local
 from tests.support.iceberg import duckdb_rows, iceberg_stream, jq_router, rows, sqlite_catalog
 from tests.support.killcycles import Acknowledged, Ids, Load, Tally, firehose_putter, kill_cycle
 from tests.support.transforms import write_function
@@ -274,3 +274,25 @@ def test_kill_9_during_commits_leaves_every_acknowledged_record_in_the_table_onc
                  if s.summary is not None and s.summary.operation.value == "append"]
     assert len(batch_ids) == len(set(batch_ids)) > 3  # one commit per batch, never two
     assert not error_docs(tmp_path / "out")
+
+
+def test_a_warehouse_in_s3(start_daemon: Any, tmp_path: Path, moto_server: Any, bucket: str) -> None:
+    s3 = {"s3.endpoint": moto_server.endpoint, "s3.access-key-id": "testing", "s3.secret-access-key": "testing",
+          "s3.region": "us-east-1"}
+    home = tmp_path / "catalog"
+    home.mkdir()
+    entry = {"type": "sql", "uri": f"sqlite:///{home / 'catalog.db'}", "warehouse": f"s3://{bucket}/wh",
+             "properties": s3}
+    d = start_daemon(catalogs={"default": entry})
+    client = d.client()
+    client.create_delivery_stream(**iceberg_stream(
+        "ice", [{"DestinationDatabaseName": "shop", "DestinationTableName": "a"}]))
+    put(client, "ice", [{"id": 1, "v": "x"}, {"id": 2, "v": "y"}])
+    wait_until(lambda: d.idle("ice"))
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    catalog = SqlCatalog("default", uri=f"sqlite:///{home / 'catalog.db'}", warehouse=f"s3://{bucket}/wh", **s3)
+    assert rows(catalog, "shop", "a") == [{"id": 1, "v": "x"}, {"id": 2, "v": "y"}]
+    keys = list_objects(moto_server.client(), bucket)
+    assert any(k.startswith("wh/shop") and k.endswith(".parquet") for k in keys), keys
+    assert any(k.endswith(".metadata.json") for k in keys)
