@@ -10,14 +10,16 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from firehose.definitions import IcebergDestinationConfiguration
 from firehose.destinations.base import DestinationContext
-from firehose.destinations.iceberg import IcebergDestination
+from firehose.destinations.iceberg import IcebergDestination, commits
 from firehose.records import DeliveryRecord, RecordBatch
 from firehose.settings import Settings
 from tests.support.aws import ROLE
 from tests.support.iceberg import rows, sqlite_catalog
+from tests.support.waiting import wait_until
 
 ROUTE = {"otf:database": "shop", "otf:table": "orders"}
 
@@ -29,7 +31,7 @@ def destination(tmp_path: Path, **extra: Any) -> IcebergDestination:
         "DestinationTableConfigurationList": [{"DestinationDatabaseName": "shop", "DestinationTableName": "orders",
                                                "UniqueKeys": ["id"]}],
         "TableCreationConfiguration": {"Enabled": True}, **extra})
-    ctx = DestinationContext("s", Settings(state_dir=tmp_path / "state"), ThreadPoolExecutor(2))
+    ctx = DestinationContext("s", Settings(state_dir=tmp_path / "state"), ThreadPoolExecutor(4))
     return IcebergDestination(config, ctx)
 
 
@@ -91,3 +93,32 @@ def test_compaction_rewrites_small_files_and_keeps_the_rows(tmp_path: Path) -> N
     missing = subprocess.run([sys.executable, "-m", "firehose", "iceberg", "compact", "shop.nope", "--config",
                               str(config)], capture_output=True, text=True, timeout=60, check=False)
     assert missing.returncode == 1 and "NoSuchTable" in missing.stderr
+
+
+def test_inserts_that_wait_for_the_table_together_are_one_commit_naming_each_batch(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    dest = destination(tmp_path)
+    asyncio.run(dest.deliver(batch("b-0", [{"id": 0}])))
+    real_commit = commits.commit
+    calls: list[str] = []
+
+    def slow_commit(table: Any, batch_id: str, **kwargs: Any) -> None:
+        calls.append(batch_id)
+        if len(calls) == 1:  # the first commit takes long enough for the other two batches to queue
+            wait_until(lambda: len(dest._queues[("shop", "orders")]) == 2, timeout=10)
+        real_commit(table, batch_id, **kwargs)
+
+    monkeypatch.setattr(commits, "commit", slow_commit)
+
+    async def three() -> None:
+        await asyncio.gather(*(dest.deliver(batch(f"b-{i}", [{"id": i}])) for i in (1, 2, 3)))
+
+    asyncio.run(three())
+    catalog = sqlite_catalog(tmp_path / "state")
+    table = catalog.load_table(("shop", "orders"))
+    names = [s.summary.additional_properties["firehose.batch-id"] for s in table.snapshots() if s.summary]
+    assert len(names) == 3 and names[0] == "b-0"
+    assert sorted(",".join(names[1:]).split(",")) == ["b-1", "b-2", "b-3"] and len(names[2].split(",")) == 2
+    again = asyncio.run(dest.deliver(batch(names[2].split(",")[1], [{"id": 9}])))  # delivered again after a crash
+    assert again.delivered_all
+    assert [r["id"] for r in rows(catalog, "shop", "orders")] == [0, 1, 2, 3]

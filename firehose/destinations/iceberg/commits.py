@@ -21,16 +21,19 @@ from typing import Any
 import pyarrow as pa
 
 BATCH_PROPERTY = "firehose.batch-id"
+#: pyiceberg's summary holds strings; a group commit names its batches ``id,id,...`` (``committed``).
 
 # pyiceberg warns when a delete matched nothing: a delete of keys not in the table is normal here.
 warnings.filterwarnings("ignore", message="Delete operation did not match any records")
 
 
 def committed(table: Any, batch_id: str) -> bool:
-    """Whether a snapshot of ``table`` (its current metadata) carries ``batch_id``; newest first."""
+    """Whether a snapshot of ``table`` (its current metadata) carries ``batch_id``, newest first. A
+    group commit names all its batches, separated by commas (batch ids are UUIDs: none has one)."""
     for snapshot in reversed(table.snapshots()):
         summary = snapshot.summary
-        if summary is not None and summary.additional_properties.get(BATCH_PROPERTY) == batch_id:
+        value = summary.additional_properties.get(BATCH_PROPERTY) if summary is not None else None
+        if value is not None and batch_id in value.split(","):
             return True
     return False
 

@@ -16,7 +16,9 @@ by the processing chain from jq or a transform's ``otfMetadata``), or of the str
 A commit that loses a race (another writer), a catalog or storage error, is retried by the pipeline
 with backoff until ``RetryOptions``; then the records go to the error output. Commits to one table
 from this process are serialised (a lock per table), so batches in flight together queue instead of
-failing each other's compare-and-swap.
+failing each other's compare-and-swap; inserts that queued meanwhile go in together, as one append
+whose snapshot names every batch in it (a group commit: fewer, larger commits, and still exactly once
+per batch).
 """
 
 from __future__ import annotations
@@ -54,6 +56,16 @@ class _Rejected(Exception):
         self.reason = reason
 
 
+class _Pending:
+    """An insert batch waiting to be appended, and how its group commit went."""
+
+    def __init__(self, batch_id: str, data: pa.Table) -> None:
+        self.batch_id = batch_id
+        self.data = data
+        self.done = False
+        self.error: BaseException | None = None
+
+
 class IcebergDestination(RecordDestination):
     name = "iceberg"
     error_output_type = IcebergDestinationConfiguration.error_output_type
@@ -66,6 +78,9 @@ class IcebergDestination(RecordDestination):
         self._catalog: Any = None
         self._opening = threading.Lock()
         self._locks: dict[tuple[str, str], threading.Lock] = {}
+        #: Inserts waiting for their table's lock (``_group_append``).
+        self._queues: dict[tuple[str, str], list[_Pending]] = {}
+        self._queueing = threading.Lock()
         #: Tables as last loaded or committed by this destination. A commit updates its table in
         #: place, so the next batch needs no reload; any failure drops it, and the retry reloads it
         #: (another writer's commit shows as a CommitFailedException first).
@@ -142,6 +157,9 @@ class IcebergDestination(RecordDestination):
             outcome = Outcome(rejected=tuple(Failure(r.index, r.reason, code=r.code) for r in got.rejected))
             if not got.indexes:
                 return outcome
+            if op == "insert":
+                self._group_append(lock, (database, name), table, batch.batch_id, got.table)
+                return outcome
             with lock:  # reading is done outside: only the commit waits for the table's other batches
                 if not self._committed(table, batch.batch_id):
                     self._commit(table, batch.batch_id, got.table, op, keys)
@@ -158,6 +176,37 @@ class IcebergDestination(RecordDestination):
         except BaseException:
             self._tables.pop((database, name), None)
             raise
+
+    def _group_append(self, lock: threading.Lock, key: tuple[str, str], table: Any, batch_id: str,
+                      data: pa.Table) -> None:
+        """Append ``data`` with the inserts of other batches that wait for the table meanwhile: the
+        first to get the lock commits them all; the others find their batch done (or its error)."""
+        import pyarrow as pa
+
+        from firehose.destinations.iceberg import commits
+
+        mine = _Pending(batch_id, data)
+        with self._queueing:
+            self._queues.setdefault(key, []).append(mine)
+        with lock:
+            if mine.done:
+                if mine.error is not None:
+                    raise mine.error
+                return
+            with self._queueing:
+                group, self._queues[key] = self._queues[key], []
+            try:
+                todo = [p for p in group if not commits.committed(table, p.batch_id)]
+                if todo:
+                    rows = pa.concat_tables([p.data for p in todo], promote_options="default") \
+                        if len(todo) > 1 else todo[0].data
+                    commits.commit(table, ",".join(p.batch_id for p in todo), append=rows, delete=None)
+            except BaseException as exc:
+                for p in group:
+                    p.done, p.error = True, exc
+                raise
+            for p in group:
+                p.done = True
 
     def _committed(self, table: Any, batch_id: str) -> bool:
         from firehose.destinations.iceberg import commits
