@@ -19,7 +19,12 @@ For each destination, in one run, on loopback, with the same N records of about 
   redshift        PostgreSQL (``jdbc:postgresql``)  psycopg ``COPY ... FROM STDIN`` (rows)
   splunk          the HEC receiver of the tests    httpx: raw POSTs of 1 MB, then ack polling
   http_endpoint   the receiver of the tests        httpx: protocol requests (base64 JSON)
+  iceberg         a SQLite catalog, file warehouse  pyiceberg ``table.append`` of the same batches
+                                                   as Arrow tables (read from JSON beforehand)
   ==============  ===============================  ==========================================
+
+  Iceberg's "server down" is its catalog's directory being a file while the records are put; the
+  daemon then reads the JSON records into Arrow itself, the direct side is given them as Arrow.
 
   The Splunk and HTTP endpoint receivers are the Python stand-ins from ``tests/support/receivers``: the
   same for both sides, so the ratio compares the senders.
@@ -408,6 +413,62 @@ def bench_http_endpoint(workdir: Path, records: list[bytes]) -> dict[str, Any]:
     return result("http_endpoint", "httpx protocol requests", records, daemon, seconds)
 
 
+# -- Iceberg ------------------------------------------------------------------------------------
+
+
+def bench_iceberg(workdir: Path, records: list[bytes]) -> dict[str, Any]:
+    import io
+
+    import pyarrow.json as pj
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    home = workdir / "catalog"
+    home.parent.mkdir(parents=True, exist_ok=True)
+    home.write_text("the catalog is down")  # a file where the catalog's directory goes: delivery fails
+    schema = pj.read_json(io.BytesIO(b"".join(records[:100]))).schema
+
+    def catalog(where: Path) -> SqlCatalog:
+        return SqlCatalog("default", uri=f"sqlite:///{where / 'catalog.db'}", warehouse=(where / "wh").as_uri())
+
+    @contextlib.contextmanager
+    def running() -> Iterator[None]:
+        home.unlink()
+        home.mkdir()
+        cat = catalog(home)
+        cat.create_namespace("bench")
+        cat.create_table(("bench", "events"), schema=schema)
+        yield
+
+    def committed() -> int:
+        table = catalog(home).load_table(("bench", "events"))
+        snap = table.current_snapshot()
+        return 0 if snap is None or snap.summary is None else int(snap.summary["total-records"] or 0)
+
+    stream = {"DeliveryStreamName": "ice", "IcebergDestinationConfiguration": {
+        "RoleARN": ROLE, "CatalogConfiguration": {},
+        "DestinationTableConfigurationList": [{"DestinationDatabaseName": "bench", "DestinationTableName": "events"}],
+        "BufferingHints": {"SizeInMBs": BATCH_MB, "IntervalInSeconds": 0},
+        "RetryOptions": {"DurationInSeconds": 7200}, "S3Configuration": S3}}
+    settings = {"catalogs": {"default": {"type": "sql", "uri": f"sqlite:///{home / 'catalog.db'}",
+                                         "warehouse": (home / "wh").as_uri()}}}
+    global SETTINGS
+    saved, SETTINGS = SETTINGS, merged(settings, SETTINGS)
+    try:
+        daemon = drain(workdir / "ice", stream, records, running, committed)
+    finally:
+        SETTINGS = saved
+    direct_home = workdir / "direct"
+    direct_home.mkdir()
+    cat = catalog(direct_home)
+    cat.create_namespace("bench")
+    table = cat.create_table(("bench", "events"), schema=schema)
+    arrow = [pj.read_json(io.BytesIO(b"".join(batch)), parse_options=pj.ParseOptions(explicit_schema=schema))
+             for batch in batches(records)]
+    seconds = timed(lambda: [table.append(t) for t in arrow] and None)
+    assert int(table.current_snapshot().summary["total-records"]) == len(records)
+    return result("iceberg", "pyiceberg append (Arrow)", records, daemon, seconds)
+
+
 # -- report --------------------------------------------------------------------------------
 
 
@@ -420,7 +481,7 @@ def result(name: str, client: str, records: list[bytes], daemon: dict[str, Any],
 
 
 BENCHES = {"opensearch": bench_opensearch, "redshift": bench_redshift, "splunk": bench_splunk,
-           "http_endpoint": bench_http_endpoint}
+           "http_endpoint": bench_http_endpoint, "iceberg": bench_iceberg}
 
 
 def main() -> int:

@@ -8,6 +8,7 @@
     firehose put STREAM [FILE|-] [--delimiter D] [--batch-records N] [--retry-seconds S] [--json] [ENDPOINT]
     firehose ls [--json] [ENDPOINT]
     firehose describe STREAM [--json] [ENDPOINT]
+    firehose iceberg compact DATABASE.TABLE [--catalog ARN] [--config FILE]
 
 ENDPOINT is ``[--endpoint-url URL] [--region R] [--profile P]``: those commands are clients of the
 public Firehose API (``firehose.commands``), so they work against AWS as well as this daemon.
@@ -124,6 +125,14 @@ def _parser() -> argparse.ArgumentParser:
                         help="how long a batch's failed records are retried before the replay stops (120)")
     replay.add_argument("--json", action="store_true", help="print the listing or the summary as JSON")
     connection.add_arguments(replay)
+
+    iceberg = sub.add_parser("iceberg", help="maintain the Iceberg tables the Iceberg destination writes")
+    iceberg_sub = iceberg.add_subparsers(dest="iceberg_command", required=True)
+    compact = iceberg_sub.add_parser("compact", help="rewrite a table's small data files into few large ones")
+    compact.add_argument("table", help="DATABASE.TABLE")
+    compact.add_argument("--catalog", help="the CatalogARN whose catalogs: entry to use (default: default)")
+    compact.add_argument("--config", help="the daemon's config file (its catalogs: and state_dir)")
+    compact.add_argument("--min-files", type=int, default=2, help="leave tables with fewer data files (2)")
     return parser
 
 
@@ -164,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
         from firehose.replay import run as replay
 
         return replay(args)
+    if args.command == "iceberg":
+        return _iceberg_compact(args)
     if args.command == "top":
         from firehose.commands.top import run as top
 
@@ -253,6 +264,28 @@ def _validate_kinesis_streams(config: Config) -> None:
 
     with tempfile.TemporaryDirectory(prefix="firehose-validate-") as directory:
         asyncio.run(check(directory))
+
+
+def _iceberg_compact(args: argparse.Namespace) -> int:
+    from firehose.destinations.iceberg.catalogs import catalog_settings, open_catalog
+    from firehose.destinations.iceberg.compaction import compact
+
+    database, dot, table = args.table.rpartition(".")
+    if not dot or not database or not table:
+        print("firehose iceberg compact: give the table as DATABASE.TABLE", file=sys.stderr)
+        return 2
+    try:
+        settings = load_config(_find_config(args.config)).settings
+        catalog = open_catalog(catalog_settings(settings, args.catalog))
+        result = compact(catalog.load_table((database, table)), min_files=args.min_files)
+    except (ConfigError, ValueError, OSError) as exc:
+        print(f"firehose iceberg compact: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # pyiceberg's own errors: no such table, a commit that lost a race
+        print(f"firehose iceberg compact: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    print(f"{args.table}: {result.files_before} data files -> {result.files_after} ({result.rows} rows)")
+    return 0
 
 
 def _decrypt(args: argparse.Namespace) -> int:

@@ -32,3 +32,10 @@ def describe_partition(partition: str) -> tuple[dict[str, str] | None, str | Non
     """(partition keys, None) for data, (None, error output type) for errors."""
     d = orjson.loads(partition)
     return (d["k"], None) if "k" in d else (None, d["e"])
+
+
+#: The partition keys of a record routed to an Iceberg table (``processing/otf.py`` sets them, the
+#: Iceberg destination reads them): its database, table and operation (insert, update or delete).
+OTF_DATABASE = "otf:database"
+OTF_TABLE = "otf:table"
+OTF_OPERATION = "otf:operation"

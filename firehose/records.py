@@ -115,3 +115,6 @@ class RecordBatch:
     stream: str
     batch_id: str
     records: tuple[DeliveryRecord, ...]
+    #: The batch's partition keys: every record of a batch shares them (an Iceberg stream's route,
+    #: ``processing/otf.py``); empty for the default partition.
+    keys: dict[str, str] | None = None

@@ -94,6 +94,22 @@ class BucketSettings(_Settings):
     sse_kms_key_id: str | None = None
 
 
+class CatalogSettings(_Settings):
+    """An Iceberg catalog (``catalogs:``, keyed by the CatalogARN a definition names, or ``default``).
+
+    ``sql``: pyiceberg's SQL catalog, on SQLite (``sqlite:////path/catalog.db``) or PostgreSQL
+    (``postgresql+psycopg://user:password@host/db``); ``rest``: an Iceberg REST catalog at ``uri``.
+    ``warehouse`` is where new tables' files go: ``file:///path`` or ``s3://bucket/path``. Unset,
+    the default catalog is SQLite in ``<state_dir>/iceberg/catalog.db`` with its warehouse beside it.
+    ``properties`` are passed to pyiceberg as they are (e.g. ``s3.endpoint``, ``token``).
+    """
+
+    type: Literal["sql", "rest"] = "sql"
+    uri: str | None = None
+    warehouse: str | None = None
+    properties: dict[str, str] = {}
+
+
 class FunctionSettings(_Settings):
     """Where a transform function named in a definition (by LambdaArn or name) lives."""
 
@@ -499,6 +515,8 @@ class Settings(_Settings):
     spool: SpoolSettings = SpoolSettings()
     s3: S3Settings = S3Settings()
     buckets: dict[str, BucketSettings] = {}
+    #: Iceberg catalogs by CatalogARN (``default``: for definitions that name none, or an ARN not listed).
+    catalogs: dict[str, CatalogSettings] = {}
     delivery: DeliverySettings = DeliverySettings()
     delete: DeleteSettings = DeleteSettings()
     memory: MemorySettings = MemorySettings()

@@ -76,6 +76,7 @@ def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
 #: CloudWatch's ``DeliveryTo<X>`` for a destination (by its name and error output type), in snake case.
 _DELIVERY_FAMILY = {
     "s3": "s3", "local": "s3", "redshift": "redshift", "splunk": "splunk", "http_endpoint": "http_endpoint",
+    "iceberg": "iceberg",
     "elasticsearch-failed": "elasticsearch", "AmazonOpenSearchService-failed": "amazon_opensearch_service",
     "AmazonOpenSearchServerless-failed": "amazon_opensearch_serverless",
 }
@@ -416,7 +417,7 @@ _OWN = frozenset({"processed_records", "processed_bytes", "auth_failure", "deliv
 
 _CLOUDWATCH_NAMES = {
     "s3": "S3", "redshift": "Redshift", "splunk": "Splunk", "http_endpoint": "HttpEndpoint",
-    "elasticsearch": "Elasticsearch", "amazon_opensearch_service": "AmazonOpenSearchService",
+    "iceberg": "Iceberg", "elasticsearch": "Elasticsearch", "amazon_opensearch_service": "AmazonOpenSearchService",
     "amazon_opensearch_serverless": "AmazonOpenSearchServerless",
 }
 

@@ -19,6 +19,7 @@ from firehose.definitions import (
     DeliveryStreamDefinition,
     ElasticsearchDestinationConfiguration,
     HttpEndpointDestinationConfiguration,
+    IcebergDestinationConfiguration,
     RedshiftDestinationConfiguration,
     S3DestinationConfiguration,
     SplunkDestinationConfiguration,
@@ -34,6 +35,7 @@ from firehose.destinations.base import (
 )
 from firehose.destinations.elasticsearch import ElasticsearchDestination
 from firehose.destinations.http_endpoint import HttpEndpointDestination
+from firehose.destinations.iceberg import IcebergDestination
 from firehose.destinations.local import LocalDirectoryDestination
 from firehose.destinations.redshift import RedshiftDestination
 from firehose.destinations.s3 import S3Destination
@@ -55,7 +57,7 @@ __all__ = [
 #: Every destination class: what is known of them before any is built (``worker_modules``).
 CLASSES: tuple[type[Destination[Any]], ...] = (
     LocalDirectoryDestination, S3Destination, RedshiftDestination, ElasticsearchDestination, SplunkDestination,
-    HttpEndpointDestination)
+    HttpEndpointDestination, IcebergDestination)
 
 
 def worker_modules() -> tuple[str, ...]:
@@ -93,6 +95,8 @@ def build(definition: DeliveryStreamDefinition, ctx: DestinationContext) -> Buil
         destination = SplunkDestination(config, ctx)
     elif isinstance(config, HttpEndpointDestinationConfiguration):
         destination = HttpEndpointDestination(config, ctx)
+    elif isinstance(config, IcebergDestinationConfiguration):
+        destination = IcebergDestination(config, ctx)
     else:
         raise ValueError(f"{definition.destination_member} has no destination in this build")
     return Built(destination, store, backup)

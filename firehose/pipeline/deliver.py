@@ -529,8 +529,9 @@ class Deliverer:
             for obj in objects:
                 if obj.key in sent:
                     continue
-                # Error output of a converting batch goes to the object store, the data to the destination.
-                target = destination if obj.key == seal.key or self._store is None else self._store
+                # Error output (of a converting batch, or records the chain failed) goes to the object
+                # store, the data to the destination.
+                target = self._target(seal, obj, destination)
                 figures = self._figures(target.name, target.error_output_type)
                 try:
                     outcome = await target.deliver(obj)
@@ -562,8 +563,7 @@ class Deliverer:
         self._note_recovered()
         kind = seal.meta.get("kind", DATA)
         for obj in objects or []:
-            self._count_object(seal, obj, destination if obj.key == seal.key or self._store is None else self._store,
-                               unbuilt)
+            self._count_object(seal, obj, self._target(seal, obj, destination), unbuilt)
             if unbuilt is not None:
                 self._activity.failed(unbuilt, obj.record_count, obj.reason)
             elif kind == OVERFLOW:
@@ -575,6 +575,12 @@ class Deliverer:
         if spans and self._taps.watching(self.name):  # firehose tap: the records as the destination got them
             delivered = kind == DATA and any(obj.key == seal.key for obj in objects or [])
             self._taps.publish(self.name, tap.DELIVERED if delivered else tap.ERROR, SpanRecords(spans).each())
+
+    def _target(self, seal: Seal, obj: ObjectBatch, destination: Destination) -> Destination:  # type: ignore[type-arg]
+        """Where an object of a batch goes: data to the destination, error output to the object store."""
+        if self._store is None or (obj.key == seal.key and seal.meta.get("kind", DATA) == DATA):
+            return destination
+        return self._store
 
     async def _unbuildable(self, seal: Seal, spans: list[Span], exc: Exception,
                            attempts: int) -> tuple[str, list[ObjectBatch]]:
@@ -628,7 +634,8 @@ class Deliverer:
                     if len(batch_records) <= pending[-1]:  # the spool lost it meanwhile (logged)
                         return
                 batch = RecordBatch(self.name, str(seal.meta["batch_id"]),
-                                    tuple(batch_records[i] for i in pending))
+                                    tuple(batch_records[i] for i in pending),
+                                    describe_partition(seal.partition)[0] or None)
                 outcome = await self._attempt(destination, batch)
             attempts = run.failures + 1  # this one included
             for f in outcome.rejected:

@@ -31,7 +31,7 @@ import pybase64
 from firehose import definitions, failures, objectkeys
 from firehose.definitions import DeliveryStreamDefinition, ExtendedS3DestinationConfiguration
 from firehose.partitions import data_partition, error_partition
-from firehose.processing import builtin, partition
+from firehose.processing import builtin, otf, partition
 from firehose.processing.transform import (
     FunctionRef,
     LambdaProcessor,
@@ -67,6 +67,8 @@ class Plan:
     append_delimiter: bytes | None = None
     dynamic_partitioning: bool = False
     prefix_keys: frozenset[str] = frozenset()
+    #: Records are routed to Iceberg tables (``otf.py``) by the jq query and/or the transform's metadata.
+    otf_routing: bool = False
 
     @property
     def active(self) -> bool:
@@ -132,6 +134,8 @@ def plan(definition: DeliveryStreamDefinition, settings: Settings) -> Plan:
             steps["cloudwatch"] = True
         elif kind == "RecordDeAggregation":
             steps.update(_deaggregation(params))
+        elif kind == "MetadataExtraction" and definition.destination_member == "IcebergDestinationConfiguration":
+            steps["metadata_query"] = _routing_query(params)
         elif kind == "MetadataExtraction":
             if s3 is None:
                 raise ValueError("MetadataExtraction (dynamic partitioning) is for S3 destinations only")
@@ -139,6 +143,8 @@ def plan(definition: DeliveryStreamDefinition, settings: Settings) -> Plan:
         elif kind == "AppendDelimiterToRecord":
             raw = params.get("Delimiter")
             steps["append_delimiter"] = pybase64.b64decode(raw) if raw else b"\n"
+    if definition.destination_member == "IcebergDestinationConfiguration":
+        steps["otf_routing"] = "transform" in steps or "metadata_query" in steps
     result = Plan(**steps)
     _check_partitioning(result)
     return result
@@ -183,6 +189,18 @@ def _metadata_query(params: dict[str, str], cfg: ExtendedS3DestinationConfigurat
     if not cfg.dynamic_partitioning:
         raise ValueError("MetadataExtraction requires DynamicPartitioningConfiguration.Enabled")
     partition.MetadataExtraction(query)  # compiles, or says why not
+    return query
+
+
+def _routing_query(params: dict[str, str]) -> str:
+    """An Iceberg stream's MetadataExtractionQuery: a jq object with the table (and operation) of a record."""
+    query = params.get("MetadataExtractionQuery")
+    if not query:
+        raise ValueError("MetadataExtraction processor: MetadataExtractionQuery is required")
+    engine = params.get("JsonParsingEngine", "JQ-1.6")
+    if engine != "JQ-1.6":
+        raise ValueError(f"MetadataExtraction processor: JsonParsingEngine must be JQ-1.6, got {engine!r}")
+    otf.Router(query)  # compiles, or says why not
     return query
 
 
@@ -262,7 +280,9 @@ class Processor:
                  on_invocation: Callable[[float, bool], None] | None = None) -> None:
         self.plan = chain
         self.keys = keys
-        self._metadata = partition.MetadataExtraction(chain.metadata_query) if chain.metadata_query else None
+        self._router = otf.Router(chain.metadata_query) if chain.otf_routing else None
+        self._metadata = partition.MetadataExtraction(chain.metadata_query) \
+            if chain.metadata_query and self._router is None else None
         self._lambda = None
         if chain.transform is not None:
             assert pool is not None, "a Lambda step needs the worker pool"
@@ -325,7 +345,8 @@ class Processor:
         cache: dict[str, str] = {}
         if not derived:  # every record failed or was dropped before the transform
             return
-        if not p.dynamic_partitioning and p.append_delimiter is None and "Ok" == results.result[0] \
+        if not p.dynamic_partitioning and not p.otf_routing and p.append_delimiter is None \
+                and "Ok" == results.result[0] \
                 and all(r == "Ok" for r in results.result):  # the common case, in one step
             out.groups[default] = list(zip(results.data, (d.arrival_ms for d in derived), strict=True))
             return
@@ -350,6 +371,15 @@ class Processor:
                         raw=data, arrival_ms=d.arrival_ms, code="DynamicPartitioning.KeyExtractionFailed",
                         message=str(exc)), d.arrival_ms)
                     continue
+            elif self._router is not None:
+                try:
+                    route = self._router.route(data, results.metadata[i])
+                except ValueError as exc:
+                    out.fail(otf.ICEBERG_FAILED, failures.document(
+                        raw=data, arrival_ms=d.arrival_ms, code=otf.ROUTING_FAILED, message=str(exc)),
+                        d.arrival_ms, f"{otf.ROUTING_FAILED}: {exc}")
+                    continue
+                pid = cache.setdefault(str(route), data_partition(route)) if route else default
             if p.append_delimiter is not None:
                 data = data + p.append_delimiter
             out.add(pid, data, d.arrival_ms)

@@ -442,5 +442,10 @@ def _checked(item: dict[str, Any], rid: str) -> tuple[str, bytes, dict[str, Any]
                                  or not all(isinstance(v, str | int | float | bool) for v in keys.values())):
             raise InvocationError("Lambda.MalformedResponse",
                                   f"recordId {rid!r} has metadata.partitionKeys that is not a map of strings")
-        metadata = {"partitionKeys": dict(keys)} if keys else None
+        otf = metadata.get("otfMetadata") if isinstance(metadata, dict) else None
+        if otf is not None and (not isinstance(otf, dict) or not all(isinstance(v, str) for v in otf.values())):
+            raise InvocationError("Lambda.MalformedResponse",
+                                  f"recordId {rid!r} has metadata.otfMetadata that is not a map of strings")
+        kept = ({"partitionKeys": dict(keys)} if keys else {}) | ({"otfMetadata": dict(otf)} if otf else {})
+        metadata = kept or None
     return ("Ok", decoded, metadata, "", "")

@@ -1,0 +1,69 @@
+"""One batch, one commit, at most once: the batch key in the snapshot summary.
+
+Every snapshot a batch makes carries ``firehose.batch-id = <batch id>`` in its summary (pyiceberg's
+``snapshot_properties``). The batch id is fixed when the batch is sealed and is the same on every
+attempt and after a restart, so before committing, ``committed`` looks for it among the table's
+snapshots: a batch whose commit landed before a crash (but whose delivery was never recorded) is
+acknowledged, not appended again. A transaction is one catalog commit (its snapshots land together
+or not at all), so the key is there exactly when the batch's rows are.
+
+Row-level changes are copy-on-write: pyiceberg 0.12 writes no equality or position delete files, so
+an update or delete rewrites the data files holding the keys it touches, and any reader (pyiceberg,
+DuckDB, Spark) sees the result without applying deletes. Updates are upserts: delete the key, append
+the row (spec: iceberg.md §3, our choice for keys that do not exist yet).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import pyarrow as pa
+
+BATCH_PROPERTY = "firehose.batch-id"
+#: pyiceberg's summary holds strings; a group commit names its batches ``id,id,...`` (``committed``).
+
+# pyiceberg warns when a delete matched nothing: a delete of keys not in the table is normal here.
+warnings.filterwarnings("ignore", message="Delete operation did not match any records")
+
+
+def committed(table: Any, batch_id: str) -> bool:
+    """Whether a snapshot of ``table`` (its current metadata) carries ``batch_id``, newest first. A
+    group commit names all its batches, separated by commas (batch ids are UUIDs: none has one)."""
+    for snapshot in reversed(table.snapshots()):
+        summary = snapshot.summary
+        value = summary.additional_properties.get(BATCH_PROPERTY) if summary is not None else None
+        if value is not None and batch_id in value.split(","):
+            return True
+    return False
+
+
+def last_per_key(rows: pa.Table, keys: list[str]) -> pa.Table:
+    """The last row of each key, in arrival order: within one batch only the last state of a key counts."""
+    if rows.num_rows < 2:
+        return rows
+    indexed = rows.select(keys).append_column("__row", pa.array(range(rows.num_rows), pa.int64()))
+    last = indexed.group_by(keys, use_threads=False).aggregate([("__row", "max")]).column("__row_max")
+    return rows.take(sorted(last.to_pylist()))
+
+
+def key_filter(rows: pa.Table, keys: list[str]) -> Any:
+    """A pyiceberg expression matching the rows' keys (In for one key column, Or of Ands for several)."""
+    from pyiceberg.expressions import And, EqualTo, In, Or
+
+    if len(keys) == 1:
+        values = list(dict.fromkeys(rows.column(keys[0]).to_pylist()))
+        return In(keys[0], values) if len(values) > 1 else EqualTo(keys[0], values[0])
+    tuples = list(dict.fromkeys(zip(*(rows.column(k).to_pylist() for k in keys), strict=True)))
+    terms = [And(*(EqualTo(k, v) for k, v in zip(keys, t, strict=True))) for t in tuples]
+    return terms[0] if len(terms) == 1 else Or(*terms)
+
+
+def commit(table: Any, batch_id: str, *, append: pa.Table | None, delete: Any | None) -> None:
+    """Delete (if any) then append (if any) in one transaction, each snapshot marked with the batch."""
+    props = {BATCH_PROPERTY: batch_id}
+    with table.transaction() as tx:
+        if delete is not None:
+            tx.delete(delete, snapshot_properties=props)
+        if append is not None and append.num_rows:
+            tx.append(append, snapshot_properties=props)

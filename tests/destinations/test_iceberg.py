@@ -1,0 +1,124 @@
+"""The Iceberg destination on its own: one commit per batch, at most once, and what does not fit."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from firehose.definitions import IcebergDestinationConfiguration
+from firehose.destinations.base import DestinationContext
+from firehose.destinations.iceberg import IcebergDestination, commits
+from firehose.records import DeliveryRecord, RecordBatch
+from firehose.settings import Settings
+from tests.support.aws import ROLE
+from tests.support.iceberg import rows, sqlite_catalog
+from tests.support.waiting import wait_until
+
+ROUTE = {"otf:database": "shop", "otf:table": "orders"}
+
+
+def destination(tmp_path: Path, **extra: Any) -> IcebergDestination:
+    config = IcebergDestinationConfiguration.model_validate({
+        "RoleARN": ROLE, "CatalogConfiguration": {},
+        "S3Configuration": {"RoleARN": ROLE, "BucketARN": "arn:aws:s3:::b"},
+        "DestinationTableConfigurationList": [{"DestinationDatabaseName": "shop", "DestinationTableName": "orders",
+                                               "UniqueKeys": ["id"]}],
+        "TableCreationConfiguration": {"Enabled": True}, **extra})
+    ctx = DestinationContext("s", Settings(state_dir=tmp_path / "state"), ThreadPoolExecutor(4))
+    return IcebergDestination(config, ctx)
+
+
+def batch(batch_id: str, records: list[Any], op: str | None = None) -> RecordBatch:
+    data = tuple(DeliveryRecord(str(i), r if isinstance(r, bytes) else orjson.dumps(r), 0)
+                 for i, r in enumerate(records))
+    return RecordBatch("s", batch_id, data, {**ROUTE, "otf:operation": op} if op else None)
+
+
+def test_a_batch_delivered_again_is_acknowledged_without_a_second_commit(tmp_path: Path) -> None:
+    dest = destination(tmp_path)
+    first = asyncio.run(dest.deliver(batch("b-1", [{"id": 1}, {"id": 2}, b"[1]"])))
+    again = asyncio.run(dest.deliver(batch("b-1", [{"id": 1}, {"id": 2}, b"[1]"])))
+    # The record that does not fit is rejected both times (its error output may not have been written).
+    assert [(f.index, f.code) for f in first.rejected] == [(2, "Iceberg.InvalidRecord")]
+    assert [(f.index, f.code) for f in again.rejected] == [(2, "Iceberg.InvalidRecord")]
+    catalog = sqlite_catalog(tmp_path / "state")
+    assert [r["id"] for r in rows(catalog, "shop", "orders")] == [1, 2]
+    assert len(catalog.load_table(("shop", "orders")).snapshots()) == 1
+    asyncio.run(dest.deliver(batch("b-2", [{"id": 3}])))
+    assert [r["id"] for r in rows(catalog, "shop", "orders")] == [1, 2, 3]
+
+
+def test_updates_keep_the_last_row_of_each_key_and_deletes_need_only_the_key(tmp_path: Path) -> None:
+    dest = destination(tmp_path)
+    asyncio.run(dest.deliver(batch("b-1", [{"id": 1, "v": "a"}, {"id": 2, "v": "b"}])))
+    asyncio.run(dest.deliver(batch("b-2", [{"id": 2, "v": "c"}, {"id": 2, "v": "d"}, {"id": 5, "v": "e"}],
+                                   "update")))
+    asyncio.run(dest.deliver(batch("b-3", [{"id": 1}], "delete")))
+    outcome = asyncio.run(dest.deliver(batch("b-4", [{"v": "no key"}], "delete")))
+    assert [f.code for f in outcome.rejected] == ["Iceberg.MissingColumnWithinRecord"]
+    catalog = sqlite_catalog(tmp_path / "state")
+    assert rows(catalog, "shop", "orders") == [{"id": 2, "v": "d"}, {"id": 5, "v": "e"}]
+    table = catalog.load_table(("shop", "orders"))
+    assert table.schema().identifier_field_names() == {"id"}
+
+
+def test_update_without_unique_keys_is_rejected(tmp_path: Path) -> None:
+    dest = destination(tmp_path, DestinationTableConfigurationList=[
+        {"DestinationDatabaseName": "shop", "DestinationTableName": "orders"}])
+    outcome = asyncio.run(dest.deliver(batch("b-1", [{"id": 1}], "update")))
+    assert [f.code for f in outcome.rejected] == ["Iceberg.InvalidUniqueKeys"]
+
+
+def test_compaction_rewrites_small_files_and_keeps_the_rows(tmp_path: Path) -> None:
+    dest = destination(tmp_path, DestinationTableConfigurationList=[
+        {"DestinationDatabaseName": "shop", "DestinationTableName": "orders",
+         "PartitionSpec": {"Identity": [{"SourceName": "region"}]}}])
+    for i in range(6):
+        asyncio.run(dest.deliver(batch(f"b-{i}", [{"id": i, "region": "eu" if i % 2 else "us"}])))
+    config = tmp_path / "firehose.yaml"
+    config.write_text(f"state_dir: {tmp_path / 'state'}\n")
+    out = subprocess.run([sys.executable, "-m", "firehose", "iceberg", "compact", "shop.orders", "--config",
+                          str(config)], capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "shop.orders: 6 data files -> 2 (6 rows)"
+    catalog = sqlite_catalog(tmp_path / "state")
+    assert [r["id"] for r in rows(catalog, "shop", "orders")] == list(range(6))
+    missing = subprocess.run([sys.executable, "-m", "firehose", "iceberg", "compact", "shop.nope", "--config",
+                              str(config)], capture_output=True, text=True, timeout=60, check=False)
+    assert missing.returncode == 1 and "NoSuchTable" in missing.stderr
+
+
+def test_inserts_that_wait_for_the_table_together_are_one_commit_naming_each_batch(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    dest = destination(tmp_path)
+    asyncio.run(dest.deliver(batch("b-0", [{"id": 0}])))
+    real_commit = commits.commit
+    calls: list[str] = []
+
+    def slow_commit(table: Any, batch_id: str, **kwargs: Any) -> None:
+        calls.append(batch_id)
+        if len(calls) == 1:  # the first commit takes long enough for the other two batches to queue
+            wait_until(lambda: len(dest._queues[("shop", "orders")]) == 2, timeout=10)
+        real_commit(table, batch_id, **kwargs)
+
+    monkeypatch.setattr(commits, "commit", slow_commit)
+
+    async def three() -> None:
+        await asyncio.gather(*(dest.deliver(batch(f"b-{i}", [{"id": i}])) for i in (1, 2, 3)))
+
+    asyncio.run(three())
+    catalog = sqlite_catalog(tmp_path / "state")
+    table = catalog.load_table(("shop", "orders"))
+    names = [s.summary.additional_properties["firehose.batch-id"] for s in table.snapshots() if s.summary]
+    assert len(names) == 3 and names[0] == "b-0"
+    assert sorted(",".join(names[1:]).split(",")) == ["b-1", "b-2", "b-3"] and len(names[2].split(",")) == 2
+    again = asyncio.run(dest.deliver(batch(names[2].split(",")[1], [{"id": 9}])))  # delivered again after a crash
+    assert again.delivered_all
+    assert [r["id"] for r in rows(catalog, "shop", "orders")] == [0, 1, 2, 3]
