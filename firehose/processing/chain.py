@@ -179,13 +179,19 @@ def _deaggregation(params: dict[str, str]) -> dict[str, Any]:
     raise ValueError(f"RecordDeAggregation processor: SubRecordType must be JSON or DELIMITED, got {kind!r}")
 
 
-def _metadata_query(params: dict[str, str], cfg: ExtendedS3DestinationConfiguration) -> str:
+def _jq_query(params: dict[str, str]) -> str:
+    """A MetadataExtraction processor's query, with the one engine AWS offers."""
     query = params.get("MetadataExtractionQuery")
     if not query:
         raise ValueError("MetadataExtraction processor: MetadataExtractionQuery is required")
     engine = params.get("JsonParsingEngine", "JQ-1.6")
     if engine != "JQ-1.6":
         raise ValueError(f"MetadataExtraction processor: JsonParsingEngine must be JQ-1.6, got {engine!r}")
+    return query
+
+
+def _metadata_query(params: dict[str, str], cfg: ExtendedS3DestinationConfiguration) -> str:
+    query = _jq_query(params)
     if not cfg.dynamic_partitioning:
         raise ValueError("MetadataExtraction requires DynamicPartitioningConfiguration.Enabled")
     partition.MetadataExtraction(query)  # compiles, or says why not
@@ -194,12 +200,7 @@ def _metadata_query(params: dict[str, str], cfg: ExtendedS3DestinationConfigurat
 
 def _routing_query(params: dict[str, str]) -> str:
     """An Iceberg stream's MetadataExtractionQuery: a jq object with the table (and operation) of a record."""
-    query = params.get("MetadataExtractionQuery")
-    if not query:
-        raise ValueError("MetadataExtraction processor: MetadataExtractionQuery is required")
-    engine = params.get("JsonParsingEngine", "JQ-1.6")
-    if engine != "JQ-1.6":
-        raise ValueError(f"MetadataExtraction processor: JsonParsingEngine must be JQ-1.6, got {engine!r}")
+    query = _jq_query(params)
     otf.Router(query)  # compiles, or says why not
     return query
 

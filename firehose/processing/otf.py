@@ -20,11 +20,11 @@ from __future__ import annotations
 from typing import Any
 
 import jq
-import orjson
 
 from firehose.partitions import OTF_DATABASE as DATABASE
 from firehose.partitions import OTF_OPERATION as OPERATION
 from firehose.partitions import OTF_TABLE as TABLE
+from firehose.processing.partition import query_object
 
 OPERATIONS = ("insert", "update", "delete")
 #: The error output type of records that cannot be written to a table, routing failures included.
@@ -66,17 +66,8 @@ class Router:
 
     def _from_query(self, data: bytes) -> dict[str, str]:
         assert self._program is not None
-        try:
-            value = orjson.loads(data)
-        except orjson.JSONDecodeError as exc:
-            raise ValueError(f"record is not JSON, so its table cannot be found: {exc}") from exc
-        try:
-            result = self._program.input_value(value).first()
-        except (ValueError, StopIteration) as exc:
-            raise ValueError(f"MetadataExtractionQuery failed on this record: {exc}") from exc
-        if not isinstance(result, dict):
-            raise ValueError("MetadataExtractionQuery must produce a JSON object with destinationDatabaseName "
-                             "and destinationTableName")
+        result = query_object(self._program, data, "its table",
+                              "a JSON object with destinationDatabaseName and destinationTableName")
         out: dict[str, str] = {}
         for name, key in _FIELDS:
             value = result.get(name)

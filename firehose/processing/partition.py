@@ -46,19 +46,26 @@ class MetadataExtraction:
         self.query = query
 
     def keys(self, data: bytes | memoryview) -> dict[str, str]:
-        try:
-            value = orjson.loads(data)
-        except orjson.JSONDecodeError as exc:
-            raise ValueError(f"record is not JSON, so its partition keys cannot be extracted: {exc}") from exc
-        try:
-            result = self._program.input_value(value).first()
-        except (ValueError, StopIteration) as exc:
-            raise ValueError(f"MetadataExtractionQuery failed on this record: {exc}") from exc
-        if not isinstance(result, dict):
-            raise ValueError("MetadataExtractionQuery must produce a JSON object of partition keys")
+        result = query_object(self._program, data, "its partition keys", "a JSON object of partition keys")
         if len(result) > MAX_KEYS:
             raise ValueError(f"MetadataExtractionQuery produced {len(result)} keys; the limit is {MAX_KEYS}")
         return {f"{QUERY}:{k}": _text(k, v) for k, v in result.items()}
+
+
+def query_object(program: Any, data: bytes | memoryview, finding: str, wanted: str) -> dict[str, Any]:
+    """The JSON object a compiled MetadataExtractionQuery makes of one JSON record, or ValueError
+    saying why not (``finding``: what the query was for; ``wanted``: what it must produce)."""
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"record is not JSON, so {finding} cannot be found: {exc}") from exc
+    try:
+        result = program.input_value(value).first()
+    except (ValueError, StopIteration) as exc:
+        raise ValueError(f"MetadataExtractionQuery failed on this record: {exc}") from exc
+    if not isinstance(result, dict):
+        raise ValueError(f"MetadataExtractionQuery must produce {wanted}")
+    return result
 
 
 def lambda_keys(metadata: Any) -> dict[str, str]:
