@@ -122,3 +122,23 @@ def test_inserts_that_wait_for_the_table_together_are_one_commit_naming_each_bat
     again = asyncio.run(dest.deliver(batch(names[2].split(",")[1], [{"id": 9}])))  # delivered again after a crash
     assert again.delivered_all
     assert [r["id"] for r in rows(catalog, "shop", "orders")] == [0, 1, 2, 3]
+
+
+def test_tables_kept_loaded_between_batches_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Routing may name any number of tables: only the most recently used stay loaded, and a table
+    dropped from the cache is loaded again when a batch needs it."""
+    from firehose.destinations.iceberg import destination as module
+
+    monkeypatch.setattr(module, "MAX_CACHED_TABLES", 2)
+    dest = destination(tmp_path)
+
+    def to(table: str, batch_id: str, record: dict[str, Any]) -> RecordBatch:
+        b = batch(batch_id, [record])
+        return RecordBatch(b.stream, b.batch_id, b.records, {"otf:database": "shop", "otf:table": table})
+
+    for i, table in enumerate(["t1", "t2", "t3", "t1"]):
+        outcome = asyncio.run(dest.deliver(to(table, f"b-{i}", {"id": i})))
+        assert not outcome.rejected
+    assert list(dest._tables) == [("shop", "t3"), ("shop", "t1")]
+    catalog = sqlite_catalog(tmp_path / "state")
+    assert [r["id"] for r in rows(catalog, "shop", "t1")] == [0, 3]

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 from firehose.definitions import IcebergDestinationConfiguration
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
 
 # pyiceberg and pyarrow load with the first Iceberg batch, not with every daemon (a fifth of a second).
 
+#: Tables a destination keeps loaded between batches (see ``IcebergDestination._tables``).
+MAX_CACHED_TABLES = 32
 log = logging.getLogger("firehose.destinations.iceberg")
 
 ROUTING_FAILED = "Iceberg.RoutingFailed"
@@ -83,8 +86,10 @@ class IcebergDestination(RecordDestination):
         self._queueing = threading.Lock()
         #: Tables as last loaded or committed by this destination. A commit updates its table in
         #: place, so the next batch needs no reload; any failure drops it, and the retry reloads it
-        #: (another writer's commit shows as a CommitFailedException first).
-        self._tables: dict[tuple[str, str], Any] = {}
+        #: (another writer's commit shows as a CommitFailedException first). At most
+        #: ``MAX_CACHED_TABLES``, least recently used first out: routing by jq or a transform may
+        #: name any number of tables, and a loaded table holds its metadata in memory.
+        self._tables: OrderedDict[tuple[str, str], Any] = OrderedDict()
 
     def describe(self) -> str:
         return f"iceberg {self._entry.type} catalog {self._entry.uri}"
@@ -231,7 +236,9 @@ class IcebergDestination(RecordDestination):
 
         catalog = self._open()
         table = self._tables.get((database, name))
-        if table is None:
+        if table is not None:
+            self._tables.move_to_end((database, name))
+        else:
             try:
                 table = catalog.load_table((database, name))
             except NoSuchTableError:
@@ -240,6 +247,8 @@ class IcebergDestination(RecordDestination):
                                                    "TableCreationConfiguration is not enabled") from None
                 table = self._create(catalog, database, name, records, keys)
             self._tables[(database, name)] = table
+            while len(self._tables) > MAX_CACHED_TABLES:
+                self._tables.popitem(last=False)
         if self.config.schema_evolution:
             added = rows.new_fields(records, set(table.schema().column_names))
             if len(added):
