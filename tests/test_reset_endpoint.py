@@ -120,3 +120,28 @@ def test_refused_on_a_listener_other_machines_reach(tmp_path: Path) -> None:
     settings = Settings(auth={"mode": "sigv4", "principals": principals}, testing={"reset_endpoint": True})
     with pytest.raises(ConfigError, match="testing.reset_endpoint is on and The Kinesis API would listen on ::"):
         Sidecar(settings, host="::", port=0, directory=tmp_path / "kinesis")
+
+
+def test_with_authentication_on_a_reset_needs_an_operator(start_daemon: Any) -> None:
+    """With ``auth.mode: sigv4`` a reset is an operator's call, as /metrics is: a bearer token of
+    ``auth.bearer_tokens`` (or a signed request); anyone else gets 401 and nothing is dropped."""
+    kinesis_port = free_port()
+    principal = {"access_key_id": "AKIARESETTEST0000001", "secret": "reset-secret", "account_id": "123456789012",
+                 "name": "suite", "policies": [{"Version": "2012-10-17", "Statement": [
+                     {"Effect": "Allow", "Action": ["firehose:*", "kinesis:*"], "Resource": "*"}]}]}
+    daemon = start_daemon([local_stream("kept")], kinesis={"enabled": True, "port": kinesis_port},
+                          testing={"reset_endpoint": True},
+                          auth={"mode": "sigv4", "principals": [principal], "bearer_tokens": ["operator-token"]})
+    firehose = boto3.client("firehose", endpoint_url=daemon.endpoint, region_name="us-east-1",
+                            aws_access_key_id=principal["access_key_id"], aws_secret_access_key="reset-secret")
+    for port in (daemon.port, kinesis_port):
+        refused = httpx.post(f"http://127.0.0.1:{port}/moto-api/reset")
+        assert refused.status_code == 401
+        assert refused.json()["__type"] == "MissingAuthenticationTokenException"
+        assert httpx.post(f"http://127.0.0.1:{port}/_localstack/state/reset",
+                          headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert firehose.list_delivery_streams()["DeliveryStreamNames"] == ["kept"]
+    allowed = httpx.post(f"http://127.0.0.1:{daemon.port}/moto-api/reset",
+                         headers={"Authorization": "Bearer operator-token"})
+    assert allowed.status_code == 200
+    assert firehose.list_delivery_streams()["DeliveryStreamNames"] == []

@@ -60,7 +60,7 @@ class FirehoseApp:
         self.operator = OperatorRoutes(readiness, metrics.registry, principals, self.door.verifier, history=history,
                                        taps=taps, streams=streams, views=views)
         #: ``testing.reset_endpoint``'s paths; the daemon sets what a reset does.
-        self.reset = ResetRoutes(settings.testing.reset_endpoint)
+        self.reset = ResetRoutes(settings.testing.reset_endpoint, permits=self.operator.permits)
         #: (operation, status) → the request counter and duration histogram children (no .labels() per call).
         self._api: dict[tuple[str, int], tuple[Counter, Histogram | None]] = {}
 

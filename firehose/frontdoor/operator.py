@@ -170,6 +170,11 @@ class OperatorRoutes:
             with contextlib.suppress(Exception):  # end the response; the client may be gone already
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
 
+    def permits(self, scope: Scope) -> bool:
+        """Whether the caller may use the operator's endpoints: anyone without authentication, else a
+        signed request of a known principal or one of ``auth.bearer_tokens``."""
+        return self.open_to_all or self._is_operator(scope)
+
     def _is_operator(self, scope: Scope) -> bool:
         authorization = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
         if authorization[:7].lower() == b"bearer ":

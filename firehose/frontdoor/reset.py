@@ -48,9 +48,13 @@ class ResetRoutes:
     """The reset paths of one listener; ``action`` may be replaced by whoever owns more state (the daemon
     replaces the sidecar's own when the sidecar runs inside it)."""
 
-    def __init__(self, enabled: bool, action: Reset | None = None) -> None:
+    def __init__(self, enabled: bool, action: Reset | None = None,
+                 permits: Callable[[Scope], bool] | None = None) -> None:
+        """``permits`` says whether a caller may reset (the operator endpoints' rule: with
+        authentication on, a signed request or a bearer token); anyone when not given."""
         self.enabled = enabled
         self.action: Reset = action or _nothing
+        self.permits = permits or (lambda _scope: True)
 
     def handles(self, scope: Scope) -> bool:
         if not self.enabled:
@@ -60,6 +64,11 @@ class ResetRoutes:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path, post = scope["path"], scope["method"] == "POST"
+        if not self.permits(scope):
+            await send_response(send, 401, b'{"__type": "MissingAuthenticationTokenException", "message": '
+                                b'"A reset needs a signed request or a bearer token (auth.bearer_tokens)."}', _JSON,
+                                extra=[(b"www-authenticate", b'Bearer realm="firehose"')])
+            return
         if path == MOTO:
             if not post:
                 await send_response(send, 400, b'{"Error": "Need to POST to reset Moto"}', _JSON)

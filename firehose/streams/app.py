@@ -60,7 +60,7 @@ class KinesisApp:
         self.operator = OperatorRoutes(_ready, self.metrics.registry, principals, self.door.verifier,
                                        console=False)
         #: ``testing.reset_endpoint``'s paths; whoever holds the stores sets what a reset does.
-        self.reset = ResetRoutes(settings.testing.reset_endpoint)
+        self.reset = ResetRoutes(settings.testing.reset_endpoint, permits=self.operator.permits)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
