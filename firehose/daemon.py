@@ -532,7 +532,7 @@ class Daemon:
         refusal = self.spool.refusal()  # puts would be refused: spool or disk full
         ready = self._started and not self._stopping and refusal is None
         reason = "starting" if not self._started else "stopping" if self._stopping else refusal
-        details: dict[str, Any] = {"spool": spool, "streams": streams}
+        details: dict[str, Any] = {"node": self.settings.node_id, "spool": spool, "streams": streams}
         if reason:
             details["reason"] = reason
         return ready, details

@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, FilePath, ValidationError, model_validator
 
+from firehose.cluster import NODE_ID_PATTERN, default_node_id
 from firehose.definitions import DeliveryStreamDefinition, unknown_members, validation_message
 from firehose.errors import ConfigError
 
@@ -415,6 +416,18 @@ class TestingSettings(_Settings):
     reset_endpoint: bool = False
 
 
+class ClusterSettings(_Settings):
+    """This daemon's place among others (``firehose.cluster``): ``docs/scaling.md``."""
+
+    #: ``single``: one daemon, streams from the config file and the API. ``fleet``: one of several
+    #: daemons with the same config file behind a load balancer; API calls that change streams are
+    #: refused (change the shared file and reload every node).
+    mode: Literal["single", "fleet"] = "single"
+    #: Takes part in every object key's unique part, so nodes never collide. Unset: stable per
+    #: machine and state directory (``firehose.cluster.default_node_id``).
+    node_id: Annotated[str | None, Field(pattern=NODE_ID_PATTERN)] = None
+
+
 class LimitsSettings(_Settings):
     """What protects the process from hostile or broken clients (on both API listeners)."""
 
@@ -547,6 +560,12 @@ class Settings(_Settings):
     limits: LimitsSettings = LimitsSettings()
     quotas: QuotaSettings = QuotaSettings()
     testing: TestingSettings = TestingSettings()
+    cluster: ClusterSettings = ClusterSettings()
+
+    @property
+    def node_id(self) -> str:
+        """``cluster.node_id``, or the default one of this machine and state directory."""
+        return self.cluster.node_id or default_node_id(self.state_dir)
 
     @model_validator(mode="before")
     @classmethod

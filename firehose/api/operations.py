@@ -23,6 +23,7 @@ call, as on AWS.
 from __future__ import annotations
 
 import binascii
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -424,6 +425,22 @@ async def stop_delivery_stream_encryption(svc: Services, body: Body) -> Body:
     return {}
 
 
+def _stream_changing(operation: str, handler: Callable[[Services, Body], Any]) -> Callable[[Services, Body], Any]:
+    """``handler``, refused in a fleet (``cluster.mode: fleet``): there, every node reads its streams
+    from the same config file, and a change made over the API would exist only on the node the load
+    balancer picked. The operator changes the shared file and reloads every node instead."""
+
+    async def guarded(svc: Services, body: Body) -> Body:
+        if svc.settings.cluster.mode == "fleet":
+            raise InvalidArgumentException(
+                f"{operation} is not available on a daemon of a fleet (cluster.mode: fleet): delivery streams "
+                "come from the shared config file; change it and reload every daemon (SIGHUP).")
+        result: Body = await handler(svc, body)
+        return result
+
+    return guarded
+
+
 OPERATIONS: dict[str, Operation] = {
     "PutRecord": Operation(put_record, stream_arn),
     "PutRecordBatch": Operation(put_record_batch, stream_arn, self_validating=True),
@@ -438,3 +455,9 @@ OPERATIONS: dict[str, Operation] = {
     "StartDeliveryStreamEncryption": Operation(start_delivery_stream_encryption, stream_arn),
     "StopDeliveryStreamEncryption": Operation(stop_delivery_stream_encryption, stream_arn),
 }
+#: Operations that change streams: refused in a fleet (``_stream_changing``).
+STREAM_CHANGING = ("CreateDeliveryStream", "DeleteDeliveryStream", "UpdateDestination", "TagDeliveryStream",
+                   "UntagDeliveryStream", "StartDeliveryStreamEncryption", "StopDeliveryStreamEncryption")
+for _name in STREAM_CHANGING:
+    OPERATIONS[_name] = dataclasses.replace(OPERATIONS[_name],
+                                            handler=_stream_changing(_name, OPERATIONS[_name].handler))

@@ -48,6 +48,9 @@ class StreamConfig:
     #: ``S3BackupMode: Enabled`` (ExtendedS3, Redshift): the source-record backup, as a stream of its
     #: own that reads the records as accepted and writes them to ``S3BackupConfiguration``.
     backup: StreamConfig | None = None
+    #: This daemon's ``cluster`` node id: part of every object key's unique part (``naming.py``), so
+    #: the nodes of a fleet writing to one bucket never collide.
+    node: str = ""
 
     @classmethod
     def build(cls, definition: DeliveryStreamDefinition, version: int, settings: Settings) -> StreamConfig:
@@ -64,7 +67,8 @@ class StreamConfig:
             keys = objectkeys.KeyTemplate.build(cfg.prefix, cfg.error_output_prefix,
                                                 custom_time_zone=cfg.custom_time_zone, extension=encoding.extension)
             return cls(version, definition.destination_member, False, cfg, keys, size, interval, plan, encoding,
-                       backup=_source_backup(definition, version, settings, cfg.custom_time_zone))
+                       backup=_source_backup(definition, version, settings, cfg.custom_time_zone),
+                       node=settings.node_id)
         dest = definition.record_destination
         size, interval = dest.buffering()
         redshift = isinstance(dest, definitions.RedshiftDestinationConfiguration)
@@ -80,7 +84,8 @@ class StreamConfig:
         keys = objectkeys.KeyTemplate.build(store.prefix, store.error_output_prefix, custom_time_zone=None,
                                             extension=encoding.extension)
         return cls(version, definition.destination_member, not redshift, store, keys, size, interval, plan, encoding,
-                   backup_all=dest.backup_all, backup=_source_backup(definition, version, settings, None))
+                   backup_all=dest.backup_all, backup=_source_backup(definition, version, settings, None),
+                   node=settings.node_id)
 
     @property
     def conversion(self) -> convert.Conversion | None:
@@ -115,7 +120,7 @@ def _source_backup(definition: DeliveryStreamDefinition, version: int, settings:
                                         extension=encoding.extension)
     size, interval = definitions.buffering(cfg)
     return StreamConfig(version, definition.destination_member, False, cfg, keys, size, interval, chain.Plan(),
-                        encoding)
+                        encoding, node=settings.node_id)
 
 
 def endpoint_url(dest: Any, settings: Settings) -> str | None:

@@ -8,9 +8,10 @@ stream's definition version and the seal time, never of when delivery runs:
 
 * the prefix comes from the oldest record's arrival time and the partition
   keys (or the error output type for error partitions);
-* the suffix from the seal time and a UUID derived from the spool position
-  (``incarnation/source/partition/seq/index``), so two batches never share a key
-  and one batch never has two;
+* the suffix from the seal time and a UUID derived from the node and the spool
+  position (``node/incarnation/source/partition/seq/index``), so two batches never
+  share a key, not even batches of two daemons of a fleet writing to one bucket
+  (``firehose.cluster``), and one batch never has two;
 * record destinations (OpenSearch, Splunk, HTTP endpoint) and converting
   streams also get, up front, the key their error output will go under.
 """
@@ -49,7 +50,7 @@ def name_batch(cfg: StreamConfig, *, stream: str, incarnation: str, source: str,
     """The key and seal metadata of the batch ``spans`` of ``partition``, sealed at ``sealed_ms``."""
     start = (spans[0].entry.seq, spans[0].start)
     first_arrival = min(s.entry.first_arrival(s.start, s.end) for s in spans)
-    unique = uuid.uuid5(_KEY_NAMESPACE, f"{incarnation}/{source}/{partition}/{start[0]}/{start[1]}")
+    unique = uuid.uuid5(_KEY_NAMESPACE, f"{cfg.node}/{incarnation}/{source}/{partition}/{start[0]}/{start[1]}")
     keys = cfg.keys
 
     def error_key(error_type: str, salt: str) -> str:

@@ -58,6 +58,19 @@ def test_the_same_batch_gets_the_same_key_and_another_batch_another(tmp_path: Pa
     assert named(cfg, part, source="proc").key != first.key
 
 
+def test_two_nodes_of_a_fleet_name_the_same_position_differently(tmp_path: Path) -> None:
+    """Daemons behind a load balancer share a bucket: even at the same incarnation and position
+    (a copied data directory), each node's ``cluster.node_id`` makes its keys its own."""
+    import dataclasses
+
+    cfg = config(tmp_path)
+    part = data_partition({"partitionKeyFromQuery:customer": "c1"})
+    a, b = dataclasses.replace(cfg, node="web-1"), dataclasses.replace(cfg, node="web-2")
+    assert named(a, part).key != named(b, part).key
+    assert named(a, part).key == named(dataclasses.replace(cfg, node="web-1"), part).key
+    assert cfg.node == Settings().node_id != ""
+
+
 def test_error_partitions_and_overflow_go_under_the_error_prefix(tmp_path: Path) -> None:
     cfg = config(tmp_path)
     errors = named(cfg, error_partition("processing-failed"))
