@@ -34,11 +34,13 @@ import httpx
 from firehose import console, definitions, destinations, listeners
 from firehose.accounts import PerAccount, account_directory, stored_accounts
 from firehose.agentstatus import read_agents
+from firehose.analytics.runtime import ApplicationRuntime
 from firehose.api.app import FirehoseApp
 from firehose.api.operations import Services
 from firehose.catalog import Catalog, Event, StreamState
 from firehose.definitions import DeliveryStreamDefinition
 from firehose.destinations import Destination, DestinationContext
+from firehose.destinations.s3 import shared_client as shared_s3_client
 from firehose.encoding import convert
 from firehose.encoding.encrypt import Keyring
 from firehose.errors import ConfigError, DestinationError
@@ -132,6 +134,8 @@ class Daemon:
         #: Running streams by (account, name).
         self.pipelines: dict[tuple[str, str], Pipeline] = {}
         self.sources: dict[tuple[str, str], KinesisSource] = {}
+        #: The runtime of SQL applications (made by ``start``, once the sidecar's endpoint is known).
+        self.analytics: ApplicationRuntime | None = None
         self.sidecar: Sidecar | None = None
         self.broken: dict[tuple[str, str], str] = {}  # streams whose definition cannot run here, and why
         self._stopping = False
@@ -369,6 +373,30 @@ class Daemon:
         source.start()
         log.info("Reading a Kinesis stream.", extra={"stream": state.name, "kinesis_stream": arn})
 
+    def _start_analytics(self) -> None:
+        """The runtime of SQL applications, with what it reaches of the daemon: delivery streams' spools (an
+        application's input and outputs), the transform workers, the S3 clients, the in-process sidecar."""
+        if self.analytics is not None:
+            return
+
+        def delivery_stream(account: str, name: str, writing: bool) -> StreamSpool:
+            catalog = self.catalogs.existing(account)
+            state = catalog.find(name) if catalog is not None else None
+            if state is None or state.status != "ACTIVE":
+                raise LookupError(f"Firehose {name} under account {account} is not ACTIVE.")
+            if writing and state.definition.delivery_stream_type != "DirectPut":
+                raise LookupError(f"Firehose {name} reads a Kinesis stream; it takes no other records.")
+            return self._stream_spool(state)
+
+        def s3_client(bucket: str) -> Any:
+            return shared_s3_client(self.settings.s3, self.settings.buckets.get(bucket))
+
+        self.analytics = ApplicationRuntime(
+            settings=self.settings, state_dir=self.settings.state_dir, delivery_stream=delivery_stream,
+            workers=self.workers, s3_client=s3_client,
+            kinesis_endpoint=self.sidecar.endpoint if self.sidecar is not None else None,
+            kinesis_verify=str(self.settings.http.ca_bundle) if self.settings.http.ca_bundle else True)
+
     async def _stop_source(self, key: tuple[str, str]) -> None:
         source = self.sources.pop(key, None)
         if source is not None:
@@ -594,6 +622,7 @@ class Daemon:
                                    keyring=self.keyring)  # one keyring for objects and shard logs
             self.sidecar.app.reset.action = self.reset
             await self.sidecar.start()
+        self._start_analytics()
         for definition in self.config.streams:
             try:
                 self.validate(definition)
@@ -761,6 +790,8 @@ class Daemon:
     async def shutdown(self) -> None:
         self._stopping = True
         timeout = self.settings.delivery.shutdown_timeout_seconds
+        if self.analytics is not None:  # before the pipelines: its last outputs go into their spools
+            await self.analytics.close()
         await asyncio.gather(*(self._stop_source(key) for key in list(self.sources)), return_exceptions=True)
         await asyncio.gather(*(p.stop(timeout) for p in self.pipelines.values()), return_exceptions=True)
         for task in list(self._background):

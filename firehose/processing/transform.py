@@ -48,6 +48,13 @@ log = logging.getLogger("firehose.processing")
 
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024  # synchronous Lambda request and response limit
 RESULTS = ("Ok", "Dropped", "ProcessingFailed")
+#: How a worker shapes an event's records and checks the answer. ``firehose``: Firehose's transformation
+#: contract. ``analytics-input``: a SQL application's preprocessor (``recordId``, ``data`` and the metadata
+#: member the caller gives, e.g. ``kinesisStreamRecordMetadata``; the answer as Firehose's). ``analytics-output``:
+#: a SQL application's Lambda output (``lambdaDeliveryRecordMetadata``; each answer ``Ok`` or ``DeliveryFailed``).
+FIREHOSE = "firehose"
+ANALYTICS_INPUT = "analytics-input"
+ANALYTICS_OUTPUT = "analytics-output"
 _ARN = re.compile(r"^arn:aws[a-z-]*:lambda:([a-z0-9-]+):(\d{12}):function:([A-Za-z0-9_-]+)(?::[A-Za-z0-9$_-]+)?$")
 
 
@@ -145,15 +152,24 @@ def _serve(conn: Connection, nice: int) -> None:
             handler = _load(fn["path"], fn["handler"], cache)
             event = dict(head)
             encode = pybase64.b64encode
-            event["records"] = [
-                {"recordId": rid, "approximateArrivalTimestamp": arrival, "data": encode(data).decode()}
-                for rid, data, arrival in zip(ids, datas, arrivals, strict=True)]
+            contract = fn.get("contract", FIREHOSE)
+            if contract == FIREHOSE:
+                event["records"] = [
+                    {"recordId": rid, "approximateArrivalTimestamp": arrival, "data": encode(data).decode()}
+                    for rid, data, arrival in zip(ids, datas, arrivals, strict=True)]
+            else:  # the SQL applications' contracts: each record's metadata members are given whole
+                event["records"] = [{"recordId": rid, "data": encode(data).decode()} for rid, data in zip(ids, datas,
+                                                                                                         strict=True)]
             if kinesis is not None:
                 for item, meta in zip(event["records"], kinesis, strict=True):
                     if meta is not None:
-                        item["kinesisRecordMetadata"] = meta
+                        if contract == FIREHOSE:
+                            item["kinesisRecordMetadata"] = meta
+                        else:
+                            item.update(meta)
             result = handler(event, _Context(fn, time.monotonic() + fn["timeout_s"]))
-            checked = check_response(result, ids)
+            checked = check_delivery_response(result, ids) if contract == ANALYTICS_OUTPUT \
+                else check_response(result, ids)
         except InvocationError as exc:
             conn.send(("error", exc.code, exc.message))
         except BaseException as exc:  # the function's failure is reported, never fatal here
@@ -211,18 +227,20 @@ class WorkerPool:
                 self._idle.put_nowait(w)
         return self._idle
 
-    async def invoke(self, fn: FunctionRef, head: dict[str, Any], records: Sequence[TransformInput]) -> Checked:
+    async def invoke(self, fn: FunctionRef, head: dict[str, Any], records: Sequence[TransformInput], *,
+                     contract: str = FIREHOSE) -> Checked:
         """Run one invocation; returns the checked results or raises InvocationError.
 
         Records travel as columns (ids, data, arrival times): pickling three lists costs
-        a third of pickling one tuple per record.
+        a third of pickling one tuple per record. ``contract``: ``FIREHOSE``, ``ANALYTICS_INPUT`` or
+        ``ANALYTICS_OUTPUT`` (the event's and the answer's shape).
         """
         idle = await self._queue()
         worker = await idle.get()
         keep = True
         try:
             header = {"path": str(fn.path), "handler": fn.handler, "timeout_s": fn.timeout_s, "name": fn.name,
-                      "arn": fn.arn, "memory_mb": fn.memory_mb, "request_id": str(uuid.uuid4())}
+                      "arn": fn.arn, "memory_mb": fn.memory_mb, "request_id": str(uuid.uuid4()), "contract": contract}
             try:
                 kinesis = [r.kinesis for r in records] if any(r.kinesis for r in records) else None
                 worker.conn.send((header, head, [r.record_id for r in records], [r.data for r in records],
@@ -415,6 +433,18 @@ def check_response(body: Any, record_ids: Sequence[str]) -> Checked:
         return [], [], [], [], []
     results, datas, metadata, codes, messages = zip(*out, strict=True)  # type: ignore[misc]
     return list(results), list(datas), list(metadata), list(codes), list(messages)
+
+
+def check_delivery_response(body: Any, record_ids: Sequence[str]) -> Checked:
+    """A SQL application's Lambda output answer: per record ``Ok``, or ``DeliveryFailed`` (so it is sent again)
+    for any other result and for a record the answer leaves out; InvocationError if it has no records list."""
+    items = body.get("records") if isinstance(body, dict) else None
+    if not isinstance(items, list):
+        raise InvocationError("Lambda.MalformedResponse", "response has no 'records' list")
+    ok = {item.get("recordId") for item in items if type(item) is dict and item.get("result") == "Ok"}
+    n = len(record_ids)
+    return (["Ok" if rid in ok else "DeliveryFailed" for rid in record_ids], [b""] * n, [None] * n, [""] * n,
+            [""] * n)
 
 
 def _checked(item: dict[str, Any], rid: str) -> tuple[str, bytes, dict[str, Any] | None, str, str]:

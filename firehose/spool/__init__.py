@@ -235,8 +235,12 @@ class Spool:
         return await self._append_raw(stream, entry.encode(records, arrival_ms), need)
 
     async def append_sourced(self, stream: StreamSpool, payload: Payload) -> int:
-        """Make records read from a source (with their checkpoint) durable, like ``append``."""
-        return await self._append_raw(stream, payload, sum(len(p) for p in payload) + HEADER_SIZE)
+        """Make records read from a source (with their checkpoint) durable, like ``append``; sealed
+        when the stream's encryption is on (a SQL application's output into an encrypted stream)."""
+        need = sum(len(p) for p in payload) + HEADER_SIZE
+        if stream.encryption.sealing:
+            return await self._append_raw(stream, stream.sealed(RAW, payload), need + SEAL_OVERHEAD)
+        return await self._append_raw(stream, payload, need)
 
     def _admit(self, need: int) -> None:
         try:
