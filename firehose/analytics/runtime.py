@@ -50,9 +50,7 @@ import logging
 import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
-
-import pyarrow as pa
+from typing import TYPE_CHECKING, Any, Protocol
 
 from firehose.analytics.checkpoints import Checkpoint, CheckpointStore, PendingOutput
 from firehose.analytics.inputs import (
@@ -65,12 +63,16 @@ from firehose.analytics.inputs import (
 )
 from firehose.analytics.outputs import DeliveryStreamSink, KinesisStreamSink, LambdaSink, Sink
 from firehose.analytics.preprocess import Failure, Preprocessor
-from firehose.analytics.sqltypes import ERROR_STREAM, ERROR_STREAM_SCHEMA, StreamSchema
 from firehose.clock import now_ms
 from firehose.processing.transform import WorkerPool, resolve_function
 from firehose.settings import Settings
 from firehose.sources.kinesis import make_client
 from firehose.spool import StreamSpool
+
+if TYPE_CHECKING:  # pyarrow loads with the first application, not with the daemon (its memory at rest)
+    import pyarrow as pa
+
+    from firehose.analytics.sqltypes import StreamSchema
 
 log = logging.getLogger("firehose.analytics")
 
@@ -89,7 +91,7 @@ class EngineLike(Protocol):
 
 
 #: (ApplicationCode, input stream schemas, reference table schemas) -> a fresh engine.
-EngineFactory = Callable[[str, Sequence[StreamSchema], Sequence[StreamSchema]], EngineLike]
+EngineFactory = Callable[[str, Sequence["StreamSchema"], Sequence["StreamSchema"]], EngineLike]
 
 
 def sql_engine(code: str, inputs: Sequence[StreamSchema], references: Sequence[StreamSchema]) -> EngineLike:
@@ -452,6 +454,10 @@ class Application:
     def _compute(self, inputs: list[tuple[bytes, int, str]], failures: list[Failure], stamp: int,
                  now: int) -> dict[str, list[bytes]]:
         """Map, push and advance (blocking: the engine's work runs off the event loop); records per output."""
+        import pyarrow as pa
+
+        from firehose.analytics.sqltypes import ERROR_STREAM
+
         assert self.engine is not None
         rows = self.rt.rows
         names = self.stream_names()
@@ -486,6 +492,10 @@ class Application:
 
 def error_rows(failures: Sequence[Failure], rowtime: int, now: int) -> pa.Table:
     """``error_stream`` rows for records the preprocessor failed (DATA_ROW: the record's bytes in hex)."""
+    import pyarrow as pa
+
+    from firehose.analytics.sqltypes import ERROR_STREAM_SCHEMA
+
     n = len(failures)
     columns = {"ROWTIME": [rowtime] * n, "ERROR_TIME": [now] * n, "ERROR_LEVEL": ["Error"] * n,
                "ERROR_NAME": [f.name[:32] for f in failures], "MESSAGE": [f.message[:4096] for f in failures],
