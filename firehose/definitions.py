@@ -115,6 +115,7 @@ class ProcessorParameter(Shape):
         "LambdaArn", "NumberOfRetries", "MetadataExtractionQuery", "JsonParsingEngine", "RoleArn",
         "BufferSizeInMBs", "BufferIntervalInSeconds", "SubRecordType", "Delimiter", "CompressionFormat",
         "DataMessageExtraction",
+        "Query",  # the SQL processor's (config files only: not in AWS's model, so the API refuses it)
     ]
     parameter_value: Annotated[str, Field(min_length=1, max_length=5120)]
 
@@ -123,6 +124,7 @@ class Processor(Shape):
     type: Literal[
         "RecordDeAggregation", "Decompression", "CloudWatchLogProcessing", "Lambda", "MetadataExtraction",
         "AppendDelimiterToRecord",
+        "SQL",  # this daemon's own (firehose.processing.sql); config files only: the API's model refuses it
     ]
     parameters: list[ProcessorParameter] | None = None
 

@@ -10,7 +10,8 @@ API refuse the same things before anything runs.
 of raw records, in AWS's order (spec: transforms.md §5):
 
     Decompression → CloudWatchLogProcessing → RecordDeAggregation → Lambda
-    → MetadataExtraction (partition keys) → AppendDelimiterToRecord
+    → SQL (this daemon's own, ``sql.py``) → MetadataExtraction (partition keys)
+    → AppendDelimiterToRecord
 
 and returns the records grouped by partition, with every record that could
 not be processed turned into an error-output document of its category.
@@ -31,7 +32,7 @@ import pybase64
 from firehose import definitions, failures, objectkeys
 from firehose.definitions import DeliveryStreamDefinition, ExtendedS3DestinationConfiguration
 from firehose.partitions import data_partition, error_partition
-from firehose.processing import builtin, otf, partition
+from firehose.processing import builtin, otf, partition, sql
 from firehose.processing.transform import (
     FunctionRef,
     LambdaProcessor,
@@ -69,20 +70,25 @@ class Plan:
     prefix_keys: frozenset[str] = frozenset()
     #: Records are routed to Iceberg tables (``otf.py``) by the jq query and/or the transform's metadata.
     otf_routing: bool = False
+    #: The SQL processor's query (``sql.py``): one SELECT over each buffer, after the transform.
+    sql_query: str | None = None
+    #: The SQL step's batch (BufferSizeInMBs, BufferIntervalInSeconds) when no Lambda step sets one.
+    sql_buffer: tuple[int, float] | None = None
 
     @property
     def active(self) -> bool:
         """Whether records need processing before buffering at all."""
-        return bool(self.decompress or self.cloudwatch or self.deaggregate or self.transform
+        return bool(self.decompress or self.cloudwatch or self.deaggregate or self.transform or self.sql_query
                     or self.metadata_query or self.append_delimiter is not None or self.dynamic_partitioning)
 
     @property
     def buffer_bytes(self) -> int:
-        return self.transform.buffer_bytes if self.transform else MiB
+        return self.transform.buffer_bytes if self.transform else self.sql_buffer[0] if self.sql_buffer else MiB
 
     @property
     def buffer_interval_s(self) -> float:
-        return self.transform.buffer_interval_s if self.transform else 0.0
+        return (self.transform.buffer_interval_s if self.transform
+                else self.sql_buffer[1] if self.sql_buffer else 0.0)
 
 
 def _params(processor: definitions.Processor) -> dict[str, str]:
@@ -140,6 +146,11 @@ def plan(definition: DeliveryStreamDefinition, settings: Settings) -> Plan:
             if s3 is None:
                 raise ValueError("MetadataExtraction (dynamic partitioning) is for S3 destinations only")
             steps["metadata_query"] = _metadata_query(params, s3)
+        elif kind == "SQL":
+            steps["sql_query"] = sql.check_query(params.get(sql.QUERY, ""))
+            size = _number(params, "BufferSizeInMBs", 1, 0.2, 3, "SQL processor")
+            interval = _number(params, "BufferIntervalInSeconds", 60, 0, 900, "SQL processor")
+            steps["sql_buffer"] = (int(size * MiB), interval)
         elif kind == "AppendDelimiterToRecord":
             raw = params.get("Delimiter")
             steps["append_delimiter"] = pybase64.b64decode(raw) if raw else b"\n"
@@ -290,6 +301,7 @@ class Processor:
             self._lambda = LambdaProcessor(chain.transform.function, pool, retries=chain.transform.retries,
                                            stream_arn=stream_arn, region=region, source_arn=source_arn,
                                            on_invocation=on_invocation)
+        self._sql = sql.SqlStep(chain.sql_query) if chain.sql_query else None
 
     async def process(self, records: Sequence[RawRecord]) -> ProcessedBatch:
         out = ProcessedBatch()
@@ -298,6 +310,8 @@ class Processor:
             results = await self._lambda.run(derived)
         else:
             results = TransformResults.ok([d.data for d in derived])
+        if self._sql is not None and derived:
+            derived, results = await asyncio.to_thread(self._run_sql, self._sql, derived, results)
         await asyncio.to_thread(self._after_transform, derived, results, out)
         return out
 
@@ -338,6 +352,48 @@ class Processor:
             for i, sub in enumerate(subs):
                 derived.append(TransformInput(f"{rid}.{i}", sub, r.arrival_ms, r.kinesis))
         return derived
+
+    @staticmethod
+    def _run_sql(step: sql.SqlStep, derived: list[TransformInput], results: TransformResults
+                 ) -> tuple[list[TransformInput], TransformResults]:
+        """The SQL step over the records the transform passed (``sql.py``): its result rows replace them, as
+        records of the buffer's oldest arrival; records it cannot read, or all of them when the query fails
+        on the buffer, become ProcessingFailed (their error documents carry the record as it reached SQL)."""
+        kept = [i for i, r in enumerate(results.result) if r != "Ok"]
+        ok = [i for i, r in enumerate(results.result) if r == "Ok"]
+        new_derived = [derived[i] for i in kept]
+        new_results = TransformResults([results.result[i] for i in kept], [results.data[i] for i in kept],
+                                       [results.metadata[i] for i in kept], [results.code[i] for i in kept],
+                                       [results.message[i] for i in kept], results.attempts)
+        if not ok:
+            return new_derived, new_results
+
+        def failed(i: int, code: str, message: str) -> None:
+            d = derived[i]
+            new_derived.append(TransformInput(d.record_id, results.data[i], d.arrival_ms, d.kinesis))
+            new_results.result.append("ProcessingFailed")
+            new_results.data.append(b"")
+            new_results.metadata.append(None)
+            new_results.code.append(code)
+            new_results.message.append(message)
+
+        try:
+            outcome = step.run([results.data[i] for i in ok])
+        except ValueError as exc:
+            for i in ok:
+                failed(i, "SQL.QueryFailed", f"The SQL processor's query failed on this buffer: {exc}")
+            return new_derived, new_results
+        for index, reason in outcome.failed:
+            failed(ok[index], "SQL.RecordNotJSON", reason)
+        oldest = min(derived[i].arrival_ms for i in ok)
+        for n, data in enumerate(outcome.records):
+            new_derived.append(TransformInput(f"sql.{n}", data, oldest, None))
+            new_results.result.append("Ok")
+            new_results.data.append(data)
+            new_results.metadata.append(None)
+            new_results.code.append("")
+            new_results.message.append("")
+        return new_derived, new_results
 
     def _after_transform(self, derived: list[TransformInput], results: TransformResults, out: ProcessedBatch) -> None:
         p = self.plan
