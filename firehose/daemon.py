@@ -34,6 +34,8 @@ import httpx
 from firehose import console, definitions, destinations, listeners
 from firehose.accounts import PerAccount, account_directory, stored_accounts
 from firehose.agentstatus import read_agents
+from firehose.analytics.app import analytics_api, check_declared
+from firehose.analytics.service import Analytics, Runtime
 from firehose.api.app import FirehoseApp
 from firehose.api.operations import Services
 from firehose.catalog import Catalog, Event, StreamState
@@ -179,10 +181,18 @@ class Daemon:
         self.taps = Taps()
         #: The console's other JSON: the Kinesis sidecar's streams (when it runs here), the agents' flows.
         self.console_views = {console.KINESIS_JSON: self.kinesis_overview, console.AGENTS_JSON: self.agents_overview}
+        #: SQL applications (the Kinesis Analytics API on the main listener), each account's.
+        self.analytics = Analytics(s.state_dir, home=s.account_id, region=s.region,
+                                   runtime=self._analytics_runtime(),
+                                   named=s.named_accounts | set(config.applications_by_account()))
         self.app = FirehoseApp(self.services, self.readiness, s, self.principals, self.metrics,
                                history=self.history, taps=self.taps, streams=self.console_streams,
-                               views=self.console_views)
+                               views=self.console_views, apis=[analytics_api(self.analytics.for_caller)])
         self.app.reset.action = self.reset
+
+    def _analytics_runtime(self) -> Runtime | None:
+        """What runs SQL applications; none yet (StartApplication then answers UnsupportedOperationException)."""
+        return None
 
     @property
     def catalog(self) -> Catalog:
@@ -600,6 +610,7 @@ class Daemon:
             except ValueError as exc:
                 raise ConfigError(f"{self.config.source}: delivery stream {definition.delivery_stream_name!r}: "
                                   f"{exc}") from exc
+        check_declared(self.config.applications, self.config.source)
         declared = self.config.by_account()
         for account in [*stored_accounts(self.settings.state_dir), *declared]:
             self.catalogs.get(account)
@@ -615,6 +626,7 @@ class Daemon:
             if key not in owned and retained.adopt(self.spool.root / key, self.deleted_dir) is None:
                 log.warning("A spool directory belongs to no delivery stream; it is left untouched.",
                             extra={"directory": str(self.spool.root / key)})
+        self.analytics.start(self.config.applications_by_account())
 
     async def serve(self) -> None:
         try:
@@ -717,6 +729,7 @@ class Daemon:
                 except ValueError as exc:
                     raise ConfigError(f"{new.source}: delivery stream {definition.delivery_stream_name!r}: "
                                       f"{exc}") from exc
+            check_declared(new.applications, new.source)
         except ConfigError as exc:
             log.error("Reload refused: the config is invalid; running on as before.",
                       extra={"config": source, "error": str(exc)})
@@ -736,6 +749,7 @@ class Daemon:
             self.catalogs.get(account)
         for account, catalog in self.catalogs:
             catalog.apply_config(declared.get(account, []))
+        self.analytics.apply_config(new.applications_by_account())
         self.config = new
         if self.sidecar is not None:  # the in-process Kinesis API: its declared streams and principals
             self._spawn(self._reload_sidecar(new.settings))
@@ -761,6 +775,7 @@ class Daemon:
     async def shutdown(self) -> None:
         self._stopping = True
         timeout = self.settings.delivery.shutdown_timeout_seconds
+        await self.analytics.close()  # before the pipelines: applications' last outputs go to their spools
         await asyncio.gather(*(self._stop_source(key) for key in list(self.sources)), return_exceptions=True)
         await asyncio.gather(*(p.stop(timeout) for p in self.pipelines.values()), return_exceptions=True)
         for task in list(self._background):
