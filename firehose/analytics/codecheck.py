@@ -49,7 +49,7 @@ def _columns(schema: Body) -> tuple[Column, ...]:
 
 def input_schemas(app: Application) -> list[StreamSchema]:
     """The in-application input streams of ``app``, in order."""
-    out = []
+    out: list[StreamSchema] = []
     for config in app.inputs:
         columns = _columns(config["InputSchema"])
         out.extend(StreamSchema(name, columns) for name in in_app_stream_names(config))

@@ -43,7 +43,7 @@ async def describe_application(svc: Applications, body: Body) -> Body:
 
 
 async def list_applications(svc: Applications, body: Body) -> Body:
-    return svc.list(body.get("Limit"), body.get("ExclusiveStartApplicationName"))
+    return svc.page(body.get("Limit"), body.get("ExclusiveStartApplicationName"))
 
 
 async def update_application(svc: Applications, body: Body) -> Body:

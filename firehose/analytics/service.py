@@ -131,7 +131,7 @@ class Applications:
         self._save()
         return app
 
-    def list(self, limit: int | None, start: str | None) -> Body:
+    def page(self, limit: int | None, start: str | None) -> Body:
         names = self.store.names()
         if start:
             names = [n for n in names if n > start]
@@ -301,7 +301,7 @@ class Applications:
                     self._save()
                     continue
                 app.status = "STARTING"
-                positions = {i["InputId"]: "LAST_STOPPED_POINT" for i in app.inputs}
+                positions = app.positions = {i["InputId"]: "LAST_STOPPED_POINT" for i in app.inputs}
                 try:
                     self._run(self.runtime, app, positions)
                 except FirehoseError as exc:
