@@ -34,7 +34,9 @@ import httpx
 from firehose import console, definitions, destinations, listeners
 from firehose.accounts import PerAccount, account_directory, stored_accounts
 from firehose.agentstatus import read_agents
+from firehose.analytics.app import analytics_api, check_declared
 from firehose.analytics.runtime import ApplicationRuntime
+from firehose.analytics.service import Analytics, Runtime
 from firehose.api.app import FirehoseApp
 from firehose.api.operations import Services
 from firehose.catalog import Catalog, Event, StreamState
@@ -135,7 +137,7 @@ class Daemon:
         self.pipelines: dict[tuple[str, str], Pipeline] = {}
         self.sources: dict[tuple[str, str], KinesisSource] = {}
         #: The runtime of SQL applications (made by ``start``, once the sidecar's endpoint is known).
-        self.analytics: ApplicationRuntime | None = None
+        self.sql_runtime: ApplicationRuntime | None = None
         self.sidecar: Sidecar | None = None
         self.broken: dict[tuple[str, str], str] = {}  # streams whose definition cannot run here, and why
         self._stopping = False
@@ -183,10 +185,19 @@ class Daemon:
         self.taps = Taps()
         #: The console's other JSON: the Kinesis sidecar's streams (when it runs here), the agents' flows.
         self.console_views = {console.KINESIS_JSON: self.kinesis_overview, console.AGENTS_JSON: self.agents_overview}
+        #: SQL applications (the Kinesis Analytics API on the main listener), each account's.
+        self.analytics = Analytics(s.state_dir, home=s.account_id, region=s.region,
+                                   runtime=self._analytics_runtime(),
+                                   named=s.named_accounts | set(config.applications_by_account()))
         self.app = FirehoseApp(self.services, self.readiness, s, self.principals, self.metrics,
                                history=self.history, taps=self.taps, streams=self.console_streams,
-                               views=self.console_views)
+                               views=self.console_views, apis=[analytics_api(self.analytics.for_caller)])
         self.app.reset.action = self.reset
+
+    def _analytics_runtime(self) -> Runtime | None:
+        """What runs SQL applications when it is known at construction (tests hand one in); otherwise the
+        runtime ``start`` makes once the sidecar's endpoint is known (``_start_analytics``)."""
+        return None
 
     @property
     def catalog(self) -> Catalog:
@@ -376,7 +387,7 @@ class Daemon:
     def _start_analytics(self) -> None:
         """The runtime of SQL applications, with what it reaches of the daemon: delivery streams' spools (an
         application's input and outputs), the transform workers, the S3 clients, the in-process sidecar."""
-        if self.analytics is not None:
+        if self.sql_runtime is not None:
             return
 
         def delivery_stream(account: str, name: str, writing: bool) -> StreamSpool:
@@ -391,11 +402,13 @@ class Daemon:
         def s3_client(bucket: str) -> Any:
             return shared_s3_client(self.settings.s3, self.settings.buckets.get(bucket))
 
-        self.analytics = ApplicationRuntime(
+        self.sql_runtime = ApplicationRuntime(
             settings=self.settings, state_dir=self.settings.state_dir, delivery_stream=delivery_stream,
             workers=self.workers, s3_client=s3_client,
             kinesis_endpoint=self.sidecar.endpoint if self.sidecar is not None else None,
             kinesis_verify=str(self.settings.http.ca_bundle) if self.settings.http.ca_bundle else True)
+        if self.analytics.runtime is None:  # the API's applications run on it
+            self.analytics.runtime = self.sql_runtime
 
     async def _stop_source(self, key: tuple[str, str]) -> None:
         source = self.sources.pop(key, None)
@@ -629,6 +642,7 @@ class Daemon:
             except ValueError as exc:
                 raise ConfigError(f"{self.config.source}: delivery stream {definition.delivery_stream_name!r}: "
                                   f"{exc}") from exc
+        check_declared(self.config.applications, self.config.source)
         declared = self.config.by_account()
         for account in [*stored_accounts(self.settings.state_dir), *declared]:
             self.catalogs.get(account)
@@ -644,6 +658,7 @@ class Daemon:
             if key not in owned and retained.adopt(self.spool.root / key, self.deleted_dir) is None:
                 log.warning("A spool directory belongs to no delivery stream; it is left untouched.",
                             extra={"directory": str(self.spool.root / key)})
+        self.analytics.start(self.config.applications_by_account())
 
     async def serve(self) -> None:
         try:
@@ -746,6 +761,7 @@ class Daemon:
                 except ValueError as exc:
                     raise ConfigError(f"{new.source}: delivery stream {definition.delivery_stream_name!r}: "
                                       f"{exc}") from exc
+            check_declared(new.applications, new.source)
         except ConfigError as exc:
             log.error("Reload refused: the config is invalid; running on as before.",
                       extra={"config": source, "error": str(exc)})
@@ -765,6 +781,7 @@ class Daemon:
             self.catalogs.get(account)
         for account, catalog in self.catalogs:
             catalog.apply_config(declared.get(account, []))
+        self.analytics.apply_config(new.applications_by_account())
         self.config = new
         if self.sidecar is not None:  # the in-process Kinesis API: its declared streams and principals
             self._spawn(self._reload_sidecar(new.settings))
@@ -790,8 +807,9 @@ class Daemon:
     async def shutdown(self) -> None:
         self._stopping = True
         timeout = self.settings.delivery.shutdown_timeout_seconds
-        if self.analytics is not None:  # before the pipelines: its last outputs go into their spools
-            await self.analytics.close()
+        await self.analytics.close()  # before the pipelines: applications' last outputs go to their spools
+        if self.sql_runtime is not None:
+            await self.sql_runtime.close()
         await asyncio.gather(*(self._stop_source(key) for key in list(self.sources)), return_exceptions=True)
         await asyncio.gather(*(p.stop(timeout) for p in self.pipelines.values()), return_exceptions=True)
         for task in list(self._background):

@@ -609,6 +609,9 @@ class Config(BaseModel):
     source: str
     #: The account each of ``streams`` belongs to (its ``AccountId``, else ``settings.account_id``).
     accounts: list[str] = []
+    #: ``analytics_applications:``: SQL applications, each a CreateApplication body (checked against the
+    #: model when the daemon applies them), with an optional ``AccountId`` and ``InputStartingPosition``.
+    applications: list[dict[str, Any]] = []
 
     def by_account(self) -> dict[str, list[DeliveryStreamDefinition]]:
         """The declared streams of each account that declares any."""
@@ -616,6 +619,13 @@ class Config(BaseModel):
         accounts = self.accounts or [self.settings.account_id] * len(self.streams)
         for account, definition in zip(accounts, self.streams, strict=True):
             out.setdefault(account, []).append(definition)
+        return out
+
+    def applications_by_account(self) -> dict[str, list[dict[str, Any]]]:
+        """The declared SQL applications of each account that declares any."""
+        out: dict[str, list[dict[str, Any]]] = {}
+        for item in self.applications:
+            out.setdefault(item.get(ACCOUNT_MEMBER, self.settings.account_id), []).append(item)
         return out
 
 
@@ -651,6 +661,7 @@ def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> C
             raise ConfigError(f"{source}: the top level must be a mapping of settings")
         raw = _interpolate(loaded)
     streams_raw = raw.pop("delivery_streams", None) or []
+    applications_raw = raw.pop("analytics_applications", None) or []
     merged = {**raw, **{k: v for k, v in (overrides or {}).items() if v is not None}}
     try:
         settings = Settings.model_validate(merged)
@@ -665,7 +676,27 @@ def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> C
     if dupes:
         raise ConfigError(f"{source}: delivery stream {dupes[0][1]!r} is declared more than once"
                           + (f" in account {dupes[0][0]}" if len(set(accounts)) > 1 else ""))
-    return Config(settings=settings, streams=streams, source=source, accounts=accounts)
+    applications = _declared_applications(applications_raw, source)
+    return Config(settings=settings, streams=streams, source=source, accounts=accounts, applications=applications)
+
+
+def _declared_applications(items: Any, source: str) -> list[dict[str, Any]]:
+    """``analytics_applications:`` as a list of mappings with valid ``AccountId``s and no name declared twice
+    in an account (their content is checked by the daemon, against the Kinesis Analytics model)."""
+    if not isinstance(items, list):
+        raise ConfigError(f"{source}: analytics_applications must be a list of CreateApplication bodies")
+    seen = set()
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise ConfigError(f"{source}: analytics_applications[{i}] must be a mapping (a CreateApplication body)")
+        account = item.get(ACCOUNT_MEMBER)
+        if account is not None and (not isinstance(account, str) or not re.fullmatch(r"\d{12}", account)):
+            raise ConfigError(f"{source}: analytics_applications[{i}]: AccountId must be a 12-digit account id")
+        key = (account, item.get("ApplicationName"))
+        if key in seen:
+            raise ConfigError(f"{source}: analytics application {key[1]!r} is declared more than once")
+        seen.add(key)
+    return items
 
 
 #: The member a declared stream (delivery stream or Kinesis stream) names its account with; not an AWS member.

@@ -15,7 +15,7 @@ or a destination.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from prometheus_client import Counter, Histogram
@@ -43,7 +43,9 @@ class FirehoseApp:
                  principals: Principals, metrics: Metrics, *, history: MetricsHistory | None = None,
                  taps: Taps | None = None, streams: StreamsProbe | None = None,
                  views: Mapping[str, ViewProbe] | None = None,
-                 max_body_bytes: int = shapes.MAX_BODY_BYTES) -> None:
+                 max_body_bytes: int = shapes.MAX_BODY_BYTES, apis: Sequence[Api] = ()) -> None:
+        """``apis``: other APIs served on this listener's ``POST /``, each through a front door of its own,
+        chosen by the ``X-Amz-Target`` prefix (the daemon's Kinesis Analytics API)."""
         self.services = services
         self.settings = settings
         self.metrics = metrics
@@ -56,6 +58,8 @@ class FirehoseApp:
             too_large_hint=f"PutRecordBatch accepts at most {shapes.MAX_BATCH_BYTES} bytes of record data per call.",
         )
         self.door = FrontDoor(api, settings, principals, self.budget)
+        #: Target prefix (``KinesisAnalytics_20150814``) → the front door of that API.
+        self.doors = {other.target_prefix: FrontDoor(other, settings, principals, self.budget) for other in apis}
         self.receiver = HttpEndpointReceiver(services, self.door)
         self.operator = OperatorRoutes(readiness, metrics.registry, principals, self.door.verifier, history=history,
                                        taps=taps, streams=streams, views=views)
@@ -69,7 +73,7 @@ class FirehoseApp:
             return
         path, method = scope["path"], scope["method"]
         if path == "/" and method == "POST":
-            await self.door(scope, receive, send)
+            await (self._door(scope) if self.doors else self.door)(scope, receive, send)
         elif cors.is_preflight(scope):
             await cors.preflight(scope, send)
         elif (path.startswith(RECEIVER_PREFIX) and method == "POST"
@@ -86,6 +90,13 @@ class FirehoseApp:
         else:
             await send_response(send, 404, wire.error("UnknownOperationException", f"No route for {method} {path}."),
                                 wire.JSON_BYTES, wire.request_id())
+
+    def _door(self, scope: Scope) -> FrontDoor:
+        """The front door of the API the request's ``X-Amz-Target`` names (the Firehose API's by default)."""
+        for key, value in scope["headers"]:
+            if key == b"x-amz-target":
+                return self.doors.get(value.decode("latin-1").partition(".")[0], self.door)
+        return self.door
 
     def _observe(self, operation: str | None, status: int, started: float, _result: Any, _error: str | None
                  ) -> None:

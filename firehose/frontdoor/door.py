@@ -217,7 +217,7 @@ class FrontDoor:
             out = wire.error("SerializationException", f"{exc} {api.too_large_hint}".strip(), cbor=use_cbor)
         except FirehoseError as exc:
             status, failure = status if status != 200 else exc.status, exc.aws_type
-            out = wire.error(exc.aws_type, exc.message, cbor=use_cbor)
+            out = wire.error(exc.aws_type, exc.message, cbor=use_cbor, members=getattr(exc, "members", None))
         except Exception:
             log.exception("Unexpected error handling a request.", extra={"operation": name, "request_id": rid})
             status, failure = 500, "InternalFailure"

@@ -170,6 +170,7 @@ def xml_error(aws_type: str, message: str | None = None) -> bytes:
     return f"<{aws_type}>\n  <Message>{message}</Message>\n</{aws_type}>\n".encode()
 
 
-def error(aws_type: str, message: str, *, cbor: bool = False) -> bytes:
-    body = {"__type": aws_type, "message": message}
+def error(aws_type: str, message: str, *, cbor: bool = False, members: dict[str, Any] | None = None) -> bytes:
+    """The error envelope; ``members``: the error shape's other modelled members (e.g. RawInputRecords)."""
+    body = {"__type": aws_type, "message": message, **(members or {})}
     return cbor2.dumps(body) if cbor else orjson.dumps(body)
