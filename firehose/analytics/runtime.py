@@ -424,7 +424,8 @@ class Application:
             fetched.append(self._queue.get_nowait())
         records: list[tuple[InputRecord, str]] = [(r, f.shard) for f in fetched for r in f.records]
         now = self.rt.clock()
-        stamp = max(self.rowtime, now)
+        # Each tick's rows get a later ROWTIME than every earlier tick's (the engine's invariant).
+        stamp = max(self.rowtime + 1, now) if records else max(self.rowtime, now)
         failures: list[Failure] = []
         if self.preprocessor is not None and records:
             done = await self.preprocessor.run([r for r, _ in records])

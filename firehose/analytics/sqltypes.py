@@ -16,27 +16,35 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import pyarrow as pa
+if TYPE_CHECKING:  # pyarrow loads with the first application that runs, not with the daemon
+    import pyarrow as pa
 
 ROWTIME = "ROWTIME"
 APPROXIMATE_ARRIVAL_TIME = "APPROXIMATE_ARRIVAL_TIME"
 ERROR_STREAM = "error_stream"
-TIMESTAMP_ARROW = pa.timestamp("ms")
 
-#: Type name (upper case, synonyms folded) → (Arrow type factory, DuckDB type name).
-_SIMPLE: dict[str, tuple[pa.DataType, str]] = {
-    "TINYINT": (pa.int8(), "TINYINT"),
-    "SMALLINT": (pa.int16(), "SMALLINT"),
-    "INTEGER": (pa.int32(), "INTEGER"),
-    "BIGINT": (pa.int64(), "BIGINT"),
-    "REAL": (pa.float32(), "REAL"),
-    "DOUBLE": (pa.float64(), "DOUBLE"),
-    "BOOLEAN": (pa.bool_(), "BOOLEAN"),
-    "DATE": (pa.date32(), "DATE"),
-    "TIME": (pa.time32("ms"), "TIME"),
-    "TIMESTAMP": (TIMESTAMP_ARROW, "TIMESTAMP"),
+#: Type name (upper case, synonyms folded) → (Arrow type, as ``pyarrow.<factory>(*args)``, DuckDB type name).
+_SIMPLE: dict[str, tuple[str, tuple[str, ...], str]] = {
+    "TINYINT": ("int8", (), "TINYINT"),
+    "SMALLINT": ("int16", (), "SMALLINT"),
+    "INTEGER": ("int32", (), "INTEGER"),
+    "BIGINT": ("int64", (), "BIGINT"),
+    "REAL": ("float32", (), "REAL"),
+    "DOUBLE": ("float64", (), "DOUBLE"),
+    "BOOLEAN": ("bool_", (), "BOOLEAN"),
+    "DATE": ("date32", (), "DATE"),
+    "TIME": ("time32", ("ms",), "TIME"),
+    "TIMESTAMP": ("timestamp", ("ms",), "TIMESTAMP"),
 }
+
+
+def timestamp_arrow() -> pa.DataType:
+    """The Arrow type of every TIMESTAMP (ROWTIME included): naive UTC, milliseconds."""
+    import pyarrow as pa
+
+    return pa.timestamp("ms")
 _SYNONYMS = {"INT": "INTEGER", "FLOAT": "DOUBLE", "DOUBLE PRECISION": "DOUBLE", "DEC": "DECIMAL",
              "NUMERIC": "DECIMAL", "CHARACTER": "CHAR", "CHARACTER VARYING": "VARCHAR", "BINARY": "VARBINARY"}
 _FORM = re.compile(r"\s*([A-Za-z][A-Za-z ]*?)\s*(?:\(\s*(\d+)\s*(?:,\s*(\d+)\s*)?\))?\s*", re.ASCII)
@@ -59,13 +67,16 @@ class SqlType:
 
     @property
     def arrow(self) -> pa.DataType:
+        import pyarrow as pa
+
         if self.name in ("CHAR", "VARCHAR"):
             return pa.string()
         if self.name == "VARBINARY":
             return pa.binary()
         if self.name == "DECIMAL":
             return pa.decimal128(self.precision or 18, self.scale or 0)
-        return _SIMPLE[self.name][0]
+        factory, args, _duck = _SIMPLE[self.name]
+        return getattr(pa, factory)(*args)  # type: ignore[no-any-return]
 
     @property
     def duckdb(self) -> str:
@@ -75,7 +86,7 @@ class SqlType:
             return "BLOB"
         if self.name == "DECIMAL":
             return f"DECIMAL({self.precision or 18},{self.scale or 0})"
-        return _SIMPLE[self.name][1]
+        return _SIMPLE[self.name][2]
 
     @property
     def is_character(self) -> bool:
@@ -144,9 +155,11 @@ class StreamSchema:
     def arrow_schema(self, *, rowtime: bool = True, arrival: bool = False) -> pa.Schema:
         """Arrow schema of the stream's rows: ``ROWTIME`` first (when asked), then
         ``APPROXIMATE_ARRIVAL_TIME`` (input streams), then the columns in order."""
-        fields = [pa.field(ROWTIME, TIMESTAMP_ARROW)] if rowtime else []
+        import pyarrow as pa
+
+        fields = [pa.field(ROWTIME, timestamp_arrow())] if rowtime else []
         if arrival:
-            fields.append(pa.field(APPROXIMATE_ARRIVAL_TIME, TIMESTAMP_ARROW))
+            fields.append(pa.field(APPROXIMATE_ARRIVAL_TIME, timestamp_arrow()))
         fields.extend(pa.field(c.name, c.type.arrow) for c in self.columns)
         return pa.schema(fields)
 

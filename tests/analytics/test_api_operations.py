@@ -287,18 +287,9 @@ def test_tags(served: AnalyticsDaemon) -> None:
     assert error(exc)[0] == "ResourceNotFoundException"
 
 
-def test_without_a_runtime_start_and_discovery_are_unsupported(served: AnalyticsDaemon) -> None:
+def test_a_ready_application_cannot_be_stopped(served: AnalyticsDaemon) -> None:
     client = served.client()
     client.create_application(**app_body())
-    with pytest.raises(ClientError) as exc:
-        client.start_application(ApplicationName="ticker-stats", InputConfigurations=[
-            {"Id": "1.1", "InputStartingPositionConfiguration": {"InputStartingPosition": "NOW"}}])
-    assert error(exc) == ("UnsupportedOperationException", "StartApplication needs the SQL application runtime, "
-                          "which this daemon does not run.", 400)
-    assert describe(client)["ApplicationStatus"] == "READY"
-    with pytest.raises(ClientError) as exc:
-        client.discover_input_schema(S3Configuration={"RoleARN": ROLE, "BucketARN": "arn:aws:s3:::b", "FileKey": "k"})
-    assert error(exc)[0] == "UnsupportedOperationException"
     with pytest.raises(ClientError) as exc:
         client.stop_application(ApplicationName="ticker-stats")
     assert error(exc) == ("ResourceInUseException", "Application ticker-stats is READY; it can be stopped only when "

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -167,7 +168,7 @@ class Env:
     def _start(self) -> RunningDaemon:
         d = self.start_daemon([stream("out"), stream("errs"), stream("in")], state_dir=self.tmp / "state",
                               kinesis=kinesis_settings(self.port, ("ticks", 2), ("alerts", 1)), **self.settings)
-        rt = d.daemon.analytics
+        rt = d.daemon.sql_runtime
         assert rt is not None
         rt.engine_factory = CopyEngine
         rt._rows = ROWS
@@ -177,7 +178,7 @@ class Env:
 
     @property
     def runtime(self) -> Any:
-        return self.d.daemon.analytics
+        return self.d.daemon.sql_runtime
 
     def restart_daemon(self) -> None:
         self.d.stop()
@@ -233,6 +234,7 @@ def test_kinesis_to_delivery_stream_with_restart_at_last_stopped_point(start_dae
     # NOW ignores the checkpoint: what was put while stopped is not read
     env.put("ticks", docs(100, 5))
     env.start(app, "NOW")
+    time.sleep(0.3)  # NOW is the start's time: what is put after it, not in the same millisecond
     env.put("ticks", docs(200, 5))
     wait_until(lambda: len(env.delivered("out")) >= 105, timeout=20)
     wait_until(lambda: env.d.idle("out"), timeout=20)
