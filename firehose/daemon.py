@@ -35,7 +35,7 @@ from firehose import console, definitions, destinations, listeners
 from firehose.accounts import PerAccount, account_directory, stored_accounts
 from firehose.agentstatus import read_agents
 from firehose.analytics.app import analytics_api, check_declared
-from firehose.analytics.runtime import ApplicationRuntime
+from firehose.analytics.runtime import ApplicationRuntime, scaled_clock
 from firehose.analytics.service import Analytics, Runtime
 from firehose.api.app import FirehoseApp
 from firehose.api.operations import Services
@@ -406,7 +406,9 @@ class Daemon:
             settings=self.settings, state_dir=self.settings.state_dir, delivery_stream=delivery_stream,
             workers=self.workers, s3_client=s3_client,
             kinesis_endpoint=self.sidecar.endpoint if self.sidecar is not None else None,
-            kinesis_verify=str(self.settings.http.ca_bundle) if self.settings.http.ca_bundle else True)
+            kinesis_verify=str(self.settings.http.ca_bundle) if self.settings.http.ca_bundle else True,
+            tick_seconds=self.settings.analytics.tick_seconds, poll_seconds=self.settings.analytics.poll_seconds,
+            rowtime_clock=scaled_clock(self.settings.testing.analytics_clock_rate))
         if self.analytics.runtime is None:  # the API's applications run on it
             self.analytics.runtime = self.sql_runtime
 

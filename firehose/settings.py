@@ -414,6 +414,18 @@ class TestingSettings(_Settings):
     #: ``/_localstack/state/{kinesis,firehose}/reset``) on the API listeners: each drops every stream
     #: at once. Refused unless every API listener is loopback (``check_reset_endpoint``).
     reset_endpoint: bool = False
+    #: SQL applications' ROWTIME runs this many times faster than the wall clock, so a test suite can run
+    #: applications with minute-long windows unchanged in seconds (``firehose.analytics.runtime``).
+    analytics_clock_rate: Annotated[float, Field(ge=1, le=3600)] = 1.0
+
+
+class AnalyticsSettings(_Settings):
+    """How SQL applications run (``firehose.analytics``)."""
+
+    #: Seconds between two runs of an application's pumps (each reads what arrived, emits what is due).
+    tick_seconds: Annotated[float, Field(ge=0.01, le=60)] = 1.0
+    #: Seconds between two reads of a source that had nothing new.
+    poll_seconds: Annotated[float, Field(ge=0.01, le=60)] = 0.2
 
 
 class ClusterSettings(_Settings):
@@ -561,6 +573,7 @@ class Settings(_Settings):
     quotas: QuotaSettings = QuotaSettings()
     testing: TestingSettings = TestingSettings()
     cluster: ClusterSettings = ClusterSettings()
+    analytics: AnalyticsSettings = AnalyticsSettings()
 
     @property
     def node_id(self) -> str:

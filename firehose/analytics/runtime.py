@@ -131,7 +131,8 @@ class ApplicationRuntime:
                  workers: WorkerPool | None = None, s3_client: Callable[[str], Any] | None = None,
                  kinesis_endpoint: str | None = None, kinesis_verify: bool | str = True,
                  engine_factory: EngineFactory | None = None, rows: Any = None,
-                 clock: Callable[[], int] = now_ms, tick_seconds: float = 1.0, poll_seconds: float = 0.2) -> None:
+                 clock: Callable[[], int] = now_ms, tick_seconds: float = 1.0, poll_seconds: float = 0.2,
+                 rowtime_clock: Callable[[], int] | None = None) -> None:
         self.settings = settings
         self.checkpoints = CheckpointStore(Path(state_dir) / "analytics")
         self.delivery_stream = delivery_stream
@@ -142,6 +143,8 @@ class ApplicationRuntime:
         self.engine_factory = engine_factory or sql_engine
         self._rows = rows
         self.clock = clock
+        #: What ROWTIME and window ends are read from: the clock, or a faster one (``scaled_clock``).
+        self.rowtime_clock = rowtime_clock or (lambda: self.clock())
         self.tick_seconds = tick_seconds
         self.poll_seconds = poll_seconds
         self.running: dict[tuple[str, str], Application] = {}
@@ -423,7 +426,7 @@ class Application:
         while not self._queue.empty():
             fetched.append(self._queue.get_nowait())
         records: list[tuple[InputRecord, str]] = [(r, f.shard) for f in fetched for r in f.records]
-        now = self.rt.clock()
+        now = self.rt.rowtime_clock()
         # Each tick's rows get a later ROWTIME than every earlier tick's (the engine's invariant).
         stamp = max(self.rowtime + 1, now) if records else max(self.rowtime, now)
         failures: list[Failure] = []
@@ -489,6 +492,18 @@ class Application:
                 fmt = (config.get("DestinationSchema") or {}).get("RecordFormatType", "JSON")
                 out[oid] = rows.serialize_rows(table, fmt)
         return out
+
+
+#: ``scaled_clock``'s fixed point (2026-01-01T00:00:00Z): fixed, so scaled time only goes forward across restarts.
+_SCALE_ANCHOR_MS = 1_767_225_600_000
+
+
+def scaled_clock(rate: float) -> Callable[[], int] | None:
+    """A clock running ``rate`` times faster than the wall clock (``testing.analytics_clock_rate``), or None
+    for the wall clock itself. Anchored at a fixed instant, so it never goes back across restarts."""
+    if rate == 1.0:
+        return None
+    return lambda: int(_SCALE_ANCHOR_MS + (now_ms() - _SCALE_ANCHOR_MS) * rate)
 
 
 def error_rows(failures: Sequence[Failure], rowtime: int, now: int) -> pa.Table:

@@ -1,0 +1,243 @@
+"""SQL applications end to end, as users run them: boto3's kinesisanalytics client against the daemon (a child
+process, for kill -9), a Kinesis stream of the in-process sidecar as input, delivery streams writing to a local
+directory as outputs. ROWTIME runs 60 times faster than the wall clock (``testing.analytics_clock_rate``), so
+AWS's example applications run unchanged, with their minute-long windows, in seconds.
+
+Answers are computed here from the records put; a window whose rows arrive in several ROWTIME windows gives
+several partial rows (as AWS documents), which are combined here before comparing.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+
+from tests.support.analytics import ACCOUNT, ROLE, analytics_client
+from tests.support.aws import CREDS
+from tests.support.config import local_stream, write_config
+from tests.support.daemon import DaemonProcess
+from tests.support.delivered import read_local
+from tests.support.kinesis_source import kinesis_settings
+from tests.support.ports import free_port
+from tests.support.waiting import wait_until
+
+KINESIS = f"arn:aws:kinesis:us-east-1:{ACCOUNT}:stream/{{}}"
+FIREHOSE = f"arn:aws:firehose:us-east-1:{ACCOUNT}:deliverystream/{{}}"
+RATE = 60  # one minute of ROWTIME per second
+
+EVENTS_INPUT: dict[str, Any] = {
+    "NamePrefix": "SOURCE_SQL_STREAM",
+    "KinesisStreamsInput": {"ResourceARN": KINESIS.format("ticks"), "RoleARN": ROLE},
+    "InputSchema": {
+        "RecordFormat": {"RecordFormatType": "JSON",
+                         "MappingParameters": {"JSONMappingParameters": {"RecordRowPath": "$"}}},
+        "RecordEncoding": "UTF-8",
+        "RecordColumns": [{"Name": "EVENT_TIME", "SqlType": "TIMESTAMP", "Mapping": "$.EVENT_TIME"},
+                          {"Name": "TICKER", "SqlType": "VARCHAR(4)", "Mapping": "$.TICKER"},
+                          {"Name": "PRICE", "SqlType": "REAL", "Mapping": "$.PRICE"}]}}
+
+#: AWS's "tumbling window using an event timestamp" example, as its guide gives it (with a count added to
+#: one pump, so that a lost or doubled row would show).
+EVENT_TIME_CODE = """
+CREATE OR REPLACE STREAM "DESTINATION_SQL_STREAM" (EVENT_TIME timestamp, TICKER varchar(4), min_price REAL,
+                                                   max_price REAL);
+CREATE OR REPLACE PUMP "STREAM_PUMP" AS INSERT INTO "DESTINATION_SQL_STREAM"
+    SELECT STREAM STEP("SOURCE_SQL_STREAM_001".EVENT_TIME BY INTERVAL '60' SECOND), TICKER,
+           MIN(PRICE) AS MIN_PRICE, MAX(PRICE) AS MAX_PRICE
+    FROM "SOURCE_SQL_STREAM_001"
+    GROUP BY TICKER, STEP("SOURCE_SQL_STREAM_001".ROWTIME BY INTERVAL '60' SECOND),
+             STEP("SOURCE_SQL_STREAM_001".EVENT_TIME BY INTERVAL '60' SECOND);
+CREATE OR REPLACE STREAM "COUNT_STREAM" (EVENT_TIME timestamp, TICKER varchar(4), N INTEGER);
+CREATE OR REPLACE PUMP "COUNT_PUMP" AS INSERT INTO "COUNT_STREAM"
+    SELECT STREAM STEP("SOURCE_SQL_STREAM_001".EVENT_TIME BY INTERVAL '60' SECOND), TICKER, COUNT(*)
+    FROM "SOURCE_SQL_STREAM_001"
+    GROUP BY TICKER, STEP("SOURCE_SQL_STREAM_001".ROWTIME BY INTERVAL '60' SECOND),
+             STEP("SOURCE_SQL_STREAM_001".EVENT_TIME BY INTERVAL '60' SECOND);
+"""
+
+
+def to_firehose(stream: str, name: str, record_format: str = "JSON") -> dict[str, Any]:
+    return {"Name": stream, "DestinationSchema": {"RecordFormatType": record_format},
+            "KinesisFirehoseOutput": {"ResourceARN": FIREHOSE.format(name), "RoleARN": ROLE}}
+
+
+class Deployment:
+    """A daemon process with the sidecar (stream ``ticks``, 2 shards) and delivery streams to ``out/``."""
+
+    def __init__(self, tmp_path: Path, outputs: tuple[str, ...]) -> None:
+        self.tmp = tmp_path
+        self.kinesis_port = free_port()
+        config = write_config(tmp_path / "firehose.yaml", {
+            "state_dir": str(tmp_path / "state"), "log_level": "WARNING",
+            "buckets": {"local": {"directory": str(tmp_path / "out")}},
+            "kinesis": kinesis_settings(self.kinesis_port, ("ticks", 2)),
+            "analytics": {"tick_seconds": 0.1, "poll_seconds": 0.05},
+            "testing": {"analytics_clock_rate": RATE},
+        }, [local_stream(name, size_mb=1, interval=1, Prefix=f"{name}/") for name in outputs])
+        self.process = DaemonProcess(config, free_port(), tmp_path / "daemon.log")
+        self.kinesis = boto3.client("kinesis", endpoint_url=f"http://127.0.0.1:{self.kinesis_port}", **CREDS)
+
+    def start(self) -> DaemonProcess:
+        return self.process.start(timeout=30)
+
+    @property
+    def analytics(self) -> Any:
+        return analytics_client(self.process.endpoint)
+
+    def put(self, docs: list[dict[str, Any]]) -> None:
+        for i in range(0, len(docs), 500):
+            resp = self.kinesis.put_records(StreamName="ticks", Records=[
+                {"Data": json.dumps(d).encode(), "PartitionKey": d["TICKER"]} for d in docs[i:i + 500]])
+            assert resp["FailedRecordCount"] == 0
+
+    def rows(self, stream: str) -> list[dict[str, Any]]:
+        out = []
+        for key, body in read_local(self.tmp / "out").items():
+            if key.startswith(f"{stream}/"):
+                out.extend(json.loads(line) for line in body.splitlines())
+        return out
+
+
+def events(rng: random.Random, n: int, base_ms: int) -> list[dict[str, Any]]:
+    tickers = ["AMZN", "MSFT", "TBV", "INTC"]
+    return [{"EVENT_TIME": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime((base_ms + rng.randrange(0, 180_000))
+                                                                            / 1000)),
+             "TICKER": rng.choice(tickers), "PRICE": round(rng.uniform(10, 90), 2)} for _ in range(n)]
+
+
+def minute_of(text: str) -> str:
+    return text[:16]  # "2026-12-04 10:11" or "2026-12-04T10:11"
+
+
+def expected_counts(docs: list[dict[str, Any]]) -> dict[tuple[str, str], int]:
+    counts: dict[tuple[str, str], int] = defaultdict(int)
+    for d in docs:
+        counts[(minute_of(d["EVENT_TIME"]).replace("T", " "), d["TICKER"])] += 1
+    return dict(counts)
+
+
+def combined_counts(rows: list[dict[str, Any]]) -> dict[tuple[str, str], int]:
+    counts: dict[tuple[str, str], int] = defaultdict(int)
+    for r in rows:
+        counts[(minute_of(r["EVENT_TIME"]), r["TICKER"])] += r["N"]
+    return dict(counts)
+
+
+def start(client: Any, name: str, position: str) -> None:
+    client.start_application(ApplicationName=name, InputConfigurations=[
+        {"Id": "1.1", "InputStartingPositionConfiguration": {"InputStartingPosition": position}}])
+
+
+def test_the_event_time_example_through_boto3_survives_kill_9_with_no_row_lost_or_doubled(tmp_path: Path) -> None:
+    deployment = Deployment(tmp_path, ("out", "counts"))
+    daemon = deployment.start()
+    try:
+        client = deployment.analytics
+        client.create_application(ApplicationName="tumbling", Inputs=[EVENTS_INPUT], ApplicationCode=EVENT_TIME_CODE,
+                                  Outputs=[to_firehose("DESTINATION_SQL_STREAM", "out"),
+                                           to_firehose("COUNT_STREAM", "counts")])
+        start(client, "tumbling", "TRIM_HORIZON")
+        wait_until(lambda: client.describe_application(ApplicationName="tumbling")["ApplicationDetail"][
+            "ApplicationStatus"] == "RUNNING", timeout=10)
+        rng = random.Random(17)
+        base = 1_700_000_000_000
+        sent: list[dict[str, Any]] = []
+        for round_ in range(6):
+            batch = events(rng, 300, base)
+            deployment.put(batch)
+            sent.extend(batch)
+            time.sleep(0.4)
+            if round_ == 2:  # mid-run, windows open and outputs in flight
+                daemon.kill()
+                daemon = deployment.start()  # the application was RUNNING: it resumes at its last checkpoint
+        expected = expected_counts(sent)
+        wait_until(lambda: combined_counts(deployment.rows("counts")) == expected, timeout=45, interval=0.25)
+        time.sleep(1.5)  # more windows close: nothing more may come
+        assert combined_counts(deployment.rows("counts")) == expected
+        assert client.describe_application(ApplicationName="tumbling")["ApplicationDetail"][
+            "ApplicationStatus"] == "RUNNING"
+        # The example's own rows: the min and max price per ticker and event minute, over its partial rows.
+        prices: dict[tuple[str, str], list[float]] = defaultdict(list)
+        for d in sent:
+            prices[(minute_of(d["EVENT_TIME"]).replace("T", " "), d["TICKER"])].append(d["PRICE"])
+        got: dict[tuple[str, str], tuple[float, float]] = {}
+        for r in deployment.rows("out"):
+            key = (minute_of(r["EVENT_TIME"]), r["TICKER"])
+            low, high = got.get(key, (r["MIN_PRICE"], r["MAX_PRICE"]))
+            got[key] = (min(low, r["MIN_PRICE"]), max(high, r["MAX_PRICE"]))
+        assert got.keys() == prices.keys()
+        for key, values in prices.items():
+            assert got[key] == pytest.approx((min(values), max(values)), rel=1e-6)  # REAL: float32
+    finally:
+        daemon.stop()
+
+
+def test_stop_and_start_at_last_stopped_point_resume_where_the_application_stopped(tmp_path: Path) -> None:
+    deployment = Deployment(tmp_path, ("alerts",))
+    daemon = deployment.start()
+    try:
+        client = deployment.analytics
+        code = ('CREATE OR REPLACE STREAM "DESTINATION_SQL_STREAM" (ticker VARCHAR(4), price DOUBLE);\n'
+                'CREATE OR REPLACE PUMP "STREAM_PUMP" AS INSERT INTO "DESTINATION_SQL_STREAM"\n'
+                '  SELECT STREAM TICKER, PRICE FROM "SOURCE_SQL_STREAM_001" WHERE PRICE > 50;')
+        client.create_application(ApplicationName="alerts", Inputs=[EVENTS_INPUT], ApplicationCode=code,
+                                  Outputs=[to_firehose("DESTINATION_SQL_STREAM", "alerts", "CSV")])
+        start(client, "alerts", "TRIM_HORIZON")
+        rng = random.Random(4)
+        first, second, third = (events(rng, 200, 0) for _ in range(3))
+        deployment.put(first)
+
+        def expected(docs: list[dict[str, Any]]) -> list[tuple[str, float]]:
+            return sorted((d["TICKER"], d["PRICE"]) for d in docs if d["PRICE"] > 50)
+
+        def got() -> list[tuple[str, float]]:
+            lines = b"".join(v for k, v in read_local(tmp_path / "out").items() if k.startswith("alerts/"))
+            return sorted((f[1], round(float(f[2]), 2)) for f in (line.split(",") for line in lines.decode().splitlines()))
+
+        wait_until(lambda: got() == expected(first), timeout=20)
+        client.stop_application(ApplicationName="alerts")
+        wait_until(lambda: client.describe_application(ApplicationName="alerts")["ApplicationDetail"][
+            "ApplicationStatus"] == "READY", timeout=10)
+        deployment.put(second)  # while stopped
+        start(client, "alerts", "LAST_STOPPED_POINT")
+        deployment.put(third)
+        wait_until(lambda: got() == expected(first + second + third), timeout=20)
+        time.sleep(1.0)
+        assert got() == expected(first + second + third)  # every alert once
+    finally:
+        daemon.stop()
+
+
+def test_discover_input_schema_reads_a_stream_and_unsupported_sql_is_refused(tmp_path: Path) -> None:
+    deployment = Deployment(tmp_path, ("out",))
+    daemon = deployment.start()
+    try:
+        deployment.put([{"TICKER": "AMZN", "PRICE": 84.51, "EVENT_TIME": "2018-06-13T14:11:05.766"},
+                        {"TICKER": "WMT", "PRICE": 92.25, "EVENT_TIME": "2018-06-13T14:11:06.001"}])
+        client = deployment.analytics
+        answer = client.discover_input_schema(
+            ResourceARN=KINESIS.format("ticks"), RoleARN=ROLE,
+            InputStartingPositionConfiguration={"InputStartingPosition": "TRIM_HORIZON"})
+        columns = {c["Name"]: (c["SqlType"], c["Mapping"]) for c in answer["InputSchema"]["RecordColumns"]}
+        assert columns == {"TICKER": ("VARCHAR(4)", "$.TICKER"), "PRICE": ("REAL", "$.PRICE"),
+                           "EVENT_TIME": ("TIMESTAMP", "$.EVENT_TIME")}
+        assert sorted(r[0] for r in answer["ParsedInputRecords"]) == ["AMZN", "WMT"]
+        assert len(answer["RawInputRecords"]) == 2
+        with pytest.raises(ClientError) as err:
+            client.create_application(ApplicationName="forest", Inputs=[EVENTS_INPUT], ApplicationCode=(
+                'CREATE OR REPLACE STREAM "D" (score DOUBLE);\n'
+                'CREATE OR REPLACE PUMP "P" AS INSERT INTO "D"\n'
+                '  SELECT STREAM RANDOM_CUT_FOREST(PRICE) FROM "SOURCE_SQL_STREAM_001";'))
+        assert err.value.response["Error"]["Code"] == "CodeValidationException"
+        assert "RANDOM_CUT_FOREST" in err.value.response["Error"]["Message"]
+        assert "line 3" in err.value.response["Error"]["Message"]
+    finally:
+        daemon.stop()
