@@ -392,9 +392,15 @@ class Daemon:
             ingest.bytes.inc(size)
             read_bytes.inc(size)
 
+        def lambda_step() -> bool:  # the definition as it is now (UpdateDestination may add or drop one)
+            processing = state.definition.processing
+            return bool(processing and processing.enabled and any(p.type == "Lambda"
+                                                                  for p in processing.processors or []))
+
         source = KafkaSource(name=state.name, account_id=state.account_id, source=source_config, cluster=cluster,
                              spool=self.spool, stream=self._stream_spool(state), created_ms=state.created_ms,
-                             on_records=count, on_backpressure=lambda paused: backpressured.set(int(paused)))
+                             on_records=count, on_backpressure=lambda paused: backpressured.set(int(paused)),
+                             keep_keys=lambda_step)
         self.sources[state.key] = source
         source.start()
         log.info("Reading a Kafka topic.", extra={"stream": state.name, "topic": source.topic, "group": source.group})

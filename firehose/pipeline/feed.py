@@ -42,7 +42,7 @@ from firehose.processing.transform import msk_record_metadata
 from firehose.records import Position
 from firehose.retry import HEALING, POISON_ATTEMPTS
 from firehose.spool.cursor import ProcessCursor
-from firehose.spool.entry import RecordEntry, Span
+from firehose.spool.entry import RecordEntry, Span, kafka_record
 from firehose.telemetry import Metrics
 
 log = logging.getLogger("firehose.pipeline")
@@ -224,7 +224,7 @@ def _source_metadata(entry: RecordEntry, index: int) -> dict[str, Any] | None:
     if entry.kinesis:
         return _kinesis_metadata(entry.kinesis[index], entry.arrival(index))
     if entry.kafka:
-        return msk_record_metadata(entry.kafka["topic"], entry.kafka["records"][index], entry.arrival(index))
+        return msk_record_metadata(entry.kafka["topic"], kafka_record(entry.kafka, index), entry.arrival(index))
     return None
 
 

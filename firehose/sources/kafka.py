@@ -94,6 +94,8 @@ def consumer_config(cluster: KafkaClusterSettings, *, group: str, client_id: str
         "auto.offset.reset": "earliest" if earliest else "latest",
         "session.timeout.ms": cluster.session_timeout_ms,
         "heartbeat.interval.ms": cluster.heartbeat_interval_ms,
+        "fetch.wait.max.ms": 50,
+        "fetch.queue.backoff.ms": 20,
         "security.protocol": cluster.security_protocol.lower(),
         "logger": logging.getLogger("firehose.sources.kafka"),
     }
@@ -135,6 +137,25 @@ OFFSET_BEGINNING = -2
 OFFSET_END = -1
 
 
+def _by_partition(messages: list[Any], on_error: Callable[[Any], None]) -> list[Any]:
+    """The messages without errors (``on_error`` told of those), grouped by partition, each in its order: an
+    entry then holds a few runs of consecutive offsets, whatever order the client handed them in."""
+    groups: dict[int, list[Any]] = {}
+    for m in messages:
+        error = m.error()
+        if error is not None:
+            on_error(error)
+            continue
+        p = m.partition()
+        group = groups.get(p)
+        if group is None:
+            group = groups[p] = []
+        group.append(m)
+    if len(groups) == 1:
+        return next(iter(groups.values()))
+    return [m for group in groups.values() for m in group]
+
+
 @dataclass
 class KafkaSourceState:
     assigned: list[int] = field(default_factory=list)
@@ -151,10 +172,13 @@ class KafkaSource:
                  spool: Spool, stream: StreamSpool, created_ms: int,
                  on_records: Callable[[int, int], None] | None = None,
                  on_backpressure: Callable[[bool], None] | None = None,
+                 keep_keys: Callable[[], bool] = lambda: True,
                  consumer_factory: Callable[[dict[str, Any]], Any] | None = None) -> None:
         """``on_records(records, bytes)`` after records are spooled; ``on_backpressure(paused)`` when
         reading pauses or resumes. ``created_ms``: when the stream was created (where reading starts
-        without ReadFromTimestamp)."""
+        without ReadFromTimestamp). ``keep_keys()``: whether records read now keep their keys and headers
+        in the spool (a Lambda step shows them; nothing else reads them, and they cost a third of the
+        reading's CPU)."""
         self.name = name
         self.topic = source.topic_name
         self.cluster_arn = source.msk_cluster_arn
@@ -167,6 +191,7 @@ class KafkaSource:
         self.read_from_ms = int(ts * 1000) if ts is not None else created_ms
         self._on_records = on_records
         self._on_backpressure = on_backpressure
+        self._keep_keys = keep_keys
         self._consumer_factory = consumer_factory
         #: Last offset spooled, per partition (the spool's checkpoint); only the consumer thread changes it.
         self._checkpoints: dict[int, int] = {}
@@ -182,6 +207,10 @@ class KafkaSource:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inflight: concurrent.futures.Future[None] | None = None
+        #: What the batch being written makes durable: (checkpoints after it, records, bytes).
+        self._inflight_result: tuple[dict[int, int], int, int] | None = None
+        #: Last offset read per partition: the checkpoints plus the batch being written.
+        self._positions: dict[int, int] = {}
         self._last_commit = 0.0
         self.state = KafkaSourceState()
 
@@ -189,15 +218,14 @@ class KafkaSource:
 
     def start(self) -> None:
         self._checkpoints = {int(p): int(o) for p, o in latest_checkpoints(self._stream).items()}
+        self._positions = dict(self._checkpoints)
         self._loop = asyncio.get_running_loop()
         self._thread = threading.Thread(target=self._run, name=f"kafka-source-{self.name}", daemon=True)
         self._thread.start()
 
     async def stop(self) -> None:
         """Commit what is spooled, leave the group (its partitions go to the other daemons at once)."""
-        self._stopping.set()
-        if self._inflight is not None:
-            self._inflight.cancel()  # a write waiting for room in a full spool: its records are re-read
+        self._stopping.set()  # the batch being written is waited for (within limits), then committed
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join)
             self._thread = None
@@ -238,6 +266,8 @@ class KafkaSource:
             except Exception as exc:  # a bad setting, a client failure: retried, and shown in /readyz
                 failures += 1
                 self._note_error("The Kafka consumer failed; starting it again.", exc, failures)
+                if failures == 1:
+                    log.debug("The Kafka consumer's failure.", exc_info=exc)
                 self._stopping.wait(_BACKOFF.delay(failures))
             finally:
                 if consumer is not None:
@@ -249,11 +279,14 @@ class KafkaSource:
             messages = consumer.consume(num_messages=BATCH_RECORDS, timeout=_POLL_SECONDS)
             if messages:
                 self._spool_messages(messages)
+            else:
+                self._settle()
             if time.monotonic() - self._last_commit >= self._cluster.commit_interval_seconds:
                 self._commit(consumer, self._assigned, asynchronous=True)
 
     def _close(self, consumer: Any) -> None:
         """Commit what is spooled (synchronously) and leave the group; revocation runs inside close."""
+        self._settle(self._settle_seconds())
         with contextlib.suppress(Exception):
             self._commit(consumer, self._assigned, asynchronous=False)
         with contextlib.suppress(Exception):
@@ -291,8 +324,9 @@ class KafkaSource:
 
     def _revoked_cb(self, consumer: Any, partitions: list[Any]) -> None:
         numbers = {tp.partition for tp in partitions}
-        # Nothing is being spooled now (this runs inside consume): what is spooled is committed, and
-        # nothing more of these partitions is spooled here.
+        # What is read is spooled first (the batch being written), then committed; nothing more of
+        # these partitions is spooled here.
+        self._settle(self._settle_seconds())
         with contextlib.suppress(Exception):
             self._commit(consumer, numbers, asynchronous=False)
         self._assigned -= numbers
@@ -304,6 +338,7 @@ class KafkaSource:
 
     def _lost_cb(self, _consumer: Any, partitions: list[Any]) -> None:
         numbers = {tp.partition for tp in partitions}
+        self._settle(self._settle_seconds())
         self._assigned -= numbers  # another member may own them already: commit nothing
         for p in numbers:
             self._committed.pop(p, None)
@@ -312,6 +347,10 @@ class KafkaSource:
         log.warning("Kafka partitions lost (the group session expired); their records read since the last "
                     "commit will be read again by their new owner.",
                     extra={"stream": self.name, "topic": self.topic, "partitions": sorted(numbers)})
+
+    def _settle_seconds(self) -> float:
+        """How long a rebalance or a stop waits for the batch being written: within the group's session."""
+        return self._cluster.session_timeout_ms / 2000
 
     # -- commits ---------------------------------------------------------------------
 
@@ -332,7 +371,9 @@ class KafkaSource:
     # -- backpressure ----------------------------------------------------------------
 
     def _backlog(self) -> int:
-        return int(self._stream.log.size_bytes + self._stream.processed.size_bytes)
+        """The stream's spooled, undelivered bytes, with the batch being written."""
+        writing = self._inflight_result[2] if self._inflight_result is not None else 0
+        return int(self._stream.log.size_bytes + self._stream.processed.size_bytes) + writing
 
     def _backpressure(self, consumer: Any) -> None:
         from confluent_kafka import TopicPartition
@@ -342,6 +383,7 @@ class KafkaSource:
             return
         partitions = [TopicPartition(self.topic, p) for p in sorted(self._assigned)]
         if over:
+            self._settle()  # what is read is written before reading stops
             log.warning("Paused reading the Kafka topic: the delivery backlog is over its limit.",
                         extra={"stream": self.name, "limit_bytes": self._cluster.max_backlog_bytes})
             if partitions:
@@ -359,18 +401,19 @@ class KafkaSource:
     def _spool_messages(self, messages: list[Any]) -> None:
         datas: list[bytes] = []
         arrivals: list[int] = []
-        meta: list[list[Any]] = []
-        checkpoints = self._checkpoints
+        runs: list[list[int]] = []  # [partition, first offset, count]
+        keys: list[str | None] = []
+        headers: list[list[list[str | None]] | None] = []
+        keep = self._keep_keys()
+        checkpoints = self._positions  # read and spooled, or being spooled
         moved: dict[int, int] = {}
         encode = pybase64.b64encode
         received = now_ms()
-        for m in messages:
-            if m.error() is not None:
-                self._message_error(m.error())
-                continue
+        for m in _by_partition(messages, self._message_error):
             p = m.partition()
             offset = m.offset()
-            if p not in self._assigned or offset <= moved.get(p, checkpoints.get(p, -1)):
+            last = moved.get(p, checkpoints.get(p, -1))
+            if p not in self._assigned or offset <= last:
                 continue  # revoked meanwhile, or spooled already
             kind, ts = m.timestamp()
             arrival = ts if kind != 0 and ts >= 0 else received  # 0: TIMESTAMP_NOT_AVAILABLE
@@ -381,28 +424,57 @@ class KafkaSource:
             value = m.value()
             datas.append(value if value is not None else b"")  # a tombstone: an empty record
             arrivals.append(arrival)
-            key = m.key()
-            headers = m.headers()
-            meta.append([p, offset, encode(key).decode() if key is not None else None,
-                         [[k, encode(v).decode() if v is not None else None] for k, v in headers] if headers else None])
+            run = runs[-1] if runs else None
+            if run is not None and run[0] == p and run[1] + run[2] == offset:
+                run[2] += 1
+            else:
+                runs.append([p, offset, 1])
+            if keep:
+                key = m.key()
+                keys.append(encode(key).decode() if key is not None else None)
+                hs = m.headers()
+                headers.append([[k, encode(v).decode() if v is not None else None] for k, v in hs] if hs else None)
             moved[p] = offset
         if not datas:
             return
         after = {**checkpoints, **moved}
-        payload = spool_entry.encode_kafka(datas, arrivals, self.topic, meta,
-                                           {str(p): str(o) for p, o in after.items()})
+        kafka: dict[str, Any] = {"topic": self.topic, "runs": runs}
+        if keep:
+            kafka["keys"] = keys
+            kafka["headers"] = headers
+        payload = spool_entry.encode_kafka(datas, arrivals, kafka, {str(p): str(o) for p, o in after.items()})
+        # One batch is written while the next is read and built: wait for the previous one first, so
+        # entries land in the order read (the newest entry holds every partition's position).
+        self._settle()
         assert self._loop is not None
         self._inflight = asyncio.run_coroutine_threadsafe(self._append(payload), self._loop)
+        self._inflight_result = (after, len(datas), sum(map(len, datas)))
+        self._positions = after
+
+    def _settle(self, timeout: float | None = None) -> None:
+        """Wait for the batch being written, then count it durable (its positions may be committed).
+
+        Only a rebalance or a stop gives a ``timeout`` (then every partition is being taken away: the
+        assignment is eager). A batch not written within it (a full spool) is given up: its positions
+        are forgotten, so its records are read again by whoever reads the partition next, and never
+        committed unwritten. (Should the write land after all, this daemon may spool them twice.)"""
+        future, result = self._inflight, self._inflight_result
+        if future is None or result is None:
+            return
         try:
-            self._inflight.result()
-        except concurrent.futures.CancelledError:
-            return  # stopping: not spooled, so not committed; read again next time
+            future.result(timeout)
+        except (concurrent.futures.CancelledError, concurrent.futures.TimeoutError):
+            if timeout is not None:
+                future.cancel()
+            self._positions = dict(self._checkpoints)
+            return
         finally:
-            self._inflight = None
+            self._inflight = self._inflight_result = None
+        after, records, size = result
         self._checkpoints = after
-        self.state.records += len(datas)
+        self.state.records += records
         if self._on_records is not None:
-            self._on_records(len(datas), sum(map(len, datas)))
+            self._on_records(records, size)
 
     async def _append(self, payload: list[bytes]) -> None:
         await retry_until(functools.partial(self._spool.append_sourced, self._stream, payload), backoff=_BACKOFF,

@@ -27,8 +27,7 @@ few slices of entries, with no per-record copying.
   the reader's checkpoint for every shard (``{shard id: sequence number}``)
   as of this entry, so the spool itself is the checkpoint store: the records
   and the position after them become durable in one fsync. Records read from
-  a Kafka topic carry ``{"topic", "records": [[partition, offset, key, headers]]}``
-  (key base64 or null, headers ``[[name, base64 value]]`` or null) instead,
+  a Kafka topic carry their partitions and offsets (``kafka_record``) instead,
   and the checkpoint of every partition (``{partition: last offset spooled}``).
 
 A record's position is ``(seq, index)``: the entry's sequence number and the
@@ -101,13 +100,30 @@ def encode_sourced(records: Sequence[bytes], arrivals: Sequence[int], kinesis: S
             _le(array("I", [len(r) for r in records])), *records]
 
 
-def encode_kafka(records: Sequence[bytes], arrivals: Sequence[int], topic: str, kafka: Sequence[Sequence[Any]],
+def encode_kafka(records: Sequence[bytes], arrivals: Sequence[int], kafka: Mapping[str, Any],
                  checkpoints: Mapping[str, str]) -> list[bytes]:
-    """Payload parts for a sourced entry of records read from a Kafka topic (``kafka``: per record
-    ``[partition, offset, key, headers]``; ``checkpoints``: the last offset spooled per partition)."""
-    header = orjson.dumps({"kafka": {"topic": topic, "records": list(kafka)}, "checkpoints": dict(checkpoints)})
+    """Payload parts for a sourced entry of records read from a Kafka topic; ``kafka`` as ``kafka_record``
+    reads it, ``checkpoints``: the last offset spooled per partition."""
+    header = orjson.dumps({"kafka": kafka, "checkpoints": dict(checkpoints)})
     return [_PROC_HEAD.pack(KIND_SOURCED, len(records), len(header)), header, _le(array("Q", arrivals)),
             _le(array("I", [len(r) for r in records])), *records]
+
+
+def kafka_record(kafka: Mapping[str, Any], index: int) -> tuple[int, int, str | None, list[Any] | None]:
+    """(partition, offset, key, headers) of record ``index`` of a Kafka-sourced entry.
+
+    ``kafka`` is ``{"topic", "runs": [[partition, first offset, count]], "keys"?, "headers"?}``: records
+    in runs of consecutive offsets of one partition, so an entry's header stays a few runs long;
+    ``keys`` (base64 or null) and ``headers`` (``[[name, base64 value]]`` or null), one per record,
+    only when they were kept.
+    """
+    at = index
+    for partition, first, count in kafka["runs"]:
+        if at < count:
+            keys, headers = kafka.get("keys"), kafka.get("headers")
+            return (partition, first + at, keys[index] if keys else None, headers[index] if headers else None)
+        at -= count
+    raise IndexError(f"record {index} is past the entry's Kafka runs")
 
 
 def encode_processed(groups: Sequence[tuple[str, Sequence[tuple[bytes, int]]]], raw_end: Position) -> list[bytes]:
@@ -143,7 +159,7 @@ class RecordEntry:
     raw_end: Position | None = None
     #: Sourced entries: per record [shard id, partition key, sequence number, subsequence number].
     kinesis: list[list[Any]] | None = None
-    #: Sourced entries read from Kafka: ``{"topic": name, "records": [[partition, offset, key, headers]]}``.
+    #: Sourced entries read from Kafka: topic, partitions and offsets (``kafka_record``).
     kafka: dict[str, Any] | None = None
     #: Sourced entries: the reader's per-shard (per-partition) checkpoint as of this entry.
     checkpoints: dict[str, str] | None = None

@@ -10,11 +10,10 @@ from typing import Any
 
 import pytest
 
-from tests.sources.test_kafka_source import clusters, msk_stream
 from tests.support.config import write_config
 from tests.support.daemon import DaemonProcess
 from tests.support.delivered import delivered_records
-from tests.support.kafka import KafkaBroker
+from tests.support.kafka import KafkaBroker, clusters, msk_stream
 from tests.support.waiting import wait_until
 
 PARTITIONS = 6

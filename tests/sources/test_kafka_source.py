@@ -14,14 +14,12 @@ import pytest
 
 from firehose.sources.kafka import OFFSET_BEGINNING, OFFSET_END, start_offsets
 from tests.support.aws import ROLE
-from tests.support.config import local_stream, write_config
+from tests.support.config import write_config
 from tests.support.delivered import delivered_records
-from tests.support.kafka import KafkaBroker
+from tests.support.kafka import CLUSTER, KafkaBroker, clusters, keyed, msk_stream
 from tests.support.ports import free_port
 from tests.support.transforms import write_function
 from tests.support.waiting import wait_until
-
-CLUSTER = "arn:aws:kafka:us-east-1:123456789012:cluster/dev/abcd-1"
 
 
 @pytest.fixture(scope="module")
@@ -29,29 +27,6 @@ def broker() -> Iterator[KafkaBroker]:
     b = KafkaBroker().start()
     yield b
     b.stop()
-
-
-def msk_stream(name: str, topic: str, *, read_from: Any = "1970-01-01T00:00:00Z", **extra: Any) -> dict[str, Any]:
-    """A delivery stream reading ``topic`` from the start, writing under ``{name}/``."""
-    body = local_stream(name, **extra)
-    body["DeliveryStreamType"] = "MSKAsSource"
-    source: dict[str, Any] = {"MSKClusterARN": CLUSTER, "TopicName": topic,
-                              "AuthenticationConfiguration": {"RoleARN": ROLE, "Connectivity": "PRIVATE"}}
-    if read_from is not None:
-        source["ReadFromTimestamp"] = read_from
-    body["MSKSourceConfiguration"] = source
-    body["ExtendedS3DestinationConfiguration"]["Prefix"] = f"{name}/"
-    body["ExtendedS3DestinationConfiguration"]["ErrorOutputPrefix"] = f"errors-{name}/"
-    return body
-
-
-def clusters(broker: KafkaBroker, **extra: Any) -> dict[str, Any]:
-    return {CLUSTER: {"bootstrap_servers": broker.bootstrap, "session_timeout_ms": 6000,
-                      "heartbeat_interval_ms": 1000, "commit_interval_seconds": 0.2, **extra}}
-
-
-def keyed(prefix: str, n: int) -> list[tuple[bytes, bytes]]:
-    return [(f"k{i % 97}".encode(), f"{prefix}-{i}\n".encode()) for i in range(n)]
 
 
 def test_one_daemon_delivers_every_partition_exactly_once(start_daemon: Any, broker: KafkaBroker,

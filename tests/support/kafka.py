@@ -22,12 +22,14 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from tests.support.aws import ROLE
+from tests.support.config import local_stream
 from tests.support.ports import free_port
 from tests.support.process import stop_gently
 from tests.support.waiting import wait_until
 
-#: Consumer settings (confluent-kafka names) that keep rebalances short on this broker.
-FAST_GROUP = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}
+#: The MSKClusterARN the tests' delivery streams name (``kafka_clusters`` maps it to the broker).
+CLUSTER = "arn:aws:kafka:us-east-1:123456789012:cluster/dev/abcd-1"
 
 
 def broker_binary() -> str:
@@ -162,3 +164,31 @@ class KafkaBroker:
             return {tp.partition: tp.offset for tp in got if tp.offset >= 0}
         finally:
             consumer.close()
+
+
+# -- delivery streams reading the broker ------------------------------------------------------
+
+
+def msk_stream(name: str, topic: str, *, read_from: Any = "1970-01-01T00:00:00Z", **extra: Any) -> dict[str, Any]:
+    """A delivery stream reading ``topic`` from the start, writing under ``{name}/``."""
+    body = local_stream(name, **extra)
+    body["DeliveryStreamType"] = "MSKAsSource"
+    source: dict[str, Any] = {"MSKClusterARN": CLUSTER, "TopicName": topic,
+                              "AuthenticationConfiguration": {"RoleARN": ROLE, "Connectivity": "PRIVATE"}}
+    if read_from is not None:
+        source["ReadFromTimestamp"] = read_from
+    body["MSKSourceConfiguration"] = source
+    body["ExtendedS3DestinationConfiguration"]["Prefix"] = f"{name}/"
+    body["ExtendedS3DestinationConfiguration"]["ErrorOutputPrefix"] = f"errors-{name}/"
+    return body
+
+
+def clusters(broker: KafkaBroker, **extra: Any) -> dict[str, Any]:
+    """The daemon's ``kafka_clusters``: ``CLUSTER`` on the broker, short group sessions and commit intervals."""
+    return {CLUSTER: {"bootstrap_servers": broker.bootstrap, "session_timeout_ms": 6000,
+                      "heartbeat_interval_ms": 1000, "commit_interval_seconds": 0.2, **extra}}
+
+
+def keyed(prefix: str, n: int) -> list[tuple[bytes, bytes]]:
+    """``n`` records ``(key, "<prefix>-<i>\\n")`` over 97 keys."""
+    return [(f"k{i % 97}".encode(), f"{prefix}-{i}\n".encode()) for i in range(n)]
