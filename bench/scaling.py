@@ -19,6 +19,11 @@ readiness to the end, and of this process for the direct client, per 1,000 recor
 
     python bench/scaling.py [--records 300000] [--record-bytes 200] [--partitions 6] [--json FILE]
 
+Clients (``--part clients``): confluent-kafka, aiokafka and kafka-python each read the same topic
+(records/s from the first record; CPU of this process, group join included), the figures behind
+the choice of confluent-kafka (pyproject.toml). aiokafka and kafka-python are not dependencies of
+the project: ``pip install aiokafka kafka-python`` first, or they are left out.
+
 Goal: firehose / direct at least 0.8 (exit status 1 if missed). Every record must be delivered
 exactly once (counted by its unique id), or the run fails.
 """
@@ -131,6 +136,92 @@ def through_firehose(broker: KafkaBroker, topic: str, records: int, workdir: Pat
             "cpu_ms_per_1000": cpu / records * 1e6}
 
 
+def client_confluent(bootstrap: str, topic: str, records: int) -> tuple[float, int]:
+    from confluent_kafka import Consumer
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4().hex}",
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                  "session.timeout.ms": 6000, "heartbeat.interval.ms": 1000})
+    c.subscribe([topic])
+    n, first = 0, 0.0
+    while n < records:
+        batch = [m.value() for m in c.consume(10_000, 1.0) if m.error() is None]
+        if batch and not first:
+            first = time.perf_counter()
+        n += len(batch)
+    seconds = time.perf_counter() - first
+    c.close()
+    return seconds, n
+
+
+def client_kafka_python(bootstrap: str, topic: str, records: int) -> tuple[float, int]:
+    from kafka import KafkaConsumer
+
+    c = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"bench-{uuid.uuid4().hex}",
+                      auto_offset_reset="earliest", enable_auto_commit=False, session_timeout_ms=6000,
+                      heartbeat_interval_ms=1000)
+    n, first = 0, 0.0
+    while n < records:
+        got = c.poll(1000, max_records=10_000)
+        values = [r.value for recs in got.values() for r in recs]
+        if values and not first:
+            first = time.perf_counter()
+        n += len(values)
+    seconds = time.perf_counter() - first
+    c.close()
+    return seconds, n
+
+
+def client_aiokafka(bootstrap: str, topic: str, records: int) -> tuple[float, int]:
+    import asyncio
+
+    from aiokafka import AIOKafkaConsumer
+
+    async def run() -> tuple[float, int]:
+        c = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"bench-{uuid.uuid4().hex}",
+                             auto_offset_reset="earliest", enable_auto_commit=False, session_timeout_ms=6000,
+                             heartbeat_interval_ms=1000)
+        await c.start()
+        n, first = 0, 0.0
+        while n < records:
+            got = await c.getmany(timeout_ms=1000, max_records=10_000)
+            values = [r.value for recs in got.values() for r in recs]
+            if values and not first:
+                first = time.perf_counter()
+            n += len(values)
+        seconds = time.perf_counter() - first
+        await c.stop()
+        return seconds, n
+
+    return asyncio.run(run())
+
+
+CLIENTS = {"confluent-kafka": client_confluent, "aiokafka": client_aiokafka, "kafka-python": client_kafka_python}
+
+
+def bench_clients(args: argparse.Namespace) -> dict[str, Any]:
+    """The three maintained Python clients reading the same topic, each in a group of its own (aiokafka and
+    kafka-python are not the project's dependencies: a client not installed is left out)."""
+    broker = KafkaBroker().start()
+    results: dict[str, Any] = {}
+    try:
+        broker.create_topic("clients", args.partitions)
+        produce(broker, "clients", args.records, args.record_bytes)
+        for name, read in CLIENTS.items():
+            try:
+                cpu0 = time.process_time()
+                seconds, n = read(broker.bootstrap, "clients", args.records)
+            except ImportError:
+                print(f"{name}: not installed, left out")
+                continue
+            cpu = time.process_time() - cpu0  # includes joining the group: the same for every client
+            results[name] = {"records": n, "seconds": seconds, "records_per_s": n / seconds, "cpu_seconds": cpu,
+                             "cpu_ms_per_1000": cpu / n * 1e6}
+    finally:
+        broker.stop()
+    return results
+
+
 def bench_kafka(args: argparse.Namespace) -> dict[str, Any]:
     broker = KafkaBroker().start()
     try:
@@ -151,12 +242,20 @@ def bench_kafka(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--part", choices=["kafka"], default="kafka")
+    parser.add_argument("--part", choices=["kafka", "clients"], default="kafka")
     parser.add_argument("--records", type=int, default=300_000)
     parser.add_argument("--record-bytes", type=int, default=200)
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    if args.part == "clients":
+        clients = bench_clients(args)
+        for name, r in clients.items():
+            print(f"{name:16} {r['records_per_s']:>10,.0f} records/s  "
+                  f"CPU {r['cpu_ms_per_1000']:6.2f} ms / 1,000 records")
+        if args.json:
+            args.json.write_text(json.dumps(clients, indent=2))
+        return 0
     results = bench_kafka(args)
     for name in ("direct", "direct+file", "firehose"):
         r = results[name]
