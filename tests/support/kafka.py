@@ -6,7 +6,7 @@ temporary directory, and stops it by its own pid. The build keeps topics, record
 offsets in memory: a broker restart loses them, so tests that restart daemons keep the broker up.
 
 Its group coordinator holds a JoinGroup for about half of the member's session timeout before it
-answers, so every rebalance costs that long: consumers in tests use short sessions (``fast_group``).
+answers, so every rebalance costs that long: the tests' daemons use 6 s sessions (``clusters``).
 """
 
 from __future__ import annotations
