@@ -56,6 +56,7 @@ from firehose.pipeline.memory import MemoryBudget
 from firehose.processing.transform import WorkerPool
 from firehose.processpool import RenewingProcessPool
 from firehose.settings import Config, HttpSettings, Settings, check_listener, check_reset_endpoint, split_listen
+from firehose.sources.kafka import KafkaSource
 from firehose.sources.kinesis import KinesisSource, make_client
 from firehose.spool import PROC, Spool, StreamSpool, retained
 from firehose.storage.atomic import make_dirs
@@ -135,7 +136,7 @@ class Daemon:
         self.history = MetricsHistory(self.metrics.registry)
         #: Running streams by (account, name).
         self.pipelines: dict[tuple[str, str], Pipeline] = {}
-        self.sources: dict[tuple[str, str], KinesisSource] = {}
+        self.sources: dict[tuple[str, str], KinesisSource | KafkaSource] = {}
         #: The runtime of SQL applications (made by ``start``, once the sidecar's endpoint is known).
         self.sql_runtime: ApplicationRuntime | None = None
         self.sidecar: Sidecar | None = None
@@ -349,6 +350,8 @@ class Daemon:
         pipeline.start(deliver_after=self._warm_workers() if needs_workers else None)
         if state.definition.delivery_stream_type == "KinesisStreamAsSource":
             self._start_source(state)
+        elif state.definition.delivery_stream_type == "MSKAsSource":
+            self._start_kafka_source(state)
         self._spawn(self._check(state.name, destination))
 
     def _start_source(self, state: StreamState) -> None:
@@ -411,6 +414,39 @@ class Daemon:
             rowtime_clock=scaled_clock(self.settings.testing.analytics_clock_rate))
         if self.analytics.runtime is None:  # the API's applications run on it
             self.analytics.runtime = self.sql_runtime
+
+    def _start_kafka_source(self, state: StreamState) -> None:
+        if state.key in self.sources:
+            return
+        source_config = state.definition.msk_source_configuration
+        assert source_config is not None
+        cluster = self.settings.kafka_clusters.get(source_config.msk_cluster_arn)
+        if cluster is None:  # created before the cluster left kafka_clusters
+            why = f"MSKClusterARN {source_config.msk_cluster_arn} is not in kafka_clusters; the stream reads nothing"
+            self.broken[state.key] = why
+            log.error("A delivery stream cannot read its Kafka topic.", extra={"stream": state.name, "error": why})
+            return
+        m = self.metrics
+        ingest = m.ingest(state.name)
+        read_bytes, backpressured = m.source_read_bytes.labels(state.name), m.source_backpressured.labels(state.name)
+
+        def count(records: int, size: int) -> None:
+            ingest.records.inc(records)
+            ingest.bytes.inc(size)
+            read_bytes.inc(size)
+
+        def lambda_step() -> bool:  # the definition as it is now (UpdateDestination may add or drop one)
+            processing = state.definition.processing
+            return bool(processing and processing.enabled and any(p.type == "Lambda"
+                                                                  for p in processing.processors or []))
+
+        source = KafkaSource(name=state.name, account_id=state.account_id, source=source_config, cluster=cluster,
+                             spool=self.spool, stream=self._stream_spool(state), created_ms=state.created_ms,
+                             on_records=count, on_backpressure=lambda paused: backpressured.set(int(paused)),
+                             keep_keys=lambda_step)
+        self.sources[state.key] = source
+        source.start()
+        log.info("Reading a Kafka topic.", extra={"stream": state.name, "topic": source.topic, "group": source.group})
 
     async def _stop_source(self, key: tuple[str, str]) -> None:
         source = self.sources.pop(key, None)

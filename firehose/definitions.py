@@ -14,11 +14,13 @@ says so, rather than accepted and silently ignored.
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Literal
 
 import orjson
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
@@ -366,6 +368,40 @@ class KinesisStreamSourceConfiguration(Shape):
         alias="KinesisStreamARN"
     )
     role_arn: RoleARN = Field(alias="RoleARN")
+
+
+def _epoch_seconds(value: Any) -> Any:
+    """A timestamp member as epoch seconds: a JSON number (the SDKs' form), an ISO-8601 string, or a
+    date-time YAML already parsed (a config file's ``1970-01-01T00:00:00Z``)."""
+    if isinstance(value, str) and not value.replace(".", "", 1).isdigit():
+        try:
+            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError("must be epoch seconds or an ISO-8601 date-time") from None
+    if isinstance(value, datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
+    return value
+
+
+class AuthenticationConfiguration(Shape):
+    role_arn: RoleARN = Field(alias="RoleARN")
+    connectivity: Literal["PUBLIC", "PRIVATE"]
+
+
+class MSKSourceConfiguration(Shape):
+    """An Amazon MSK topic as the source (DeliveryStreamType ``MSKAsSource``).
+
+    Where the cluster is comes from the daemon's ``kafka_clusters:`` (by MSKClusterARN); RoleARN and
+    Connectivity are kept and described, not used. ReadFromTimestamp (epoch seconds; 0 = the
+    earliest record) is where reading starts in partitions the stream has no position in yet;
+    unset, the moment the stream was created (AWS: when it became ACTIVE).
+    """
+
+    msk_cluster_arn: Annotated[str, Field(min_length=1, max_length=512, pattern=r"^arn:.*")] = Field(
+        alias="MSKClusterARN")
+    topic_name: Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[a-zA-Z0-9\._\-]+$")]
+    authentication_configuration: AuthenticationConfiguration
+    read_from_timestamp: Annotated[float, BeforeValidator(_epoch_seconds), Field(ge=0)] | None = None
 
 
 def _retry_seconds(options: RetryOptions | None, default: int) -> int:
@@ -762,7 +798,7 @@ class DeliveryStreamDefinition(Shape):
     ) = Field(None, alias="AmazonOpenSearchServerlessDestinationConfiguration")
     snowflake_destination_configuration: dict[str, Any] | None = None
     iceberg_destination_configuration: IcebergDestinationConfiguration | None = None
-    msk_source_configuration: dict[str, Any] | None = Field(None, alias="MSKSourceConfiguration")
+    msk_source_configuration: MSKSourceConfiguration | None = Field(None, alias="MSKSourceConfiguration")
     database_source_configuration: dict[str, Any] | None = None
     tags: Annotated[list[Tag], Field(min_length=1, max_length=50)] | None = None
 
@@ -782,8 +818,15 @@ class DeliveryStreamDefinition(Shape):
             raise ValueError("a destination configuration is required (ExtendedS3DestinationConfiguration)")
         if given[0] == "SnowflakeDestinationConfiguration":
             raise ValueError(f"{given[0]} is not supported by this daemon yet")
-        if self.delivery_stream_type not in ("DirectPut", "KinesisStreamAsSource"):
+        if self.delivery_stream_type not in ("DirectPut", "KinesisStreamAsSource", "MSKAsSource"):
             raise ValueError(f"DeliveryStreamType {self.delivery_stream_type} is not supported by this daemon yet")
+        if self.delivery_stream_type == "MSKAsSource":
+            if self.msk_source_configuration is None:
+                raise ValueError("DeliveryStreamType MSKAsSource requires MSKSourceConfiguration")
+            if self.direct_put_source_configuration is not None:
+                raise ValueError("DirectPutSourceConfiguration is only for DeliveryStreamType DirectPut")
+        elif self.msk_source_configuration is not None:
+            raise ValueError("MSKSourceConfiguration requires DeliveryStreamType MSKAsSource")
         if self.delivery_stream_type == "KinesisStreamAsSource":
             if self.kinesis_stream_source_configuration is None:
                 raise ValueError("DeliveryStreamType KinesisStreamAsSource requires KinesisStreamSourceConfiguration")

@@ -292,6 +292,43 @@ def _readable(value: Any) -> Any:
 SecretReference = Annotated[str, BeforeValidator(_readable), Field(min_length=1)]
 
 
+class KafkaClusterSettings(_Settings):
+    """How to reach a Kafka cluster that MSKAsSource streams read (``kafka_clusters:``, by MSKClusterARN).
+
+    Security settings take librdkafka's names and values (``security_protocol``: PLAINTEXT, SSL,
+    SASL_PLAINTEXT, SASL_SSL; ``sasl_mechanism``: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512).
+    """
+
+    #: ``host:port,host:port``: the brokers to start from.
+    bootstrap_servers: Annotated[str, Field(min_length=1)]
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    #: Inline, ``${VAR}`` or ``file:/path`` (read when the consumer connects).
+    sasl_password: SecretReference | None = None
+    #: CA bundle that signs the brokers' certificates (SSL, SASL_SSL); unset: the system's.
+    ca_file: Path | None = None
+    #: Consumer group session: a daemon that stops heartbeating for this long loses its partitions to
+    #: the others (librdkafka's default 45 s); heartbeats every ``heartbeat_interval_ms``.
+    session_timeout_ms: Annotated[int, Field(ge=1000)] = 45000
+    heartbeat_interval_ms: Annotated[int, Field(ge=100)] = 3000
+    #: Offsets of spooled records are committed to the group at most this often.
+    commit_interval_seconds: Annotated[float, Field(gt=0)] = 1.0
+    #: A stream stops fetching (pauses its partitions, staying in the group) while its spooled,
+    #: undelivered records exceed this, so a stalled destination leaves the backlog in Kafka.
+    max_backlog_bytes: Annotated[int, BeforeValidator(parse_bytes), Field(ge=1024 * 1024)] = 256 * 1024 * 1024
+
+    @model_validator(mode="after")
+    def _sasl(self) -> KafkaClusterSettings:
+        if self.security_protocol.startswith("SASL_"):
+            if not (self.sasl_mechanism and self.sasl_username and self.sasl_password):
+                raise ValueError(f"security_protocol {self.security_protocol} needs sasl_mechanism, "
+                                 "sasl_username and sasl_password")
+        elif self.sasl_mechanism or self.sasl_username or self.sasl_password:
+            raise ValueError("sasl_* settings need security_protocol SASL_PLAINTEXT or SASL_SSL")
+        return self
+
+
 class SecretsManagerSettings(_Settings):
     """Where ``SecretsManagerConfiguration`` secrets are fetched (GetSecretValue). Unset values come
     from the standard AWS configuration (AWS_ENDPOINT_URL_SECRETS_MANAGER / AWS_ENDPOINT_URL,
@@ -565,6 +602,8 @@ class Settings(_Settings):
     secrets: dict[str, SecretReference | dict[str, SecretReference]] = {}
     secrets_manager: SecretsManagerSettings = SecretsManagerSettings()
     kinesis: KinesisSettings = KinesisSettings()
+    #: Kafka clusters by MSKClusterARN: where MSKAsSource delivery streams read (``firehose.sources.kafka``).
+    kafka_clusters: dict[str, KafkaClusterSettings] = {}
     auth: AuthSettings = AuthSettings()
     tls: TlsSettings = TlsSettings()
     metrics: MetricsSettings = MetricsSettings()

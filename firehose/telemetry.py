@@ -278,6 +278,13 @@ class Metrics:
         self.kinesis_behind = Gauge(
             "firehose_kinesis_behind_latest_seconds", "KinesisMillisBehindLatest (in seconds): how far the last "
             "record read lags the source's newest record, the largest over its shards.", ds, registry=r)
+        # -- MSK (Kafka) source -------------------------------------------------------------------
+        self.source_read_bytes = Counter(
+            "firehose_data_read_from_source_bytes", "DataReadFromSource.Bytes: bytes read from a Kafka topic.", ds,
+            registry=r)
+        self.source_backpressured = Gauge(
+            "firehose_data_read_from_source_backpressured", "DataReadFromSource.Backpressured: 1 while reading "
+            "the Kafka topic is paused because the delivery backlog is over its limit.", ds, registry=r)
         # -- processing ---------------------------------------------------------------------------
         self.processing_duration = Histogram(
             "firehose_execute_processing_duration_seconds", "ExecuteProcessing.Duration: time of each Lambda "

@@ -109,8 +109,8 @@ def _writable(svc: Services, name: str) -> StreamState:
     if status != "ACTIVE":
         raise ResourceNotFoundException(f"Firehose {name} is {status}, not ACTIVE; retry when it is ACTIVE.")
     if state.definition.delivery_stream_type != "DirectPut":
-        raise InvalidArgumentException(
-            f"This operation is not permitted on KinesisStreamAsSource delivery stream type for {name}.")
+        raise InvalidArgumentException(f"This operation is not permitted on "
+                                       f"{state.definition.delivery_stream_type} delivery stream type for {name}.")
     return state
 
 
@@ -305,6 +305,12 @@ def describe(svc: Services, state: StreamState) -> Body:
 
 
 def _source_description(state: StreamState) -> Body:
+    msk = state.definition.msk_source_configuration
+    if msk is not None:
+        described = msk.dump()
+        # Reading starts at ReadFromTimestamp, else at the stream's creation (firehose.sources.kafka).
+        start = msk.read_from_timestamp if msk.read_from_timestamp is not None else epoch_seconds(state.created_ms)
+        return {"MSKSourceDescription": {**described, "DeliveryStartTimestamp": start}}
     source = state.definition.kinesis_stream_source_configuration
     if source is not None:
         return {"KinesisStreamSourceDescription": {"KinesisStreamARN": source.kinesis_stream_arn,

@@ -89,7 +89,9 @@ class Pipeline:
         self.feeder: Feeder | None = None
         if self.mode == PROC:
             arn = delivery_stream_arn(settings.region, state.account_id, state.name)
-            source = state.definition.kinesis_stream_source_configuration
+            kinesis = state.definition.kinesis_stream_source_configuration
+            msk = state.definition.msk_source_configuration
+            source_arn = msk.msk_cluster_arn if msk else kinesis.kinesis_stream_arn if kinesis else None
             duration = metrics.processing_duration.labels(state.name)
             invocations = metrics.processing_invocations.labels(state.name)
             successes = metrics.processing_success.labels(state.name)
@@ -101,7 +103,7 @@ class Pipeline:
                     successes.inc()
 
             processor = Processor(config.plan, config.keys, workers, stream_arn=arn, region=settings.region,
-                                  source_arn=source.kinesis_stream_arn if source else None, on_invocation=invoked)
+                                  source_arn=source_arn, source_is_msk=msk is not None, on_invocation=invoked)
             self.feeder = Feeder(name=state.name, cursor=ProcessCursor(stream_spool), config=config,
                                  processor=processor, metrics=metrics, activity=self.activity, memory=memory,
                                  clock=clock)

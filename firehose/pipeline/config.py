@@ -185,6 +185,10 @@ def _conversion(cfg: ExtendedS3DestinationConfiguration, settings: Settings) -> 
 def check_definition(definition: DeliveryStreamDefinition, settings: Settings) -> StreamConfig:
     """Deep validation: everything a definition needs to run here (ValueError with the reason)."""
     config = StreamConfig.build(definition, 1, settings)
+    msk = definition.msk_source_configuration
+    if msk is not None and msk.msk_cluster_arn not in settings.kafka_clusters:
+        raise ValueError(f"MSKClusterARN {msk.msk_cluster_arn} is not a cluster this daemon knows: add it to "
+                         "kafka_clusters in the daemon's config (its bootstrap_servers and security settings)")
     if not definition.is_s3:
         _check_endpoint(definition.record_destination, settings)
     if config.encrypt:

@@ -38,10 +38,11 @@ from firehose.pipeline.buffer import Buffer
 from firehose.pipeline.config import StreamConfig
 from firehose.pipeline.memory import Charge, MemoryBudget
 from firehose.processing.chain import ProcessedBatch, Processor, RawRecord, unprocessable
+from firehose.processing.transform import msk_record_metadata
 from firehose.records import Position
 from firehose.retry import HEALING, POISON_ATTEMPTS
 from firehose.spool.cursor import ProcessCursor
-from firehose.spool.entry import RecordEntry, Span
+from firehose.spool.entry import RecordEntry, Span, kafka_record
 from firehose.telemetry import Metrics
 
 log = logging.getLogger("firehose.pipeline")
@@ -214,9 +215,17 @@ class Feeder:
 
 
 def _raw_records(spans: list[Span]) -> list[RawRecord]:
-    return [RawRecord((s.entry.seq, i), bytes(s.entry.record(i)), s.entry.arrival(i),
-                      _kinesis_metadata(s.entry.kinesis[i], s.entry.arrival(i)) if s.entry.kinesis else None)
+    return [RawRecord((s.entry.seq, i), bytes(s.entry.record(i)), s.entry.arrival(i), _source_metadata(s.entry, i))
             for s in spans for i in range(s.start, s.end)]
+
+
+def _source_metadata(entry: RecordEntry, index: int) -> dict[str, Any] | None:
+    """What the Lambda event tells of where record ``index`` was read (None for direct puts)."""
+    if entry.kinesis:
+        return _kinesis_metadata(entry.kinesis[index], entry.arrival(index))
+    if entry.kafka:
+        return msk_record_metadata(entry.kafka["topic"], kafka_record(entry.kafka, index), entry.arrival(index))
+    return None
 
 
 def _kinesis_metadata(meta: list[Any], arrival_ms: int) -> dict[str, Any]:

@@ -234,7 +234,7 @@ class RawRecord(NamedTuple):
     position: Position
     data: bytes
     arrival_ms: int
-    #: kinesisRecordMetadata for records read from a Kinesis stream.
+    #: kinesisRecordMetadata for records read from a Kinesis stream (mskRecordMetadata: from Kafka).
     kinesis: dict[str, Any] | None = None
 
 
@@ -288,7 +288,7 @@ class Processor:
     """Runs one stream's chain on batches of raw records."""
 
     def __init__(self, chain: Plan, keys: objectkeys.KeyTemplate, pool: WorkerPool | None, *, stream_arn: str,
-                 region: str, source_arn: str | None = None,
+                 region: str, source_arn: str | None = None, source_is_msk: bool = False,
                  on_invocation: Callable[[float, bool], None] | None = None) -> None:
         self.plan = chain
         self.keys = keys
@@ -300,7 +300,7 @@ class Processor:
             assert pool is not None, "a Lambda step needs the worker pool"
             self._lambda = LambdaProcessor(chain.transform.function, pool, retries=chain.transform.retries,
                                            stream_arn=stream_arn, region=region, source_arn=source_arn,
-                                           on_invocation=on_invocation)
+                                           source_is_msk=source_is_msk, on_invocation=on_invocation)
         self._sql = sql.SqlStep(chain.sql_query) if chain.sql_query else None
 
     async def process(self, records: Sequence[RawRecord]) -> ProcessedBatch:

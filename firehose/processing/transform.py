@@ -153,9 +153,13 @@ def _serve(conn: Connection, nice: int) -> None:
             event = dict(head)
             encode = pybase64.b64encode
             contract = fn.get("contract", FIREHOSE)
+            # Records read from MSK carry their bytes as kafkaRecordValue and their place as
+            # mskRecordMetadata, and the function answers with kafkaRecordValue (MSKFirehoseEvent).
+            msk = "sourceMSKArn" in head
+            value, meta_key = ("kafkaRecordValue", "mskRecordMetadata") if msk else ("data", "kinesisRecordMetadata")
             if contract == FIREHOSE:
                 event["records"] = [
-                    {"recordId": rid, "approximateArrivalTimestamp": arrival, "data": encode(data).decode()}
+                    {"recordId": rid, "approximateArrivalTimestamp": arrival, value: encode(data).decode()}
                     for rid, data, arrival in zip(ids, datas, arrivals, strict=True)]
             else:  # the SQL applications' contracts: each record's metadata members are given whole
                 event["records"] = [{"recordId": rid, "data": encode(data).decode()} for rid, data in zip(ids, datas,
@@ -164,12 +168,12 @@ def _serve(conn: Connection, nice: int) -> None:
                 for item, meta in zip(event["records"], kinesis, strict=True):
                     if meta is not None:
                         if contract == FIREHOSE:
-                            item["kinesisRecordMetadata"] = meta
+                            item[meta_key] = meta
                         else:
                             item.update(meta)
             result = handler(event, _Context(fn, time.monotonic() + fn["timeout_s"]))
             checked = check_delivery_response(result, ids) if contract == ANALYTICS_OUTPUT \
-                else check_response(result, ids)
+                else check_response(result, ids, value=value)
         except InvocationError as exc:
             conn.send(("error", exc.code, exc.message))
         except BaseException as exc:  # the function's failure is reported, never fatal here
@@ -291,6 +295,24 @@ class WorkerPool:
 # -- the processor ------------------------------------------------------------------
 
 
+def msk_record_metadata(topic: str, meta: Sequence[Any], arrival_ms: int) -> dict[str, Any]:
+    """The Lambda event's mskRecordMetadata for a record read from a Kafka topic.
+
+    AWS's members (MSKFirehoseEvent): ``offset`` and ``partitionId`` as strings and
+    ``approximateArrivalTimestamp`` (the Kafka record's timestamp, ms). Ours besides, so a function
+    can see all of the Kafka record: ``topic``; ``key`` (base64) when the record has one;
+    ``headers`` (``[{"key": name, "value": base64}]``) when it has any.
+    """
+    partition, offset, key, headers = meta
+    out: dict[str, Any] = {"offset": str(offset), "partitionId": str(partition),
+                           "approximateArrivalTimestamp": arrival_ms, "topic": topic}
+    if key is not None:
+        out["key"] = key
+    if headers:
+        out["headers"] = [{"key": name, "value": v} for name, v in headers]
+    return out
+
+
 class TransformInput(NamedTuple):
     record_id: str
     data: bytes
@@ -337,6 +359,8 @@ class LambdaProcessor:
     stream_arn: str = ""
     region: str = "us-east-1"
     source_arn: str | None = None
+    #: The source is an MSK cluster (``source_arn`` is its ARN): the event takes the MSK form.
+    source_is_msk: bool = False
     #: The backoff between retries: up to ``backoff_s``, twice that, ... at most ``max_backoff_s``.
     backoff_s: float = 0.2
     max_backoff_s: float = 5.0
@@ -355,7 +379,7 @@ class LambdaProcessor:
         head: dict[str, Any] = {"invocationId": str(uuid.uuid4()), "deliveryStreamArn": self.stream_arn,
                                 "region": self.region}
         if self.source_arn:
-            head["sourceKinesisStreamArn"] = self.source_arn
+            head["sourceMSKArn" if self.source_is_msk else "sourceKinesisStreamArn"] = self.source_arn
         attempt = 0
 
         async def invoke() -> TransformResults:
@@ -395,8 +419,10 @@ def _request_size(records: Sequence[TransformInput]) -> int:
 Checked = tuple[list[str], list[bytes], list[dict[str, Any] | None], list[str], list[str]]
 
 
-def check_response(body: Any, record_ids: Sequence[str]) -> Checked:
-    """Check a handler's response against the contract; InvocationError if it breaks it anywhere."""
+def check_response(body: Any, record_ids: Sequence[str], *, value: str = "data") -> Checked:
+    """Check a handler's response against the contract; InvocationError if it breaks it anywhere.
+
+    ``value``: the member holding each record's base64 bytes (``kafkaRecordValue`` for MSK sources)."""
     items = body.get("records") if isinstance(body, dict) else None
     if not isinstance(items, list):
         raise InvocationError("Lambda.MalformedResponse", "response has no 'records' list")
@@ -413,15 +439,15 @@ def check_response(body: Any, record_ids: Sequence[str]) -> Checked:
             raise InvocationError("Lambda.UnknownRecordId", f"response has recordId {rid!r} that was not sent")
         if out[index] is not None:
             raise InvocationError("Lambda.DuplicatedRecordId", f"response repeats recordId {rid!r}")
-        data = item.get("data")
+        data = item.get(value)
         if item.get("result") == "Ok" and type(data) is str and "metadata" not in item:
             try:  # the common case, inline
                 out[index] = ("Ok", decode(data, validate=True), None, "", "")
             except (binascii.Error, ValueError):
-                raise InvocationError("Lambda.InvalidBase64", f"recordId {rid!r} has data that is not valid base64") \
-                    from None
+                raise InvocationError("Lambda.InvalidBase64",
+                                      f"recordId {rid!r} has {value} that is not valid base64") from None
         else:
-            out[index] = _checked(item, rid)
+            out[index] = _checked(item, rid, value)
         size += len(rid) + (len(data) if type(data) is str else 0) + 60
     if size > MAX_PAYLOAD_BYTES:
         raise InvocationError("Lambda.ResponseTooLarge", f"response is about {size} bytes; the limit is 6 MB")
@@ -447,7 +473,7 @@ def check_delivery_response(body: Any, record_ids: Sequence[str]) -> Checked:
             [""] * n)
 
 
-def _checked(item: dict[str, Any], rid: str) -> tuple[str, bytes, dict[str, Any] | None, str, str]:
+def _checked(item: dict[str, Any], rid: str, value: str) -> tuple[str, bytes, dict[str, Any] | None, str, str]:
     result = item.get("result")
     if result not in RESULTS:
         raise InvocationError("Lambda.InvalidResult",
@@ -457,13 +483,13 @@ def _checked(item: dict[str, Any], rid: str) -> tuple[str, bytes, dict[str, Any]
     if result == "ProcessingFailed":
         return ("ProcessingFailed", b"", None, "Lambda.ProcessingFailedStatus",
                 "The function marked the record ProcessingFailed.")
-    data = item.get("data")
+    data = item.get(value)
     if not isinstance(data, str):
-        raise InvocationError("Lambda.MalformedResponse", f"recordId {rid!r} is Ok but has no base64 data")
+        raise InvocationError("Lambda.MalformedResponse", f"recordId {rid!r} is Ok but has no base64 {value}")
     try:
         decoded = pybase64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):
-        raise InvocationError("Lambda.InvalidBase64", f"recordId {rid!r} has data that is not valid base64") \
+        raise InvocationError("Lambda.InvalidBase64", f"recordId {rid!r} has {value} that is not valid base64") \
             from None
     metadata = item.get("metadata")
     if metadata is not None:

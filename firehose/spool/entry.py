@@ -26,7 +26,9 @@ few slices of entries, with no per-record copying.
   (``[shard id, partition key, sequence number, subsequence number]``) and
   the reader's checkpoint for every shard (``{shard id: sequence number}``)
   as of this entry, so the spool itself is the checkpoint store: the records
-  and the position after them become durable in one fsync.
+  and the position after them become durable in one fsync. Records read from
+  a Kafka topic carry their partitions and offsets (``kafka_record``) instead,
+  and the checkpoint of every partition (``{partition: last offset spooled}``).
 
 A record's position is ``(seq, index)``: the entry's sequence number and the
 record's index inside it. Positions order records exactly as they were
@@ -98,6 +100,32 @@ def encode_sourced(records: Sequence[bytes], arrivals: Sequence[int], kinesis: S
             _le(array("I", [len(r) for r in records])), *records]
 
 
+def encode_kafka(records: Sequence[bytes], arrivals: Sequence[int], kafka: Mapping[str, Any],
+                 checkpoints: Mapping[str, str]) -> list[bytes]:
+    """Payload parts for a sourced entry of records read from a Kafka topic; ``kafka`` as ``kafka_record``
+    reads it, ``checkpoints``: the last offset spooled per partition."""
+    header = orjson.dumps({"kafka": kafka, "checkpoints": dict(checkpoints)})
+    return [_PROC_HEAD.pack(KIND_SOURCED, len(records), len(header)), header, _le(array("Q", arrivals)),
+            _le(array("I", [len(r) for r in records])), *records]
+
+
+def kafka_record(kafka: Mapping[str, Any], index: int) -> tuple[int, int, str | None, list[Any] | None]:
+    """(partition, offset, key, headers) of record ``index`` of a Kafka-sourced entry.
+
+    ``kafka`` is ``{"topic", "runs": [[partition, first offset, count]], "keys"?, "headers"?}``: records
+    in runs of consecutive offsets of one partition, so an entry's header stays a few runs long;
+    ``keys`` (base64 or null) and ``headers`` (``[[name, base64 value]]`` or null), one per record,
+    only when they were kept.
+    """
+    at = index
+    for partition, first, count in kafka["runs"]:
+        if at < count:
+            keys, headers = kafka.get("keys"), kafka.get("headers")
+            return (partition, first + at, keys[index] if keys else None, headers[index] if headers else None)
+        at -= count
+    raise IndexError(f"record {index} is past the entry's Kafka runs")
+
+
 def encode_processed(groups: Sequence[tuple[str, Sequence[tuple[bytes, int]]]], raw_end: Position) -> list[bytes]:
     """Payload parts for a processed entry: ``groups`` is [(partition id, [(data, arrival ms)])]."""
     parts_table: list[list[Any]] = []
@@ -131,7 +159,9 @@ class RecordEntry:
     raw_end: Position | None = None
     #: Sourced entries: per record [shard id, partition key, sequence number, subsequence number].
     kinesis: list[list[Any]] | None = None
-    #: Sourced entries: the reader's per-shard checkpoint as of this entry.
+    #: Sourced entries read from Kafka: topic, partitions and offsets (``kafka_record``).
+    kafka: dict[str, Any] | None = None
+    #: Sourced entries: the reader's per-shard (per-partition) checkpoint as of this entry.
     checkpoints: dict[str, str] | None = None
     #: The segment file and offset ``data`` starts at, when the entry was read from one.
     location: tuple[str, int] | None = None
@@ -205,7 +235,8 @@ def _decode(seq: int, payload: memoryview) -> RecordEntry:
         return _entry(seq, arrival_ms, lengths, data)
     if kind == KIND_SOURCED:
         header, entry = _with_header(seq, payload)
-        return replace(entry, kinesis=header["kinesis"], checkpoints=header["checkpoints"])
+        return replace(entry, kinesis=header.get("kinesis"), kafka=header.get("kafka"),
+                       checkpoints=header["checkpoints"])
     if kind == KIND_PROCESSED:
         header, entry = _with_header(seq, payload)
         raw_end = header["raw_end"]

