@@ -36,6 +36,7 @@ from typing import Any
 import botocore.exceptions
 
 from firehose.retry import Backoff, retry_until
+from firehose.sources.lineage import read_in_lineage
 from firehose.spool import RAW, StreamSpool
 from firehose.spool import entry as spool_entry
 
@@ -47,7 +48,6 @@ LAST_STOPPED_POINT = "LAST_STOPPED_POINT"
 #: The shard name of a delivery stream input (it has one sequence of records).
 FIREHOSE_SHARD = "firehose"
 _BACKOFF = Backoff(base=0.2, cap=10.0)
-_LIST_INTERVAL_S = 10.0
 _READ_BYTES = 4 * 1024 * 1024
 
 
@@ -149,23 +149,7 @@ class KinesisReader:
             shards = await retry_until(self.list_shards, backoff=_BACKOFF, on_failure=functools.partial(
                 self._failed, "Could not list the input stream's shards"))
             listed = {s["ShardId"]: s for s in shards}
-            for shard_id, shard in sorted(listed.items()):
-                if shard_id in self._readers or shard_id in self._finished:
-                    continue
-                parents = [p for p in (shard.get("ParentShardId"), shard.get("AdjacentParentShardId"))
-                           if p and p in listed]
-                if all(p in self._finished for p in parents):
-                    self._readers[shard_id] = asyncio.get_running_loop().create_task(self._read_shard(shard_id))
-            running = [t for t in self._readers.values() if not t.done()]
-            if running:
-                await asyncio.wait(running, timeout=_LIST_INTERVAL_S, return_when=asyncio.FIRST_COMPLETED)
-            else:
-                await asyncio.sleep(_LIST_INTERVAL_S)
-            for shard_id, task in list(self._readers.items()):
-                if task.done():
-                    del self._readers[shard_id]
-                    if not task.cancelled() and task.exception() is None:
-                        self._finished.add(shard_id)
+            await read_in_lineage(listed, self._readers, self._finished, self._read_shard)
 
     async def _iterator(self, shard_id: str, after: str | None) -> str:
         base = {"StreamARN": self.arn, "ShardId": shard_id}

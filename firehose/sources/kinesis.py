@@ -42,6 +42,7 @@ from firehose.errors import ServiceUnavailableException
 from firehose.retry import Backoff, retry_until
 from firehose.settings import KinesisSettings
 from firehose.sources.kpl import deaggregate
+from firehose.sources.lineage import read_in_lineage
 from firehose.spool import Spool, StreamSpool
 from firehose.spool import entry as spool_entry
 
@@ -49,7 +50,6 @@ log = logging.getLogger("firehose.sources")
 
 #: AWS allows 5 GetRecords calls per second per shard.
 _MIN_CALL_INTERVAL_S = 0.2
-_LIST_INTERVAL_S = 10.0
 #: Between failed calls (listing shards, GetRecords, a full spool): up to 0.2 s, 0.4 s, ... 10 s.
 _BACKOFF = Backoff(base=0.2, cap=10.0)
 #: GetRecords answers that mean "too many calls": retried after the backoff, not reported as failures.
@@ -183,23 +183,7 @@ class KinesisSource:
             for shard_id in list(self._checkpoints):
                 if shard_id not in listed:  # expired with the stream's retention
                     self._checkpoints.pop(shard_id, None)
-            for shard_id, shard in sorted(listed.items()):
-                if shard_id in self._readers or shard_id in self._finished:
-                    continue
-                parents = [p for p in (shard.get("ParentShardId"), shard.get("AdjacentParentShardId"))
-                           if p and p in listed]
-                if all(p in self._finished for p in parents):
-                    self._readers[shard_id] = asyncio.get_running_loop().create_task(self._read_shard(shard_id))
-            running = [t for t in self._readers.values() if not t.done()]
-            if running:
-                await asyncio.wait(running, timeout=_LIST_INTERVAL_S, return_when=asyncio.FIRST_COMPLETED)
-            else:
-                await asyncio.sleep(_LIST_INTERVAL_S)
-            for shard_id, task in list(self._readers.items()):
-                if task.done():
-                    del self._readers[shard_id]
-                    if not task.cancelled() and task.exception() is None:
-                        self._finished.add(shard_id)
+            await read_in_lineage(listed, self._readers, self._finished, self._read_shard)
 
     async def _list_shards(self) -> list[dict[str, Any]]:
         shards: list[dict[str, Any]] = []

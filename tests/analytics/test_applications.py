@@ -32,6 +32,7 @@ from tests.support.waiting import wait_until
 KINESIS = f"arn:aws:kinesis:us-east-1:{ACCOUNT}:stream/{{}}"
 FIREHOSE = f"arn:aws:firehose:us-east-1:{ACCOUNT}:deliverystream/{{}}"
 RATE = 60  # one minute of ROWTIME per second
+MINUTE_MS = 60_000
 
 EVENTS_INPUT: dict[str, Any] = {
     "NamePrefix": "SOURCE_SQL_STREAM",
@@ -72,13 +73,14 @@ def to_firehose(stream: str, name: str, record_format: str = "JSON") -> dict[str
 class Deployment:
     """A daemon process with the sidecar (stream ``ticks``, 2 shards) and delivery streams to ``out/``."""
 
-    def __init__(self, tmp_path: Path, outputs: tuple[str, ...]) -> None:
+    def __init__(self, tmp_path: Path, outputs: tuple[str, ...],
+                 streams: tuple[tuple[str, int], ...] = (("ticks", 2),)) -> None:
         self.tmp = tmp_path
         self.kinesis_port = free_port()
         config = write_config(tmp_path / "firehose.yaml", {
             "state_dir": str(tmp_path / "state"), "log_level": "WARNING",
             "buckets": {"local": {"directory": str(tmp_path / "out")}},
-            "kinesis": kinesis_settings(self.kinesis_port, ("ticks", 2)),
+            "kinesis": kinesis_settings(self.kinesis_port, *streams),
             "analytics": {"tick_seconds": 0.1, "poll_seconds": 0.05},
             "testing": {"analytics_clock_rate": RATE},
         }, [local_stream(name, size_mb=1, interval=1, Prefix=f"{name}/") for name in outputs])
@@ -92,10 +94,11 @@ class Deployment:
     def analytics(self) -> Any:
         return analytics_client(self.process.endpoint)
 
-    def put(self, docs: list[dict[str, Any]]) -> None:
+    def put(self, docs: list[dict[str, Any]], stream: str = "ticks") -> None:
         for i in range(0, len(docs), 500):
-            resp = self.kinesis.put_records(StreamName="ticks", Records=[
-                {"Data": json.dumps(d).encode(), "PartitionKey": d["TICKER"]} for d in docs[i:i + 500]])
+            resp = self.kinesis.put_records(StreamName=stream, Records=[
+                {"Data": json.dumps(d).encode(), "PartitionKey": str(d.get("TICKER", d.get("TICKER_SYMBOL")))}
+                for d in docs[i:i + 500]])
             assert resp["FailedRecordCount"] == 0
 
     def rows(self, stream: str) -> list[dict[str, Any]]:
@@ -240,5 +243,136 @@ def test_discover_input_schema_reads_a_stream_and_unsupported_sql_is_refused(tmp
         assert err.value.response["Error"]["Code"] == "CodeValidationException"
         assert "RANDOM_CUT_FOREST" in err.value.response["Error"]["Message"]
         assert "line 3" in err.value.response["Error"]["Message"]
+    finally:
+        daemon.stop()
+
+
+STOCKS_INPUT: dict[str, Any] = {
+    "NamePrefix": "SOURCE_SQL_STREAM",
+    "KinesisStreamsInput": {"ResourceARN": KINESIS.format("stocks"), "RoleARN": ROLE},
+    "InputSchema": {
+        "RecordFormat": {"RecordFormatType": "JSON",
+                         "MappingParameters": {"JSONMappingParameters": {"RecordRowPath": "$"}}},
+        "RecordEncoding": "UTF-8",
+        "RecordColumns": [{"Name": "TICKER_SYMBOL", "SqlType": "VARCHAR(4)", "Mapping": "$.TICKER_SYMBOL"},
+                          {"Name": "SECTOR", "SqlType": "VARCHAR(16)", "Mapping": "$.SECTOR"},
+                          {"Name": "CHANGE", "SqlType": "REAL", "Mapping": "$.CHANGE"},
+                          {"Name": "PRICE", "SqlType": "REAL", "Mapping": "$.PRICE"}]}}
+
+#: AWS's examples, as the guide gives them: throttled alerts (a sliding window over a chain of streams),
+#: stagger windows, the most frequent values, and a join with reference data.
+EXAMPLES = {
+    "throttled": ("stocks", """
+CREATE OR REPLACE STREAM "CHANGE_STREAM" (ticker_symbol VARCHAR(4), sector VARCHAR(12), change DOUBLE,
+                                          price DOUBLE);
+CREATE OR REPLACE PUMP "change_pump" AS INSERT INTO "CHANGE_STREAM"
+    SELECT STREAM ticker_symbol, sector, change, price FROM "SOURCE_SQL_STREAM_001"
+    WHERE (ABS(Change / (Price - Change)) * 100) > 1;
+CREATE OR REPLACE STREAM TRIGGER_COUNT_STREAM (ticker_symbol VARCHAR(4), change REAL, trigger_count INTEGER);
+CREATE OR REPLACE PUMP trigger_count_pump AS INSERT INTO TRIGGER_COUNT_STREAM
+    SELECT STREAM ticker_symbol, change, trigger_count FROM (
+        SELECT STREAM ticker_symbol, change, COUNT(*) OVER W1 as trigger_count
+        FROM "CHANGE_STREAM"
+        WINDOW W1 AS (PARTITION BY ticker_symbol RANGE INTERVAL '1' MINUTE PRECEDING))
+    WHERE trigger_count >= 1;""", "TRIGGER_COUNT_STREAM"),
+    "stagger": ("ticks", """
+CREATE OR REPLACE STREAM "DESTINATION_SQL_STREAM" (event_time TIMESTAMP, ticker_symbol VARCHAR(4),
+                                                   ticker_count INTEGER);
+CREATE OR REPLACE PUMP "STREAM_PUMP" AS INSERT INTO "DESTINATION_SQL_STREAM"
+    SELECT STREAM FLOOR(EVENT_TIME TO MINUTE), TICKER, COUNT(*) AS ticker_count
+    FROM "SOURCE_SQL_STREAM_001"
+    WINDOWED BY STAGGER (PARTITION BY FLOOR(EVENT_TIME TO MINUTE), TICKER RANGE INTERVAL '1' MINUTE);""",
+                "DESTINATION_SQL_STREAM"),
+    "topk": ("ticks", """
+CREATE OR REPLACE STREAM DESTINATION_SQL_STREAM (ITEM VARCHAR(1024), ITEM_COUNT DOUBLE);
+CREATE OR REPLACE PUMP STREAM_PUMP AS INSERT INTO DESTINATION_SQL_STREAM
+    SELECT STREAM * FROM TABLE(TOP_K_ITEMS_TUMBLING(CURSOR(SELECT STREAM * FROM SOURCE_SQL_STREAM_001),
+                                                    'TICKER', 2, 60));""", "DESTINATION_SQL_STREAM"),
+    "refjoin": ("stocks", """
+CREATE OR REPLACE STREAM "DESTINATION_SQL_STREAM" (ticker_symbol VARCHAR(4), "Company" varchar(20),
+                                                   sector VARCHAR(12), change DOUBLE, price DOUBLE);
+CREATE OR REPLACE PUMP "STREAM_PUMP" AS INSERT INTO "DESTINATION_SQL_STREAM"
+    SELECT STREAM ticker_symbol, "c"."Company", sector, change, price
+    FROM "SOURCE_SQL_STREAM_001" LEFT JOIN "CompanyName" as "c"
+    ON "SOURCE_SQL_STREAM_001".ticker_symbol = "c"."Ticker";""", "DESTINATION_SQL_STREAM"),
+}
+REFERENCE = {
+    "TableName": "CompanyName",
+    "S3ReferenceDataSource": {"BucketARN": "arn:aws:s3:::local", "FileKey": "refs/TickerReference.csv",
+                              "ReferenceRoleARN": ROLE},
+    "ReferenceSchema": {
+        "RecordFormat": {"RecordFormatType": "CSV", "MappingParameters": {"CSVMappingParameters": {
+            "RecordRowDelimiter": "\n", "RecordColumnDelimiter": ","}}},
+        "RecordEncoding": "UTF-8",
+        "RecordColumns": [{"Name": "Ticker", "SqlType": "VARCHAR(4)"}, {"Name": "Company", "SqlType": "VARCHAR(20)"}]}}
+
+
+def test_awss_example_applications_run_unchanged_through_boto3(tmp_path: Path) -> None:
+    """Each batch is one PutRecords call to a one-shard stream, read in one GetRecords: one tick, one ROWTIME.
+    Batches are 1.5 s apart: 90 s of ROWTIME, so each minute-long window holds exactly one batch."""
+    deployment = Deployment(tmp_path, tuple(EXAMPLES), streams=(("ticks", 1), ("stocks", 1)))
+    refs = tmp_path / "out" / "refs"
+    refs.mkdir(parents=True)
+    (refs / "TickerReference.csv").write_text("AMZN,Amazon\nWMT,Walmart\n")
+    daemon = deployment.start()
+    try:
+        client = deployment.analytics
+        for name, (stream, code, output) in EXAMPLES.items():
+            inputs = [STOCKS_INPUT if stream == "stocks" else EVENTS_INPUT]
+            if name == "refjoin":  # AWS's order: the table first, then the code that joins it
+                client.create_application(ApplicationName=name, Inputs=inputs, Outputs=[to_firehose(output, name)])
+                client.add_application_reference_data_source(
+                    ApplicationName=name, CurrentApplicationVersionId=1, ReferenceDataSource=REFERENCE)
+                client.update_application(ApplicationName=name, CurrentApplicationVersionId=2,
+                                          ApplicationUpdate={"ApplicationCodeUpdate": code})
+            else:
+                client.create_application(ApplicationName=name, Inputs=inputs, ApplicationCode=code,
+                                          Outputs=[to_firehose(output, name)])
+            start(client, name, "TRIM_HORIZON")
+        rng = random.Random(23)
+        stock_batches, event_batches = [], []
+        for batch_no in range(3):
+            stocks = [{"TICKER_SYMBOL": rng.choice(["AMZN", "WMT", "XOM"]), "SECTOR": "RETAIL",
+                       "CHANGE": rng.choice([0.0, 0.0, 5.0]), "PRICE": 50.0} for _ in range(60)]
+            minute = 1_700_000_000_000 // MINUTE_MS * MINUTE_MS + batch_no * MINUTE_MS
+            ticks = [{"EVENT_TIME": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(
+                (minute + rng.randrange(0, MINUTE_MS)) / 1000)), "TICKER": t, "PRICE": 1.0}
+                for t in ["A"] * 30 + ["B"] * 20 + ["C"] * (5 + batch_no) + ["D"]]
+            deployment.put(stocks, "stocks")
+            deployment.put(ticks)
+            stock_batches.append(stocks)
+            event_batches.append(ticks)
+            time.sleep(1.5)
+
+        def settled(name: str, count: int) -> list[dict[str, Any]]:
+            wait_until(lambda: len(deployment.rows(name)) >= count, timeout=30, interval=0.25)
+            time.sleep(1.0)
+            return deployment.rows(name)
+
+        # Throttled alerts: each alert row counts its ticker's alerts in the minute before it: its own batch.
+        alerts = [(r["TICKER_SYMBOL"], sum(1 for o in batch if o["TICKER_SYMBOL"] == r["TICKER_SYMBOL"]
+                                           and o["CHANGE"] == 5.0))
+                  for batch in stock_batches for r in batch if r["CHANGE"] == 5.0]
+        got = settled("throttled", len(alerts))
+        assert sorted((r["TICKER_SYMBOL"], r["TRIGGER_COUNT"]) for r in got) == sorted(alerts)
+        # Stagger: one row per (event minute, ticker) window; counts add up to the records of each.
+        counts: dict[tuple[str, str], int] = defaultdict(int)
+        for batch in event_batches:
+            for r in batch:
+                counts[(minute_of(r["EVENT_TIME"]).replace("T", " "), r["TICKER"])] += 1
+        got = settled("stagger", len(counts))
+        summed: dict[tuple[str, str], int] = defaultdict(int)
+        for r in got:
+            summed[(minute_of(r["EVENT_TIME"]), r["TICKER_SYMBOL"])] += r["TICKER_COUNT"]
+        assert summed == counts
+        # Top-K: A and B, with their counts, in each window (one batch each).
+        got = settled("topk", 6)
+        assert [(r["ITEM"], r["ITEM_COUNT"]) for r in sorted(got, key=lambda r: (r["ROWTIME"], -r["ITEM_COUNT"]))] \
+            == [("A", 30.0), ("B", 20.0)] * 3
+        # Reference data: every row with its company, or none.
+        companies = {"AMZN": "Amazon", "WMT": "Walmart"}
+        got = settled("refjoin", 180)
+        assert sorted((r["TICKER_SYMBOL"], r["Company"]) for r in got) == sorted(
+            (r["TICKER_SYMBOL"], companies.get(r["TICKER_SYMBOL"])) for batch in stock_batches for r in batch)
     finally:
         daemon.stop()

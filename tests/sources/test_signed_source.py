@@ -297,9 +297,9 @@ def test_a_source_reads_the_stream_its_arn_names_not_the_same_name_in_its_keys_a
 
 def test_readyz_keeps_naming_a_read_error_while_it_lasts(start_daemon: Callable[..., RunningDaemon],
                                                          monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    import firehose.sources.kinesis
+    import firehose.sources.lineage
 
-    monkeypatch.setattr(firehose.sources.kinesis, "_LIST_INTERVAL_S", 0.2)  # list shards often (AWS: 10 s)
+    monkeypatch.setattr(firehose.sources.lineage, "LIST_INTERVAL_S", 0.2)  # list shards often (AWS: 10 s)
     source_keys(monkeypatch, tmp_path, SOURCE["access_key_id"], SOURCE["secret"])
     port = free_port()
     d = start_daemon([signed_source_stream("from-no-records", "no-records")], auth=AUTH,

@@ -156,6 +156,20 @@ def _matching(tokens: list[Token], open_at: int) -> int:
     raise CodeError("Unbalanced parentheses", tokens[open_at].line)
 
 
+def _split_commas(tokens: list[Token]) -> list[list[Token]]:
+    """The comma-separated parts of a parenthesised list's tokens (commas inside parentheses kept)."""
+    parts: list[list[Token]] = [[]]
+    depth = 0
+    for tok in tokens:
+        if tok.token_type == TokenType.COMMA and depth == 0:
+            parts.append([])
+            continue
+        depth += tok.token_type == TokenType.L_PAREN
+        depth -= tok.token_type == TokenType.R_PAREN
+        parts[-1].append(tok)
+    return parts
+
+
 def _text(code: str, tokens: list[Token]) -> str:
     return " ".join(_raw(code, t) for t in tokens)
 
@@ -189,15 +203,7 @@ def _create_stream(code: str, stmt: list[Token]) -> StreamSchema:
     close = _matching(stmt, open_at)
     if close != len(stmt) - 1:
         raise CodeError(f"Unexpected {_text(code, stmt[close + 1:])!r} after CREATE STREAM {name}", line)
-    parts: list[list[Token]] = [[]]
-    depth = 0
-    for tok in stmt[open_at + 1:close]:
-        if tok.token_type == TokenType.COMMA and depth == 0:
-            parts.append([])
-            continue
-        depth += tok.token_type == TokenType.L_PAREN
-        depth -= tok.token_type == TokenType.R_PAREN
-        parts[-1].append(tok)
+    parts = _split_commas(stmt[open_at + 1:close])
     columns = []
     for part in parts:
         if len(part) < 2:
@@ -378,15 +384,7 @@ def _topk(code: str, tokens: list[Token], at: int, pump: Pump) -> None:
     if at + 1 >= len(tokens) or tokens[at + 1].token_type != TokenType.L_PAREN:
         raise CodeError("TOP_K_ITEMS_TUMBLING needs its arguments", line)
     close = _matching(tokens, at + 1)
-    args: list[list[Token]] = [[]]
-    depth = 0
-    for tok in tokens[at + 2:close]:
-        if tok.token_type == TokenType.COMMA and depth == 0:
-            args.append([])
-            continue
-        depth += tok.token_type == TokenType.L_PAREN
-        depth -= tok.token_type == TokenType.R_PAREN
-        args[-1].append(tok)
+    args = _split_commas(tokens[at + 2:close])
     if len(args) != 4 or not args[0] or _word(args[0][0]) != "CURSOR":
         raise CodeError("TOP_K_ITEMS_TUMBLING(CURSOR(SELECT STREAM ...), 'column', k, seconds) is the supported form",
                         line)

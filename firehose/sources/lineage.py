@@ -1,0 +1,38 @@
+"""Reading a Kinesis stream's shards in lineage order: a shard is read once its parents are finished.
+
+Shared by the delivery streams that read a Kinesis stream (``kinesis.py``) and SQL applications
+(``firehose.analytics.inputs``): records of one partition key keep their order across a reshard. Parents no
+longer listed (past retention) count as finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+#: How long one round waits for a shard reader to finish before the shards are listed again.
+LIST_INTERVAL_S = 10.0
+
+
+async def read_in_lineage(listed: dict[str, dict[str, Any]], readers: dict[str, asyncio.Task[Any]],
+                          finished: set[str], read: Callable[[str], Coroutine[Any, Any, Any]]) -> None:
+    """One round: start ``read(shard)`` for each listed shard not read yet whose parents are ``finished``,
+    wait until a reader ends or ``LIST_INTERVAL_S`` passes, and move readers that ended cleanly (a closed
+    shard read to its end) to ``finished``."""
+    for shard_id, shard in sorted(listed.items()):
+        if shard_id in readers or shard_id in finished:
+            continue
+        parents = [p for p in (shard.get("ParentShardId"), shard.get("AdjacentParentShardId")) if p and p in listed]
+        if all(p in finished for p in parents):
+            readers[shard_id] = asyncio.get_running_loop().create_task(read(shard_id))
+    running = [t for t in readers.values() if not t.done()]
+    if running:
+        await asyncio.wait(running, timeout=LIST_INTERVAL_S, return_when=asyncio.FIRST_COMPLETED)
+    else:
+        await asyncio.sleep(LIST_INTERVAL_S)
+    for shard_id, task in list(readers.items()):
+        if task.done():
+            del readers[shard_id]
+            if not task.cancelled() and task.exception() is None:
+                finished.add(shard_id)
