@@ -74,7 +74,7 @@ class Deployment:
     """A daemon process with the sidecar (stream ``ticks``, 2 shards) and delivery streams to ``out/``."""
 
     def __init__(self, tmp_path: Path, outputs: tuple[str, ...],
-                 streams: tuple[tuple[str, int], ...] = (("ticks", 2),)) -> None:
+                 streams: tuple[tuple[str, int], ...] = (("ticks", 2),), **settings: Any) -> None:
         self.tmp = tmp_path
         self.kinesis_port = free_port()
         config = write_config(tmp_path / "firehose.yaml", {
@@ -82,7 +82,7 @@ class Deployment:
             "buckets": {"local": {"directory": str(tmp_path / "out")}},
             "kinesis": kinesis_settings(self.kinesis_port, *streams),
             "analytics": {"tick_seconds": 0.1, "poll_seconds": 0.05},
-            "testing": {"analytics_clock_rate": RATE},
+            "testing": {"analytics_clock_rate": RATE}, **settings,
         }, [local_stream(name, size_mb=1, interval=1, Prefix=f"{name}/") for name in outputs])
         self.process = DaemonProcess(config, free_port(), tmp_path / "daemon.log")
         self.kinesis = boto3.client("kinesis", endpoint_url=f"http://127.0.0.1:{self.kinesis_port}", **CREDS)
@@ -374,5 +374,108 @@ def test_awss_example_applications_run_unchanged_through_boto3(tmp_path: Path) -
         got = settled("refjoin", 180)
         assert sorted((r["TICKER_SYMBOL"], r["Company"]) for r in got) == sorted(
             (r["TICKER_SYMBOL"], companies.get(r["TICKER_SYMBOL"])) for batch in stock_batches for r in batch)
+    finally:
+        daemon.stop()
+
+
+PREPROCESSOR = '''
+import base64, json
+
+def lambda_handler(event, context):
+    out = []
+    for r in event["records"]:
+        assert r["kinesisFirehoseRecordMetadata"]["approximateArrivalTimestamp"] and event["applicationArn"]
+        doc = json.loads(base64.b64decode(r["data"]))
+        if doc.get("drop"):
+            out.append({"recordId": r["recordId"], "result": "Dropped"})
+        else:
+            doc["PRICE"] = doc["PRICE"] * 2
+            out.append({"recordId": r["recordId"], "result": "Ok",
+                        "data": base64.b64encode(json.dumps(doc).encode()).decode()})
+    return {"records": out}
+'''
+DELIVERY = '''
+import base64, json
+
+def lambda_handler(event, context):
+    with open({path!r}, "a") as f:
+        for r in event["records"]:
+            f.write(base64.b64decode(r["data"]).decode())
+    return {{"records": [{{"recordId": r["recordId"], "result": "Ok"}} for r in event["records"]]}}
+'''
+
+
+def test_a_delivery_stream_input_with_a_preprocessor_to_kinesis_and_lambda_outputs(tmp_path: Path) -> None:
+    """The real engine between every kind of input and output: records put into a delivery stream, a Lambda
+    preprocessor, rows out to a Kinesis stream and a Lambda function, a bad record to error_stream."""
+    functions = tmp_path / "functions"
+    functions.mkdir()
+    (functions / "double.py").write_text(PREPROCESSOR)
+    lambda_file = tmp_path / "lambda-rows.jsonl"
+    (functions / "collect.py").write_text(DELIVERY.format(path=str(lambda_file)))
+    deployment = Deployment(tmp_path, ("in", "errs"), streams=(("alerts", 1),), transforms_dir=str(functions))
+    daemon = deployment.start()
+    fn = f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:{{}}"
+    try:
+        client = deployment.analytics
+        inp = {**EVENTS_INPUT, "KinesisFirehoseInput": {"ResourceARN": FIREHOSE.format("in"), "RoleARN": ROLE},
+               "InputProcessingConfiguration": {"InputLambdaProcessor": {"ResourceARN": fn.format("double"),
+                                                                         "RoleARN": ROLE}}}
+        del inp["KinesisStreamsInput"]
+        code = ('CREATE OR REPLACE STREAM "DESTINATION_SQL_STREAM" (ticker VARCHAR(4), price DOUBLE);\n'
+                'CREATE OR REPLACE PUMP "STREAM_PUMP" AS INSERT INTO "DESTINATION_SQL_STREAM"\n'
+                '  SELECT STREAM TICKER, PRICE FROM "SOURCE_SQL_STREAM_001" WHERE PRICE > 100;')
+        client.create_application(ApplicationName="mixed", Inputs=[inp], ApplicationCode=code, Outputs=[
+            {"Name": "DESTINATION_SQL_STREAM", "DestinationSchema": {"RecordFormatType": "JSON"},
+             "KinesisStreamsOutput": {"ResourceARN": KINESIS.format("alerts"), "RoleARN": ROLE}},
+            {"Name": "DESTINATION_SQL_STREAM", "DestinationSchema": {"RecordFormatType": "CSV"},
+             "LambdaOutput": {"ResourceARN": fn.format("collect"), "RoleARN": ROLE}},
+            to_firehose("error_stream", "errs")])
+        start(client, "mixed", "NOW")
+        time.sleep(0.3)
+        rng = random.Random(31)
+        docs = [{"EVENT_TIME": "2024-01-01T00:00:00", "TICKER": rng.choice(["AMZN", "WMT"]),
+                 "PRICE": round(rng.uniform(10, 90), 2)} for _ in range(100)]
+        records = [json.dumps(d).encode() for d in docs] + [json.dumps({"drop": True, "TICKER": "X", "PRICE": 99}
+                                                                       ).encode(), b'{"PRICE": "not a number"}']
+        firehose = boto3.client("firehose", endpoint_url=daemon.endpoint, **CREDS)
+        assert firehose.put_record_batch(DeliveryStreamName="in", Records=[{"Data": r} for r in records])[
+            "FailedPutCount"] == 0
+        expected = sorted((d["TICKER"], round(d["PRICE"] * 2, 2)) for d in docs if d["PRICE"] * 2 > 100)
+
+        def from_kinesis() -> list[tuple[str, float]]:
+            shard = deployment.kinesis.list_shards(StreamName="alerts")["Shards"][0]["ShardId"]
+            iterator = deployment.kinesis.get_shard_iterator(StreamName="alerts", ShardId=shard,
+                                                             ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+            got = deployment.kinesis.get_records(ShardIterator=iterator)["Records"]
+            return sorted((json.loads(r["Data"])["TICKER"], round(json.loads(r["Data"])["PRICE"], 2)) for r in got)
+
+        def from_lambda() -> list[tuple[str, float]]:
+            lines = lambda_file.read_text().splitlines() if lambda_file.exists() else []
+            return sorted((f[1], round(float(f[2]), 2)) for f in (line.split(",") for line in lines))
+
+        wait_until(lambda: from_kinesis() == expected and from_lambda() == expected, timeout=30, interval=0.25)
+        wait_until(lambda: deployment.rows("errs"), timeout=20)
+        [error] = deployment.rows("errs")
+        assert error["ERROR_NAME"] == "Type_conversion_error" and "PRICE" in error["MESSAGE"]
+        # the record as the preprocessor returned it (it doubled the price: a string, twice)
+        assert bytes.fromhex(error["DATA_ROW"]) == b'{"PRICE": "not a numbernot a number"}'
+    finally:
+        daemon.stop()
+
+
+def test_discover_input_schema_reads_a_csv_object(tmp_path: Path) -> None:
+    deployment = Deployment(tmp_path, ("out",))
+    (tmp_path / "out" / "samples").mkdir(parents=True)
+    (tmp_path / "out" / "samples" / "ticks.csv").write_text("AMZN,TECHNOLOGY,-0.5,84.51\nWMT,RETAIL,0.25,92.1\n")
+    daemon = deployment.start()
+    try:
+        answer = deployment.analytics.discover_input_schema(S3Configuration={
+            "RoleARN": ROLE, "BucketARN": "arn:aws:s3:::local", "FileKey": "samples/ticks.csv"})
+        assert answer["InputSchema"]["RecordFormat"]["RecordFormatType"] == "CSV"
+        assert [(c["Name"], c["SqlType"]) for c in answer["InputSchema"]["RecordColumns"]] == [
+            ("COL1", "VARCHAR(4)"), ("COL2", "VARCHAR(16)"), ("COL3", "REAL"), ("COL4", "REAL")]
+        assert answer["ParsedInputRecords"] == [["AMZN", "TECHNOLOGY", "-0.5", "84.51"],
+                                                ["WMT", "RETAIL", "0.25", "92.1"]]
     finally:
         daemon.stop()
