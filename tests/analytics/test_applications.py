@@ -479,3 +479,43 @@ def test_discover_input_schema_reads_a_csv_object(tmp_path: Path) -> None:
                                                 ["WMT", "RETAIL", "0.25", "92.1"]]
     finally:
         daemon.stop()
+
+
+def test_reference_data_from_an_s3_object_is_joined_and_reloaded_by_update(tmp_path: Path, moto_server: Any) -> None:
+    s3 = moto_server.client()
+    s3.create_bucket(Bucket="refs")
+    s3.put_object(Bucket="refs", Key="TickerReference.csv", Body=b"AMZN,Amazon\n")
+    deployment = Deployment(tmp_path, ("refjoin",), streams=(("stocks", 1),),
+                            s3={"endpoint_url": moto_server.endpoint})
+    daemon = deployment.start()
+    try:
+        client = deployment.analytics
+        client.create_application(ApplicationName="refjoin", Inputs=[STOCKS_INPUT],
+                                  Outputs=[to_firehose("DESTINATION_SQL_STREAM", "refjoin")])
+        reference = {**REFERENCE, "S3ReferenceDataSource": {**REFERENCE["S3ReferenceDataSource"],
+                                                            "BucketARN": "arn:aws:s3:::refs",
+                                                            "FileKey": "TickerReference.csv"}}
+        client.add_application_reference_data_source(ApplicationName="refjoin", CurrentApplicationVersionId=1,
+                                                      ReferenceDataSource=reference)
+        client.update_application(ApplicationName="refjoin", CurrentApplicationVersionId=2,
+                                  ApplicationUpdate={"ApplicationCodeUpdate": EXAMPLES["refjoin"][1]})
+        start(client, "refjoin", "NOW")
+        time.sleep(0.3)
+        row = {"TICKER_SYMBOL": "AMZN", "SECTOR": "RETAIL", "CHANGE": 0.0, "PRICE": 1.0}
+        deployment.put([row, {**row, "TICKER_SYMBOL": "WMT"}], "stocks")
+        wait_until(lambda: len(deployment.rows("refjoin")) == 2, timeout=20)
+        assert sorted((r["TICKER_SYMBOL"], r["Company"]) for r in deployment.rows("refjoin")) == [
+            ("AMZN", "Amazon"), ("WMT", None)]
+        # A reference is reloaded only by UpdateApplication, as AWS does.
+        s3.put_object(Bucket="refs", Key="TickerReference.csv", Body=b"AMZN,Amazon\nWMT,Walmart\n")
+        detail = client.describe_application(ApplicationName="refjoin")["ApplicationDetail"]
+        ref_id = detail["ReferenceDataSourceDescriptions"][0]["ReferenceId"]
+        client.update_application(ApplicationName="refjoin", CurrentApplicationVersionId=detail[
+            "ApplicationVersionId"], ApplicationUpdate={"ReferenceDataSourceUpdates": [{
+                "ReferenceId": ref_id, "S3ReferenceDataSourceUpdate": {"FileKeyUpdate": "TickerReference.csv"}}]})
+        time.sleep(0.5)
+        deployment.put([{**row, "TICKER_SYMBOL": "WMT"}], "stocks")
+        wait_until(lambda: len(deployment.rows("refjoin")) == 3, timeout=20)
+        assert ("WMT", "Walmart") in {(r["TICKER_SYMBOL"], r["Company"]) for r in deployment.rows("refjoin")}
+    finally:
+        daemon.stop()
