@@ -48,7 +48,7 @@ from firehose.analytics.sqltypes import (
 )
 
 _CONFIG = {"enable_external_access": False, "autoinstall_known_extensions": False,
-           "autoload_known_extensions": False, "threads": 2}
+           "autoload_known_extensions": False, "threads": 2, "lock_configuration": True}
 _CLOSE = "__window_close__"
 _ROWTIME_OUT = "__rowtime__"
 
