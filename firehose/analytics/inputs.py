@@ -36,7 +36,7 @@ from typing import Any
 import botocore.exceptions
 
 from firehose.retry import Backoff, retry_until
-from firehose.sources.lineage import read_in_lineage
+from firehose.sources.lineage import list_all_shards, read_in_lineage
 from firehose.spool import RAW, StreamSpool
 from firehose.spool import entry as spool_entry
 
@@ -136,13 +136,7 @@ class KinesisReader:
                                                      "error": self.last_error, "attempt": attempt})
 
     async def list_shards(self) -> list[dict[str, Any]]:
-        shards: list[dict[str, Any]] = []
-        response = await self._call("list_shards", StreamARN=self.arn)
-        shards.extend(response["Shards"])
-        while response.get("NextToken"):
-            response = await self._call("list_shards", NextToken=response["NextToken"])
-            shards.extend(response["Shards"])
-        return shards
+        return await list_all_shards(self._call, self.arn)
 
     async def _run(self) -> None:
         while True:

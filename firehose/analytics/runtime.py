@@ -222,6 +222,10 @@ class Application:
         self.arn: str = detail.get("ApplicationARN", "")
         self.detail = detail
         self._starting = starting
+        #: When StartApplication asked: ``NOW`` means the records after this instant, not after whenever the
+        #: application's task gets to open its reader.
+        self._requested_ms = runtime.clock()
+        self._firehose_now = self._firehose_end(detail)
         self._updated: dict[str, Any] | None = None
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -387,17 +391,28 @@ class Application:
         if self._pending:  # everything was sent: the next start has nothing to send again
             await asyncio.to_thread(store.save, self.account, self.name, self._checkpoint([]))
 
+    def _firehose_end(self, detail: dict[str, Any]) -> dict[str, Any] | None:
+        """A delivery stream input's end as of the request (``NOW``), when the stream can be found now."""
+        inputs = detail.get("InputDescriptions") or []
+        arn = ((inputs[0].get("KinesisFirehoseInputDescription") or {}).get("ResourceARN") if inputs else None)
+        if not arn:
+            return None
+        try:
+            return FirehoseReader.initial(self.rt.delivery_stream(*firehose_name(arn), False))
+        except LookupError:
+            return None
+
     def _reader(self, source: tuple[str, str], start: str, resume: bool) -> KinesisReader | FirehoseReader:
         kind, arn = source
         if kind == "kinesis":
             if not resume or "shards" not in self.positions:
-                self.positions = KinesisReader.initial(start, self.rt.clock())
+                self.positions = KinesisReader.initial(start, self._requested_ms)
             return KinesisReader(arn, lambda: self.rt.kinesis_client(arn), self.positions, self._queue,
                                  poll_seconds=self.rt.poll_seconds, name=self.name)
         account, name = firehose_name(arn)
         stream = self.rt.delivery_stream(account, name, False)
         if not resume or "position" not in self.positions:
-            self.positions = FirehoseReader.initial(stream)
+            self.positions = self._firehose_now or FirehoseReader.initial(stream)
         return FirehoseReader(stream, self.positions, self._queue, hold=f"analytics-{self.account}-{self.name}",
                               poll_seconds=self.rt.poll_seconds, name=self.name)
 

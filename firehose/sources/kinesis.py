@@ -42,7 +42,7 @@ from firehose.errors import ServiceUnavailableException
 from firehose.retry import Backoff, retry_until
 from firehose.settings import KinesisSettings
 from firehose.sources.kpl import deaggregate
-from firehose.sources.lineage import read_in_lineage
+from firehose.sources.lineage import list_all_shards, read_in_lineage
 from firehose.spool import Spool, StreamSpool
 from firehose.spool import entry as spool_entry
 
@@ -186,15 +186,7 @@ class KinesisSource:
             await read_in_lineage(listed, self._readers, self._finished, self._read_shard)
 
     async def _list_shards(self) -> list[dict[str, Any]]:
-        shards: list[dict[str, Any]] = []
-        # By ARN, not name: the ARN names the account, and a name would be looked up in the account of
-        # whatever keys the client signs with.
-        response = await self._call("list_shards", StreamARN=self.stream_arn)
-        shards.extend(response["Shards"])
-        while response.get("NextToken"):
-            response = await self._call("list_shards", NextToken=response["NextToken"])
-            shards.extend(response["Shards"])
-        return shards
+        return await list_all_shards(self._call, self.stream_arn)
 
     # -- reading a shard -----------------------------------------------------------
 

@@ -8,7 +8,7 @@ longer listed (past retention) count as finished.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 #: How long one round waits for a shard reader to finish before the shards are listed again.
@@ -36,3 +36,15 @@ async def read_in_lineage(listed: dict[str, dict[str, Any]], readers: dict[str, 
             del readers[shard_id]
             if not task.cancelled() and task.exception() is None:
                 finished.add(shard_id)
+
+
+async def list_all_shards(call: Callable[..., Awaitable[Any]], stream_arn: str) -> list[dict[str, Any]]:
+    """Every shard of the stream, following ListShards' pages. By ARN, not name: the ARN names the account,
+    and a name would be looked up in the account of whatever keys the client signs with."""
+    shards: list[dict[str, Any]] = []
+    response = await call("list_shards", StreamARN=stream_arn)
+    shards.extend(response["Shards"])
+    while response.get("NextToken"):
+        response = await call("list_shards", NextToken=response["NextToken"])
+        shards.extend(response["Shards"])
+    return shards

@@ -432,7 +432,6 @@ def test_a_delivery_stream_input_with_a_preprocessor_to_kinesis_and_lambda_outpu
              "LambdaOutput": {"ResourceARN": fn.format("collect"), "RoleARN": ROLE}},
             to_firehose("error_stream", "errs")])
         start(client, "mixed", "NOW")
-        time.sleep(0.3)
         rng = random.Random(31)
         docs = [{"EVENT_TIME": "2024-01-01T00:00:00", "TICKER": rng.choice(["AMZN", "WMT"]),
                  "PRICE": round(rng.uniform(10, 90), 2)} for _ in range(100)]
@@ -500,7 +499,6 @@ def test_reference_data_from_an_s3_object_is_joined_and_reloaded_by_update(tmp_p
         client.update_application(ApplicationName="refjoin", CurrentApplicationVersionId=2,
                                   ApplicationUpdate={"ApplicationCodeUpdate": EXAMPLES["refjoin"][1]})
         start(client, "refjoin", "NOW")
-        time.sleep(0.3)
         row = {"TICKER_SYMBOL": "AMZN", "SECTOR": "RETAIL", "CHANGE": 0.0, "PRICE": 1.0}
         deployment.put([row, {**row, "TICKER_SYMBOL": "WMT"}], "stocks")
         wait_until(lambda: len(deployment.rows("refjoin")) == 2, timeout=20)
