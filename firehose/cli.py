@@ -196,11 +196,19 @@ def _validate(path: Path) -> int:
             except ValueError as exc:
                 raise ConfigError(f"{path}: delivery stream {definition.delivery_stream_name!r}: {exc}") from exc
         _validate_kinesis_streams(config)
+        if config.applications:
+            from firehose.analytics.app import check_declared
+
+            check_declared(config.applications, str(path))  # their shape and their SQL, as CreateApplication
     except ConfigError as exc:
         print(f"invalid: {exc}", file=sys.stderr)
         return 1
     names = ", ".join(s.delivery_stream_name for s in config.streams) or "none"
-    print(f"ok: {path}: {len(config.streams)} delivery stream(s): {names}")
+    applications = ""
+    if config.applications:
+        applications = f"; {len(config.applications)} SQL application(s): " + ", ".join(
+            str(a.get("ApplicationName")) for a in config.applications)
+    print(f"ok: {path}: {len(config.streams)} delivery stream(s): {names}{applications}")
     return 0
 
 

@@ -30,6 +30,10 @@ def test_every_shipped_config_validates(path: Path, monkeypatch: pytest.MonkeyPa
     assert config.settings.port > 0
     for definition in config.streams:
         check_definition(definition, config.settings)
+    if config.applications:
+        from firehose.analytics.app import check_declared
+
+        check_declared(config.applications, str(path))
 
 
 def test_default_config_declares_one_local_stream_on_loopback() -> None:
@@ -111,6 +115,22 @@ def test_validate_command_exits_nonzero_with_the_reason(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-m", "firehose", "validate", str(path)], capture_output=True, text=True)
     assert out.returncode == 1
     assert "IntervalInSeconds" in out.stderr and "clicks" in out.stderr
+
+
+def test_validate_compiles_the_sql_of_declared_applications(tmp_path: Path) -> None:
+    app = yaml.safe_load((REPO / "config" / "examples" / "sql-application.yaml").read_text())[
+        "analytics_applications"][0]
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml.safe_dump({"analytics_applications": [app]}))
+    out = subprocess.run([sys.executable, "-m", "firehose", "validate", str(good)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "1 SQL application(s): ticker-stats" in out.stdout
+    app["ApplicationCode"] = app["ApplicationCode"].replace("AVG(PRICE)", "HOTSPOTS(PRICE)")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"analytics_applications": [app]}))
+    out = subprocess.run([sys.executable, "-m", "firehose", "validate", str(bad)], capture_output=True, text=True)
+    assert out.returncode == 1
+    assert "analytics application 'ticker-stats'" in out.stderr and "HOTSPOTS (line 3)" in out.stderr
 
 
 def test_a_pasted_cli_input_json_body_loads(tmp_path: Path) -> None:
