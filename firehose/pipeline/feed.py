@@ -130,6 +130,8 @@ class Feeder:
             await self._wait()
 
     async def _wait(self) -> None:
+        if self._pending is not None:  # a failed attempt (after its pause): retried now, not at the next record
+            return
         deadline = self._buffer.deadline()
         timeout = None if deadline is None else max(0.0, deadline - self._clock())
         self._wakeup.clear()
