@@ -20,7 +20,15 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.support.analytics import ACCOUNT, ROLE, analytics_client
+from tests.support.analytics import (
+    ACCOUNT,
+    REFERENCE_JOIN_SQL,
+    ROLE,
+    STAGGER_SQL,
+    THROTTLED_ALERTS_SQL,
+    TOP_K_SQL,
+    analytics_client,
+)
 from tests.support.aws import CREDS
 from tests.support.config import local_stream, write_config
 from tests.support.daemon import DaemonProcess
@@ -259,42 +267,13 @@ STOCKS_INPUT: dict[str, Any] = {
                           {"Name": "CHANGE", "SqlType": "REAL", "Mapping": "$.CHANGE"},
                           {"Name": "PRICE", "SqlType": "REAL", "Mapping": "$.PRICE"}]}}
 
-#: AWS's examples, as the guide gives them: throttled alerts (a sliding window over a chain of streams),
+#: AWS's examples (tests/support/analytics.py): throttled alerts (a sliding window over a chain of streams),
 #: stagger windows, the most frequent values, and a join with reference data.
 EXAMPLES = {
-    "throttled": ("stocks", """
-CREATE OR REPLACE STREAM "CHANGE_STREAM" (ticker_symbol VARCHAR(4), sector VARCHAR(12), change DOUBLE,
-                                          price DOUBLE);
-CREATE OR REPLACE PUMP "change_pump" AS INSERT INTO "CHANGE_STREAM"
-    SELECT STREAM ticker_symbol, sector, change, price FROM "SOURCE_SQL_STREAM_001"
-    WHERE (ABS(Change / (Price - Change)) * 100) > 1;
-CREATE OR REPLACE STREAM TRIGGER_COUNT_STREAM (ticker_symbol VARCHAR(4), change REAL, trigger_count INTEGER);
-CREATE OR REPLACE PUMP trigger_count_pump AS INSERT INTO TRIGGER_COUNT_STREAM
-    SELECT STREAM ticker_symbol, change, trigger_count FROM (
-        SELECT STREAM ticker_symbol, change, COUNT(*) OVER W1 as trigger_count
-        FROM "CHANGE_STREAM"
-        WINDOW W1 AS (PARTITION BY ticker_symbol RANGE INTERVAL '1' MINUTE PRECEDING))
-    WHERE trigger_count >= 1;""", "TRIGGER_COUNT_STREAM"),
-    "stagger": ("ticks", """
-CREATE OR REPLACE STREAM "DESTINATION_SQL_STREAM" (event_time TIMESTAMP, ticker_symbol VARCHAR(4),
-                                                   ticker_count INTEGER);
-CREATE OR REPLACE PUMP "STREAM_PUMP" AS INSERT INTO "DESTINATION_SQL_STREAM"
-    SELECT STREAM FLOOR(EVENT_TIME TO MINUTE), TICKER, COUNT(*) AS ticker_count
-    FROM "SOURCE_SQL_STREAM_001"
-    WINDOWED BY STAGGER (PARTITION BY FLOOR(EVENT_TIME TO MINUTE), TICKER RANGE INTERVAL '1' MINUTE);""",
-                "DESTINATION_SQL_STREAM"),
-    "topk": ("ticks", """
-CREATE OR REPLACE STREAM DESTINATION_SQL_STREAM (ITEM VARCHAR(1024), ITEM_COUNT DOUBLE);
-CREATE OR REPLACE PUMP STREAM_PUMP AS INSERT INTO DESTINATION_SQL_STREAM
-    SELECT STREAM * FROM TABLE(TOP_K_ITEMS_TUMBLING(CURSOR(SELECT STREAM * FROM SOURCE_SQL_STREAM_001),
-                                                    'TICKER', 2, 60));""", "DESTINATION_SQL_STREAM"),
-    "refjoin": ("stocks", """
-CREATE OR REPLACE STREAM "DESTINATION_SQL_STREAM" (ticker_symbol VARCHAR(4), "Company" varchar(20),
-                                                   sector VARCHAR(12), change DOUBLE, price DOUBLE);
-CREATE OR REPLACE PUMP "STREAM_PUMP" AS INSERT INTO "DESTINATION_SQL_STREAM"
-    SELECT STREAM ticker_symbol, "c"."Company", sector, change, price
-    FROM "SOURCE_SQL_STREAM_001" LEFT JOIN "CompanyName" as "c"
-    ON "SOURCE_SQL_STREAM_001".ticker_symbol = "c"."Ticker";""", "DESTINATION_SQL_STREAM"),
+    "throttled": ("stocks", THROTTLED_ALERTS_SQL, "TRIGGER_COUNT_STREAM"),
+    "stagger": ("ticks", STAGGER_SQL, "DESTINATION_SQL_STREAM"),
+    "topk": ("ticks", TOP_K_SQL, "DESTINATION_SQL_STREAM"),
+    "refjoin": ("stocks", REFERENCE_JOIN_SQL, "DESTINATION_SQL_STREAM"),
 }
 REFERENCE = {
     "TableName": "CompanyName",

@@ -12,6 +12,7 @@ import pytest
 
 from firehose.analytics.sql import CodeError, Engine, compile_program
 from firehose.analytics.sqltypes import Column, StreamSchema, parse_sql_type
+from tests.support.analytics import REFERENCE_JOIN_SQL, STAGGER_SQL, THROTTLED_ALERTS_SQL, TOP_K_SQL
 
 SOURCE = "SOURCE_SQL_STREAM_001"
 MINUTE = 60_000
@@ -160,13 +161,7 @@ def test_rows_for_a_window_already_emitted_go_to_the_error_stream_as_late() -> N
 
 
 def test_the_stagger_window_example_gives_awss_two_rows() -> None:
-    code = """
-    CREATE OR REPLACE STREAM "DESTINATION_SQL_STREAM" (event_time TIMESTAMP, ticker_symbol VARCHAR(4),
-                                                       ticker_count INTEGER);
-    CREATE OR REPLACE PUMP "STREAM_PUMP" AS INSERT INTO "DESTINATION_SQL_STREAM"
-      SELECT STREAM FLOOR(EVENT_TIME TO MINUTE), TICKER, COUNT(*) AS ticker_count
-      FROM "SOURCE_SQL_STREAM_001"
-      WINDOWED BY STAGGER (PARTITION BY FLOOR(EVENT_TIME TO MINUTE), TICKER RANGE INTERVAL '1' MINUTE);"""
+    code = STAGGER_SQL
     engine = Engine(compile_program(code, [EVENTS]))
     eleven = 11 * 3_600_000
     got: list[dict[str, Any]] = []
@@ -183,19 +178,7 @@ def test_the_stagger_window_example_gives_awss_two_rows() -> None:
 
 
 def test_a_sliding_window_counts_the_preceding_minute_through_a_chain_of_streams() -> None:
-    code = """
-    CREATE OR REPLACE STREAM "CHANGE_STREAM" (ticker_symbol VARCHAR(4), sector VARCHAR(12), change DOUBLE,
-                                              price DOUBLE);
-    CREATE OR REPLACE PUMP "change_pump" AS INSERT INTO "CHANGE_STREAM"
-      SELECT STREAM ticker_symbol, sector, change, price FROM "SOURCE_SQL_STREAM_001"
-      WHERE (ABS(Change / (Price - Change)) * 100) > 1;
-    CREATE OR REPLACE STREAM TRIGGER_COUNT_STREAM (ticker_symbol VARCHAR(4), change REAL, trigger_count INTEGER);
-    CREATE OR REPLACE PUMP trigger_count_pump AS INSERT INTO TRIGGER_COUNT_STREAM
-      SELECT STREAM ticker_symbol, change, trigger_count FROM (
-        SELECT STREAM ticker_symbol, change, COUNT(*) OVER W1 as trigger_count
-        FROM "CHANGE_STREAM"
-        WINDOW W1 AS (PARTITION BY ticker_symbol RANGE INTERVAL '1' MINUTE PRECEDING))
-      WHERE trigger_count >= 1;"""
+    code = THROTTLED_ALERTS_SQL
     program = compile_program(code, [STOCKS])
     assert [p.kind for p in program.pumps] == ["continuous", "sliding"]
     engine = Engine(program)
@@ -217,11 +200,7 @@ def test_a_sliding_window_counts_the_preceding_minute_through_a_chain_of_streams
 
 
 def test_top_k_items_per_tumbling_window() -> None:
-    code = """
-    CREATE OR REPLACE STREAM DESTINATION_SQL_STREAM (ITEM VARCHAR(1024), ITEM_COUNT DOUBLE);
-    CREATE OR REPLACE PUMP STREAM_PUMP AS INSERT INTO DESTINATION_SQL_STREAM
-      SELECT STREAM * FROM TABLE(TOP_K_ITEMS_TUMBLING(
-        CURSOR(SELECT STREAM * FROM SOURCE_SQL_STREAM_001), 'TICKER', 2, 60));"""
+    code = TOP_K_SQL
     engine = Engine(compile_program(code, [EVENTS]))
     rng = random.Random(5)
     counts: list[dict[str, int]] = [defaultdict(int), defaultdict(int)]
@@ -242,13 +221,7 @@ def test_top_k_items_per_tumbling_window() -> None:
 
 
 def test_a_left_join_with_reference_data() -> None:
-    code = """
-    CREATE OR REPLACE STREAM "DESTINATION_SQL_STREAM" (ticker_symbol VARCHAR(4), "Company" varchar(20),
-                                                       sector VARCHAR(12), change DOUBLE, price DOUBLE);
-    CREATE OR REPLACE PUMP "STREAM_PUMP" AS INSERT INTO "DESTINATION_SQL_STREAM"
-      SELECT STREAM ticker_symbol, "c"."Company", sector, change, price
-      FROM "SOURCE_SQL_STREAM_001" LEFT JOIN "CompanyName" as "c"
-      ON "SOURCE_SQL_STREAM_001".ticker_symbol = "c"."Ticker";"""
+    code = REFERENCE_JOIN_SQL
     reference = schema("CompanyName", [("Ticker", "VARCHAR(4)"), ("Company", "VARCHAR(20)")])
     engine = Engine(compile_program(code, [STOCKS], [reference]))
     engine.set_reference("CompanyName", pa.table({"Ticker": ["AMZN", "WMT"], "Company": ["Amazon", "Walmart"]}))

@@ -124,3 +124,38 @@ class AnalyticsDaemon:
 
     def stop(self) -> None:
         self.daemon.stop()
+
+
+#: AWS's example applications, as its guide gives them (shared by the engine's tests and the end-to-end ones).
+THROTTLED_ALERTS_SQL = """
+CREATE OR REPLACE STREAM "CHANGE_STREAM" (ticker_symbol VARCHAR(4), sector VARCHAR(12), change DOUBLE,
+                                          price DOUBLE);
+CREATE OR REPLACE PUMP "change_pump" AS INSERT INTO "CHANGE_STREAM"
+    SELECT STREAM ticker_symbol, sector, change, price FROM "SOURCE_SQL_STREAM_001"
+    WHERE (ABS(Change / (Price - Change)) * 100) > 1;
+CREATE OR REPLACE STREAM TRIGGER_COUNT_STREAM (ticker_symbol VARCHAR(4), change REAL, trigger_count INTEGER);
+CREATE OR REPLACE PUMP trigger_count_pump AS INSERT INTO TRIGGER_COUNT_STREAM
+    SELECT STREAM ticker_symbol, change, trigger_count FROM (
+        SELECT STREAM ticker_symbol, change, COUNT(*) OVER W1 as trigger_count
+        FROM "CHANGE_STREAM"
+        WINDOW W1 AS (PARTITION BY ticker_symbol RANGE INTERVAL '1' MINUTE PRECEDING))
+    WHERE trigger_count >= 1;"""
+STAGGER_SQL = """
+CREATE OR REPLACE STREAM "DESTINATION_SQL_STREAM" (event_time TIMESTAMP, ticker_symbol VARCHAR(4),
+                                                   ticker_count INTEGER);
+CREATE OR REPLACE PUMP "STREAM_PUMP" AS INSERT INTO "DESTINATION_SQL_STREAM"
+    SELECT STREAM FLOOR(EVENT_TIME TO MINUTE), TICKER, COUNT(*) AS ticker_count
+    FROM "SOURCE_SQL_STREAM_001"
+    WINDOWED BY STAGGER (PARTITION BY FLOOR(EVENT_TIME TO MINUTE), TICKER RANGE INTERVAL '1' MINUTE);"""
+TOP_K_SQL = """
+CREATE OR REPLACE STREAM DESTINATION_SQL_STREAM (ITEM VARCHAR(1024), ITEM_COUNT DOUBLE);
+CREATE OR REPLACE PUMP STREAM_PUMP AS INSERT INTO DESTINATION_SQL_STREAM
+    SELECT STREAM * FROM TABLE(TOP_K_ITEMS_TUMBLING(CURSOR(SELECT STREAM * FROM SOURCE_SQL_STREAM_001),
+                                                    'TICKER', 2, 60));"""
+REFERENCE_JOIN_SQL = """
+CREATE OR REPLACE STREAM "DESTINATION_SQL_STREAM" (ticker_symbol VARCHAR(4), "Company" varchar(20),
+                                                   sector VARCHAR(12), change DOUBLE, price DOUBLE);
+CREATE OR REPLACE PUMP "STREAM_PUMP" AS INSERT INTO "DESTINATION_SQL_STREAM"
+    SELECT STREAM ticker_symbol, "c"."Company", sector, change, price
+    FROM "SOURCE_SQL_STREAM_001" LEFT JOIN "CompanyName" as "c"
+    ON "SOURCE_SQL_STREAM_001".ticker_symbol = "c"."Ticker";"""
