@@ -57,7 +57,8 @@ from firehose.processing.transform import WorkerPool
 from firehose.processpool import RenewingProcessPool
 from firehose.settings import Config, HttpSettings, Settings, check_listener, check_reset_endpoint, split_listen
 from firehose.sources.kafka import KafkaSource
-from firehose.sources.kinesis import KinesisSource, make_client
+from firehose.sources.kinesis import KinesisSource, LeaseOptions, make_client, parse_stream_arn
+from firehose.sources.leases import make_table as make_lease_table
 from firehose.spool import PROC, Spool, StreamSpool, retained
 from firehose.storage.atomic import make_dirs
 from firehose.storage.dirlock import DirectoryLock
@@ -379,10 +380,18 @@ class Daemon:
         def throttled(operation: str) -> None:
             m.source_throttled.labels(state.name, operation).inc()
 
+        leases = None
+        if self.settings.cluster.mode == "fleet":  # the daemons share the shards through a lease table
+            lease_settings = self.settings.cluster.leases
+            leases = LeaseOptions(
+                table=functools.partial(make_lease_table, lease_settings, region=parse_stream_arn(arn)[0],
+                                        account_id=state.account_id, delivery_stream=state.name),
+                owner=self.settings.node_id, duration=lease_settings.lease_duration_seconds,
+                create_table=lease_settings.create_table)
         source = KinesisSource(name=state.name, stream_arn=arn, spool=self.spool, stream=self._stream_spool(state),
                                settings=kinesis, client_factory=lambda: make_client(arn, kinesis, local, verify),
                                on_records=count, on_throttled=throttled,
-                               on_behind=lambda ms: behind.set(ms / 1000))
+                               on_behind=lambda ms: behind.set(ms / 1000), leases=leases)
         self.sources[state.key] = source
         source.start()
         log.info("Reading a Kinesis stream.", extra={"stream": state.name, "kinesis_stream": arn})

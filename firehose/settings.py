@@ -465,6 +465,26 @@ class AnalyticsSettings(_Settings):
     poll_seconds: Annotated[float, Field(ge=0.01, le=60)] = 0.2
 
 
+class LeaseSettings(_Settings):
+    """How daemons of a fleet share the shards of a Kinesis stream they read (``firehose.sources.leases``).
+
+    Each KinesisStreamAsSource delivery stream has its own lease table in DynamoDB, with the Kinesis
+    Client Library's schema, named ``<table_prefix><account id>-<delivery stream name>``.
+    """
+
+    #: DynamoDB's endpoint. Unset: the standard AWS configuration (``AWS_ENDPOINT_URL_DYNAMODB``,
+    #: ``AWS_ENDPOINT_URL``, profiles), else DynamoDB itself.
+    endpoint_url: str | None = None
+    #: The table's region. Unset: the Kinesis stream's.
+    region: str | None = None
+    table_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{0,150}$")] = "firehose-"
+    #: A lease not renewed for this long is taken over by another daemon (the KCL's failover time, 10 s).
+    #: Renewals happen every third of it; a daemon that cannot renew for this long stops reading the shard.
+    lease_duration_seconds: Annotated[float, Field(ge=1, le=600)] = 10.0
+    #: Create a missing lease table (on-demand billing, key ``leaseKey``), as the KCL does.
+    create_table: bool = True
+
+
 class ClusterSettings(_Settings):
     """This daemon's place among others (``firehose.cluster``): ``docs/scaling.md``."""
 
@@ -475,6 +495,9 @@ class ClusterSettings(_Settings):
     #: Takes part in every object key's unique part, so nodes never collide. Unset: stable per
     #: machine and state directory (``firehose.cluster.default_node_id``).
     node_id: Annotated[str | None, Field(pattern=NODE_ID_PATTERN)] = None
+    #: In ``mode: fleet``, Kinesis sources share their streams' shards through leases (``LeaseSettings``);
+    #: a single daemon keeps its checkpoints in its spool and needs no lease table.
+    leases: LeaseSettings = LeaseSettings()
 
 
 class LimitsSettings(_Settings):

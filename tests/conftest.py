@@ -29,7 +29,7 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
     for var in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL_KINESIS",
-                "AWS_SESSION_TOKEN"):
+                "AWS_ENDPOINT_URL_DYNAMODB", "AWS_SESSION_TOKEN"):
         monkeypatch.delenv(var, raising=False)
 
 

@@ -16,6 +16,10 @@ Lineage: a shard is read only once its parents are finished (read to the
 end of a closed shard), so records of one partition key keep their order
 across a reshard. Parents no longer listed (past retention) count as done.
 
+Shared by several daemons (``cluster.mode: fleet``): the shards are split between the daemons through
+leases in a DynamoDB table (``leases.py``); a daemon reads only the shards it holds, writes its
+checkpoints there as well, and stops reading a shard the moment it learns the lease is gone.
+
 Backpressure: while the stream's spooled, undelivered data exceeds
 ``kinesis.source_max_backlog_bytes``, or the spool is full, reading pauses
 and the backlog stays in the Kinesis stream, as AWS Firehose does.
@@ -42,6 +46,7 @@ from firehose.errors import ServiceUnavailableException
 from firehose.retry import Backoff, retry_until
 from firehose.settings import KinesisSettings
 from firehose.sources.kpl import deaggregate
+from firehose.sources.leases import LeaseCoordinator, LeaseTable, later_checkpoint
 from firehose.sources.lineage import list_all_shards, read_in_lineage
 from firehose.spool import Spool, StreamSpool
 from firehose.spool import entry as spool_entry
@@ -88,6 +93,21 @@ def make_client(arn: str, settings: KinesisSettings, local_endpoint: str | None,
     return session.client("kinesis", endpoint_url=endpoint, config=config, verify=verify)
 
 
+class _LeaseLost(Exception):
+    """The shard's lease went to another daemon (or expired): its reader stops."""
+
+
+@dataclass(frozen=True)
+class LeaseOptions:
+    """How a source shares its shards with other daemons: its lease table, made in a thread (boto3
+    clients are slow to make), this daemon's id as lease owner, and the lease settings."""
+
+    table: Callable[[], LeaseTable]
+    owner: str
+    duration: float
+    create_table: bool
+
+
 def latest_checkpoints(stream: StreamSpool) -> dict[str, str]:
     """The per-shard positions stored with the newest spooled batch (empty before the first)."""
     log_ = stream.log
@@ -119,7 +139,8 @@ class KinesisSource:
                  settings: KinesisSettings, client_factory: Callable[[], Any],
                  on_records: Callable[[int, int], None] | None = None,
                  on_throttled: Callable[[str], None] | None = None,
-                 on_behind: Callable[[int], None] | None = None) -> None:
+                 on_behind: Callable[[int], None] | None = None,
+                 leases: LeaseOptions | None = None) -> None:
         """``on_records(records, bytes)`` after records are spooled; ``on_throttled(operation)`` when a
         call is throttled (ThrottledGetRecords, ...); ``on_behind(ms)`` with KinesisMillisBehindLatest,
         the largest over the shards being read, after each GetRecords."""
@@ -135,6 +156,8 @@ class KinesisSource:
         self._on_records = on_records
         self._on_throttled = on_throttled
         self._on_behind = on_behind
+        self._lease_options = leases
+        self._leases: LeaseCoordinator | None = None
         self._checkpoints: dict[str, str] = {}
         self._finished: set[str] = set()
         #: Failures still in force, by shard (None: listing shards), newest last; /readyz shows the newest.
@@ -148,7 +171,8 @@ class KinesisSource:
 
     def start(self) -> None:
         self._checkpoints = latest_checkpoints(self._stream)
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        run = self._run() if self._lease_options is None else self._run_leased(self._lease_options)
+        self._task = asyncio.get_running_loop().create_task(run)
 
     async def stop(self) -> None:
         tasks = [t for t in (self._task, *self._readers.values()) if t is not None]
@@ -156,6 +180,9 @@ class KinesisSource:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._readers.clear()
+        if self._leases is not None:  # let go, so other daemons take the shards at once, not after expiry
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._leases.release_all(self._checkpoints), timeout=5)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -163,8 +190,11 @@ class KinesisSource:
             "shards_reading": sorted(s for s, t in self._readers.items() if not t.done()),
             "shards_finished": sorted(self._finished),
             "millis_behind": max((p.millis_behind for p in self.state.shards.values()), default=0),
+            "records_read": sum(p.records for p in self.state.shards.values()),
             "paused": self.state.paused,
             "last_error": self.state.last_error,
+            **({"leases": {"owner": self._leases.owner, "held": sorted(self._leases.held),
+                           "table": self._leases.table.name}} if self._leases is not None else {}),
         }
 
     async def _call(self, method: str, **kwargs: Any) -> Any:
@@ -184,6 +214,55 @@ class KinesisSource:
                 if shard_id not in listed:  # expired with the stream's retention
                     self._checkpoints.pop(shard_id, None)
             await read_in_lineage(listed, self._readers, self._finished, self._read_shard)
+
+    async def _run_leased(self, options: LeaseOptions) -> None:
+        """Read the shards whose leases this daemon holds: renew them every third of a lease duration,
+        list the shards and rebalance every duration (at once after a shard ends, for its children)."""
+        table = await asyncio.to_thread(options.table)
+        leases = self._leases = LeaseCoordinator(table=table, owner=options.owner, duration=options.duration)
+        await retry_until(functools.partial(leases.open, options.create_table), backoff=_BACKOFF,
+                          on_failure=functools.partial(self._note_error, "Could not reach the lease table; retrying."))
+        self._clear_error(None)
+        next_round, failures = 0.0, 0
+        while True:
+            await leases.renew(self._checkpoints)
+            if time.monotonic() >= next_round:
+                try:
+                    listed = {s["ShardId"]: s for s in await self._list_shards()}
+                    await leases.sync(listed)
+                    await leases.balance()
+                    failures = 0
+                    self._clear_error(None)
+                except Exception as exc:  # DynamoDB or Kinesis unreachable, throttled: the next round retries
+                    failures += 1
+                    self._note_error("Could not list the shards or balance the leases; retrying.", exc, failures)
+                next_round = time.monotonic() + leases.duration
+            for shard_id, lease in list(leases.held.items()):
+                if shard_id in self._finished:  # read to its end; letting go of the lease failed
+                    with contextlib.suppress(botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
+                        await leases.finish(shard_id)
+                elif shard_id not in self._readers:
+                    start = later_checkpoint(self._checkpoints.get(shard_id), lease.checkpoint)
+                    if start is not None and start.isdigit():
+                        self._checkpoints[shard_id] = start
+                    self._readers[shard_id] = asyncio.get_running_loop().create_task(self._read_shard(shard_id))
+            running = [t for t in self._readers.values() if not t.done()]
+            if running:
+                await asyncio.wait(running, timeout=leases.renew_interval, return_when=asyncio.FIRST_COMPLETED)
+            else:
+                await asyncio.sleep(leases.renew_interval)
+            for shard_id, task in list(self._readers.items()):
+                if not task.done():
+                    continue
+                del self._readers[shard_id]
+                if not task.cancelled() and task.exception() is None and task.result():
+                    self._finished.add(shard_id)
+                    next_round = 0.0  # its children may be taken now
+                    with contextlib.suppress(botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
+                        await leases.finish(shard_id)
+
+    def _holds(self, shard_id: str) -> bool:
+        return self._leases is None or self._leases.holds(shard_id)
 
     async def _list_shards(self) -> list[dict[str, Any]]:
         return await list_all_shards(self._call, self.stream_arn)
@@ -208,8 +287,8 @@ class KinesisSource:
                                     ShardIteratorType="TRIM_HORIZON")
         return str(response["ShardIterator"])
 
-    async def _read_shard(self, shard_id: str) -> None:
-        """Read one shard until it is closed and read to its end (then return), or forever."""
+    async def _read_shard(self, shard_id: str) -> bool:
+        """Read one shard until it is closed and read to its end (True), its lease is lost (False), or forever."""
         progress = self.state.shards.setdefault(shard_id, ShardProgress())
         iterator: str | None = None
         started = 0.0
@@ -218,7 +297,7 @@ class KinesisSource:
             nonlocal iterator, started
             while True:
                 try:
-                    await self._wait_for_room()
+                    await self._wait_for_room(shard_id)
                     if iterator is None:
                         iterator = await self._iterator(shard_id)
                     started = time.monotonic()
@@ -230,6 +309,8 @@ class KinesisSource:
 
         def failed(exc: Exception, failures: int) -> None:
             nonlocal iterator
+            if isinstance(exc, _LeaseLost):
+                raise exc
             if isinstance(exc, botocore.exceptions.ClientError) and _code(exc) in _THROTTLED:
                 if self._on_throttled is not None:
                     self._on_throttled(exc.operation_name)
@@ -240,12 +321,17 @@ class KinesisSource:
             iterator = None
 
         while True:
-            response = await retry_until(get_records, backoff=_BACKOFF, on_failure=failed)
+            try:
+                response = await retry_until(get_records, backoff=_BACKOFF, on_failure=failed)
+            except _LeaseLost:
+                return False
             self._clear_error(shard_id)
             records = response.get("Records", [])
             progress.millis_behind = int(response.get("MillisBehindLatest", 0))
             if self._on_behind is not None:
                 self._on_behind(max(p.millis_behind for p in self.state.shards.values()))
+            if not self._holds(shard_id):
+                return False  # the records are the new owner's to spool
             if records:
                 await self._spool_records(shard_id, records)
                 progress.records += len(records)
@@ -253,15 +339,19 @@ class KinesisSource:
             if iterator is None:
                 log.info("Finished reading a closed shard; its children are next.",
                          extra={"stream": self.name, "shard": shard_id})
-                return
+                return True
             if not records or progress.millis_behind == 0:
                 await asyncio.sleep(self._settings.source_poll_interval_seconds)
             else:
                 await asyncio.sleep(max(0.0, _MIN_CALL_INTERVAL_S - (time.monotonic() - started)))
 
-    async def _wait_for_room(self) -> None:
+    async def _wait_for_room(self, shard_id: str) -> None:
         limit = self._settings.source_max_backlog_bytes
+        if not self._holds(shard_id):
+            raise _LeaseLost(shard_id)
         while self._stream.log.size_bytes + self._stream.processed.size_bytes > limit:
+            if not self._holds(shard_id):
+                raise _LeaseLost(shard_id)
             if not self.state.paused:
                 log.warning("Paused reading the Kinesis stream: the delivery backlog is over its limit.",
                             extra={"stream": self.name, "limit_bytes": limit})

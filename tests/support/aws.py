@@ -18,3 +18,7 @@ def firehose_client(endpoint: str, **config: Any) -> Any:
 
 def s3_client(endpoint: str) -> Any:
     return boto3.client("s3", endpoint_url=endpoint, **CREDS)
+
+
+def dynamodb_client(endpoint: str) -> Any:
+    return boto3.client("dynamodb", endpoint_url=endpoint, **CREDS)

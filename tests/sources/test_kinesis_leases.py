@@ -1,0 +1,100 @@
+"""Two daemons in ``cluster.mode: fleet`` read one 8-shard Kinesis stream through a lease table in DynamoDB
+(moto's server), each delivering to its own directory: they split the shards; one is killed with SIGKILL and
+the other finishes every shard from the dead one's checkpoints. Nothing is lost, and the only records
+delivered twice are the killed daemon's: read after the last checkpoint it wrote to the table."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from firehose.sources.leases import LeaseTable
+from tests.support.aws import dynamodb_client
+from tests.support.config import write_config
+from tests.support.daemon import DaemonProcess
+from tests.support.delivered import delivered_records
+from tests.support.kinesis_source import source_stream
+from tests.support.servers import MotoServer
+from tests.support.streams import unique
+from tests.support.waiting import wait_until
+
+SHARDS = 8
+
+
+def test_two_daemons_split_the_shards_and_one_finishes_a_dead_ones(
+        moto_server: MotoServer, start_streams_server: Any, daemon_process: Callable[..., DaemonProcess],
+        tmp_path: Path) -> None:
+    stream = unique("leased")
+    server = start_streams_server({"kinesis": {"streams": [{"StreamName": stream, "ShardCount": SHARDS}]}})
+    kinesis = server.client()
+    prefix = f"{unique('t')}-"
+    daemons = []
+    for node in ("a", "b"):
+        settings = {"state_dir": str(tmp_path / f"state-{node}"), "log_level": "INFO",
+                    "buckets": {"local": {"directory": str(tmp_path / f"out-{node}")}},
+                    "kinesis": {"source_endpoint_url": server.endpoint, "source_poll_interval_seconds": 0.05},
+                    "cluster": {"mode": "fleet", "node_id": f"node-{node}",
+                                "leases": {"endpoint_url": moto_server.endpoint, "table_prefix": prefix,
+                                           "lease_duration_seconds": 2}}}
+        config = write_config(tmp_path / f"{node}.yaml", settings, [source_stream("shared", stream)])
+        daemons.append(daemon_process(config).start())
+    a, b = daemons
+
+    def held(d: DaemonProcess) -> list[str]:
+        return list(d.readiness()["streams"]["shared"].get("source", {}).get("leases", {}).get("held", []))
+
+    wait_until(lambda: len(held(a)) == len(held(b)) == SHARDS // 2, timeout=60, interval=0.2)
+    a_shards = held(a)
+    assert not set(a_shards) & set(held(b))
+
+    where: dict[bytes, tuple[str, int]] = {}  # record -> (shard, sequence number)
+
+    def produce(numbers: range) -> None:
+        for start in range(numbers.start, numbers.stop, 500):
+            batch = [f"r-{i}\n".encode() for i in range(start, min(start + 500, numbers.stop))]
+            answer = kinesis.put_records(StreamName=stream, Records=[
+                {"Data": data, "PartitionKey": f"key-{i}"} for i, data in enumerate(batch, start)])
+            assert answer["FailedRecordCount"] == 0
+            for data, result in zip(batch, answer["Records"], strict=True):
+                where[data.rstrip(b"\n")] = (result["ShardId"], int(result["SequenceNumber"]))
+
+    def read_by(d: DaemonProcess) -> int:
+        return int(d.readiness()["streams"]["shared"]["source"].get("records_read", 0))
+
+    out_a, out_b = tmp_path / "out-a", tmp_path / "out-b"
+
+    def delivered() -> list[bytes]:
+        return delivered_records(out_a, "shared/") + delivered_records(out_b, "shared/")
+
+    total, third = 24_000, 8_000
+    produce(range(third))  # read and checkpointed by both
+    wait_until(lambda: len(set(delivered())) >= third, timeout=60, interval=0.2)
+    before = read_by(a)
+    produce(range(third, 2 * third))  # one is killed while reading these
+    wait_until(lambda: read_by(a) > before, timeout=60, interval=0.02)
+    assert held(a) == a_shards
+    a.kill()
+    table = LeaseTable(dynamodb_client(moto_server.endpoint), f"{prefix}123456789012-shared")
+    at_kill = {key: lease.checkpoint for key, lease in table.scan().items()}
+    produce(range(2 * third, total))
+    # the survivor takes over the dead daemon's leases once they expire, and reads them from its checkpoints
+    wait_until(lambda: len(held(b)) == SHARDS, timeout=60, interval=0.2)
+    wait_until(lambda: len(set(delivered())) >= total - 2 * third and b.idle("shared")
+               and b.readiness()["streams"]["shared"]["source"]["millis_behind"] == 0, timeout=60, interval=0.2)
+    a.start()  # restarted: delivers what it had spooled, and takes back a share (nothing is left to read)
+    wait_until(lambda: len(set(delivered())) >= total, timeout=60, interval=0.2)
+    wait_until(lambda: len(held(a)) == len(held(b)) == SHARDS // 2, timeout=60, interval=0.2)
+    wait_until(lambda: a.idle("shared") and b.idle("shared"), timeout=60)
+
+    counts = Counter(delivered())
+    assert set(counts) == {f"r-{i}".encode() for i in range(total)}  # nothing lost
+    for out in (out_a, out_b):  # no daemon delivers a record twice itself
+        assert max(Counter(delivered_records(out, "shared/")).values()) == 1
+    twice = [record for record, n in counts.items() if n > 1]
+    for record in twice:  # the dead daemon's shards, after the checkpoint it last wrote
+        shard, sequence = where[record]
+        assert shard in a_shards, record
+        assert at_kill[shard].isdigit() is False or sequence > int(at_kill[shard]), (record, at_kill[shard])
+    print(f"{len(twice)} of {total} records delivered twice, all after the dead daemon's last checkpoints")

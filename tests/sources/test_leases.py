@@ -1,0 +1,192 @@
+"""Leases on a Kinesis stream's shards (``firehose.sources.leases``), against moto's DynamoDB server: daemons
+split the shards, a daemon that stops renewing loses its leases to another, which resumes at their
+checkpoints; stale owners are fenced off; children wait for their parents. Time is a fake clock, so the
+expiry rules are exact and the tests take no lease-duration waits."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from typing import Any
+
+import pytest
+
+from firehose.sources.leases import SHARD_END, TRIM_HORIZON, LeaseCoordinator, LeaseTable, later_checkpoint
+from tests.support.aws import dynamodb_client
+from tests.support.servers import MotoServer
+
+DURATION = 10.0
+_tables = itertools.count()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def shards(n: int) -> dict[str, dict[str, Any]]:
+    return {f"shardId-{i:012d}": {"ShardId": f"shardId-{i:012d}",
+                                  "HashKeyRange": {"StartingHashKey": str(i), "EndingHashKey": str(i)}}
+            for i in range(n)}
+
+
+@pytest.fixture
+def table(moto_server: MotoServer) -> LeaseTable:
+    t = LeaseTable(dynamodb_client(moto_server.endpoint), f"firehose-123456789012-leases-{next(_tables)}")
+    t.ensure(create=True)
+    return t
+
+
+def coordinator(table: LeaseTable, owner: str, clock: Clock, lost: list[str] | None = None) -> LeaseCoordinator:
+    return LeaseCoordinator(table=table, owner=owner, duration=DURATION, clock=clock,
+                            on_lost=(lost.append if lost is not None else lambda shard: None))
+
+
+async def round_of(c: LeaseCoordinator, listed: dict[str, dict[str, Any]], checkpoints: dict[str, str] | None = None
+                   ) -> list[str]:
+    await c.renew(checkpoints or {})
+    await c.sync(listed)
+    return await c.balance()
+
+
+def test_checkpoints_compare_as_numbers() -> None:
+    assert later_checkpoint("9", "10") == "10"
+    assert later_checkpoint(None, TRIM_HORIZON) == TRIM_HORIZON
+    assert later_checkpoint("49590338271490256608559692538361571095921575989136588898", TRIM_HORIZON) \
+        == "49590338271490256608559692538361571095921575989136588898"
+    assert later_checkpoint(None, None) is None
+
+
+def test_the_table_has_the_kcl_schema(table: LeaseTable) -> None:
+    listed = {"shardId-000000000002": {"ShardId": "shardId-000000000002", "ParentShardId": "shardId-000000000000",
+                                       "AdjacentParentShardId": "shardId-000000000001",
+                                       "HashKeyRange": {"StartingHashKey": "0", "EndingHashKey": "99"}}}
+    c = coordinator(table, "node-a", Clock())
+    asyncio.run(round_of(c, listed))
+    item = table.client.get_item(TableName=table.name, Key={"leaseKey": {"S": "shardId-000000000002"}},
+                                 ConsistentRead=True)["Item"]
+    assert item["leaseOwner"] == {"S": "node-a"}
+    assert item["leaseCounter"] == {"N": "1"}
+    assert item["checkpoint"] == {"S": TRIM_HORIZON}
+    assert item["checkpointSubSequenceNumber"] == {"N": "0"}
+    assert item["ownerSwitchesSinceCheckpoint"] == {"N": "1"}
+    assert set(item["parentShardId"]["SS"]) == {"shardId-000000000000", "shardId-000000000001"}
+    assert (item["startingHashKey"], item["endingHashKey"]) == ({"S": "0"}, {"S": "99"})
+    key_schema = table.client.describe_table(TableName=table.name)["Table"]["KeySchema"]
+    assert key_schema == [{"AttributeName": "leaseKey", "KeyType": "HASH"}]
+
+
+def test_a_daemon_that_joins_takes_its_share_one_lease_a_round(table: LeaseTable) -> None:
+    async def run() -> None:
+        clock, listed, lost_a = Clock(), shards(8), []
+        a = coordinator(table, "node-a", clock, lost_a)
+        assert len(await round_of(a, listed)) == 8  # alone: every lease
+        b = coordinator(table, "node-b", clock)
+        rounds = 0
+        while len(b.held) < 4:
+            rounds += 1
+            assert rounds <= 8
+            assert len(await round_of(b, listed)) == 1  # steals one per round, from the daemon with too many
+            clock.now += 1
+            await a.renew({})  # the victim learns at its next renewal
+        assert rounds == 4
+        await round_of(b, listed)
+        assert len(b.held) == 4  # at its target: no more stealing
+        await round_of(a, listed)
+        assert set(a.held) | set(b.held) == set(listed)
+        assert not set(a.held) & set(b.held)
+        assert sorted(lost_a) == sorted(b.held)
+
+    asyncio.run(run())
+
+
+def test_a_dead_daemons_leases_are_taken_over_at_its_checkpoints(table: LeaseTable) -> None:
+    async def run() -> None:
+        clock, listed, lost_a = Clock(), shards(4), []
+        a = coordinator(table, "node-a", clock, lost_a)
+        await round_of(a, listed)
+        checkpoints = {key: str(100 + i) for i, key in enumerate(sorted(listed))}
+        await a.renew(checkpoints)  # a's records up to these are in its spool
+        b = coordinator(table, "node-b", clock)
+        for _ in range(3):  # a is alive: b steals, a renews
+            await round_of(b, listed)
+            clock.now += 1
+            await a.renew(checkpoints)
+        assert len(b.held) == 2 and len(a.held) == 2
+        # a stops renewing (killed). Within a duration of b seeing its last renewal, its leases are live for b
+        await round_of(b, listed)
+        clock.now += DURATION - 1
+        await round_of(b, listed)
+        assert len(b.held) == 2
+        clock.now += 2
+        taken = await round_of(b, listed)
+        assert sorted(taken) == sorted(a.held)
+        assert {k: lease.checkpoint for k, lease in b.held.items()} == checkpoints  # resumes where a was
+        # a comes back with stale state: its write is fenced off, its checkpoint never lands
+        await a.renew({k: "999" for k in a.held})
+        assert a.held == {} and sorted(lost_a) == sorted(listed)
+        assert {lease.checkpoint for lease in table.scan().values()} == set(checkpoints.values())
+
+    asyncio.run(run())
+
+
+def test_a_lease_not_renewed_for_a_duration_is_given_up(table: LeaseTable) -> None:
+    class Unreachable(LeaseTable):
+        def renew(self, *args: Any) -> Any:
+            raise ConnectionError("DynamoDB is unreachable")
+
+    async def run() -> None:
+        clock, listed, lost = Clock(), shards(2), []
+        a = coordinator(Unreachable(table.client, table.name), "node-a", clock, lost)
+        await round_of(a, listed)
+        clock.now += DURATION - 1
+        await a.renew({})
+        assert len(a.held) == 2 and lost == []  # failures within a duration: still held
+        clock.now += 2
+        await a.renew({})
+        assert a.held == {} and sorted(lost) == sorted(listed)
+
+    asyncio.run(run())
+
+
+def test_children_are_taken_after_their_parents_end(table: LeaseTable) -> None:
+    async def run() -> None:
+        clock = Clock()
+        parent = {"ShardId": "shardId-000000000000"}
+        listed = {"shardId-000000000000": parent,
+                  **{f"shardId-00000000000{i}": {"ShardId": f"shardId-00000000000{i}",
+                                                 "ParentShardId": "shardId-000000000000"} for i in (1, 2)}}
+        a = coordinator(table, "node-a", clock)
+        assert await round_of(a, listed) == ["shardId-000000000000"]
+        assert await round_of(a, listed) == []
+        await a.finish("shardId-000000000000")
+        assert sorted(await round_of(a, listed)) == ["shardId-000000000001", "shardId-000000000002"]
+        assert table.scan()["shardId-000000000000"].checkpoint == SHARD_END
+        assert table.scan()["shardId-000000000000"].owner is None
+        # once the parent is past the stream's retention (no longer listed), its finished lease goes
+        del listed["shardId-000000000000"]
+        await round_of(a, listed)
+        assert "shardId-000000000000" not in table.scan()
+
+    asyncio.run(run())
+
+
+def test_leases_let_go_on_a_clean_stop_are_taken_at_once_and_a_restart_adopts_its_own(table: LeaseTable) -> None:
+    async def run() -> None:
+        clock, listed = Clock(), shards(4)
+        a = coordinator(table, "node-a", clock)
+        await round_of(a, listed)
+        await a.release_all({key: "42" for key in listed})
+        b = coordinator(table, "node-b", clock)
+        assert len(await round_of(b, listed)) == 4  # no expiry to wait for
+        assert {lease.checkpoint for lease in b.held.values()} == {"42"}
+        # b is restarted (same node id, nothing in memory): it adopts its own leases without waiting
+        b2 = coordinator(table, "node-b", clock)
+        assert len(await round_of(b2, listed)) == 4
+        await b.renew({})
+        assert b.held == {}  # the old incarnation is fenced off
+
+    asyncio.run(run())
