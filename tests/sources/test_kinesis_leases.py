@@ -98,3 +98,40 @@ def test_two_daemons_split_the_shards_and_one_finishes_a_dead_ones(
         assert shard in a_shards, record
         assert at_kill[shard].isdigit() is False or sequence > int(at_kill[shard]), (record, at_kill[shard])
     print(f"{len(twice)} of {total} records delivered twice, all after the dead daemon's last checkpoints")
+
+
+def test_a_fleet_daemon_reads_children_after_their_parent_ends(
+        moto_server: MotoServer, start_streams_server: Any, daemon_process: Callable[..., DaemonProcess],
+        tmp_path: Path) -> None:
+    """Split while read: the parent's lease reaches SHARD_END and is let go; then the children's are taken."""
+    stream = unique("split")
+    server = start_streams_server({"kinesis": {"streams": [{"StreamName": stream, "ShardCount": 1}]}})
+    kinesis = server.client()
+    prefix = f"{unique('t')}-"
+    settings = {"state_dir": str(tmp_path / "state"), "buckets": {"local": {"directory": str(tmp_path / "out")}},
+                "kinesis": {"source_endpoint_url": server.endpoint, "source_poll_interval_seconds": 0.05},
+                "cluster": {"mode": "fleet", "node_id": "node-a",
+                            "leases": {"endpoint_url": moto_server.endpoint, "table_prefix": prefix,
+                                       "lease_duration_seconds": 1}}}
+    d = daemon_process(write_config(tmp_path / "a.yaml", settings, [source_stream("shared", stream)])).start()
+
+    def put(numbers: range) -> None:
+        kinesis.put_records(StreamName=stream, Records=[{"Data": f"r-{i}\n".encode(), "PartitionKey": f"k{i}"}
+                                                        for i in numbers])
+
+    put(range(100))
+    parent = kinesis.list_shards(StreamName=stream)["Shards"][0]["ShardId"]
+    kinesis.split_shard(StreamName=stream, ShardToSplit=parent, NewStartingHashKey=str(2**127))
+    wait_until(lambda: kinesis.describe_stream_summary(StreamName=stream)["StreamDescriptionSummary"][
+        "StreamStatus"] == "ACTIVE", timeout=30)
+    put(range(100, 200))
+    wait_until(lambda: len(set(delivered_records(tmp_path / "out", "shared/"))) == 200, timeout=60, interval=0.2)
+    table = LeaseTable(dynamodb_client(moto_server.endpoint), f"{prefix}123456789012-shared")
+    wait_until(lambda: len(table.scan()) == 3 and sum(lease.owner == "node-a" for lease in table.scan().values()) == 2,
+               timeout=30, interval=0.2)
+    leases = table.scan()
+    assert leases[parent].checkpoint == "SHARD_END" and leases[parent].owner is None
+    children = [lease for key, lease in leases.items() if key != parent]
+    assert all(lease.parents == {parent} for lease in children)
+    assert sorted(d.readiness()["streams"]["shared"]["source"]["leases"]["held"]) == sorted(c.key for c in children)
+    assert max(Counter(delivered_records(tmp_path / "out", "shared/")).values()) == 1
