@@ -171,6 +171,8 @@ class Daemon:
         self.workers = WorkerPool(s.processing.workers, nice=s.processing.worker_nice)
         self._convert_pool: RenewingProcessPool | None = None
         self._workers_up: asyncio.Future[Any] | None = None
+        #: Destinations' warm-ups still running (``_warm_up``).
+        self._warming: set[asyncio.Future[Any]] = set()
         self._keyring: Keyring | None = None
         self.metrics.spool_bytes.set_function(lambda: self.spool.used_bytes)
         self.metrics.spool_limit.set(s.spool.max_bytes)
@@ -348,7 +350,8 @@ class Daemon:
         # A stream whose delivery runs in worker processes starts delivering once they are up:
         # its first batches would only wait in the pool's queue, and /readyz says 200 as it begins.
         needs_workers = destination.uses_workers or config.conversion is not None
-        pipeline.start(deliver_after=self._warm_workers() if needs_workers else None)
+        warm = self._warm_up(destination)
+        pipeline.start(deliver_after=asyncio.gather(warm, self._warm_workers()) if needs_workers else warm)
         if state.definition.delivery_stream_type == "KinesisStreamAsSource":
             self._start_source(state)
         elif state.definition.delivery_stream_type == "MSKAsSource":
@@ -472,6 +475,21 @@ class Daemon:
                      for _ in range(self._pool_size())]
             self._workers_up = asyncio.ensure_future(asyncio.wait(holds, timeout=_WARM_UP_SECONDS))
         return self._workers_up
+
+    def _warm_up(self, destination: Destination) -> asyncio.Future[Any]:  # type: ignore[type-arg]
+        """The destination's warm-up (its libraries loaded) in the background, within ``_WARM_UP_SECONDS``;
+        until it is done /readyz reports "starting" (when the daemon is starting) and the stream waits."""
+        async def warm() -> None:
+            try:
+                await asyncio.wait_for(destination.warm_up(), _WARM_UP_SECONDS)
+            except Exception as exc:  # delivery reports what is wrong, if anything is
+                log.warning("Could not warm up a destination.", extra={"destination": destination.describe(),
+                                                                       "error": f"{type(exc).__name__}: {exc}"})
+
+        future = asyncio.ensure_future(warm())
+        self._warming.add(future)
+        future.add_done_callback(self._warming.discard)
+        return future
 
     async def _check(self, name: str, destination: Destination) -> None:  # type: ignore[type-arg]
         try:
@@ -746,6 +764,8 @@ class Daemon:
             raise
         if self._workers_up is not None:
             await asyncio.shield(self._workers_up)
+        if self._warming:
+            await asyncio.wait(list(self._warming))
         self._started = True
         self._spawn(self.history.run())
         self._spawn(self._expire_retained())

@@ -116,6 +116,12 @@ class Destination(ABC, Generic[P]):
         ``worker_module`` may say True."""
         return False
 
+    async def warm_up(self) -> None:
+        """Load what delivering needs that is slow to load (libraries of a second or more), before the
+        first batch: the daemon awaits it, within limits, before it reports ready and before the stream
+        delivers. It must not need the destination to be reachable (that is ``check``)."""
+        return None
+
     @abstractmethod
     async def check(self) -> None: ...
 

@@ -7,6 +7,12 @@ snapshots: a batch whose commit landed before a crash (but whose delivery was ne
 acknowledged, not appended again. A transaction is one catalog commit (its snapshots land together
 or not at all), so the key is there exactly when the batch's rows are.
 
+Inserts are written in two steps: the rows become Parquet data files where they were read
+(``write_data_files``: Arrow's writer, mostly outside the GIL, in the daemon's threads), and the
+committer adds the files of every batch of a group in one snapshot (``commit_files``), so only the
+metadata work is serial. Files written for a commit that never lands are orphans no snapshot names
+(readers never see them; ``firehose iceberg compact`` leaves them, as any Iceberg writer's).
+
 Row-level changes are copy-on-write: pyiceberg 0.12 writes no equality or position delete files, so
 an update or delete rewrites the data files holding the keys it touches, and any reader (pyiceberg,
 DuckDB, Spark) sees the result without applying deletes. Updates are upserts: delete the key, append
@@ -15,6 +21,7 @@ the row (spec: iceberg.md §3, our choice for keys that do not exist yet).
 
 from __future__ import annotations
 
+import uuid
 import warnings
 from typing import Any
 
@@ -57,6 +64,32 @@ def key_filter(rows: pa.Table, keys: list[str]) -> Any:
     tuples = list(dict.fromkeys(zip(*(rows.column(k).to_pylist() for k in keys), strict=True)))
     terms = [And(*(EqualTo(k, v) for k, v in zip(keys, t, strict=True))) for t in tuples]
     return terms[0] if len(terms) == 1 else Or(*terms)
+
+
+def write_data_files(table: Any, rows: pa.Table) -> list[Any]:
+    """``rows`` (in the table's schema) written as Parquet data files of ``table`` (its location, partition
+    spec and write properties), not yet in any snapshot: pyiceberg's own writer, as ``append`` uses it."""
+    from pyiceberg.io.pyarrow import _check_pyarrow_schema_compatible, _dataframe_to_data_files
+
+    metadata = table.metadata
+    _check_pyarrow_schema_compatible(metadata.schema(), provided_schema=rows.schema,
+                                     format_version=metadata.format_version)
+    return list(_dataframe_to_data_files(table_metadata=metadata, write_uuid=uuid.uuid4(), df=rows, io=table.io))
+
+
+def commit_files(table: Any, batch_ids: str, files: list[Any]) -> None:
+    """Add data files in one snapshot marked with ``batch_ids``: a fast append, or a merge append when the
+    table asks for it (``commit.manifest-merge.enabled``), as pyiceberg's ``append`` chooses."""
+    from pyiceberg.table import TableProperties
+    from pyiceberg.utils.properties import property_as_bool
+
+    merge = property_as_bool(table.metadata.properties, TableProperties.MANIFEST_MERGE_ENABLED,
+                             TableProperties.MANIFEST_MERGE_ENABLED_DEFAULT)
+    with table.transaction() as tx:
+        update = tx.update_snapshot(snapshot_properties={BATCH_PROPERTY: batch_ids})
+        with update.merge_append() if merge else update.fast_append() as append:
+            for data_file in files:
+                append.append_data_file(data_file)
 
 
 def commit(table: Any, batch_id: str, *, append: pa.Table | None, delete: Any | None) -> None:

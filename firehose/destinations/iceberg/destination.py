@@ -11,7 +11,8 @@ by the processing chain from jq or a transform's ``otfMetadata``), or of the str
    fit are rejected one by one, with the reason, and go to the error output (``iceberg-failed``);
 3. unless the table already has a snapshot marked with this batch's id (a commit that landed before
    a crash), commit the rows in one transaction (``commits.py``): ``insert`` appends, ``update``
-   deletes the batch's keys and appends the last row of each, ``delete`` deletes the keys.
+   deletes the batch's keys and appends the last row of each, ``delete`` deletes the keys. Commits
+   run in the destination's committer process (``committer.py``), off the daemon's GIL.
 
 A commit that loses a race (another writer), a catalog or storage error, is retried by the pipeline
 with backoff until ``RetryOptions``; then the records go to the error output. Commits to one table
@@ -23,6 +24,7 @@ per batch).
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections import OrderedDict
@@ -30,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from firehose.definitions import IcebergDestinationConfiguration
 from firehose.destinations.base import DestinationContext, Failure, Outcome, RecordDestination
+from firehose.destinations.iceberg import committer
 from firehose.destinations.iceberg.catalogs import catalog_settings, open_catalog
 from firehose.errors import DestinationError, DestinationUnavailable
 from firehose.partitions import OTF_DATABASE, OTF_OPERATION, OTF_TABLE
@@ -38,7 +41,7 @@ from firehose.records import RecordBatch
 if TYPE_CHECKING:
     import pyarrow as pa
 
-# pyiceberg and pyarrow load with the first Iceberg batch, not with every daemon (a fifth of a second).
+# pyiceberg and pyarrow load when a daemon has an Iceberg stream (``warm_up``), not with every daemon.
 
 #: Tables a destination keeps loaded between batches (see ``IcebergDestination._tables``).
 MAX_CACHED_TABLES = 32
@@ -48,6 +51,16 @@ ROUTING_FAILED = "Iceberg.RoutingFailed"
 NO_SUCH_TABLE = "Iceberg.NoSuchTable"
 INVALID_UNIQUE_KEYS = "Iceberg.InvalidUniqueKeys"
 COMMIT_FAILED = "Iceberg.CommitFailed"
+
+
+def _import_libraries() -> None:
+    """pyiceberg, its SQL catalog and Arrow writer, and pyarrow: about a second of imports, which would
+    otherwise hold the GIL under the first batches."""
+    import pyiceberg.catalog.sql  # noqa: F401
+    import pyiceberg.io.pyarrow  # noqa: F401
+    import pyiceberg.table  # noqa: F401
+
+    from firehose.destinations.iceberg import rows  # noqa: F401
 
 
 class _Rejected(Exception):
@@ -60,11 +73,11 @@ class _Rejected(Exception):
 
 
 class _Pending:
-    """An insert batch waiting to be appended, and how its group commit went."""
+    """An insert batch waiting to be appended (its data files written), and how its group commit went."""
 
-    def __init__(self, batch_id: str, data: pa.Table) -> None:
+    def __init__(self, batch_id: str, files: list[Any]) -> None:
         self.batch_id = batch_id
-        self.data = data
+        self.files = files
         self.done = False
         self.error: BaseException | None = None
 
@@ -90,9 +103,17 @@ class IcebergDestination(RecordDestination):
         #: ``MAX_CACHED_TABLES``, least recently used first out: routing by jq or a transform may
         #: name any number of tables, and a loaded table holds its metadata in memory.
         self._tables: OrderedDict[tuple[str, str], Any] = OrderedDict()
+        self._pool: Any = None
+        self._pool_lock = threading.Lock()
 
     def describe(self) -> str:
         return f"iceberg {self._entry.type} catalog {self._entry.uri}"
+
+    async def warm_up(self) -> None:
+        import asyncio
+
+        await asyncio.gather(self.ctx.run(_import_libraries),
+                             asyncio.wrap_future(self._committer().submit(committer.warm_up)))
 
     async def check(self) -> None:
         try:
@@ -101,6 +122,9 @@ class IcebergDestination(RecordDestination):
             raise DestinationUnavailable(f"the Iceberg catalog cannot be opened: {exc}") from exc
 
     async def aclose(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await self.ctx.run(functools.partial(pool.shutdown, wait=True, cancel_futures=True))
         catalog, self._catalog = self._catalog, None
         engine = getattr(catalog, "engine", None)
         if engine is not None:
@@ -110,6 +134,16 @@ class IcebergDestination(RecordDestination):
         return await self.ctx.run(self.deliver_now, batch)
 
     # -- in the thread pool ------------------------------------------------------------------
+
+    def _committer(self) -> Any:
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = committer.make_pool()
+            return self._pool
+
+    def _send(self, fn: Any, database: str, name: str, table: Any, *args: Any) -> None:
+        """``fn(catalog entry, database, name, schema id, *args)`` in the committer process; waits for it."""
+        self._committer().submit(fn, self._entry, database, name, table.schema().schema_id, *args).result()
 
     def _open(self) -> Any:
         with self._opening:
@@ -166,8 +200,7 @@ class IcebergDestination(RecordDestination):
                 self._group_append(lock, (database, name), table, batch.batch_id, got.table)
                 return outcome
             with lock:  # reading is done outside: only the commit waits for the table's other batches
-                if not self._committed(table, batch.batch_id):
-                    self._commit(table, batch.batch_id, got.table, op, keys)
+                self._send(committer.commit, database, name, table, (batch.batch_id, got.table), op, keys)
             return outcome
         except _Rejected:
             raise
@@ -184,13 +217,12 @@ class IcebergDestination(RecordDestination):
 
     def _group_append(self, lock: threading.Lock, key: tuple[str, str], table: Any, batch_id: str,
                       data: pa.Table) -> None:
-        """Append ``data`` with the inserts of other batches that wait for the table meanwhile: the
-        first to get the lock commits them all; the others find their batch done (or its error)."""
-        import pyarrow as pa
-
+        """Append ``data`` with the inserts of other batches that wait for the table meanwhile: each writes
+        its data files first (in parallel); the first to get the lock commits them all; the others find
+        their batch done (or its error)."""
         from firehose.destinations.iceberg import commits
 
-        mine = _Pending(batch_id, data)
+        mine = _Pending(batch_id, commits.write_data_files(table, data))
         with self._queueing:
             self._queues.setdefault(key, []).append(mine)
         with lock:
@@ -201,32 +233,13 @@ class IcebergDestination(RecordDestination):
             with self._queueing:
                 group, self._queues[key] = self._queues[key], []
             try:
-                todo = [p for p in group if not commits.committed(table, p.batch_id)]
-                if todo:
-                    rows = pa.concat_tables([p.data for p in todo], promote_options="default") \
-                        if len(todo) > 1 else todo[0].data
-                    commits.commit(table, ",".join(p.batch_id for p in todo), append=rows, delete=None)
+                self._send(committer.append_files, key[0], key[1], table, [(p.batch_id, p.files) for p in group])
             except BaseException as exc:
                 for p in group:
                     p.done, p.error = True, exc
                 raise
             for p in group:
                 p.done = True
-
-    def _committed(self, table: Any, batch_id: str) -> bool:
-        from firehose.destinations.iceberg import commits
-
-        return commits.committed(table, batch_id)
-
-    def _commit(self, table: Any, batch_id: str, data: pa.Table, op: str, keys: list[str]) -> None:
-        from firehose.destinations.iceberg import commits
-
-        if op == "insert":
-            commits.commit(table, batch_id, append=data, delete=None)
-            return
-        last = commits.last_per_key(data, keys)
-        delete = commits.key_filter(last, keys)
-        commits.commit(table, batch_id, append=last if op == "update" else None, delete=delete)
 
     def _table(self, database: str, name: str, records: list[bytes | memoryview], keys: list[str]) -> Any:
         """The table, created or evolved for these records as the configuration allows."""
@@ -251,6 +264,9 @@ class IcebergDestination(RecordDestination):
                 self._tables.popitem(last=False)
         if self.config.schema_evolution:
             added = rows.new_fields(records, set(table.schema().column_names))
+            if len(added):  # from the table as it is now: the committer has moved it on since it was loaded
+                table.refresh()
+                added = rows.new_fields(records, set(table.schema().column_names))
             if len(added):
                 with table.update_schema() as update:
                     update.union_by_name(added)
