@@ -12,10 +12,18 @@ from typing import Any
 import httpx
 import pytest
 
-from firehose.sources.kafka import OFFSET_BEGINNING, OFFSET_END, start_offsets
+from firehose.sources.kafka import (
+    MAX_RECORD_BYTES,
+    MAX_RECORD_BYTES_LAMBDA,
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    RECORD_TOO_LARGE,
+    record_limit,
+    start_offsets,
+)
 from tests.support.aws import ROLE
 from tests.support.config import write_config
-from tests.support.delivered import delivered_records
+from tests.support.delivered import delivered_records, read_local
 from tests.support.kafka import CLUSTER, KafkaBroker, clusters, keyed, msk_stream
 from tests.support.ports import free_port
 from tests.support.transforms import write_function
@@ -199,3 +207,56 @@ def test_start_positions() -> None:
     assert asked == [([2, 3], 1_700_000_000_000)]
     assert start_offsets([0], checkpoints={}, committed={}, read_from_ms=0, by_time=by_time) == {0: OFFSET_BEGINNING}
     assert start_offsets([0], checkpoints={0: -1}, committed={}, read_from_ms=0, by_time=by_time) == {0: 0}
+
+
+def test_records_over_the_size_limit_go_to_the_error_output(start_daemon: Any, broker: KafkaBroker,
+                                                            tmp_path: Path) -> None:
+    """Over 10 MiB (6 MiB with a Lambda transform) a record is an error document with the reason, its partition
+    goes on, its offset is committed, and a metric counts it."""
+    fns = tmp_path / "fns"
+    write_function(fns, "same", """
+        def lambda_handler(event, context):
+            return {"records": [{"recordId": r["recordId"], "result": "Ok", "kafkaRecordValue": r["kafkaRecordValue"]}
+                                for r in event["records"]]}
+    """)
+    broker.create_topic("big", 1)
+    medium = b"m" * (MAX_RECORD_BYTES_LAMBDA + 1) + b"\n"  # over Lambda's limit only
+    huge = b"h" * MAX_RECORD_BYTES + b"\n"  # over both
+    broker.produce("big", [(b"k", b"first\n"), (b"k", medium), (b"k", huge), (b"k", b"last\n")], partition=0,
+                   timestamp_ms=1_700_000_000_000)
+    lambda_arn = "arn:aws:lambda:us-east-1:123456789012:function:same"
+    tx = msk_stream("tx", "big", ProcessingConfiguration={"Enabled": True, "Processors": [
+        {"Type": "Lambda", "Parameters": [{"ParameterName": "LambdaArn", "ParameterValue": lambda_arn},
+                                          {"ParameterName": "BufferIntervalInSeconds", "ParameterValue": "0"}]}]})
+    d = start_daemon([msk_stream("plain", "big"), tx], kafka_clusters=clusters(broker), transforms_dir=str(fns))
+    out = tmp_path / "out"
+
+    def errors(name: str) -> list[dict[str, Any]]:
+        return [json.loads(line) for key, body in read_local(out).items() if key.startswith(f"errors-{name}/")
+                for line in body.splitlines()]
+
+    wait_until(lambda: len(errors("plain")) == 1 and len(errors("tx")) == 2, timeout=60)
+    wait_until(lambda: len(delivered_records(out, "plain/")) >= 3 and len(delivered_records(out, "tx/")) >= 2,
+               timeout=60)
+    wait_until(lambda: d.idle("plain") and d.idle("tx"), timeout=30)
+    assert sorted(delivered_records(out, "plain/")) == [b"first", b"last", medium.rstrip(b"\n")]
+    assert sorted(delivered_records(out, "tx/")) == [b"first", b"last"]
+    for name, expected, limit in (("plain", [huge], MAX_RECORD_BYTES), ("tx", [medium, huge], MAX_RECORD_BYTES_LAMBDA)):
+        docs = sorted(errors(name), key=lambda doc: doc["errorMessage"])
+        assert sorted(base64.b64decode(doc["rawData"]) for doc in docs) == sorted(expected)
+        for doc in docs:
+            assert doc["errorCode"] == RECORD_TOO_LARGE
+            assert f"over the {limit} bytes" in doc["errorMessage"] and "topic big, partition 0" in doc["errorMessage"]
+            assert doc["arrivalTimestamp"] == 1_700_000_000_000
+        # the partition went on past it, and every offset is committed
+        wait_until(lambda name=name: broker.committed(f"firehose.123456789012.{name}", "big") == {0: 4}, timeout=20)
+        source = httpx.get(f"{d.endpoint}/readyz").json()["streams"][name]["source"]
+        assert source["oversize_records"] == len(expected)
+        counted = d.call(lambda name=name: d.daemon.metrics.source_oversize_records.labels(name)._value.get())
+        assert counted == len(expected)
+
+
+def test_the_record_size_limits_are_aws() -> None:
+    """limits.html: 10 MB, 6 MB with a Lambda transform (read as MiB)."""
+    assert record_limit(False) == MAX_RECORD_BYTES == 10 * 1024 * 1024
+    assert record_limit(True) == MAX_RECORD_BYTES_LAMBDA == 6 * 1024 * 1024
