@@ -127,6 +127,9 @@ def consumer_config(cluster: KafkaClusterSettings, *, group: str, client_id: str
         # Only a fallback: every assigned partition is given its position explicitly.
         "auto.offset.reset": "earliest" if earliest else "latest",
         "session.timeout.ms": cluster.session_timeout_ms,
+        # A change in the topic's partitions (partitions added) rebalances the group at the next look-up:
+        # new partitions are read, from where ``start_offsets`` says (they have no checkpoint nor commit).
+        "topic.metadata.refresh.interval.ms": cluster.metadata_refresh_interval_ms,
         "heartbeat.interval.ms": cluster.heartbeat_interval_ms,
         "fetch.wait.max.ms": 50,
         "fetch.queue.backoff.ms": 20,
@@ -169,6 +172,26 @@ def start_offsets(partitions: Sequence[int], *, checkpoints: dict[int, int], com
 
 OFFSET_BEGINNING = -2
 OFFSET_END = -1
+
+
+def offsets_at(consumer: Any, topic: str, partitions: list[int], ms: int) -> dict[int, int]:
+    """Kafka's offsets-for-times for ``partitions``; where no record is at or after ``ms``, the partition's
+    end as of now (its high watermark) rather than -1: the logical end is only resolved when fetching
+    starts, and a record written in between (a partition just added, its producers quicker than this
+    group's rebalance) would be skipped. Where the end cannot be looked up either, -1 (the logical end)."""
+    from confluent_kafka import TopicPartition
+
+    found = consumer.offsets_for_times([TopicPartition(topic, p, ms) for p in partitions], timeout=30)
+    out = {tp.partition: tp.offset for tp in found}
+    for p in partitions:
+        if out.get(p, -1) < 0:
+            try:
+                out[p] = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)[1]
+            except Exception as exc:  # a broker that does not answer: the logical end, as Kafka's own fallback
+                log.warning("Could not look up a Kafka partition's end; reading it from its end when fetching starts.",
+                            extra={"topic": topic, "partition": p, "error": str(exc)})
+                out[p] = -1
+    return out
 
 
 def _by_partition(messages: list[Any], on_error: Callable[[Any], None]) -> list[Any]:
@@ -343,12 +366,8 @@ class KafkaSource:
         committed = {tp.partition: tp.offset for tp in consumer.committed(partitions, timeout=30) if tp.offset >= 0}
         checkpoints = {p: self._checkpoints[p] for p in numbers if p in self._checkpoints}
 
-        def by_time(ps: list[int], ms: int) -> dict[int, int]:
-            found = consumer.offsets_for_times([TopicPartition(self.topic, p, ms) for p in ps], timeout=30)
-            return {tp.partition: tp.offset for tp in found}
-
         starts = start_offsets(numbers, checkpoints=checkpoints, committed=committed, read_from_ms=self.read_from_ms,
-                               by_time=by_time)
+                               by_time=functools.partial(offsets_at, consumer, self.topic))
         if self.read_from_ms > 0:
             for p in numbers:
                 if p not in checkpoints and p not in committed:

@@ -12,12 +12,15 @@ from typing import Any
 import httpx
 import pytest
 
+from firehose.settings import KafkaClusterSettings
 from firehose.sources.kafka import (
     MAX_RECORD_BYTES,
     MAX_RECORD_BYTES_LAMBDA,
     OFFSET_BEGINNING,
     OFFSET_END,
     RECORD_TOO_LARGE,
+    consumer_config,
+    offsets_at,
     record_limit,
     start_offsets,
 )
@@ -260,3 +263,64 @@ def test_the_record_size_limits_are_aws() -> None:
     """limits.html: 10 MB, 6 MB with a Lambda transform (read as MiB)."""
     assert record_limit(False) == MAX_RECORD_BYTES == 10 * 1024 * 1024
     assert record_limit(True) == MAX_RECORD_BYTES_LAMBDA == 6 * 1024 * 1024
+
+
+def test_partitions_that_appear_while_the_daemon_reads_are_read(start_daemon: Any, broker: KafkaBroker,
+                                                                tmp_path: Path) -> None:
+    """The group's subscription follows the topic's partitions: partitions that appear later are assigned and read
+    from their first record after the stream's start.
+
+    Adding partitions to a topic (CreatePartitions) is not something this broker does (its ApiVersions answer
+    leaves the request out, and it closes the connection on one), so the partitions appear the other way a
+    running consumer can see new ones: the topic is created, with 2 partitions, after the stream. (librdkafka
+    looks a missing topic up often whatever ``metadata_refresh_interval_ms`` is; that interval, which is when
+    partitions added to an existing topic are seen, is checked in the consumer's settings below.)"""
+    d = start_daemon([msk_stream("later", "later-topic", read_from=None)],
+                     kafka_clusters=clusters(broker, metadata_refresh_interval_ms=300))
+    wait_until(lambda: httpx.get(f"{d.endpoint}/readyz").json()["streams"]["later"].get("source"), timeout=20)
+    broker.create_topic("later-topic", 2)
+    ready = lambda: httpx.get(f"{d.endpoint}/readyz").json()["streams"]["later"]["source"]  # noqa: E731
+    wait_until(lambda: ready()["partitions"] == [0, 1], timeout=30, interval=0.2)
+    records = [(None, f"p{p}-{i}\n".encode()) for p in (0, 1) for i in range(50)]
+    for p in (0, 1):
+        broker.produce("later-topic", records[50 * p: 50 * (p + 1)], partition=p)
+    out = tmp_path / "out"
+    wait_until(lambda: len(delivered_records(out, "later/")) >= len(records), timeout=30)
+    wait_until(lambda: d.idle("later"), timeout=30)
+    assert sorted(delivered_records(out, "later/")) == sorted(v.rstrip(b"\n") for _k, v in records)
+
+
+def test_partitions_are_looked_up_every_metadata_refresh_interval() -> None:
+    """What makes partitions added to an existing topic seen (librdkafka's own interval is 5 minutes)."""
+    assert consumer_config(KafkaClusterSettings(bootstrap_servers="127.0.0.1:9092"), group="g", client_id="c",
+                           earliest=True)["topic.metadata.refresh.interval.ms"] == 30000
+    assert consumer_config(KafkaClusterSettings(bootstrap_servers="127.0.0.1:9092", metadata_refresh_interval_ms=500),
+                           group="g", client_id="c", earliest=True)["topic.metadata.refresh.interval.ms"] == 500
+
+
+class _Offsets:
+    """A consumer's offset look-ups as Kafka answers them (this test broker's ListOffsets are not reliable):
+    offsets-for-times is -1 where no record is at or after the time; the high watermark is the end."""
+
+    def __init__(self, by_time: dict[int, int], ends: dict[int, int]) -> None:
+        self.by_time, self.ends = by_time, ends
+
+    def offsets_for_times(self, tps: list[Any], timeout: float) -> list[Any]:
+        from confluent_kafka import TopicPartition
+
+        return [TopicPartition(tp.topic, tp.partition, self.by_time[tp.partition]) for tp in tps]
+
+    def get_watermark_offsets(self, tp: Any, timeout: float, cached: bool) -> tuple[int, int]:
+        if tp.partition not in self.ends:
+            raise RuntimeError("timed out")
+        return 0, self.ends[tp.partition]
+
+
+def test_a_partition_with_nothing_after_read_from_starts_at_its_end_as_of_the_assignment() -> None:
+    """Not at the logical end, resolved only when fetching starts: a record written in between (to a partition
+    just added, say) would be skipped. Without an answer for the end, the logical end."""
+    consumer = _Offsets(by_time={0: 7, 1: -1, 2: -1}, ends={0: 9, 1: 12})
+    assert offsets_at(consumer, "t", [0, 1, 2], 1_700_000_000_000) == {0: 7, 1: 12, 2: -1}
+    starts = start_offsets([1, 2], checkpoints={}, committed={}, read_from_ms=1_700_000_000_000,
+                           by_time=lambda ps, ms: offsets_at(consumer, "t", ps, ms))
+    assert starts == {1: 12, 2: OFFSET_END}
