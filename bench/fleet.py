@@ -13,7 +13,8 @@ process trees, summed) and HAProxy's. On two cores the client, the load balancer
 share the same CPUs, so two daemons cannot be faster here than one; the figures say what a node
 costs and what the load balancer costs, which is what sizing a fleet on real machines needs.
 
-    python bench/fleet.py [--duration 10] [--processes 2] [--threads 4] [--json FILE]
+    python bench/scaling.py --part fleet [--duration 10] [--processes 2] [--threads 4] [--json FILE]
+    python bench/fleet.py [--duration 10] [--processes 2] [--threads 4] [--json FILE]   # the same
 
 Needs ``haproxy`` (``scripts/system-packages`` installs it).
 """
@@ -137,7 +138,7 @@ def fleet_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--processes", type=int, default=2, help="load client processes")
     parser.add_argument("--threads", type=int, default=4, help="threads per load process, one boto3 client each")

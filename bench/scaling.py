@@ -24,6 +24,12 @@ Clients (``--part clients``): confluent-kafka, aiokafka and kafka-python each re
 the choice of confluent-kafka (pyproject.toml). aiokafka and kafka-python are not dependencies of
 the project: ``pip install aiokafka kafka-python`` first, or they are left out.
 
+Fleet (``--part fleet``): one daemon against two behind HAProxy under the same boto3 load, the daemons'
+and the load balancer's CPU per 1,000 records (``bench/fleet.py`` runs it; its options: ``--duration``,
+``--processes``, ``--threads``, ``--batch``, ``--record-size``). Needs ``haproxy``.
+
+    python bench/scaling.py --part fleet [--duration 10] [--json FILE]
+
 Goal: firehose / direct at least 0.8 (exit status 1 if missed). Every record must be delivered
 exactly once (counted by its unique id), or the run fails.
 """
@@ -45,6 +51,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
+import fleet  # noqa: E402
 from destinations import Daemon, tree_cpu_seconds  # noqa: E402
 
 from tests.support.kafka import KafkaBroker  # noqa: E402
@@ -242,12 +249,19 @@ def bench_kafka(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--part", choices=["kafka", "clients"], default="kafka")
+    parser.add_argument("--part", choices=["kafka", "clients", "fleet"], default="kafka")
     parser.add_argument("--records", type=int, default=300_000)
     parser.add_argument("--record-bytes", type=int, default=200)
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--json", type=Path)
+    fleet.add_arguments(parser.add_argument_group("--part fleet (bench/fleet.py)"))
     args = parser.parse_args()
+    if args.part == "fleet":
+        print("boto3 load: one daemon, one behind HAProxy, two behind HAProxy")
+        rows = fleet.fleet_rows(args)
+        if args.json:
+            args.json.write_text(json.dumps(rows, indent=2))
+        return 0
     if args.part == "clients":
         clients = bench_clients(args)
         for name, r in clients.items():

@@ -317,6 +317,9 @@ class KafkaClusterSettings(_Settings):
     #: A stream stops fetching (pauses its partitions, staying in the group) while its spooled,
     #: undelivered records exceed this, so a stalled destination leaves the backlog in Kafka.
     max_backlog_bytes: Annotated[int, BeforeValidator(parse_bytes), Field(ge=1024 * 1024)] = 256 * 1024 * 1024
+    #: How often the topic's partitions are looked up: partitions added to the topic (or a topic created
+    #: after its stream) are read from the next look-up on (librdkafka's own default is 5 minutes).
+    metadata_refresh_interval_ms: Annotated[int, Field(ge=100)] = 30000
 
     @model_validator(mode="after")
     def _sasl(self) -> KafkaClusterSettings:

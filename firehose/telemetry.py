@@ -285,6 +285,9 @@ class Metrics:
         self.source_backpressured = Gauge(
             "firehose_data_read_from_source_backpressured", "DataReadFromSource.Backpressured: 1 while reading "
             "the Kafka topic is paused because the delivery backlog is over its limit.", ds, registry=r)
+        self.source_oversize_records = Counter(
+            "firehose_data_read_from_source_oversize_records", "Records read from a Kafka topic over the record "
+            "size limit (10 MiB; 6 MiB with a Lambda transform), sent to the error output instead.", ds, registry=r)
         # -- processing ---------------------------------------------------------------------------
         self.processing_duration = Histogram(
             "firehose_execute_processing_duration_seconds", "ExecuteProcessing.Duration: time of each Lambda "

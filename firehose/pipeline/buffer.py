@@ -112,5 +112,8 @@ class Buffer:
                 out.append(head)
                 self.bytes -= head.size
                 span.start = cut
+                if span.start >= span.end:  # its one record was over the size: nothing is left of it
+                    self._spans.popleft()
+                    self._added.popleft()
             break
         return out

@@ -30,9 +30,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
+import orjson
+
+from firehose.partitions import describe_partition
 from firehose.pipeline.activity import ActivityLog
 from firehose.pipeline.buffer import Buffer
 from firehose.pipeline.config import StreamConfig
@@ -160,7 +163,12 @@ class Feeder:
             batch = self._output
             if batch is None:
                 records = await asyncio.to_thread(_raw_records, spans)
-                batch = self._output = await self._run_chain(records)
+                batch = await self._run_chain(records) if records else ProcessedBatch()
+                spooled = await asyncio.to_thread(_spooled_failures, spans) \
+                    if any(s.entry.partitions for s in spans) else []
+                for error_type, document, arrival, reason in spooled:
+                    batch.fail(error_type, document, arrival, reason)
+                self._output = batch
             last = spans[-1]
             raw_end: Position = (last.entry.seq, last.end)
             if last.end >= last.entry.count:
@@ -217,8 +225,30 @@ class Feeder:
 
 
 def _raw_records(spans: list[Span]) -> list[RawRecord]:
+    """The records the chain runs on: all of the spans' but those spooled as error documents already."""
     return [RawRecord((s.entry.seq, i), bytes(s.entry.record(i)), s.entry.arrival(i), _source_metadata(s.entry, i))
-            for s in spans for i in range(s.start, s.end)]
+            for s in spans for i in _data_indices(s)]
+
+
+def _data_indices(s: Span) -> Iterable[int]:
+    if not s.entry.partitions:  # raw entries: every record is data
+        return range(s.start, s.end)
+    return [i for pid, lo, hi in s.entry.partitions if describe_partition(pid)[1] is None
+            for i in range(max(lo, s.start), min(hi, s.end))]
+
+
+def _spooled_failures(spans: list[Span]) -> list[tuple[str, bytes, int, str]]:
+    """(error output type, error document, arrival, reason) of the records a source spooled as error
+    documents (a Kafka record over AWS's size limit): they skip the chain and go to the error output."""
+    out: list[tuple[str, bytes, int, str]] = []
+    for s in spans:
+        for pid, lo, hi in s.entry.partitions:
+            error_type = describe_partition(pid)[1]
+            for i in range(max(lo, s.start), min(hi, s.end)) if error_type is not None else ():
+                document = bytes(s.entry.record(i))
+                doc = orjson.loads(document)
+                out.append((error_type, document, s.entry.arrival(i), f"{doc['errorCode']}: {doc['errorMessage']}"))
+    return out
 
 
 def _source_metadata(entry: RecordEntry, index: int) -> dict[str, Any] | None:

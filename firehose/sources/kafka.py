@@ -30,6 +30,13 @@ committed at all.
 A topic deleted and re-created starts its offsets again from 0, below the
 spool's checkpoints: as on AWS, re-create the delivery stream then.
 
+Records over AWS's size limit (``record_limit``: 10 MiB, 6 MiB when a Lambda
+transform is configured) are not spooled as records: each is spooled, in its
+place in the partition's order, as an error document (``processing-failed``,
+errorCode ``Kafka.RecordTooLarge``) that goes to the stream's error output, and
+its offset is checkpointed and committed like any other: one such record never
+stops its partition.
+
 Backpressure: while the stream's spooled, undelivered data exceeds the
 cluster's ``max_backlog_bytes``, the partitions are paused (the consumer keeps
 polling, so it stays in the group) and the backlog stays in Kafka.
@@ -56,9 +63,11 @@ from typing import Any
 
 import pybase64
 
+from firehose import failures
 from firehose.clock import now_ms
 from firehose.definitions import MSKSourceConfiguration
 from firehose.errors import ServiceUnavailableException
+from firehose.partitions import DEFAULT_PARTITION, error_partition
 from firehose.retry import Backoff, retry_until
 from firehose.settings import KafkaClusterSettings, read_secret
 from firehose.sources.kinesis import latest_checkpoints
@@ -73,6 +82,31 @@ BATCH_RECORDS = 10_000
 _POLL_SECONDS = 0.2
 #: Between failed attempts to append to a full spool, or to set up the consumer.
 _BACKOFF = Backoff(base=0.2, cap=10.0)
+#: The largest record Firehose reads from an MSK topic (limits.html: "10 MB max record size", and "6 MB
+#: maximum record size if AWS Lambda is enabled", Lambda's payload limit); larger ones go to the error
+#: output. Read as MiB, the larger reading of "MB" (our choice).
+MAX_RECORD_BYTES = 10 * 1024 * 1024
+MAX_RECORD_BYTES_LAMBDA = 6 * 1024 * 1024
+#: errorCode of an oversize record's error document. AWS says such records go to the S3 error output
+#: and a metric counts them, but documents no code or error output type: ours are these (our choice),
+#: under ``processing-failed``.
+RECORD_TOO_LARGE = "Kafka.RecordTooLarge"
+OVERSIZE_ERROR_TYPE = failures.PROCESSING_FAILED
+
+
+def record_limit(lambda_step: bool) -> int:
+    """The largest record value (bytes) spooled as a record: AWS's limit for the stream's processing."""
+    return MAX_RECORD_BYTES_LAMBDA if lambda_step else MAX_RECORD_BYTES
+
+
+def oversize_document(value: bytes, *, arrival_ms: int, limit: int, lambda_step: bool, topic: str, partition: int,
+                      offset: int) -> bytes:
+    """The error document of a record over ``limit``: ``rawData`` is its value, the message says where it is."""
+    why = " with a Lambda transform configured" if lambda_step else ""
+    return failures.document(
+        raw=value, arrival_ms=arrival_ms, code=RECORD_TOO_LARGE,
+        message=(f"The record is {len(value)} bytes, over the {limit} bytes a record read from an MSK topic may "
+                 f"have{why}; it was not delivered (topic {topic}, partition {partition}, offset {offset})."))
 
 
 def group_id(account_id: str, stream_name: str) -> str:
@@ -93,6 +127,9 @@ def consumer_config(cluster: KafkaClusterSettings, *, group: str, client_id: str
         # Only a fallback: every assigned partition is given its position explicitly.
         "auto.offset.reset": "earliest" if earliest else "latest",
         "session.timeout.ms": cluster.session_timeout_ms,
+        # A change in the topic's partitions (partitions added) rebalances the group at the next look-up:
+        # new partitions are read, from where ``start_offsets`` says (they have no checkpoint nor commit).
+        "topic.metadata.refresh.interval.ms": cluster.metadata_refresh_interval_ms,
         "heartbeat.interval.ms": cluster.heartbeat_interval_ms,
         "fetch.wait.max.ms": 50,
         "fetch.queue.backoff.ms": 20,
@@ -137,6 +174,26 @@ OFFSET_BEGINNING = -2
 OFFSET_END = -1
 
 
+def offsets_at(consumer: Any, topic: str, partitions: list[int], ms: int) -> dict[int, int]:
+    """Kafka's offsets-for-times for ``partitions``; where no record is at or after ``ms``, the partition's
+    end as of now (its high watermark) rather than -1: the logical end is only resolved when fetching
+    starts, and a record written in between (a partition just added, its producers quicker than this
+    group's rebalance) would be skipped. Where the end cannot be looked up either, -1 (the logical end)."""
+    from confluent_kafka import TopicPartition
+
+    found = consumer.offsets_for_times([TopicPartition(topic, p, ms) for p in partitions], timeout=30)
+    out = {tp.partition: tp.offset for tp in found}
+    for p in partitions:
+        if out.get(p, -1) < 0:
+            try:
+                out[p] = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)[1]
+            except Exception as exc:  # a broker that does not answer: the logical end, as Kafka's own fallback
+                log.warning("Could not look up a Kafka partition's end; reading it from its end when fetching starts.",
+                            extra={"topic": topic, "partition": p, "error": str(exc)})
+                out[p] = -1
+    return out
+
+
 def _by_partition(messages: list[Any], on_error: Callable[[Any], None]) -> list[Any]:
     """The messages without errors (``on_error`` told of those), grouped by partition, each in its order: an
     entry then holds a few runs of consecutive offsets, whatever order the client handed them in."""
@@ -162,6 +219,8 @@ class KafkaSourceState:
     paused: bool = False
     last_error: str | None = None
     records: int = 0
+    #: Records over the size limit sent to the error output (counted in ``records`` too).
+    oversize: int = 0
     committed: dict[int, int] = field(default_factory=dict)
 
 
@@ -172,13 +231,15 @@ class KafkaSource:
                  spool: Spool, stream: StreamSpool, created_ms: int,
                  on_records: Callable[[int, int], None] | None = None,
                  on_backpressure: Callable[[bool], None] | None = None,
-                 keep_keys: Callable[[], bool] = lambda: True,
+                 on_oversize: Callable[[int], None] | None = None,
+                 lambda_step: Callable[[], bool] = lambda: True,
                  consumer_factory: Callable[[dict[str, Any]], Any] | None = None) -> None:
         """``on_records(records, bytes)`` after records are spooled; ``on_backpressure(paused)`` when
-        reading pauses or resumes. ``created_ms``: when the stream was created (where reading starts
-        without ReadFromTimestamp). ``keep_keys()``: whether records read now keep their keys and headers
-        in the spool (a Lambda step shows them; nothing else reads them, and they cost a third of the
-        reading's CPU)."""
+        reading pauses or resumes; ``on_oversize(records)`` after records over the size limit went to
+        the spool as error documents. ``created_ms``: when the stream was created (where reading starts
+        without ReadFromTimestamp). ``lambda_step()``: whether the stream has a Lambda transform now: then
+        records read keep their keys and headers in the spool (the Lambda event shows them; nothing else
+        reads them, and they cost a third of the reading's CPU), and the size limit is Lambda's."""
         self.name = name
         self.topic = source.topic_name
         self.cluster_arn = source.msk_cluster_arn
@@ -191,7 +252,8 @@ class KafkaSource:
         self.read_from_ms = int(ts * 1000) if ts is not None else created_ms
         self._on_records = on_records
         self._on_backpressure = on_backpressure
-        self._keep_keys = keep_keys
+        self._on_oversize = on_oversize
+        self._lambda_step = lambda_step
         self._consumer_factory = consumer_factory
         #: Last offset spooled, per partition (the spool's checkpoint); only the consumer thread changes it.
         self._checkpoints: dict[int, int] = {}
@@ -207,8 +269,8 @@ class KafkaSource:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inflight: concurrent.futures.Future[None] | None = None
-        #: What the batch being written makes durable: (checkpoints after it, records, bytes).
-        self._inflight_result: tuple[dict[int, int], int, int] | None = None
+        #: What the batch being written makes durable: (checkpoints after it, records, bytes, oversize records).
+        self._inflight_result: tuple[dict[int, int], int, int, int] | None = None
         #: Last offset read per partition: the checkpoints plus the batch being written.
         self._positions: dict[int, int] = {}
         self._last_commit = 0.0
@@ -238,6 +300,7 @@ class KafkaSource:
             "partitions": sorted(self._assigned),
             "paused": self._paused,
             "records": self.state.records,
+            "oversize_records": self.state.oversize,
             "last_error": self.state.last_error,
         }
 
@@ -303,12 +366,8 @@ class KafkaSource:
         committed = {tp.partition: tp.offset for tp in consumer.committed(partitions, timeout=30) if tp.offset >= 0}
         checkpoints = {p: self._checkpoints[p] for p in numbers if p in self._checkpoints}
 
-        def by_time(ps: list[int], ms: int) -> dict[int, int]:
-            found = consumer.offsets_for_times([TopicPartition(self.topic, p, ms) for p in ps], timeout=30)
-            return {tp.partition: tp.offset for tp in found}
-
         starts = start_offsets(numbers, checkpoints=checkpoints, committed=committed, read_from_ms=self.read_from_ms,
-                               by_time=by_time)
+                               by_time=functools.partial(offsets_at, consumer, self.topic))
         if self.read_from_ms > 0:
             for p in numbers:
                 if p not in checkpoints and p not in committed:
@@ -404,7 +463,9 @@ class KafkaSource:
         runs: list[list[int]] = []  # [partition, first offset, count]
         keys: list[str | None] = []
         headers: list[list[list[str | None]] | None] = []
-        keep = self._keep_keys()
+        keep = self._lambda_step()
+        limit = record_limit(keep)
+        oversize: list[tuple[int, int, bytes, int]] = []  # (partition, offset, value, arrival)
         checkpoints = self._positions  # read and spooled, or being spooled
         moved: dict[int, int] = {}
         encode = pybase64.b64encode
@@ -422,6 +483,10 @@ class KafkaSource:
                     continue
                 del self._not_before[p]
             value = m.value()
+            if value is not None and len(value) > limit:  # spooled last, as an error document
+                oversize.append((p, offset, value, arrival))
+                moved[p] = offset
+                continue
             datas.append(value if value is not None else b"")  # a tombstone: an empty record
             arrivals.append(arrival)
             run = runs[-1] if runs else None
@@ -435,21 +500,46 @@ class KafkaSource:
                 hs = m.headers()
                 headers.append([[k, encode(v).decode() if v is not None else None] for k, v in hs] if hs else None)
             moved[p] = offset
-        if not datas:
+        if not moved:
             return
+        size = sum(map(len, datas))
+        parts: list[tuple[str, int, int]] = []
+        if oversize:
+            parts = self._add_oversize(oversize, limit, keep, datas, arrivals, runs, keys, headers)
+            size += sum(len(value) for _p, _o, value, _a in oversize)
         after = {**checkpoints, **moved}
         kafka: dict[str, Any] = {"topic": self.topic, "runs": runs}
         if keep:
             kafka["keys"] = keys
             kafka["headers"] = headers
-        payload = spool_entry.encode_kafka(datas, arrivals, kafka, {str(p): str(o) for p, o in after.items()})
+        payload = spool_entry.encode_kafka(datas, arrivals, kafka, {str(p): str(o) for p, o in after.items()}, parts)
         # One batch is written while the next is read and built: wait for the previous one first, so
         # entries land in the order read (the newest entry holds every partition's position).
         self._settle()
         assert self._loop is not None
         self._inflight = asyncio.run_coroutine_threadsafe(self._append(payload), self._loop)
-        self._inflight_result = (after, len(datas), sum(map(len, datas)))
+        self._inflight_result = (after, len(datas), size, len(oversize))
         self._positions = after
+
+    def _add_oversize(self, oversize: list[tuple[int, int, bytes, int]], limit: int, keep: bool,
+                      datas: list[bytes], arrivals: list[int], runs: list[list[int]], keys: list[str | None],
+                      headers: list[list[list[str | None]] | None]) -> list[tuple[str, int, int]]:
+        """Append the records over ``limit`` as error documents after the entry's data records (each its
+        own run of one offset); returns the entry's partition ids: data first, then the error output."""
+        first = len(datas)
+        for p, offset, value, arrival in oversize:
+            datas.append(oversize_document(value, arrival_ms=arrival, limit=limit, lambda_step=keep, topic=self.topic,
+                                           partition=p, offset=offset))
+            arrivals.append(arrival)
+            runs.append([p, offset, 1])
+            if keep:  # never shown to a Lambda
+                keys.append(None)
+                headers.append(None)
+            log.warning("A Kafka record is over the size limit; it goes to the error output.",
+                        extra={"stream": self.name, "topic": self.topic, "partition": p, "offset": offset,
+                               "bytes": len(value), "limit_bytes": limit})
+        parts = [(DEFAULT_PARTITION, 0, first)] if first else []
+        return [*parts, (error_partition(OVERSIZE_ERROR_TYPE), first, len(datas))]
 
     def _settle(self, timeout: float | None = None) -> None:
         """Wait for the batch being written, then count it durable (its positions may be committed).
@@ -470,11 +560,15 @@ class KafkaSource:
             return
         finally:
             self._inflight = self._inflight_result = None
-        after, records, size = result
+        after, records, size, oversize = result
         self._checkpoints = after
         self.state.records += records
         if self._on_records is not None:
             self._on_records(records, size)
+        if oversize:
+            self.state.oversize += oversize
+            if self._on_oversize is not None:
+                self._on_oversize(oversize)
 
     async def _append(self, payload: list[bytes]) -> None:
         await retry_until(functools.partial(self._spool.append_sourced, self._stream, payload), backoff=_BACKOFF,

@@ -29,6 +29,10 @@ few slices of entries, with no per-record copying.
   and the position after them become durable in one fsync. Records read from
   a Kafka topic carry their partitions and offsets (``kafka_record``) instead,
   and the checkpoint of every partition (``{partition: last offset spooled}``).
+  A Kafka-sourced entry may also list partition ids (``parts``, as a processed
+  entry does) when some of its records are error documents already (records
+  over AWS's size limit): they are the entry's last records, in an error
+  partition, and go to the error output whatever the stream does to the rest.
 
 A record's position is ``(seq, index)``: the entry's sequence number and the
 record's index inside it. Positions order records exactly as they were
@@ -101,10 +105,14 @@ def encode_sourced(records: Sequence[bytes], arrivals: Sequence[int], kinesis: S
 
 
 def encode_kafka(records: Sequence[bytes], arrivals: Sequence[int], kafka: Mapping[str, Any],
-                 checkpoints: Mapping[str, str]) -> list[bytes]:
+                 checkpoints: Mapping[str, str], parts: Sequence[tuple[str, int, int]] = ()) -> list[bytes]:
     """Payload parts for a sourced entry of records read from a Kafka topic; ``kafka`` as ``kafka_record``
-    reads it, ``checkpoints``: the last offset spooled per partition."""
-    header = orjson.dumps({"kafka": kafka, "checkpoints": dict(checkpoints)})
+    reads it, ``checkpoints``: the last offset spooled per partition; ``parts``: ``[(partition id, start,
+    end)]`` when not every record is data of the default partition (none: all are)."""
+    head: dict[str, Any] = {"kafka": kafka, "checkpoints": dict(checkpoints)}
+    if parts:
+        head["parts"] = [list(p) for p in parts]
+    header = orjson.dumps(head)
     return [_PROC_HEAD.pack(KIND_SOURCED, len(records), len(header)), header, _le(array("Q", arrivals)),
             _le(array("I", [len(r) for r in records])), *records]
 
@@ -235,8 +243,10 @@ def _decode(seq: int, payload: memoryview) -> RecordEntry:
         return _entry(seq, arrival_ms, lengths, data)
     if kind == KIND_SOURCED:
         header, entry = _with_header(seq, payload)
+        parts = header.get("parts")
         return replace(entry, kinesis=header.get("kinesis"), kafka=header.get("kafka"),
-                       checkpoints=header["checkpoints"])
+                       checkpoints=header["checkpoints"],
+                       partitions=tuple((p, s, e) for p, s, e in parts) if parts else ())
     if kind == KIND_PROCESSED:
         header, entry = _with_header(seq, payload)
         raw_end = header["raw_end"]

@@ -92,3 +92,13 @@ def test_add_from_a_record_index_skips_earlier_records() -> None:
     assert buf.bytes == 13
     buf.add(make_entry(1, [5]), start=1)  # nothing left of this entry
     assert [(s.entry.seq, s.start) for s in buf.take()] == [(0, 1)]
+
+
+def test_a_span_of_one_record_over_the_size_is_taken_whole_and_leaves_nothing_behind() -> None:
+    """The last record of a span over the size alone: a batch of it, and no empty span (an empty batch) after."""
+    buf = Buffer(size_bytes=100, interval_s=0, clock=FakeClock())
+    e = make_entry(0, [10, 150])
+    buf.add(e, 1)
+    batch = buf.take()
+    assert [(s.start, s.end) for s in batch] == [(1, 2)]
+    assert not buf and buf.bytes == 0 and buf.take() == [] and buf.deadline() is None

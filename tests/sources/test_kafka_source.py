@@ -12,10 +12,21 @@ from typing import Any
 import httpx
 import pytest
 
-from firehose.sources.kafka import OFFSET_BEGINNING, OFFSET_END, start_offsets
+from firehose.settings import KafkaClusterSettings
+from firehose.sources.kafka import (
+    MAX_RECORD_BYTES,
+    MAX_RECORD_BYTES_LAMBDA,
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    RECORD_TOO_LARGE,
+    consumer_config,
+    offsets_at,
+    record_limit,
+    start_offsets,
+)
 from tests.support.aws import ROLE
 from tests.support.config import write_config
-from tests.support.delivered import delivered_records
+from tests.support.delivered import delivered_records, read_local
 from tests.support.kafka import CLUSTER, KafkaBroker, clusters, keyed, msk_stream
 from tests.support.ports import free_port
 from tests.support.transforms import write_function
@@ -199,3 +210,117 @@ def test_start_positions() -> None:
     assert asked == [([2, 3], 1_700_000_000_000)]
     assert start_offsets([0], checkpoints={}, committed={}, read_from_ms=0, by_time=by_time) == {0: OFFSET_BEGINNING}
     assert start_offsets([0], checkpoints={0: -1}, committed={}, read_from_ms=0, by_time=by_time) == {0: 0}
+
+
+def test_records_over_the_size_limit_go_to_the_error_output(start_daemon: Any, broker: KafkaBroker,
+                                                            tmp_path: Path) -> None:
+    """Over 10 MiB (6 MiB with a Lambda transform) a record is an error document with the reason, its partition
+    goes on, its offset is committed, and a metric counts it."""
+    fns = tmp_path / "fns"
+    write_function(fns, "same", """
+        def lambda_handler(event, context):
+            return {"records": [{"recordId": r["recordId"], "result": "Ok", "kafkaRecordValue": r["kafkaRecordValue"]}
+                                for r in event["records"]]}
+    """)
+    broker.create_topic("big", 1)
+    medium = b"m" * (MAX_RECORD_BYTES_LAMBDA + 1) + b"\n"  # over Lambda's limit only
+    huge = b"h" * MAX_RECORD_BYTES + b"\n"  # over both
+    broker.produce("big", [(b"k", b"first\n"), (b"k", medium), (b"k", huge), (b"k", b"last\n")], partition=0,
+                   timestamp_ms=1_700_000_000_000)
+    lambda_arn = "arn:aws:lambda:us-east-1:123456789012:function:same"
+    tx = msk_stream("tx", "big", ProcessingConfiguration={"Enabled": True, "Processors": [
+        {"Type": "Lambda", "Parameters": [{"ParameterName": "LambdaArn", "ParameterValue": lambda_arn},
+                                          {"ParameterName": "BufferIntervalInSeconds", "ParameterValue": "0"}]}]})
+    d = start_daemon([msk_stream("plain", "big"), tx], kafka_clusters=clusters(broker), transforms_dir=str(fns))
+    out = tmp_path / "out"
+
+    def errors(name: str) -> list[dict[str, Any]]:
+        return [json.loads(line) for key, body in read_local(out).items() if key.startswith(f"errors-{name}/")
+                for line in body.splitlines()]
+
+    wait_until(lambda: len(errors("plain")) == 1 and len(errors("tx")) == 2, timeout=60)
+    wait_until(lambda: len(delivered_records(out, "plain/")) >= 3 and len(delivered_records(out, "tx/")) >= 2,
+               timeout=60)
+    wait_until(lambda: d.idle("plain") and d.idle("tx"), timeout=30)
+    assert sorted(delivered_records(out, "plain/")) == [b"first", b"last", medium.rstrip(b"\n")]
+    assert sorted(delivered_records(out, "tx/")) == [b"first", b"last"]
+    for name, expected, limit in (("plain", [huge], MAX_RECORD_BYTES), ("tx", [medium, huge], MAX_RECORD_BYTES_LAMBDA)):
+        docs = sorted(errors(name), key=lambda doc: doc["errorMessage"])
+        assert sorted(base64.b64decode(doc["rawData"]) for doc in docs) == sorted(expected)
+        for doc in docs:
+            assert doc["errorCode"] == RECORD_TOO_LARGE
+            assert f"over the {limit} bytes" in doc["errorMessage"] and "topic big, partition 0" in doc["errorMessage"]
+            assert doc["arrivalTimestamp"] == 1_700_000_000_000
+        # the partition went on past it, and every offset is committed
+        wait_until(lambda name=name: broker.committed(f"firehose.123456789012.{name}", "big") == {0: 4}, timeout=20)
+        source = httpx.get(f"{d.endpoint}/readyz").json()["streams"][name]["source"]
+        assert source["oversize_records"] == len(expected)
+        counted = d.call(lambda name=name: d.daemon.metrics.source_oversize_records.labels(name)._value.get())
+        assert counted == len(expected)
+
+
+def test_the_record_size_limits_are_aws() -> None:
+    """limits.html: 10 MB, 6 MB with a Lambda transform (read as MiB)."""
+    assert record_limit(False) == MAX_RECORD_BYTES == 10 * 1024 * 1024
+    assert record_limit(True) == MAX_RECORD_BYTES_LAMBDA == 6 * 1024 * 1024
+
+
+def test_partitions_that_appear_while_the_daemon_reads_are_read(start_daemon: Any, broker: KafkaBroker,
+                                                                tmp_path: Path) -> None:
+    """The group's subscription follows the topic's partitions: partitions that appear later are assigned and read
+    from their first record after the stream's start.
+
+    Adding partitions to a topic (CreatePartitions) is not something this broker does (its ApiVersions answer
+    leaves the request out, and it closes the connection on one), so the partitions appear the other way a
+    running consumer can see new ones: the topic is created, with 2 partitions, after the stream. (librdkafka
+    looks a missing topic up often whatever ``metadata_refresh_interval_ms`` is; that interval, which is when
+    partitions added to an existing topic are seen, is checked in the consumer's settings below.)"""
+    d = start_daemon([msk_stream("later", "later-topic", read_from=None)],
+                     kafka_clusters=clusters(broker, metadata_refresh_interval_ms=300))
+    wait_until(lambda: httpx.get(f"{d.endpoint}/readyz").json()["streams"]["later"].get("source"), timeout=20)
+    broker.create_topic("later-topic", 2)
+    ready = lambda: httpx.get(f"{d.endpoint}/readyz").json()["streams"]["later"]["source"]  # noqa: E731
+    wait_until(lambda: ready()["partitions"] == [0, 1], timeout=30, interval=0.2)
+    records = [(None, f"p{p}-{i}\n".encode()) for p in (0, 1) for i in range(50)]
+    for p in (0, 1):
+        broker.produce("later-topic", records[50 * p: 50 * (p + 1)], partition=p)
+    out = tmp_path / "out"
+    wait_until(lambda: len(delivered_records(out, "later/")) >= len(records), timeout=30)
+    wait_until(lambda: d.idle("later"), timeout=30)
+    assert sorted(delivered_records(out, "later/")) == sorted(v.rstrip(b"\n") for _k, v in records)
+
+
+def test_partitions_are_looked_up_every_metadata_refresh_interval() -> None:
+    """What makes partitions added to an existing topic seen (librdkafka's own interval is 5 minutes)."""
+    assert consumer_config(KafkaClusterSettings(bootstrap_servers="127.0.0.1:9092"), group="g", client_id="c",
+                           earliest=True)["topic.metadata.refresh.interval.ms"] == 30000
+    assert consumer_config(KafkaClusterSettings(bootstrap_servers="127.0.0.1:9092", metadata_refresh_interval_ms=500),
+                           group="g", client_id="c", earliest=True)["topic.metadata.refresh.interval.ms"] == 500
+
+
+class _Offsets:
+    """A consumer's offset look-ups as Kafka answers them (this test broker's ListOffsets are not reliable):
+    offsets-for-times is -1 where no record is at or after the time; the high watermark is the end."""
+
+    def __init__(self, by_time: dict[int, int], ends: dict[int, int]) -> None:
+        self.by_time, self.ends = by_time, ends
+
+    def offsets_for_times(self, tps: list[Any], timeout: float) -> list[Any]:
+        from confluent_kafka import TopicPartition
+
+        return [TopicPartition(tp.topic, tp.partition, self.by_time[tp.partition]) for tp in tps]
+
+    def get_watermark_offsets(self, tp: Any, timeout: float, cached: bool) -> tuple[int, int]:
+        if tp.partition not in self.ends:
+            raise RuntimeError("timed out")
+        return 0, self.ends[tp.partition]
+
+
+def test_a_partition_with_nothing_after_read_from_starts_at_its_end_as_of_the_assignment() -> None:
+    """Not at the logical end, resolved only when fetching starts: a record written in between (to a partition
+    just added, say) would be skipped. Without an answer for the end, the logical end."""
+    consumer = _Offsets(by_time={0: 7, 1: -1, 2: -1}, ends={0: 9, 1: 12})
+    assert offsets_at(consumer, "t", [0, 1, 2], 1_700_000_000_000) == {0: 7, 1: 12, 2: -1}
+    starts = start_offsets([1, 2], checkpoints={}, committed={}, read_from_ms=1_700_000_000_000,
+                           by_time=lambda ps, ms: offsets_at(consumer, "t", ps, ms))
+    assert starts == {1: 12, 2: OFFSET_END}

@@ -98,8 +98,11 @@ class KafkaBroker:
         """Produce ``(key, value)`` records (keyed records spread over partitions by key); returns how many."""
         from confluent_kafka import Producer
 
+        # Records up to 16 MiB (over the 10 MiB a delivery stream reads as a record): the client's own cap is
+        # 1 MB; this broker enforces none (not max.message.bytes either).
         producer = Producer({"bootstrap.servers": self.bootstrap, "linger.ms": 5, "acks": "all",
-                             "enable.idempotence": False, "queue.buffering.max.messages": 1_000_000})
+                             "enable.idempotence": False, "queue.buffering.max.messages": 1_000_000,
+                             "message.max.bytes": 16 * 1024 * 1024})
         failures: list[Any] = []
         count = 0
 
