@@ -9,10 +9,11 @@ bytes themselves.
 from __future__ import annotations
 
 import errno
+import functools
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, overload
 
 #: A record's place in a spooled log: (the entry's sequence number, the record's index in it).
 #: Positions order records exactly as they were spooled.
@@ -104,6 +105,64 @@ class DeliveryRecord(NamedTuple):
     arrival_ms: int
 
 
+#: DeliveryRecord(id, data, arrival) from a (id, data, arrival) tuple, without a Python-level call.
+_as_delivery_record = functools.partial(tuple.__new__, DeliveryRecord)
+
+
+class DeliveryRecords(Sequence[DeliveryRecord]):
+    """A batch's records, whose ``DeliveryRecord`` tuples (and their ids) are built on first access.
+
+    The payloads (``datas``) and arrival times are plain lists made when the batch is read, on the event
+    loop; a destination that needs only the payloads (Iceberg reads them into Arrow) never pays for
+    the ids, and one that needs the records builds them in its own thread, off the event loop.
+    ``make_ids()`` returns one id per record, in order, the same on every call.
+    """
+
+    __slots__ = ("_built", "_make_ids", "arrivals", "datas")
+
+    def __init__(self, datas: list[bytes | memoryview], arrivals: Sequence[int],
+                 make_ids: Callable[[], Iterable[str]]) -> None:
+        self.datas = datas
+        self.arrivals = arrivals
+        self._make_ids = make_ids
+        self._built: list[DeliveryRecord] | None = None
+
+    @classmethod
+    def of(cls, records: Iterable[DeliveryRecord]) -> DeliveryRecords:
+        """Records already built (a retry of some of a batch's records, tests)."""
+        built = list(records)
+        made = cls([r.data for r in built], [r.arrival_ms for r in built], lambda: [r.record_id for r in built])
+        made._built = built
+        return made
+
+    def _all(self) -> list[DeliveryRecord]:
+        if self._built is None:
+            self._built = list(map(_as_delivery_record, zip(self._make_ids(), self.datas, self.arrivals,
+                                                            strict=False)))
+        return self._built
+
+    def __len__(self) -> int:
+        return len(self.datas)
+
+    @overload
+    def __getitem__(self, index: int) -> DeliveryRecord: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[DeliveryRecord]: ...
+
+    def __getitem__(self, index: int | slice) -> DeliveryRecord | Sequence[DeliveryRecord]:
+        return self._all()[index]
+
+    def __iter__(self) -> Iterator[DeliveryRecord]:
+        return iter(self._all())
+
+    def total_bytes(self, skip: Collection[int] = ()) -> int:
+        """Bytes of the payloads, leaving out the records at indexes ``skip``."""
+        if not skip:
+            return sum(map(len, self.datas))
+        return sum(len(d) for i, d in enumerate(self.datas) if i not in skip)
+
+
 @dataclass(frozen=True, slots=True)
 class RecordBatch:
     """Records to deliver in one attempt.
@@ -114,7 +173,13 @@ class RecordBatch:
 
     stream: str
     batch_id: str
-    records: tuple[DeliveryRecord, ...]
+    records: Sequence[DeliveryRecord]
     #: The batch's partition keys: every record of a batch shares them (an Iceberg stream's route,
     #: ``processing/otf.py``); empty for the default partition.
     keys: dict[str, str] | None = None
+
+    def payloads(self) -> Sequence[bytes | memoryview]:
+        """The records' data, without building their ids when the deliverer made them lazily."""
+        if isinstance(self.records, DeliveryRecords):
+            return self.records.datas
+        return [r.data for r in self.records]

@@ -42,7 +42,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
 from itertools import repeat
 
@@ -60,7 +60,7 @@ from firehose.pipeline.errorrecords import RecentErrors
 from firehose.pipeline.memory import Charge, MemoryBudget, reclaim_after_failure
 from firehose.pipeline.naming import OVERFLOW_PARTITION, name_batch, unbuilt_key
 from firehose.pipeline.spans import SpanRecords
-from firehose.records import DeliveryRecord, ObjectBatch, Position, RecordBatch
+from firehose.records import DeliveryRecords, ObjectBatch, Position, RecordBatch
 from firehose.retry import (
     HEALING,
     POISON_ATTEMPTS,
@@ -84,25 +84,26 @@ INTERNAL_CONVERSION_ERROR = "DataFormatConversion.InternalError"
 INTERNAL_PROCESSING_ERROR = "Processing.InternalError"
 
 
-#: DeliveryRecord(id, data, arrival) from a (id, data, arrival) tuple, without a Python-level call.
-_as_delivery_record = functools.partial(tuple.__new__, DeliveryRecord)
-
-
-def _delivery_records(incarnation: str, source: str, spans: list[Span]) -> list[DeliveryRecord]:
+def _delivery_records(incarnation: str, source: str, spans: list[Span]) -> DeliveryRecords:
     """Records with ids from their spool position: the same on every attempt and after a restart.
 
-    Built with ``map`` over C callables only (slicing, string concatenation, tuple creation): this
-    runs once per record delivered, on the event loop.
+    Payloads and arrival times are sliced here with ``map`` over C callables only: this runs once per
+    record delivered, on the event loop. The ids (and the record tuples) are made only if the
+    destination asks for them, in its thread (``DeliveryRecords``).
     """
-    out: list[DeliveryRecord] = []
+    datas: list[bytes | memoryview] = []
+    arrivals: list[int] = []
     for s in spans:
         e = s.entry
         offsets = e.offsets
-        datas = map(e.data.__getitem__, map(slice, offsets[s.start:s.end], offsets[s.start + 1:s.end + 1]))
-        ids = map(f"{incarnation}-{source[0]}{e.seq}-".__add__, map(str, range(s.start, s.end)))
-        arrivals = repeat(e.arrival_ms) if e.arrivals is None else e.arrivals[s.start:s.end]
-        out.extend(map(_as_delivery_record, zip(ids, datas, arrivals, strict=False)))
-    return out
+        datas.extend(map(e.data.__getitem__, map(slice, offsets[s.start:s.end], offsets[s.start + 1:s.end + 1])))
+        arrivals.extend(repeat(e.arrival_ms, s.end - s.start) if e.arrivals is None else e.arrivals[s.start:s.end])
+
+    def ids() -> Iterator[str]:
+        for s in spans:
+            yield from map(f"{incarnation}-{source[0]}{s.entry.seq}-".__add__, map(str, range(s.start, s.end)))
+
+    return DeliveryRecords(datas, arrivals, ids)
 
 
 @dataclass
@@ -633,8 +634,9 @@ class Deliverer:
                     batch_records = _delivery_records(self.incarnation, seal.source, spans)
                     if len(batch_records) <= pending[-1]:  # the spool lost it meanwhile (logged)
                         return
-                batch = RecordBatch(self.name, str(seal.meta["batch_id"]),
-                                    tuple(batch_records[i] for i in pending),
+                subset = batch_records if len(pending) == len(batch_records) else \
+                    DeliveryRecords.of(batch_records[i] for i in pending)
+                batch = RecordBatch(self.name, str(seal.meta["batch_id"]), subset,
                                     describe_partition(seal.partition)[0] or None)
                 outcome = await self._attempt(destination, batch)
             attempts = run.failures + 1  # this one included
@@ -650,9 +652,10 @@ class Deliverer:
                 not_ok = retry.keys() | {pending[f.index] for f in outcome.rejected}
                 if self._taps.watching(self.name):
                     self._taps.publish(self.name, tap.DELIVERED,
-                                       (batch_records[i].data for i in pending if i not in not_ok))
-                self._activity.delivered(destination.name, str(seal.meta["batch_id"]), delivered,
-                                         sum(len(batch_records[i].data) for i in pending if i not in not_ok))
+                                       (batch_records.datas[i] for i in pending if i not in not_ok))
+                size = batch_records.total_bytes(not_ok) if len(pending) == len(batch_records) else \
+                    sum(len(batch_records.datas[i]) for i in pending if i not in not_ok)
+                self._activity.delivered(destination.name, str(seal.meta["batch_id"]), delivered, size)
             pending = [i for i in pending if i in retry]
             if not pending:
                 break
@@ -664,7 +667,7 @@ class Deliverer:
                 failed.update({i: (retry[i], attempts) for i in pending})
                 break
             del batch  # hold no record between attempts
-            batch_records, spans = [], []
+            batch_records, spans = DeliveryRecords([], [], list), []
             records.drop()
             await run.wait()
             destination = self._destination
@@ -677,7 +680,7 @@ class Deliverer:
             self._activity.failed(self._destination.error_output_type, len(failed),
                                   f"{some.code or 'error'}: {some.reason}")
             if self._taps.watching(self.name):
-                self._taps.publish(self.name, tap.ERROR, (batch_records[i].data for i in sorted(failed)))
+                self._taps.publish(self.name, tap.ERROR, (batch_records.datas[i] for i in sorted(failed)))
         if self._config.backup_all:
             assert self._store is not None, "record destinations have an object store"
             backup = await self._builder.backup(self._config.encoding, seal.key, SpanRecords(spans))
@@ -757,13 +760,15 @@ class Deliverer:
             figures.attempted(0 if not_taken else 1, 1)
         else:
             figures.attempted(n - len(not_taken), n)
+        sizes = batch.payloads()
         if figures.counts_processed:
-            figures.processed(n, sum(len(r.data) for r in batch.records))
+            figures.processed(n, sum(map(len, sizes)))
         figures.judged(auth_failed=outcome.auth_failed, rejected=bool(outcome.rejected))
         figures.acked(outcome.ack_seconds)
         if len(not_taken) < n:
             figures.records.inc(n - len(not_taken))
-            figures.bytes.inc(sum(len(r.data) for i, r in enumerate(batch.records) if i not in not_taken))
+            figures.bytes.inc(sum(len(d) for i, d in enumerate(sizes) if i not in not_taken) if not_taken
+                              else sum(map(len, sizes)))
 
     def _count_object(self, seal: Seal, obj: ObjectBatch, target: Destination,  # type: ignore[type-arg]
                       unbuilt: str | None = None) -> None:

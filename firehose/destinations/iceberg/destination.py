@@ -180,7 +180,7 @@ class IcebergDestination(RecordDestination):
         if op != "insert" and not keys:
             raise _Rejected(INVALID_UNIQUE_KEYS, f"operation {op} needs UniqueKeys, and table {database}.{name} "
                                                  "has none in DestinationTableConfigurationList")
-        records = [r.data for r in batch.records]
+        records = batch.payloads()
         lock = self._locks.setdefault((database, name), threading.Lock())
         try:
             with lock:  # creation and schema changes, one at a time

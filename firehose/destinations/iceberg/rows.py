@@ -91,8 +91,9 @@ def _cast(table: pa.Table, schema: pa.Schema) -> pa.Table:
 def _nulls_in_required(table: pa.Table, schema: pa.Schema, required: Sequence[str]) -> list[int]:
     bad: set[int] = set()
     for name in required:
-        mask = pc.is_null(table.column(name)).to_pylist()
-        bad.update(i for i, m in enumerate(mask) if m)
+        mask = pc.is_null(table.column(name))
+        if pc.any(mask).as_py():
+            bad.update(pc.indices_nonzero(mask).to_pylist())
     return sorted(bad)
 
 
@@ -105,7 +106,7 @@ def to_rows(records: Sequence[bytes | memoryview], schema: pa.Schema, *, require
     read_schema = _read_schema(schema)
     arrow_schema = pa.schema([f.with_nullable(True) for f in schema])
     try:
-        table = _read(b"\n".join(bytes(r) for r in records), read_schema, ignore_unknown)
+        table = _read(b"\n".join(records), read_schema, ignore_unknown)  # join takes memoryviews too
         if table.num_rows == len(records):
             table = _cast(table, arrow_schema)
             bad = _nulls_in_required(table, schema, required)
