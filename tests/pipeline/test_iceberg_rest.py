@@ -9,12 +9,15 @@ import asyncio
 import datetime
 import decimal
 import logging
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+import yaml
 
 from firehose.definitions import IcebergDestinationConfiguration
 from firehose.destinations.base import DestinationContext
@@ -146,7 +149,7 @@ def test_a_missing_table_without_table_creation_sends_records_to_iceberg_failed(
     assert (ns,) not in rest_catalog.catalog().list_namespaces()
 
 
-# -- exactly once, and other writers, at the destination ---------------------------------------
+# -- exactly once, other writers, compaction ---------------------------------------------------------------
 
 
 def rest_destination(tmp_path: Path, server: RestCatalogServer, ns: str) -> IcebergDestination:
@@ -195,3 +198,21 @@ def test_a_commit_that_another_writer_overtook_is_redone_on_the_new_snapshot(
     assert not asyncio.run(dest.deliver(batch("b-2", [2]))).rejected
     assert "Commit failed due to a concurrent update" in caplog.text
     assert [r["id"] for r in rows(rest_catalog.catalog(), ns, "t")] == [1, 2, 100]
+
+
+def test_compaction_rewrites_a_rest_catalog_table(
+        tmp_path: Path, rest_catalog: RestCatalogServer, request: pytest.FixtureRequest) -> None:
+    ns = namespace(request)
+    dest = rest_destination(tmp_path, rest_catalog, ns)
+    for i in range(3):
+        asyncio.run(dest.deliver(batch(f"b-{i}", [i])))
+    config = tmp_path / "firehose.yaml"
+    config.write_text(yaml.safe_dump({"state_dir": str(tmp_path / "state"),
+                                      "catalogs": {CATALOG_ARN: rest_catalog.catalog_entry()}}))
+    out = subprocess.run([sys.executable, "-m", "firehose", "iceberg", "compact", f"{ns}.t", "--catalog", CATALOG_ARN,
+                          "--config", str(config)], capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"{ns}.t: 3 data files -> 1 (3 rows)"
+    catalog = rest_catalog.catalog()
+    assert [r["id"] for r in rows(catalog, ns, "t")] == [0, 1, 2]
+    assert catalog.load_table((ns, "t")).inspect.files().num_rows == 1
