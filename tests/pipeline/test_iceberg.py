@@ -4,33 +4,20 @@ pyiceberg and DuckDB's Iceberg reader."""
 from __future__ import annotations
 
 import base64
-import json
 import random
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 from botocore.exceptions import ClientError
 
 from tests.support.config import write_config
 from tests.support.delivered import list_objects, read_local
-from tests.support.iceberg import duckdb_rows, iceberg_stream, jq_router, rows, sqlite_catalog
+from tests.support.iceberg import duckdb_rows, error_docs, iceberg_stream, jq_router, put, rows, sqlite_catalog
 from tests.support.killcycles import Acknowledged, Ids, Load, Tally, firehose_putter, kill_cycle
 from tests.support.transforms import write_function
 from tests.support.waiting import wait_until
-
-
-def put(client: Any, stream: str, records: list[Any]) -> None:
-    data = [{"Data": r if isinstance(r, bytes) else orjson.dumps(r)} for r in records]
-    answer = client.put_record_batch(DeliveryStreamName=stream, Records=data)
-    assert answer["FailedPutCount"] == 0
-
-
-def error_docs(root: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for key, body in read_local(root).items() if key.startswith("err/")
-            for line in body.splitlines()]
 
 
 def test_records_become_rows_of_a_created_partitioned_table(start_daemon: Any, tmp_path: Path) -> None:

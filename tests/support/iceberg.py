@@ -3,11 +3,15 @@ reader, an engine that shares no code with the writer."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from tests.support.aws import ROLE
+from tests.support.delivered import read_local
 
 BUCKET_ARN = "arn:aws:s3:::local"
 
@@ -63,3 +67,16 @@ def jq_router(query: str) -> dict[str, Any]:
     return {"Type": "MetadataExtraction", "Parameters": [
         {"ParameterName": "MetadataExtractionQuery", "ParameterValue": query},
         {"ParameterName": "JsonParsingEngine", "ParameterValue": "JQ-1.6"}]}
+
+
+def put(client: Any, stream: str, records: list[Any]) -> None:
+    """PutRecordBatch: each record as JSON (bytes as they are); every record must be accepted."""
+    data = [{"Data": r if isinstance(r, bytes) else orjson.dumps(r)} for r in records]
+    answer = client.put_record_batch(DeliveryStreamName=stream, Records=data)
+    assert answer["FailedPutCount"] == 0
+
+
+def error_docs(root: Path) -> list[dict[str, Any]]:
+    """The error output's documents under ``err/`` of the local bucket at ``root``."""
+    return [json.loads(line) for key, body in read_local(root).items() if key.startswith("err/")
+            for line in body.splitlines()]

@@ -9,7 +9,14 @@ AWS works on a machine with nothing else installed.
 ``sql`` takes any SQLAlchemy URL pyiceberg's SqlCatalog accepts: ``sqlite:////abs/catalog.db`` or
 ``postgresql+psycopg://user:password@host/db`` (psycopg 3, already a dependency for Redshift). Both
 commit with an optimistic compare-and-swap on the table's metadata location. ``rest`` is pyiceberg's
-RestCatalog (``uri``, and e.g. ``token`` or ``credential`` in ``properties``).
+RestCatalog: ``uri``, ``warehouse`` (the catalog's warehouse, as the server names it) and, in
+``properties``, the credentials (``credential`` with ``oauth2-server-uri``, or ``token``) and the
+FileIO's (``s3.endpoint``, keys) where the server does not hand them out; commits are checked by the
+server (a 409 when the table moved on). The tests run it against SeaweedFS's Iceberg REST catalog
+(``weed mini``, tables in an S3 table bucket). A definition's ``WarehouseLocation`` places the tables
+the daemon creates in a REST catalog at ``<WarehouseLocation>/<database>/<table>``; a catalog that
+manages locations itself (S3 Tables-style table buckets) lets a table write only at its own layout
+(``s3://<bucket>/<database>/<table>``), so there leave it unset or set it to the bucket.
 """
 
 from __future__ import annotations
