@@ -54,7 +54,7 @@ from firehose.pipeline import Pipeline, StreamConfig
 from firehose.pipeline.config import check_definition
 from firehose.pipeline.memory import MemoryBudget
 from firehose.processing.transform import WorkerPool
-from firehose.processpool import RenewingProcessPool
+from firehose.processpool import RenewingProcessPool, exit_with_parent
 from firehose.settings import Config, HttpSettings, Settings, check_listener, check_reset_endpoint, split_listen
 from firehose.sources.kafka import KafkaSource
 from firehose.sources.kinesis import KinesisSource, LeaseOptions, make_client, parse_stream_arn
@@ -102,7 +102,9 @@ _EXPIRE_EVERY_SECONDS = 3600.0
 
 
 def _init_worker(nice: int) -> None:
-    """Workers yield the CPU to ingest (see ProcessingSettings.worker_nice) and import their code."""
+    """Workers yield the CPU to ingest (see ProcessingSettings.worker_nice), import their code, and exit
+    when the daemon is gone."""
+    exit_with_parent()
     if nice:
         with contextlib.suppress(OSError):
             os.nice(nice)

@@ -12,7 +12,10 @@ caller retries them, and gives up on a batch that keeps killing its worker (``de
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -21,6 +24,26 @@ from typing import Any, TypeVar
 log = logging.getLogger("firehose.processpool")
 
 T = TypeVar("T")
+
+
+def exit_with_parent(interval: float = 1.0) -> None:
+    """For a pool's initializer: the worker exits within ``interval`` seconds of its parent's death.
+
+    A ``ProcessPoolExecutor`` worker waits for tasks on a pipe whose writing end its sibling workers
+    hold as well (the queue is pickled whole into each), so when the daemon is killed with SIGKILL its
+    workers never see the pipe close and would wait for ever, holding their memory. A daemon thread
+    watches for the worker being handed to another parent (the parent died) instead; polling the
+    parent's id works on every POSIX system, unlike Linux's PR_SET_PDEATHSIG, which also fires when
+    merely the thread that spawned the worker ends."""
+    spawner = multiprocessing.parent_process()  # known from the start, even if it died meanwhile
+    parent = spawner.pid if spawner is not None and spawner.pid is not None else os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 class RenewingProcessPool(Executor):

@@ -99,16 +99,16 @@ def test_inserts_that_wait_for_the_table_together_are_one_commit_naming_each_bat
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     dest = destination(tmp_path)
     asyncio.run(dest.deliver(batch("b-0", [{"id": 0}])))
-    real_commit = commits.commit
-    calls: list[str] = []
+    real_send = dest._send
+    calls: list[Any] = []
 
-    def slow_commit(table: Any, batch_id: str, **kwargs: Any) -> None:
-        calls.append(batch_id)
-        if len(calls) == 1:  # the first commit takes long enough for the other two batches to queue
+    def slow_send(fn: Any, database: str, name: str, table: Any, *args: Any) -> None:
+        calls.append(args)
+        if len(calls) == 1:  # the first of the three takes long enough for the other two batches to queue
             wait_until(lambda: len(dest._queues[("shop", "orders")]) == 2, timeout=10)
-        real_commit(table, batch_id, **kwargs)
+        real_send(fn, database, name, table, *args)
 
-    monkeypatch.setattr(commits, "commit", slow_commit)
+    monkeypatch.setattr(dest, "_send", slow_send)
 
     async def three() -> None:
         await asyncio.gather(*(dest.deliver(batch(f"b-{i}", [{"id": i}])) for i in (1, 2, 3)))
@@ -142,3 +142,31 @@ def test_tables_kept_loaded_between_batches_are_bounded(tmp_path: Path, monkeypa
     assert list(dest._tables) == [("shop", "t3"), ("shop", "t1")]
     catalog = sqlite_catalog(tmp_path / "state")
     assert [r["id"] for r in rows(catalog, "shop", "t1")] == [0, 3]
+
+
+def test_the_committer_never_commits_a_batch_another_process_committed_meanwhile(tmp_path: Path) -> None:
+    """The committer's table is stale (another process committed since it was loaded), and what that other
+    process committed was this very batch (a committer of a daemon killed a moment before): the commit
+    loses the race, the committer reloads, finds the batch, and does not commit it again. pyiceberg's own
+    retry (on by default) would have committed it a second time."""
+    import pyarrow as pa
+
+    from firehose.destinations.iceberg import committer
+    from firehose.destinations.iceberg.catalogs import catalog_settings
+
+    entry = catalog_settings(Settings(state_dir=tmp_path / "state"), None)
+    (tmp_path / "state" / "iceberg").mkdir(parents=True)
+    catalog = sqlite_catalog(tmp_path / "state")
+    catalog.create_namespace("shop")
+    table = catalog.create_table(("shop", "orders"), schema=pa.schema([("id", pa.int64())]))
+    data = pa.table({"id": [1, 2]})
+    committer.append_files(entry, "shop", "orders", 0, [("b-1", commits.write_data_files(table, data))])
+    other = catalog.load_table(("shop", "orders"))  # the other process
+    commits.commit_files(other, "b-2", commits.write_data_files(other, pa.table({"id": [3]})))
+    for batch_id, value in (("b-2", 3), ("b-3", 4)):
+        files = commits.write_data_files(table, pa.table({"id": [value]}))
+        committer.append_files(entry, "shop", "orders", 0, [(batch_id, files)])
+    assert sorted(r["id"] for r in rows(catalog, "shop", "orders")) == [1, 2, 3, 4]
+    names = [s.summary.additional_properties["firehose.batch-id"] for s in catalog.load_table(("shop", "orders"))
+             .snapshots() if s.summary]
+    assert names == ["b-1", "b-2", "b-3"]

@@ -66,6 +66,22 @@ def key_filter(rows: pa.Table, keys: list[str]) -> Any:
     return terms[0] if len(terms) == 1 else Or(*terms)
 
 
+def _own_retries(table: Any) -> None:
+    """Make pyiceberg give up at once when a commit loses a race, in this table object only (never
+    written to the catalog: commits send their updates, not these properties).
+
+    pyiceberg (0.12) retries such a commit by itself on the refreshed table (``commit.retry.num-retries``,
+    4 by default), which would skip ``committed``'s check of what the winner committed: if the winner's
+    commit held this batch (a committer of a daemon killed a moment before), the batch would land twice.
+    The committer retries instead, checking first."""
+    from pyiceberg.table import TableProperties
+
+    metadata = table.metadata
+    if metadata.properties.get(TableProperties.COMMIT_NUM_RETRIES) != "0":
+        table.metadata = metadata.model_copy(
+            update={"properties": {**metadata.properties, TableProperties.COMMIT_NUM_RETRIES: "0"}})
+
+
 def write_data_files(table: Any, rows: pa.Table) -> list[Any]:
     """``rows`` (in the table's schema) written as Parquet data files of ``table`` (its location, partition
     spec and write properties), not yet in any snapshot: pyiceberg's own writer, as ``append`` uses it."""
@@ -85,6 +101,7 @@ def commit_files(table: Any, batch_ids: str, files: list[Any]) -> None:
 
     merge = property_as_bool(table.metadata.properties, TableProperties.MANIFEST_MERGE_ENABLED,
                              TableProperties.MANIFEST_MERGE_ENABLED_DEFAULT)
+    _own_retries(table)
     with table.transaction() as tx:
         update = tx.update_snapshot(snapshot_properties={BATCH_PROPERTY: batch_ids})
         with update.merge_append() if merge else update.fast_append() as append:
@@ -95,6 +112,7 @@ def commit_files(table: Any, batch_ids: str, files: list[Any]) -> None:
 def commit(table: Any, batch_id: str, *, append: pa.Table | None, delete: Any | None) -> None:
     """Delete (if any) then append (if any) in one transaction, each snapshot marked with the batch."""
     props = {BATCH_PROPERTY: batch_id}
+    _own_retries(table)
     with table.transaction() as tx:
         if delete is not None:
             tx.delete(delete, snapshot_properties=props)

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from firehose.processpool import RenewingProcessPool
+from firehose.processpool import RenewingProcessPool, exit_with_parent
 from firehose.settings import CatalogSettings
 
 if TYPE_CHECKING:  # pyarrow loads in the committer process, and with the first batch in the daemon's
@@ -42,7 +42,12 @@ _MAX_TABLES = 32
 def make_pool() -> RenewingProcessPool:
     """One committer process (spawned, so it shares nothing with the daemon's threads), renewed if it dies."""
     return RenewingProcessPool(functools.partial(
-        ProcessPoolExecutor, 1, mp_context=multiprocessing.get_context("spawn"), initializer=warm_up))
+        ProcessPoolExecutor, 1, mp_context=multiprocessing.get_context("spawn"), initializer=_start))
+
+
+def _start() -> None:
+    exit_with_parent()
+    warm_up()
 
 
 def warm_up() -> None:
