@@ -110,39 +110,54 @@ _as_delivery_record = functools.partial(tuple.__new__, DeliveryRecord)
 
 
 class DeliveryRecords(Sequence[DeliveryRecord]):
-    """A batch's records, whose ``DeliveryRecord`` tuples (and their ids) are built on first access.
+    """A batch's records, made on first access: their payloads (``datas``), arrival times and ids.
 
-    The payloads (``datas``) and arrival times are plain lists made when the batch is read, on the event
-    loop; a destination that needs only the payloads (Iceberg reads them into Arrow) never pays for
-    the ids, and one that needs the records builds them in its own thread, off the event loop.
-    ``make_ids()`` returns one id per record, in order, the same on every call.
+    The deliverer makes one from spool spans on the event loop knowing only how many records there are
+    and their total size; whatever a destination needs is made in its own thread, off the event loop,
+    and once: Iceberg reads only the payloads (into Arrow) and never pays for ids or record tuples.
+    Each ``make_*`` returns the same values, in record order, every time it is called.
     """
 
-    __slots__ = ("_built", "_make_ids", "arrivals", "datas")
+    __slots__ = ("_arrivals", "_built", "_datas", "_make_arrivals", "_make_datas", "_make_ids", "count", "size")
 
-    def __init__(self, datas: list[bytes | memoryview], arrivals: Sequence[int],
-                 make_ids: Callable[[], Iterable[str]]) -> None:
-        self.datas = datas
-        self.arrivals = arrivals
+    def __init__(self, count: int, size: int, make_datas: Callable[[], list[bytes | memoryview]],
+                 make_arrivals: Callable[[], Sequence[int]], make_ids: Callable[[], Iterable[str]]) -> None:
+        self.count = count
+        #: Bytes of all the payloads.
+        self.size = size
+        self._make_datas = make_datas
+        self._make_arrivals = make_arrivals
         self._make_ids = make_ids
+        self._datas: list[bytes | memoryview] | None = None
+        self._arrivals: Sequence[int] | None = None
         self._built: list[DeliveryRecord] | None = None
 
     @classmethod
     def of(cls, records: Iterable[DeliveryRecord]) -> DeliveryRecords:
         """Records already built (a retry of some of a batch's records, tests)."""
         built = list(records)
-        made = cls([r.data for r in built], [r.arrival_ms for r in built], lambda: [r.record_id for r in built])
+        datas = [r.data for r in built]
+        made = cls(len(built), sum(map(len, datas)), lambda: datas, lambda: [r.arrival_ms for r in built],
+                   lambda: [r.record_id for r in built])
         made._built = built
         return made
 
+    @property
+    def datas(self) -> list[bytes | memoryview]:
+        if self._datas is None:
+            self._datas = self._make_datas()
+        return self._datas
+
     def _all(self) -> list[DeliveryRecord]:
         if self._built is None:
-            self._built = list(map(_as_delivery_record, zip(self._make_ids(), self.datas, self.arrivals,
+            if self._arrivals is None:
+                self._arrivals = self._make_arrivals()
+            self._built = list(map(_as_delivery_record, zip(self._make_ids(), self.datas, self._arrivals,
                                                             strict=False)))
         return self._built
 
     def __len__(self) -> int:
-        return len(self.datas)
+        return self.count
 
     @overload
     def __getitem__(self, index: int) -> DeliveryRecord: ...
@@ -159,7 +174,7 @@ class DeliveryRecords(Sequence[DeliveryRecord]):
     def total_bytes(self, skip: Collection[int] = ()) -> int:
         """Bytes of the payloads, leaving out the records at indexes ``skip``."""
         if not skip:
-            return sum(map(len, self.datas))
+            return self.size
         return sum(len(d) for i, d in enumerate(self.datas) if i not in skip)
 
 

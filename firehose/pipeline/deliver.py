@@ -87,23 +87,31 @@ INTERNAL_PROCESSING_ERROR = "Processing.InternalError"
 def _delivery_records(incarnation: str, source: str, spans: list[Span]) -> DeliveryRecords:
     """Records with ids from their spool position: the same on every attempt and after a restart.
 
-    Payloads and arrival times are sliced here with ``map`` over C callables only: this runs once per
-    record delivered, on the event loop. The ids (and the record tuples) are made only if the
-    destination asks for them, in its thread (``DeliveryRecords``).
+    Only counted here, on the event loop; their payloads, arrival times and ids are sliced and made if
+    and when the destination asks for them, in its thread (``DeliveryRecords``), with ``map`` over C
+    callables (slicing, string concatenation), once per record.
     """
-    datas: list[bytes | memoryview] = []
-    arrivals: list[int] = []
-    for s in spans:
-        e = s.entry
-        offsets = e.offsets
-        datas.extend(map(e.data.__getitem__, map(slice, offsets[s.start:s.end], offsets[s.start + 1:s.end + 1])))
-        arrivals.extend(repeat(e.arrival_ms, s.end - s.start) if e.arrivals is None else e.arrivals[s.start:s.end])
+    def datas() -> list[bytes | memoryview]:
+        out: list[bytes | memoryview] = []
+        for s in spans:
+            offsets, data = s.entry.offsets, s.entry.data
+            out.extend(map(data.__getitem__, map(slice, offsets[s.start:s.end], offsets[s.start + 1:s.end + 1])))
+        return out
+
+    def arrivals() -> list[int]:
+        out: list[int] = []
+        for s in spans:
+            e = s.entry
+            out.extend(repeat(e.arrival_ms, s.end - s.start) if e.arrivals is None else e.arrivals[s.start:s.end])
+        return out
 
     def ids() -> Iterator[str]:
         for s in spans:
             yield from map(f"{incarnation}-{source[0]}{s.entry.seq}-".__add__, map(str, range(s.start, s.end)))
 
-    return DeliveryRecords(datas, arrivals, ids)
+    count = sum(s.end - s.start for s in spans)
+    size = sum(s.entry.offsets[s.end] - s.entry.offsets[s.start] for s in spans)
+    return DeliveryRecords(count, size, datas, arrivals, ids)
 
 
 @dataclass
@@ -667,7 +675,7 @@ class Deliverer:
                 failed.update({i: (retry[i], attempts) for i in pending})
                 break
             del batch  # hold no record between attempts
-            batch_records, spans = DeliveryRecords([], [], list), []
+            batch_records, spans = DeliveryRecords.of(()), []
             records.drop()
             await run.wait()
             destination = self._destination
