@@ -23,7 +23,7 @@ import re
 import secrets
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, tzinfo
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -275,6 +275,10 @@ class KeyTemplate:
         else:
             e = (prefix or "") + "!{firehose:error-output-type}/" + DEFAULT_TIME_PREFIX
         return cls(parse(p), parse(e), zone(custom_time_zone), extension)
+
+    def with_error_prefix(self, error_prefix: str) -> KeyTemplate:
+        """The same keys with another ErrorOutputPrefix (an Iceberg table's ``S3ErrorOutputPrefix``)."""
+        return replace(self, error_prefix=parse(error_prefix))
 
     def render_prefix(self, arrival_ms: int, *, partition_keys: Mapping[str, str] | None = None) -> str:
         return _render(self.prefix, self._instant(arrival_ms), None, partition_keys)

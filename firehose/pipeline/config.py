@@ -11,13 +11,15 @@ refused up front with the reason.
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from firehose import definitions, objectkeys
 from firehose.definitions import DeliveryStreamDefinition, ExtendedS3DestinationConfiguration
 from firehose.encoding import convert, encrypt
 from firehose.encoding.builder import Encoding
+from firehose.partitions import OTF_DATABASE, OTF_TABLE
 from firehose.processing import chain
 from firehose.settings import Settings
 
@@ -51,6 +53,15 @@ class StreamConfig:
     #: This daemon's ``cluster`` node id: part of every object key's unique part (``naming.py``), so
     #: the nodes of a fleet writing to one bucket never collide.
     node: str = ""
+    #: Iceberg tables' own ``S3ErrorOutputPrefix``, by (database, table); ``None`` stands for the batches no
+    #: route names (the stream's single table).
+    table_keys: Mapping[tuple[str, str] | None, objectkeys.KeyTemplate] = field(default_factory=dict)
+
+    def error_keys(self, partition_keys: Mapping[str, str] | None) -> objectkeys.KeyTemplate:
+        """The key template of a batch's error output: its Iceberg table's, else the stream's."""
+        route = (partition_keys[OTF_DATABASE], partition_keys[OTF_TABLE]) \
+            if partition_keys and OTF_TABLE in partition_keys else None
+        return self.table_keys.get(route, self.keys)
 
     @classmethod
     def build(cls, definition: DeliveryStreamDefinition, version: int, settings: Settings) -> StreamConfig:
@@ -85,7 +96,7 @@ class StreamConfig:
                                             extension=encoding.extension)
         return cls(version, definition.destination_member, not redshift, store, keys, size, interval, plan, encoding,
                    backup_all=dest.backup_all, backup=_source_backup(definition, version, settings, None),
-                   node=settings.node_id)
+                   node=settings.node_id, table_keys=_table_keys(dest, keys))
 
     @property
     def conversion(self) -> convert.Conversion | None:
@@ -97,6 +108,19 @@ class StreamConfig:
         """Whether the object store or the source-record backup's bucket encrypts (the daemon then
         loads the keyring)."""
         return self.encoding.encrypt or (self.backup is not None and self.backup.encrypt)
+
+
+def _table_keys(dest: Any, keys: objectkeys.KeyTemplate) -> dict[tuple[str, str] | None, objectkeys.KeyTemplate]:
+    """Error output keys of the Iceberg tables that have an ``S3ErrorOutputPrefix`` (spec: iceberg.md §7)."""
+    if not isinstance(dest, definitions.IcebergDestinationConfiguration):
+        return {}
+    tables = dest.destination_table_configuration_list or []
+    out: dict[tuple[str, str] | None, objectkeys.KeyTemplate] = {
+        (t.destination_database_name, t.destination_table_name): keys.with_error_prefix(t.s3_error_output_prefix)
+        for t in tables if t.s3_error_output_prefix}
+    if len(tables) == 1 and tables[0].s3_error_output_prefix:
+        out[None] = out[(tables[0].destination_database_name, tables[0].destination_table_name)]
+    return out
 
 
 def _source_backup(definition: DeliveryStreamDefinition, version: int, settings: Settings,

@@ -24,6 +24,7 @@ from typing import Any
 
 from firehose import failures
 from firehose.encoding.builder import DATA, ERRORS, OVERFLOW, RECORDS
+from firehose.objectkeys import KeyTemplate
 from firehose.partitions import describe_partition, error_partition
 from firehose.pipeline.config import StreamConfig
 from firehose.records import Position
@@ -53,8 +54,8 @@ def name_batch(cfg: StreamConfig, *, stream: str, incarnation: str, source: str,
     unique = uuid.uuid5(_KEY_NAMESPACE, f"{cfg.node}/{incarnation}/{source}/{partition}/{start[0]}/{start[1]}")
     keys = cfg.keys
 
-    def error_key(error_type: str, salt: str) -> str:
-        return (keys.render_error_prefix(first_arrival, error_type)
+    def error_key(error_type: str, salt: str, template: KeyTemplate = keys) -> str:
+        return (template.render_error_prefix(first_arrival, error_type)
                 + keys.suffix(stream, str(cfg.version), sealed_ms, uuid.uuid5(unique, salt))
                 .removesuffix(keys.extension))
 
@@ -72,7 +73,7 @@ def name_batch(cfg: StreamConfig, *, stream: str, incarnation: str, source: str,
         elif cfg.records:
             kind, prefix = RECORDS, keys.render_prefix(first_arrival)
             meta["batch_id"] = str(unique)
-            meta["error_key"] = error_key(error_output_type, "errors")
+            meta["error_key"] = error_key(error_output_type, "errors", cfg.error_keys(partition_keys))
         else:
             kind, prefix = DATA, keys.render_prefix(first_arrival, partition_keys=partition_keys)
             if cfg.conversion is not None:

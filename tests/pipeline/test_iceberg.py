@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from botocore.exceptions import ClientError
 
@@ -284,3 +285,25 @@ def test_a_warehouse_in_s3(start_daemon: Any, tmp_path: Path, moto_server: Any, 
     keys = list_objects(moto_server.client(), bucket)
     assert any(k.startswith("wh/shop") and k.endswith(".parquet") for k in keys), keys
     assert any(k.endswith(".metadata.json") for k in keys)
+
+
+def test_a_tables_own_error_prefix_takes_its_records_that_do_not_fit(start_daemon: Any, tmp_path: Path) -> None:
+    """``S3ErrorOutputPrefix`` of a DestinationTableConfigurationList entry overrides the S3Configuration's
+    ErrorOutputPrefix for that table's records (spec: iceberg.md); other tables keep the stream's."""
+    d = start_daemon()
+    client = d.client()
+    tables = [{"DestinationDatabaseName": "shop", "DestinationTableName": "orders", "UniqueKeys": ["id"],
+               "S3ErrorOutputPrefix": "orders-errors/!{firehose:error-output-type}/"},
+              {"DestinationDatabaseName": "shop", "DestinationTableName": "refunds", "UniqueKeys": ["id"]}]
+    query = "{destinationDatabaseName: \"shop\", destinationTableName: .kind}"
+    client.create_delivery_stream(**iceberg_stream("ice", tables, processors=[jq_router(query)]))
+    put(client, "ice", [{"kind": "orders", "id": 1}, {"kind": "refunds", "id": 2}])
+    wait_until(lambda: d.idle("ice"))
+    put(client, "ice", [{"kind": "orders", "id": "not a number"}, {"kind": "refunds", "id": "nor this"}])
+    wait_until(lambda: d.idle("ice"))
+    objects = read_local(tmp_path / "out")
+    orders = [key for key in objects if key.startswith("orders-errors/iceberg-failed/")]
+    refunds = [key for key in objects if key.startswith("err/")]
+    assert len(orders) == 1 and len(refunds) == 1, sorted(objects)
+    assert b"not a number" in base64.b64decode(orjson.loads(objects[orders[0]].splitlines()[0])["rawData"])
+    assert [doc["errorCode"] for doc in error_docs(tmp_path / "out")] == ["Iceberg.TypeMismatch"]
