@@ -396,7 +396,8 @@ class Daemon:
         source = KinesisSource(name=state.name, stream_arn=arn, spool=self.spool, stream=self._stream_spool(state),
                                settings=kinesis, client_factory=lambda: make_client(arn, kinesis, local, verify),
                                on_records=count, on_throttled=throttled,
-                               on_behind=lambda ms: behind.set(ms / 1000), leases=leases)
+                               on_behind=lambda ms: behind.set(ms / 1000), leases=leases,
+                               on_leases=m.kinesis_leases.labels(state.name).set)
         self.sources[state.key] = source
         source.start()
         log.info("Reading a Kinesis stream.", extra={"stream": state.name, "kinesis_stream": arn})

@@ -278,6 +278,9 @@ class Metrics:
         self.kinesis_behind = Gauge(
             "firehose_kinesis_behind_latest_seconds", "KinesisMillisBehindLatest (in seconds): how far the last "
             "record read lags the source's newest record, the largest over its shards.", ds, registry=r)
+        self.kinesis_leases = Gauge(
+            "firehose_kinesis_source_leases", "Shards of the Kinesis stream this daemon holds the lease of "
+            "(cluster.mode fleet: the others' are read by other daemons).", ds, registry=r)
         # -- MSK (Kafka) source -------------------------------------------------------------------
         self.source_read_bytes = Counter(
             "firehose_data_read_from_source_bytes", "DataReadFromSource.Bytes: bytes read from a Kafka topic.", ds,

@@ -140,10 +140,11 @@ class KinesisSource:
                  on_records: Callable[[int, int], None] | None = None,
                  on_throttled: Callable[[str], None] | None = None,
                  on_behind: Callable[[int], None] | None = None,
-                 leases: LeaseOptions | None = None) -> None:
+                 leases: LeaseOptions | None = None, on_leases: Callable[[int], None] | None = None) -> None:
         """``on_records(records, bytes)`` after records are spooled; ``on_throttled(operation)`` when a
         call is throttled (ThrottledGetRecords, ...); ``on_behind(ms)`` with KinesisMillisBehindLatest,
-        the largest over the shards being read, after each GetRecords."""
+        the largest over the shards being read, after each GetRecords; ``on_leases(n)`` with the number
+        of leases held (with ``leases``), after each round of renewals."""
         self.name = name
         self.stream_arn = stream_arn
         self.stream_name = parse_stream_arn(stream_arn)[1]
@@ -157,6 +158,7 @@ class KinesisSource:
         self._on_throttled = on_throttled
         self._on_behind = on_behind
         self._lease_options = leases
+        self._on_leases = on_leases
         self._leases: LeaseCoordinator | None = None
         self._checkpoints: dict[str, str] = {}
         self._finished: set[str] = set()
@@ -226,6 +228,8 @@ class KinesisSource:
         next_round, failures = 0.0, 0
         while True:
             await leases.renew(self._checkpoints)
+            if self._on_leases is not None:
+                self._on_leases(len(leases.held))
             if time.monotonic() >= next_round:
                 try:
                     listed = {s["ShardId"]: s for s in await self._list_shards()}

@@ -10,6 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
 from firehose.sources.leases import LeaseTable
 from tests.support.aws import dynamodb_client
 from tests.support.config import write_config
@@ -21,6 +24,15 @@ from tests.support.streams import unique
 from tests.support.waiting import wait_until
 
 SHARDS = 8
+
+
+def lease_gauge(d: DaemonProcess) -> float | None:
+    """``firehose_kinesis_source_leases`` of the shared stream, from the daemon's /metrics."""
+    for family in text_string_to_metric_families(httpx.get(f"{d.endpoint}/metrics").text):
+        for sample in family.samples:
+            if sample.name == "firehose_kinesis_source_leases" and sample.labels.get("delivery_stream") == "shared":
+                return sample.value
+    return None
 
 
 def test_two_daemons_split_the_shards_and_one_finishes_a_dead_ones(
@@ -46,6 +58,7 @@ def test_two_daemons_split_the_shards_and_one_finishes_a_dead_ones(
         return list(d.readiness()["streams"]["shared"].get("source", {}).get("leases", {}).get("held", []))
 
     wait_until(lambda: len(held(a)) == len(held(b)) == SHARDS // 2, timeout=60, interval=0.2)
+    wait_until(lambda: lease_gauge(a) == lease_gauge(b) == SHARDS // 2, timeout=10, interval=0.2)
     a_shards = held(a)
     assert not set(a_shards) & set(held(b))
 
