@@ -20,6 +20,7 @@ the per-message path, which decides each message as above. Both give the same en
 from __future__ import annotations
 
 import itertools
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,9 @@ from typing import Any
 import pybase64
 
 from firehose.spool import entry as spool_entry
+
+_first = operator.itemgetter(0)
+_second = operator.itemgetter(1)
 
 #: An error document for a record over the limit: (value, arrival ms, partition, offset) -> document.
 OversizeDocument = Callable[[bytes, int, int, int], bytes]
@@ -73,28 +77,33 @@ class KafkaBatch:
         partitions = list(map(Message.partition, messages))
         offsets = list(map(Message.offset, messages))
         values = list(map(Message.value, messages))
-        arrivals = [ts if kind != 0 and ts >= 0 else received  # kind 0: TIMESTAMP_NOT_AVAILABLE
-                    for kind, ts in map(Message.timestamp, messages)]
+        stamps = list(map(Message.timestamp, messages))  # (kind, ms); kind 0: TIMESTAMP_NOT_AVAILABLE
+        arrivals = list(map(_second, stamps))
+        if 0 in map(_first, stamps) or min(arrivals) < 0:
+            arrivals = [ts if kind != 0 and ts >= 0 else received for kind, ts in stamps]
         start = 0
         for p, group in itertools.groupby(partitions):
-            end = start + sum(1 for _ in group)
+            end = start + len(list(group))
             first, last = offsets[start], offsets[end - 1]
+            run = values[start:end]
             if (p in assigned and p not in not_before and first > self.moved.get(p, positions.get(p, -1))
-                    and last - first == end - start - 1 and None not in values[start:end]
-                    and max(map(len, values[start:end])) <= self.limit):
-                self._take_run(p, first, messages[start:end], values[start:end], arrivals[start:end])
-            else:
-                for i in range(start, end):
-                    self._take_one(messages[i], p, offsets[i], values[i], arrivals[i], positions=positions,
-                                   assigned=assigned, not_before=not_before)
+                    and last - first == end - start - 1 and None not in run):
+                sizes = list(map(len, run))
+                if max(sizes) <= self.limit:
+                    self._take_run(p, first, messages[start:end], run, arrivals[start:end], sum(sizes))
+                    start = end
+                    continue
+            for i in range(start, end):
+                self._take_one(messages[i], p, offsets[i], values[i], arrivals[i], positions=positions,
+                               assigned=assigned, not_before=not_before)
             start = end
 
-    def _take_run(self, p: int, first: int, messages: Sequence[Any], values: list[bytes],
-                  arrivals: list[int]) -> None:
+    def _take_run(self, p: int, first: int, messages: Sequence[Any], values: list[bytes], arrivals: list[int],
+                  size: int) -> None:
         count = len(values)
         self.datas += values
         self.arrivals += arrivals
-        self.size += sum(map(len, values))
+        self.size += size
         run = self.runs[-1] if self.runs else None
         if run is not None and run[0] == p and run[1] + run[2] == first:
             run[2] += count
