@@ -42,10 +42,15 @@ cluster's ``max_backlog_bytes``, the partitions are paused (the consumer keeps
 polling, so it stays in the group) and the backlog stays in Kafka.
 
 The Kafka client is confluent-kafka (librdkafka), run in a thread of its own:
-its callbacks (assignment, revocation) run inside ``consume`` on that thread,
-and between two calls of it the thread hands one batch to the event loop to be
-spooled, waiting for the fsync. Building the batch (metadata, encoding) is done
-on that thread too, so the event loop only writes.
+its callbacks (assignment, revocation) run inside ``consume`` on that thread.
+One entry at a time is being written (entries land in the order read, the
+newest holding every partition's position): while it is written and fsynced,
+the thread goes on reading into the next one (``KafkaBatch``, up to
+``MAX_ENTRY_RECORDS`` records or ``MAX_ENTRY_BYTES``), handed to the event loop
+as soon as the previous one is durable; so an entry's size follows the spool's
+write latency rather than a fixed count. Building the entry (metadata,
+encoding) is done on that thread too, so the event loop only writes. Before a
+rebalance's callback, a pause or a stop, what is read is written first.
 """
 
 from __future__ import annotations
@@ -61,8 +66,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import pybase64
-
 from firehose import failures
 from firehose.clock import now_ms
 from firehose.definitions import MSKSourceConfiguration
@@ -70,16 +73,21 @@ from firehose.errors import ServiceUnavailableException
 from firehose.partitions import DEFAULT_PARTITION, error_partition
 from firehose.retry import Backoff, retry_until
 from firehose.settings import KafkaClusterSettings, read_secret
+from firehose.sources.kafka_batch import KafkaBatch
 from firehose.sources.kinesis import latest_checkpoints
 from firehose.spool import Spool, StreamSpool
-from firehose.spool import entry as spool_entry
 
 log = logging.getLogger("firehose.sources")
 
-#: Most records one spooled entry holds (one consume call, one fsync).
+#: Most records one consume call returns.
 BATCH_RECORDS = 10_000
-#: How long one consume call waits for records.
+#: Most records, and bytes, one spooled entry (one fsync) gathers while the previous one is written.
+MAX_ENTRY_RECORDS = 50_000
+MAX_ENTRY_BYTES = 8 * 1024 * 1024
+#: How long one consume call waits for records; while an entry is being written, only this long, so
+#: that the next is handed over (and the records counted) soon after the fsync.
 _POLL_SECONDS = 0.2
+_WRITING_POLL_SECONDS = 0.005
 #: Between failed attempts to append to a full spool, or to set up the consumer.
 _BACKOFF = Backoff(base=0.2, cap=10.0)
 #: The largest record Firehose reads from an MSK topic (limits.html: "10 MB max record size", and "6 MB
@@ -194,25 +202,6 @@ def offsets_at(consumer: Any, topic: str, partitions: list[int], ms: int) -> dic
     return out
 
 
-def _by_partition(messages: list[Any], on_error: Callable[[Any], None]) -> list[Any]:
-    """The messages without errors (``on_error`` told of those), grouped by partition, each in its order: an
-    entry then holds a few runs of consecutive offsets, whatever order the client handed them in."""
-    groups: dict[int, list[Any]] = {}
-    for m in messages:
-        error = m.error()
-        if error is not None:
-            on_error(error)
-            continue
-        p = m.partition()
-        group = groups.get(p)
-        if group is None:
-            group = groups[p] = []
-        group.append(m)
-    if len(groups) == 1:
-        return next(iter(groups.values()))
-    return [m for group in groups.values() for m in group]
-
-
 @dataclass
 class KafkaSourceState:
     assigned: list[int] = field(default_factory=list)
@@ -273,6 +262,8 @@ class KafkaSource:
         self._inflight_result: tuple[dict[int, int], int, int, int] | None = None
         #: Last offset read per partition: the checkpoints plus the batch being written.
         self._positions: dict[int, int] = {}
+        #: Records read while the previous entry is written (on top of ``_positions``).
+        self._pending: KafkaBatch | None = None
         self._last_commit = 0.0
         self.state = KafkaSourceState()
 
@@ -339,17 +330,24 @@ class KafkaSource:
     def _read(self, consumer: Any) -> None:
         while not self._stopping.is_set():
             self._backpressure(consumer)
-            messages = consumer.consume(num_messages=BATCH_RECORDS, timeout=_POLL_SECONDS)
+            busy = self._inflight is not None or self._pending is not None
+            messages = consumer.consume(num_messages=BATCH_RECORDS, timeout=_WRITING_POLL_SECONDS if busy
+                                        else _POLL_SECONDS)
             if messages:
-                self._spool_messages(messages)
-            else:
+                self._gather(messages)
+            pending = self._pending
+            if self._inflight is not None and (self._inflight.done() or (
+                    pending is not None and (pending.records >= MAX_ENTRY_RECORDS
+                                             or pending.size >= MAX_ENTRY_BYTES))):
                 self._settle()
+            if self._inflight is None and self._pending is not None:
+                self._submit()
             if time.monotonic() - self._last_commit >= self._cluster.commit_interval_seconds:
                 self._commit(consumer, self._assigned, asynchronous=True)
 
     def _close(self, consumer: Any) -> None:
         """Commit what is spooled (synchronously) and leave the group; revocation runs inside close."""
-        self._settle(self._settle_seconds())
+        self._flush(self._settle_seconds())
         with contextlib.suppress(Exception):
             self._commit(consumer, self._assigned, asynchronous=False)
         with contextlib.suppress(Exception):
@@ -383,9 +381,9 @@ class KafkaSource:
 
     def _revoked_cb(self, consumer: Any, partitions: list[Any]) -> None:
         numbers = {tp.partition for tp in partitions}
-        # What is read is spooled first (the batch being written), then committed; nothing more of
-        # these partitions is spooled here.
-        self._settle(self._settle_seconds())
+        # What is read is spooled first (the batch being written, the one gathered), then committed;
+        # nothing more of these partitions is spooled here.
+        self._flush(self._settle_seconds())
         with contextlib.suppress(Exception):
             self._commit(consumer, numbers, asynchronous=False)
         self._assigned -= numbers
@@ -397,7 +395,7 @@ class KafkaSource:
 
     def _lost_cb(self, _consumer: Any, partitions: list[Any]) -> None:
         numbers = {tp.partition for tp in partitions}
-        self._settle(self._settle_seconds())
+        self._flush(self._settle_seconds())
         self._assigned -= numbers  # another member may own them already: commit nothing
         for p in numbers:
             self._committed.pop(p, None)
@@ -432,7 +430,8 @@ class KafkaSource:
     def _backlog(self) -> int:
         """The stream's spooled, undelivered bytes, with the batch being written."""
         writing = self._inflight_result[2] if self._inflight_result is not None else 0
-        return int(self._stream.log.size_bytes + self._stream.processed.size_bytes) + writing
+        gathered = self._pending.size if self._pending is not None else 0
+        return int(self._stream.log.size_bytes + self._stream.processed.size_bytes) + writing + gathered
 
     def _backpressure(self, consumer: Any) -> None:
         from confluent_kafka import TopicPartition
@@ -442,7 +441,7 @@ class KafkaSource:
             return
         partitions = [TopicPartition(self.topic, p) for p in sorted(self._assigned)]
         if over:
-            self._settle()  # what is read is written before reading stops
+            self._flush()  # what is read is written before reading stops
             log.warning("Paused reading the Kafka topic: the delivery backlog is over its limit.",
                         extra={"stream": self.name, "limit_bytes": self._cluster.max_backlog_bytes})
             if partitions:
@@ -457,97 +456,52 @@ class KafkaSource:
 
     # -- spooling ----------------------------------------------------------------------
 
-    def _spool_messages(self, messages: list[Any]) -> None:
-        datas: list[bytes] = []
-        arrivals: list[int] = []
-        runs: list[list[int]] = []  # [partition, first offset, count]
-        keys: list[str | None] = []
-        headers: list[list[list[str | None]] | None] = []
-        keep = self._lambda_step()
-        limit = record_limit(keep)
-        oversize: list[tuple[int, int, bytes, int]] = []  # (partition, offset, value, arrival)
-        checkpoints = self._positions  # read and spooled, or being spooled
-        moved: dict[int, int] = {}
-        encode = pybase64.b64encode
-        received = now_ms()
-        for m in _by_partition(messages, self._message_error):
-            p = m.partition()
-            offset = m.offset()
-            last = moved.get(p, checkpoints.get(p, -1))
-            if p not in self._assigned or offset <= last:
-                continue  # revoked meanwhile, or spooled already
-            kind, ts = m.timestamp()
-            arrival = ts if kind != 0 and ts >= 0 else received  # 0: TIMESTAMP_NOT_AVAILABLE
-            if p in self._not_before:
-                if arrival < self._not_before[p]:
-                    continue
-                del self._not_before[p]
-            value = m.value()
-            if value is not None and len(value) > limit:  # spooled last, as an error document
-                oversize.append((p, offset, value, arrival))
-                moved[p] = offset
-                continue
-            datas.append(value if value is not None else b"")  # a tombstone: an empty record
-            arrivals.append(arrival)
-            run = runs[-1] if runs else None
-            if run is not None and run[0] == p and run[1] + run[2] == offset:
-                run[2] += 1
-            else:
-                runs.append([p, offset, 1])
-            if keep:
-                key = m.key()
-                keys.append(encode(key).decode() if key is not None else None)
-                hs = m.headers()
-                headers.append([[k, encode(v).decode() if v is not None else None] for k, v in hs] if hs else None)
-            moved[p] = offset
-        if not moved:
-            return
-        size = sum(map(len, datas))
-        parts: list[tuple[str, int, int]] = []
-        if oversize:
-            parts = self._add_oversize(oversize, limit, keep, datas, arrivals, runs, keys, headers)
-            size += sum(len(value) for _p, _o, value, _a in oversize)
-        after = {**checkpoints, **moved}
-        kafka: dict[str, Any] = {"topic": self.topic, "runs": runs}
-        if keep:
-            kafka["keys"] = keys
-            kafka["headers"] = headers
-        payload = spool_entry.encode_kafka(datas, arrivals, kafka, {str(p): str(o) for p, o in after.items()}, parts)
-        # One batch is written while the next is read and built: wait for the previous one first, so
-        # entries land in the order read (the newest entry holds every partition's position).
-        self._settle()
-        assert self._loop is not None
-        self._inflight = asyncio.run_coroutine_threadsafe(self._append(payload), self._loop)
-        self._inflight_result = (after, len(datas), size, len(oversize))
-        self._positions = after
+    def _gather(self, messages: list[Any]) -> None:
+        """Take one consume call's messages into the entry gathered while the previous one is written."""
+        batch = self._pending
+        if batch is None:
+            keep = self._lambda_step()
+            batch = KafkaBatch(topic=self.topic, keep=keep, limit=record_limit(keep))
+        batch.add(messages, positions=self._positions, assigned=self._assigned, not_before=self._not_before,
+                  received=now_ms(), on_error=self._message_error)
+        self._pending = batch if batch.moved else None
 
-    def _add_oversize(self, oversize: list[tuple[int, int, bytes, int]], limit: int, keep: bool,
-                      datas: list[bytes], arrivals: list[int], runs: list[list[int]], keys: list[str | None],
-                      headers: list[list[list[str | None]] | None]) -> list[tuple[str, int, int]]:
-        """Append the records over ``limit`` as error documents after the entry's data records (each its
-        own run of one offset); returns the entry's partition ids: data first, then the error output."""
-        first = len(datas)
-        for p, offset, value, arrival in oversize:
-            datas.append(oversize_document(value, arrival_ms=arrival, limit=limit, lambda_step=keep, topic=self.topic,
-                                           partition=p, offset=offset))
-            arrivals.append(arrival)
-            runs.append([p, offset, 1])
-            if keep:  # never shown to a Lambda
-                keys.append(None)
-                headers.append(None)
+    def _submit(self) -> None:
+        """Hand the gathered entry to the event loop to be written (none is being written)."""
+        batch, self._pending = self._pending, None
+        if batch is None or not batch.moved:
+            return
+        assert self._inflight is None and self._loop is not None
+        after = {**self._positions, **batch.moved}
+        for p, offset, value, _arrival in batch.oversize:
             log.warning("A Kafka record is over the size limit; it goes to the error output.",
                         extra={"stream": self.name, "topic": self.topic, "partition": p, "offset": offset,
-                               "bytes": len(value), "limit_bytes": limit})
-        parts = [(DEFAULT_PARTITION, 0, first)] if first else []
-        return [*parts, (error_partition(OVERSIZE_ERROR_TYPE), first, len(datas))]
+                               "bytes": len(value), "limit_bytes": batch.limit})
+        payload = batch.payload(after, functools.partial(self._oversize_document, batch),
+                                error_partition(OVERSIZE_ERROR_TYPE), DEFAULT_PARTITION)
+        self._inflight = asyncio.run_coroutine_threadsafe(self._append(payload), self._loop)
+        self._inflight_result = (after, len(batch.datas), batch.size, len(batch.oversize))
+        self._positions = after
+
+    def _oversize_document(self, batch: KafkaBatch, value: bytes, arrival: int, partition: int, offset: int) -> bytes:
+        return oversize_document(value, arrival_ms=arrival, limit=batch.limit, lambda_step=batch.keep,
+                                 topic=self.topic, partition=partition, offset=offset)
+
+    def _flush(self, timeout: float | None = None) -> None:
+        """Write what is read: wait for the entry being written, then write the one gathered and wait for
+        it (``_settle``: one not written within ``timeout`` is given up with the one gathered)."""
+        self._settle(timeout)
+        self._submit()
+        self._settle(timeout)
 
     def _settle(self, timeout: float | None = None) -> None:
         """Wait for the batch being written, then count it durable (its positions may be committed).
 
         Only a rebalance or a stop gives a ``timeout`` (then every partition is being taken away: the
         assignment is eager). A batch not written within it (a full spool) is given up: its positions
-        are forgotten, so its records are read again by whoever reads the partition next, and never
-        committed unwritten. (Should the write land after all, this daemon may spool them twice.)"""
+        are forgotten, with the records gathered since (``_pending``), so its records are read again by
+        whoever reads the partition next, and never committed unwritten. (Should the write land after
+        all, this daemon may spool them twice.)"""
         future, result = self._inflight, self._inflight_result
         if future is None or result is None:
             return
@@ -557,6 +511,7 @@ class KafkaSource:
             if timeout is not None:
                 future.cancel()
             self._positions = dict(self._checkpoints)
+            self._pending = None
             return
         finally:
             self._inflight = self._inflight_result = None
