@@ -193,6 +193,12 @@ class RecordBatch:
     #: ``processing/otf.py``); empty for the default partition.
     keys: dict[str, str] | None = None
 
+    def total_bytes(self, skip: Collection[int] = ()) -> int:
+        """Bytes of the records' data, leaving out the records at indexes ``skip``."""
+        if isinstance(self.records, DeliveryRecords):
+            return self.records.total_bytes(skip)
+        return sum(len(r.data) for i, r in enumerate(self.records) if i not in skip)
+
     def payloads(self) -> Sequence[bytes | memoryview]:
         """The records' data, without building their ids when the deliverer made them lazily."""
         if isinstance(self.records, DeliveryRecords):

@@ -664,9 +664,9 @@ class Deliverer:
                 size = batch_records.total_bytes(not_ok) if len(pending) == len(batch_records) else \
                     sum(len(batch_records.datas[i]) for i in pending if i not in not_ok)
                 self._activity.delivered(destination.name, str(seal.meta["batch_id"]), delivered, size)
-            pending = [i for i in pending if i in retry]
-            if not pending:
+            if not retry:
                 break
+            pending = [i for i in pending if i in retry]
             run.failed()
             some = next(iter(retry.values()))
             self._note_failure(seal, DestinationError(f"{some.code or 'error'}: {some.reason}"), attempts)
@@ -768,15 +768,13 @@ class Deliverer:
             figures.attempted(0 if not_taken else 1, 1)
         else:
             figures.attempted(n - len(not_taken), n)
-        sizes = batch.payloads()
         if figures.counts_processed:
-            figures.processed(n, sum(map(len, sizes)))
+            figures.processed(n, batch.total_bytes())
         figures.judged(auth_failed=outcome.auth_failed, rejected=bool(outcome.rejected))
         figures.acked(outcome.ack_seconds)
         if len(not_taken) < n:
             figures.records.inc(n - len(not_taken))
-            figures.bytes.inc(sum(len(d) for i, d in enumerate(sizes) if i not in not_taken) if not_taken
-                              else sum(map(len, sizes)))
+            figures.bytes.inc(batch.total_bytes(not_taken))
 
     def _count_object(self, seal: Seal, obj: ObjectBatch, target: Destination,  # type: ignore[type-arg]
                       unbuilt: str | None = None) -> None:
