@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -99,15 +100,23 @@ def test_inserts_that_wait_for_the_table_together_are_one_commit_naming_each_bat
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     dest = destination(tmp_path)
     asyncio.run(dest.deliver(batch("b-0", [{"id": 0}])))
-    real_send = dest._send
+    real_send, real_write = dest._send, commits.write_data_files
+    first_sending = threading.Event()
     calls: list[Any] = []
+
+    def held_write(table: Any, data: Any) -> Any:
+        if data.column("id")[0].as_py() != 1:  # b-2 and b-3 queue only once b-1 is being committed alone
+            first_sending.wait(10)
+        return real_write(table, data)
 
     def slow_send(fn: Any, database: str, name: str, table: Any, *args: Any) -> None:
         calls.append(args)
-        if len(calls) == 1:  # the first of the three takes long enough for the other two batches to queue
+        if len(calls) == 1:  # b-1's commit takes long enough for the other two batches to queue
+            first_sending.set()
             wait_until(lambda: len(dest._queues[("shop", "orders")]) == 2, timeout=10)
         real_send(fn, database, name, table, *args)
 
+    monkeypatch.setattr(commits, "write_data_files", held_write)
     monkeypatch.setattr(dest, "_send", slow_send)
 
     async def three() -> None:
