@@ -57,6 +57,15 @@ def warm_up() -> None:
     import pyiceberg.table  # noqa: F401
 
 
+def load(entry: CatalogSettings, names: list[tuple[str, str]]) -> None:
+    """Load the tables ``names`` ahead of their first commits, those that exist and load (best effort)."""
+    for database, name in names[:_MAX_TABLES]:
+        try:
+            _table(entry, (entry.model_dump_json(), database, name), 0, reload=False)
+        except Exception:  # noqa: S112 - missing, or the catalog is down: the first commit loads it
+            continue
+
+
 def append_files(entry: CatalogSettings, database: str, name: str, schema_id: int,
                  batches: list[tuple[str, list[Any]]]) -> None:
     """Add the data files of ``batches`` (batch id, files written by ``commits.write_data_files``) to the

@@ -93,7 +93,10 @@ class IcebergDestination(RecordDestination):
         self._entry = catalog_settings(ctx.settings, config.catalog_configuration.catalog_arn)
         self._catalog: Any = None
         self._opening = threading.Lock()
+        #: Per table: its commits, one at a time (``_locks``); its loading, creation and schema changes, one
+        #: at a time (``_table_locks``). Apart, so batches read and write their files while one commits.
         self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self._table_locks: dict[tuple[str, str], threading.Lock] = {}
         #: Inserts waiting for their table's lock (``_group_append``).
         self._queues: dict[tuple[str, str], list[_Pending]] = {}
         self._queueing = threading.Lock()
@@ -116,10 +119,29 @@ class IcebergDestination(RecordDestination):
                              asyncio.wrap_future(self._committer().submit(committer.warm_up)))
 
     async def check(self) -> None:
+        """The catalog opens; then the listed tables are loaded here and in the committer, so the first
+        batches find them loaded (a table that is missing or fails to load is simply loaded later)."""
+        import asyncio
+
         try:
             await self.ctx.run(self._open)
         except Exception as exc:
             raise DestinationUnavailable(f"the Iceberg catalog cannot be opened: {exc}") from exc
+        names = [(t.destination_database_name, t.destination_table_name)
+                 for t in self.config.destination_table_configuration_list or []]
+        if names:
+            await asyncio.gather(self.ctx.run(self._load_listed, names),
+                                 asyncio.wrap_future(self._committer().submit(committer.load, self._entry, names)))
+
+    def _load_listed(self, names: list[tuple[str, str]]) -> None:
+        for database, name in names[:MAX_CACHED_TABLES]:
+            with self._table_locks.setdefault((database, name), threading.Lock()):
+                if (database, name) in self._tables:
+                    continue
+                try:
+                    self._tables[(database, name)] = self._open().load_table((database, name))
+                except Exception:  # noqa: S112 - missing (created from its first records), or loaded with them
+                    continue
 
     async def aclose(self) -> None:
         pool, self._pool = self._pool, None
@@ -183,7 +205,7 @@ class IcebergDestination(RecordDestination):
         records = batch.payloads()
         lock = self._locks.setdefault((database, name), threading.Lock())
         try:
-            with lock:  # creation and schema changes, one at a time
+            with self._table_locks.setdefault((database, name), threading.Lock()):  # creation, schema changes
                 table = self._table(database, name, records, keys)
             missing = [k for k in keys if k not in table.schema().column_names]
             if missing:
