@@ -29,14 +29,14 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
 import botocore.exceptions
 
 from firehose.retry import Backoff, retry_until
-from firehose.sources.lineage import list_all_shards, read_in_lineage
+from firehose.sources.lineage import ShardReading, error_code, list_all_shards, read_in_lineage
 from firehose.spool import RAW, StreamSpool
 from firehose.spool import entry as spool_entry
 
@@ -74,31 +74,24 @@ class Fetched:
     finished: bool = False
 
 
-def _code(exc: botocore.exceptions.ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
 def _millis(value: Any) -> int:
     if isinstance(value, (int, float)):
         return int(value * 1000)
     return int(value.timestamp() * 1000)
 
 
-class KinesisReader:
+class KinesisReader(ShardReading):
     """Every shard of a Kinesis stream, parents before children (see the module docstring)."""
 
     def __init__(self, arn: str, client_factory: Callable[[], Any], positions: dict[str, Any],
                  queue: asyncio.Queue[Fetched], *, poll_seconds: float = 0.2, name: str = "") -> None:
+        super().__init__(client_factory)
         self.arn = arn
-        self._client_factory = client_factory
-        self._client: Any = None
         self._positions = positions
         self._queue = queue
         self._poll = poll_seconds
         self._name = name
         self._finished: set[str] = set(positions.get("finished", []))
-        self._readers: dict[str, asyncio.Task[None]] = {}
-        self._task: asyncio.Task[None] | None = None
         self.last_error: str | None = None
 
     @staticmethod
@@ -115,19 +108,8 @@ class KinesisReader:
             positions["finished"].append(fetched.shard)
             positions["shards"].pop(fetched.shard, None)
 
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def stop(self) -> None:
-        tasks = [t for t in (self._task, *self._readers.values()) if t is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-    async def _call(self, method: str, **kwargs: Any) -> Any:
-        if self._client is None:
-            self._client = await asyncio.to_thread(self._client_factory)
-        return await asyncio.to_thread(getattr(self._client, method), **kwargs)
+    def _main(self) -> Coroutine[Any, Any, None]:
+        return self._run()
 
     def _failed(self, what: str, exc: Exception, attempt: int) -> None:
         self.last_error = f"{type(exc).__name__}: {exc}"
@@ -153,7 +135,7 @@ class KinesisReader:
                                             StartingSequenceNumber=after)
                 return str(response["ShardIterator"])
             except botocore.exceptions.ClientError as exc:
-                if _code(exc) != "InvalidArgumentException":
+                if error_code(exc) != "InvalidArgumentException":
                     raise
                 log.error("The checkpoint is not valid for the shard (was the stream re-created?); reading the "
                           "shard from its trim horizon.", extra={"application": self._name, "shard": shard_id})
@@ -179,13 +161,13 @@ class KinesisReader:
                         iterator = await self._iterator(shard_id, after)
                     return await self._call("get_records", ShardIterator=iterator, Limit=10000)  # type: ignore[no-any-return]
                 except botocore.exceptions.ClientError as exc:
-                    if _code(exc) != "ExpiredIteratorException":
+                    if error_code(exc) != "ExpiredIteratorException":
                         raise
                     iterator = None
 
         def failed(exc: Exception, attempt: int) -> None:
             nonlocal iterator
-            throttled = isinstance(exc, botocore.exceptions.ClientError) and _code(exc) in (
+            throttled = isinstance(exc, botocore.exceptions.ClientError) and error_code(exc) in (
                 "ProvisionedThroughputExceededException", "LimitExceededException")
             if not throttled:
                 iterator = None

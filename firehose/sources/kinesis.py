@@ -32,7 +32,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,7 +47,7 @@ from firehose.retry import Backoff, retry_until
 from firehose.settings import KinesisSettings
 from firehose.sources.kpl import deaggregate
 from firehose.sources.leases import LeaseCoordinator, LeaseTable, later_checkpoint
-from firehose.sources.lineage import list_all_shards, read_in_lineage
+from firehose.sources.lineage import ShardReading, error_code, list_all_shards, read_in_lineage
 from firehose.spool import Spool, StreamSpool
 from firehose.spool import entry as spool_entry
 
@@ -134,7 +134,7 @@ class SourceState:
     paused: bool = False
 
 
-class KinesisSource:
+class KinesisSource(ShardReading):
     def __init__(self, *, name: str, stream_arn: str, spool: Spool, stream: StreamSpool,
                  settings: KinesisSettings, client_factory: Callable[[], Any],
                  on_records: Callable[[int, int], None] | None = None,
@@ -145,6 +145,7 @@ class KinesisSource:
         call is throttled (ThrottledGetRecords, ...); ``on_behind(ms)`` with KinesisMillisBehindLatest,
         the largest over the shards being read, after each GetRecords; ``on_leases(n)`` with the number
         of leases held (with ``leases``), after each round of renewals."""
+        super().__init__(client_factory)
         self.name = name
         self.stream_arn = stream_arn
         self.stream_name = parse_stream_arn(stream_arn)[1]
@@ -152,8 +153,6 @@ class KinesisSource:
         self._stream = stream
         stream.log.keep_last = True  # its newest entry holds the checkpoints (``latest_checkpoints``)
         self._settings = settings
-        self._client_factory = client_factory
-        self._client: Any = None
         self._on_records = on_records
         self._on_throttled = on_throttled
         self._on_behind = on_behind
@@ -165,23 +164,19 @@ class KinesisSource:
         #: Failures still in force, by shard (None: listing shards), newest last; /readyz shows the newest.
         self._errors: dict[str | None, str] = {}
         self._append_lock = asyncio.Lock()
-        self._task: asyncio.Task[None] | None = None
-        self._readers: dict[str, asyncio.Task[None]] = {}
         self.state = SourceState()
 
     # -- lifecycle ---------------------------------------------------------------
 
     def start(self) -> None:
         self._checkpoints = latest_checkpoints(self._stream)
-        run = self._run() if self._lease_options is None else self._run_leased(self._lease_options)
-        self._task = asyncio.get_running_loop().create_task(run)
+        super().start()
+
+    def _main(self) -> Coroutine[Any, Any, None]:
+        return self._run() if self._lease_options is None else self._run_leased(self._lease_options)
 
     async def stop(self) -> None:
-        tasks = [t for t in (self._task, *self._readers.values()) if t is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self._readers.clear()
+        await super().stop()
         if self._leases is not None:  # let go, so other daemons take the shards at once, not after expiry
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._leases.release_all(self._checkpoints), timeout=5)
@@ -198,11 +193,6 @@ class KinesisSource:
             **({"leases": {"owner": self._leases.owner, "held": sorted(self._leases.held),
                            "table": self._leases.table.name}} if self._leases is not None else {}),
         }
-
-    async def _call(self, method: str, **kwargs: Any) -> Any:
-        if self._client is None:
-            self._client = await asyncio.to_thread(self._client_factory)
-        return await asyncio.to_thread(getattr(self._client, method), **kwargs)
 
     # -- shard discovery -----------------------------------------------------------
 
@@ -282,7 +272,7 @@ class KinesisSource:
                                             StartingSequenceNumber=checkpoint)
                 return str(response["ShardIterator"])
             except botocore.exceptions.ClientError as exc:
-                if _code(exc) != "InvalidArgumentException":
+                if error_code(exc) != "InvalidArgumentException":
                     raise
                 log.error("The checkpoint is not valid for the shard (was the Kinesis stream re-created?); "
                           "reading the shard from its trim horizon.",
@@ -307,7 +297,7 @@ class KinesisSource:
                     started = time.monotonic()
                     return await self._call("get_records", ShardIterator=iterator, Limit=10000)
                 except botocore.exceptions.ClientError as exc:
-                    if _code(exc) != "ExpiredIteratorException":
+                    if error_code(exc) != "ExpiredIteratorException":
                         raise
                     iterator = None  # not a failure: a fresh iterator, at once
 
@@ -315,7 +305,7 @@ class KinesisSource:
             nonlocal iterator
             if isinstance(exc, _LeaseLost):
                 raise exc
-            if isinstance(exc, botocore.exceptions.ClientError) and _code(exc) in _THROTTLED:
+            if isinstance(exc, botocore.exceptions.ClientError) and error_code(exc) in _THROTTLED:
                 if self._on_throttled is not None:
                     self._on_throttled(exc.operation_name)
                 return  # the same iterator, after the backoff
@@ -405,10 +395,6 @@ class KinesisSource:
         """What failed at ``shard_id`` (or listing) works again: /readyz shows what still fails, if anything."""
         if self._errors.pop(shard_id, None) is not None:
             self.state.last_error = next(reversed(self._errors.values()), None)
-
-
-def _code(exc: botocore.exceptions.ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
 
 
 def _millis(value: Any) -> int:

@@ -1,8 +1,8 @@
-"""Reading a Kinesis stream's shards in lineage order: a shard is read once its parents are finished.
+"""Reading a Kinesis stream shard by shard, in lineage order: a shard is read once its parents are finished.
 
 Shared by the delivery streams that read a Kinesis stream (``kinesis.py``) and SQL applications
 (``firehose.analytics.inputs``): records of one partition key keep their order across a reshard. Parents no
-longer listed (past retention) count as finished.
+longer listed (past retention) count as finished. ``ShardReading`` is what both readers are made of.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
+
+import botocore.exceptions
 
 #: How long one round waits for a shard reader to finish before the shards are listed again.
 LIST_INTERVAL_S = 10.0
@@ -48,3 +50,39 @@ async def list_all_shards(call: Callable[..., Awaitable[Any]], stream_arn: str) 
         response = await call("list_shards", NextToken=response["NextToken"])
         shards.extend(response["Shards"])
     return shards
+
+
+def error_code(exc: botocore.exceptions.ClientError) -> str:
+    """The AWS error type of a failed call (``ExpiredIteratorException``, ...)."""
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+class ShardReading:
+    """A Kinesis stream read shard by shard: one boto3 client, made in a thread on first use (making one
+    takes a tenth of a second); every call in a thread (boto3 blocks); one task that lists the shards
+    (``_main``) and one per shard being read (``_readers``), started and stopped together."""
+
+    def __init__(self, client_factory: Callable[[], Any]) -> None:
+        self._client_factory = client_factory
+        self._client: Any = None
+        self._task: asyncio.Task[None] | None = None
+        self._readers: dict[str, asyncio.Task[Any]] = {}
+
+    def _main(self) -> Coroutine[Any, Any, None]:
+        """The task that lists the shards and starts their readers."""
+        raise NotImplementedError
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._main())
+
+    async def stop(self) -> None:
+        tasks = [t for t in (self._task, *self._readers.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._readers.clear()
+
+    async def _call(self, method: str, **kwargs: Any) -> Any:
+        if self._client is None:
+            self._client = await asyncio.to_thread(self._client_factory)
+        return await asyncio.to_thread(getattr(self._client, method), **kwargs)
