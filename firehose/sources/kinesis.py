@@ -231,7 +231,10 @@ class KinesisSource(ShardReading):
                     failures += 1
                     self._note_error("Could not list the shards or balance the leases; retrying.", exc, failures)
                 next_round = time.monotonic() + leases.duration
-            for shard_id, lease in list(leases.held.items()):
+            for shard_id in [k for k in leases.handing_over if k not in self._readers]:  # its reader has stopped
+                with contextlib.suppress(botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
+                    await leases.hand_over(shard_id, self._checkpoints.get(shard_id))
+            for shard_id, lease in leases.readable().items():
                 if shard_id in self._finished:  # read to its end; letting go of the lease failed
                     with contextlib.suppress(botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
                         await leases.finish(shard_id)

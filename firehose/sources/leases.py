@@ -13,6 +13,8 @@ tools (and anyone who knows them) can read it:
                                    ``SHARD_END`` once a closed shard was read to its end
 ``checkpointSubSequenceNumber``    0 (whole Kinesis records are checkpointed, KPL aggregates included)
 ``ownerSwitchesSinceCheckpoint``   raised by every takeover, reset by a checkpoint
+``checkpointOwner`` (S)            during a handoff (KCL 3.x): the previous owner, until it has written its
+                                   final checkpoint
 ``parentShardId`` (SS)             the shard's parents, when it has any
 ``startingHashKey``/``endingHashKey``  the shard's hash key range
 =================================  ========================================================================
@@ -32,6 +34,13 @@ live lease. It takes unowned and expired leases first, and when there are none, 
 round from the daemon holding the most, when that daemon holds more than the target (the KCL's
 default), so a daemon that joins gets its share within a few rounds without leases thrashing.
 
+**Graceful handoff** (the KCL 3.x protocol). A steal makes the thief the ``leaseOwner`` and the victim
+the ``checkpointOwner``. The victim learns it at its next renewal, stops reading the shard, writes its
+final checkpoint and clears ``checkpointOwner``; only then does the thief start reading, from that
+checkpoint, so a rebalance reads nothing twice. A victim that does not answer within a lease duration
+(dead, or a version without handoffs) is not waited for: the thief clears ``checkpointOwner`` itself
+and reads from the checkpoint the table has.
+
 **Lineage.** A shard's lease is taken only once every parent still in the table is at ``SHARD_END``,
 so records of one partition key keep their order across a reshard, whichever daemon reads which shard.
 
@@ -44,6 +53,7 @@ daemon nothing is read twice: it resumes at the later of its spool's checkpoint 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import random
@@ -90,6 +100,8 @@ class Lease:
     owner: str | None = None
     parents: frozenset[str] = frozenset()
     owner_switches: int = 0
+    #: The previous owner while a handoff is under way (it has yet to write its final checkpoint).
+    checkpoint_owner: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -101,7 +113,8 @@ class Lease:
                    checkpoint=item.get("checkpoint", {}).get("S", TRIM_HORIZON),
                    owner=item.get("leaseOwner", {}).get("S"),
                    parents=frozenset(item.get("parentShardId", {}).get("SS", ())),
-                   owner_switches=int(item.get("ownerSwitchesSinceCheckpoint", {}).get("N", "0")))
+                   owner_switches=int(item.get("ownerSwitchesSinceCheckpoint", {}).get("N", "0")),
+                   checkpoint_owner=item.get("checkpointOwner", {}).get("S"))
 
 
 class LeaseTable:
@@ -163,13 +176,43 @@ class LeaseTable:
             item["endingHashKey"] = {"S": hash_range["EndingHashKey"]}
         return self._write(self.client.put_item, Item=item, ConditionExpression="attribute_not_exists(leaseKey)")
 
+    def get(self, key: str) -> Lease | None:
+        item = self.client.get_item(TableName=self.name, Key={"leaseKey": {"S": key}}, ConsistentRead=True).get("Item")
+        return Lease.from_item(item) if item else None
+
     def take(self, lease: Lease, owner: str) -> Lease | None:
-        """``lease`` owned by ``owner``, if nobody wrote it since it was read."""
+        """``lease`` owned by ``owner``, if nobody wrote it since it was read (a handoff under way is ended)."""
         done = self._update(lease, "SET leaseOwner = :me, leaseCounter = leaseCounter + :one, "
-                                   "ownerSwitchesSinceCheckpoint = ownerSwitchesSinceCheckpoint + :one",
+                                   "ownerSwitchesSinceCheckpoint = ownerSwitchesSinceCheckpoint + :one "
+                                   "REMOVE checkpointOwner",
                             {":me": {"S": owner}}, owned_by=None)
-        return replace(lease, owner=owner, counter=lease.counter + 1,
-                       owner_switches=lease.owner_switches + 1) if done else None
+        return replace(lease, owner=owner, counter=lease.counter + 1, owner_switches=lease.owner_switches + 1,
+                       checkpoint_owner=None) if done else None
+
+    def steal(self, lease: Lease, owner: str) -> Lease | None:
+        """``lease`` owned by ``owner``, its live owner asked to hand it over (``checkpointOwner``)."""
+        assert lease.owner is not None
+        done = self._update(lease, "SET leaseOwner = :me, checkpointOwner = :victim, "
+                                   "leaseCounter = leaseCounter + :one, "
+                                   "ownerSwitchesSinceCheckpoint = ownerSwitchesSinceCheckpoint + :one",
+                            {":me": {"S": owner}, ":victim": {"S": lease.owner}}, owned_by=lease.owner)
+        return replace(lease, owner=owner, counter=lease.counter + 1, owner_switches=lease.owner_switches + 1,
+                       checkpoint_owner=lease.owner) if done else None
+
+    def hand_over(self, key: str, previous: str, checkpoint: str | None) -> bool:
+        """The previous owner's last word in a handoff: its final checkpoint (when it has a later one), and
+        ``checkpointOwner`` cleared. The counter is left alone: the new owner's renewals go on."""
+        values: dict[str, Any] = {":me": {"S": previous}}
+        expression = "REMOVE checkpointOwner"
+        if checkpoint is not None:
+            expression = "SET checkpoint = :cp, checkpointSubSequenceNumber = :zero " + expression
+            values.update({":cp": {"S": checkpoint}, ":zero": {"N": "0"}})
+        return self._write(self.client.update_item, Key={"leaseKey": {"S": key}}, UpdateExpression=expression,
+                           ConditionExpression="checkpointOwner = :me", ExpressionAttributeValues=values)
+
+    def end_handoff(self, lease: Lease, owner: str) -> bool:
+        """The new owner stops waiting for an absent previous owner: ``checkpointOwner`` cleared."""
+        return self._update(lease, "REMOVE checkpointOwner", {}, owned_by=owner)
 
     def renew(self, lease: Lease, owner: str, checkpoint: str | None) -> Lease | None:
         """Renewed (and checkpointed at ``checkpoint`` when given), if ``owner`` still holds it."""
@@ -185,7 +228,7 @@ class LeaseTable:
         """Checkpointed at ``checkpoint`` (``SHARD_END`` for a finished shard) and left unowned, for the
         next daemon to take at once; False if ``owner`` no longer held it."""
         return self._update(lease, "SET leaseCounter = leaseCounter + :one, checkpoint = :cp, "
-                                   "checkpointSubSequenceNumber = :zero REMOVE leaseOwner",
+                                   "checkpointSubSequenceNumber = :zero REMOVE leaseOwner, checkpointOwner",
                             {":cp": {"S": checkpoint}, ":zero": {"N": "0"}}, owned_by=owner)
 
     def delete(self, lease: Lease) -> bool:
@@ -253,13 +296,22 @@ class LeaseCoordinator:
     leases: dict[str, Lease] = field(default_factory=dict)
     _renewed: dict[str, float] = field(default_factory=dict)
     _seen: dict[str, _Sighting] = field(default_factory=dict)
+    #: Leases stolen whose previous owner has not handed over yet, and since when (this daemon's clock).
+    _waiting: dict[str, float] = field(default_factory=dict)
+    #: Leases this daemon must hand over, by the new owner: once its reader has stopped (``hand_over``).
+    handing_over: dict[str, str] = field(default_factory=dict)
 
     @property
     def renew_interval(self) -> float:
         return self.duration / 3
 
     def holds(self, shard: str) -> bool:
-        return shard in self.held
+        """Whether this daemon may read ``shard`` now (a stolen lease waits for its handoff)."""
+        return shard in self.held and shard not in self._waiting
+
+    def readable(self) -> dict[str, Lease]:
+        """The leases whose shards this daemon reads."""
+        return {k: lease for k, lease in self.held.items() if k not in self._waiting}
 
     async def open(self, create: bool) -> None:
         await asyncio.to_thread(self.table.ensure, create)
@@ -285,7 +337,7 @@ class LeaseCoordinator:
         for key, mine in list(self.held.items()):
             lease = self.leases.get(key)
             if lease is None or lease.owner != self.owner or lease.counter != mine.counter:
-                self._lose(key, "another daemon took the lease")
+                self._lost_to(key, lease)
 
     def eligible(self, lease: Lease) -> bool:
         """Not finished, and every parent still in the table finished (children after parents)."""
@@ -327,10 +379,13 @@ class LeaseCoordinator:
                 need -= 1
         if need > 0 and not free and live:
             victim, theirs = max(live.items(), key=lambda item: len(item[1]))
-            if len(theirs) > target:
+            if len(theirs) > target and not self._waiting:  # one handoff at a time
                 lease = random.choice(theirs)
-                if await self._take(lease):
-                    log.info("Took a lease from a daemon holding more than its share.",
+                stolen = await asyncio.to_thread(self.table.steal, lease, self.owner)
+                if stolen is not None:
+                    self._hold(stolen)
+                    self._waiting[lease.key] = self.clock()
+                    log.info("Took a lease from a daemon holding more than its share; it hands the shard over.",
                              extra={"lease_table": self.table.name, "shard": lease.key, "from": victim})
                     taken.append(lease.key)
         return taken
@@ -350,10 +405,51 @@ class LeaseCoordinator:
                     self._lose(key, f"could not renew it for {self.duration:g} s ({type(exc).__name__}: {exc})")
                 continue
             if renewed is None:
-                self._lose(key, "another daemon took the lease")
+                try:
+                    current = await asyncio.to_thread(self.table.get, key)
+                except Exception:  # unreachable again: lost all the same, without a handoff
+                    current = None
+                self._lost_to(key, current)
             elif key in self.held:
                 self.held[key] = renewed
                 self._renewed[key] = self.clock()
+        await self._await_handoffs()
+
+    async def _await_handoffs(self) -> None:
+        """Stolen leases: ready once the previous owner cleared ``checkpointOwner`` (its final checkpoint is
+        then in the table), or once it has not done so for a whole duration."""
+        for key, since in list(self._waiting.items()):
+            mine = self.held.get(key)
+            if mine is None:
+                self._waiting.pop(key, None)
+                continue
+            try:
+                await self._await_handoff(key, since, mine)
+            except Exception as exc:  # DynamoDB unreachable: asked again at the next renewal
+                log.warning("Could not check a lease's handoff; trying again.",
+                            extra={"lease_table": self.table.name, "shard": key, "error": f"{exc}"})
+
+    async def _await_handoff(self, key: str, since: float, mine: Lease) -> None:
+        lease = await asyncio.to_thread(self.table.get, key)
+        if lease is None or lease.owner != self.owner:
+            return  # the next renewal finds it lost
+        if lease.checkpoint_owner is None:
+            self.held[key] = replace(mine, checkpoint=lease.checkpoint, checkpoint_owner=None)
+            del self._waiting[key]
+        elif self.clock() - since > self.duration and await asyncio.to_thread(self.table.end_handoff, mine,
+                                                                               self.owner):
+            log.warning("The previous owner of a lease did not hand it over; reading from the table's "
+                        "checkpoint.", extra={"lease_table": self.table.name, "shard": key,
+                                              "from": lease.checkpoint_owner})
+            self.held[key] = replace(mine, checkpoint=lease.checkpoint, checkpoint_owner=None)
+            del self._waiting[key]
+
+    async def hand_over(self, key: str, checkpoint: str | None) -> None:
+        """This daemon's reader of ``key`` has stopped: write its final checkpoint and let the new owner read
+        (raises when DynamoDB cannot be reached: the handoff stays pending, and is tried again)."""
+        if key in self.handing_over:
+            await asyncio.to_thread(self.table.hand_over, key, self.owner, checkpoint)
+            self.handing_over.pop(key, None)
 
     async def finish(self, shard: str) -> None:
         """The shard was read to its end: ``SHARD_END``, and the lease let go (its children are next)."""
@@ -363,7 +459,11 @@ class LeaseCoordinator:
             await asyncio.to_thread(self.table.let_go, lease, self.owner, SHARD_END)
 
     async def release_all(self, checkpoints: Mapping[str, str]) -> None:
-        """On a clean stop: checkpoint and let go of every lease, so other daemons take them at once."""
+        """On a clean stop: checkpoint and let go of every lease, so other daemons take them at once, and
+        finish the handoffs asked of this daemon."""
+        for key in list(self.handing_over):
+            with contextlib.suppress(Exception):
+                await self.hand_over(key, checkpoints.get(key))
         held, self.held = self.held, {}
         self._renewed.clear()
         for key, lease in held.items():
@@ -378,12 +478,25 @@ class LeaseCoordinator:
         taken = await asyncio.to_thread(self.table.take, lease, self.owner)
         if taken is None:
             return False
-        self.held[lease.key] = self.leases[lease.key] = taken
-        self._renewed[lease.key] = self.clock()
-        self._seen[lease.key] = _Sighting(taken.counter, self.clock())
+        self._hold(taken)
         return True
 
+    def _hold(self, lease: Lease) -> None:
+        self.held[lease.key] = self.leases[lease.key] = lease
+        self._renewed[lease.key] = self.clock()
+        self._seen[lease.key] = _Sighting(lease.counter, self.clock())
+
+    def _lost_to(self, key: str, lease: Lease | None) -> None:
+        """A lease this daemon held was written by another: handed over if it asks for a handoff."""
+        if lease is not None and lease.owner is not None and lease.checkpoint_owner == self.owner:
+            if key in self.held:
+                self.handing_over[key] = lease.owner
+            self._lose(key, f"handing it over to {lease.owner}")
+        else:
+            self._lose(key, "another daemon took the lease")
+
     def _lose(self, key: str, why: str) -> None:
+        self._waiting.pop(key, None)
         if self.held.pop(key, None) is None:
             return
         self._renewed.pop(key, None)

@@ -79,19 +79,37 @@ def test_the_table_has_the_kcl_schema(table: LeaseTable) -> None:
     assert key_schema == [{"AttributeName": "leaseKey", "KeyType": "HASH"}]
 
 
-def test_a_daemon_that_joins_takes_its_share_one_lease_a_round(table: LeaseTable) -> None:
+async def hand_over_all(c: LeaseCoordinator, checkpoints: dict[str, str]) -> list[str]:
+    """What a daemon's source does once the readers of the shards it must hand over have stopped."""
+    keys = list(c.handing_over)
+    for key in keys:
+        await c.hand_over(key, checkpoints.get(key))
+    return keys
+
+
+def test_a_daemon_that_joins_takes_its_share_one_graceful_handoff_a_round(table: LeaseTable) -> None:
+    """The KCL 3.x handoff: the thief reads a stolen shard only once the victim has stopped reading it and
+    written its final checkpoint, so a rebalance reads nothing twice."""
     async def run() -> None:
         clock, listed, lost_a = Clock(), shards(8), []
         a = coordinator(table, "node-a", clock, lost_a)
         assert len(await round_of(a, listed)) == 8  # alone: every lease
+        spooled = {key: str(500 + i) for i, key in enumerate(sorted(listed))}  # a has read further since
         b = coordinator(table, "node-b", clock)
         rounds = 0
-        while len(b.held) < 4:
+        while len(b.held) < 4 or b.readable() != b.held:
             rounds += 1
             assert rounds <= 8
-            assert len(await round_of(b, listed)) == 1  # steals one per round, from the daemon with too many
+            [stolen] = await round_of(b, listed)  # steals one per round, from the daemon with too many
+            assert not b.holds(stolen) and table.get(stolen).checkpoint_owner == "node-a"  # b waits
+            await round_of(b, listed)
+            assert len(b.held) == rounds and not b.holds(stolen)  # no second steal while one waits
             clock.now += 1
-            await a.renew({})  # the victim learns at its next renewal
+            await a.renew(spooled)  # the victim learns at its next renewal and stops reading ...
+            assert not a.holds(stolen) and a.handing_over == {stolen: "node-b"}
+            assert await hand_over_all(a, spooled) == [stolen]  # ... then writes its last checkpoint
+            await b.renew({})
+            assert b.holds(stolen) and b.held[stolen].checkpoint == spooled[stolen]  # b reads from there
         assert rounds == 4
         await round_of(b, listed)
         assert len(b.held) == 4  # at its target: no more stealing
@@ -99,6 +117,29 @@ def test_a_daemon_that_joins_takes_its_share_one_lease_a_round(table: LeaseTable
         assert set(a.held) | set(b.held) == set(listed)
         assert not set(a.held) & set(b.held)
         assert sorted(lost_a) == sorted(b.held)
+        assert all(lease.checkpoint_owner is None for lease in table.scan().values())
+
+    asyncio.run(run())
+
+
+def test_a_thief_stops_waiting_for_a_victim_that_does_not_hand_over(table: LeaseTable) -> None:
+    async def run() -> None:
+        clock, listed = Clock(), shards(2)
+        a = coordinator(table, "node-a", clock)
+        await round_of(a, listed)
+        await a.renew({key: "7" for key in listed})
+        b = coordinator(table, "node-b", clock)
+        [stolen] = await round_of(b, listed)
+        clock.now += DURATION - 1
+        await b.renew({})
+        assert not b.holds(stolen)  # within a duration: still waiting for a
+        clock.now += 2
+        await b.renew({})
+        assert b.holds(stolen) and b.held[stolen].checkpoint == "7"  # the table's checkpoint
+        assert table.get(stolen).checkpoint_owner is None
+        await a.renew({key: "9" for key in listed})  # a, back late, finds the lease gone: nothing to hand over
+        assert stolen not in a.held and a.handing_over == {}
+        assert table.get(stolen).checkpoint == "7"  # its late checkpoint never lands
 
     asyncio.run(run())
 
@@ -111,11 +152,13 @@ def test_a_dead_daemons_leases_are_taken_over_at_its_checkpoints(table: LeaseTab
         checkpoints = {key: str(100 + i) for i, key in enumerate(sorted(listed))}
         await a.renew(checkpoints)  # a's records up to these are in its spool
         b = coordinator(table, "node-b", clock)
-        for _ in range(3):  # a is alive: b steals, a renews
+        for _ in range(3):  # a is alive: b steals, a renews and hands over
             await round_of(b, listed)
             clock.now += 1
             await a.renew(checkpoints)
-        assert len(b.held) == 2 and len(a.held) == 2
+            await hand_over_all(a, checkpoints)
+            await b.renew({})
+        assert len(b.held) == 2 and len(a.held) == 2 and b.readable() == b.held
         # a stops renewing (killed). Within a duration of b seeing its last renewal, its leases are live for b
         await round_of(b, listed)
         clock.now += DURATION - 1
