@@ -174,6 +174,8 @@ class Delivery:
             else None
         self._judged = (extra["auth_failure"], extra["delivery_rejected"]) if "auth_failure" in extra else None
         self._ack_latency = extra.get("data_ack_latency")
+        self._rows = (extra["incoming_rows"], extra["successful_rows"], extra["failed_rows"]) \
+            if "incoming_rows" in extra else None
 
     @property
     def counts_processed(self) -> bool:
@@ -185,6 +187,17 @@ class Delivery:
             self._success.inc(successes)
             self._attempts.inc(attempts)
             self.ratio.add(successes, attempts)
+
+    def rows(self, incoming: int, successful: int) -> None:
+        """An attempt's rows (Iceberg's ``IncomingRowCount`` and ``SuccessfulRowCount``)."""
+        if self._rows is not None:
+            self._rows[0].inc(incoming)
+            self._rows[1].inc(successful)
+
+    def rows_failed(self, failed: int) -> None:
+        """Rows sent to the error output (Iceberg's ``FailedRowCount``)."""
+        if self._rows is not None:
+            self._rows[2].inc(failed)
 
     def processed(self, records: int, size: int) -> None:
         """Records and bytes an attempt sent, retries included (``DeliveryToHttpEndpoint.Processed*``)."""
@@ -408,6 +421,16 @@ class Metrics:
                 f["delivery_rejected"] = Gauge(
                     f"{name}_delivery_rejected", f"DeliveryTo{cw}.DeliveryRejected: 1 when the last attempt had "
                     "documents refused for good (they go to the error output), else 0.", ds, registry=self.registry)
+            elif family == "iceberg":
+                f["incoming_rows"] = Counter(
+                    f"{name}_incoming_rows", f"DeliveryTo{cw}.IncomingRowCount: rows attempted, retries included.",
+                    ds, registry=self.registry)
+                f["successful_rows"] = Counter(
+                    f"{name}_successful_rows", f"DeliveryTo{cw}.SuccessfulRowCount: rows committed to tables.", ds,
+                    registry=self.registry)
+                f["failed_rows"] = Counter(
+                    f"{name}_failed_rows", f"DeliveryTo{cw}.FailedRowCount: rows sent to the error output.", ds,
+                    registry=self.registry)
             elif family == "splunk":
                 f["data_ack_latency"] = Histogram(
                     f"{name}_data_ack_latency_seconds", f"DeliveryTo{cw}.DataAckLatency: time from sending a "
@@ -426,7 +449,8 @@ class Metrics:
 
 
 #: The keys of ``delivery_families`` that only some families have (see ``Delivery``).
-_OWN = frozenset({"processed_records", "processed_bytes", "auth_failure", "delivery_rejected", "data_ack_latency"})
+_OWN = frozenset({"processed_records", "processed_bytes", "auth_failure", "delivery_rejected", "data_ack_latency",
+                  "incoming_rows", "successful_rows", "failed_rows"})
 
 _CLOUDWATCH_NAMES = {
     "s3": "S3", "redshift": "Redshift", "splunk": "Splunk", "http_endpoint": "HttpEndpoint",

@@ -684,6 +684,7 @@ class Deliverer:
             assert self._store is not None, "record destinations have an object store"
             await self._errors.failed(self._store, self._config.encoding, str(seal.meta["error_key"]),
                                       self._destination.error_output_type, batch_records, failed, on_failure)
+            self._figures(self._destination.name, self._destination.error_output_type).rows_failed(len(failed))
             some = next(iter(failed.values()))[0]
             self._activity.failed(self._destination.error_output_type, len(failed),
                                   f"{some.code or 'error'}: {some.reason}")
@@ -768,6 +769,7 @@ class Deliverer:
             figures.attempted(0 if not_taken else 1, 1)
         else:
             figures.attempted(n - len(not_taken), n)
+        figures.rows(n, n - len(not_taken))
         if figures.counts_processed:
             figures.processed(n, batch.total_bytes())
         figures.judged(auth_failed=outcome.auth_failed, rejected=bool(outcome.rejected))

@@ -9,9 +9,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 from botocore.exceptions import ClientError
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.config import write_config
 from tests.support.delivered import list_objects, read_local
@@ -307,3 +309,9 @@ def test_a_tables_own_error_prefix_takes_its_records_that_do_not_fit(start_daemo
     assert len(orders) == 1 and len(refunds) == 1, sorted(objects)
     assert b"not a number" in base64.b64decode(orjson.loads(objects[orders[0]].splitlines()[0])["rawData"])
     assert [doc["errorCode"] for doc in error_docs(tmp_path / "out")] == ["Iceberg.TypeMismatch"]
+    # DeliveryToIceberg.IncomingRowCount / SuccessfulRowCount / FailedRowCount
+    samples = {s.name: s.value for family in text_string_to_metric_families(httpx.get(f"{d.endpoint}/metrics").text)
+               for s in family.samples if s.labels.get("delivery_stream") == "ice"}
+    assert samples["firehose_delivery_to_iceberg_incoming_rows_total"] == 4
+    assert samples["firehose_delivery_to_iceberg_successful_rows_total"] == 2
+    assert samples["firehose_delivery_to_iceberg_failed_rows_total"] == 2
