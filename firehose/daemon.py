@@ -712,6 +712,11 @@ class Daemon:
                 raise ConfigError(f"{self.config.source}: delivery stream {definition.delivery_stream_name!r}: "
                                   f"{exc}") from exc
         check_declared(self.config.applications, self.config.source)
+        if self.config.applications and self.settings.cluster.mode == "fleet":
+            log.warning("SQL applications run on every node of a fleet: each node reads their inputs and "
+                        "writes their outputs (docs/scaling.md). Run them in one daemon of their own "
+                        "(cluster.mode: single) instead.",
+                        extra={"applications": len(self.config.applications), "node": self.settings.node_id})
         declared = self.config.by_account()
         for account in [*stored_accounts(self.settings.state_dir), *declared]:
             self.catalogs.get(account)

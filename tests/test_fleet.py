@@ -174,3 +174,22 @@ def test_node_ids_are_stable_per_state_directory_and_distinct_between_them(tmp_p
     assert Settings(state_dir=tmp_path / "a", cluster={"node_id": "web-7"}).node_id == "web-7"
     with pytest.raises(ValueError):
         Settings(cluster={"node_id": "no spaces/allowed"})
+
+
+def test_a_fleet_node_with_sql_applications_warns_that_every_node_runs_them(tmp_path: Path) -> None:
+    """SQL applications are not shared between the nodes of a fleet: the daemon says so at start."""
+    import yaml
+
+    from tests.support.repo import REPO
+
+    example = yaml.safe_load((REPO / "config" / "examples" / "sql-application.yaml").read_text())
+    config = {**example, "port": free_port(), "state_dir": str(tmp_path / "state"),
+              "buckets": {"stats": {"directory": str(tmp_path / "stats")}}, "cluster": {"mode": "fleet"},
+              "kinesis": {**example["kinesis"], "port": free_port()}}
+    path = tmp_path / "fleet.yaml"
+    path.write_text(yaml.safe_dump(config))
+    node = DaemonProcess(path, config["port"], tmp_path / "node.log").start()
+    try:
+        wait_until(lambda: "SQL applications run on every node of a fleet" in node.log_path.read_text(), timeout=10)
+    finally:
+        node.stop()
