@@ -73,9 +73,13 @@ def direct(broker: KafkaBroker, topic: str, records: int, out: Path | None) -> d
     """confluent-kafka reading the topic in a group of its own; ``out``: also write every value there."""
     from confluent_kafka import Consumer
 
+    # The fetch settings the daemon's consumer uses (``sources/kafka.consumer_config``): with librdkafka's
+    # defaults (fetch.queue.backoff.ms 1000, fetch.wait.max.ms 500) a client that fills its queue stalls
+    # for up to a second at a time, which made the direct figure swing between about 0.55M and 1.4M/s.
     consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": f"bench-{uuid.uuid4().hex}",
                          "auto.offset.reset": "earliest", "enable.auto.commit": False,
-                         "session.timeout.ms": 6000, "heartbeat.interval.ms": 1000})
+                         "session.timeout.ms": 6000, "heartbeat.interval.ms": 1000,
+                         "fetch.wait.max.ms": 50, "fetch.queue.backoff.ms": 20})
     consumer.subscribe([topic])
     sink = open(out, "wb") if out is not None else None  # noqa: SIM115
     n = size = 0
