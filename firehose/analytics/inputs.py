@@ -128,25 +128,9 @@ class KinesisReader(ShardReading):
             await read_in_lineage(listed, self._readers, self._finished, self._read_shard)
 
     async def _iterator(self, shard_id: str, after: str | None) -> str:
-        base = {"StreamARN": self.arn, "ShardId": shard_id}
-        if after is not None:
-            try:
-                response = await self._call("get_shard_iterator", **base, ShardIteratorType="AFTER_SEQUENCE_NUMBER",
-                                            StartingSequenceNumber=after)
-                return str(response["ShardIterator"])
-            except botocore.exceptions.ClientError as exc:
-                if error_code(exc) != "InvalidArgumentException":
-                    raise
-                log.error("The checkpoint is not valid for the shard (was the stream re-created?); reading the "
-                          "shard from its trim horizon.", extra={"application": self._name, "shard": shard_id})
-                response = await self._call("get_shard_iterator", **base, ShardIteratorType=TRIM_HORIZON)
-                return str(response["ShardIterator"])
-        if self._positions.get("start") == NOW:
-            response = await self._call("get_shard_iterator", **base, ShardIteratorType="AT_TIMESTAMP",
-                                        Timestamp=self._positions["since_ms"] / 1000)
-        else:
-            response = await self._call("get_shard_iterator", **base, ShardIteratorType=TRIM_HORIZON)
-        return str(response["ShardIterator"])
+        fresh: dict[str, Any] = {"ShardIteratorType": "AT_TIMESTAMP", "Timestamp": self._positions["since_ms"] / 1000} \
+            if self._positions.get("start") == NOW else {"ShardIteratorType": TRIM_HORIZON}
+        return await self._shard_iterator(self.arn, shard_id, after, fresh, {"application": self._name})
 
     async def _read_shard(self, shard_id: str) -> None:
         """Read one shard until it is closed and read to its end (then return), or forever."""

@@ -267,22 +267,8 @@ class KinesisSource(ShardReading):
     # -- reading a shard -----------------------------------------------------------
 
     async def _iterator(self, shard_id: str) -> str:
-        checkpoint = self._checkpoints.get(shard_id)
-        if checkpoint is not None:
-            try:
-                response = await self._call("get_shard_iterator", StreamARN=self.stream_arn, ShardId=shard_id,
-                                            ShardIteratorType="AFTER_SEQUENCE_NUMBER",
-                                            StartingSequenceNumber=checkpoint)
-                return str(response["ShardIterator"])
-            except botocore.exceptions.ClientError as exc:
-                if error_code(exc) != "InvalidArgumentException":
-                    raise
-                log.error("The checkpoint is not valid for the shard (was the Kinesis stream re-created?); "
-                          "reading the shard from its trim horizon.",
-                          extra={"stream": self.name, "shard": shard_id, "checkpoint": checkpoint})
-        response = await self._call("get_shard_iterator", StreamARN=self.stream_arn, ShardId=shard_id,
-                                    ShardIteratorType="TRIM_HORIZON")
-        return str(response["ShardIterator"])
+        return await self._shard_iterator(self.stream_arn, shard_id, self._checkpoints.get(shard_id),
+                                          {"ShardIteratorType": "TRIM_HORIZON"}, {"stream": self.name})
 
     async def _read_shard(self, shard_id: str) -> bool:
         """Read one shard until it is closed and read to its end (True), its lease is lost (False), or forever."""

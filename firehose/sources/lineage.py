@@ -8,10 +8,13 @@ longer listed (past retention) count as finished. ``ShardReading`` is what both 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import botocore.exceptions
+
+log = logging.getLogger("firehose.sources")
 
 #: How long one round waits for a shard reader to finish before the shards are listed again.
 LIST_INTERVAL_S = 10.0
@@ -86,3 +89,24 @@ class ShardReading:
         if self._client is None:
             self._client = await asyncio.to_thread(self._client_factory)
         return await asyncio.to_thread(getattr(self._client, method), **kwargs)
+
+    async def _shard_iterator(self, stream_arn: str, shard_id: str, after: str | None,
+                              fresh: dict[str, Any], context: dict[str, Any]) -> str:
+        """A shard iterator just after ``after`` (a checkpoint); with none, at ``fresh`` (GetShardIterator's
+        ``ShardIteratorType`` and its arguments). A checkpoint the shard does not know (the stream was
+        re-created) reads the shard from its trim horizon, said in the log with ``context``."""
+        base = {"StreamARN": stream_arn, "ShardId": shard_id}
+        if after is not None:
+            try:
+                response = await self._call("get_shard_iterator", **base, ShardIteratorType="AFTER_SEQUENCE_NUMBER",
+                                            StartingSequenceNumber=after)
+                return str(response["ShardIterator"])
+            except botocore.exceptions.ClientError as exc:
+                if error_code(exc) != "InvalidArgumentException":
+                    raise
+                log.error("The checkpoint is not valid for the shard (was the Kinesis stream re-created?); "
+                          "reading the shard from its trim horizon.",
+                          extra={**context, "shard": shard_id, "checkpoint": after})
+            fresh = {"ShardIteratorType": "TRIM_HORIZON"}
+        response = await self._call("get_shard_iterator", **base, **fresh)
+        return str(response["ShardIterator"])
