@@ -46,6 +46,8 @@ class KafkaBatch:
     #: The largest value taken as a record; larger ones go to the error output.
     limit: int
     datas: list[bytes] = field(default_factory=list)
+    #: ``len`` of every one of ``datas`` (measured once, when a run is checked against the limit).
+    lengths: list[int] = field(default_factory=list)
     arrivals: list[int] = field(default_factory=list)
     runs: list[list[int]] = field(default_factory=list)  # [partition, first offset, count]
     keys: list[str | None] = field(default_factory=list)
@@ -75,35 +77,41 @@ class KafkaBatch:
         if not messages:
             return
         partitions = list(map(Message.partition, messages))
-        offsets = list(map(Message.offset, messages))
         values = list(map(Message.value, messages))
-        stamps = list(map(Message.timestamp, messages))  # (kind, ms); kind 0: TIMESTAMP_NOT_AVAILABLE
+        stamps = list(map(Message.timestamp, messages))  # (kind, ms); kind 0: TIMESTAMP_NOT_AVAILABLE, ms -1
         arrivals = list(map(_second, stamps))
-        if 0 in map(_first, stamps) or min(arrivals) < 0:
+        if min(arrivals) < 0:  # librdkafka gives -1 for a message without a timestamp
             arrivals = [ts if kind != 0 and ts >= 0 else received for kind, ts in stamps]
         start = 0
         for p, group in itertools.groupby(partitions):
             end = start + len(list(group))
-            first, last = offsets[start], offsets[end - 1]
-            run = values[start:end]
+            # Offsets of one partition come in increasing order (librdkafka's guarantee; a seek drops what was
+            # fetched before it), so a run whose ends are count - 1 apart holds every offset between them.
+            first, last = messages[start].offset(), messages[end - 1].offset()
             if (p in assigned and p not in not_before and first > self.moved.get(p, positions.get(p, -1))
-                    and last - first == end - start - 1 and None not in run):
-                sizes = list(map(len, run))
-                if max(sizes) <= self.limit:
-                    self._take_run(p, first, messages[start:end], run, arrivals[start:end], sum(sizes))
+                    and last - first == end - start - 1):
+                run = values[start:end]
+                try:
+                    sizes = list(map(len, run))
+                except TypeError:  # a tombstone (no value): the per-message path makes it an empty record
+                    sizes = None
+                if sizes is not None and max(sizes) <= self.limit:
+                    self._take_run(p, first, messages[start:end], run, arrivals[start:end], sizes)
                     start = end
                     continue
             for i in range(start, end):
-                self._take_one(messages[i], p, offsets[i], values[i], arrivals[i], positions=positions,
-                               assigned=assigned, not_before=not_before)
+                m = messages[i]
+                self._take_one(m, p, m.offset(), values[i], arrivals[i], positions=positions, assigned=assigned,
+                               not_before=not_before)
             start = end
 
     def _take_run(self, p: int, first: int, messages: Sequence[Any], values: list[bytes], arrivals: list[int],
-                  size: int) -> None:
+                  sizes: list[int]) -> None:
         count = len(values)
         self.datas += values
+        self.lengths += sizes
         self.arrivals += arrivals
-        self.size += size
+        self.size += sum(sizes)
         run = self.runs[-1] if self.runs else None
         if run is not None and run[0] == p and run[1] + run[2] == first:
             run[2] += count
@@ -129,6 +137,7 @@ class KafkaBatch:
             return
         data = value if value is not None else b""  # a tombstone: an empty record
         self.datas.append(data)
+        self.lengths.append(len(data))
         self.arrivals.append(arrival)
         self.size += len(data)
         run = self.runs[-1] if self.runs else None
@@ -151,15 +160,17 @@ class KafkaBatch:
         """The entry's payload; ``checkpoints``: every partition's last offset once it is spooled. Records
         over the limit follow the data records as error documents (each its own run of one offset), in
         ``error_partition``; the data records are in ``data_partition``."""
-        datas, arrivals, runs = self.datas, self.arrivals, self.runs
+        datas, lengths, arrivals, runs = self.datas, self.lengths, self.arrivals, self.runs
         keys, headers = self.keys, self.headers
         parts: list[tuple[str, int, int]] = []
         if self.oversize:
             first = len(datas)
-            datas, arrivals, runs = [*datas], [*arrivals], [*runs]
+            datas, lengths, arrivals, runs = [*datas], [*lengths], [*arrivals], [*runs]
             keys, headers = [*keys], [*headers]
             for p, offset, value, arrival in self.oversize:
-                datas.append(oversize_document(value, arrival, p, offset))
+                document = oversize_document(value, arrival, p, offset)
+                datas.append(document)
+                lengths.append(len(document))
                 arrivals.append(arrival)
                 runs.append([p, offset, 1])
                 if self.keep:  # never shown to a Lambda
@@ -172,4 +183,4 @@ class KafkaBatch:
             kafka["keys"] = keys
             kafka["headers"] = headers
         return spool_entry.encode_kafka(datas, arrivals, kafka, {str(p): str(o) for p, o in checkpoints.items()},
-                                        parts)
+                                        parts, lengths=lengths)

@@ -48,7 +48,7 @@ import struct
 import sys
 from array import array
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from itertools import accumulate
 from typing import Any
 
@@ -105,10 +105,12 @@ def encode_sourced(records: Sequence[bytes], arrivals: Sequence[int], kinesis: S
 
 
 def encode_kafka(records: Sequence[bytes], arrivals: Sequence[int], kafka: Mapping[str, Any],
-                 checkpoints: Mapping[str, str], parts: Sequence[tuple[str, int, int]] = ()) -> list[bytes]:
+                 checkpoints: Mapping[str, str], parts: Sequence[tuple[str, int, int]] = (), *,
+                 lengths: Sequence[int] | None = None) -> list[bytes]:
     """Payload parts for a sourced entry of records read from a Kafka topic; ``kafka`` as ``kafka_record``
     reads it, ``checkpoints``: the last offset spooled per partition; ``parts``: ``[(partition id, start,
-    end)]`` when not every record is data of the default partition (none: all are)."""
+    end)]`` when not every record is data of the default partition (none: all are); ``lengths``: the
+    records' lengths, when the reader has them already."""
     head: dict[str, Any] = {"kafka": kafka, "checkpoints": dict(checkpoints)}
     if parts:
         head["parts"] = [list(p) for p in parts]
@@ -116,7 +118,7 @@ def encode_kafka(records: Sequence[bytes], arrivals: Sequence[int], kafka: Mappi
     # The records joined into one part: a copy of a few MiB here, on the reading thread, rather than a
     # part per record for the spool's writer to checksum, measure and hand to writev.
     return [_PROC_HEAD.pack(KIND_SOURCED, len(records), len(header)), header, _le(array("Q", arrivals)),
-            _le(array("I", map(len, records))), b"".join(records)]
+            _le(array("I", map(len, records) if lengths is None else lengths)), b"".join(records)]
 
 
 def kafka_record(kafka: Mapping[str, Any], index: int) -> tuple[int, int, str | None, list[Any] | None]:
@@ -161,6 +163,8 @@ class RecordEntry:
     """A decoded entry; record bytes are views into the buffer it was read from."""
 
     seq: int
+    #: The entry's arrival; for an entry with per-record ``arrivals``, the earliest of them (batches are
+    #: named by it at every seal, and an entry read from Kafka holds up to 50,000 arrivals).
     arrival_ms: int
     offsets: tuple[int, ...]  # count + 1 offsets into data
     data: memoryview
@@ -175,9 +179,6 @@ class RecordEntry:
     checkpoints: dict[str, str] | None = None
     #: The segment file and offset ``data`` starts at, when the entry was read from one.
     location: tuple[str, int] | None = None
-    #: The earliest arrival of all its records, once asked for (``first_arrival``): batches are named by it
-    #: at every seal, and an entry read from Kafka holds up to 50,000 per-record arrivals.
-    _first: int | None = field(default=None, init=False, compare=False, repr=False)
 
     @property
     def count(self) -> int:
@@ -210,10 +211,7 @@ class RecordEntry:
         if self.arrivals is None or end <= start:
             return self.arrival_ms
         if start == 0 and end == self.count:
-            if self._first is None:
-                object.__setattr__(self, "_first", min(self.arrivals))  # a cache: the entry itself is immutable
-            assert self._first is not None
-            return self._first
+            return self.arrival_ms
         return min(self.arrivals[start:end])
 
     def partition_ranges(self) -> tuple[tuple[str, int, int], ...]:

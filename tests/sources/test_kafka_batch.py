@@ -77,3 +77,16 @@ def test_a_batch_with_nothing_new_moves_nothing() -> None:
     batch.add([msg(0, 1), msg(0, 2)], positions={0: 2}, assigned={0}, not_before={}, received=RECEIVED,
               on_error=print)
     assert batch.moved == {} and batch.records == 0
+
+
+def test_a_tombstone_or_a_gap_inside_a_new_run_is_taken_message_by_message() -> None:
+    """A run is taken whole only when its ends are count - 1 apart and every message has a value; a
+    tombstone becomes an empty record and a compacted gap keeps each record's own offset."""
+    batch = KafkaBatch(topic="t", keep=False, limit=100)
+    batch.add([msg(0, 0, b"a"), msg(0, 1, None), msg(0, 2, b"ccc"), msg(1, 5, b"x"), msg(1, 9, b"yy")],
+              positions={}, assigned={0, 1}, not_before={}, received=RECEIVED, on_error=print)
+    assert batch.runs == [[0, 0, 3], [1, 5, 1], [1, 9, 1]]
+    assert batch.lengths == [1, 0, 3, 1, 2] and batch.size == 7
+    entry = entry_of(batch, {0: 2, 1: 9})
+    assert [r[:3] for r in records(entry)] == [(0, 0, b"a"), (0, 1, b""), (0, 2, b"ccc"), (1, 5, b"x"),
+                                               (1, 9, b"yy")]
