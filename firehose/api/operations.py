@@ -41,6 +41,7 @@ from firehose.errors import (
     ResourceNotFoundException,
     ServiceUnavailableException,
 )
+from firehose.frontdoor import wire
 from firehose.frontdoor.door import Caller, Check, Operation
 from firehose.frontdoor.quotas import Quotas
 from firehose.frontdoor.wire import epoch_seconds
@@ -167,6 +168,14 @@ _THROTTLED = ("ServiceUnavailableException", _SLOW_DOWN)
 _ID_SUFFIXES = [f"{i:04x}" for i in range(shapes.MAX_BATCH_RECORDS)]
 
 
+def _all_accepted(base: str, n: int, encrypted: bool) -> wire.JsonAnswer:
+    """PutRecordBatch's answer when all ``n`` records were accepted: record ids ``base`` + ``_ID_SUFFIXES``
+    (``base`` is hex, so nothing in it needs escaping)."""
+    ids = ('"},{"RecordId":"' + base).join(_ID_SUFFIXES[:n])
+    head = '{"FailedPutCount":0,"Encrypted":' + ("true" if encrypted else "false")
+    return wire.JsonAnswer((head + ',"RequestResponses":[{"RecordId":"' + base + ids + '"}]}').encode())
+
+
 async def _accept(svc: Services, state: StreamState, records: list[bytes], arrival_ms: int,
                   total: int) -> tuple[str, bool]:
     """Spool the records durably; returns the record-id prefix of their entry and whether it is encrypted.
@@ -203,7 +212,7 @@ def _admit(svc: Services, state: StreamState, good: list[bytes], slots: list[Slo
     return good[:admitted], slots
 
 
-async def put_record_batch(svc: Services, body: Body, check: Check) -> Body:
+async def put_record_batch(svc: Services, body: Body, check: Check) -> Body | wire.JsonAnswer:
     arrival_ms = now_ms()
     name, records = _put_batch_checks(body, check)
     n = len(records)
@@ -225,14 +234,13 @@ async def put_record_batch(svc: Services, body: Body, check: Check) -> Body:
     failed = n - len(good)
     if invalid:
         svc.metrics.failed_records.labels(name, "InvalidArgumentException").inc(invalid)
-    if slots is None:  # every record accepted, in order
-        responses = [{"RecordId": base + suffix} for suffix in _ID_SUFFIXES[:n]]
-    else:
-        responses = [
-            {"RecordId": base + _ID_SUFFIXES[slot]} if isinstance(slot, int)
-            else {"ErrorCode": slot[0], "ErrorMessage": slot[1]}
-            for slot in slots
-        ]
+    if slots is None:  # every record accepted, in order: the common answer, written directly
+        return _all_accepted(base, n, encrypted)
+    responses = [
+        {"RecordId": base + _ID_SUFFIXES[slot]} if isinstance(slot, int)
+        else {"ErrorCode": slot[0], "ErrorMessage": slot[1]}
+        for slot in slots
+    ]
     return {"FailedPutCount": failed, "Encrypted": encrypted, "RequestResponses": responses}
 
 

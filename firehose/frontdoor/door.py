@@ -68,7 +68,7 @@ class Caller:
     secure: bool = False
 
 
-Handler = Callable[..., Awaitable[Body | Streamed]]
+Handler = Callable[..., Awaitable[Body | wire.JsonAnswer | Streamed]]
 #: Given to self-validating operations: checks the whole request against the model (``skip``: member paths
 #: the operation checks itself), raising the validator's error.
 Check = Callable[..., None]
@@ -112,7 +112,8 @@ class Api:
     cbor: bool = False
     #: Called after every API request: (operation or None, HTTP status, perf_counter at start, answer or None,
     #: the error's ``__type`` or None).
-    observe: Callable[[str | None, int, float, Body | None, str | None], None] = field(default=lambda *_: None)
+    observe: Callable[[str | None, int, float, Body | wire.JsonAnswer | None, str | None], None] = field(
+        default=lambda *_: None)
     #: Added to the 413 answer's message (what the API's own limits are).
     too_large_hint: str = ""
     #: The resource-based policies attached to the resource an ARN names (() when none, or no such resource).

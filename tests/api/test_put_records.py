@@ -254,3 +254,19 @@ def test_a_record_that_is_not_an_object_fails_the_whole_call_before_the_stream_i
     status, resp, _ = raw_call(daemon.endpoint, "Firehose_20150804.PutRecordBatch", body)
     assert status == 200 and resp["FailedPutCount"] == 1
     assert resp["RequestResponses"][1]["ErrorCode"] == "InvalidArgumentException"
+
+
+@pytest.mark.parametrize("n", [1, 2, 500])
+@pytest.mark.parametrize("encrypted", [False, True])
+def test_the_all_accepted_answer_is_the_json_of_the_general_answer(n: int, encrypted: bool) -> None:
+    """PutRecordBatch writes its common answer directly; it must be exactly what the dict form encodes to."""
+    from firehose.api.operations import _ID_SUFFIXES, _all_accepted
+    from firehose.frontdoor import wire
+
+    base = "0a1b2c3d4e5f" + "00000000000000ff"
+    general = {"FailedPutCount": 0, "Encrypted": encrypted,
+               "RequestResponses": [{"RecordId": base + suffix} for suffix in _ID_SUFFIXES[:n]]}
+    answer = _all_accepted(base, n, encrypted)
+    assert json.loads(answer) == general
+    assert wire.encode(answer, cbor=False) == wire.encode(general, cbor=False)
+    assert wire.encode(answer, cbor=True) == wire.encode(general, cbor=True)
