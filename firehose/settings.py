@@ -466,6 +466,10 @@ class AnalyticsSettings(_Settings):
     tick_seconds: Annotated[float, Field(ge=0.01, le=60)] = 1.0
     #: Seconds between two reads of a source that had nothing new.
     poll_seconds: Annotated[float, Field(ge=0.01, le=60)] = 0.2
+    #: Rows an application's windows may hold between ticks (open tumbling and stagger windows, sliding
+    #: ranges), in bytes of Arrow data. At or over it, the application takes no input until its windows
+    #: close and let go of rows: the backlog waits in the source, as with a slow application.
+    max_state_bytes: ByteSize = 256 * 1024**2
 
 
 class LeaseSettings(_Settings):

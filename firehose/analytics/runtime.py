@@ -87,6 +87,7 @@ class EngineLike(Protocol):
     def push(self, stream: str, rows: pa.Table) -> None: ...
     def advance(self, now_ms: int) -> dict[str, pa.Table]: ...
     def snapshot(self) -> bytes: ...
+    def state_bytes(self) -> int: ...
     def restore(self, data: bytes) -> None: ...
 
 
@@ -239,6 +240,8 @@ class Application:
         self.sinks: dict[str, tuple[dict[str, Any], Sink]] = {}
         self.preprocessor: Preprocessor | None = None
         self.last_error: str | None = None
+        #: The engine held ``analytics.max_state_bytes`` or more at the last tick: it takes no input.
+        self.holding = False
 
     # -- configuration -------------------------------------------------------------------
 
@@ -438,7 +441,7 @@ class Application:
     async def run_tick(self) -> None:
         """One tick (module docstring): take, preprocess, map, push, advance, checkpoint, send."""
         fetched: list[Fetched] = []
-        while not self._queue.empty():
+        while not self._holds_too_much() and not self._queue.empty():
             fetched.append(self._queue.get_nowait())
         records: list[tuple[InputRecord, str]] = [(r, f.shard) for f in fetched for r in f.records]
         now = self.rt.rowtime_clock()
@@ -469,6 +472,25 @@ class Application:
             reader.checkpointed_at(checkpoint.positions)
         for p in pending:
             await self.sinks[p.output_id][1].send(self.tick, p.records)
+
+    def _holds_too_much(self) -> bool:
+        """Whether the engine's windows hold ``analytics.max_state_bytes`` or more. Then the tick takes no
+        input, only advances the clock, which closes windows and lets go of their rows; the reader's queue
+        stays full, so the reader waits and the backlog stays in the source (bounded memory, nothing lost).
+        A tick's input is taken whole, so the engine may exceed the limit by one tick's rows."""
+        if self.engine is None:
+            return False
+        limit = self.rt.settings.analytics.max_state_bytes
+        held = self.engine.state_bytes()
+        holding = held >= limit
+        if holding != self.holding:
+            self.holding = holding
+            if holding:
+                log.warning("A SQL application's windows hold analytics.max_state_bytes; it takes no input until "
+                            "they close.", extra={"application": self.name, "held_bytes": held, "limit_bytes": limit})
+            else:
+                log.info("A SQL application takes input again.", extra={"application": self.name, "held_bytes": held})
+        return holding
 
     def _compute(self, inputs: list[tuple[bytes, int, str]], failures: list[Failure], stamp: int,
                  now: int) -> dict[str, list[bytes]]:

@@ -120,6 +120,31 @@ class CopyEngine:
     def restore(self, data: bytes) -> None:
         self.count = int(data)
 
+    def state_bytes(self) -> int:
+        return 0
+
+
+class WindowEngine(CopyEngine):
+    """Holds every row pushed (a window that stays open) until ``closed`` is set; ``state_bytes`` is what it
+    holds. Counts its ``advance`` calls and the rows pushed, for the test to wait on."""
+
+    def __init__(self, code: str, inputs: Sequence[StreamSchema], references: Sequence[StreamSchema]) -> None:
+        super().__init__(code, inputs, references)
+        self.closed = False
+        self.pushed = 0
+        self.advances = 0
+
+    def push(self, stream: str, rows: pa.Table) -> None:
+        self.pushed += rows.num_rows
+        super().push(stream, rows)
+
+    def advance(self, now_ms: int) -> dict[str, pa.Table]:
+        self.advances += 1
+        return super().advance(now_ms) if self.closed else {}
+
+    def state_bytes(self) -> int:
+        return sum(t.nbytes for t in self.pending)
+
 
 # -- the tests ---------------------------------------------------------------------------
 
@@ -386,3 +411,29 @@ def test_discover_input_schema(start_daemon: Any, tmp_path: Path) -> None:
         assert exc.raw_input_records == []
     else:
         raise AssertionError("an empty stream has no schema to detect")
+
+
+def test_an_application_whose_windows_hold_too_much_takes_no_input_until_they_close(
+        start_daemon: Any, tmp_path: Path) -> None:
+    """``analytics.max_state_bytes``: while the engine holds that much, ticks take no input (the records wait in
+    the source, memory stays bounded); once the windows close, the rest is read, and nothing is lost."""
+    env = Env(start_daemon, tmp_path, analytics={"max_state_bytes": 1024})
+    env.runtime.engine_factory = WindowEngine
+    app = detail("windows", from_kinesis("ticks"), [to_firehose("out")])
+    env.put("ticks", docs(0, 100))
+    env.start(app, "TRIM_HORIZON")
+    running = env.runtime.running[(ACCOUNT, "windows")]
+    wait_until(lambda: running.holding, timeout=20)
+    engine = running.engine
+    assert engine.state_bytes() >= 1024 and engine.pushed == 100
+    env.put("ticks", docs(100, 50))
+    wait_until(lambda: running._queue.qsize() > 0, timeout=20)  # the reader fetched them
+    seen = engine.advances
+    wait_until(lambda: engine.advances >= seen + 5, timeout=20)
+    assert engine.pushed == 100 and running._queue.qsize() > 0  # five ticks, none took the new records
+    assert env.delivered("out") == []
+    engine.closed = True  # the windows close: their rows go out, and input is taken again
+    wait_until(lambda: len(env.delivered("out")) >= 150, timeout=20)
+    wait_until(lambda: env.d.idle("out"), timeout=20)
+    assert numbers(env.delivered("out")) == Counter(range(150))
+    assert not running.holding and engine.pushed == 150

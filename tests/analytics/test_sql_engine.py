@@ -147,6 +147,22 @@ def test_snapshot_and_restore_mid_window_give_what_an_uninterrupted_run_gives() 
     assert as_tuples(before) | as_tuples(after) == whole
 
 
+def test_state_bytes_count_the_rows_an_open_window_holds_and_drop_when_it_closes() -> None:
+    """What the runtime keeps under ``analytics.max_state_bytes``."""
+    engine = Engine(compile_program(EVENT_TUMBLING, [EVENTS]))
+    start = 1_700_000_040_000  # 20 s into a minute
+    assert engine.state_bytes() == 0
+    sizes = []
+    for second in range(5):
+        batch = [{"EVENT_TIME": start, "TICKER": "AMZN", "PRICE": 1.0 + i} for i in range(100)]
+        engine.push(SOURCE, rows(EVENTS, start + second * 1000, batch))
+        assert not engine.advance(start + second * 1000).get("DESTINATION_SQL_STREAM")
+        sizes.append(engine.state_bytes())
+    assert sizes[0] > 0 and sizes == sorted(sizes) and sizes[-1] >= 4 * sizes[0]
+    assert engine.advance(start // MINUTE * MINUTE + MINUTE).get("DESTINATION_SQL_STREAM").num_rows == 1
+    assert engine.state_bytes() == 0
+
+
 def test_rows_for_a_window_already_emitted_go_to_the_error_stream_as_late() -> None:
     engine = Engine(compile_program(EVENT_TUMBLING, [EVENTS]))
     engine.push(SOURCE, rows(EVENTS, 1000, [{"EVENT_TIME": 0, "TICKER": "A", "PRICE": 1.0}]))

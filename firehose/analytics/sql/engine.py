@@ -166,6 +166,11 @@ class Engine:
             self._errors = []
         return answer
 
+    def state_bytes(self) -> int:
+        """Bytes of the rows the pumps hold between calls (open windows, sliding ranges); what the runtime
+        keeps under ``analytics.max_state_bytes``."""
+        return sum(state.buffer.nbytes for state in self._states.values() if state.buffer is not None)
+
     def snapshot(self) -> bytes:
         pumps = {}
         for name, state in self._states.items():
