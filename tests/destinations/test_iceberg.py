@@ -181,6 +181,49 @@ def test_the_committer_never_commits_a_batch_another_process_committed_meanwhile
     assert names == ["b-1", "b-2", "b-3"]
 
 
+def test_the_committer_expires_snapshots_past_the_tables_retention_now_and_then(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each commit adds a snapshot; the committer removes those the table's own retention properties
+    (``history.expire.max-snapshot-age-ms``, ``history.expire.min-snapshots-to-keep``) let go, at most
+    every ``EXPIRE_EVERY_SECONDS`` per table. The rows stay, and recent batches are still known."""
+    import pyarrow as pa
+
+    from firehose.destinations.iceberg import committer
+    from firehose.destinations.iceberg.catalogs import catalog_settings
+
+    entry = catalog_settings(Settings(state_dir=tmp_path / "state"), None)
+    (tmp_path / "state" / "iceberg").mkdir(parents=True)
+    catalog = sqlite_catalog(tmp_path / "state")
+    catalog.create_namespace("shop")
+    for name in ("kept", "short"):
+        catalog.create_table(("shop", name), schema=pa.schema([("id", pa.int64())]))
+    with catalog.load_table(("shop", "short")).transaction() as tx:
+        tx.set_properties({"history.expire.max-snapshot-age-ms": "1", "history.expire.min-snapshots-to-keep": "2"})
+    monkeypatch.setattr(committer, "_expired_at", {})
+
+    def deliver(name: str, n: int) -> None:
+        table = catalog.load_table(("shop", name))
+        for i in range(n):
+            files = commits.write_data_files(table, pa.table({"id": [i]}))
+            committer.append_files(entry, "shop", name, 0, [(f"{name}-{i}", files)])
+
+    monkeypatch.setattr(committer, "EXPIRE_EVERY_SECONDS", 0.0)
+    deliver("kept", 4)  # the defaults: five days, so nothing is old enough
+    deliver("short", 4)
+    assert len(catalog.load_table(("shop", "kept")).snapshots()) == 4
+    short = catalog.load_table(("shop", "short"))
+    assert [s.summary.additional_properties["firehose.batch-id"] for s in short.snapshots()] == ["short-2", "short-3"]
+    assert [r["id"] for r in rows(catalog, "shop", "short")] == [0, 1, 2, 3]
+    assert commits.committed(short, "short-3")
+    monkeypatch.setattr(committer, "EXPIRE_EVERY_SECONDS", 3600.0)
+    table = catalog.load_table(("shop", "short"))
+    for i in range(4, 7):  # looked at a moment ago: not again for an hour
+        files = commits.write_data_files(table, pa.table({"id": [i]}))
+        committer.append_files(entry, "shop", "short", 0, [(f"short-{i}", files)])
+    assert len(catalog.load_table(("shop", "short")).snapshots()) == 5
+    assert [r["id"] for r in rows(catalog, "shop", "short")] == list(range(7))
+
+
 def test_a_delivery_committed_during_a_compaction_is_kept_and_the_compaction_refused(tmp_path: Path) -> None:
     """A delivery commits between the compaction's scan and its overwrite: the overwrite, retried by pyiceberg
     on the new snapshot, finds the delivery's file under its filter and gives up; no row is lost."""

@@ -45,6 +45,52 @@ def committed(table: Any, batch_id: str) -> bool:
     return False
 
 
+#: Iceberg's table properties for snapshot expiry, and their defaults in the Iceberg spec (5 days, 1).
+MAX_SNAPSHOT_AGE_PROPERTY = "history.expire.max-snapshot-age-ms"
+MIN_SNAPSHOTS_PROPERTY = "history.expire.min-snapshots-to-keep"
+DEFAULT_MAX_SNAPSHOT_AGE_MS = 5 * 24 * 3600 * 1000
+DEFAULT_MIN_SNAPSHOTS = 1
+
+
+def expirable(table: Any, now_ms: int) -> list[int]:
+    """Snapshots of ``table`` its own retention properties let go: older than ``max-snapshot-age-ms`` and not
+    among the newest ``min-snapshots-to-keep`` (branch and tag heads are kept by pyiceberg itself).
+
+    Every commit adds a snapshot and the table's metadata lists them all, so without expiry each commit
+    rewrites a larger metadata file, and ``committed`` looks through more of them. Exactly once relies on
+    a batch's snapshot outliving any retry of the batch: a daemon down longer than the maximum age may
+    land its unconfirmed batches a second time when it comes back."""
+    properties = table.metadata.properties
+    try:
+        max_age = int(properties.get(MAX_SNAPSHOT_AGE_PROPERTY, DEFAULT_MAX_SNAPSHOT_AGE_MS))
+        keep = max(1, int(properties.get(MIN_SNAPSHOTS_PROPERTY, DEFAULT_MIN_SNAPSHOTS)))
+    except ValueError:
+        return []  # a property that is not a number: expire nothing rather than guess
+    snapshots = sorted(table.snapshots(), key=lambda s: s.timestamp_ms)[:-keep]
+    current = table.current_snapshot()
+    return [s.snapshot_id for s in snapshots if s.timestamp_ms < now_ms - max_age
+            and (current is None or s.snapshot_id != current.snapshot_id)]
+
+
+def expire_snapshots(table: Any, now_ms: int) -> int:
+    """Remove the snapshots ``expirable`` names from the table's metadata (their data files stay: other
+    snapshots may share them); how many. A concurrent commit makes it do nothing this time."""
+    from pyiceberg.exceptions import CommitFailedException
+
+    old = expirable(table, now_ms)
+    if not old:
+        return 0
+    protected = {ref.snapshot_id for ref in table.metadata.refs.values()}
+    old = [snapshot_id for snapshot_id in old if snapshot_id not in protected]
+    if not old:
+        return 0
+    try:
+        table.maintenance.expire_snapshots().by_ids(old).commit()
+    except CommitFailedException:
+        return 0
+    return len(old)
+
+
 def last_per_key(rows: pa.Table, keys: list[str]) -> pa.Table:
     """The last row of each key, in arrival order: within one batch only the last state of a key counts."""
     if rows.num_rows < 2:

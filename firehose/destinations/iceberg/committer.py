@@ -21,7 +21,9 @@ table).
 from __future__ import annotations
 
 import functools
+import logging
 import multiprocessing
+import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -32,11 +34,17 @@ from firehose.settings import CatalogSettings
 if TYPE_CHECKING:  # pyarrow loads in the committer process, and with the first batch in the daemon's
     import pyarrow as pa
 
+log = logging.getLogger("firehose.destinations.iceberg")
+
 #: Tables this committer process has loaded, by (catalog entry as JSON, database, table).
 _tables: dict[tuple[str, str, str], Any] = {}
 _catalogs: dict[str, Any] = {}
 #: At most this many tables stay loaded (least recently used out first).
 _MAX_TABLES = 32
+#: Seconds between two looks for expired snapshots of one table (``commits.expire_snapshots``), after a commit.
+EXPIRE_EVERY_SECONDS = 3600.0
+#: When each table was last looked at for expired snapshots (monotonic seconds), by the ``_tables`` key.
+_expired_at: dict[tuple[str, str, str], float] = {}
 
 
 def make_pool() -> RenewingProcessPool:
@@ -110,7 +118,6 @@ def _with_table(entry: CatalogSettings, database: str, name: str, schema_id: int
             return
         try:
             apply(table, todo)
-            return
         except CommitFailedException:
             _tables.pop(key, None)
             if attempt == 2:
@@ -118,6 +125,33 @@ def _with_table(entry: CatalogSettings, database: str, name: str, schema_id: int
         except BaseException:
             _tables.pop(key, None)
             raise
+        else:
+            _expire_now_and_then(key, table)
+            return
+
+
+def _expire_now_and_then(key: tuple[str, str, str], table: Any) -> None:
+    """Expire the table's old snapshots (its retention properties), at most every ``EXPIRE_EVERY_SECONDS``;
+    a failure only waits for the next time (the commit it follows is done)."""
+    from firehose.destinations.iceberg import commits
+
+    now = time.monotonic()
+    if now - _expired_at.get(key, -EXPIRE_EVERY_SECONDS) < EXPIRE_EVERY_SECONDS:
+        return
+    _expired_at[key] = now
+    if len(_expired_at) > 4 * _MAX_TABLES:
+        for stale in [k for k in _expired_at if k not in _tables]:
+            del _expired_at[stale]
+    try:
+        expired = commits.expire_snapshots(table, int(time.time() * 1000))
+    except Exception:
+        log.exception("Expiring old snapshots of an Iceberg table failed; tried again in an hour.",
+                      extra={"database": key[1], "table": key[2]})
+        _tables.pop(key, None)  # reloaded by the next commit
+        return
+    if expired:
+        log.info("Expired old snapshots of an Iceberg table.",
+                 extra={"database": key[1], "table": key[2], "snapshots": expired})
 
 
 def _table(entry: CatalogSettings, key: tuple[str, str, str], schema_id: int, *, reload: bool) -> Any:
