@@ -805,9 +805,12 @@ class ShardStore:
     def _position(self, stream: Stream, shard: Shard, value: str) -> Position:
         decoded = sequence.decode(value)
         if decoded is None or decoded.created_s != stream.epoch:
+            # A number this store issued to another stream, or to an earlier stream of this name (deleted and
+            # created again: its epoch differs), gets AWS's own words for it.
+            foreign = " because it did not come from this stream" if decoded is not None else ""
             raise InvalidArgumentException(
                 f"StartingSequenceNumber {value} used in GetShardIterator on shard {shard.shard_id} in stream "
-                f"{stream.name} under account {self.options.account_id} is invalid.")
+                f"{stream.name} under account {self.options.account_id} is invalid{foreign}.")
         if decoded.shard_index != shard.index:
             raise InvalidArgumentException(
                 f"Invalid StartingSequenceNumber. It encodes shardId-{decoded.shard_index:012d}, while it was used "

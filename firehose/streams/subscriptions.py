@@ -26,8 +26,11 @@ error. Then the answer is ``application/vnd.amazon.eventstream`` (``eventstream.
 
 Rules per (consumer, shard), as AWS's: a subscription while another is less than 5 s old is
 refused (ResourceInUseException); 5 s or more takes over and ends the older one; one successful
-subscribe per second (LimitExceededException). With the store's limits on, each subscription
-reads at most 2 MiB/s (a debt paid before the next read, as GetRecords' limit is).
+subscribe per second (LimitExceededException). With the store's limits on, each (consumer, shard)
+reads at most 2 MiB/s, as AWS's limit is per consumer and shard: a debt paid before the next read
+(as GetRecords' limit is), kept per (consumer, shard) in ``Subscriptions.debts``, so a subscription
+that takes over owes what the one it ended owed (a client that re-subscribes every 5 s gets no
+fresh budget).
 
 Memory per subscriber is one event (at most ``EVENT_BYTES`` of records, plus their JSON): the
 next read happens only once the server has taken the last event off its hands, which HTTP flow
@@ -102,6 +105,8 @@ class Subscription:
 
     key: Key
     started: float
+    #: The (consumer, shard)'s read debt with the store's limits on (``Subscriptions.debts``), else None.
+    debt: Bucket | None = None
     #: Why it must end: (exception type, message), or ("", "") for a clean end; None while it runs.
     ending: tuple[str, str] | None = None
     waiter: asyncio.Future[None] | None = None
@@ -140,13 +145,21 @@ def _resolve(future: asyncio.Future[None]) -> None:
 
 @dataclass
 class Subscriptions:
-    """One store's running subscriptions and the time of each (consumer, shard)'s last subscribe."""
+    """One store's running subscriptions, the time of each (consumer, shard)'s last subscribe and, with the
+    store's limits on, each (consumer, shard)'s read debt.
+
+    A debt outlives the subscription that ran it up: the next subscription for the key (a takeover, or a
+    new subscribe after the end) pays it before its first read. Kept while a subscription runs or it is
+    unpaid; a subscription reads only once its debt is paid, so an entry left unpaid is at most one event
+    (``EVENT_BYTES``, half a second at 2 MiB/s) from paid, and the map stays as small as ``last``."""
 
     running: dict[Key, Subscription] = field(default_factory=dict)
     last: dict[Key, float] = field(default_factory=dict)
+    debts: dict[Key, Bucket] = field(default_factory=dict)
 
-    def admit(self, key: Key, arn: str, shard_id: str, now: float) -> Subscription:
-        """A new subscription for ``key``, or AWS's refusal; an older one is told to end."""
+    def admit(self, key: Key, arn: str, shard_id: str, now: float, *, limited: bool = False) -> Subscription:
+        """A new subscription for ``key``, or AWS's refusal; an older one is told to end. ``limited``: the
+        store's limits are on (the subscription gets the key's read debt)."""
         older = self.running.get(key)
         if older is not None and now - older.started < TAKEOVER_S:
             raise ResourceInUseException(f"Another active subscription exists for consumer {arn} on shard "
@@ -162,8 +175,17 @@ class Subscriptions:
         if len(self.last) > 4096:
             self.last = {k: t for k, t in self.last.items() if now - t < SUBSCRIBE_INTERVAL_S}
         self.last[key] = now
-        sub = self.running[key] = Subscription(key, now)
+        sub = self.running[key] = Subscription(key, now, self._debt(key, now) if limited else None)
         return sub
+
+    def _debt(self, key: Key, now: float) -> Bucket:
+        """``key``'s read debt: the one its earlier subscriptions ran up, or a new one (nothing owed)."""
+        debt = self.debts.get(key)
+        if debt is None:
+            if len(self.debts) > 4096:
+                self.debts = {k: d for k, d in self.debts.items() if k in self.running or d.available(now) < 0}
+            debt = self.debts[key] = Bucket(READ_BYTES_PER_S, capacity=0.0, stamp=now)
+        return debt
 
     def release(self, sub: Subscription) -> None:
         if self.running.get(sub.key) is sub:
@@ -204,7 +226,7 @@ async def subscribe_to_shard(store: ShardStore, request: Request) -> Streamed:
     shard = store.shard(stream, shard_id)
     position = await _start(store, stream, shard, request["StartingPosition"])
     subs = of(store)
-    sub = subs.admit((arn, shard_id), arn, shard_id, time.monotonic())
+    sub = subs.admit((arn, shard_id), arn, shard_id, time.monotonic(), limited=store.options.enforce_limits)
     events = _events(store, stream, shard, consumer, position, sub)
     return Streamed(eventstream.CONTENT_TYPE, _Released(events, lambda: subs.release(sub)))
 
@@ -351,7 +373,7 @@ async def _events(store: ShardStore, stream: Stream, shard: Shard, consumer: Con
     """The event stream of one subscription; ends (and is released) however the answer ends."""
     data = stream.data[shard.shard_id]
     deadline = sub.started + store.options.subscription_s
-    debt = Bucket(READ_BYTES_PER_S, capacity=0.0) if store.options.enforce_limits else None
+    debt = sub.debt
     peers = Subscribers.of(data)
     peers.count += 1
     try:

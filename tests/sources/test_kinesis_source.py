@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -247,6 +248,40 @@ def test_kinesis_endpoint_down_then_back(start_daemon: Any, start_streams_server
     put(server.client(), "flaky", [b"after"])
     wait_until(lambda: len(delivered_records(out, "fl/")) >= 2, timeout=40)
     assert sorted(delivered_records(out, "fl/")) == [b"after", b"before"]
+
+
+def test_a_re_created_stream_is_read_from_its_start_after_a_restart(
+        start_daemon: Any, start_streams_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The Kinesis stream is deleted and created again under its name while the daemon is down: the
+    checkpoint is of the old stream (GetShardIterator refuses it, as AWS does), so the new stream is read
+    from its trim horizon, said in the log; nothing of either stream is lost or repeated."""
+    caplog.set_level(logging.ERROR, logger="firehose.sources")
+    server = start_streams_server()
+    k = server.client()
+    k.create_stream(StreamName="again", ShardCount=1)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_KINESIS", server.endpoint)
+    d = start_daemon([source_stream("ag", "again")], kinesis={"source_poll_interval_seconds": 0.05})
+    old = [f"old-{i}".encode() for i in range(50)]
+    put(k, "again", old)
+    out = tmp_path / "out"
+    wait_until(lambda: len(delivered_records(out, "ag/")) >= len(old), timeout=20)
+    wait_until(lambda: d.idle("ag"), timeout=20)  # the checkpoint after the last old record is kept
+    d.stop()
+    k.delete_stream(StreamName="again")
+    wait_until(lambda: "again" not in k.list_streams()["StreamNames"], timeout=10)
+    k.create_stream(StreamName="again", ShardCount=1)
+    wait_until(lambda: k.describe_stream_summary(StreamName="again")["StreamDescriptionSummary"]["StreamStatus"]
+               == "ACTIVE", timeout=10)
+    new = [f"new-{i}".encode() for i in range(50)]
+    put(k, "again", new)
+    d = start_daemon([source_stream("ag", "again")], kinesis={"source_poll_interval_seconds": 0.05})
+    wait_until(lambda: len(delivered_records(out, "ag/")) >= len(old) + len(new), timeout=20)
+    wait_until(lambda: d.idle("ag"), timeout=20)
+    assert sorted(delivered_records(out, "ag/")) == sorted(old + new)
+    [logged] = [r for r in caplog.records if "checkpoint is not valid" in r.getMessage()]
+    assert logged.levelno == logging.ERROR and logged.__dict__["shard"] == "shardId-000000000000"
+    assert logged.__dict__["stream"] == "ag" and logged.__dict__["checkpoint"].isdigit()
 
 
 def test_a_stalled_destination_pauses_reading_and_bounds_the_spool(start_daemon: Any, tmp_path: Path) -> None:

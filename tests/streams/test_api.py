@@ -19,6 +19,7 @@ import pytest
 from firehose.streams.hashkeys import MAX_HASH_KEY
 from tests.support.aws import CREDS
 from tests.support.streams import StreamsServer, read_all, read_shard, unique
+from tests.support.waiting import wait_until
 
 
 def error_of(exc_info: pytest.ExceptionInfo[botocore.exceptions.ClientError]) -> tuple[str, str, int]:
@@ -237,6 +238,31 @@ def test_sequence_number_from_another_shard_is_refused(kinesis: Any) -> None:
                                    ShardIteratorType="AT_SEQUENCE_NUMBER", StartingSequenceNumber=seq)
     assert error_of(exc)[1] == ("Invalid StartingSequenceNumber. It encodes shardId-000000000000, while it was used "
                                 "in a call to a shard with shardId-000000000001")
+
+
+def test_sequence_number_of_an_earlier_stream_of_the_same_name_is_refused(kinesis: Any) -> None:
+    """A checkpoint kept across a stream's deletion and re-creation under its name is refused as AWS refuses
+    it (readers such as KCL then start over)."""
+    name, other = unique(), unique()
+    kinesis.create_stream(StreamName=name, ShardCount=1)
+    kinesis.create_stream(StreamName=other, ShardCount=1)
+    old = kinesis.put_record(StreamName=name, Data=b"x", PartitionKey="k")["SequenceNumber"]
+    foreign = kinesis.put_record(StreamName=other, Data=b"y", PartitionKey="k")["SequenceNumber"]
+    kinesis.delete_stream(StreamName=name)
+    wait_until(lambda: name not in kinesis.list_streams()["StreamNames"], timeout=10)
+    kinesis.create_stream(StreamName=name, ShardCount=1)
+    wait_until(lambda: kinesis.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]["StreamStatus"]
+               == "ACTIVE", timeout=10)
+    kinesis.put_record(StreamName=name, Data=b"new", PartitionKey="k")
+    for seq in (old, foreign):
+        for kind in ("AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER"):
+            with pytest.raises(kinesis.exceptions.InvalidArgumentException) as exc:
+                kinesis.get_shard_iterator(StreamName=name, ShardId="shardId-000000000000", ShardIteratorType=kind,
+                                           StartingSequenceNumber=seq)
+            assert error_of(exc) == ("InvalidArgumentException", f"StartingSequenceNumber {seq} used in "
+                                     f"GetShardIterator on shard shardId-000000000000 in stream {name} under account "
+                                     "123456789012 is invalid because it did not come from this stream.", 400)
+    assert [r["Data"] for r in read_shard(kinesis, name, "shardId-000000000000")] == [b"new"]
 
 
 def test_malformed_requests_never_take_the_server_down(streams_server: StreamsServer, kinesis: Any) -> None:

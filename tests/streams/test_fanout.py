@@ -5,6 +5,7 @@ botocore's own decoder."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import re
 import shutil
@@ -13,7 +14,7 @@ import subprocess
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -457,6 +458,91 @@ def test_a_client_gone_before_the_first_event_releases_the_subscription(tmp_path
         await store.close()
 
     asyncio.run(scenario())
+
+
+async def _events_of(answer: Streamed) -> AsyncIterator[dict[str, Any]]:
+    """The SubscribeToShardEvent bodies of an in-process answer, as they are produced; an exception event
+    as ``{"exception": its type}``."""
+    buffer = EventStreamBuffer()
+    async for chunk in answer.chunks:
+        buffer.add_data(chunk)
+        for message in buffer:
+            if message.headers.get(":event-type") == "SubscribeToShardEvent":
+                yield json.loads(message.payload)
+            elif message.headers.get(":message-type") == "exception":
+                yield {"exception": message.headers[":exception-type"]}
+
+
+async def _first_records(store: ShardStore, consumer: str, after: str) -> tuple[float, list[bytes]]:
+    """Seconds until a subscription after ``after`` sends its first records, and their data; it is closed."""
+    started = time.monotonic()
+    answer = await subscriptions.subscribe_to_shard(store, {
+        "ConsumerARN": consumer, "ShardId": SHARD0,
+        "StartingPosition": {"Type": "AFTER_SEQUENCE_NUMBER", "SequenceNumber": after}})
+    assert isinstance(answer, Streamed)
+    events = _events_of(answer)
+    try:
+        async for event in events:
+            if event["Records"]:
+                return time.monotonic() - started, [base64.b64decode(r["Data"]) for r in event["Records"]]
+        raise AssertionError("the subscription ended without records")
+    finally:
+        await events.aclose()
+        await answer.chunks.aclose()  # type: ignore[attr-defined]
+
+
+def test_a_takeover_owes_what_the_subscription_it_ends_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the limits on, 2 MiB/s is per consumer and shard, as on AWS: a client that takes over its own
+    subscription (here at once; AWS: after 5 s) must pay the older one's read debt before its first read,
+    while a consumer without debt reads at once."""
+    monkeypatch.setattr(subscriptions, "TAKEOVER_S", 0.0)
+    monkeypatch.setattr(subscriptions, "SUBSCRIBE_INTERVAL_S", 0.0)
+    big = [(b"k", b"x" * 250_000, 0)] * 4  # about 1 MB: one event, paid in about 0.48 s at 2 MiB/s
+
+    async def scenario() -> tuple[float, float]:
+        store = ShardStore(tmp_path, StoreOptions(enforce_limits=True))
+        store.create_stream("s", 1)
+        await asyncio.sleep(0)  # ACTIVE (no delay)
+        arns = [(await register_stream_consumer(store, {"StreamARN": store.streams["s"].arn, "ConsumerName": c})
+                 )["Consumer"]["ConsumerARN"] for c in ("app", "control")]
+        await asyncio.sleep(0)
+        assert all(r.error_code is None for r in await store.put("s", big))  # within the 1 MiB/s write burst
+        first = await subscriptions.subscribe_to_shard(store, {
+            "ConsumerARN": arns[0], "ShardId": SHARD0, "StartingPosition": {"Type": "TRIM_HORIZON"}})
+        assert isinstance(first, Streamed)
+        events = _events_of(first)
+        event = await anext(events)
+        assert len(event["Records"]) == 4  # the app now owes about 1 MB
+        assert all(r.error_code is None for r in await store.put("s", [(b"k", b"small", 0)]))
+        after = event["ContinuationSequenceNumber"]
+        held, got = await _first_records(store, arns[0], after)  # takes over from ``first``
+        assert got == [b"small"]
+        assert [e async for e in events] == [{"exception": "ResourceInUseException"}]  # told it was taken over
+        await first.chunks.aclose()  # type: ignore[attr-defined]
+        control, got = await _first_records(store, arns[1], after)
+        assert got == [b"small"]
+        await store.close()
+        return held, control
+
+    held, control = asyncio.run(scenario())
+    owed = 4 * 250_001 / subscriptions.READ_BYTES_PER_S
+    assert owed - 0.1 < held < owed + 1.0, (held, owed)
+    assert control < 0.2, control
+
+
+def test_read_debts_are_kept_only_while_owed_or_running() -> None:
+    subs = subscriptions.Subscriptions()
+    owing = subs.admit(("c", "owing"), "c", "owing", 0.0, limited=True)
+    assert owing.debt is not None
+    owing.debt.take(1024)
+    subs.release(owing)
+    running = subs.admit(("c", "running"), "c", "running", 0.0, limited=True)
+    for i in range(4095):  # 4097 debts: the next new one drops those paid and not running
+        subs.release(subs.admit(("c", f"paid{i}"), "c", f"paid{i}", 0.0, limited=True))
+    subs.admit(("c", "new"), "c", "new", 0.0, limited=True)
+    assert set(subs.debts) == {("c", "owing"), ("c", "running"), ("c", "new")}
+    assert subs.admit(("c", "owing"), "c", "owing", 1.0, limited=True).debt is owing.debt  # inherited
+    assert subs.admit(("c", "x"), "c", "x", 0.0).debt is None and running.debt is not None  # limits off
 
 
 def test_deregistering_ends_the_subscription(kinesis: Any) -> None:
