@@ -161,3 +161,36 @@ def test_a_fleet_daemon_reads_children_after_their_parent_ends(
     assert all(lease.parents == {parent} for lease in children)
     assert sorted(d.readiness()["streams"]["shared"]["source"]["leases"]["held"]) == sorted(c.key for c in children)
     assert max(Counter(delivered_records(tmp_path / "out", "shared/")).values()) == 1
+
+
+def test_a_missing_lease_table_with_create_table_off_is_reported_and_waited_for(
+        moto_server: MotoServer, start_streams_server: Any, daemon_process: Callable[..., DaemonProcess],
+        tmp_path: Path) -> None:
+    """``cluster.leases.create_table: false`` and no table: the daemon serves, /readyz shows the source's error
+    (the table and the setting), and once an operator creates the table the source reads every record."""
+    stream = unique("untabled")
+    server = start_streams_server({"kinesis": {"streams": [{"StreamName": stream, "ShardCount": 2}]}})
+    prefix = f"{unique('t')}-"
+    settings = {"state_dir": str(tmp_path / "state"), "log_level": "INFO",
+                "buckets": {"local": {"directory": str(tmp_path / "out")}},
+                "kinesis": {"source_endpoint_url": server.endpoint, "source_poll_interval_seconds": 0.05},
+                "cluster": {"mode": "fleet", "node_id": "node-a",
+                            "leases": {"endpoint_url": moto_server.endpoint, "table_prefix": prefix,
+                                       "lease_duration_seconds": 2, "create_table": False}}}
+    d = daemon_process(write_config(tmp_path / "a.yaml", settings, [source_stream("shared", stream)])).start()
+
+    def source() -> dict[str, Any]:
+        return dict(d.readiness()["streams"]["shared"].get("source", {}))
+
+    wait_until(lambda: "create_table is off" in (source().get("last_error") or ""), timeout=30, interval=0.2)
+    name = f"{prefix}123456789012-shared"
+    assert name in source()["last_error"]
+    dynamo = dynamodb_client(moto_server.endpoint)
+    assert name not in dynamo.list_tables()["TableNames"]
+    server.client().put_records(StreamName=stream, Records=[
+        {"Data": f"r-{i}\n".encode(), "PartitionKey": f"k{i}"} for i in range(20)])
+    LeaseTable(dynamo, name).ensure(create=True)  # the operator creates it
+    wait_until(lambda: len(source().get("leases", {}).get("held", [])) == 2, timeout=30, interval=0.2)
+    wait_until(lambda: len(delivered_records(tmp_path / "out", "shared/")) == 20, timeout=30, interval=0.2)
+    assert sorted(delivered_records(tmp_path / "out", "shared/")) == sorted(f"r-{i}".encode() for i in range(20))
+    assert not source().get("last_error")

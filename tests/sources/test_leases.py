@@ -9,6 +9,7 @@ import asyncio
 import itertools
 from typing import Any
 
+import boto3
 import pytest
 
 from firehose.sources.leases import SHARD_END, TRIM_HORIZON, LeaseCoordinator, LeaseTable, later_checkpoint
@@ -233,3 +234,41 @@ def test_leases_let_go_on_a_clean_stop_are_taken_at_once_and_a_restart_adopts_it
         assert b.held == {}  # the old incarnation is fenced off
 
     asyncio.run(run())
+
+
+def test_a_missing_table_is_created_only_when_the_settings_allow(moto_server: MotoServer) -> None:
+    """``cluster.leases.create_table: false``: a missing table is an error naming the table and the setting,
+    and nothing is created; with it on (the default), the table is created as the KCL creates it."""
+    client = dynamodb_client(moto_server.endpoint)
+    table = LeaseTable(client, f"firehose-123456789012-missing-{next(_tables)}")
+    with pytest.raises(LookupError, match=rf"{table.name} does not exist \(cluster.leases.create_table is off\)"):
+        table.ensure(create=False)
+    assert table.name not in client.list_tables()["TableNames"]
+    table.ensure(create=True)
+    described = client.describe_table(TableName=table.name)["Table"]
+    assert described["TableStatus"] == "ACTIVE"
+    assert described["KeySchema"] == [{"AttributeName": "leaseKey", "KeyType": "HASH"}]
+    assert described["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+    table.ensure(create=False)  # there now: nothing to do
+
+
+@pytest.mark.parametrize("region", [None, "eu-west-1"])
+def test_the_table_is_named_for_the_stream_and_kept_in_the_configured_region(
+        moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch, region: str | None) -> None:
+    """``make_table``: ``<table_prefix><account>-<delivery stream>``, in ``cluster.leases.region`` when it is set,
+    else in the Kinesis stream's region (moto's server keeps tables per region, as DynamoDB does)."""
+    from firehose.settings import LeaseSettings
+    from firehose.sources.leases import make_table
+
+    for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing")):
+        monkeypatch.setenv(name, value)  # signed, so that the server reads the region from the signature
+    prefix = f"fh{next(_tables)}-"
+    settings = LeaseSettings(endpoint_url=moto_server.endpoint, region=region, table_prefix=prefix)
+    table = make_table(settings, region="ap-southeast-2", account_id="123456789012", delivery_stream="orders")
+    assert table.name == f"{prefix}123456789012-orders"
+    table.ensure(create=True)
+    expected = region or "ap-southeast-2"
+    for where in ("ap-southeast-2", "eu-west-1"):
+        client = boto3.client("dynamodb", endpoint_url=moto_server.endpoint, region_name=where,
+                              aws_access_key_id="testing", aws_secret_access_key="testing")
+        assert (table.name in client.list_tables()["TableNames"]) == (where == expected), where
