@@ -394,6 +394,11 @@ async def _events(store: ShardStore, stream: Stream, shard: Shard, consumer: Con
             if now >= deadline:
                 return
             if debt is not None and (owed := -debt.available(now)) > 0:
+                if first:  # an inherited debt holds back reading, not the client's first word of where it is
+                    first = False
+                    yield _event([], _continuation(data, position), 0)
+                    sent = time.monotonic()
+                    continue
                 await sub.wait(data, min(owed / READ_BYTES_PER_S, deadline - now))
                 continue
             if hold > now:  # the last event went out less than COALESCE_S ago: let more arrive first
