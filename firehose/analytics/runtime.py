@@ -441,8 +441,9 @@ class Application:
     async def run_tick(self) -> None:
         """One tick (module docstring): take, preprocess, map, push, advance, checkpoint, send."""
         fetched: list[Fetched] = []
-        while not self._holds_too_much() and not self._queue.empty():
-            fetched.append(self._queue.get_nowait())
+        if not self._holds_too_much():
+            while not self._queue.empty():
+                fetched.append(self._queue.get_nowait())
         records: list[tuple[InputRecord, str]] = [(r, f.shard) for f in fetched for r in f.records]
         now = self.rt.rowtime_clock()
         # Each tick's rows get a later ROWTIME than every earlier tick's (the engine's invariant).

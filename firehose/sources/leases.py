@@ -68,6 +68,7 @@ from botocore import UNSIGNED
 from botocore.config import Config as BotoConfig
 
 from firehose.settings import LeaseSettings
+from firehose.sources.lineage import error_code
 
 log = logging.getLogger("firehose.sources")
 
@@ -252,7 +253,7 @@ class LeaseTable:
             call(TableName=self.name, **kwargs)
             return True
         except botocore.exceptions.ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+            if error_code(exc) == "ConditionalCheckFailedException":
                 return False
             raise
 

@@ -208,10 +208,8 @@ class RecordEntry:
         return self.arrivals[index] if self.arrivals is not None else self.arrival_ms
 
     def first_arrival(self, start: int, end: int) -> int:
-        if self.arrivals is None or end <= start:
-            return self.arrival_ms
-        if start == 0 and end == self.count:
-            return self.arrival_ms
+        if self.arrivals is None or end <= start or (start == 0 and end == self.count):
+            return self.arrival_ms  # the whole entry's earliest arrival is its arrival_ms
         return min(self.arrivals[start:end])
 
     def partition_ranges(self) -> tuple[tuple[str, int, int], ...]:
