@@ -53,8 +53,8 @@ DEFAULT_MIN_SNAPSHOTS = 1
 
 
 def expirable(table: Any, now_ms: int) -> list[int]:
-    """Snapshots of ``table`` its own retention properties let go: older than ``max-snapshot-age-ms`` and not
-    among the newest ``min-snapshots-to-keep`` (branch and tag heads are kept by pyiceberg itself).
+    """Snapshots of ``table`` its own retention properties let go: older than ``max-snapshot-age-ms``, not
+    among the newest ``min-snapshots-to-keep``, and not the current one or the head of a branch or tag.
 
     Every commit adds a snapshot and the table's metadata lists them all, so without expiry each commit
     rewrites a larger metadata file, and ``committed`` looks through more of them. Exactly once relies on
@@ -68,8 +68,10 @@ def expirable(table: Any, now_ms: int) -> list[int]:
         return []  # a property that is not a number: expire nothing rather than guess
     snapshots = sorted(table.snapshots(), key=lambda s: s.timestamp_ms)[:-keep]
     current = table.current_snapshot()
-    return [s.snapshot_id for s in snapshots if s.timestamp_ms < now_ms - max_age
-            and (current is None or s.snapshot_id != current.snapshot_id)]
+    protected = {ref.snapshot_id for ref in table.metadata.refs.values()}
+    if current is not None:
+        protected.add(current.snapshot_id)
+    return [s.snapshot_id for s in snapshots if s.timestamp_ms < now_ms - max_age and s.snapshot_id not in protected]
 
 
 def expire_snapshots(table: Any, now_ms: int) -> int:
@@ -78,10 +80,6 @@ def expire_snapshots(table: Any, now_ms: int) -> int:
     from pyiceberg.exceptions import CommitFailedException
 
     old = expirable(table, now_ms)
-    if not old:
-        return 0
-    protected = {ref.snapshot_id for ref in table.metadata.refs.values()}
-    old = [snapshot_id for snapshot_id in old if snapshot_id not in protected]
     if not old:
         return 0
     try:
