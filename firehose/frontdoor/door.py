@@ -208,6 +208,8 @@ class FrontDoor:
                 result = await operation.handler(self._services(caller, resource), request)
             if isinstance(result, Streamed):  # an event stream (SubscribeToShard): sent as it is produced
                 streamed, result, out = result, {}, b""
+            elif not result and name in api.shapes.without_output:
+                out = b""  # as AWS answers an operation without output: 200, an empty body
             else:
                 out = wire.encode(result, cbor=use_cbor)
         except body.Disconnected:

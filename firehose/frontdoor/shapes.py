@@ -12,11 +12,13 @@ CBOR) along that tree and raises AWS's errors (kinesis-fidelity.md §5.2-5.3):
   against constraints while any type is wrong.
 * **Constraint pass** → ``validation_error`` (``ValidationException`` for
   Kinesis, ``InvalidArgumentException`` for Firehose, whose model has no
-  ValidationException) listing every violation: ``<N> validation error(s)
-  detected: <item>; <item>`` with at most ``MAX_LISTED`` items while N counts
-  them all. An item is ``Value null at '<path>' failed to satisfy constraint:
-  Member must not be null`` for an absent required member, and ``Value at
-  '<path>' failed to satisfy constraint: <constraint>`` for a present value
+  ValidationException) listing the violations: ``<N> validation error(s)
+  detected: <item>; <item>`` with at most ``MAX_LISTED`` items, N counting
+  those listed (AWS stops at ten: kinesalite recorded 501 bad PutRecords
+  entries answered as "10 validation errors detected"). An item is
+  ``Value null at '<path>' failed to satisfy constraint: Member must not be
+  null`` for an absent required member, and ``Value at '<path>' failed to
+  satisfy constraint: <constraint>`` for a present value
   (current AWS omits the value; ``show_values=True`` renders it as kinesalite
   recorded AWS doing: ``Value '<v>' at``, blobs as
   ``java.nio.HeapByteBuffer[pos=0 lim=<n> cap=<n>]``).
@@ -94,7 +96,7 @@ from firehose.errors import FirehoseError, SerializationException
 
 __all__ = ["MAX_LISTED", "OperationValidator", "ServiceShapes", "java_regex"]
 
-#: Violations listed in one message (N still counts all of them).
+#: Violations listed in one message, and counted in its "<N> validation errors detected".
 MAX_LISTED = 10
 
 _NOT_NULL = "Member must not be null"
@@ -799,6 +801,9 @@ class ServiceShapes:
         self._shapes = shapes
         self._inputs: dict[str, str | None] = {
             name: (op.get("input") or {}).get("shape") for name, op in model["operations"].items()}
+        #: Operations the model gives no output: AWS answers them with an empty body (Kinesis's
+        #: CreateStream, AddTagsToStream, ...: "an HTTP 200 response with an empty HTTP body").
+        self.without_output = frozenset(name for name, op in model["operations"].items() if "output" not in op)
         meta = model.get("metadata", {})
         self._java_package = "com.amazonaws.{}.v{}".format(
             meta.get("endpointPrefix", "aws"), str(meta.get("apiVersion", "")).replace("-", ""))
@@ -926,9 +931,10 @@ class ServiceShapes:
     # -- messages
 
     def message(self, errors: list[Violation]) -> str:
-        n = len(errors)
+        listed = errors[:MAX_LISTED]
+        n = len(listed)
         items = []
-        for parent, seg, text, value, node in errors[:MAX_LISTED]:
+        for parent, seg, text, value, node in listed:
             path = _render(parent, seg)
             if value is None:
                 items.append(f"Value null at '{path}' failed to satisfy constraint: {text}")

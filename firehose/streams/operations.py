@@ -43,6 +43,7 @@ from firehose.streams import (
     limits,
     monitoring,
     policies,
+    shardids,
     subscriptions,
     tagging,
 )
@@ -128,6 +129,12 @@ def _shard_shape(stream: Stream, shard: Shard) -> dict[str, Any]:
     return out
 
 
+def _described_shards(stream: Stream) -> list[Shard]:
+    """The shards a description shows: none while the stream is CREATING (AWS makes them as it becomes
+    ACTIVE; kinesalite recorded ``Shards: []``), even though this store has made them already."""
+    return [] if stream.status == "CREATING" else stream.shards
+
+
 def _common(stream: Stream) -> dict[str, Any]:
     return {
         "StreamName": stream.name,
@@ -146,7 +153,7 @@ async def describe_stream(store: ShardStore, request: Request) -> dict[str, Any]
     start = request.get("ExclusiveStartShardId")
     stream = store.stream(_stream_name(store, request))
     limit = min(limit or 100, 100)
-    shards = [s for s in stream.shards if start is None or s.shard_id > start]
+    shards = [s for s in _described_shards(stream) if start is None or s.shard_id > start]
     page = shards[:limit]
     description = _common(stream)
     description["Shards"] = [_shard_shape(stream, s) for s in page]
@@ -157,7 +164,8 @@ async def describe_stream(store: ShardStore, request: Request) -> dict[str, Any]
 async def describe_stream_summary(store: ShardStore, request: Request) -> dict[str, Any]:
     stream = store.stream(_stream_name(store, request))
     summary = _common(stream)
-    summary.update(OpenShardCount=len(stream.open_shards()), ConsumerCount=len(stream.consumers),
+    summary.update(OpenShardCount=sum(s.is_open for s in _described_shards(stream)),
+                   ConsumerCount=len(stream.consumers),
                    MaxRecordSizeInKiB=stream.max_record_kib)
     return {"StreamDescriptionSummary": summary}
 
@@ -242,6 +250,8 @@ async def list_shards(store: ShardStore, request: Request) -> dict[str, Any]:
         if stream is None or stream.created_ms != body["created"]:
             raise ResourceNotFoundException(f"Stream {name} under account {store.options.account_id} not found.")
     else:
+        if request.get("StreamName") is None and request.get("StreamARN") is None:
+            raise InvalidArgumentException("Either NextToken or StreamName should be provided.")
         stream = store.stream(_stream_name(store, request))
         if stream.status == "CREATING":
             raise ResourceInUseException(f"Stream {stream.name} under account {store.options.account_id} not "
@@ -294,19 +304,28 @@ async def decrease_retention(store: ShardStore, request: Request) -> dict[str, A
     return await _retention(store, request, increase=False)
 
 
+def _reshard_shard(store: ShardStore, name: str, given: str) -> str:
+    """The canonical id of a shard SplitShard or MergeShards names; checked before the stream is looked up."""
+    shard_id = shardids.resolve(given)
+    if shard_id is None:
+        raise ResourceNotFoundException(f"Could not find shard {given} in stream {name} under account "
+                                        f"{store.options.account_id}.")
+    return shard_id
+
+
 async def split_shard(store: ShardStore, request: Request) -> dict[str, Any]:
-    shard_id, new_start = request["ShardToSplit"], request["NewStartingHashKey"]
+    """NewStartingHashKey is digits by the model's pattern; one past 2^128 - 1 is outside every shard and is
+    refused by the same rule as any key outside the shard (AWS's answer, as kinesalite recorded it)."""
     name = _stream_name(store, request)
-    key = hashkeys.parse_hash_key(new_start)
-    if key is None:
-        raise InvalidArgumentException(f"NewStartingHashKey {new_start} is outside the hash key range "
-                                       f"[0, {hashkeys.MAX_HASH_KEY}].")
-    store.split_shard(name, shard_id, key)
+    shard_id = _reshard_shard(store, name, request["ShardToSplit"])
+    store.split_shard(name, shard_id, int(request["NewStartingHashKey"]))
     return {}
 
 
 async def merge_shards(store: ShardStore, request: Request) -> dict[str, Any]:
-    store.merge_shards(_stream_name(store, request), request["ShardToMerge"], request["AdjacentShardToMerge"])
+    name = _stream_name(store, request)
+    first = _reshard_shard(store, name, request["ShardToMerge"])
+    store.merge_shards(name, first, _reshard_shard(store, name, request["AdjacentShardToMerge"]))
     return {}
 
 
@@ -488,16 +507,22 @@ def _per_shard(stream: Stream, records: list[tuple[bytes, bytes, int]],
     return {k: (v[0], v[1], v[2]) for k, v in out.items()}
 
 
+#: The start of AWS's answer to a ShardIteratorType and StartingSequenceNumber that do not go together.
+_SEQUENCE_TYPES = ("Must either specify (1) AT_SEQUENCE_NUMBER or AFTER_SEQUENCE_NUMBER and StartingSequenceNumber or "
+                   "(2) TRIM_HORIZON or LATEST and no StartingSequenceNumber. Request specified")
+
+
 async def get_shard_iterator(store: ShardStore, request: Request) -> dict[str, Any]:
-    shard_id, kind = request["ShardId"], request["ShardIteratorType"]
+    """AWS's order (kinesalite's recordings): the shard id, the stream and shard, then the type's members."""
+    kind = request["ShardIteratorType"]
     start_seq = request.get("StartingSequenceNumber")
     name = _stream_name(store, request)
+    shard_id = store.iterator_shard(name, request["ShardId"])
     timestamp_ms = None
     if kind in ("AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER") and start_seq is None:
-        raise InvalidArgumentException(f"Must specify StartingSequenceNumber for {kind} type of ShardIterator.")
+        raise InvalidArgumentException(f"{_SEQUENCE_TYPES} {kind} and no StartingSequenceNumber.")
     if kind not in ("AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER") and start_seq is not None:
-        raise InvalidArgumentException(f"Request specified StartingSequenceNumber for {kind} type of ShardIterator, "
-                                       "but it should not be specified.")
+        raise InvalidArgumentException(f"{_SEQUENCE_TYPES} {kind} and also a StartingSequenceNumber.")
     if kind == "AT_TIMESTAMP":
         if request.get("Timestamp") is None:
             raise InvalidArgumentException("Must specify timestampInMillis parameter for iterator of type "
@@ -541,7 +566,7 @@ async def get_records(store: ShardStore, request: Request) -> dict[str, Any]:
         if store.metrics is not None:
             it = iterators.parse(store.key, token)
             name = it.stream if it is not None else ""
-            store.metrics.read_refused(name, f"shardId-{it.shard_index:012d}" if it is not None else None,
+            store.metrics.read_refused(name, shardids.name(it.shard_index) if it is not None else None,
                                        _enabled(store, name))
         raise
     if store.metrics is not None and result.shard_id is not None:

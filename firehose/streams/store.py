@@ -36,7 +36,7 @@ from firehose.clock import now_ms
 from firehose.storage.atomic import write_atomic
 from firehose.storage.committer import GroupCommitter, commit
 from firehose.storage.dirlock import DirectoryLock
-from firehose.streams import encryption, hashkeys, iterators, sequence
+from firehose.streams import encryption, hashkeys, iterators, sequence, shardids
 from firehose.streams.consumers import Consumer
 from firehose.streams.encryption import EncryptionState, KeyringLoader, StreamKeys
 from firehose.streams.errors import (
@@ -380,6 +380,20 @@ class ShardStore:
                                          f"instead in state {stream.status}")
         return stream
 
+    def iterator_shard(self, name: str, given: str) -> str:
+        """The canonical id of the shard a GetShardIterator names, checked as AWS checks it before anything
+        else about the request: a ``given`` id that names no shard, then a stream or shard that is not there
+        (a stream being created or deleted counts as not there), each with AWS's text."""
+        shard_id = shardids.resolve(given)
+        if shard_id is None:
+            raise ResourceNotFoundException(f"Could not find shard {given} in stream {name} under account "
+                                            f"{self.options.account_id}.")
+        stream = self.streams.get(name)
+        if stream is None or stream.status in ("CREATING", "DELETING") or stream.shard(shard_id) is None:
+            raise ResourceNotFoundException(f"Shard {shard_id} in stream {name} under account "
+                                            f"{self.options.account_id} does not exist")
+        return shard_id
+
     def shard(self, stream: Stream, shard_id: str) -> Shard:
         shard = stream.shard(shard_id)
         if shard is None:
@@ -441,7 +455,7 @@ class ShardStore:
         if index > sequence.MAX_SHARD_INDEX:
             raise LimitExceededException(f"Stream {stream.name} has used every shard id it can have.")
         stream.next_index += 1
-        shard = Shard(f"shardId-{index:012d}", index, start, end, created, parent, adjacent)
+        shard = Shard(shardids.name(index), index, start, end, created, parent, adjacent)
         stream.shards.append(shard)
         self._open_data(stream, shard)
         return shard
@@ -616,7 +630,7 @@ class ShardStore:
     def split_shard(self, name: str, shard_id: str, new_start: int) -> None:
         stream = self._reshardable(name)
         parent = self._open_shard(stream, shard_id)
-        if not parent.start < new_start <= parent.end:
+        if not parent.start + 1 < new_start < parent.end:
             raise InvalidArgumentException(
                 f"NewStartingHashKey {new_start} used in SplitShard() on shard {shard_id} in stream {name} under "
                 f"account {self.options.account_id} is not both greater than one plus the shard's "
@@ -813,7 +827,7 @@ class ShardStore:
                 f"{stream.name} under account {self.options.account_id} is invalid{foreign}.")
         if decoded.shard_index != shard.index:
             raise InvalidArgumentException(
-                f"Invalid StartingSequenceNumber. It encodes shardId-{decoded.shard_index:012d}, while it was used "
+                f"Invalid StartingSequenceNumber. It encodes {shardids.name(decoded.shard_index)}, while it was used "
                 f"in a call to a shard with {shard.shard_id}")
         if decoded.entry < stream.first_entry:  # the shard's StartingSequenceNumber: before its first record
             return BEFORE_FIRST
@@ -829,7 +843,7 @@ class ShardStore:
                 f"Iterator expired. The iterator was created at time {_iso(it.issued_ms)} while right now it is "
                 f"{_iso(now)} which is further in the future than the tolerated delay of {iterators.TTL_MS} "
                 "milliseconds.")
-        shard_id = f"shardId-{it.shard_index:012d}"
+        shard_id = shardids.name(it.shard_index)
         stream = self.streams.get(it.stream)
         if stream is None or stream.created_ms != it.stream_created_ms or stream.status in ("CREATING",
                                                                                               "DELETING"):

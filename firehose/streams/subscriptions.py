@@ -64,7 +64,7 @@ import pybase64
 from firehose.asgi import Streamed
 from firehose.clock import now_ms
 from firehose.frontdoor.quotas import Bucket
-from firehose.streams import eventstream, iterators, sequence
+from firehose.streams import eventstream, iterators, sequence, shardids
 from firehose.streams.consumers import Consumer, by_arn
 from firehose.streams.errors import (
     InvalidArgumentException,
@@ -215,7 +215,7 @@ def end_all(store: ShardStore) -> None:
 
 
 async def subscribe_to_shard(store: ShardStore, request: Request) -> Streamed:
-    arn, shard_id = request["ConsumerARN"], request["ShardId"]
+    arn, given = request["ConsumerARN"], request["ShardId"]
     stream, consumer = by_arn(store, arn)
     if stream.status == "CREATING":
         raise ResourceInUseException(f"Stream {stream.name} under account {store.options.account_id} not ACTIVE, "
@@ -223,7 +223,8 @@ async def subscribe_to_shard(store: ShardStore, request: Request) -> Streamed:
     if consumer.status != "ACTIVE":
         raise ResourceInUseException(f"Consumer {arn} under account {store.options.account_id} not ACTIVE, "
                                      f"instead in state {consumer.status}")
-    shard = store.shard(stream, shard_id)
+    shard = store.shard(stream, shardids.resolve(given) or given)  # as GetShardIterator reads it: by index
+    shard_id = shard.shard_id
     position = await _start(store, stream, shard, request["StartingPosition"])
     subs = of(store)
     sub = subs.admit((arn, shard_id), arn, shard_id, time.monotonic(), limited=store.options.enforce_limits)

@@ -306,7 +306,11 @@ def test_status_delays_and_operations_on_streams_not_active(start_streams_server
     server = start_streams_server({"kinesis": {"create_delay_seconds": 3, "update_delay_seconds": 2}})
     client = server.client()
     client.create_stream(StreamName="slow", ShardCount=2)
-    assert client.describe_stream_summary(StreamName="slow")["StreamDescriptionSummary"]["StreamStatus"] == "CREATING"
+    summary = client.describe_stream_summary(StreamName="slow")["StreamDescriptionSummary"]
+    assert (summary["StreamStatus"], summary["OpenShardCount"]) == ("CREATING", 0)
+    # AWS describes a stream being created without shards (kinesalite recorded it)
+    description = client.describe_stream(StreamName="slow")["StreamDescription"]
+    assert (description["StreamStatus"], description["Shards"], description["HasMoreShards"]) == ("CREATING", [], False)
     with pytest.raises(client.exceptions.ResourceNotFoundException):
         client.put_record(StreamName="slow", Data=b"x", PartitionKey="k")
     with pytest.raises(client.exceptions.ResourceInUseException) as exc:
@@ -317,6 +321,7 @@ def test_status_delays_and_operations_on_streams_not_active(start_streams_server
     with pytest.raises(client.exceptions.LimitExceededException):  # AWS: at most 5 streams CREATING at once
         client.create_stream(StreamName="one-too-many", ShardCount=1)
     client.get_waiter("stream_exists").wait(StreamName="slow", WaiterConfig={"Delay": 0.2, "MaxAttempts": 50})
+    assert len(client.describe_stream(StreamName="slow")["StreamDescription"]["Shards"]) == 2
     client.split_shard(StreamName="slow", ShardToSplit="shardId-000000000000", NewStartingHashKey="12345")
     assert client.describe_stream_summary(StreamName="slow")["StreamDescriptionSummary"]["StreamStatus"] == "UPDATING"
     client.put_record(StreamName="slow", Data=b"x", PartitionKey="k")  # writes still work while UPDATING

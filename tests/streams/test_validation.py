@@ -227,12 +227,13 @@ def test_constraints_are_validation_exceptions_in_order(streams_server: StreamsS
     assert error(streams_server, operation, body) == ("ValidationException", message)
 
 
-def test_more_than_ten_violations_are_counted_and_ten_listed(streams_server: StreamsServer) -> None:
+def test_more_than_ten_violations_are_ten_listed_and_counted(streams_server: StreamsServer) -> None:
+    """AWS stops at ten violations, and its count says ten (kinesalite's recording of 501 bad entries)."""
     records = [{"Data": "", "PartitionKey": ""}] * 12
     kind, message = error(streams_server, "PutRecords", {"StreamName": "s", "Records": records})
     assert kind == "ValidationException"
-    assert message.startswith("12 validation errors detected: ")
-    items = message.removeprefix("12 validation errors detected: ").split("; ")
+    assert message.startswith("10 validation errors detected: ")
+    items = message.removeprefix("10 validation errors detected: ").split("; ")
     assert items == [at(f"records.{i}.member.partitionKey", len_ge(1)) for i in range(1, 11)]
 
 
@@ -266,6 +267,7 @@ def test_semantic_errors_have_aws_types_and_messages(streams_server: StreamsServ
          "InvalidArgumentException", "Invalid ShardIterator."),
         (lambda: k.list_shards(StreamName=p, NextToken="x"), "InvalidArgumentException",
          "NextToken and StreamName cannot be provided together."),
+        (lambda: k.list_shards(), "InvalidArgumentException", "Either NextToken or StreamName should be provided."),
         # retention: bounds (minimum first) in either direction, then the comparison with the current period
         (lambda: k.increase_stream_retention_period(StreamName=p, RetentionPeriodHours=23),
          "InvalidArgumentException",
@@ -326,6 +328,86 @@ def test_semantic_errors_have_aws_types_and_messages(streams_server: StreamsServ
     # none of them changed the stream
     summary = k.describe_stream_summary(StreamName=p)["StreamDescriptionSummary"]
     assert (summary["OpenShardCount"], summary["RetentionPeriodHours"]) == (2, 24)
+
+
+def test_shard_ids_in_requests_are_checked_as_aws_checks_them(streams_server: StreamsServer,
+                                                              streams: dict[str, str]) -> None:
+    """AWS reads a shard id by its index (kinesalite recorded it), checks it before the stream, and names the
+    shard by its canonical id once it has an index; the iterator type's members are checked only then."""
+    p, nope = streams["p"], "nope-" + streams["p"]
+    k = streams_server.client()
+    shard0 = "shardId-000000000000"
+    either = ("Must either specify (1) AT_SEQUENCE_NUMBER or AFTER_SEQUENCE_NUMBER and StartingSequenceNumber or "
+              "(2) TRIM_HORIZON or LATEST and no StartingSequenceNumber. Request specified")
+    not_both = ("is not both greater than one plus the shard's StartingHashKey {} and less than the shard's "
+                "EndingHashKey {}.")
+    cases: list[tuple[Any, str, str]] = [
+        (lambda: k.get_shard_iterator(StreamName=nope, ShardId="2147483647", ShardIteratorType="LATEST"),
+         "ResourceNotFoundException", f"Shard shardId-002147483647 in stream {nope} under account {ACCT} does not "
+                                      "exist"),
+        (lambda: k.get_shard_iterator(StreamName=nope, ShardId="a-00002147483647", ShardIteratorType="LATEST"),
+         "ResourceNotFoundException", f"Shard shardId-002147483647 in stream {nope} under account {ACCT} does not "
+                                      "exist"),
+        (lambda: k.get_shard_iterator(StreamName=nope, ShardId="2147483648", ShardIteratorType="LATEST"),
+         "ResourceNotFoundException", f"Could not find shard 2147483648 in stream {nope} under account {ACCT}."),
+        (lambda: k.get_shard_iterator(StreamName=nope, ShardId="2.14E4", ShardIteratorType="LATEST"),
+         "ResourceNotFoundException", f"Could not find shard 2.14E4 in stream {nope} under account {ACCT}."),
+        (lambda: k.get_shard_iterator(StreamName=p, ShardId="shardId-5", ShardIteratorType="AT_SEQUENCE_NUMBER",
+                                      StartingSequenceNumber="5"),
+         "ResourceNotFoundException", f"Shard shardId-000000000005 in stream {p} under account {ACCT} does not "
+                                      "exist"),
+        # the stream and shard first, then the type's members
+        (lambda: k.get_shard_iterator(StreamName=nope, ShardId="0", ShardIteratorType="AT_SEQUENCE_NUMBER"),
+         "ResourceNotFoundException", f"Shard {shard0} in stream {nope} under account {ACCT} does not exist"),
+        (lambda: k.get_shard_iterator(StreamName=p, ShardId="shardId-0", ShardIteratorType="AT_SEQUENCE_NUMBER"),
+         "InvalidArgumentException", f"{either} AT_SEQUENCE_NUMBER and no StartingSequenceNumber."),
+        (lambda: k.get_shard_iterator(StreamName=p, ShardId="0", ShardIteratorType="AFTER_SEQUENCE_NUMBER"),
+         "InvalidArgumentException", f"{either} AFTER_SEQUENCE_NUMBER and no StartingSequenceNumber."),
+        (lambda: k.get_shard_iterator(StreamName=p, ShardId="0", ShardIteratorType="LATEST",
+                                      StartingSequenceNumber="5"),
+         "InvalidArgumentException", f"{either} LATEST and also a StartingSequenceNumber."),
+        (lambda: k.get_shard_iterator(StreamName=p, ShardId="0", ShardIteratorType="TRIM_HORIZON",
+                                      StartingSequenceNumber="5"),
+         "InvalidArgumentException", f"{either} TRIM_HORIZON and also a StartingSequenceNumber."),
+        # resharding: the shard id before the stream, keys strictly inside (start + 1, end)
+        (lambda: k.split_shard(StreamName=nope, ShardToSplit="ABKLFD8", NewStartingHashKey="10"),
+         "ResourceNotFoundException", f"Could not find shard ABKLFD8 in stream {nope} under account {ACCT}."),
+        (lambda: k.split_shard(StreamName=p, ShardToSplit="shardId-5", NewStartingHashKey="10"),
+         "ResourceNotFoundException", f"Could not find shard shardId-000000000005 in stream {p} under account "
+                                      f"{ACCT}."),
+        (lambda: k.split_shard(StreamName=p, ShardToSplit="shard-0", NewStartingHashKey="1"),
+         "InvalidArgumentException", f"NewStartingHashKey 1 used in SplitShard() on shard {shard0} in stream {p} "
+                                     f"under account {ACCT} " + not_both.format(0, 2**127 - 1)),
+        (lambda: k.split_shard(StreamName=p, ShardToSplit="0", NewStartingHashKey=str(2**127 - 1)),
+         "InvalidArgumentException", f"NewStartingHashKey {2**127 - 1} used in SplitShard() on shard {shard0} in "
+                                     f"stream {p} under account {ACCT} " + not_both.format(0, 2**127 - 1)),
+        (lambda: k.split_shard(StreamName=p, ShardToSplit="1", NewStartingHashKey="9" * 39),
+         "InvalidArgumentException", f"NewStartingHashKey {'9' * 39} used in SplitShard() on shard "
+                                     f"shardId-000000000001 in stream {p} under account {ACCT} "
+                                     + not_both.format(2**127, 2**128 - 1)),
+        (lambda: k.merge_shards(StreamName=p, ShardToMerge="0", AdjacentShardToMerge="x-"),
+         "ResourceNotFoundException", f"Could not find shard x- in stream {p} under account {ACCT}."),
+    ]
+    for call, code, message in cases:
+        with pytest.raises(botocore.exceptions.ClientError) as exc:
+            call()
+        assert client_error(exc) == (code, message)
+    assert k.describe_stream_summary(StreamName=p)["StreamDescriptionSummary"]["OpenShardCount"] == 2
+
+
+def test_a_shard_is_named_by_its_index_in_any_spelling(streams_server: StreamsServer) -> None:
+    k = streams_server.client()
+    name = unique()
+    k.create_stream(StreamName=name, ShardCount=2)
+    k.put_record(StreamName=name, Data=b"second shard", PartitionKey="k", ExplicitHashKey=str(2**127))
+    for spelling in ("1", "shardId-1", "anything-000000000001", "shardId-000000000001"):
+        it = k.get_shard_iterator(StreamName=name, ShardId=spelling, ShardIteratorType="TRIM_HORIZON")
+        assert [r["Data"] for r in k.get_records(ShardIterator=it["ShardIterator"])["Records"]] == [b"second shard"]
+    # the smallest key AWS lets a split start at: start + 2
+    k.split_shard(StreamName=name, ShardToSplit="shard-0", NewStartingHashKey="2")
+    ranges = {s["ShardId"]: s["HashKeyRange"] for s in k.list_shards(StreamName=name)["Shards"]}
+    assert ranges["shardId-000000000002"] == {"StartingHashKey": "0", "EndingHashKey": "1"}
+    assert ranges["shardId-000000000003"] == {"StartingHashKey": "2", "EndingHashKey": str(2**127 - 1)}
 
 
 def test_single_put_record_names_its_data_member_data(streams_server: StreamsServer,

@@ -294,6 +294,8 @@ def check_answer(response: httpx.Response, *, cbor_request: bool = False) -> dic
         return {"__type": "UnknownOperationException" if response.status_code == 404 else "AccessDeniedException",
                 "message": ""}
     assert ctype == (CBOR if cbor_request else JSON), f"{ctype}: {what}"
+    if response.status_code == 200 and not raw:  # an operation without output: AWS's empty answer
+        return {}
     body = load_cbor(raw) if cbor_request else orjson.loads(raw)
     assert isinstance(body, dict), what
     if response.status_code >= 300:
