@@ -642,7 +642,7 @@ class ShardStore:
         stream = self._reshardable(name)
         first = self._open_shard(stream, shard_id)
         second = self._open_shard(stream, adjacent_id)
-        if first.end + 1 != second.start and second.end + 1 != first.start:
+        if first.end + 1 != second.start:  # in this order: AWS refuses the pair the other way round
             raise InvalidArgumentException(
                 f"Shards {shard_id} and {adjacent_id} in stream {name} under account {self.options.account_id} "
                 "are not an adjacent pair of shards eligible for merging")

@@ -385,6 +385,10 @@ def test_shard_ids_in_requests_are_checked_as_aws_checks_them(streams_server: St
          "InvalidArgumentException", f"NewStartingHashKey {'9' * 39} used in SplitShard() on shard "
                                      f"shardId-000000000001 in stream {p} under account {ACCT} "
                                      + not_both.format(2**127, 2**128 - 1)),
+        # adjacency has an order: the shard to merge ends where the adjacent one starts (kinesalite's recording)
+        (lambda: k.merge_shards(StreamName=p, ShardToMerge="x-1", AdjacentShardToMerge="y-0"),
+         "InvalidArgumentException", f"Shards shardId-000000000001 and {shard0} in stream {p} under account "
+                                     f"{ACCT} are not an adjacent pair of shards eligible for merging"),
         (lambda: k.merge_shards(StreamName=p, ShardToMerge="0", AdjacentShardToMerge="x-"),
          "ResourceNotFoundException", f"Could not find shard x- in stream {p} under account {ACCT}."),
     ]
