@@ -27,14 +27,17 @@ def amz_id_2() -> str:
     return pybase64.b64encode(os.urandom(72)).decode()
 
 
-async def send_response(send: Send, status: int, body: bytes, content_type: bytes, rid: str | None = None, *,
-                        close: bool = False, extra: list[tuple[bytes, bytes]] | None = None) -> None:
+async def send_response(send: Send, status: int, body: bytes, content_type: bytes | None, rid: str | None = None,
+                        *, close: bool = False, extra: list[tuple[bytes, bytes]] | None = None) -> None:
     """One complete response; with a request id, AWS's ``x-amzn-RequestId`` and ``x-amz-id-2`` headers.
+    ``content_type`` None sends none (AWS's XML refusals carry no Content-Type).
 
     ``close`` asks the server to close the connection after the answer (used when the rest of a
     refused body was not read).
     """
-    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+    headers = [(b"content-length", str(len(body)).encode())]
+    if content_type is not None:
+        headers.insert(0, (b"content-type", content_type))
     if rid:
         headers.append((b"x-amzn-requestid", rid.encode()))
         headers.append((b"x-amz-id-2", amz_id_2().encode()))

@@ -173,6 +173,9 @@ class FrontDoor:
                 raise body.BodyTooLarge(api.max_body_bytes)
             digest = body.sha256() if self.principals.required and wants_payload_hash(scope["headers"]) else None
             raw = await body.read(receive, api.max_body_bytes, held, digest, length=length)
+            if not raw and api.cbor:
+                await self._refuse_empty(send, name, ctype, rid, started, origin)
+                return
             if not use_cbor and ctype not in wire.JSON_TYPES:
                 # AWS answers a content type it does not speak in XML, as kinesalite recorded it: 403
                 # AccessDenied when the target does not even split into service.operation, else an
@@ -182,7 +185,7 @@ class FrontDoor:
                     ("AccessDeniedException", 403)
                 out = wire.xml_error(refusal, None if status == 404 else wire.NO_OPERATION)
                 api.observe(name, status, started, None, refusal)
-                await send_response(send, status, out, wire.XML_BYTES, rid,
+                await send_response(send, status, out, None, rid,  # AWS's XML refusals have no content type
                                     extra=cors.ANSWER_HEADERS if origin else None)
                 return
             operation = api.operations.get(name or "")
@@ -233,6 +236,19 @@ class FrontDoor:
             await send_streamed(send, receive, streamed, rid)
             return
         await send_response(send, status, out, wire.CBOR_BYTES if use_cbor else wire.JSON_BYTES, rid, close=close,
+                            extra=cors.ANSWER_HEADERS if origin else None)
+
+    async def _refuse_empty(self, send: Send, name: str | None, ctype: str, rid: str, started: float,
+                            origin: bool) -> None:
+        """An empty body, as the Kinesis front door answers it before it looks at the content type
+        (kinesalite's recordings, security.md §7.1): 400 SerializationException for a known operation,
+        else UnknownOperationException, without a message, in JSON only when the request said JSON 1.1
+        and in CBOR otherwise (even with no content type at all)."""
+        refusal = "SerializationException" if name in self.api.operations else "UnknownOperationException"
+        as_json = ctype == wire.JSON
+        out = wire.error(refusal, wire.BARE, cbor=not as_json)
+        self.api.observe(name, 400, started, None, refusal)
+        await send_response(send, 400, out, wire.JSON_BYTES if as_json else wire.CBOR_BYTES, rid,
                             extra=cors.ANSWER_HEADERS if origin else None)
 
     async def _parse(self, raw: bytes, encoding: str, use_cbor: bool, held: body.Held,
@@ -333,5 +349,5 @@ def _context(principal: Principal, caller: Caller) -> dict[str, Any]:
 
 async def refuse_method(scope: Scope, send: Send) -> None:
     """A method other than POST on the API's path, answered as AWS answers it: 403, in XML."""
-    await send_response(send, 403, wire.xml_error("AccessDeniedException", wire.NO_OPERATION), wire.XML_BYTES,
+    await send_response(send, 403, wire.xml_error("AccessDeniedException", wire.NO_OPERATION), None,
                         wire.request_id(), extra=cors.ANSWER_HEADERS if cors.has_origin(scope) else None)

@@ -34,6 +34,8 @@ JSON_BYTES = JSON.encode()
 CBOR_BYTES = CBOR.encode()
 #: Content types a JSON request may carry. application/json is accepted for curl users.
 JSON_TYPES = frozenset({JSON, "application/json"})
+#: The message of an error AWS sends without one (a body it cannot read): ``error`` leaves the member out.
+BARE = ""
 
 #: Answer members that are timestamps (epoch seconds in the operations' answers).
 _CBOR_TIMESTAMPS = frozenset({"ApproximateArrivalTimestamp", "StreamCreationTimestamp", "ConsumerCreationTimestamp"})
@@ -66,20 +68,23 @@ def decode(raw: bytes, *, cbor: bool, max_depth: int | None, max_containers: int
 
     ``max_containers`` bounds the objects and arrays of a JSON body, counted on the bytes before parsing
     (an upper bound: brackets inside strings count too), so that no body makes the parser build millions
-    of objects while it holds the interpreter (the event loop waits for that)."""
+    of objects while it holds the interpreter (the event loop waits for that).
+
+    A body that is empty, not JSON (or CBOR), or not an object is refused as AWS refuses it: a
+    SerializationException with no message (kinesalite's recordings; current coral services too), except
+    a list, which AWS answers "Start of list found where not expected"."""
     if not raw:
-        raise SerializationException("The request body is empty; send an object ({} for no parameters).")
+        raise SerializationException(BARE)
     if max_containers is not None and not cbor and raw.count(b"{") + raw.count(b"[") > max_containers:
         raise SerializationException(f"The request body holds more than {max_containers} objects and arrays.")
     try:
         data = _decode_cbor(raw) if cbor else orjson.loads(raw)
-    except Exception as exc:  # orjson.JSONDecodeError, cbor2.CBORDecodeError, ValueError, RecursionError
-        kind = "CBOR" if cbor else "JSON"
-        raise SerializationException(f"The request body is not valid {kind}: {str(exc)[:200]}") from None
+    except Exception:  # orjson.JSONDecodeError, cbor2.CBORDecodeError, ValueError, RecursionError
+        raise SerializationException(BARE) from None
     if not isinstance(data, dict):
         if isinstance(data, list):
             raise SerializationException("Start of list found where not expected")
-        raise SerializationException("The request body must be an object.")
+        raise SerializationException(BARE)
     if max_depth is not None and _may_exceed(raw, max_depth) and _depth_exceeds(data, max_depth):
         raise SerializationException(f"The request body nests objects and arrays more than {max_depth} deep.")
     return data
@@ -167,7 +172,6 @@ def _cbor_ready(value: Any, key: str | None = None) -> Any:
 
 
 #: What AWS answers, in XML, before it knows which service and operation a request is for.
-XML_BYTES = b"application/xml"
 NO_OPERATION = "Unable to determine service/operation name to be authorized"
 
 
@@ -180,6 +184,7 @@ def xml_error(aws_type: str, message: str | None = None) -> bytes:
 
 
 def error(aws_type: str, message: str, *, cbor: bool = False, members: dict[str, Any] | None = None) -> bytes:
-    """The error envelope; ``members``: the error shape's other modelled members (e.g. RawInputRecords)."""
-    body = {"__type": aws_type, "message": message, **(members or {})}
+    """The error envelope; ``members``: the error shape's other modelled members (e.g. RawInputRecords).
+    A ``BARE`` message is left out, as AWS leaves it out of its refusal of a body it cannot read."""
+    body = {"__type": aws_type, **({"message": message} if message != BARE else {}), **(members or {})}
     return cbor2.dumps(body) if cbor else orjson.dumps(body)

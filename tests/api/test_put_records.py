@@ -153,7 +153,8 @@ def test_malformed_requests_get_the_aws_error_envelope(
     got_status, resp, headers = raw_call(daemon.endpoint, target, body, content_type)
     assert got_status == status
     assert resp["__type"] == error
-    assert resp["message"]
+    # a body that cannot be read is refused by its type alone, as AWS does; every other refusal says why
+    assert resp == {"__type": error} if body in (b"", b"{not json") else resp["message"]
     assert headers.get("x-amzn-RequestId") or headers.get("x-amzn-requestid")
     # and the daemon keeps serving
     assert daemon.client().list_delivery_streams()["DeliveryStreamNames"] == ["clicks"]
@@ -182,7 +183,7 @@ def test_requests_aws_cannot_route_are_answered_in_xml_as_aws_does(
     headers = {k: v for k, v in (("X-Amz-Target", target), ("Content-Type", content_type)) if v}
     answer = httpx.request(method, f"{daemon.endpoint}/", headers=headers, content=b"{}" if method != "GET" else None)
     assert (answer.status_code, answer.content) == (status, body)
-    assert answer.headers["content-type"] == "application/xml" and answer.headers["x-amzn-requestid"]
+    assert "content-type" not in answer.headers and answer.headers["x-amzn-requestid"]  # untyped, as AWS sends it
     assert daemon.client().list_delivery_streams()["DeliveryStreamNames"] == ["clicks"]
 
 

@@ -92,5 +92,5 @@ def test_cbor_takes_timestamps_and_refuses_every_other_tag() -> None:
         shared = [shared, shared]
     for value in (cbor2.dumps({"S": shared}, value_sharing=True), cbor2.dumps({"R": cbor2.CBORTag(35, "a+")}),
                   cbor2.dumps({"X": cbor2.CBORTag(999, 1)})):
-        with pytest.raises(SerializationException, match="not valid CBOR"):
+        with pytest.raises(SerializationException, match="^$"):  # refused bare, as AWS refuses unreadable bodies
             wire.decode(value, cbor=True, max_depth=64)

@@ -83,6 +83,39 @@ def test_operations_without_output_answer_an_empty_body(streams_server: StreamsS
     assert status == 400 and out["__type"] == "ResourceNotFoundException"
 
 
+EMPTY_BODY_CASES = [  # (content type, target) -> (answer's content type, __type): kinesalite's connection.js
+    (None, None, CBOR, "UnknownOperationException"),
+    ("application/x-amz-json-1.0", None, CBOR, "UnknownOperationException"),
+    ("application/x-amz-json-1.1asdf", None, CBOR, "UnknownOperationException"),
+    (None, "Kinesis_20131202.ListStream", CBOR, "UnknownOperationException"),
+    (None, "Whatever.Whatever", CBOR, "UnknownOperationException"),
+    (None, "Kinesis_20131202.ListStreams", CBOR, "SerializationException"),
+    ("application/x-amz-json-1.1", None, "application/x-amz-json-1.1", "UnknownOperationException"),
+    ("application/json", None, CBOR, "UnknownOperationException"),
+    ("application/json", "Kinesis_20131202.ListStreams", CBOR, "SerializationException"),
+    ("application/x-amz-json-1.1", "Kinesis_20131202.ListStreams", "application/x-amz-json-1.1",
+     "SerializationException"),
+    (CBOR, "Kinesis_20131202.ListStreams", CBOR, "SerializationException"),
+]
+
+
+@pytest.mark.parametrize(("content_type", "target", "answer_type", "refusal"), EMPTY_BODY_CASES)
+def test_an_empty_body_is_refused_before_the_content_type_is_looked_at(
+        streams_server: StreamsServer, content_type: str | None, target: str | None, answer_type: str,
+        refusal: str) -> None:
+    """AWS refuses an empty body first: its __type alone, in JSON only for a JSON 1.1 request, else CBOR."""
+    headers = {k: v for k, v in (("Content-Type", content_type), ("X-Amz-Target", target)) if v}
+    answer = httpx.post(streams_server.endpoint, content=b"", headers=headers)
+    assert answer.status_code == 400 and answer.headers["content-type"] == answer_type
+    body = _loads(answer.content) if answer_type == CBOR else orjson.loads(answer.content)
+    assert body == {"__type": refusal}
+    assert answer.headers["x-amzn-requestid"] and answer.headers["x-amz-id-2"]
+    # with a body, a content type the API does not speak is refused in XML, which AWS sends untyped
+    refused = httpx.post(streams_server.endpoint, content=b"{}", headers={"X-Amz-Target": target or ""})
+    assert refused.status_code in (403, 404) and refused.content.startswith(b"<")
+    assert "content-type" not in refused.headers
+
+
 def test_cbor_errors_are_cbor(streams_server: StreamsServer) -> None:
     status, out, _ = cbor_call(streams_server, "DescribeStream", {"StreamName": "does-not-exist"})
     assert status == 400 and out["__type"] == "ResourceNotFoundException"

@@ -289,7 +289,7 @@ def check_answer(response: httpx.Response, *, cbor_request: bool = False) -> dic
     assert response.headers.get("x-amzn-requestid"), what
     assert response.headers.get("x-amz-id-2"), what
     ctype = response.headers.get("content-type")
-    if ctype == "application/xml":  # a request AWS cannot route (method, content type): its XML refusal
+    if ctype is None and raw.startswith(b"<"):  # a request AWS cannot route (method, content type): XML, untyped
         assert (response.status_code, raw) in ((404, b"<UnknownOperationException/>\n"), (403, XML_NO_OPERATION)), what
         return {"__type": "UnknownOperationException" if response.status_code == 404 else "AccessDeniedException",
                 "message": ""}
@@ -300,7 +300,9 @@ def check_answer(response: httpx.Response, *, cbor_request: bool = False) -> dic
     assert isinstance(body, dict), what
     if response.status_code >= 300:
         assert isinstance(body.get("__type"), str) and body["__type"], what
-        assert isinstance(body.get("message"), str), what
+        # every refusal says why, except AWS's bare refusal of an empty body (its __type alone)
+        bare = body["__type"] in ("SerializationException", "UnknownOperationException") and len(body) == 1
+        assert bare or isinstance(body.get("message"), str), what
     return body
 
 
