@@ -341,40 +341,37 @@ def test_shard_ids_in_requests_are_checked_as_aws_checks_them(streams_server: St
               "(2) TRIM_HORIZON or LATEST and no StartingSequenceNumber. Request specified")
     not_both = ("is not both greater than one plus the shard's StartingHashKey {} and less than the shard's "
                 "EndingHashKey {}.")
+    def iterator(stream: str, shard: str, kind: str = "LATEST", **more: str) -> Any:
+        return lambda: k.get_shard_iterator(StreamName=stream, ShardId=shard, ShardIteratorType=kind, **more)
+
+    def absent(stream: str, shard: str) -> tuple[str, str]:
+        return "ResourceNotFoundException", f"Shard {shard} in stream {stream} under account {ACCT} does not exist"
+
+    def unreadable(stream: str, text: str) -> tuple[str, str]:
+        return "ResourceNotFoundException", f"Could not find shard {text} in stream {stream} under account {ACCT}."
+
     cases: list[tuple[Any, str, str]] = [
-        (lambda: k.get_shard_iterator(StreamName=nope, ShardId="2147483647", ShardIteratorType="LATEST"),
-         "ResourceNotFoundException", f"Shard shardId-002147483647 in stream {nope} under account {ACCT} does not "
-                                      "exist"),
-        (lambda: k.get_shard_iterator(StreamName=nope, ShardId="a-00002147483647", ShardIteratorType="LATEST"),
-         "ResourceNotFoundException", f"Shard shardId-002147483647 in stream {nope} under account {ACCT} does not "
-                                      "exist"),
-        (lambda: k.get_shard_iterator(StreamName=nope, ShardId="2147483648", ShardIteratorType="LATEST"),
-         "ResourceNotFoundException", f"Could not find shard 2147483648 in stream {nope} under account {ACCT}."),
-        (lambda: k.get_shard_iterator(StreamName=nope, ShardId="2.14E4", ShardIteratorType="LATEST"),
-         "ResourceNotFoundException", f"Could not find shard 2.14E4 in stream {nope} under account {ACCT}."),
-        (lambda: k.get_shard_iterator(StreamName=p, ShardId="shardId-5", ShardIteratorType="AT_SEQUENCE_NUMBER",
-                                      StartingSequenceNumber="5"),
-         "ResourceNotFoundException", f"Shard shardId-000000000005 in stream {p} under account {ACCT} does not "
-                                      "exist"),
+        (iterator(nope, "2147483647"), *absent(nope, "shardId-002147483647")),
+        (iterator(nope, "a-00002147483647"), *absent(nope, "shardId-002147483647")),
+        (iterator(nope, "2147483648"), *unreadable(nope, "2147483648")),
+        (iterator(nope, "2.14E4"), *unreadable(nope, "2.14E4")),
+        (iterator(p, "shardId-5", "AT_SEQUENCE_NUMBER", StartingSequenceNumber="5"),
+         *absent(p, "shardId-000000000005")),
         # the stream and shard first, then the type's members
-        (lambda: k.get_shard_iterator(StreamName=nope, ShardId="0", ShardIteratorType="AT_SEQUENCE_NUMBER"),
-         "ResourceNotFoundException", f"Shard {shard0} in stream {nope} under account {ACCT} does not exist"),
-        (lambda: k.get_shard_iterator(StreamName=p, ShardId="shardId-0", ShardIteratorType="AT_SEQUENCE_NUMBER"),
-         "InvalidArgumentException", f"{either} AT_SEQUENCE_NUMBER and no StartingSequenceNumber."),
-        (lambda: k.get_shard_iterator(StreamName=p, ShardId="0", ShardIteratorType="AFTER_SEQUENCE_NUMBER"),
-         "InvalidArgumentException", f"{either} AFTER_SEQUENCE_NUMBER and no StartingSequenceNumber."),
-        (lambda: k.get_shard_iterator(StreamName=p, ShardId="0", ShardIteratorType="LATEST",
-                                      StartingSequenceNumber="5"),
-         "InvalidArgumentException", f"{either} LATEST and also a StartingSequenceNumber."),
-        (lambda: k.get_shard_iterator(StreamName=p, ShardId="0", ShardIteratorType="TRIM_HORIZON",
-                                      StartingSequenceNumber="5"),
-         "InvalidArgumentException", f"{either} TRIM_HORIZON and also a StartingSequenceNumber."),
+        (iterator(nope, "0", "AT_SEQUENCE_NUMBER"), *absent(nope, shard0)),
+        (iterator(p, "shardId-0", "AT_SEQUENCE_NUMBER"), "InvalidArgumentException",
+         f"{either} AT_SEQUENCE_NUMBER and no StartingSequenceNumber."),
+        (iterator(p, "0", "AFTER_SEQUENCE_NUMBER"), "InvalidArgumentException",
+         f"{either} AFTER_SEQUENCE_NUMBER and no StartingSequenceNumber."),
+        (iterator(p, "0", "LATEST", StartingSequenceNumber="5"), "InvalidArgumentException",
+         f"{either} LATEST and also a StartingSequenceNumber."),
+        (iterator(p, "0", "TRIM_HORIZON", StartingSequenceNumber="5"), "InvalidArgumentException",
+         f"{either} TRIM_HORIZON and also a StartingSequenceNumber."),
         # resharding: the shard id before the stream, keys strictly inside (start + 1, end)
         (lambda: k.split_shard(StreamName=nope, ShardToSplit="ABKLFD8", NewStartingHashKey="10"),
-         "ResourceNotFoundException", f"Could not find shard ABKLFD8 in stream {nope} under account {ACCT}."),
+         *unreadable(nope, "ABKLFD8")),
         (lambda: k.split_shard(StreamName=p, ShardToSplit="shardId-5", NewStartingHashKey="10"),
-         "ResourceNotFoundException", f"Could not find shard shardId-000000000005 in stream {p} under account "
-                                      f"{ACCT}."),
+         *unreadable(p, "shardId-000000000005")),
         (lambda: k.split_shard(StreamName=p, ShardToSplit="shard-0", NewStartingHashKey="1"),
          "InvalidArgumentException", f"NewStartingHashKey 1 used in SplitShard() on shard {shard0} in stream {p} "
                                      f"under account {ACCT} " + not_both.format(0, 2**127 - 1)),
@@ -389,8 +386,7 @@ def test_shard_ids_in_requests_are_checked_as_aws_checks_them(streams_server: St
         (lambda: k.merge_shards(StreamName=p, ShardToMerge="x-1", AdjacentShardToMerge="y-0"),
          "InvalidArgumentException", f"Shards shardId-000000000001 and {shard0} in stream {p} under account "
                                      f"{ACCT} are not an adjacent pair of shards eligible for merging"),
-        (lambda: k.merge_shards(StreamName=p, ShardToMerge="0", AdjacentShardToMerge="x-"),
-         "ResourceNotFoundException", f"Could not find shard x- in stream {p} under account {ACCT}."),
+        (lambda: k.merge_shards(StreamName=p, ShardToMerge="0", AdjacentShardToMerge="x-"), *unreadable(p, "x-")),
     ]
     for call, code, message in cases:
         with pytest.raises(botocore.exceptions.ClientError) as exc:
