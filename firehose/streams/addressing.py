@@ -1,21 +1,17 @@
 """How a request names its stream: ``StreamName``, ``StreamARN``, or both when they agree.
 
-Every Kinesis operation on a stream takes either member (current API), and
-AWS's error messages then name the stream the way the request did: with
-``StreamARN`` the full ARN stands where the name would
-(``Stream arn:aws:kinesis:us-east-1:123456789012:stream/s under account
-123456789012 not found.``; kinesis-fidelity.md §5.4). ``by_arn`` applies that
-to whatever error an operation raises, so the store keeps speaking in names.
+Every Kinesis operation on a stream takes either member (current API). AWS's error
+messages name the stream by its name either way: a DescribeStream by ``StreamARN`` of a
+missing stream is answered ``Stream wrong-stream-name under account 111111111111 not
+found.`` (LocalStack's recording against AWS, September 2025; kinesis-fidelity.md §5.4
+says the ARN stands in for the name, which that recording contradicts).
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from firehose.streams.errors import (
-    FirehoseError,
     InvalidArgumentException,
     ResourceNotFoundException,
     ValidationException,
@@ -23,7 +19,6 @@ from firehose.streams.errors import (
 from firehose.streams.store import ShardStore
 
 Request = dict[str, Any]
-Handler = Callable[..., Awaitable[dict[str, Any]]]
 
 
 def split_arn(arn: str) -> tuple[str, str, str]:
@@ -59,22 +54,3 @@ def stream_name(store: ShardStore, request: Request) -> str:
             raise ResourceNotFoundException(f"Stream {from_arn} under account {account} not found.")
         return from_arn
     return str(name)
-
-
-def by_arn(handler: Handler) -> Handler:
-    """``handler``, its errors naming the stream by the request's StreamARN when it gave one."""
-
-    @functools.wraps(handler)
-    async def wrapped(store: ShardStore, request: Request, *rest: Any) -> dict[str, Any]:
-        try:
-            return await handler(store, request, *rest)
-        except FirehoseError as exc:
-            arn = request.get("StreamARN")
-            if isinstance(arn, str) and arn:
-                name = name_in_arn(arn)
-                text = exc.message.replace(f"Stream {name} ", f"Stream {arn} ")
-                exc.message = text.replace(f"stream {name} ", f"stream {arn} ")
-                exc.args = (exc.message,)
-            raise
-
-    return wrapped

@@ -25,7 +25,6 @@ import hmac
 import re
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -47,7 +46,6 @@ from firehose.streams import (
     subscriptions,
     tagging,
 )
-from firehose.streams.addressing import by_arn
 from firehose.streams.addressing import stream_name as _stream_name
 from firehose.streams.errors import (
     ExpiredNextTokenException,
@@ -666,5 +664,3 @@ OPERATIONS: dict[str, Operation] = {
     "DeregisterStreamConsumer": Operation(consumers.deregister_stream_consumer, consumers.consumer_resource),
     "SubscribeToShard": Operation(subscriptions.subscribe_to_shard, consumers.consumer_resource),
 }
-# Errors of a request that named its stream by StreamARN name it by that ARN, as AWS's do (addressing.py).
-OPERATIONS = {name: replace(op, handler=by_arn(op.handler)) for name, op in OPERATIONS.items()}

@@ -119,6 +119,11 @@ def test_an_empty_body_is_refused_before_the_content_type_is_looked_at(
 def test_cbor_errors_are_cbor(streams_server: StreamsServer) -> None:
     status, out, _ = cbor_call(streams_server, "DescribeStream", {"StreamName": "does-not-exist"})
     assert status == 400 and out["__type"] == "ResourceNotFoundException"
+    # AWS's answer as recorded (LocalStack's test_cbor_exceptions): named by the stream's name, not its ARN
+    arn = "arn:aws:kinesis:us-east-1:123456789012:stream/wrong-stream-name"
+    status, out, _ = cbor_call(streams_server, "DescribeStream", {"StreamARN": arn})
+    assert (status, out) == (400, {"__type": "ResourceNotFoundException",
+                                   "message": "Stream wrong-stream-name under account 123456789012 not found."})
     resp = httpx.post(streams_server.endpoint, content=b"\xff\xff garbage",
                       headers={"X-Amz-Target": "Kinesis_20131202.ListStreams", "Content-Type": CBOR})
     assert resp.status_code == 400 and _loads(resp.content)["__type"] == "SerializationException"
