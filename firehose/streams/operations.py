@@ -302,28 +302,19 @@ async def decrease_retention(store: ShardStore, request: Request) -> dict[str, A
     return await _retention(store, request, increase=False)
 
 
-def _reshard_shard(store: ShardStore, name: str, given: str) -> str:
-    """The canonical id of a shard SplitShard or MergeShards names; checked before the stream is looked up."""
-    shard_id = shardids.resolve(given)
-    if shard_id is None:
-        raise ResourceNotFoundException(f"Could not find shard {given} in stream {name} under account "
-                                        f"{store.options.account_id}.")
-    return shard_id
-
-
 async def split_shard(store: ShardStore, request: Request) -> dict[str, Any]:
     """NewStartingHashKey is digits by the model's pattern; one past 2^128 - 1 is outside every shard and is
     refused by the same rule as any key outside the shard (AWS's answer, as kinesalite recorded it)."""
     name = _stream_name(store, request)
-    shard_id = _reshard_shard(store, name, request["ShardToSplit"])
+    shard_id = store.shard_id_of(name, request["ShardToSplit"])
     store.split_shard(name, shard_id, int(request["NewStartingHashKey"]))
     return {}
 
 
 async def merge_shards(store: ShardStore, request: Request) -> dict[str, Any]:
     name = _stream_name(store, request)
-    first = _reshard_shard(store, name, request["ShardToMerge"])
-    store.merge_shards(name, first, _reshard_shard(store, name, request["AdjacentShardToMerge"]))
+    first = store.shard_id_of(name, request["ShardToMerge"])
+    store.merge_shards(name, first, store.shard_id_of(name, request["AdjacentShardToMerge"]))
     return {}
 
 

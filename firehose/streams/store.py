@@ -380,14 +380,20 @@ class ShardStore:
                                          f"instead in state {stream.status}")
         return stream
 
-    def iterator_shard(self, name: str, given: str) -> str:
-        """The canonical id of the shard a GetShardIterator names, checked as AWS checks it before anything
-        else about the request: a ``given`` id that names no shard, then a stream or shard that is not there
-        (a stream being created or deleted counts as not there), each with AWS's text."""
+    def shard_id_of(self, name: str, given: str) -> str:
+        """The canonical id of the shard a request names by ``given`` (``shardids``), checked before the stream
+        is looked up, as AWS checks it; AWS's text when ``given`` names no shard at all."""
         shard_id = shardids.resolve(given)
         if shard_id is None:
             raise ResourceNotFoundException(f"Could not find shard {given} in stream {name} under account "
                                             f"{self.options.account_id}.")
+        return shard_id
+
+    def iterator_shard(self, name: str, given: str) -> str:
+        """The canonical id of the shard a GetShardIterator names, checked as AWS checks it before anything
+        else about the request: ``shard_id_of``, then a stream or shard that is not there (a stream being
+        created or deleted counts as not there), with AWS's text."""
+        shard_id = self.shard_id_of(name, given)
         stream = self.streams.get(name)
         if stream is None or stream.status in ("CREATING", "DELETING") or stream.shard(shard_id) is None:
             raise ResourceNotFoundException(f"Shard {shard_id} in stream {name} under account "
