@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +15,7 @@ import httpx
 import pytest
 
 from firehose.settings import KafkaClusterSettings
-from firehose.sources.kafka import (
+from firehose.sources.kafka_reader import (
     MAX_RECORD_BYTES,
     MAX_RECORD_BYTES_LAMBDA,
     OFFSET_BEGINNING,
@@ -104,7 +106,11 @@ def test_a_daemon_killed_and_restarted_spools_no_record_twice(daemon_process: An
     broker.produce("restarts", first)
     out = tmp_path / "out"
     wait_until(lambda: len(delivered_records(out, "r/")) >= len(first), timeout=60)
+    reader = d.readiness()["streams"]["r"]["source"]["reader_pid"]
+    assert _alive(reader)
     d.kill()
+    # the reader process sees its link close and exits: a killed daemon leaves nothing reading behind
+    wait_until(lambda: not _alive(reader), timeout=15)
     assert broker.committed("firehose.123456789012.r", "restarts") == {}
     d.start()
     second = keyed("b", 900)
@@ -112,6 +118,39 @@ def test_a_daemon_killed_and_restarted_spools_no_record_twice(daemon_process: An
     wait_until(lambda: len(delivered_records(out, "r/")) >= len(first) + len(second), timeout=60)
     wait_until(lambda: d.idle("r"), timeout=30)
     assert sorted(delivered_records(out, "r/")) == sorted(v.rstrip(b"\n") for _k, v in first + second)
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead and not yet reaped, does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_a_reader_process_killed_is_started_again_from_the_spool(start_daemon: Any, broker: KafkaBroker,
+                                                                 tmp_path: Path) -> None:
+    """The topic is read in a process of its own; killed mid-run (as the OOM killer would), it is started
+    again from the spool's checkpoints: with commits an hour apart nothing is committed, so a record read
+    twice would show here."""
+    broker.create_topic("crashes", 3)
+    d = start_daemon([msk_stream("c", "crashes")], kafka_clusters=clusters(broker, commit_interval_seconds=3600))
+    first = keyed("a", 3000)
+    broker.produce("crashes", first)
+    out = tmp_path / "out"
+    wait_until(lambda: len(delivered_records(out, "c/")) >= len(first), timeout=60)
+    source = d.call(lambda: d.daemon.sources[("123456789012", "c")].describe())
+    assert source["reader_restarts"] == 0 and _alive(source["reader_pid"])
+    os.kill(source["reader_pid"], signal.SIGKILL)
+    second = keyed("b", 3000)
+    broker.produce("crashes", second)
+    wait_until(lambda: len(delivered_records(out, "c/")) >= len(first) + len(second), timeout=60)
+    wait_until(lambda: d.idle("c"), timeout=30)
+    assert sorted(delivered_records(out, "c/")) == sorted(v.rstrip(b"\n") for _k, v in first + second)
+    again = d.call(lambda: d.daemon.sources[("123456789012", "c")].describe())
+    assert again["reader_restarts"] == 1 and again["reader_pid"] != source["reader_pid"]
+    assert _alive(again["reader_pid"]) and not _alive(source["reader_pid"])
+    assert again["records"] == len(first) + len(second) and again["partitions"] == [0, 1, 2]
 
 
 def test_read_from_timestamp_skips_older_records(start_daemon: Any, broker: KafkaBroker, tmp_path: Path) -> None:
@@ -194,6 +233,37 @@ def test_a_stalled_destination_pauses_reading(start_daemon: Any, broker: KafkaBr
     assert read <= 1100 + 10_000, read
     used = sum(p.stat().st_size for p in (tmp_path / "state" / "spool").rglob("*.seg"))
     assert used < 13 * 1024 * 1024, used
+
+
+def test_a_source_stops_in_time_while_the_spool_is_full(start_daemon: Any, broker: KafkaBroker,
+                                                         tmp_path: Path) -> None:
+    """An entry the full spool does not take is given up at a stop, within half the group's session:
+    the daemon stops, the reader exits, and nothing unwritten is committed."""
+    dead = free_port()  # nothing listens here: nothing is delivered, so nothing leaves the spool
+    body = {
+        "DeliveryStreamName": "full", "DeliveryStreamType": "MSKAsSource",
+        "MSKSourceConfiguration": msk_stream("x", "fills")["MSKSourceConfiguration"],
+        "HttpEndpointDestinationConfiguration": {
+            "EndpointConfiguration": {"Url": f"http://127.0.0.1:{dead}/", "Name": "dead"},
+            "BufferingHints": {"SizeInMBs": 1, "IntervalInSeconds": 0},
+            "RetryOptions": {"DurationInSeconds": 7200},
+            "S3Configuration": {"RoleARN": ROLE, "BucketARN": "arn:aws:s3:::local"}},
+    }
+    broker.create_topic("fills", 2)
+    broker.produce("fills", [(None, b"x" * 1000)] * 24_000)  # 24 MB, three times the spool
+    d = start_daemon([body], kafka_clusters=clusters(broker, max_backlog_bytes="1 GiB"),
+                     spool={"max_bytes": "8MiB", "segment_bytes": "512KiB"},
+                     delivery={"shutdown_timeout_seconds": 1})
+    source = lambda: d.call(lambda: d.daemon.sources[("123456789012", "full")].describe())  # noqa: E731
+    wait_until(lambda: "ServiceUnavailable" in (source()["last_error"] or ""), timeout=60)
+    read, reader = source()["records"], source()["reader_pid"]
+    assert 0 < read < 24_000  # the spool took what fits (an entry may pass its limit), the rest waits
+    started = time.monotonic()
+    d.stop()
+    assert time.monotonic() - started < 3 + 10  # half the 6 s session, and the delivery's shutdown
+    wait_until(lambda: not _alive(reader), timeout=5)
+    committed = sum(broker.committed("firehose.123456789012.full", "fills").values())
+    assert committed <= read
 
 
 def test_start_positions() -> None:
