@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import operator
 import os
 import statistics
 import sys
@@ -52,6 +53,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from array import array
 from pathlib import Path
 from typing import Any
 
@@ -120,14 +122,19 @@ FLOOR_SYNC_BYTES = 8 * 1024 * 1024
 FLOOR_OBJECT_BYTES = 16 * 1024 * 1024
 
 
+_ms = operator.itemgetter(1)  # of a message's (timestamp type, ms)
+
+
 def durable_floor(broker: KafkaBroker, topic: str, records: int, out: Path) -> dict[str, Any]:
-    """The least any at-least-once consumer that lands the topic durably must do, in one thread: read as
-    ``direct`` does, append every value to a log fdatasynced every ``FLOOR_SYNC_BYTES`` (then commit the
-    offsets read, asynchronously), and write it again into objects of ``FLOOR_OBJECT_BYTES``, each
-    fsynced, renamed into place and its directory fsynced. No framing, checksums, metadata or arrival
-    times: a floor for the daemon's CPU, not a design (its fsyncs block its reading, so its records/s
-    are no ceiling)."""
-    from confluent_kafka import Consumer, TopicPartition
+    """The least any at-least-once consumer that lands the topic durably as Firehose does must do, in
+    one thread: read as ``direct`` does, append every value and its arrival time (the Kafka timestamp,
+    which Firehose delivers by: the spec's ``approximateArrivalTimestamp``) to a log fdatasynced every
+    ``FLOOR_SYNC_BYTES`` (then commit the offsets read, asynchronously), and write the values again into
+    objects of ``FLOOR_OBJECT_BYTES``, each fsynced, renamed into place and its directory fsynced. Every
+    per-message step is a C-level map over the client's accessors. No framing, checksums, lengths,
+    partitions' runs or delivery bookkeeping: a floor for the daemon's CPU, not a design (its fsyncs
+    block its reading, so its records/s are no ceiling)."""
+    from confluent_kafka import Consumer, Message, TopicPartition
 
     consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": f"bench-{uuid.uuid4().hex}",
                          "auto.offset.reset": "earliest", "enable.auto.commit": False,
@@ -147,14 +154,16 @@ def durable_floor(broker: KafkaBroker, topic: str, records: int, out: Path) -> d
             batch = consumer.consume(10_000, 1.0)
             if batch and not first:
                 first, cpu0 = time.perf_counter(), time.process_time()
-            messages = [m for m in batch if m.error() is None]
+            messages = [m for m in batch if m.error() is None] if any(map(Message.error, batch)) else batch
             if not messages:
                 continue
-            data = b"".join([m.value() for m in messages])
-            last.update((m.partition(), m.offset()) for m in messages)
+            data = b"".join(map(Message.value, messages))
+            arrivals = array("q", map(_ms, map(Message.timestamp, messages)))
+            last.update(zip(map(Message.partition, messages), map(Message.offset, messages), strict=True))
             n += len(messages)
+            log.write(arrivals)
             log.write(data)
-            unsynced += len(data)
+            unsynced += len(data) + len(arrivals) * arrivals.itemsize
             if unsynced >= FLOOR_SYNC_BYTES or n >= records:
                 log.flush()
                 os.fdatasync(log.fileno())
