@@ -297,19 +297,25 @@ async def describe_delivery_stream(svc: Services, body: Body) -> Body:
 
 
 def describe(svc: Services, state: StreamState) -> Body:
-    return {
+    """As AWS describes a stream (its answers recorded against AWS, 2022-2024): no LastUpdateTimestamp
+    until the stream is updated, and no DeliveryStreamEncryptionConfiguration for a stream that reads a
+    Kinesis stream or a Kafka topic (server-side encryption is only for DirectPut)."""
+    out: Body = {
         "DeliveryStreamName": state.name,
         "DeliveryStreamARN": svc.arn(state.name),
         "DeliveryStreamStatus": state.status,
         "DeliveryStreamType": state.definition.delivery_stream_type,
-        "DeliveryStreamEncryptionConfiguration": state.encryption.describe(),
         "VersionId": str(state.version_id),
         "CreateTimestamp": epoch_seconds(state.created_ms),
-        "LastUpdateTimestamp": epoch_seconds(state.updated_ms),
         "Source": _source_description(state),
         "Destinations": [{"DestinationId": DESTINATION_ID, **_destination_description(state)}],
         "HasMoreDestinations": False,
     }
+    if state.definition.delivery_stream_type == "DirectPut":
+        out["DeliveryStreamEncryptionConfiguration"] = state.encryption.describe()
+    if state.version_id > 1:
+        out["LastUpdateTimestamp"] = epoch_seconds(state.updated_ms)
+    return out
 
 
 def _source_description(state: StreamState) -> Body:
@@ -331,7 +337,29 @@ _S3_DEFAULTS = {
     "BufferingHints": {"SizeInMBs": 5, "IntervalInSeconds": 300},
     "CompressionFormat": "UNCOMPRESSED",
     "EncryptionConfiguration": {"NoEncryptionConfig": "NoEncryption"},
+    "CloudWatchLoggingOptions": {"Enabled": False},
 }
+#: A Lambda processor's parameters AWS fills in when they were not given, in the order it lists them
+#: after the given ones (recorded against AWS, 2024); ``RoleArn`` is the destination's role. These are
+#: the values the processing chain uses when they are absent.
+_LAMBDA_DEFAULTS = (("NumberOfRetries", "3"), ("RoleArn", None), ("BufferSizeInMBs", "1"),
+                    ("BufferIntervalInSeconds", "60"))
+#: DynamicPartitioningConfiguration's retry duration when not given, as AWS fills it in (described
+#: only: delivery to S3 here retries a failed object until it lands, whatever this says).
+_PARTITIONING_RETRY = {"DurationInSeconds": 300}
+
+
+def _fill_processing(body: Body) -> None:
+    """Fill in the defaults of the Lambda processors of ``body``'s ProcessingConfiguration, in place."""
+    for processor in (body.get("ProcessingConfiguration") or {}).get("Processors") or []:
+        if processor.get("Type") != "Lambda":
+            continue
+        params = processor.setdefault("Parameters", [])
+        given = {p.get("ParameterName") for p in params}
+        for name, value in _LAMBDA_DEFAULTS:
+            value = value if value is not None else body.get("RoleARN")
+            if name not in given and value is not None:
+                params.append({"ParameterName": name, "ParameterValue": value})
 _S3_MEMBERS = ("RoleARN", "BucketARN", "Prefix", "ErrorOutputPrefix", "BufferingHints", "CompressionFormat",
                "EncryptionConfiguration", "CloudWatchLoggingOptions")
 
@@ -354,6 +382,10 @@ def _destination_description(state: StreamState) -> Body:
         if "S3BackupConfiguration" in dest:
             dest["S3BackupDescription"] = _s3_view(dest.pop("S3BackupConfiguration"))
         dest.setdefault("S3BackupMode", "Disabled")
+        partitioning = dest.get("DynamicPartitioningConfiguration")
+        if partitioning is not None:
+            partitioning.setdefault("RetryOptions", dict(_PARTITIONING_RETRY))
+        _fill_processing(dest)
         return {"S3DestinationDescription": _s3_view(dest), "ExtendedS3DestinationDescription": dest}
     config = definition.record_destination
     body = config.dump()
@@ -371,6 +403,7 @@ def _destination_description(state: StreamState) -> Body:
     if "BufferingHints" in type(config).model_fields or "buffering_hints" in type(config).model_fields:
         body.setdefault("BufferingHints", {"SizeInMBs": size // (1024 * 1024), "IntervalInSeconds": interval})
     body.setdefault("RetryOptions", {"DurationInSeconds": config.retry_seconds})
+    _fill_processing(body)
     return {config.description_member: body}
 
 

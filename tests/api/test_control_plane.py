@@ -11,6 +11,7 @@ import pytest
 from tests.support.aws import ROLE
 from tests.support.config import local_stream
 from tests.support.delivered import read_local
+from tests.support.transforms import write_function
 from tests.support.waiting import wait_until
 
 
@@ -208,3 +209,57 @@ def test_http_destinations_may_only_point_where_the_operator_allows(start_daemon
                                   HttpEndpointDestinationUpdate={"EndpointConfiguration": {
                                       "Url": "http://127.0.0.1:6379/"}})
     assert client.list_delivery_streams()["DeliveryStreamNames"] == ["partner"]
+
+
+def test_describe_fills_in_what_aws_fills_in(start_daemon: Any, tmp_path: Path) -> None:
+    """DescribeDeliveryStream as recorded against AWS (LocalStack's snapshots of CloudFormation stacks,
+    2022-2024): a Lambda processor's defaults listed after the given parameters, CloudWatch logging
+    off, dynamic partitioning's retry, no LastUpdateTimestamp before an update, and no encryption
+    configuration for a stream that reads a Kinesis stream."""
+    fns = tmp_path / "fns"
+    write_function(fns, "clicks", """
+        def lambda_handler(event, context):
+            records = event["records"]
+            return {"records": [{"recordId": r["recordId"], "result": "Ok", "data": r["data"]} for r in records]}
+    """)
+    client = start_daemon(transforms_dir=str(fns)).client()
+    arn = "arn:aws:lambda:us-east-1:123456789012:function:clicks"
+    client.create_delivery_stream(**local_stream("clicks", Prefix="firehose/", ProcessingConfiguration={
+        "Enabled": True, "Processors": [{"Type": "Lambda", "Parameters": [
+            {"ParameterName": "LambdaArn", "ParameterValue": arn}]}]}))
+    desc = client.describe_delivery_stream(DeliveryStreamName="clicks")["DeliveryStreamDescription"]
+    assert "LastUpdateTimestamp" not in desc and desc["VersionId"] == "1"
+    assert desc["DeliveryStreamEncryptionConfiguration"] == {"Status": "DISABLED"}
+    ext = desc["Destinations"][0]["ExtendedS3DestinationDescription"]
+    assert ext["ProcessingConfiguration"]["Processors"][0]["Parameters"] == [
+        {"ParameterName": "LambdaArn", "ParameterValue": arn},
+        {"ParameterName": "NumberOfRetries", "ParameterValue": "3"},
+        {"ParameterName": "RoleArn", "ParameterValue": ROLE},
+        {"ParameterName": "BufferSizeInMBs", "ParameterValue": "1"},
+        {"ParameterName": "BufferIntervalInSeconds", "ParameterValue": "60"},
+    ]
+    assert ext["CloudWatchLoggingOptions"] == {"Enabled": False}
+    s3 = desc["Destinations"][0]["S3DestinationDescription"]
+    assert s3["CloudWatchLoggingOptions"] == {"Enabled": False} and "ProcessingConfiguration" not in s3
+    client.update_destination(DeliveryStreamName="clicks", CurrentDeliveryStreamVersionId="1",
+                              DestinationId="destinationId-000000000001",
+                              ExtendedS3DestinationUpdate={"Prefix": "v2/"})
+    desc = client.describe_delivery_stream(DeliveryStreamName="clicks")["DeliveryStreamDescription"]
+    assert desc["LastUpdateTimestamp"] >= desc["CreateTimestamp"]
+
+    client.create_delivery_stream(
+        DeliveryStreamName="fromkinesis", DeliveryStreamType="KinesisStreamAsSource",
+        KinesisStreamSourceConfiguration={"KinesisStreamARN": "arn:aws:kinesis:us-east-1:123456789012:stream/s",
+                                          "RoleARN": ROLE},
+        ExtendedS3DestinationConfiguration=local_stream(
+            "x", Prefix="t/!{partitionKeyFromQuery:p}/", ErrorOutputPrefix="e/!{firehose:error-output-type}/",
+            DynamicPartitioningConfiguration={"Enabled": True},
+            ProcessingConfiguration={"Enabled": True, "Processors": [{"Type": "MetadataExtraction", "Parameters": [
+                {"ParameterName": "MetadataExtractionQuery", "ParameterValue": "{p: .t}"},
+                {"ParameterName": "JsonParsingEngine", "ParameterValue": "JQ-1.6"}]}]},
+        )["ExtendedS3DestinationConfiguration"])
+    desc = client.describe_delivery_stream(DeliveryStreamName="fromkinesis")["DeliveryStreamDescription"]
+    assert "DeliveryStreamEncryptionConfiguration" not in desc and "LastUpdateTimestamp" not in desc
+    ext = desc["Destinations"][0]["ExtendedS3DestinationDescription"]
+    assert ext["DynamicPartitioningConfiguration"] == {"Enabled": True, "RetryOptions": {"DurationInSeconds": 300}}
+    assert len(ext["ProcessingConfiguration"]["Processors"][0]["Parameters"]) == 2  # only Lambda's are filled in
