@@ -314,6 +314,12 @@ def test_every_starting_position(kinesis: Any) -> None:
         assert error_of(exc)[0] == code and error_of(exc)[2] == 400, position
     with pytest.raises(kinesis.exceptions.ResourceNotFoundException):
         subscribe(kinesis, consumer, shard="shardId-000000000009")
+    # a shard id is read by its index, as GetShardIterator reads it
+    arn = wait_active(kinesis, kinesis.describe_stream_summary(StreamName=name)[
+        "StreamDescriptionSummary"]["StreamARN"], "short")
+    events = subscribe(kinesis, arn, shard="shardId-0", Type="TRIM_HORIZON")
+    assert datas(take(events, 3)) == [b"a", b"b", b"c"]
+    events.close()
 
 
 def test_an_idle_shards_continuation_resumes_before_its_first_record(slow_server: StreamsServer) -> None:
