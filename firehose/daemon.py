@@ -445,6 +445,7 @@ class Daemon:
         ingest = m.ingest(state.name)
         read_bytes, backpressured = m.source_read_bytes.labels(state.name), m.source_backpressured.labels(state.name)
         oversize = m.source_oversize_records.labels(state.name)
+        restarts = m.source_reader_restarts.labels(state.name)
 
         def count(records: int, size: int) -> None:
             ingest.records.inc(records)
@@ -459,7 +460,7 @@ class Daemon:
         source = KafkaSource(name=state.name, account_id=state.account_id, source=source_config, cluster=cluster,
                              spool=self.spool, stream=self._stream_spool(state), created_ms=state.created_ms,
                              on_records=count, on_backpressure=lambda paused: backpressured.set(int(paused)),
-                             on_oversize=oversize.inc, lambda_step=lambda_step)
+                             on_oversize=oversize.inc, on_restart=restarts.inc, lambda_step=lambda_step)
         self.sources[state.key] = source
         source.start()
         log.info("Reading a Kafka topic.", extra={"stream": state.name, "topic": source.topic, "group": source.group})

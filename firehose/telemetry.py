@@ -304,6 +304,9 @@ class Metrics:
         self.source_oversize_records = Counter(
             "firehose_data_read_from_source_oversize_records", "Records read from a Kafka topic over the record "
             "size limit (10 MiB; 6 MiB with a Lambda transform), sent to the error output instead.", ds, registry=r)
+        self.source_reader_restarts = Counter(
+            "firehose_kafka_reader_restarts", "Times the process reading a stream's Kafka topic died and was started "
+            "again (from the spool's checkpoints).", ds, registry=r)
         # -- processing ---------------------------------------------------------------------------
         self.processing_duration = Histogram(
             "firehose_execute_processing_duration_seconds", "ExecuteProcessing.Duration: time of each Lambda "

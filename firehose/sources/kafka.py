@@ -74,10 +74,12 @@ class KafkaSource:
                  on_records: Callable[[int, int], None] | None = None,
                  on_backpressure: Callable[[bool], None] | None = None,
                  on_oversize: Callable[[int], None] | None = None,
+                 on_restart: Callable[[], None] | None = None,
                  lambda_step: Callable[[], bool] = lambda: True) -> None:
         """``on_records(records, bytes)`` after records are spooled; ``on_backpressure(paused)`` when
         reading pauses or resumes; ``on_oversize(records)`` after records over the size limit went to
-        the spool as error documents. ``created_ms``: when the stream was created (where reading starts
+        the spool as error documents; ``on_restart()`` when the reader process died and is started again.
+        ``created_ms``: when the stream was created (where reading starts
         without ReadFromTimestamp). ``lambda_step()``: whether the stream has a Lambda transform now: then
         records read keep their keys and headers in the spool (the Lambda event shows them; nothing else
         reads them, and they cost a third of the reading's CPU), and the size limit is Lambda's."""
@@ -95,6 +97,7 @@ class KafkaSource:
         self._on_records = on_records
         self._on_backpressure = on_backpressure
         self._on_oversize = on_oversize
+        self._on_restart = on_restart
         self._lambda_step = lambda_step
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -158,6 +161,8 @@ class KafkaSource:
                 return
             deaths = deaths + 1 if time.monotonic() - started < 60 else 1
             self.state.restarts += 1
+            if self._on_restart is not None:
+                self._on_restart()
             self.state.assigned = []
             log.warning("The Kafka reader process exited; starting it again.",
                         extra={"stream": self.name, "exit_code": self._exit_code, "attempt": deaths})

@@ -151,6 +151,7 @@ def test_a_reader_process_killed_is_started_again_from_the_spool(start_daemon: A
     assert again["reader_restarts"] == 1 and again["reader_pid"] != source["reader_pid"]
     assert _alive(again["reader_pid"]) and not _alive(source["reader_pid"])
     assert again["records"] == len(first) + len(second) and again["partitions"] == [0, 1, 2]
+    assert d.call(lambda: d.daemon.metrics.source_reader_restarts.labels("c")._value.get()) == 1
 
 
 def test_read_from_timestamp_skips_older_records(start_daemon: Any, broker: KafkaBroker, tmp_path: Path) -> None:
