@@ -77,27 +77,48 @@ def produce(broker: KafkaBroker, topic: str, records: int, size: int) -> None:
     broker.produce(topic, ((f"key-{i % 997}".encode(), b"%012d%s\n" % (i, pad)) for i in range(records)))
 
 
-def direct(broker: KafkaBroker, topic: str, records: int, out: Path | None) -> dict[str, Any]:
-    """confluent-kafka reading the topic in a group of its own; ``out``: also write every value there."""
+def subscribed(broker: KafkaBroker, topic: str) -> Any:
+    """A confluent-kafka consumer of ``topic`` in a group of its own, from the earliest offset, with the
+    fetch settings the daemon's reader uses (``sources/kafka_reader.consumer_config``): with librdkafka's
+    defaults (fetch.queue.backoff.ms 1000, fetch.wait.max.ms 500) a client that fills its queue stalls
+    for up to a second at a time, which made the direct figure swing between about 0.55M and 1.4M/s."""
     from confluent_kafka import Consumer
 
-    # The fetch settings the daemon's consumer uses (``sources/kafka.consumer_config``): with librdkafka's
-    # defaults (fetch.queue.backoff.ms 1000, fetch.wait.max.ms 500) a client that fills its queue stalls
-    # for up to a second at a time, which made the direct figure swing between about 0.55M and 1.4M/s.
     consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": f"bench-{uuid.uuid4().hex}",
                          "auto.offset.reset": "earliest", "enable.auto.commit": False,
                          "session.timeout.ms": 6000, "heartbeat.interval.ms": 1000,
                          "fetch.wait.max.ms": 50, "fetch.queue.backoff.ms": 20})
     consumer.subscribe([topic])
+    return consumer
+
+
+class Span:
+    """A reader's run from its first record: wall clock and this process's CPU (the group join left out)."""
+
+    def __init__(self) -> None:
+        self.first = self.cpu0 = 0.0
+
+    def started(self, batch: list[Any]) -> list[Any]:
+        """``batch``, the clocks started at the first that holds records."""
+        if batch and not self.first:
+            self.first, self.cpu0 = time.perf_counter(), time.process_time()
+        return batch
+
+    def result(self, records: int) -> dict[str, Any]:
+        seconds, cpu = time.perf_counter() - self.first, time.process_time() - self.cpu0
+        return {"records": records, "seconds": seconds, "records_per_s": records / seconds, "cpu_seconds": cpu,
+                "cpu_ms_per_1000": cpu / records * 1e6}
+
+
+def direct(broker: KafkaBroker, topic: str, records: int, out: Path | None) -> dict[str, Any]:
+    """confluent-kafka reading the topic in a group of its own; ``out``: also write every value there."""
+    consumer = subscribed(broker, topic)
     sink = open(out, "wb") if out is not None else None  # noqa: SIM115
     n = size = 0
-    first = 0.0
-    cpu0 = 0.0
+    span = Span()
     try:
         while n < records:
-            batch = consumer.consume(10_000, 1.0)
-            if batch and not first:
-                first, cpu0 = time.perf_counter(), time.process_time()
+            batch = span.started(consumer.consume(10_000, 1.0))
             values = [m.value() for m in batch if m.error() is None]
             n += len(values)
             size += sum(map(len, values))
@@ -106,14 +127,11 @@ def direct(broker: KafkaBroker, topic: str, records: int, out: Path | None) -> d
         if sink is not None:
             sink.flush()
             os.fsync(sink.fileno())
-        seconds = time.perf_counter() - first
-        cpu = time.process_time() - cpu0
+        return span.result(n)
     finally:
         if sink is not None:
             sink.close()
         consumer.close()
-    return {"records": n, "seconds": seconds, "records_per_s": n / seconds, "cpu_seconds": cpu,
-            "cpu_ms_per_1000": cpu / n * 1e6}
 
 
 #: The durable floor's log is fdatasynced every this many bytes (the source's largest entry), its objects
@@ -134,26 +152,19 @@ def durable_floor(broker: KafkaBroker, topic: str, records: int, out: Path) -> d
     per-message step is a C-level map over the client's accessors. No framing, checksums, lengths,
     partitions' runs or delivery bookkeeping: a floor for the daemon's CPU, not a design (its fsyncs
     block its reading, so its records/s are no ceiling)."""
-    from confluent_kafka import Consumer, Message, TopicPartition
+    from confluent_kafka import Message, TopicPartition
 
-    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": f"bench-{uuid.uuid4().hex}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False,
-                         "session.timeout.ms": 6000, "heartbeat.interval.ms": 1000,
-                         "fetch.wait.max.ms": 50, "fetch.queue.backoff.ms": 20})
-    consumer.subscribe([topic])
+    consumer = subscribed(broker, topic)
     out.mkdir(parents=True)
     directory = os.open(out, os.O_RDONLY)
     log = open(out / "log", "wb")  # noqa: SIM115
     n = unsynced = objects = obj_size = 0
     obj = None
-    first = 0.0
     last: dict[int, int] = {}
-    cpu0 = 0.0
+    span = Span()
     try:
         while n < records:
-            batch = consumer.consume(10_000, 1.0)
-            if batch and not first:
-                first, cpu0 = time.perf_counter(), time.process_time()
+            batch = span.started(consumer.consume(10_000, 1.0))
             messages = [m for m in batch if m.error() is None] if any(map(Message.error, batch)) else batch
             if not messages:
                 continue
@@ -181,14 +192,11 @@ def durable_floor(broker: KafkaBroker, topic: str, records: int, out: Path) -> d
                 os.rename(out / f".{objects}.tmp", out / f"{objects}")
                 os.fsync(directory)
                 obj, obj_size, objects = None, 0, objects + 1
-        seconds = time.perf_counter() - first
-        cpu = time.process_time() - cpu0
+        return span.result(n)
     finally:
         log.close()
         os.close(directory)
         consumer.close()
-    return {"records": n, "seconds": seconds, "records_per_s": n / seconds, "cpu_seconds": cpu,
-            "cpu_ms_per_1000": cpu / n * 1e6}
 
 
 def readyz(endpoint: str) -> dict[str, Any]:

@@ -208,18 +208,23 @@ def test_a_lambda_transform_sees_the_kafka_record(start_daemon: Any, broker: Kaf
     ]
 
 
-def test_a_stalled_destination_pauses_reading(start_daemon: Any, broker: KafkaBroker, tmp_path: Path) -> None:
-    """Past the backlog limit the partitions are paused: the rest stays in Kafka, the spool stays bounded."""
-    dead = free_port()  # nothing listens here: every delivery attempt fails and is retried
-    body = {
-        "DeliveryStreamName": "stalled", "DeliveryStreamType": "MSKAsSource",
-        "MSKSourceConfiguration": msk_stream("x", "backlog")["MSKSourceConfiguration"],
+def _undeliverable(name: str, topic: str) -> dict[str, Any]:
+    """A stream reading ``topic`` into an HTTP endpoint nothing listens at: every delivery attempt fails
+    and is retried for two hours, so nothing leaves the spool."""
+    return {
+        "DeliveryStreamName": name, "DeliveryStreamType": "MSKAsSource",
+        "MSKSourceConfiguration": msk_stream("x", topic)["MSKSourceConfiguration"],
         "HttpEndpointDestinationConfiguration": {
-            "EndpointConfiguration": {"Url": f"http://127.0.0.1:{dead}/", "Name": "dead"},
+            "EndpointConfiguration": {"Url": f"http://127.0.0.1:{free_port()}/", "Name": "dead"},
             "BufferingHints": {"SizeInMBs": 1, "IntervalInSeconds": 0},
             "RetryOptions": {"DurationInSeconds": 7200},
             "S3Configuration": {"RoleARN": ROLE, "BucketARN": "arn:aws:s3:::local"}},
     }
+
+
+def test_a_stalled_destination_pauses_reading(start_daemon: Any, broker: KafkaBroker, tmp_path: Path) -> None:
+    """Past the backlog limit the partitions are paused: the rest stays in Kafka, the spool stays bounded."""
+    body = _undeliverable("stalled", "backlog")
     broker.create_topic("backlog", 2)
     broker.produce("backlog", [(None, b"x" * 1000)] * 24_000)  # 24 MB in the topic
     d = start_daemon([body], kafka_clusters=clusters(broker, max_backlog_bytes="1 MiB"),
@@ -240,16 +245,7 @@ def test_a_source_stops_in_time_while_the_spool_is_full(start_daemon: Any, broke
                                                          tmp_path: Path) -> None:
     """An entry the full spool does not take is given up at a stop, within half the group's session:
     the daemon stops, the reader exits, and nothing unwritten is committed."""
-    dead = free_port()  # nothing listens here: nothing is delivered, so nothing leaves the spool
-    body = {
-        "DeliveryStreamName": "full", "DeliveryStreamType": "MSKAsSource",
-        "MSKSourceConfiguration": msk_stream("x", "fills")["MSKSourceConfiguration"],
-        "HttpEndpointDestinationConfiguration": {
-            "EndpointConfiguration": {"Url": f"http://127.0.0.1:{dead}/", "Name": "dead"},
-            "BufferingHints": {"SizeInMBs": 1, "IntervalInSeconds": 0},
-            "RetryOptions": {"DurationInSeconds": 7200},
-            "S3Configuration": {"RoleARN": ROLE, "BucketARN": "arn:aws:s3:::local"}},
-    }
+    body = _undeliverable("full", "fills")
     broker.create_topic("fills", 2)
     broker.produce("fills", [(None, b"x" * 1000)] * 24_000)  # 24 MB, three times the spool
     d = start_daemon([body], kafka_clusters=clusters(broker, max_backlog_bytes="1 GiB"),
