@@ -203,7 +203,7 @@ class KafkaSource:
                 continue
             kind, meta, data = link.receive()
             if kind == ENTRY:
-                link.send(DONE, {**self._write(split(data, meta["parts"])), **self._status()})
+                link.send(DONE, {"entry": meta["entry"], **self._write(split(data, meta["parts"])), **self._status()})
             elif kind == STATE:
                 self._take_state(meta)
             elif kind == LOG:

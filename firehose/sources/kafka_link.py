@@ -11,9 +11,9 @@ A frame is ``kind`` (1 byte), the length of an orjson ``meta`` object and the le
 ``data`` after it (4 bytes each, little-endian), then the two. Kinds:
 
 * ``ENTRY`` (reader → daemon): ``data`` is the entry's payload parts back to back, ``meta["parts"]``
-  their lengths; ``meta["checkpoints"]`` the positions it makes durable. At most one is unanswered.
-* ``DONE`` (daemon → reader): the entry is durable (``meta["ok"]``) or was given up (``ok`` false,
-  ``meta["error"]``); with the stream's status as in ``STATUS``.
+  their lengths, ``meta["entry"]`` its number. The daemon answers them in order.
+* ``DONE`` (daemon → reader): entry ``meta["entry"]`` is durable (``meta["ok"]``) or was given up (``ok``
+  false, ``meta["error"]``); with the stream's status as in ``STATUS``.
 * ``STATUS`` (daemon → reader): ``backlog`` (the stream's spooled, undelivered bytes) and ``lambda``
   (whether the stream has a Lambda step now), about ten times a second.
 * ``STATE`` (reader → daemon): what ``/readyz`` shows (assigned partitions, paused, last error,

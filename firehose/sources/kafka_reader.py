@@ -233,11 +233,14 @@ class ReaderEnd:
         self.backlog = 0
         self.lambda_step = lambda_step
         self.stopping = threading.Event()
-        self._inflight: concurrent.futures.Future[None] | None = None
+        #: The entry sent last and not answered: its number and its future. An entry given up at a rebalance
+        #: may still be answered after the next one is sent; the number keeps that answer from settling it.
+        self._inflight: tuple[int, concurrent.futures.Future[None]] | None = None
+        self._sent = 0
         self._lock = threading.Lock()
         self._closed = False
         #: Entries to send: sending waits for the daemon to take the bytes, which the reading need not.
-        self._outbox: queue.SimpleQueue[list[bytes] | None] = queue.SimpleQueue()
+        self._outbox: queue.SimpleQueue[tuple[int, list[bytes]] | None] = queue.SimpleQueue()
         threading.Thread(target=self._receive, name="kafka-link-in", daemon=True).start()
         threading.Thread(target=self._send, name="kafka-link-out", daemon=True).start()
 
@@ -249,14 +252,16 @@ class ReaderEnd:
             if self._closed:
                 future.cancel()
                 return future
-            self._inflight = future
-        self._outbox.put(payload)
+            self._sent += 1
+            self._inflight = (self._sent, future)
+            self._outbox.put((self._sent, payload))
         return future
 
     def _send(self) -> None:
-        while (payload := self._outbox.get()) is not None:
+        while (item := self._outbox.get()) is not None:
+            number, payload = item
             try:
-                self.link.send(ENTRY, {"parts": [len(p) for p in payload]}, payload)
+                self.link.send(ENTRY, {"entry": number, "parts": [len(p) for p in payload]}, payload)
             except OSError:
                 self._close()
                 return
@@ -274,8 +279,11 @@ class ReaderEnd:
                     self.lambda_step = bool(meta["lambda"])
                 if kind == DONE:
                     with self._lock:
-                        future, self._inflight = self._inflight, None
-                    if future is not None and not future.done():
+                        inflight = self._inflight
+                        if inflight is None or inflight[0] != meta["entry"]:
+                            continue  # the answer to an entry given up: the reading has moved on
+                        future, self._inflight = inflight[1], None
+                    if not future.done():
                         if meta["ok"]:
                             future.set_result(None)
                         else:
@@ -294,9 +302,9 @@ class ReaderEnd:
         """The daemon is gone: stop, and nothing unanswered is counted written."""
         with self._lock:
             self._closed = True
-            future, self._inflight = self._inflight, None
-        if future is not None:
-            future.cancel()
+            inflight, self._inflight = self._inflight, None
+        if inflight is not None:
+            inflight[1].cancel()
         self._outbox.put(None)
         self.stopping.set()
 
