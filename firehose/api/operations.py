@@ -356,8 +356,8 @@ def _fill_processing(body: Body) -> None:
             continue
         params = processor.setdefault("Parameters", [])
         given = {p.get("ParameterName") for p in params}
-        for name, value in _LAMBDA_DEFAULTS:
-            value = value if value is not None else body.get("RoleARN")
+        for name, default in _LAMBDA_DEFAULTS:
+            value = default if default is not None else body.get("RoleARN")
             if name not in given and value is not None:
                 params.append({"ParameterName": name, "ParameterValue": value})
 _S3_MEMBERS = ("RoleARN", "BucketARN", "Prefix", "ErrorOutputPrefix", "BufferingHints", "CompressionFormat",

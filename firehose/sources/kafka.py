@@ -61,7 +61,6 @@ class KafkaSourceState:
     records: int = 0
     #: Records over the size limit sent to the error output (counted in ``records`` too).
     oversize: int = 0
-    committed: dict[int, int] = field(default_factory=dict)
     #: How many times the reader process died and was started again.
     restarts: int = 0
 
@@ -217,22 +216,16 @@ class KafkaSource:
         and whoever reads the partition next reads them again."""
         assert self._loop is not None
         future = asyncio.run_coroutine_threadsafe(self._append(payload), self._loop)
-        deadline: float | None = None
-        while True:
-            try:
-                future.result(timeout=0.1)
-                return {"ok": True}
-            except concurrent.futures.TimeoutError:
-                if not self._stopping.is_set():
-                    continue
-                now = time.monotonic()
-                deadline = deadline or now + self._cluster.session_timeout_ms / 2000
-                if now < deadline:
-                    continue
-                future.cancel()
-                return {"ok": False, "error": "The source stopped before the spool took the records."}
-            except Exception as exc:  # the spool failed for good (closing): the records are read again
-                return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        while not self._stopping.is_set() and not future.done():
+            concurrent.futures.wait([future], timeout=0.1)
+        try:
+            future.result(timeout=kafka_reader.settle_seconds(self._cluster))
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            return {"ok": False, "error": "The source stopped before the spool took the records."}
+        except Exception as exc:  # the spool failed for good (closing): the records are read again
+            return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        return {"ok": True}
 
     async def _append(self, payload: list[memoryview]) -> None:
         await retry_until(functools.partial(self._spool.append_sourced, self._stream, payload), backoff=_BACKOFF,
@@ -253,7 +246,6 @@ class KafkaSource:
         state = self.state
         state.assigned = [int(p) for p in meta["assigned"]]
         state.last_error = meta["last_error"] if meta["last_error"] is not None else state.last_error
-        state.committed = {int(p): int(o) for p, o in meta["committed"].items()}
         records, size, oversize = int(meta["records"]), int(meta["bytes"]), int(meta["oversize"])
         if records:
             state.records += records
@@ -276,6 +268,7 @@ class KafkaSource:
         self._process = self._link = None
         if link is not None and hang_up:
             link.close()
+            link = None
         if process is not None:
             process.join(self._cluster.session_timeout_ms / 1000 + _STOP_GRACE_SECONDS)
             if process.is_alive():

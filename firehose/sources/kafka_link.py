@@ -59,7 +59,7 @@ class Link:
         self._buffer = bytearray()
 
     def send(self, kind: int, meta: Any, parts: Sequence[bytes | bytearray | memoryview] = ()) -> None:
-        body = orjson.dumps(meta)
+        body = orjson.dumps(meta, default=str)  # what JSON has no type for (a log's extras) as text
         size = sum(len(p) for p in parts)
         buffers: list[Any] = [_HEAD.pack(kind, len(body), size), body, *parts]
         with self._send_lock:
@@ -121,10 +121,9 @@ class ForwardingHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             extra = {k: v for k, v in record.__dict__.items() if k not in _STANDARD}
-            meta = {"logger": record.name, "level": record.levelno, "message": record.getMessage(),
-                    "extra": orjson.loads(orjson.dumps(extra, default=str))}
             if record.exc_info:
-                meta["extra"]["exception"] = logging.Formatter().formatException(record.exc_info)
+                extra["exception"] = logging.Formatter().formatException(record.exc_info)
+            meta = {"logger": record.name, "level": record.levelno, "message": record.getMessage(), "extra": extra}
             self.link.send(LOG, meta)
         except Exception:  # the link is gone: the daemon is stopping or dead, and the reader with it
             pass

@@ -207,6 +207,12 @@ class EntryRefused(RuntimeError):
     """The daemon could not make an entry durable (not a full spool, which it retries)."""
 
 
+def settle_seconds(cluster: KafkaClusterSettings) -> float:
+    """How long a rebalance or a stop waits for the entry being written (a full spool): half the group's
+    session, so the member is not thrown out meanwhile. Both ends give an entry up after it."""
+    return cluster.session_timeout_ms / 2000
+
+
 @dataclass(frozen=True)
 class ReaderParams:
     """What a reader process is started with (pickled to it)."""
@@ -347,7 +353,6 @@ class KafkaReader:
         records, size, oversize = self._spooled
         self._spooled = [0, 0, 0]
         self._end.report({"assigned": sorted(self._assigned), "paused": self._paused, "last_error": self._last_error,
-                          "committed": {str(p): o for p, o in self._committed.items()},
                           "records": records, "bytes": size, "oversize": oversize})
 
     # -- the consumer ------------------------------------------------------------------
@@ -401,7 +406,7 @@ class KafkaReader:
 
     def _close(self, consumer: Any) -> None:
         """Commit what is spooled (synchronously) and leave the group; revocation runs inside close."""
-        self._flush(self._settle_seconds())
+        self._flush(settle_seconds(self._cluster))
         with contextlib.suppress(Exception):
             self._commit(consumer, self._assigned, asynchronous=False)
         with contextlib.suppress(Exception):
@@ -437,7 +442,7 @@ class KafkaReader:
         numbers = {tp.partition for tp in partitions}
         # What is read is spooled first (the batch being written, the one gathered), then committed;
         # nothing more of these partitions is spooled here.
-        self._flush(self._settle_seconds())
+        self._flush(settle_seconds(self._cluster))
         with contextlib.suppress(Exception):
             self._commit(consumer, numbers, asynchronous=False)
         self._assigned -= numbers
@@ -449,7 +454,7 @@ class KafkaReader:
 
     def _lost_cb(self, _consumer: Any, partitions: list[Any]) -> None:
         numbers = {tp.partition for tp in partitions}
-        self._flush(self._settle_seconds())
+        self._flush(settle_seconds(self._cluster))
         self._assigned -= numbers  # another member may own them already: commit nothing
         for p in numbers:
             self._committed.pop(p, None)
@@ -459,9 +464,6 @@ class KafkaReader:
                     "commit will be read again by their new owner.",
                     extra={"stream": self.name, "topic": self.topic, "partitions": sorted(numbers)})
 
-    def _settle_seconds(self) -> float:
-        """How long a rebalance or a stop waits for the batch being written: within the group's session."""
-        return self._cluster.session_timeout_ms / 2000
 
     # -- commits ---------------------------------------------------------------------
 

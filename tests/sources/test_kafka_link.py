@@ -8,8 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from firehose.settings import KafkaClusterSettings
 from firehose.sources.kafka_link import DONE, ENTRY, STATUS, Link, LinkClosed, split
-from firehose.sources.kafka_reader import ReaderEnd
+from firehose.sources.kafka_reader import EntryRefused, KafkaReader, ReaderEnd, ReaderParams
 from tests.support.waiting import wait_until
 
 
@@ -70,3 +71,23 @@ def test_a_frame_claiming_too_much_closes_the_link(links: tuple[Link, Link]) -> 
     reader.sock.sendall(struct.pack("<BII", ENTRY, 2, 1 << 31))
     with pytest.raises(LinkClosed):
         daemon.receive()
+
+
+def test_an_entry_the_daemon_refuses_sends_the_reader_back_to_its_checkpoints(links: tuple[Link, Link]) -> None:
+    """Not a full spool (retried by the daemon) but a failure: the consumer has read past the entry's
+    records, so the reader must start reading again from the checkpoints, not go on after them."""
+    reader_link, daemon = links
+    end = ReaderEnd(reader_link, lambda_step=False)
+    params = ReaderParams(name="s", account_id="123456789012", topic="t",
+                          cluster=KafkaClusterSettings(bootstrap_servers="127.0.0.1:9"), read_from_ms=0,
+                          checkpoints={0: 4}, lambda_step=False)
+    reader = KafkaReader(params, end)
+    reader._positions = {0: 9}
+    reader._inflight = end.append([b"records 5-9"])
+    reader._inflight_result = ({0: 9}, 5, 11, 0)
+    _, meta, _ = daemon.receive()
+    daemon.send(DONE, {"entry": meta["entry"], "ok": False, "error": "SpoolError: disk", "backlog": 0,
+                       "lambda": False})
+    with pytest.raises(EntryRefused, match="SpoolError"):
+        reader._settle()
+    assert reader._positions == reader._checkpoints == {0: 4} and reader._inflight is None
