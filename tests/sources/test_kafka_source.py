@@ -67,6 +67,7 @@ def test_the_api_creates_describes_and_refuses_as_aws(start_daemon: Any, broker:
     fh.create_delivery_stream(**body)
     desc = fh.describe_delivery_stream(DeliveryStreamName="viaapi")["DeliveryStreamDescription"]
     assert desc["DeliveryStreamType"] == "MSKAsSource"
+    assert "DeliveryStreamEncryptionConfiguration" not in desc  # server-side encryption is DirectPut's only
     source = desc["Source"]["MSKSourceDescription"]
     assert source["MSKClusterARN"] == CLUSTER and source["TopicName"] == "api-topic"
     assert source["AuthenticationConfiguration"] == {"RoleARN": ROLE, "Connectivity": "PRIVATE"}
